@@ -1,0 +1,94 @@
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+import { Connection } from '@temporalio/client';
+import { SEARCH_ATTRIBUTE_FLAGS } from '../../src/domain/search-attributes';
+
+const ROOT = path.resolve(__dirname, '../..');
+
+/** The Temporal CLI binary, built on first use by scripts/temporal.sh. */
+export function temporalBinary(): string {
+  return execFileSync('bash', [path.join(ROOT, 'scripts/temporal.sh'), 'path'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'inherit'] }).trim();
+}
+
+export interface TemporalDevServerOptions {
+  port: number;
+  /** Web UI port; omit for a headless server. */
+  uiPort?: number;
+  /** SQLite file that keeps state across restarts; omit for an in-memory server. */
+  dbFile?: string;
+  /** Where the server's own log goes. */
+  logFile: string;
+  /** One read/write partition per task queue: exact fairness order in tests. */
+  singlePartition?: boolean;
+}
+
+/** Dynamic config that switches on the matcher with priority and fairness (the `gpu` queue's weighted fair dispatch). */
+export function devServerArgs(options: TemporalDevServerOptions): string[] {
+  const dynamic = ['matching.useNewMatcher=true', 'matching.enableFairness=true'];
+  if (options.singlePartition) dynamic.push('matching.numTaskqueueReadPartitions=1', 'matching.numTaskqueueWritePartitions=1');
+  return [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(options.port),
+    ...(options.uiPort ? ['--ui-port', String(options.uiPort)] : ['--headless']),
+    ...(options.dbFile ? ['--db-filename', options.dbFile] : []),
+    '--log-level',
+    'warn',
+    ...dynamic.flatMap((v) => ['--dynamic-config-value', v]),
+    ...SEARCH_ATTRIBUTE_FLAGS.flatMap((v) => ['--search-attribute', v]),
+  ];
+}
+
+/** Starts `temporal server start-dev` and resolves once its frontend answers and the default namespace exists. */
+export async function startTemporalDevServer(options: TemporalDevServerOptions, { timeoutMs = 60_000 } = {}) {
+  const bin = temporalBinary();
+  fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
+  if (options.dbFile) fs.mkdirSync(path.dirname(options.dbFile), { recursive: true });
+  const log = fs.openSync(options.logFile, 'a');
+  const child: ChildProcess = spawn(bin, devServerArgs(options), { stdio: ['ignore', log, log] });
+  fs.closeSync(log);
+  const address = `127.0.0.1:${options.port}`;
+  let exited = false;
+  child.once('exit', () => (exited = true));
+  await waitForTemporal(address, timeoutMs, () => {
+    if (exited) throw new Error(`temporal server exited during start; see ${options.logFile}`);
+  });
+  return {
+    address,
+    uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined,
+    pid: child.pid,
+    async stop(): Promise<void> {
+      if (exited) return;
+      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+      await gone;
+      clearTimeout(timer);
+    },
+  };
+}
+
+export async function waitForTemporal(address: string, timeoutMs: number, check: () => void = () => {}): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  let lastError: unknown;
+  while (Date.now() < deadline) {
+    check();
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1_000 });
+      try {
+        await connection.workflowService.describeNamespace({ namespace: 'default' });
+        return;
+      } finally {
+        await connection.close();
+      }
+    } catch (err) {
+      lastError = err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  }
+  throw new Error(`Temporal at ${address} not ready after ${timeoutMs} ms: ${String(lastError)}`);
+}

@@ -1,0 +1,82 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { and, eq, isNull } from 'drizzle-orm';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import type { Db } from '../db/client';
+import { apiKeys, users, type UserRow } from '../db/schema';
+import { ApiError } from './errors';
+
+const KEY_PREFIX = 'vg_';
+
+export function hashApiKey(key: string): string {
+  return createHash('sha256').update(key).digest('hex');
+}
+
+export function newApiKey(): string {
+  return KEY_PREFIX + randomBytes(24).toString('base64url');
+}
+
+export function newId(prefix: string): string {
+  return `${prefix}_${randomBytes(12).toString('hex')}`;
+}
+
+/** Creates a user with one API key; the key is returned here and never again (only its hash is stored). */
+export async function createUser(db: Db, { name, tier }: { name: string; tier: string }) {
+  const apiKey = newApiKey();
+  const user = await db.transaction(async (tx) => {
+    const [row] = await tx.insert(users).values({ id: newId('usr'), name, tier }).returning();
+    await tx.insert(apiKeys).values({ id: newId('key'), userId: row.id, keyHash: hashApiKey(apiKey), keyPrefix: apiKey.slice(0, 8) });
+    return row;
+  });
+  return { user, apiKey };
+}
+
+export async function findUserByApiKey(db: Db, apiKey: string): Promise<UserRow | undefined> {
+  const [row] = await db
+    .select({ user: users })
+    .from(apiKeys)
+    .innerJoin(users, eq(users.id, apiKeys.userId))
+    .where(and(eq(apiKeys.keyHash, hashApiKey(apiKey)), isNull(apiKeys.revokedAt)));
+  return row?.user;
+}
+
+function bearerToken(req: Request): string | undefined {
+  const header = req.get('authorization');
+  const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
+  return match?.[1];
+}
+
+const unauthorized = () =>
+  new ApiError(401, 'unauthorized', 'a valid API key is required: Authorization: Bearer <api key>', undefined, {
+    'WWW-Authenticate': 'Bearer',
+  });
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    user?: UserRow;
+  }
+}
+
+export function requireUser(db: Db): RequestHandler {
+  return async (req: Request, _res: Response, next: NextFunction) => {
+    const token = bearerToken(req);
+    const user = token && token.length <= 200 ? await findUserByApiKey(db, token) : undefined;
+    if (!user) throw unauthorized();
+    req.user = user;
+    next();
+  };
+}
+
+export function requireAdmin(adminApiKey: string): RequestHandler {
+  const expected = Buffer.from(hashApiKey(adminApiKey), 'hex');
+  return (req, _res, next) => {
+    const token = bearerToken(req);
+    if (!token || !timingSafeEqual(Buffer.from(hashApiKey(token), 'hex'), expected)) throw unauthorized();
+    next();
+  };
+}
+
+/** The authenticated user of a route behind requireUser. */
+export function currentUser(req: Request): UserRow {
+  if (!req.user) throw unauthorized();
+  return req.user;
+}

@@ -1,0 +1,42 @@
+import type { ErrorRequestHandler } from 'express';
+import type { Logger } from '../lib/logger';
+
+/** The API's one error type; the middleware below turns it into `{error: {code, message, details?}}`. */
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly details?: unknown,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = 'ApiError';
+  }
+}
+
+export const notFound = (what = 'resource') => new ApiError(404, 'not_found', `${what} not found`);
+
+/** Maps every error to a JSON answer; anything unexpected is a 500 with no internals in the body. */
+export function errorMiddleware(logger: Logger): ErrorRequestHandler {
+  return (err: unknown, req, res, _next) => {
+    const e = err as { type?: string; status?: number; message?: string };
+    let apiError: ApiError;
+    if (err instanceof ApiError) apiError = err;
+    else if (e?.type === 'entity.parse.failed') apiError = new ApiError(400, 'invalid_json', 'the request body is not valid JSON');
+    else if (e?.type === 'entity.too.large') apiError = new ApiError(413, 'payload_too_large', 'the request body is too large');
+    else if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported')
+      apiError = new ApiError(415, 'unsupported_media_type', e.message ?? 'unsupported encoding');
+    else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500)
+      apiError = new ApiError(e.status, 'bad_request', e.message ?? 'bad request');
+    else {
+      logger.error({ err, method: req.method, path: req.path }, 'unhandled error');
+      apiError = new ApiError(500, 'internal_error', 'something went wrong on our side');
+    }
+    if (res.headersSent) return;
+    res.status(apiError.status).set(apiError.headers);
+    const body: { code: string; message: string; details?: unknown } = { code: apiError.code, message: apiError.message };
+    if (apiError.details !== undefined) body.details = apiError.details;
+    res.json({ error: body });
+  };
+}

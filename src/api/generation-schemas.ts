@@ -1,0 +1,41 @@
+import { z } from 'zod';
+import { GENERATION_STATUSES } from '../domain/generation-state';
+
+/** The wire contract of /v1/generations, in one place (the OpenAPI document is generated from these). */
+export const createGenerationBody = z
+  .object({
+    prompt: z.string().trim().min(1, 'must not be empty').max(4000, 'must be at most 4000 characters'),
+    duration_seconds: z.number().int().min(1).max(60).default(5),
+    resolution: z.enum(['480p', '720p', '1080p']).default('720p'),
+    aspect_ratio: z.enum(['16:9', '9:16', '1:1']).default('16:9'),
+    seed: z.number().int().min(0).max(2 ** 32 - 1).nullable().default(null),
+    webhook_url: z.string().url().max(2000).nullable().default(null),
+    metadata: z
+      .record(z.string().max(64), z.string().max(500))
+      .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
+      .default({}),
+  })
+  .strict();
+
+export const idempotencyKeyHeader = z
+  .string()
+  .min(1, 'must not be empty')
+  .max(255, 'must be at most 255 characters')
+  .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
+
+export const listGenerationsQuery = z
+  .object({
+    status: z.enum(GENERATION_STATUSES).optional(),
+    created_after: z.iso.datetime({ offset: true }).optional(),
+    created_before: z.iso.datetime({ offset: true }).optional(),
+    limit: z.coerce.number().int().min(1).max(100).default(20),
+    cursor: z.string().max(200).optional(),
+  })
+  .strict();
+
+export const createUserBody = z
+  .object({
+    name: z.string().trim().min(1).max(200),
+    tier: z.string().min(1),
+  })
+  .strict();

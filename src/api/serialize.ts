@@ -1,0 +1,39 @@
+import type { GenerationRow } from '../db/schema';
+
+const iso = (d: Date | null) => (d ? d.toISOString() : null);
+
+/** A projection row as the API shows it (snake_case). */
+export function toGenerationResource(row: GenerationRow) {
+  return {
+    id: row.id,
+    object: 'generation' as const,
+    status: row.status,
+    prompt: row.prompt,
+    ...row.params,
+    attempt: row.attempt,
+    progress: row.progress,
+    backend_job_id: row.backendJobId,
+    video_url: row.videoUrl,
+    error: row.error ?? null,
+    created_at: iso(row.createdAt),
+    started_at: iso(row.startedAt),
+    completed_at: iso(row.completedAt),
+    updated_at: iso(row.updatedAt),
+  };
+}
+
+/** The opaque keyset cursor: the (created_at, id) of a page's last row. */
+export function encodeCursor(row: Pick<GenerationRow, 'createdAt' | 'id'>): string {
+  return Buffer.from(JSON.stringify([row.createdAt.toISOString(), row.id])).toString('base64url');
+}
+
+export function decodeCursor(cursor: string): { createdAt: Date; id: string } | null {
+  try {
+    const [time, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
+    const createdAt = new Date(String(time));
+    if (typeof id !== 'string' || Number.isNaN(createdAt.getTime())) return null;
+    return { createdAt, id };
+  } catch {
+    return null;
+  }
+}

@@ -1,0 +1,156 @@
+import { z } from 'zod';
+import {
+  BackendRejectedError,
+  BackendUnavailableError,
+  type BackendJob,
+  type BackendSubmitRequest,
+  type GenerationBackend,
+} from './types';
+
+/**
+ * The generation backend over HTTP (the simulator's API, and any provider that speaks it). Every failure comes out as
+ * one of two errors: BackendUnavailableError (worth retrying) or BackendRejectedError (the request itself is wrong).
+ */
+export interface HttpGenerationBackendOptions {
+  baseUrl: string;
+  /** Per-request deadline for submit, getJob and cancel; 0 disables it. generate() waits as long as the job runs. */
+  timeoutMs: number;
+  fetch?: typeof fetch;
+}
+
+const backendJobSchema = z.object({
+  id: z.string(),
+  client_key: z.string(),
+  status: z.enum(['queued', 'running', 'succeeded', 'failed', 'canceled']),
+  progress: z.number(),
+  video_url: z.string().nullable(),
+  error: z
+    .object({
+      code: z.enum(['content_policy_violation', 'invalid_input', 'internal_error', 'gpu_unavailable']),
+      message: z.string(),
+      retryable: z.boolean(),
+    })
+    .nullable(),
+  created_at: z.string(),
+  started_at: z.string().nullable(),
+  completed_at: z.string().nullable(),
+});
+
+const errorBodySchema = z.object({ error: z.object({ code: z.string().optional(), message: z.string().optional() }) });
+
+/** undici's own limits on waiting for headers or the next body chunk (300s by default). */
+const IDLE_TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
+
+/** Still a BackendUnavailableError (same name) to everyone else; generate() alone treats it as "ask again". */
+class IdleTimeoutError extends BackendUnavailableError {}
+
+// 408 and 429 are 4xx but say "try again later", not "this request is wrong".
+const RETRYABLE_CLIENT_STATUSES = new Set([408, 429]);
+
+interface RequestOptions {
+  body?: unknown;
+  signal?: AbortSignal;
+  timeoutMs: number;
+}
+
+export class HttpGenerationBackend implements GenerationBackend {
+  private readonly baseUrl: string;
+  private readonly timeoutMs: number;
+  private readonly fetch: typeof fetch;
+
+  constructor(options: HttpGenerationBackendOptions) {
+    this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.timeoutMs = options.timeoutMs;
+    this.fetch = options.fetch ?? fetch;
+  }
+
+  submit(request: BackendSubmitRequest): Promise<BackendJob> {
+    return this.call('POST', '/v1/jobs', { body: request, timeoutMs: this.timeoutMs });
+  }
+
+  getJob(backendJobId: string): Promise<BackendJob> {
+    return this.call('GET', `/v1/jobs/${encodeURIComponent(backendJobId)}`, { timeoutMs: this.timeoutMs });
+  }
+
+  cancel(backendJobId: string): Promise<BackendJob> {
+    return this.call('POST', `/v1/jobs/${encodeURIComponent(backendJobId)}/cancel`, { timeoutMs: this.timeoutMs });
+  }
+
+  /** Waits for the job to end; aborting `signal` rejects with its reason and leaves the job running on the backend. */
+  async generate(request: BackendSubmitRequest, signal?: AbortSignal): Promise<BackendJob> {
+    const body: BackendSubmitRequest = { ...request };
+    delete body.callback_url;
+    for (;;) {
+      try {
+        return await this.call('POST', '/v1/generate', { body, signal, timeoutMs: 0 });
+      } catch (err) {
+        // fetch gives up on a silent response after its own idle limit (300s); the same client_key re-attaches.
+        if (!(err instanceof IdleTimeoutError)) throw err;
+      }
+    }
+  }
+
+  private async call(method: string, path: string, options: RequestOptions): Promise<BackendJob> {
+    const what = `${method} ${path}`;
+    const deadline = options.timeoutMs > 0 ? AbortSignal.timeout(options.timeoutMs) : undefined;
+    const signals = [options.signal, deadline].filter((s): s is AbortSignal => s !== undefined);
+    let status: number;
+    let text: string;
+    try {
+      const response = await this.fetch(this.baseUrl + path, {
+        method,
+        headers: { accept: 'application/json', ...(options.body === undefined ? {} : { 'content-type': 'application/json' }) },
+        body: options.body === undefined ? undefined : JSON.stringify(options.body),
+        signal: signals.length ? AbortSignal.any(signals) : undefined,
+      });
+      status = response.status;
+      text = await response.text();
+    } catch (err) {
+      // The caller's own cancellation is not a backend failure: hand its reason back unchanged.
+      if (options.signal?.aborted) throw options.signal.reason;
+      if (deadline?.aborted) throw new BackendUnavailableError(`backend timed out after ${options.timeoutMs}ms: ${what}`);
+      const message = `backend unreachable: ${what}: ${describe(err)}`;
+      throw IDLE_TIMEOUT_CODES.has(causeCode(err) ?? '') ? new IdleTimeoutError(message) : new BackendUnavailableError(message);
+    }
+
+    if (status >= 200 && status < 300) return parseJob(text, what, status);
+    const { code, message } = parseError(text);
+    const detail = `backend answered ${status} to ${what}${message ? `: ${message}` : ''}`;
+    if (status >= 400 && status < 500 && !RETRYABLE_CLIENT_STATUSES.has(status)) {
+      throw new BackendRejectedError(detail, status, code);
+    }
+    throw new BackendUnavailableError(detail, status);
+  }
+}
+
+function parseJob(text: string, what: string, status: number): BackendJob {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    throw new BackendUnavailableError(`backend answered ${what} with a body that is not JSON`, status);
+  }
+  const parsed = backendJobSchema.safeParse(json);
+  if (!parsed.success) throw new BackendUnavailableError(`backend answered ${what} with a malformed job`, status);
+  return parsed.data;
+}
+
+function parseError(text: string): { code?: string; message?: string } {
+  try {
+    const parsed = errorBodySchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data.error : {};
+  } catch {
+    return {};
+  }
+}
+
+function causeCode(err: unknown): string | undefined {
+  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
+  return typeof cause?.code === 'string' ? cause.code : undefined;
+}
+
+function describe(err: unknown): string {
+  if (!(err instanceof Error)) return String(err);
+  const cause = (err as Error & { cause?: unknown }).cause;
+  return cause instanceof Error ? `${err.message} (${cause.message})` : err.message;
+}

@@ -1,0 +1,143 @@
+import { z } from 'zod';
+import { defaultSimulatorKnobs, simulatorKnobsSchema, type SimulatorKnobs } from './simulator/knobs';
+
+/**
+ * All configuration, validated once at boot. Nothing else reads process.env: processes call loadConfig() and pass the
+ * result (or the part they need) down; tests build one with overrides.
+ */
+const int = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+const rate = (fallback: number) => z.coerce.number().min(0).max(1).default(fallback);
+const flag = (fallback: boolean) =>
+  z
+    .enum(['true', 'false', '1', '0'])
+    .default(fallback ? 'true' : 'false')
+    .transform((v) => v === 'true' || v === '1');
+
+const tierWeights = z
+  .string()
+  .default('free:1,pro:4,enterprise:8')
+  .transform((value, ctx) => {
+    const weights: Record<string, number> = {};
+    for (const pair of value.split(',')) {
+      const [tier, weight] = pair.split(':').map((s) => s.trim());
+      const n = Number(weight);
+      if (!tier || !Number.isFinite(n) || n <= 0) {
+        ctx.addIssue({ code: 'custom', message: `expected tier:weight pairs like free:1,pro:4, got "${pair}"` });
+        return z.NEVER;
+      }
+      weights[tier] = n;
+    }
+    return weights;
+  });
+
+const envSchema = z.object({
+  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  PORT: int(3000),
+  /** Base URL the backend uses to reach our callback endpoint. */
+  PUBLIC_URL: z.string().url().optional(),
+  DATABASE_URL: z.string().url().optional(),
+  DATA_DIR: z.string().default('.data'),
+  EMBEDDED_PG_PORT: int(5433),
+  TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
+  TEMPORAL_NAMESPACE: z.string().default('default'),
+  ADMIN_API_KEY: z.string().min(16).optional(),
+  BACKEND_URL: z.string().url().default('http://127.0.0.1:4000'),
+  BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
+  BACKEND_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
+  BACKEND_TIMEOUT_MS: int(10_000),
+  WORKER_ROLE: z.enum(['all', 'generation', 'gpu']).default('all'),
+  GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
+  GPU_TASK_QUEUE: z.string().min(1).default('gpu'),
+  HEARTBEAT_THROTTLE_MS: int(1_000),
+  MAX_RUN_MS: int(30 * 60_000),
+  GPU_SLOTS: int(4),
+  GPU_SUBMITS_PER_SECOND: z.coerce.number().positive().default(20),
+  POLL_INTERVAL_MS: int(5_000),
+  HEARTBEAT_TIMEOUT_MS: int(10_000),
+  MAX_ATTEMPTS: int(3),
+  RETRY_BACKOFF_MS: int(2_000),
+  TIER_WEIGHTS: tierWeights,
+  SIMULATOR_PORT: int(4000),
+  SIM_CAPACITY: int(defaultSimulatorKnobs.capacity),
+  SIM_P50_MS: int(defaultSimulatorKnobs.p50Ms),
+  SIM_P99_MS: int(defaultSimulatorKnobs.p99Ms),
+  SIM_TIME_SCALE: z.coerce.number().positive().default(defaultSimulatorKnobs.timeScale),
+  SIM_TRANSIENT_FAILURE_RATE: rate(0),
+  SIM_PERMANENT_FAILURE_RATE: rate(0),
+  SIM_CALLBACK_LOSS_RATE: rate(0),
+  SIM_CALLBACK_DUPLICATE_RATE: rate(0),
+  SIM_CALLBACK_DELAY_MS: int(0),
+  SIM_CALLBACK_REORDER_RATE: rate(0),
+  SIM_ERROR_RATE: rate(0),
+  SIM_SLOW_RESPONSE_RATE: rate(0),
+  SIM_SLOW_RESPONSE_MS: int(0),
+  SIM_OUTAGE: flag(false),
+});
+
+/** The development-only callback secret; production must set BACKEND_WEBHOOK_SECRET. */
+const DEV_BACKEND_WEBHOOK_SECRET = 'whsec_ZGV2ZWxvcG1lbnQtb25seS1iYWNrZW5kLXNlY3JldA==';
+
+export function loadConfig(env: Record<string, string | undefined> = process.env) {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
+    throw new Error(`invalid configuration: ${problems}`);
+  }
+  const e = parsed.data;
+  if (e.NODE_ENV === 'production' && !e.BACKEND_WEBHOOK_SECRET) {
+    throw new Error('invalid configuration: BACKEND_WEBHOOK_SECRET is required in production');
+  }
+  const simulator: SimulatorKnobs = simulatorKnobsSchema.parse({
+    capacity: Math.max(1, e.SIM_CAPACITY),
+    p50Ms: e.SIM_P50_MS,
+    p99Ms: Math.max(e.SIM_P99_MS, e.SIM_P50_MS),
+    timeScale: e.SIM_TIME_SCALE,
+    transientFailureRate: e.SIM_TRANSIENT_FAILURE_RATE,
+    permanentFailureRate: e.SIM_PERMANENT_FAILURE_RATE,
+    callbackLossRate: e.SIM_CALLBACK_LOSS_RATE,
+    callbackDuplicateRate: e.SIM_CALLBACK_DUPLICATE_RATE,
+    callbackDelayMs: e.SIM_CALLBACK_DELAY_MS,
+    callbackReorderRate: e.SIM_CALLBACK_REORDER_RATE,
+    errorRate: e.SIM_ERROR_RATE,
+    slowResponseRate: e.SIM_SLOW_RESPONSE_RATE,
+    slowResponseMs: e.SIM_SLOW_RESPONSE_MS,
+    outage: e.SIM_OUTAGE,
+  });
+  return {
+    env: e.NODE_ENV,
+    logLevel: e.LOG_LEVEL,
+    api: {
+      port: e.PORT,
+      publicUrl: e.PUBLIC_URL ?? `http://127.0.0.1:${e.PORT}`,
+      adminApiKey: e.ADMIN_API_KEY,
+    },
+    database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
+    temporal: { address: e.TEMPORAL_ADDRESS, namespace: e.TEMPORAL_NAMESPACE },
+    backend: {
+      url: e.BACKEND_URL,
+      mode: e.BACKEND_MODE,
+      webhookSecret: e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET,
+      timeoutMs: e.BACKEND_TIMEOUT_MS,
+    },
+    worker: {
+      role: e.WORKER_ROLE,
+      generationTaskQueue: e.GENERATION_TASK_QUEUE,
+      gpuTaskQueue: e.GPU_TASK_QUEUE,
+      heartbeatThrottleMs: e.HEARTBEAT_THROTTLE_MS,
+      gpuSlots: e.GPU_SLOTS,
+      gpuSubmitsPerSecond: e.GPU_SUBMITS_PER_SECOND,
+    },
+    generation: {
+      pollIntervalMs: e.POLL_INTERVAL_MS,
+      heartbeatTimeoutMs: e.HEARTBEAT_TIMEOUT_MS,
+      maxAttempts: Math.max(1, e.MAX_ATTEMPTS),
+      retryBackoffMs: e.RETRY_BACKOFF_MS,
+      maxRunMs: e.MAX_RUN_MS,
+      tierWeights: e.TIER_WEIGHTS,
+    },
+    simulator: { port: e.SIMULATOR_PORT, knobs: simulator },
+  };
+}
+
+export type Config = ReturnType<typeof loadConfig>;

@@ -1,0 +1,99 @@
+import { and, desc, eq, gt, lt, or, sql, type SQL } from 'drizzle-orm';
+import type { GenerationInput, ProjectionWrite } from '../domain/generation';
+import { STATUS_RANK, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
+import type { Db } from './client';
+import { generations, type GenerationRow } from './schema';
+
+/**
+ * The projection writer. Two statements, both idempotent:
+ * - insertQueued creates the row once (the API and the workflow's first step both call it; the second is a no-op);
+ * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
+ *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
+ */
+export async function insertQueued(db: Db, input: GenerationInput): Promise<void> {
+  const { request } = input;
+  await db
+    .insert(generations)
+    .values({
+      id: input.jobId,
+      userId: input.userId,
+      tier: input.tier,
+      status: 'queued',
+      statusRank: STATUS_RANK.queued,
+      prompt: request.prompt,
+      params: {
+        duration_seconds: request.duration_seconds,
+        resolution: request.resolution,
+        aspect_ratio: request.aspect_ratio,
+        seed: request.seed,
+        webhook_url: request.webhook_url,
+        metadata: request.metadata,
+      },
+      createdAt: new Date(input.acceptedAt),
+    })
+    .onConflictDoNothing({ target: generations.id });
+}
+
+/** Returns true when the write moved the row. */
+export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolean> {
+  const rank = STATUS_RANK[write.status];
+  const moved = await db
+    .update(generations)
+    .set({
+      status: write.status,
+      statusRank: rank,
+      attempt: write.attempt,
+      progress: write.progress,
+      backendJobId: write.backendJobId ?? sql`${generations.backendJobId}`,
+      videoUrl: write.videoUrl ?? sql`${generations.videoUrl}`,
+      error: write.error ?? sql`${generations.error}`,
+      startedAt: sql`coalesce(${generations.startedAt}, ${write.startedAt ?? null}::timestamptz)`,
+      completedAt: sql`coalesce(${generations.completedAt}, ${write.completedAt ?? null}::timestamptz)`,
+      updatedAt: sql`now()`,
+    })
+    .where(
+      and(
+        eq(generations.id, write.jobId),
+        lt(generations.statusRank, TERMINAL_RANK),
+        sql`(${generations.statusRank}, ${generations.attempt}, ${generations.progress}) < (${rank}::smallint, ${write.attempt}::int, ${write.progress}::real)`,
+      ),
+    )
+    .returning({ id: generations.id });
+  return moved.length > 0;
+}
+
+export async function getGeneration(db: Db, userId: string, jobId: string): Promise<GenerationRow | undefined> {
+  const [row] = await db
+    .select()
+    .from(generations)
+    .where(and(eq(generations.id, jobId), eq(generations.userId, userId)));
+  return row;
+}
+
+export interface ListQuery {
+  status?: GenerationStatus;
+  createdAfter?: Date;
+  createdBefore?: Date;
+  limit: number;
+  /** Keyset position: the (created_at, id) of the last row of the previous page. */
+  after?: { createdAt: Date; id: string };
+}
+
+/** A user's jobs, newest first, one keyset page (served by generations_user_created_idx). */
+export async function listGenerations(db: Db, userId: string, query: ListQuery) {
+  const conditions: SQL[] = [eq(generations.userId, userId)];
+  if (query.status) conditions.push(eq(generations.status, query.status));
+  if (query.createdAfter) conditions.push(gt(generations.createdAt, query.createdAfter));
+  if (query.createdBefore) conditions.push(lt(generations.createdAt, query.createdBefore));
+  if (query.after) {
+    const { createdAt, id } = query.after;
+    conditions.push(or(lt(generations.createdAt, createdAt), and(eq(generations.createdAt, createdAt), lt(generations.id, id)))!);
+  }
+  const rows = await db
+    .select()
+    .from(generations)
+    .where(and(...conditions))
+    .orderBy(desc(generations.createdAt), desc(generations.id))
+    .limit(query.limit + 1);
+  return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
+}

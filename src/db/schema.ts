@@ -1,0 +1,70 @@
+import { sql } from 'drizzle-orm';
+import { index, integer, jsonb, pgTable, primaryKey, real, smallint, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import type { GenerationError } from '../domain/generation-errors';
+import type { GenerationStatus } from '../domain/generation-state';
+
+export const users = pgTable('users', {
+  id: text('id').primaryKey(),
+  name: text('name').notNull(),
+  tier: text('tier').notNull(),
+  createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/** API keys are stored as SHA-256 hashes; the key itself is shown once, at creation. */
+export const apiKeys = pgTable(
+  'api_keys',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id').notNull().references(() => users.id),
+    keyHash: text('key_hash').notNull(),
+    /** First characters of the key, so a user can tell keys apart. */
+    keyPrefix: text('key_prefix').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true }),
+  },
+  (t) => [uniqueIndex('api_keys_key_hash_idx').on(t.keyHash)],
+);
+
+/** A submit's idempotency key, scoped per user: the same key with the same body names the same job. */
+export const idempotencyKeys = pgTable(
+  'idempotency_keys',
+  {
+    userId: text('user_id').notNull().references(() => users.id),
+    key: text('key').notNull(),
+    requestHash: text('request_hash').notNull(),
+    jobId: text('job_id').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ columns: [t.userId, t.key] })],
+);
+
+/** The projection clients read. Temporal is the source of truth; this is written monotonically (see projection.ts). */
+export const generations = pgTable(
+  'generations',
+  {
+    id: text('id').primaryKey(),
+    userId: text('user_id').notNull().references(() => users.id),
+    tier: text('tier').notNull(),
+    status: text('status').$type<GenerationStatus>().notNull(),
+    statusRank: smallint('status_rank').notNull(),
+    prompt: text('prompt').notNull(),
+    params: jsonb('params').$type<Record<string, unknown>>().notNull(),
+    attempt: integer('attempt').notNull().default(0),
+    progress: real('progress').notNull().default(0),
+    backendJobId: text('backend_job_id'),
+    videoUrl: text('video_url'),
+    error: jsonb('error').$type<GenerationError>(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
+    startedAt: timestamp('started_at', { withTimezone: true }),
+    completedAt: timestamp('completed_at', { withTimezone: true }),
+    updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [
+    // Serves "my jobs, newest first" as a keyset scan.
+    index('generations_user_created_idx').on(t.userId, t.createdAt.desc(), t.id.desc()),
+    index('generations_active_idx').on(t.status).where(sql`status_rank < 2`),
+  ],
+);
+
+export type UserRow = typeof users.$inferSelect;
+export type GenerationRow = typeof generations.$inferSelect;

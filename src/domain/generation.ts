@@ -1,0 +1,76 @@
+import type { GenerationError } from './generation-errors';
+import type { GenerationStatus } from './generation-state';
+
+/** What a user asks for (validated at the API; wire names are snake_case). */
+export interface GenerationRequest {
+  prompt: string;
+  duration_seconds: number;
+  resolution: '480p' | '720p' | '1080p';
+  aspect_ratio: '16:9' | '9:16' | '1:1';
+  seed: number | null;
+  webhook_url: string | null;
+  metadata: Record<string, string>;
+}
+
+/** Settings the API hands each workflow, so timing knobs are injected rather than read inside the workflow. */
+export interface GenerationSettings {
+  gpuTaskQueue: string;
+  fairnessWeight: number;
+  heartbeatTimeoutMs: number;
+  maxAttempts: number;
+  retryBackoffMs: number;
+  /** Upper bound for one attempt on a GPU. */
+  maxRunMs: number;
+}
+
+export interface GenerationInput {
+  jobId: string;
+  userId: string;
+  tier: string;
+  request: GenerationRequest;
+  /** ISO time the API accepted the job; the projection's created_at. */
+  acceptedAt: string;
+  settings: GenerationSettings;
+}
+
+/** One write to the projection. Monotonic by (rank, attempt, progress): older writes never overwrite newer ones. */
+export interface ProjectionWrite {
+  jobId: string;
+  status: GenerationStatus;
+  attempt: number;
+  progress: number;
+  backendJobId?: string | null;
+  videoUrl?: string | null;
+  error?: GenerationError | null;
+  /** ISO timestamps; set once, the first writer wins. */
+  startedAt?: string | null;
+  completedAt?: string | null;
+}
+
+/** What the GPU activity returns when the backend job has ended. */
+export interface GpuAttemptResult {
+  backendJobId: string;
+  status: 'succeeded' | 'failed' | 'canceled';
+  videoUrl: string | null;
+  error: { code: string; message: string } | null;
+}
+
+/** The workflow's answer to the state query, and its return value. */
+export interface GenerationState {
+  jobId: string;
+  status: GenerationStatus;
+  attempt: number;
+  backendJobId: string | null;
+  videoUrl: string | null;
+  error: GenerationError | null;
+}
+
+/** The backend's key for attempt N of a job: the same attempt always names the same backend job. */
+export function backendClientKey(jobId: string, attempt: number): string {
+  return `${jobId}:attempt:${attempt}`;
+}
+
+export function parseBackendClientKey(clientKey: string): { jobId: string; attempt: number } | null {
+  const match = /^(.+):attempt:(\d+)$/.exec(clientKey);
+  return match ? { jobId: match[1], attempt: Number(match[2]) } : null;
+}

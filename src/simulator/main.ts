@@ -1,0 +1,37 @@
+import { loadConfig } from '../config';
+import { createLogger } from '../lib/logger';
+import { startSimulator } from './app';
+
+/** Process entry for the backend simulator: `npm run simulator`. */
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger('simulator', config.logLevel);
+  const running = await startSimulator({
+    port: config.simulator.port,
+    knobs: config.simulator.knobs,
+    webhookSecret: config.backend.webhookSecret,
+    logger,
+  });
+  logger.info({ url: running.url, knobs: config.simulator.knobs }, 'backend simulator listening');
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'backend simulator shutting down');
+    running.close().then(
+      () => process.exit(0),
+      (err: unknown) => {
+        logger.error({ err }, 'backend simulator shutdown failed');
+        process.exit(1);
+      },
+    );
+  };
+  process.once('SIGINT', () => stop('SIGINT'));
+  process.once('SIGTERM', () => stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  createLogger('simulator').fatal({ err }, 'backend simulator failed to start');
+  process.exit(1);
+});

@@ -1,0 +1,117 @@
+import { Client } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import { createProjectionActivities } from './activities/projection';
+import { createGpuActivities } from './activities/gpu';
+import { BackendWakeups } from './activities/backend-wakeups';
+import { HttpGenerationBackend } from './backend/http-backend';
+import type { GenerationBackend } from './backend/types';
+import { loadConfig, type Config } from './config';
+import { createDatabase, requireDatabaseUrl } from './db/client';
+import { createLogger, type Logger } from './lib/logger';
+
+export interface WorkerDeps {
+  config: Config;
+  databaseUrl: string;
+  logger: Logger;
+  /** Pre-built workflow code (tests bundle once per run); otherwise the workflows are bundled at start. */
+  workflowBundle?: WorkflowBundleOption;
+  backend?: GenerationBackend;
+  /** Overrides the process's Temporal worker identity (shown in the Web UI next to each activity). */
+  identity?: string;
+}
+
+/**
+ * The generation worker (workflows and projection activities) and the GPU dispatcher (the slot-holding activity on the
+ * `gpu` task queue). WORKER_ROLE runs either or both in one process; each can run many times over.
+ */
+export async function createWorkers({ config, databaseUrl, logger, workflowBundle, backend, identity }: WorkerDeps) {
+  const { role, generationTaskQueue, gpuTaskQueue } = config.worker;
+  const database = createDatabase(databaseUrl);
+  const connection = await NativeConnection.connect({ address: config.temporal.address });
+  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const wakeups = new BackendWakeups(database.sql);
+  const workers: Worker[] = [];
+
+  if (role === 'all' || role === 'generation') {
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace: config.temporal.namespace,
+        taskQueue: generationTaskQueue,
+        ...(identity ? { identity } : {}),
+        ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+        activities: createProjectionActivities({ db: database.db }),
+      }),
+    );
+  }
+  if (role === 'all' || role === 'gpu') {
+    await wakeups.start();
+    workers.push(
+      await Worker.create({
+        connection,
+        namespace: config.temporal.namespace,
+        taskQueue: gpuTaskQueue,
+        ...(identity ? { identity } : {}),
+        activities: createGpuActivities({
+          db: database.db,
+          backend: backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs }),
+          wakeups,
+          client,
+          logger: logger.child({ component: 'gpu' }),
+          callbackUrl: `${config.api.publicUrl}/internal/backend/callbacks`,
+          pollIntervalMs: config.generation.pollIntervalMs,
+        }),
+        // One activity slot is one GPU: the backend never has more of our jobs in flight than this.
+        maxConcurrentActivityTaskExecutions: config.worker.gpuSlots,
+        // The backend's submission rate, enforced by the server across every dispatcher.
+        maxTaskQueueActivitiesPerSecond: config.worker.gpuSubmitsPerSecond,
+        // Cancellation reaches an activity only in a heartbeat's answer: keep heartbeats frequent.
+        maxHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
+        defaultHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
+      }),
+    );
+  }
+
+  let stopped = false;
+  return {
+    workers,
+    /** Runs until shutdown() (or a fatal worker error), then releases connections. */
+    async run(): Promise<void> {
+      try {
+        await Promise.all(workers.map((w) => w.run()));
+      } finally {
+        await wakeups.stop().catch(() => undefined);
+        await connection.close().catch(() => undefined);
+        await database.close();
+      }
+    },
+    shutdown(): void {
+      if (stopped) return;
+      stopped = true;
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const config = loadConfig();
+  const logger = createLogger(`worker-${config.worker.role}`, config.logLevel);
+  Runtime.install({ logger: new DefaultLogger('WARN') });
+  const running = await createWorkers({ config, databaseUrl: requireDatabaseUrl(config), logger });
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      logger.info({ signal }, 'shutting down: finishing in-flight tasks');
+      running.shutdown();
+    });
+  }
+  logger.info({ role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address }, 'worker started');
+  await running.run();
+  logger.info('worker stopped');
+}
+
+if (require.main === module) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

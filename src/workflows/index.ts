@@ -1,0 +1,1 @@
+export { generationWorkflow } from './generation';

@@ -1,0 +1,21 @@
+import { defineQuery, defineSignal } from '@temporalio/workflow';
+import type { GenerationState } from '../domain/generation';
+
+/** Signal, query and search-attribute definitions, shared by the workflow, the API, the activities and the tests. */
+
+export type BackendEventType = 'accepted' | 'started' | 'succeeded' | 'failed' | 'canceled';
+
+/** A backend job event for one generation attempt: from the backend's callback (via the API) or the GPU activity. */
+export interface BackendEvent {
+  attempt: number;
+  type: BackendEventType;
+  backendJobId: string;
+  videoUrl?: string | null;
+  error?: { code: string; message: string } | null;
+}
+
+export const backendEventSignal = defineSignal<[BackendEvent]>('backendEvent');
+export const cancelGenerationSignal = defineSignal<[{ reason?: string }]>('cancelGeneration');
+export const generationStateQuery = defineQuery<GenerationState>('generationState');
+
+export const GENERATION_WORKFLOW_TYPE = 'generationWorkflow';

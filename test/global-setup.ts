@@ -1,0 +1,69 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import postgres from 'postgres';
+import { freePort } from '../scripts/lib/ports';
+import { startTemporalDevServer } from '../scripts/lib/temporal-dev-server';
+import { startEmbeddedPostgres } from '../src/db/embedded';
+import { runMigrations } from '../src/db/migrate';
+import { createLogger } from '../src/lib/logger';
+
+/**
+ * One real Temporal dev server (fairness on, one partition) and one fresh Postgres database per test run, plus the
+ * workflow bundle built once. Test files read where they are from TEST_* variables.
+ */
+export const ARTIFACTS = path.resolve(__dirname, 'artifacts');
+
+export default async function globalSetup(): Promise<void> {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const logger = createLogger('test-setup', 'warn');
+  const stoppers: Array<() => Promise<void>> = [];
+
+  const temporal = await startTemporalDevServer({
+    port: await freePort(),
+    logFile: path.join(ARTIFACTS, 'temporal.log'),
+    singlePartition: true,
+  });
+  stoppers.push(temporal.stop);
+
+  let databaseUrl: string;
+  if (process.env.DATABASE_URL) {
+    // A real server was given: a fresh database on it for this run, dropped at the end.
+    const name = `vg_test_${process.pid}_${Date.now()}`;
+    const admin = postgres(process.env.DATABASE_URL, { max: 1, onnotice: () => {} });
+    await admin.unsafe(`create database ${name}`);
+    await admin.end();
+    const url = new URL(process.env.DATABASE_URL);
+    url.pathname = `/${name}`;
+    databaseUrl = url.toString();
+    stoppers.push(async () => {
+      const sql = postgres(process.env.DATABASE_URL!, { max: 1, onnotice: () => {} });
+      await sql.unsafe(`drop database if exists ${name} with (force)`);
+      await sql.end();
+    });
+  } else {
+    const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vg-test-pg-'));
+    const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), logger });
+    databaseUrl = pg.url;
+    stoppers.push(async () => {
+      await pg.stop();
+      fs.rmSync(dataDir, { recursive: true, force: true });
+    });
+  }
+  await runMigrations(databaseUrl);
+
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: require.resolve('../src/workflows'),
+    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} } as never,
+  });
+  const bundlePath = path.join(ARTIFACTS, 'workflow-bundle.js');
+  fs.writeFileSync(bundlePath, code);
+
+  process.env.TEST_TEMPORAL_ADDRESS = temporal.address;
+  process.env.TEST_DATABASE_URL = databaseUrl;
+  process.env.TEST_WORKFLOW_BUNDLE = bundlePath;
+  (globalThis as { __videogenStop?: () => Promise<void> }).__videogenStop = async () => {
+    for (const stop of stoppers.reverse()) await stop().catch((err) => console.error(err));
+  };
+}

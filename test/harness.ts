@@ -1,0 +1,158 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
+import { startApi } from '../src/api/main';
+import { loadConfig, type Config } from '../src/config';
+import { createDatabase } from '../src/db/client';
+import { createLogger } from '../src/lib/logger';
+import { startSimulator, type RunningSimulator } from '../src/simulator/app';
+import type { SimulatorKnobs } from '../src/simulator/knobs';
+import { createWorkers } from '../src/worker';
+
+/**
+ * A whole service in the test process, on the run's real Temporal server and Postgres: backend simulator, API and worker
+ * (generation worker + GPU dispatcher), with task queues of its own so stacks never see each other's work.
+ */
+let runtimeInstalled = false;
+
+export interface Stack {
+  config: Config;
+  apiUrl: string;
+  adminApiKey: string;
+  simulator: RunningSimulator;
+  client: Client;
+  database: ReturnType<typeof createDatabase>;
+  setKnobs(knobs: Partial<SimulatorKnobs>): void;
+  createUser(tier?: string): Promise<{ userId: string; apiKey: string }>;
+  close(): Promise<void>;
+}
+
+export function testEnv(): { temporalAddress: string; databaseUrl: string; workflowBundle: string } {
+  const temporalAddress = process.env.TEST_TEMPORAL_ADDRESS;
+  const databaseUrl = process.env.TEST_DATABASE_URL;
+  const workflowBundle = process.env.TEST_WORKFLOW_BUNDLE;
+  if (!temporalAddress || !databaseUrl || !workflowBundle) throw new Error('run the tests through jest (test/global-setup.ts)');
+  return { temporalAddress, databaseUrl, workflowBundle };
+}
+
+export async function startStack({ env = {}, knobs = {} }: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs> } = {}): Promise<Stack> {
+  const { temporalAddress, databaseUrl, workflowBundle } = testEnv();
+  if (!runtimeInstalled) {
+    Runtime.install({ logger: new DefaultLogger('ERROR') });
+    runtimeInstalled = true;
+  }
+  const id = randomBytes(4).toString('hex');
+  const adminApiKey = `test-admin-${randomBytes(12).toString('hex')}`;
+  const baseEnv: Record<string, string> = {
+    NODE_ENV: 'test',
+    LOG_LEVEL: 'warn',
+    TEMPORAL_ADDRESS: temporalAddress,
+    DATABASE_URL: databaseUrl,
+    PORT: '0',
+    GENERATION_TASK_QUEUE: `generation-${id}`,
+    GPU_TASK_QUEUE: `gpu-${id}`,
+    POLL_INTERVAL_MS: '500',
+    HEARTBEAT_TIMEOUT_MS: '3000',
+    HEARTBEAT_THROTTLE_MS: '300',
+    RETRY_BACKOFF_MS: '100',
+    GPU_SLOTS: '4',
+    SIM_P50_MS: '300',
+    SIM_P99_MS: '800',
+    ...env,
+  };
+  const logger = createLogger('test', baseEnv.LOG_LEVEL);
+  const base = loadConfig(baseEnv);
+  const simulator = await startSimulator({
+    port: 0,
+    knobs: { ...base.simulator.knobs, ...knobs },
+    webhookSecret: base.backend.webhookSecret,
+    logger: logger.child({ process: 'simulator' }),
+  });
+  const apiConfig = loadConfig({ ...baseEnv, BACKEND_URL: simulator.url });
+  const api = await startApi({ config: apiConfig, databaseUrl, logger: logger.child({ process: 'api' }), adminApiKey });
+  const config = loadConfig({ ...baseEnv, BACKEND_URL: simulator.url, PUBLIC_URL: api.url });
+  const workers = await createWorkers({ config, databaseUrl, logger: logger.child({ process: 'worker' }), workflowBundle: { codePath: workflowBundle } });
+  const running = workers.run();
+  const connection = await Connection.connect({ address: temporalAddress });
+  const client = new Client({ connection });
+  const database = createDatabase(databaseUrl, { max: 4 });
+
+  return {
+    config,
+    apiUrl: api.url,
+    adminApiKey,
+    simulator,
+    client,
+    database,
+    setKnobs: (next) => simulator.simulator.engine.updateKnobs({ ...simulator.simulator.engine.knobs, ...next }),
+    async createUser(tier = 'pro') {
+      const res = await fetch(`${api.url}/admin/users`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${adminApiKey}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ name: `user-${randomBytes(3).toString('hex')}`, tier }),
+      });
+      if (res.status !== 201) throw new Error(`create user: ${res.status} ${await res.text()}`);
+      const body = (await res.json()) as { user: { id: string }; api_key: string };
+      return { userId: body.user.id, apiKey: body.api_key };
+    },
+    async close() {
+      workers.shutdown();
+      await running;
+      await api.close();
+      await simulator.close();
+      await connection.close();
+      await database.close();
+    },
+  };
+}
+
+/** Polls `probe` until it returns a value (not undefined) or the deadline passes. */
+export async function eventually<T>(probe: () => Promise<T | undefined>, { timeoutMs = 30_000, intervalMs = 100, what = 'condition' } = {}): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const value = await probe();
+      if (value !== undefined) return value;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** A tiny API client for tests. */
+export function apiClient(baseUrl: string, apiKey: string) {
+  async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+    const res = await fetch(`${baseUrl}${path}`, {
+      method,
+      headers: { authorization: `Bearer ${apiKey}`, ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      body: body === undefined ? undefined : typeof body === 'string' ? body : JSON.stringify(body),
+    });
+    const text = await res.text();
+    let json: any;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = undefined;
+    }
+    return { status: res.status, headers: res.headers, body: json, text };
+  }
+  return {
+    call,
+    submit: (body: unknown, idempotencyKey?: string) =>
+      call('POST', '/v1/generations', body, idempotencyKey ? { 'idempotency-key': idempotencyKey } : {}),
+    get: (id: string) => call('GET', `/v1/generations/${id}`),
+    list: (query = '') => call('GET', `/v1/generations${query}`),
+    /** Waits until the job reaches a terminal status and returns it. */
+    waitForTerminal: (id: string, timeoutMs = 60_000) =>
+      eventually(
+        async () => {
+          const res = await call('GET', `/v1/generations/${id}`);
+          return ['succeeded', 'failed', 'canceled'].includes(res.body?.status) ? res.body : undefined;
+        },
+        { timeoutMs, what: `job ${id} to end` },
+      ),
+  };
+}

@@ -1,0 +1,43 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+const nodeBuiltins = ['fs', 'path', 'os', 'crypto', 'http', 'https', 'net', 'child_process', 'dns', 'stream', 'util', 'worker_threads', 'timers'];
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', 'dist/**', 'drizzle/**', 'test/artifacts/**', 'bench/out/**', '.tools/**', '.data/**', '*.config.js'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    files: ['**/*.ts'],
+    languageOptions: { parserOptions: { projectService: true, tsconfigRootDir: import.meta.dirname } },
+    rules: {
+      '@typescript-eslint/no-floating-promises': 'error',
+      '@typescript-eslint/no-misused-promises': ['error', { checksVoidReturn: false }],
+      '@typescript-eslint/no-explicit-any': 'off',
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+    },
+  },
+  {
+    // The determinism wall: workflow code runs in Temporal's sandbox and is replayed; no I/O, no Node built-ins.
+    files: ['src/workflows/**/*.ts'],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          paths: [
+            ...nodeBuiltins.flatMap((name) => [name, `node:${name}`]).map((name) => ({ name, message: 'workflows must be deterministic: no Node built-ins' })),
+            ...['postgres', 'drizzle-orm', 'express', 'pino', '@temporalio/client', '@temporalio/worker', '@temporalio/activity'].map((name) => ({
+              name,
+              message: 'workflows must be deterministic: I/O belongs in activities',
+            })),
+          ],
+          patterns: [
+            { group: ['../db/*', '../api/*', '../backend/http-*', '../lib/logger'], message: 'workflows must not import I/O modules' },
+            { group: ['../activities/*'], allowTypeImports: true, message: 'import activities as types only' },
+          ],
+        },
+      ],
+      'no-restricted-globals': ['error', { name: 'setTimeout', message: 'use sleep() from @temporalio/workflow' }, { name: 'setInterval', message: 'use sleep() in a loop' }],
+    },
+  },
+);

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test command: type-check, lint, then every jest suite against a real Temporal dev server and a real Postgres
+# (embedded unless DATABASE_URL names a server), all started by test/global-setup.ts.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+[ -d node_modules ] || npm ci
+bash scripts/temporal.sh install
+npx tsc --noEmit -p .
+npx eslint .
+# --forceExit: the Temporal native runtime keeps a handle open after its workers have shut down.
+npx jest --runInBand --forceExit "$@"

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { allowedHostsSetting } from './notifications/destination-guard';
 import { defaultSimulatorKnobs, simulatorKnobsSchema, type SimulatorKnobs } from './simulator/knobs';
 
 /**
@@ -39,7 +40,8 @@ const envSchema = z.object({
   DATABASE_URL: z.string().url().optional(),
   DATA_DIR: z.string().default('.data'),
   EMBEDDED_PG_PORT: int(5433),
-  TEMPORAL_ADDRESS: z.string().default('127.0.0.1:7233'),
+  /** Unset: `npm start` runs a Temporal dev server at 127.0.0.1:7233. */
+  TEMPORAL_ADDRESS: z.string().min(1).optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   ADMIN_API_KEY: z.string().min(16).optional(),
   BACKEND_URL: z.string().url().default('http://127.0.0.1:4000'),
@@ -73,6 +75,13 @@ const envSchema = z.object({
   SIM_SLOW_RESPONSE_RATE: rate(0),
   SIM_SLOW_RESPONSE_MS: int(0),
   SIM_OUTAGE: flag(false),
+  // Notifications: SSE keep-alives, webhook delivery (SSRF allow-list, Svix-like retry schedule scaled for tests).
+  SSE_KEEPALIVE_MS: z.coerce.number().int().min(100).default(15_000),
+  WEBHOOK_ALLOWED_HOSTS: allowedHostsSetting,
+  WEBHOOK_RETRY_SCALE: z.coerce.number().positive().max(1).default(1),
+  WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
+  /** Test-only fault: the notify activity exits the process on its first attempt for a prompt marked [crash:<point>]. */
+  FAULT_CRASH_IN_NOTIFY: flag(false),
 });
 
 /** The development-only callback secret; production must set BACKEND_WEBHOOK_SECRET. */
@@ -113,7 +122,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       adminApiKey: e.ADMIN_API_KEY,
     },
     database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
-    temporal: { address: e.TEMPORAL_ADDRESS, namespace: e.TEMPORAL_NAMESPACE },
+    temporal: { address: e.TEMPORAL_ADDRESS ?? '127.0.0.1:7233', external: e.TEMPORAL_ADDRESS !== undefined, namespace: e.TEMPORAL_NAMESPACE },
     backend: {
       url: e.BACKEND_URL,
       mode: e.BACKEND_MODE,
@@ -137,6 +146,13 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       tierWeights: e.TIER_WEIGHTS,
     },
     simulator: { port: e.SIMULATOR_PORT, knobs: simulator },
+    notifications: {
+      sseKeepAliveMs: e.SSE_KEEPALIVE_MS,
+      webhookAllowedHosts: e.WEBHOOK_ALLOWED_HOSTS,
+      webhookRetryScale: e.WEBHOOK_RETRY_SCALE,
+      webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
+      crashInNotify: e.FAULT_CRASH_IN_NOTIFY && e.NODE_ENV !== 'production',
+    },
   };
 }
 

@@ -49,7 +49,7 @@ export async function startTemporalDevServer(options: TemporalDevServerOptions, 
   fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
   if (options.dbFile) fs.mkdirSync(path.dirname(options.dbFile), { recursive: true });
   const log = fs.openSync(options.logFile, 'a');
-  const child: ChildProcess = spawn(bin, devServerArgs(options), { stdio: ['ignore', log, log] });
+  const child: ChildProcess = spawn(bin, devServerArgs(options), { stdio: ['ignore', log, log], detached: true });
   fs.closeSync(log);
   const address = `127.0.0.1:${options.port}`;
   let exited = false;

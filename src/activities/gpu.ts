@@ -107,8 +107,15 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       }
     } catch (err) {
       if (err instanceof CancelledFailure) {
-        // The workflow has decided (user cancel, or a callback already ended it): abort a backend job still running.
-        await backend.cancel(job.id).catch((e: unknown) => log.warn({ backendJobId: job.id, err: e }, 'backend cancel failed'));
+        const reason = ctx.cancellationDetails;
+        if (reason?.workerShutdown) {
+          // This dispatcher is stopping, not the job: the retry resumes the same backend job from the heartbeat.
+          throw ApplicationFailure.retryable('the GPU dispatcher shut down; the backend job goes on', 'DispatcherShutdown');
+        }
+        if (!reason || reason.cancelRequested) {
+          // The workflow has decided (user cancel, or a callback already ended it): abort a backend job still running.
+          await backend.cancel(job.id).catch((e: unknown) => log.warn({ backendJobId: job.id, err: e }, 'backend cancel failed'));
+        }
       }
       throw err;
     }

@@ -1,15 +1,22 @@
 import type { GenerationRow } from '../db/schema';
+import type { GenerationRequest } from '../domain/generation';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
 /** A projection row as the API shows it (snake_case). */
 export function toGenerationResource(row: GenerationRow) {
+  const params = row.params as Partial<GenerationRequest>;
   return {
     id: row.id,
     object: 'generation' as const,
     status: row.status,
     prompt: row.prompt,
-    ...row.params,
+    duration_seconds: params.duration_seconds,
+    resolution: params.resolution,
+    aspect_ratio: params.aspect_ratio,
+    seed: params.seed ?? null,
+    webhook_url: params.webhook_url ?? null,
+    metadata: params.metadata ?? {},
     attempt: row.attempt,
     progress: row.progress,
     backend_job_id: row.backendJobId,

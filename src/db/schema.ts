@@ -66,5 +66,7 @@ export const generations = pgTable(
   ],
 );
 
+export * from './schema-notifications';
+
 export type UserRow = typeof users.$inferSelect;
 export type GenerationRow = typeof generations.$inferSelect;

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# `npm start`: installs what is missing (npm packages, the Temporal CLI), then runs everything in the foreground.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+if [ ! -x node_modules/.bin/tsx ]; then
+  echo "• installing npm packages (first run only)…"
+  npm ci --no-audit --no-fund
+fi
+bash scripts/temporal.sh install
+exec node_modules/.bin/tsx scripts/start.ts

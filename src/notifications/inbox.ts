@@ -1,0 +1,64 @@
+import { and, desc, eq, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
+import type { Db } from '../db/client';
+import { notifications, type NotificationRow } from '../db/schema';
+
+/**
+ * The in-app inbox. `recordNotification` is the one write: unique on (job, event), so however often the notify step
+ * runs (retried activity, replayed workflow, a second worker after a crash) the user sees one notification.
+ */
+export async function recordNotification(db: Db, row: typeof notifications.$inferInsert): Promise<boolean> {
+  const inserted = await db
+    .insert(notifications)
+    .values(row)
+    .onConflictDoNothing({ target: [notifications.jobId, notifications.event] })
+    .returning({ id: notifications.id });
+  return inserted.length > 0;
+}
+
+export interface InboxQuery {
+  unreadOnly: boolean;
+  limit: number;
+  after?: { createdAt: Date; id: string };
+}
+
+/** A user's notifications, newest first, one keyset page. */
+export async function listNotifications(db: Db, userId: string, query: InboxQuery) {
+  const conditions: SQL[] = [eq(notifications.userId, userId)];
+  if (query.unreadOnly) conditions.push(isNull(notifications.readAt));
+  if (query.after) {
+    const { createdAt, id } = query.after;
+    conditions.push(or(lt(notifications.createdAt, createdAt), and(eq(notifications.createdAt, createdAt), lt(notifications.id, id)))!);
+  }
+  const rows = await db
+    .select()
+    .from(notifications)
+    .where(and(...conditions))
+    .orderBy(desc(notifications.createdAt), desc(notifications.id))
+    .limit(query.limit + 1);
+  return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
+}
+
+/** Marks one of the user's notifications read (the first read time stays); undefined when it is not theirs. */
+export async function markNotificationRead(db: Db, userId: string, id: string): Promise<NotificationRow | undefined> {
+  const [row] = await db
+    .update(notifications)
+    .set({ readAt: sql`coalesce(${notifications.readAt}, now())` })
+    .where(and(eq(notifications.id, id), eq(notifications.userId, userId)))
+    .returning();
+  return row;
+}
+
+export function toNotificationResource(row: NotificationRow) {
+  return {
+    id: row.id,
+    object: 'notification' as const,
+    event: row.event,
+    generation_id: row.jobId,
+    title: row.title,
+    message: row.message,
+    data: row.data,
+    read: row.readAt !== null,
+    read_at: row.readAt ? row.readAt.toISOString() : null,
+    created_at: row.createdAt.toISOString(),
+  };
+}

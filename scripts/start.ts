@@ -82,7 +82,7 @@ async function main(): Promise<void> {
       databaseUrl = pg.url;
     }
     await runMigrations(databaseUrl);
-    const demoKey = await ensureDemoUser(databaseUrl, path.join(dataDir, 'demo-api-key'));
+    const demoKey = await ensureDemoUser(databaseUrl, path.join(dataDir, 'demo-api-key'), config.generation.creditGrants.pro ?? 0);
     const adminApiKey = config.api.adminApiKey ?? `vgadmin_${randomBytes(24).toString('base64url')}`;
 
     const env: Record<string, string> = {
@@ -139,14 +139,14 @@ function step(line: string): void {
 }
 
 /** The demo user's key is kept in the data folder (git-ignored) so every start can print it; the database holds only its hash. */
-async function ensureDemoUser(databaseUrl: string, keyFile: string): Promise<string> {
+async function ensureDemoUser(databaseUrl: string, keyFile: string, credits: number): Promise<string> {
   const { db, close } = createDatabase(databaseUrl, { max: 1 });
   try {
     if (fs.existsSync(keyFile)) {
       const key = fs.readFileSync(keyFile, 'utf8').trim();
       if (await findUserByApiKey(db, key)) return key;
     }
-    const { apiKey } = await createUser(db, { name: 'demo', tier: 'pro' });
+    const { apiKey } = await createUser(db, { name: 'demo', tier: 'pro', credits });
     fs.writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
     step('demo user created (tier pro)');
     return apiKey;

@@ -14,22 +14,24 @@ const flag = (fallback: boolean) =>
     .default(fallback ? 'true' : 'false')
     .transform((v) => v === 'true' || v === '1');
 
-const tierWeights = z
-  .string()
-  .default('free:1,pro:4,enterprise:8')
-  .transform((value, ctx) => {
-    const weights: Record<string, number> = {};
-    for (const pair of value.split(',')) {
-      const [tier, weight] = pair.split(':').map((s) => s.trim());
-      const n = Number(weight);
-      if (!tier || !Number.isFinite(n) || n <= 0) {
-        ctx.addIssue({ code: 'custom', message: `expected tier:weight pairs like free:1,pro:4, got "${pair}"` });
-        return z.NEVER;
+/** `tier:number` pairs, e.g. `free:1,pro:4,enterprise:8`. */
+const tierNumbers = (fallback: string, { min = 0 } = {}) =>
+  z
+    .string()
+    .default(fallback)
+    .transform((value, ctx) => {
+      const numbers: Record<string, number> = {};
+      for (const pair of value.split(',')) {
+        const [tier, raw] = pair.split(':').map((s) => s.trim());
+        const n = Number(raw);
+        if (!tier || !Number.isFinite(n) || n < min) {
+          ctx.addIssue({ code: 'custom', message: `expected tier:number pairs like ${fallback}, got "${pair}"` });
+          return z.NEVER;
+        }
+        numbers[tier] = n;
       }
-      weights[tier] = n;
-    }
-    return weights;
-  });
+      return numbers;
+    });
 
 const envSchema = z.object({
   NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
@@ -52,15 +54,34 @@ const envSchema = z.object({
   GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
   GPU_TASK_QUEUE: z.string().min(1).default('gpu'),
   HEARTBEAT_THROTTLE_MS: int(1_000),
-  MAX_RUN_MS: int(30 * 60_000),
   GPU_SLOTS: int(4),
   GPU_SUBMITS_PER_SECOND: z.coerce.number().positive().default(20),
+  // GPU dispatch and admission (src/dispatch, src/api/admission.ts). GPU_SLOTS seeds the pool's live capacity.
+  GPU_LEASE_TTL_MS: z.coerce.number().int().min(1_000).default(15_000),
+  GPU_DISPATCH_POLLERS: z.coerce.number().int().min(1).max(10).default(2),
+  GPU_CAPACITY_FROM_BACKEND: flag(false),
+  GPU_CAPACITY_REFRESH_MS: z.coerce.number().int().min(100).default(5_000),
+  RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(20),
+  RATE_LIMIT_PER_SECOND: z.coerce.number().positive().default(2),
+  TIER_MAX_ACTIVE_JOBS: tierNumbers('free:10,pro:50,enterprise:200', { min: 1 }),
+  TIER_DAILY_QUOTA: tierNumbers('free:200,pro:5000,enterprise:50000', { min: 1 }),
+  TIER_BACKLOG_PER_SLOT: tierNumbers('free:10,pro:50,enterprise:100', { min: 0.01 }),
+  QUEUE_ETA_WINDOW_MS: z.coerce.number().int().min(1_000).default(10 * 60_000),
   POLL_INTERVAL_MS: int(5_000),
   HEARTBEAT_TIMEOUT_MS: int(10_000),
   MAX_ATTEMPTS: int(3),
   RETRY_BACKOFF_MS: int(2_000),
-  TIER_WEIGHTS: tierWeights,
+  TIER_WEIGHTS: tierNumbers('free:1,pro:4,enterprise:8', { min: 0.001 }),
+  // Job lifecycle: credits, deadlines, reconciliation.
+  CREDIT_GRANTS: tierNumbers('free:1000,pro:20000,enterprise:200000'),
+  MAX_QUEUE_MS: int(30 * 60_000),
+  /** Running-time limit of a 5 s 720p video; scaled by duration and resolution. */
+  MAX_RUN_MS: int(15 * 60_000),
+  /** Expected running time of a 5 s 720p video; past it (scaled) a running job is listed as stuck. */
+  EXPECTED_RUN_MS: int(3 * 60_000),
+  RECONCILE_INTERVAL_MS: int(60_000),
   SIMULATOR_PORT: int(4000),
+  SIMULATOR_HOST: z.string().default('127.0.0.1'),
   SIM_CAPACITY: int(defaultSimulatorKnobs.capacity),
   SIM_P50_MS: int(defaultSimulatorKnobs.p50Ms),
   SIM_P99_MS: int(defaultSimulatorKnobs.p99Ms),
@@ -77,6 +98,7 @@ const envSchema = z.object({
   SIM_OUTAGE: flag(false),
   // Notifications: SSE keep-alives, webhook delivery (SSRF allow-list, Svix-like retry schedule scaled for tests).
   SSE_KEEPALIVE_MS: z.coerce.number().int().min(100).default(15_000),
+  SSE_QUEUE_POSITION_MS: z.coerce.number().int().min(100).default(2_000),
   WEBHOOK_ALLOWED_HOSTS: allowedHostsSetting,
   WEBHOOK_RETRY_SCALE: z.coerce.number().positive().max(1).default(1),
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
@@ -137,17 +159,38 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       gpuSlots: e.GPU_SLOTS,
       gpuSubmitsPerSecond: e.GPU_SUBMITS_PER_SECOND,
     },
+    dispatch: {
+      /** A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). */
+      pool: e.GPU_TASK_QUEUE,
+      initialCapacity: e.GPU_SLOTS,
+      leaseTtlMs: e.GPU_LEASE_TTL_MS,
+      pollers: e.GPU_DISPATCH_POLLERS,
+      capacityFromBackend: e.GPU_CAPACITY_FROM_BACKEND,
+      capacityRefreshMs: e.GPU_CAPACITY_REFRESH_MS,
+    },
+    admission: {
+      burst: e.RATE_LIMIT_BURST,
+      refillPerSecond: e.RATE_LIMIT_PER_SECOND,
+      tiers: tierLimits(e),
+      etaWindowMs: e.QUEUE_ETA_WINDOW_MS,
+    },
     generation: {
       pollIntervalMs: e.POLL_INTERVAL_MS,
       heartbeatTimeoutMs: e.HEARTBEAT_TIMEOUT_MS,
       maxAttempts: Math.max(1, e.MAX_ATTEMPTS),
       retryBackoffMs: e.RETRY_BACKOFF_MS,
       maxRunMs: e.MAX_RUN_MS,
+      maxQueueMs: e.MAX_QUEUE_MS,
+      expectedRunMs: e.EXPECTED_RUN_MS,
+      creditGrants: e.CREDIT_GRANTS,
+      reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
       tierWeights: e.TIER_WEIGHTS,
     },
-    simulator: { port: e.SIMULATOR_PORT, knobs: simulator },
+    simulator: { port: e.SIMULATOR_PORT, host: e.SIMULATOR_HOST, knobs: simulator },
     notifications: {
       sseKeepAliveMs: e.SSE_KEEPALIVE_MS,
+      /** How often an SSE stream with queued jobs re-reads their queue positions. */
+      sseQueuePositionMs: e.SSE_QUEUE_POSITION_MS,
       webhookAllowedHosts: e.WEBHOOK_ALLOWED_HOSTS,
       webhookRetryScale: e.WEBHOOK_RETRY_SCALE,
       webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
@@ -157,3 +200,23 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
 }
 
 export type Config = ReturnType<typeof loadConfig>;
+
+export interface TierLimits {
+  maxActiveJobs: number;
+  dailyQuota: number;
+  /** The tier's backlog bound is this many queued jobs per GPU slot of live capacity. */
+  backlogPerSlot: number;
+}
+
+/** Admission limits of every tier that has a fairness weight; a tier left out is a configuration error. */
+function tierLimits(e: z.infer<typeof envSchema>): Record<string, TierLimits> {
+  const limits: Record<string, TierLimits> = {};
+  for (const tier of Object.keys(e.TIER_WEIGHTS)) {
+    const [maxActiveJobs, dailyQuota, backlogPerSlot] = [e.TIER_MAX_ACTIVE_JOBS[tier], e.TIER_DAILY_QUOTA[tier], e.TIER_BACKLOG_PER_SLOT[tier]];
+    if (maxActiveJobs === undefined || dailyQuota === undefined || backlogPerSlot === undefined) {
+      throw new Error(`invalid configuration: tier "${tier}" needs TIER_MAX_ACTIVE_JOBS, TIER_DAILY_QUOTA and TIER_BACKLOG_PER_SLOT entries`);
+    }
+    limits[tier] = { maxActiveJobs, dailyQuota, backlogPerSlot };
+  }
+  return limits;
+}

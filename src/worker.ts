@@ -1,8 +1,14 @@
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import os from 'node:os';
+import { createLifecycleActivities } from './activities/lifecycle';
 import { createProjectionActivities } from './activities/projection';
+import { createReconcileActivities } from './activities/reconcile';
+import { ensureReconcilerSchedule } from './reconciler-schedule';
+import { createNotifyActivities } from './activities/notify';
 import { createGpuActivities } from './activities/gpu';
 import { BackendWakeups } from './activities/backend-wakeups';
+import { startGpuDispatch, type GpuDispatch } from './dispatch';
 import { HttpGenerationBackend } from './backend/http-backend';
 import type { GenerationBackend } from './backend/types';
 import { loadConfig, type Config } from './config';
@@ -31,6 +37,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const wakeups = new BackendWakeups(database.sql);
   const workers: Worker[] = [];
+  const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
+  const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
 
   if (role === 'all' || role === 'generation') {
     workers.push(
@@ -38,31 +46,41 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         connection,
         namespace: config.temporal.namespace,
         taskQueue: generationTaskQueue,
-        ...(identity ? { identity } : {}),
+        identity: workerIdentity,
         ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
-        activities: createProjectionActivities({ db: database.db }),
+        activities: {
+          ...createProjectionActivities({ db: database.db }),
+          ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
+          ...createReconcileActivities({ db: database.db, client, logger: logger.child({ component: 'reconciler' }) }),
+          ...createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) }),
+        },
       }),
     );
+    await ensureReconcilerSchedule(client, config);
   }
+  let gpuDispatch: GpuDispatch | undefined;
   if (role === 'all' || role === 'gpu') {
     await wakeups.start();
+    gpuDispatch = await startGpuDispatch({ sql: database.sql, config, identity: workerIdentity, logger: logger.child({ component: 'dispatch' }) });
     workers.push(
       await Worker.create({
         connection,
         namespace: config.temporal.namespace,
         taskQueue: gpuTaskQueue,
-        ...(identity ? { identity } : {}),
+        identity: workerIdentity,
         activities: createGpuActivities({
           db: database.db,
-          backend: backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs }),
+          backend: backendAdapter,
+          mode: config.backend.mode,
+          dispatcherIdentity: workerIdentity,
           wakeups,
           client,
           logger: logger.child({ component: 'gpu' }),
           callbackUrl: `${config.api.publicUrl}/internal/backend/callbacks`,
           pollIntervalMs: config.generation.pollIntervalMs,
         }),
-        // One activity slot is one GPU: the backend never has more of our jobs in flight than this.
-        maxConcurrentActivityTaskExecutions: config.worker.gpuSlots,
+        // One activity slot is one GPU, granted only under a Postgres lease of the pool's live capacity (src/dispatch).
+        ...gpuDispatch.workerOptions,
         // The backend's submission rate, enforced by the server across every dispatcher.
         maxTaskQueueActivitiesPerSecond: config.worker.gpuSubmitsPerSecond,
         // Cancellation reaches an activity only in a heartbeat's answer: keep heartbeats frequent.
@@ -80,6 +98,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
       try {
         await Promise.all(workers.map((w) => w.run()));
       } finally {
+        await gpuDispatch?.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
         await wakeups.stop().catch(() => undefined);
         await connection.close().catch(() => undefined);
         await database.close();

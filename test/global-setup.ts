@@ -16,9 +16,22 @@ import { createLogger } from '../src/lib/logger';
 export const ARTIFACTS = path.resolve(__dirname, 'artifacts');
 
 export default async function globalSetup(): Promise<void> {
+  const stoppers: Array<() => Promise<void>> = [];
+  const stopAll = async () => {
+    for (const stop of stoppers.reverse()) await stop().catch((err) => console.error(err));
+  };
+  (globalThis as { __videogenStop?: () => Promise<void> }).__videogenStop = stopAll;
+  try {
+    await setUp(stoppers);
+  } catch (err) {
+    await stopAll(); // a failed setup must not leave a Temporal server or Postgres behind
+    throw err;
+  }
+}
+
+async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const logger = createLogger('test-setup', 'warn');
-  const stoppers: Array<() => Promise<void>> = [];
 
   const temporal = await startTemporalDevServer({
     port: await freePort(),
@@ -63,7 +76,4 @@ export default async function globalSetup(): Promise<void> {
   process.env.TEST_TEMPORAL_ADDRESS = temporal.address;
   process.env.TEST_DATABASE_URL = databaseUrl;
   process.env.TEST_WORKFLOW_BUNDLE = bundlePath;
-  (globalThis as { __videogenStop?: () => Promise<void> }).__videogenStop = async () => {
-    for (const stop of stoppers.reverse()) await stop().catch((err) => console.error(err));
-  };
 }

@@ -7,6 +7,7 @@ import { createDatabase } from '../src/db/client';
 import { createLogger } from '../src/lib/logger';
 import { startSimulator, type RunningSimulator } from '../src/simulator/app';
 import type { SimulatorKnobs } from '../src/simulator/knobs';
+import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { createWorkers } from '../src/worker';
 
 /**
@@ -17,6 +18,8 @@ let runtimeInstalled = false;
 
 export interface Stack {
   config: Config;
+  /** The environment the stack's worker was configured from: spawn extra worker processes with it. */
+  env: Record<string, string>;
   apiUrl: string;
   adminApiKey: string;
   simulator: RunningSimulator;
@@ -45,7 +48,7 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
   const adminApiKey = `test-admin-${randomBytes(12).toString('hex')}`;
   const baseEnv: Record<string, string> = {
     NODE_ENV: 'test',
-    LOG_LEVEL: 'warn',
+    LOG_LEVEL: 'error',
     TEMPORAL_ADDRESS: temporalAddress,
     DATABASE_URL: databaseUrl,
     PORT: '0',
@@ -58,6 +61,11 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
     GPU_SLOTS: '4',
     SIM_P50_MS: '300',
     SIM_P99_MS: '800',
+    // Webhook receivers in tests listen on loopback; the retry schedule runs in milliseconds.
+    WEBHOOK_ALLOWED_HOSTS: '127.0.0.0/8,::1,localhost',
+    WEBHOOK_RETRY_SCALE: '0.00002',
+    WEBHOOK_TIMEOUT_MS: '2000',
+    SSE_KEEPALIVE_MS: '1000',
     ...env,
   };
   const logger = createLogger('test', baseEnv.LOG_LEVEL);
@@ -70,7 +78,8 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
   });
   const apiConfig = loadConfig({ ...baseEnv, BACKEND_URL: simulator.url });
   const api = await startApi({ config: apiConfig, databaseUrl, logger: logger.child({ process: 'api' }), adminApiKey });
-  const config = loadConfig({ ...baseEnv, BACKEND_URL: simulator.url, PUBLIC_URL: api.url });
+  const workerEnv = { ...baseEnv, BACKEND_URL: simulator.url, PUBLIC_URL: api.url };
+  const config = loadConfig(workerEnv);
   const workers = await createWorkers({ config, databaseUrl, logger: logger.child({ process: 'worker' }), workflowBundle: { codePath: workflowBundle } });
   const running = workers.run();
   const connection = await Connection.connect({ address: temporalAddress });
@@ -79,6 +88,7 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
 
   return {
     config,
+    env: workerEnv,
     apiUrl: api.url,
     adminApiKey,
     simulator,
@@ -96,6 +106,7 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
       return { userId: body.user.id, apiKey: body.api_key };
     },
     async close() {
+      await client.schedule.getHandle(reconcilerScheduleId(config)).delete().catch(() => undefined);
       workers.shutdown();
       await running;
       await api.close();

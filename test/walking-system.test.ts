@@ -1,9 +1,9 @@
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
-describe('a prompt goes in and a video URL comes out, on real Temporal and Postgres', () => {
+describe.each(['async', 'sync'] as const)('a prompt goes in and a video URL comes out, on real Temporal and Postgres (%s backend)', (mode) => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack();
+    stack = await startStack({ env: { BACKEND_MODE: mode } });
   });
   afterAll(async () => {
     await stack?.close();
@@ -21,15 +21,21 @@ describe('a prompt goes in and a video URL comes out, on real Temporal and Postg
     const done = await api.waitForTerminal(submitted.body.id);
     expect(done).toMatchObject({ status: 'succeeded', progress: 1, attempt: 1, error: null });
     expect(done.video_url).toMatch(/^https:\/\/videos\.sim\.local\/.+\.mp4$/);
-    expect(done.backend_job_id).toEqual(expect.any(String));
+    expect(done.backend_job_id).toEqual(expect.any(String)); // in sync mode, known once the call returns
     expect(Date.parse(done.started_at)).toBeGreaterThanOrEqual(Date.parse(done.created_at));
     expect(Date.parse(done.completed_at)).toBeGreaterThanOrEqual(Date.parse(done.started_at));
+    expect(stack.simulator.simulator.engine.list(`${submitted.body.id}:`)).toEqual([
+      expect.objectContaining({ id: done.backend_job_id, status: 'succeeded', video_url: done.video_url }),
+    ]);
 
     const listed = await api.list();
     expect(listed.body.data.map((g: { id: string }) => g.id)).toEqual([submitted.body.id]);
   });
 
-  test('a dropped callback is recovered by polling', async () => {
+  // Only the asynchronous backend has callbacks to lose.
+  const asyncOnly = mode === 'async' ? test : () => undefined;
+
+  asyncOnly('a dropped callback is recovered by polling', async () => {
     const { apiKey } = await stack.createUser('free');
     const api = apiClient(stack.apiUrl, apiKey);
     stack.setKnobs({ callbackLossRate: 1 });
@@ -93,5 +99,28 @@ describe('a prompt goes in and a video URL comes out, on real Temporal and Postg
     const anonymous = await apiClient(stack.apiUrl, 'vg_not-a-key').submit({ prompt: 'hello' });
     expect(anonymous.status).toBe(401);
     expect(anonymous.body.error.code).toBe('unauthorized');
+  });
+});
+
+describe('the synchronous backend', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    stack = await startStack({ env: { BACKEND_MODE: 'sync', MAX_ATTEMPTS: '2' } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  test('retries a transient failure as a new attempt and cancels a running job', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const flaky = (await api.submit({ prompt: 'flaky [fail:transient]' })).body;
+    const hanging = (await api.submit({ prompt: 'endless [hang]' })).body;
+    expect(await api.waitForTerminal(flaky.id)).toMatchObject({ status: 'failed', attempt: 2 });
+    expect(stack.simulator.simulator.engine.list(`${flaky.id}:`)).toHaveLength(2);
+
+    await eventually(async () => ((await api.get(hanging.id)).body.status === 'running' ? true : undefined));
+    expect((await api.call('POST', `/v1/generations/${hanging.id}/cancel`)).status).toBe(202);
+    expect(await api.waitForTerminal(hanging.id)).toMatchObject({ status: 'canceled' });
   });
 });

@@ -18,6 +18,8 @@ import type { BackendWakeups } from './backend-wakeups';
 export interface GpuActivityDeps {
   db: Db;
   backend: GenerationBackend;
+  /** async: submit, then wait for the callback or the poll; sync: one call that returns when the video is ready. */
+  mode: 'async' | 'sync';
   wakeups: BackendWakeups;
   client: Client;
   logger: Logger;
@@ -25,11 +27,20 @@ export interface GpuActivityDeps {
   callbackUrl: string;
   /** The fallback when a callback is lost: how often the backend is asked for the job's status. */
   pollIntervalMs: number;
+  /** This dispatcher's Temporal worker identity, recorded on the jobs it runs. */
+  dispatcherIdentity: string;
+}
+
+export interface GpuAttemptInput {
+  jobId: string;
+  attempt: number;
+  request: GenerationRequest;
+  expectedRunMs: number;
 }
 
 /** Heartbeat details: what a retried attempt needs to resume the same backend job instead of submitting a new one. */
 interface GpuHeartbeat {
-  backendJobId: string;
+  backendJobId: string | null;
 }
 
 /**
@@ -39,49 +50,53 @@ interface GpuHeartbeat {
 export function createGpuActivities(deps: GpuActivityDeps) {
   const { db, backend, wakeups, client, callbackUrl, pollIntervalMs } = deps;
 
-  async function submitOrResume(jobId: string, attempt: number, request: GenerationRequest): Promise<BackendJob> {
-    const resumed = Context.current().info.heartbeatDetails as GpuHeartbeat | undefined;
-    if (resumed?.backendJobId) return backend.getJob(resumed.backendJobId);
-    const submission: BackendSubmitRequest = {
+  function submission({ jobId, attempt, request }: GpuAttemptInput, withCallback: boolean): BackendSubmitRequest {
+    return {
       client_key: backendClientKey(jobId, attempt),
       prompt: request.prompt,
       duration_seconds: request.duration_seconds,
       resolution: request.resolution,
       aspect_ratio: request.aspect_ratio,
       seed: request.seed,
-      callback_url: callbackUrl,
+      ...(withCallback ? { callback_url: callbackUrl } : {}),
     };
-    return backend.submit(submission);
   }
 
   /** Marks the job running in the projection and tells the workflow which backend job this attempt is. */
-  async function announceAccepted(jobId: string, attempt: number, job: BackendJob): Promise<void> {
+  async function announceAccepted({ jobId, attempt, expectedRunMs }: GpuAttemptInput, backendJobId: string | null, progress: number) {
+    const now = Date.now();
     await applyWrite(db, {
       jobId,
       status: 'running',
       attempt,
-      progress: job.progress,
-      backendJobId: job.id,
-      startedAt: new Date().toISOString(),
+      progress,
+      backendJobId,
+      dispatcher: deps.dispatcherIdentity,
+      startedAt: new Date(now).toISOString(),
+      expectedDoneAt: new Date(now + expectedRunMs).toISOString(),
     });
     await client.workflow
       .getHandle(jobId)
-      .signal(backendEventSignal, { attempt, type: 'accepted', backendJobId: job.id })
-      .catch((err: unknown) => deps.logger.warn({ jobId, backendJobId: job.id, err }, 'could not signal acceptance'));
+      .signal(backendEventSignal, { attempt, type: 'accepted', backendJobId: backendJobId ?? '' })
+      .catch((err: unknown) => deps.logger.warn({ jobId, backendJobId, err }, 'could not signal acceptance'));
   }
 
-  async function runGeneration({ jobId, attempt, request }: { jobId: string; attempt: number; request: GenerationRequest }): Promise<GpuAttemptResult> {
+  function result(job: BackendJob): GpuAttemptResult {
+    return {
+      backendJobId: job.id,
+      status: job.status as GpuAttemptResult['status'],
+      videoUrl: job.video_url,
+      error: job.error ? { code: job.error.code, message: job.error.message } : null,
+    };
+  }
+
+  async function runAsync(input: GpuAttemptInput, log: Logger): Promise<GpuAttemptResult> {
     const ctx = Context.current();
-    const log = deps.logger.child({ jobId, workflowId: jobId, attempt });
-    let job: BackendJob;
-    try {
-      job = await submitOrResume(jobId, attempt, request);
-    } catch (err) {
-      throw asActivityError(err);
-    }
-    log.info({ backendJobId: job.id, status: job.status }, 'backend job accepted');
+    const resumed = ctx.info.heartbeatDetails as GpuHeartbeat | undefined;
+    let job = await callBackend(() => (resumed?.backendJobId ? backend.getJob(resumed.backendJobId) : backend.submit(submission(input, true))));
+    log.info({ backendJobId: job.id, status: job.status, resumed: Boolean(resumed?.backendJobId) }, 'backend job accepted');
     ctx.heartbeat({ backendJobId: job.id } satisfies GpuHeartbeat);
-    await announceAccepted(jobId, attempt, job);
+    await announceAccepted(input, job.id, job.progress);
 
     // Heartbeat often enough to hear a cancellation and to stay alive; poll the backend at its own pace.
     const tickMs = Math.max(50, Math.min(pollIntervalMs, (ctx.info.heartbeatTimeoutMs ?? pollIntervalMs * 3) / 3));
@@ -102,39 +117,65 @@ export function createGpuActivities(deps: GpuActivityDeps) {
         }
         if (job.progress > progress && !TERMINAL_BACKEND_STATUSES.has(job.status)) {
           progress = job.progress;
-          await applyWrite(db, { jobId, status: 'running', attempt, progress });
+          await applyWrite(db, { jobId: input.jobId, status: 'running', attempt: input.attempt, progress });
         }
       }
     } catch (err) {
-      if (err instanceof CancelledFailure) {
-        const reason = ctx.cancellationDetails;
-        if (reason?.workerShutdown) {
-          // This dispatcher is stopping, not the job: the retry resumes the same backend job from the heartbeat.
-          throw ApplicationFailure.retryable('the GPU dispatcher shut down; the backend job goes on', 'DispatcherShutdown');
-        }
-        if (!reason || reason.cancelRequested) {
-          // The workflow has decided (user cancel, or a callback already ended it): abort a backend job still running.
-          await backend.cancel(job.id).catch((e: unknown) => log.warn({ backendJobId: job.id, err: e }, 'backend cancel failed'));
-        }
-      }
-      throw err;
+      throw await onInterrupted(err, job.id, log);
     }
     log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
-    return {
-      backendJobId: job.id,
-      status: job.status as GpuAttemptResult['status'],
-      videoUrl: job.video_url,
-      error: job.error ? { code: job.error.code, message: job.error.message } : null,
-    };
+    return result(job);
+  }
+
+  /** Synchronous backends: one blocking call (idempotent by client key, so a retry re-attaches), heartbeating meanwhile. */
+  async function runSync(input: GpuAttemptInput, log: Logger): Promise<GpuAttemptResult> {
+    const ctx = Context.current();
+    if (!backend.generate) throw ApplicationFailure.nonRetryable('this backend has no synchronous mode', 'BackendRejectedError');
+    ctx.heartbeat({ backendJobId: null } satisfies GpuHeartbeat);
+    await announceAccepted(input, null, 0);
+    const beat = setInterval(() => ctx.heartbeat({ backendJobId: null } satisfies GpuHeartbeat), Math.max(50, (ctx.info.heartbeatTimeoutMs ?? 3000) / 3));
+    try {
+      const job = await Promise.race([callBackend(() => backend.generate!(submission(input, false), ctx.cancellationSignal)), ctx.cancelled]);
+      log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
+      return result(job);
+    } catch (err) {
+      throw await onInterrupted(err, null, log);
+    } finally {
+      clearInterval(beat);
+    }
+  }
+
+  /** What an interrupted attempt throws, after aborting the backend job when the workflow asked for it. */
+  async function onInterrupted(err: unknown, backendJobId: string | null, log: Logger): Promise<unknown> {
+    if (!(err instanceof CancelledFailure)) return err;
+    const reason = Context.current().cancellationDetails;
+    if (reason?.workerShutdown) {
+      // This dispatcher is stopping, not the job: the retry resumes the same backend job from the heartbeat.
+      return ApplicationFailure.retryable('the GPU dispatcher shut down; the backend job goes on', 'DispatcherShutdown');
+    }
+    if (backendJobId && (!reason || reason.cancelRequested)) {
+      // The workflow has decided (user cancel, or a callback already ended it): abort a backend job still running.
+      await backend.cancel(backendJobId).catch((e: unknown) => log.warn({ backendJobId, err: e }, 'backend cancel failed'));
+    }
+    return err;
+  }
+
+  async function runGeneration(input: GpuAttemptInput): Promise<GpuAttemptResult> {
+    const log = deps.logger.child({ jobId: input.jobId, workflowId: input.jobId, attempt: input.attempt });
+    return deps.mode === 'sync' ? runSync(input, log) : runAsync(input, log);
   }
 
   return { runGeneration };
 }
 
 /** A 4xx is final for this request; anything else is left to the activity's retry policy. */
-function asActivityError(err: unknown): unknown {
-  if (err instanceof BackendRejectedError) {
-    return ApplicationFailure.create({ type: 'BackendRejectedError', message: err.message, nonRetryable: true });
+async function callBackend<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    if (err instanceof BackendRejectedError) {
+      throw ApplicationFailure.create({ type: 'BackendRejectedError', message: err.message, nonRetryable: true });
+    }
+    throw err;
   }
-  return err;
 }

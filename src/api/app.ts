@@ -8,6 +8,14 @@ import { requireAdmin, requireUser } from './auth';
 import { callbacksRouter } from './callbacks-routes';
 import { ApiError, errorMiddleware } from './errors';
 import { generationsRouter } from './generations-routes';
+import { usageRouter } from './usage-routes';
+import { createAdmission } from './admission';
+import { capacityRouter } from './capacity-routes';
+import { createQueuePositions } from './queue-position';
+import { GenerationEventHub } from '../notifications/event-hub';
+import { eventsRouter } from './events-routes';
+import { notificationsRouter } from './notifications-routes';
+import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoints-routes';
 
 export interface ApiDeps {
   config: Config;
@@ -20,6 +28,8 @@ export interface ApiDeps {
 
 export function createApp({ config, database, client, logger, adminApiKey }: ApiDeps): Express {
   const { db, sql } = database;
+  const queue = createQueuePositions({ sql, config });
+  const admission = createAdmission({ sql, config, queue });
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
@@ -32,8 +42,22 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecret: config.backend.webhookSecret, logger }));
 
   app.use(express.json({ limit: '64kb' }));
+  app.use('/admin/capacity', requireAdmin(adminApiKey), capacityRouter({ sql, config }));
   app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
-  app.use('/v1/generations', requireUser(db), generationsRouter({ db, client, config }));
+  // SSE routes first: /v1/generations/:id/events is a stream, not a generations route.
+  app.use(
+    '/v1',
+    eventsRouter({
+      db,
+      hub: new GenerationEventHub(sql, logger),
+      keepAliveMs: config.notifications.sseKeepAliveMs,
+      queue: { positionsOf: (userId) => queue.positions(userId), pollMs: config.notifications.sseQueuePositionMs },
+    }),
+  );
+  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, client, config, admission, queue }));
+  app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
+  app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
+  app.use('/v1', webhookEndpointsRouter({ db, client, config }));
 
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));

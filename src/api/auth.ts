@@ -1,6 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { and, eq, isNull } from 'drizzle-orm';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
+import { grantCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { apiKeys, users, type UserRow } from '../db/schema';
 import { ApiError } from './errors';
@@ -20,11 +21,12 @@ export function newId(prefix: string): string {
 }
 
 /** Creates a user with one API key; the key is returned here and never again (only its hash is stored). */
-export async function createUser(db: Db, { name, tier }: { name: string; tier: string }) {
+export async function createUser(db: Db, { name, tier, credits }: { name: string; tier: string; credits: number }) {
   const apiKey = newApiKey();
   const user = await db.transaction(async (tx) => {
     const [row] = await tx.insert(users).values({ id: newId('usr'), name, tier }).returning();
     await tx.insert(apiKeys).values({ id: newId('key'), userId: row.id, keyHash: hashApiKey(apiKey), keyPrefix: apiKey.slice(0, 8) });
+    await grantCredits(tx, row.id, credits, `${row.id}:signup`);
     return row;
   });
   return { user, apiKey };

@@ -9,6 +9,7 @@ import type { Logger } from '../lib/logger';
 import { verifyWebhook, WebhookVerificationError } from '../lib/webhook-signature';
 import { backendEventSignal, type BackendEventType } from '../workflows/messages';
 import { ApiError } from './errors';
+import { withTemporalDeadline } from './temporal-deadline';
 import { parseOr400 } from './validation';
 
 const callbackSchema = z.object({
@@ -56,13 +57,15 @@ export function callbacksRouter({ client, sql, webhookSecret, logger }: { client
     if (!target) throw new ApiError(400, 'unknown_client_key', 'job.client_key: not a key this service issued');
     const log = logger.child({ jobId: target.jobId, workflowId: target.jobId, backendJobId: callback.job.id, eventId: callback.event_id });
     try {
-      await client.workflow.getHandle(target.jobId).signal(backendEventSignal, {
-        attempt: target.attempt,
-        type: EVENT_TYPES[callback.type],
-        backendJobId: callback.job.id,
-        videoUrl: callback.job.video_url ?? null,
-        error: callback.job.error ?? null,
-      });
+      await withTemporalDeadline(client, () =>
+        client.workflow.getHandle(target.jobId).signal(backendEventSignal, {
+          attempt: target.attempt,
+          type: EVENT_TYPES[callback.type],
+          backendJobId: callback.job.id,
+          videoUrl: callback.job.video_url ?? null,
+          error: callback.job.error ?? null,
+        }),
+      );
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) {
         log.info({ type: callback.type }, 'callback for a finished or unknown job ignored');

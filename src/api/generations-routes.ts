@@ -1,16 +1,27 @@
 import { Router } from 'express';
 import { getGeneration, listGenerations } from '../db/projection';
+import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
+import type { Admission } from './admission';
 import { currentUser } from './auth';
+import { cancelGeneration } from './cancel';
 import { ApiError, notFound } from './errors';
 import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from './generation-schemas';
 import { decodeCursor, encodeCursor, toGenerationResource } from './serialize';
+import type { QueuePositions } from './queue-position';
 import { submitGeneration, type SubmitDeps } from './submit';
 import { parseOr400 } from './validation';
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
-export function generationsRouter(deps: SubmitDeps): Router {
+export function generationsRouter(deps: SubmitDeps & { admission: Admission; queue: QueuePositions }): Router {
   const router = Router();
+
+  /** Resources, with queue position and ETA for the queued ones (looked up only when one is queued). */
+  async function resources(userId: string, rows: GenerationRow[]) {
+    const queued = rows.filter((row) => row.status === 'queued');
+    const positions = queued.length === 0 ? undefined : await deps.queue.positions(userId, queued.length === 1 ? queued[0] : undefined);
+    return rows.map((row) => toGenerationResource(row, positions?.get(row.id)));
+  }
 
   router.post('/', async (req, res) => {
     const user = currentUser(req);
@@ -18,9 +29,13 @@ export function generationsRouter(deps: SubmitDeps): Router {
     const idempotencyKey = key === undefined ? undefined : parseOr400(idempotencyKeyHeader, key, 'invalid_idempotency_key');
     const body = parseOr400(createGenerationBody, req.body ?? {});
     const request: GenerationRequest = { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) };
-    const { generation, replayed } = await submitGeneration(deps, user, request, idempotencyKey);
+    // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
+    const { result, headers } = await deps.admission.admit(user, idempotencyKey, () => submitGeneration(deps, user, request, idempotencyKey));
+    const { generation, replayed } = result;
+    res.set(headers);
     if (replayed) res.set('Idempotent-Replayed', 'true');
-    res.status(202).location(`/v1/generations/${generation.id}`).json(toGenerationResource(generation));
+    const [resource] = await resources(user.id, [generation]);
+    res.status(202).location(`/v1/generations/${generation.id}`).json(resource);
   });
 
   router.get('/', async (req, res) => {
@@ -36,16 +51,22 @@ export function generationsRouter(deps: SubmitDeps): Router {
       after,
     });
     res.json({
-      data: rows.map(toGenerationResource),
+      data: await resources(user.id, rows),
       has_more: hasMore,
       next_cursor: hasMore ? encodeCursor(rows[rows.length - 1]) : null,
     });
   });
 
+  router.post('/:id/cancel', async (req, res) => {
+    const generation = await cancelGeneration(deps, currentUser(req), req.params.id);
+    res.status(generation.status === 'canceled' ? 200 : 202).json(toGenerationResource(generation));
+  });
+
   router.get('/:id', async (req, res) => {
     const generation = await getGeneration(deps.db, currentUser(req).id, req.params.id);
     if (!generation) throw notFound('generation');
-    res.json(toGenerationResource(generation));
+    const [resource] = await resources(generation.userId, [generation]);
+    res.json(resource);
   });
 
   return router;

@@ -1,10 +1,11 @@
 import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
+import type { QueueInfo } from './queue-position';
 
 const iso = (d: Date | null) => (d ? d.toISOString() : null);
 
-/** A projection row as the API shows it (snake_case). */
-export function toGenerationResource(row: GenerationRow) {
+/** A projection row as the API shows it (snake_case); `queue` is the job's place while queued (see queue-position.ts). */
+export function toGenerationResource(row: GenerationRow, queue?: QueueInfo) {
   const params = row.params as Partial<GenerationRequest>;
   return {
     id: row.id,
@@ -22,6 +23,8 @@ export function toGenerationResource(row: GenerationRow) {
     backend_job_id: row.backendJobId,
     video_url: row.videoUrl,
     error: row.error ?? null,
+    queue_position: row.status === 'queued' ? (queue?.position ?? null) : null,
+    eta_seconds: row.status === 'queued' ? (queue?.etaSeconds ?? null) : null,
     created_at: iso(row.createdAt),
     started_at: iso(row.startedAt),
     completed_at: iso(row.completedAt),

@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gt, lt, sql, type SQL } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
 import type { Db } from './client';
@@ -45,6 +45,8 @@ export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolea
       attempt: write.attempt,
       progress: write.progress,
       backendJobId: write.backendJobId ?? sql`${generations.backendJobId}`,
+      dispatcher: write.dispatcher ?? sql`${generations.dispatcher}`,
+      expectedDoneAt: write.expectedDoneAt ? new Date(write.expectedDoneAt) : sql`${generations.expectedDoneAt}`,
       videoUrl: write.videoUrl ?? sql`${generations.videoUrl}`,
       error: write.error ?? sql`${generations.error}`,
       startedAt: sql`coalesce(${generations.startedAt}, ${write.startedAt ?? null}::timestamptz)`,
@@ -81,19 +83,25 @@ export interface ListQuery {
 
 /** A user's jobs, newest first, one keyset page (served by generations_user_created_idx). */
 export async function listGenerations(db: Db, userId: string, query: ListQuery) {
+  const rows = await pageQuery(db, userId, query);
+  return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
+}
+
+/** The keyset page query itself (one row more than the page, to tell whether another page follows). */
+export function pageQuery(db: Db, userId: string, query: ListQuery) {
   const conditions: SQL[] = [eq(generations.userId, userId)];
   if (query.status) conditions.push(eq(generations.status, query.status));
   if (query.createdAfter) conditions.push(gt(generations.createdAt, query.createdAfter));
   if (query.createdBefore) conditions.push(lt(generations.createdAt, query.createdBefore));
   if (query.after) {
     const { createdAt, id } = query.after;
-    conditions.push(or(lt(generations.createdAt, createdAt), and(eq(generations.createdAt, createdAt), lt(generations.id, id)))!);
+    // A row comparison: one index range on (created_at, id), not an OR the planner must filter.
+    conditions.push(sql`(${generations.createdAt}, ${generations.id}) < (${createdAt.toISOString()}::timestamptz, ${id})`);
   }
-  const rows = await db
+  return db
     .select()
     .from(generations)
     .where(and(...conditions))
     .orderBy(desc(generations.createdAt), desc(generations.id))
     .limit(query.limit + 1);
-  return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
 }

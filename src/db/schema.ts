@@ -1,5 +1,5 @@
 import { sql } from 'drizzle-orm';
-import { index, integer, jsonb, pgTable, primaryKey, real, smallint, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
+import { bigserial, index, integer, jsonb, pgTable, primaryKey, real, smallint, text, timestamp, uniqueIndex } from 'drizzle-orm/pg-core';
 import type { GenerationError } from '../domain/generation-errors';
 import type { GenerationStatus } from '../domain/generation-state';
 
@@ -52,6 +52,10 @@ export const generations = pgTable(
     attempt: integer('attempt').notNull().default(0),
     progress: real('progress').notNull().default(0),
     backendJobId: text('backend_job_id'),
+    /** Temporal identity of the GPU dispatcher running the current attempt (for operators chasing stuck jobs). */
+    dispatcher: text('dispatcher'),
+    /** When the running attempt should have ended; past it the job is "stuck" until its deadline fires. */
+    expectedDoneAt: timestamp('expected_done_at', { withTimezone: true }),
     videoUrl: text('video_url'),
     error: jsonb('error').$type<GenerationError>(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull(),
@@ -60,13 +64,44 @@ export const generations = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
   },
   (t) => [
-    // Serves "my jobs, newest first" as a keyset scan.
-    index('generations_user_created_idx').on(t.userId, t.createdAt.desc(), t.id.desc()),
+    // Serves "my jobs, newest first" as a keyset scan; NULLS FIRST matches ORDER BY ... DESC, so no sort is needed.
+    index('generations_user_created_idx').on(t.userId, t.createdAt.desc().nullsFirst(), t.id.desc().nullsFirst()),
     index('generations_active_idx').on(t.status).where(sql`status_rank < 2`),
   ],
 );
 
 export * from './schema-notifications';
+export * from './schema-dispatch';
+
+/** Each user's credit balances; changed only together with a ledger row, in one transaction. */
+export const creditAccounts = pgTable('credit_accounts', {
+  userId: text('user_id').primaryKey().references(() => users.id),
+  available: integer('available').notNull().default(0),
+  reserved: integer('reserved').notNull().default(0),
+  used: integer('used').notNull().default(0),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+export type CreditEntryKind = 'grant' | 'reserve' | 'capture' | 'release';
+
+/**
+ * The credits ledger. Unique keys make every movement happen once: one reserve per job, and one settlement (capture or
+ * release, never both) per job, whoever retries.
+ */
+export const creditLedger = pgTable(
+  'credit_ledger',
+  {
+    id: bigserial('id', { mode: 'number' }).primaryKey(),
+    userId: text('user_id').notNull().references(() => users.id),
+    jobId: text('job_id'),
+    kind: text('kind').$type<CreditEntryKind>().notNull(),
+    amount: integer('amount').notNull(),
+    /** Idempotency key of the movement: `${jobId}:reserve`, `${jobId}:settle`, or a grant's own key. */
+    entryKey: text('entry_key').notNull(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [uniqueIndex('credit_ledger_entry_key_idx').on(t.entryKey), index('credit_ledger_user_idx').on(t.userId, t.createdAt)],
+);
 
 export type UserRow = typeof users.$inferSelect;
 export type GenerationRow = typeof generations.$inferSelect;

@@ -19,8 +19,12 @@ export interface GenerationSettings {
   heartbeatTimeoutMs: number;
   maxAttempts: number;
   retryBackoffMs: number;
-  /** Upper bound for one attempt on a GPU. */
+  /** Longest a job may wait for a GPU slot before it fails with queue_timeout. */
+  maxQueueMs: number;
+  /** Longest one attempt may run on a GPU (scaled to the request) before it fails with generation_timeout. */
   maxRunMs: number;
+  /** How long one attempt should take (scaled to the request); past it the job is listed as stuck. */
+  expectedRunMs: number;
 }
 
 export interface GenerationInput {
@@ -40,6 +44,10 @@ export interface ProjectionWrite {
   attempt: number;
   progress: number;
   backendJobId?: string | null;
+  /** Temporal identity of the GPU dispatcher holding the attempt. */
+  dispatcher?: string | null;
+  /** ISO time the attempt should have ended by (for the stuck-job listing). */
+  expectedDoneAt?: string | null;
   videoUrl?: string | null;
   error?: GenerationError | null;
   /** ISO timestamps; set once, the first writer wins. */

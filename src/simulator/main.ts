@@ -8,6 +8,7 @@ async function main(): Promise<void> {
   const logger = createLogger('simulator', config.logLevel);
   const running = await startSimulator({
     port: config.simulator.port,
+    host: config.simulator.host,
     knobs: config.simulator.knobs,
     webhookSecret: config.backend.webhookSecret,
     logger,

@@ -1,25 +1,19 @@
-import {
-  ActivityFailure,
-  ApplicationFailure,
-  CancellationScope,
-  condition,
-  isCancellation,
-  log,
-  proxyActivities,
-  setHandler,
-  upsertSearchAttributes,
-  type ActivityOptions,
-} from '@temporalio/workflow';
+import { CancellationScope, condition, log, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type * as gpuActivities from '../activities/gpu';
+import type * as lifecycleActivities from '../activities/lifecycle';
+import type * as notifyActivities from '../activities/notify';
 import type * as projectionActivities from '../activities/projection';
 import type { GenerationInput, GenerationState, GpuAttemptResult } from '../domain/generation';
-import { classifyError, fromBackendErrorCode, generationError, type GenerationError } from '../domain/generation-errors';
+import { classifyError, generationError } from '../domain/generation-errors';
 import { assertTransition, isTerminal, type GenerationStatus } from '../domain/generation-state';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
+import { gpuActivityOptions, outcomeOfEvent, outcomeOfFailure, outcomeOfOverdue, outcomeOfResult, type AttemptOutcome } from './attempt-outcome';
 import { backendEventSignal, cancelGenerationSignal, generationStateQuery, type BackendEvent } from './messages';
 
 type ProjectionActivities = ReturnType<typeof projectionActivities.createProjectionActivities>;
 type GpuActivities = ReturnType<typeof gpuActivities.createGpuActivities>;
+type LifecycleActivities = ReturnType<typeof lifecycleActivities.createLifecycleActivities>;
+type NotifyActivities = ReturnType<typeof notifyActivities.createNotifyActivities>;
 
 // Projection writes must land eventually: retried without limit, each one idempotent.
 const projection = proxyActivities<ProjectionActivities>({
@@ -27,11 +21,17 @@ const projection = proxyActivities<ProjectionActivities>({
   retry: { initialInterval: '500ms', maximumInterval: '30s' },
 });
 
-/** How one generation attempt ended, from whichever source spoke first: the GPU activity or a backend callback. */
-type AttemptOutcome =
-  | { kind: 'succeeded'; backendJobId: string; videoUrl: string }
-  | { kind: 'failed'; backendJobId: string | null; error: GenerationError }
-  | { kind: 'canceled' };
+// The end notification must land too; it is keyed by (job, event), so a retry after a crash changes nothing.
+const notify = proxyActivities<NotifyActivities>({
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '500ms', maximumInterval: '30s' },
+});
+
+// Deadlines, backend cancellation and credits: each idempotent, retried until done.
+const lifecycle = proxyActivities<LifecycleActivities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', maximumInterval: '30s' },
+});
 
 /**
  * One video generation, from acceptance to a terminal state. Holds a GPU slot only through the GPU activity, which the
@@ -43,6 +43,8 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   /** Terminal backend events by attempt, as they arrive by signal. */
   const terminalEvents = new Map<number, BackendEvent>();
   let cancelRequested = false;
+  /** The latest attempt the backend has accepted: its running deadline is on. */
+  let acceptedAttempt = 0;
 
   setHandler(generationStateQuery, () => state);
   setHandler(cancelGenerationSignal, () => {
@@ -52,6 +54,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     // Events of another attempt, or after the end, are stale: ignored.
     if (event.attempt !== state.attempt || isTerminal(state.status)) return;
     if (event.type === 'accepted' || event.type === 'started') {
+      acceptedAttempt = event.attempt;
       markRunning(event.backendJobId);
     } else if (!terminalEvents.has(event.attempt)) {
       terminalEvents.set(event.attempt, event);
@@ -60,7 +63,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
 
   function markRunning(backendJobId: string): void {
     if (state.status === 'queued') transition('running');
-    if (state.backendJobId !== backendJobId) {
+    if (backendJobId && state.backendJobId !== backendJobId) {
       state.backendJobId = backendJobId;
       upsertSearchAttributes([{ key: SA_BACKEND_JOB_ID, value: backendJobId }]);
     }
@@ -86,20 +89,27 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     return finish(outcome);
   }
 
-  /** Runs attempt N on a GPU slot and waits for the first terminal word on it: activity result, callback or cancel. */
+  /** Runs attempt N on a GPU slot and waits for the first terminal word on it: activity, callback, deadline or cancel. */
   async function runAttempt(attempt: number): Promise<AttemptOutcome> {
-    const gpu = proxyActivities<GpuActivities>(gpuActivityOptions(input));
+    const gpu = proxyActivities<GpuActivities>(gpuActivityOptions(input, attempt));
     const scope = new CancellationScope();
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, request: input.request }));
-    onGpu.catch(() => undefined); // settled below, or abandoned once another source decided the outcome
-
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, request: input.request, expectedRunMs: settings.expectedRunMs }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(
       (r) => (result = r),
       (e) => (failure = e ?? new Error('GPU activity failed')),
     );
-    await condition(() => result !== undefined || failure !== undefined || terminalEvents.has(attempt) || cancelRequested);
+    const decided = () => result !== undefined || failure !== undefined || terminalEvents.has(attempt) || cancelRequested;
+
+    // The running deadline counts from the backend's acceptance; the queue deadline is the activity's schedule-to-start.
+    await condition(() => decided() || acceptedAttempt === attempt);
+    if (!decided() && !(await condition(decided, settings.maxRunMs))) {
+      const backendJobId = state.backendJobId;
+      const last = backendJobId ? await lifecycle.finalizeOverdueAttempt({ backendJobId }) : undefined;
+      scope.cancel();
+      return outcomeOfOverdue(last);
+    }
 
     if (result) return outcomeOfResult(result);
     const event = terminalEvents.get(attempt);
@@ -109,7 +119,8 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     }
     if (cancelRequested) {
       scope.cancel(); // queued: the task leaves the backlog; running: the activity aborts the backend job
-      await onGpu.catch(() => undefined);
+      // Also abort from here, in case the dispatcher holding the job is gone.
+      if (acceptedAttempt === attempt && state.backendJobId) await lifecycle.cancelBackendJob({ backendJobId: state.backendJobId });
       return { kind: 'canceled' };
     }
     return outcomeOfFailure(failure);
@@ -142,47 +153,8 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       error: state.error,
       completedAt,
     });
+    await lifecycle.settleJobCredits({ jobId, succeeded: state.status === 'succeeded' });
+    await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl: input.request.webhook_url ?? null, endedAt: completedAt });
     return state;
   }
-}
-
-function gpuActivityOptions({ userId, settings }: GenerationInput): ActivityOptions {
-  return {
-    taskQueue: settings.gpuTaskQueue,
-    startToCloseTimeout: settings.maxRunMs,
-    heartbeatTimeout: settings.heartbeatTimeoutMs,
-    // Infrastructure failures (backend 5xx, a dispatcher that died) retry the same backend job; a 4xx does not.
-    retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10, nonRetryableErrorTypes: ['BackendRejectedError'] },
-    priority: { fairnessKey: userId, fairnessWeight: settings.fairnessWeight },
-  };
-}
-
-function outcomeOfResult(result: GpuAttemptResult): AttemptOutcome {
-  if (result.status === 'succeeded' && result.videoUrl) {
-    return { kind: 'succeeded', backendJobId: result.backendJobId, videoUrl: result.videoUrl };
-  }
-  if (result.status === 'canceled') return { kind: 'canceled' };
-  const error = result.error ?? { code: 'internal_error', message: 'the backend reported no error' };
-  return { kind: 'failed', backendJobId: result.backendJobId, error: generationError(fromBackendErrorCode(error.code), error.message) };
-}
-
-function outcomeOfEvent(event: BackendEvent): AttemptOutcome {
-  return outcomeOfResult({
-    backendJobId: event.backendJobId,
-    status: event.type === 'succeeded' ? 'succeeded' : event.type === 'canceled' ? 'canceled' : 'failed',
-    videoUrl: event.videoUrl ?? null,
-    error: event.error ?? null,
-  });
-}
-
-function outcomeOfFailure(failure: unknown): AttemptOutcome {
-  if (isCancellation(failure)) return { kind: 'canceled' };
-  const cause = failure instanceof ActivityFailure ? failure.cause : failure;
-  const rejected = cause instanceof ApplicationFailure && cause.type === 'BackendRejectedError';
-  const message = cause instanceof Error ? cause.message : 'the GPU activity failed';
-  return {
-    kind: 'failed',
-    backendJobId: null,
-    error: generationError(rejected ? 'invalid_input' : 'backend_unavailable', message),
-  };
 }

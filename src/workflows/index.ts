@@ -1,1 +1,3 @@
 export { generationWorkflow } from './generation';
+export { webhookDeliveryWorkflow } from './webhook-delivery';
+export { reconcilerWorkflow } from './reconciler';

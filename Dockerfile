@@ -1,0 +1,12 @@
+# The application image: one image, four roles (api, worker, dispatcher, simulator) chosen by the command.
+FROM node:20-bookworm-slim
+WORKDIR /app
+ENV NODE_ENV=production
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --no-audit --no-fund
+COPY tsconfig.json ./
+COPY drizzle ./drizzle
+COPY src ./src
+USER node
+EXPOSE 3000 4000
+CMD ["node_modules/.bin/tsx", "src/api/main.ts"]

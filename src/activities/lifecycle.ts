@@ -1,0 +1,34 @@
+import { TERMINAL_BACKEND_STATUSES, type GenerationBackend } from '../backend/types';
+import { settleCredits } from '../credits/ledger';
+import type { Db } from '../db/client';
+import type { GpuAttemptResult } from '../domain/generation';
+
+/** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
+export function createLifecycleActivities({ db, backend }: { db: Db; backend: GenerationBackend }) {
+  return {
+    /**
+     * A running attempt passed its deadline: poll the backend once more (it may have just finished), and cancel the
+     * backend job if it has not. Returns the job's last word.
+     */
+    async finalizeOverdueAttempt({ backendJobId }: { backendJobId: string }): Promise<GpuAttemptResult> {
+      let job = await backend.getJob(backendJobId);
+      if (!TERMINAL_BACKEND_STATUSES.has(job.status)) job = await backend.cancel(backendJobId);
+      return {
+        backendJobId,
+        status: job.status === 'succeeded' || job.status === 'failed' ? job.status : 'canceled',
+        videoUrl: job.video_url,
+        error: job.error ? { code: job.error.code, message: job.error.message } : null,
+      };
+    },
+
+    /** Aborts a backend job the workflow no longer wants; a job already ended is left as it is. */
+    async cancelBackendJob({ backendJobId }: { backendJobId: string }): Promise<void> {
+      await backend.cancel(backendJobId);
+    },
+
+    /** Captures the job's reserved credits on success, releases them otherwise — once, whoever retries. */
+    async settleJobCredits({ jobId, succeeded }: { jobId: string; succeeded: boolean }): Promise<string> {
+      return settleCredits(db, jobId, succeeded ? 'capture' : 'release');
+    },
+  };
+}

@@ -1,0 +1,109 @@
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { and, eq, isNull, lt } from 'drizzle-orm';
+import { settleCredits, undoReservation } from '../credits/ledger';
+import type { Db } from '../db/client';
+import { applyWrite } from '../db/projection';
+import { creditLedger, generations } from '../db/schema';
+import { listStuckGenerations } from '../db/stuck';
+import type { GenerationState } from '../domain/generation';
+import { generationError } from '../domain/generation-errors';
+import type { Logger } from '../lib/logger';
+import { generationStateQuery } from '../workflows/messages';
+
+export interface ReconcileReport {
+  checked: number;
+  repaired: number;
+  missingWorkflows: number;
+  stuck: number;
+  orphanReservationsReleased: number;
+}
+
+/**
+ * The reconciler's work: Temporal is the source of truth, the projection is what clients read. Every non-terminal row
+ * that has not moved for a while is compared with its workflow and repaired; workflows ended from outside (an operator's
+ * terminate) get their terminal row and their credits released; reservations whose job never started are undone.
+ */
+export function createReconcileActivities({ db, client, logger }: { db: Db; client: Client; logger: Logger }) {
+  async function repairFromWorkflow(jobId: string): Promise<'repaired' | 'in_step' | 'missing'> {
+    const handle = client.workflow.getHandle(jobId);
+    let description;
+    try {
+      description = await handle.describe();
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return 'missing';
+      throw err;
+    }
+    const status = description.status.name;
+    let moved: boolean;
+    if (status === 'RUNNING') {
+      const state = await handle.query(generationStateQuery);
+      moved = await applyWrite(db, { jobId, status: state.status, attempt: state.attempt, progress: 0, backendJobId: state.backendJobId });
+    } else if (status === 'COMPLETED') {
+      const state = (await handle.result()) as GenerationState;
+      moved = await applyWrite(db, {
+        jobId,
+        status: state.status,
+        attempt: state.attempt,
+        progress: state.status === 'succeeded' ? 1 : 0,
+        backendJobId: state.backendJobId,
+        videoUrl: state.videoUrl,
+        error: state.error,
+        completedAt: (description.closeTime ?? new Date()).toISOString(),
+      });
+    } else {
+      // Terminated, timed out or failed as a workflow: it will never settle on its own.
+      const canceled = status === 'CANCELLED';
+      moved = await applyWrite(db, {
+        jobId,
+        status: canceled ? 'canceled' : 'failed',
+        attempt: 0,
+        progress: 0,
+        error: generationError(canceled ? 'canceled_by_user' : 'backend_unavailable', `the job's workflow ended as ${status.toLowerCase()}`),
+        completedAt: (description.closeTime ?? new Date()).toISOString(),
+      });
+      await settleCredits(db, jobId, 'release');
+    }
+    return moved ? 'repaired' : 'in_step';
+  }
+
+  return {
+    async reconcileProjection({ quietForMs, limit }: { quietForMs: number; limit: number }): Promise<ReconcileReport> {
+      const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, stuck: 0, orphanReservationsReleased: 0 };
+      const quietSince = new Date(Date.now() - quietForMs);
+      const rows = await db
+        .select({ id: generations.id })
+        .from(generations)
+        .where(and(lt(generations.statusRank, 2), lt(generations.updatedAt, quietSince)))
+        .limit(limit);
+      for (const { id } of rows) {
+        report.checked += 1;
+        const outcome = await repairFromWorkflow(id);
+        if (outcome === 'repaired') report.repaired += 1;
+        if (outcome === 'missing') report.missingWorkflows += 1;
+      }
+      // A reservation with no projection row: the API died between reserving and starting the workflow.
+      const orphans = await db
+        .select({ jobId: creditLedger.jobId })
+        .from(creditLedger)
+        .leftJoin(generations, eq(generations.id, creditLedger.jobId))
+        .where(and(eq(creditLedger.kind, 'reserve'), isNull(generations.id), lt(creditLedger.createdAt, quietSince)))
+        .limit(limit);
+      for (const { jobId } of orphans) {
+        if (!jobId) continue;
+        const exists = await client.workflow
+          .getHandle(jobId)
+          .describe()
+          .then(() => true, (err: unknown) => (err instanceof WorkflowNotFoundError ? false : Promise.reject(err)));
+        if (exists) continue;
+        await db.transaction((tx) => undoReservation(tx, jobId));
+        report.orphanReservationsReleased += 1;
+      }
+      report.stuck = (await listStuckGenerations(db)).length;
+      if (report.repaired || report.missingWorkflows || report.orphanReservationsReleased || report.stuck) {
+        logger.warn({ ...report }, 'reconciler found divergence');
+      }
+      return report;
+    },
+  };
+}
+

@@ -1,0 +1,93 @@
+import type { Sql } from '../db/client';
+
+/**
+ * The SQL of admission control, written once. All state lives in Postgres so every API instance sees the same buckets,
+ * counts and bounds.
+ */
+
+export interface BucketState {
+  allowed: boolean;
+  /** Tokens left after this request (fractional: the bucket refills continuously). */
+  tokens: number;
+}
+
+/**
+ * takeRequestToken: the token bucket as one upsert. The row's tokens are refilled for the time since its last refill
+ * (capped at `burst`), and one is taken if there is one; the decision and the new level come back together. The row is
+ * locked by the upsert, so concurrent requests from several API instances take tokens one after another.
+ */
+export async function takeRequestToken(sql: Sql, bucketKey: string, { burst, perSecond }: { burst: number; perSecond: number }): Promise<BucketState> {
+  const [row] = await sql<{ tokens: number; allowed: boolean }[]>`
+    insert into rate_limit_buckets as b (bucket_key, tokens, refilled_at, last_allowed)
+    values (${bucketKey}, ${burst - 1}::float8, now(), true)
+    on conflict (bucket_key) do update set (tokens, refilled_at, last_allowed) = (
+      select level - case when level >= 1 then 1 else 0 end, now(), level >= 1
+      from (
+        select least(${burst}::float8, b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)) * ${perSecond}::float8) as level
+      ) as refill
+    )
+    returning tokens, last_allowed as allowed`;
+  return { allowed: row.allowed, tokens: row.tokens };
+}
+
+/** peekRequestTokens: the bucket's level now, without taking one (a bucket never used is full). */
+export async function peekRequestTokens(sql: Sql, bucketKey: string, { burst, perSecond }: { burst: number; perSecond: number }): Promise<number> {
+  const [row] = await sql<{ level: number }[]>`
+    select least(${burst}::float8, tokens + greatest(0, extract(epoch from now() - refilled_at)) * ${perSecond}::float8) as level
+    from rate_limit_buckets where bucket_key = ${bucketKey}`;
+  return row?.level ?? burst;
+}
+
+export interface UserJobCounts {
+  /** queued + running (projection rows below the terminal rank). */
+  active: number;
+  /** Jobs created since midnight UTC, whatever became of them. */
+  today: number;
+}
+
+/** countUserJobs: one pass over the user's rows that are active or from today. */
+export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
+  const [row] = await sql<UserJobCounts[]>`
+    select count(*) filter (where status_rank < 2)::int as active,
+           count(*) filter (where created_at >= date_trunc('day', now(), 'UTC'))::int as today
+    from generations
+    where user_id = ${userId} and (status_rank < 2 or created_at >= date_trunc('day', now(), 'UTC'))`;
+  return row;
+}
+
+/** tierBacklog: jobs of the tier waiting for a GPU in this pool. */
+export async function tierBacklog(sql: Sql, pool: string, tier: string): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`
+    select count(*)::int as n
+    from generations g join gpu_queue_entries e on e.job_id = g.id
+    where g.status_rank = 0 and g.tier = ${tier} and e.pool = ${pool}`;
+  return row.n;
+}
+
+/** recordQueueEntry: the job's pool, tier and weight, for backlog bounds and queue positions. Idempotent. */
+export async function recordQueueEntry(
+  sql: Sql,
+  entry: { jobId: string; pool: string; userId: string; tier: string; fairnessWeight: number; admittedAt: Date },
+): Promise<void> {
+  await sql`
+    insert into gpu_queue_entries (job_id, pool, user_id, tier, fairness_weight, admitted_at)
+    values (${entry.jobId}, ${entry.pool}, ${entry.userId}, ${entry.tier}, ${entry.fairnessWeight}, ${entry.admittedAt.toISOString()})
+    on conflict (job_id) do nothing`;
+}
+
+/** idempotencyKeyUsed: a submit with a key seen before is a replay (or a 422): admission neither refuses nor counts it. */
+export async function idempotencyKeyUsed(sql: Sql, userId: string, key: string): Promise<boolean> {
+  const rows = await sql`select 1 from idempotency_keys where user_id = ${userId} and key = ${key}`;
+  return rows.length > 0;
+}
+
+/**
+ * withUserAdmissionLock: runs `fn` holding the user's advisory lock (transaction-scoped, on a connection of its own), so
+ * one user's check-then-submit never interleaves across API instances: the active and daily limits hold exactly.
+ */
+export async function withUserAdmissionLock<T>(sql: Sql, userId: string, fn: () => Promise<T>): Promise<T> {
+  return (await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtextextended(${`admission:${userId}`}, 0))`;
+    return [await fn()];
+  }))[0] as T;
+}

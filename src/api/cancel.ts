@@ -1,0 +1,37 @@
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Db } from '../db/client';
+import { getGeneration } from '../db/projection';
+import type { GenerationRow, UserRow } from '../db/schema';
+import { isTerminal } from '../domain/generation-state';
+import { cancelGenerationSignal } from '../workflows/messages';
+import { ApiError, notFound } from './errors';
+import { withTemporalDeadline } from './temporal-deadline';
+
+/**
+ * Asks a job's workflow to cancel it. Works queued (the GPU task leaves the backlog) and running (the backend job is
+ * aborted); a second cancel is harmless; a job that already succeeded or failed is a 409.
+ */
+export async function cancelGeneration({ db, client }: { db: Db; client: Client }, user: UserRow, jobId: string): Promise<GenerationRow> {
+  const row = await getGeneration(db, user.id, jobId);
+  if (!row) throw notFound('generation');
+  if (row.status === 'canceled') return row;
+  if (isTerminal(row.status)) throw alreadyFinished(row);
+  try {
+    await withTemporalDeadline(client, () => client.workflow.getHandle(jobId).signal(cancelGenerationSignal, { reason: 'requested by the user' }));
+  } catch (err) {
+    if (!(err instanceof WorkflowNotFoundError)) {
+      throw new ApiError(503, 'temporal_unavailable', 'the cancellation could not be delivered; retry shortly', undefined, { 'Retry-After': '2' });
+    }
+    // The workflow has just ended: answer with how it ended.
+    const ended = (await getGeneration(db, user.id, jobId)) ?? row;
+    if (ended.status === 'canceled') return ended;
+    throw alreadyFinished(ended);
+  }
+  return (await getGeneration(db, user.id, jobId)) ?? row;
+}
+
+function alreadyFinished(row: GenerationRow): ApiError {
+  return new ApiError(409, 'generation_already_finished', `the generation has already ${row.status === 'succeeded' ? 'succeeded' : 'ended'}`, {
+    status: row.status,
+  });
+}

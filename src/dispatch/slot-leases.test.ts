@@ -1,0 +1,111 @@
+import { randomBytes } from 'node:crypto';
+import { createDatabase, type Database } from '../db/client';
+import { ensurePool, readCapacity, readSlotUse, reportBackendCapacity, setAdminCapacity } from './capacity';
+import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, type LeaseRef } from './slot-leases';
+
+/** The lease SQL against the run's real Postgres; each test has a pool of its own. */
+describe('GPU slot leases in Postgres', () => {
+  let database: Database;
+  beforeAll(() => {
+    const url = process.env.TEST_DATABASE_URL;
+    if (!url) throw new Error('run through jest (test/global-setup.ts)');
+    database = createDatabase(url, { max: 12 });
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  const newPool = () => `pool-${randomBytes(4).toString('hex')}`;
+  const lease = (pool: string, dispatcherId: string, ttlMs = 10_000): LeaseRef => ({
+    pool,
+    dispatcherId,
+    leaseId: `lease_${randomBytes(6).toString('hex')}`,
+    ttlMs,
+  });
+
+  test('dispatchers racing for slots together never hold more leases than the capacity', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 3);
+    const attempts = Array.from({ length: 12 }, (_, i) => acquireSlotLease(database.sql, lease(pool, `dispatcher-${i % 3}`)));
+    const granted = (await Promise.all(attempts)).filter(Boolean);
+    expect(granted).toHaveLength(3);
+    expect(await readSlotUse(database.sql, pool)).toEqual({ leased: 3, running: 0 });
+  });
+
+  test('a released slot can be taken again; a pool without a row grants nothing', async () => {
+    const pool = newPool();
+    expect(await acquireSlotLease(database.sql, lease(pool, 'd1'))).toBe(false);
+    await ensurePool(database.sql, pool, 1);
+    const first = lease(pool, 'd1');
+    expect(await acquireSlotLease(database.sql, first)).toBe(true);
+    expect(await acquireSlotLease(database.sql, lease(pool, 'd2'))).toBe(false);
+    await releaseSlotLease(database.sql, first.leaseId);
+    expect(await acquireSlotLease(database.sql, lease(pool, 'd2'))).toBe(true);
+  });
+
+  test('a dead dispatcher leaves no permanent lease: its leases expire and are reclaimed', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 2);
+    expect(await acquireSlotLease(database.sql, lease(pool, 'dead', 300))).toBe(true);
+    expect(await acquireSlotLease(database.sql, lease(pool, 'dead', 300))).toBe(true);
+    expect(await acquireSlotLease(database.sql, lease(pool, 'alive'))).toBe(false);
+    // The dead one never renews; the live one's renewal keeps its own (none yet) and leaves the others to expire.
+    const deadline = Date.now() + 5_000;
+    let reclaimed = false;
+    while (!reclaimed && Date.now() < deadline) {
+      reclaimed = await acquireSlotLease(database.sql, lease(pool, 'alive'));
+      if (!reclaimed) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(reclaimed).toBe(true);
+    const [{ n }] = await database.sql<{ n: number }[]>`select count(*)::int as n from gpu_slot_leases where dispatcher_id = 'dead'`;
+    expect(n).toBe(0);
+  });
+
+  test('renewal keeps a holder’s leases alive and reports them; stopping gives them all back', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 2);
+    const a = lease(pool, 'holder', 400);
+    const b = lease(pool, 'holder', 400);
+    await acquireSlotLease(database.sql, a);
+    await acquireSlotLease(database.sql, b);
+    for (let i = 0; i < 4; i++) {
+      await new Promise((r) => setTimeout(r, 150));
+      expect(await renewSlotLeases(database.sql, 'holder', 400)).toEqual(new Set([a.leaseId, b.leaseId]));
+    }
+    expect(await acquireSlotLease(database.sql, lease(pool, 'other'))).toBe(false);
+    expect(await releaseDispatcherLeases(database.sql, 'holder')).toBe(2);
+    expect(await readSlotUse(database.sql, pool)).toEqual({ leased: 0, running: 0 });
+  });
+
+  test('after capacity falls, jobs are claimed only below the new number; a resumed job is counted anyway', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 4);
+    const leases = Array.from({ length: 4 }, () => lease(pool, 'd1'));
+    for (const l of leases) expect(await acquireSlotLease(database.sql, l)).toBe(true);
+    expect(await claimSlotLease(database.sql, leases[0], 'job-0', false)).toBe(true);
+    expect(await claimSlotLease(database.sql, leases[1], 'job-1', false)).toBe(true);
+
+    await setAdminCapacity(database.sql, pool, 2, 4);
+    // Two leases were reserved under the old number: their tasks must wait, not run.
+    expect(await claimSlotLease(database.sql, leases[2], 'job-2', false)).toBe(false);
+    expect(await claimSlotLease(database.sql, leases[3], 'job-3', true)).toBe(true);
+    expect(await readSlotUse(database.sql, pool)).toEqual({ leased: 4, running: 3 });
+
+    await releaseSlotLease(database.sql, leases[0].leaseId);
+    expect(await claimSlotLease(database.sql, leases[2], 'job-2', false)).toBe(false); // 2 still run: job-1, job-3
+    await releaseSlotLease(database.sql, leases[1].leaseId);
+    expect(await claimSlotLease(database.sql, leases[2], 'job-2', false)).toBe(true);
+  });
+
+  test('live capacity is the smaller of the operator’s and the backend’s numbers, else the configured one', async () => {
+    const pool = newPool();
+    expect((await ensurePool(database.sql, pool, 4)).capacity).toBe(4);
+    expect(await reportBackendCapacity(database.sql, pool, 6)).toBe(true);
+    expect(await reportBackendCapacity(database.sql, pool, 6)).toBe(false); // unchanged: not written again
+    expect((await readCapacity(database.sql, pool))?.capacity).toBe(6);
+    expect((await setAdminCapacity(database.sql, pool, 3, 4)).capacity).toBe(3);
+    expect(await reportBackendCapacity(database.sql, pool, 2)).toBe(true);
+    expect((await readCapacity(database.sql, pool))?.capacity).toBe(2);
+    expect((await setAdminCapacity(database.sql, pool, null, 4)).capacity).toBe(2);
+  });
+});

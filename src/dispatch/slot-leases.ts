@@ -1,0 +1,94 @@
+import type { TransactionSql } from 'postgres';
+import type { Sql } from '../db/client';
+import { EFFECTIVE_CAPACITY, GPU_SLOTS_CHANNEL } from './capacity';
+
+/**
+ * The SQL of GPU slot leases (table gpu_slot_leases), written once. Acquisition and claims lock the pool's capacity row
+ * first, in their own statement, so the count that follows sees every lease committed before it: two dispatchers can
+ * never both take the last slot. (A single INSERT … WHERE count < capacity would not do: under READ COMMITTED its
+ * snapshot predates the lock wait.)
+ */
+
+export interface LeaseRef {
+  pool: string;
+  dispatcherId: string;
+  leaseId: string;
+  ttlMs: number;
+}
+
+/** The capacity, with the pool's row locked until the transaction ends; undefined when the pool has no row. */
+async function lockCapacity(tx: TransactionSql, pool: string): Promise<number | undefined> {
+  const [row] = await tx<{ capacity: number }[]>`
+    select ${tx.unsafe(EFFECTIVE_CAPACITY)} as capacity from gpu_capacity where pool = ${pool} for update`;
+  return row?.capacity;
+}
+
+/**
+ * acquireSlotLease: takes one slot of the pool if fewer live leases than its capacity exist. Expired leases (a
+ * dispatcher that died) are deleted on the way, so they cannot hold slots for longer than their TTL.
+ */
+export async function acquireSlotLease(sql: Sql, { pool, dispatcherId, leaseId, ttlMs }: LeaseRef): Promise<boolean> {
+  return sql.begin(async (tx) => {
+    const capacity = await lockCapacity(tx, pool);
+    if (capacity === undefined) return false;
+    const rows = await tx`
+      with reclaimed as (delete from gpu_slot_leases where pool = ${pool} and expires_at <= now() returning id)
+      insert into gpu_slot_leases (id, pool, dispatcher_id, expires_at)
+      select ${leaseId}, ${pool}, ${dispatcherId}, now() + ${ttlMs}::int * interval '1 millisecond'
+      where (select count(*) from gpu_slot_leases where pool = ${pool} and expires_at > now()) < ${capacity}
+      returning id, (select count(*) from reclaimed)::int as reclaimed`;
+    return rows.length > 0;
+  }) as Promise<boolean>;
+}
+
+/**
+ * claimSlotLease: puts a job on one of the dispatcher's leases, if fewer jobs than the capacity run in the pool. This is
+ * the check that holds when capacity falls while a slot was already reserved. `force` claims regardless: the backend job
+ * already exists (a retried attempt resuming it) and must be counted. An upsert, so a lease lost to expiry comes back.
+ */
+export async function claimSlotLease(sql: Sql, lease: LeaseRef, jobId: string, force: boolean): Promise<boolean> {
+  const { pool, dispatcherId, leaseId, ttlMs } = lease;
+  return sql.begin(async (tx) => {
+    const capacity = (await lockCapacity(tx, pool)) ?? 0;
+    const rows = await tx`
+      insert into gpu_slot_leases (id, pool, dispatcher_id, job_id, claimed_at, expires_at)
+      select ${leaseId}, ${pool}, ${dispatcherId}, ${jobId}, now(), now() + ${ttlMs}::int * interval '1 millisecond'
+      where ${force}::boolean or (
+        select count(*) from gpu_slot_leases
+        where pool = ${pool} and job_id is not null and expires_at > now() and id <> ${leaseId}
+      ) < ${capacity}
+      on conflict (id) do update set job_id = excluded.job_id, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
+      returning id`;
+    return rows.length > 0;
+  }) as Promise<boolean>;
+}
+
+/** unclaimSlotLease: the job left the slot; the lease stays with its dispatcher until the slot is released. */
+export async function unclaimSlotLease(sql: Sql, leaseId: string): Promise<void> {
+  await sql`
+    update gpu_slot_leases set job_id = null, claimed_at = null where id = ${leaseId}
+    returning pg_notify(${GPU_SLOTS_CHANNEL}, pool)`;
+}
+
+/** releaseSlotLease: gives the slot back to the pool and tells every dispatcher waiting for one. */
+export async function releaseSlotLease(sql: Sql, leaseId: string): Promise<void> {
+  await sql`
+    with gone as (delete from gpu_slot_leases where id = ${leaseId} returning pool)
+    select pg_notify(${GPU_SLOTS_CHANNEL}, pool) from gone`;
+}
+
+/** renewSlotLeases: the holder's heartbeat; returns the ids still held (a missing one was lost to expiry). */
+export async function renewSlotLeases(sql: Sql, dispatcherId: string, ttlMs: number): Promise<Set<string>> {
+  const rows = await sql<{ id: string }[]>`
+    update gpu_slot_leases set expires_at = now() + ${ttlMs}::int * interval '1 millisecond'
+    where dispatcher_id = ${dispatcherId} returning id`;
+  return new Set(rows.map((r) => r.id));
+}
+
+/** releaseDispatcherLeases: a dispatcher stopping gives back whatever it still holds. */
+export async function releaseDispatcherLeases(sql: Sql, dispatcherId: string): Promise<number> {
+  const rows = await sql`
+    with gone as (delete from gpu_slot_leases where dispatcher_id = ${dispatcherId} returning pool)
+    select pg_notify(${GPU_SLOTS_CHANNEL}, pool) from gone`;
+  return rows.length;
+}

@@ -1,0 +1,54 @@
+import os from 'node:os';
+import { apiClient, eventually, startStack, type Stack } from './harness';
+import { spawnWorker, type SpawnedProcess } from './processes';
+
+/**
+ * GPU dispatchers run as real child processes; the generation worker stays in the test process. A dispatcher killed
+ * mid-generation must hand the same backend job to another dispatcher after the heartbeat timeout — never a second one.
+ */
+describe('a GPU dispatcher that dies mid-generation', () => {
+  let stack: Stack;
+  const dispatchers: SpawnedProcess[] = [];
+
+  beforeAll(async () => {
+    stack = await startStack({ env: { WORKER_ROLE: 'generation', HEARTBEAT_TIMEOUT_MS: '2000' }, knobs: { p50Ms: 8_000, p99Ms: 9_000 } });
+  });
+  afterAll(async () => {
+    await Promise.all(dispatchers.map((d) => d.stop()));
+    await stack?.close();
+  });
+
+  async function startDispatcher(name: string): Promise<SpawnedProcess> {
+    const dispatcher = spawnWorker({ ...stack.env, WORKER_ROLE: 'gpu', LOG_LEVEL: 'info' }, name);
+    dispatchers.push(dispatcher);
+    await dispatcher.waitForOutput(/worker started/, 60_000);
+    return dispatcher;
+  }
+
+  test('the job resumes the same backend job on another dispatcher, and ends once', async () => {
+    const first = await startDispatcher('dispatcher-a');
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const job = (await api.submit({ prompt: 'a long pan over mountains' })).body;
+
+    const running = await eventually(async () => {
+      const row = (await api.get(job.id)).body;
+      return row.status === 'running' && row.backend_job_id ? row : undefined;
+    });
+    const [dispatcherA] = await stack.database.sql<{ dispatcher: string }[]>`select dispatcher from generations where id = ${job.id}`;
+    expect(dispatcherA.dispatcher).toBe(`${first.pid}@${os.hostname()}`);
+
+    first.kill('SIGKILL');
+    await first.exited;
+    const second = await startDispatcher('dispatcher-b');
+
+    const done = await api.waitForTerminal(job.id, 60_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempt: 1, backend_job_id: running.backend_job_id });
+    const backendJobs = stack.simulator.simulator.engine.list(`${job.id}:`);
+    expect(backendJobs.map((j) => j.id)).toEqual([running.backend_job_id]);
+    expect(second.output()).toMatch(/"resumed":true/);
+    const [settled] = await stack.database.sql<{ n: number }[]>`
+      select count(*)::int as n from credit_ledger where job_id = ${job.id} and kind in ('capture', 'release')`;
+    expect(settled.n).toBe(1);
+  });
+});

@@ -1,0 +1,168 @@
+import { gpuBacklog } from '../src/dispatch/gpu-backlog';
+import { handoffs, inFlightAtSubmissions, jainIndex, maxInFlight, percentile, utilisation } from '../src/dispatch/scheduling-metrics';
+import { capacityAdmin, dispatchOrder, holdSlots, ownersOf, runsOf, smallJob, submitMany, waitForBackendEnds, waitForGpuTasks, type Api } from './fairness-helpers';
+import { apiClient, eventually, type Stack } from './harness';
+
+/**
+ * GPU scheduling scenarios on a running stack, shared by the tests (small) and `npm run bench:fairness` (large). Each
+ * returns its figures; the caller decides what to assert or print.
+ */
+const newApi = async (stack: Stack, tier: string) => apiClient(stack.apiUrl, (await stack.createUser(tier)).apiKey);
+
+/**
+ * Equal users, all backlogged behind held slots, then released together: Jain's index of their dispatch counts while all
+ * still wait; plus how busy the slots were and how fast each freed slot was taken while the backlog lasted.
+ */
+export async function equalUsersContend(stack: Stack, { users, jobsEach, capacity }: { users: number; jobsEach: number; capacity: number }) {
+  const clients = await Promise.all(Array.from({ length: users }, () => newApi(stack, 'pro')));
+  const gate = await holdSlots(stack, capacity);
+  const groups: Record<string, string[]> = {};
+  for (const [i, api] of clients.entries()) groups[`user${i}`] = await submitMany(api, jobsEach, { prompt: `equal ${i}` });
+  const all = Object.values(groups).flat();
+  await waitForGpuTasks(stack, all);
+  gate.release();
+  const runs = await waitForBackendEnds(stack, all, 30 * 60_000);
+
+  // Contention lasts while every user still has jobs waiting: the first users × (jobsEach − 1) dispatches.
+  const contended = dispatchOrder(stack, ownersOf(groups)).slice(0, users * (jobsEach - 1));
+  const counts = Object.keys(groups).map((user) => contended.filter((u) => u === user).length);
+  // The backlog lasts until the last job is dispatched; the first dispatches fill the opened slots at once.
+  const from = runs[capacity - 1].submittedAt;
+  const to = runs[runs.length - 1].submittedAt;
+  const gaps = handoffs(runs, from, to);
+  return {
+    jain: jainIndex(counts),
+    counts,
+    utilisation: utilisation(runs, capacity, from, to),
+    handoffP99Ms: percentile(gaps, 99),
+    handoffP50Ms: percentile(gaps, 50),
+    handoffs: gaps.length,
+    maxInFlight: maxInFlight(runs),
+  };
+}
+
+/** A free user (weight w_free) and a paid one (w_paid), both backlogged: the paid-to-free ratio of dispatches. */
+export async function weightedShare(stack: Stack, { freeJobs, paidJobs, paidTier, capacity }: { freeJobs: number; paidJobs: number; paidTier: string; capacity: number }) {
+  const [free, paid] = [await newApi(stack, 'free'), await newApi(stack, paidTier)];
+  const gate = await holdSlots(stack, capacity);
+  const freeIds = await submitMany(free, freeJobs, { prompt: 'free' });
+  const paidIds = await submitMany(paid, paidJobs, { prompt: 'paid' });
+  await waitForGpuTasks(stack, [...freeIds, ...paidIds]);
+  gate.release();
+  await waitForBackendEnds(stack, [...freeIds, ...paidIds], 30 * 60_000);
+  const { tierWeights } = stack.config.generation;
+  const expected = tierWeights[paidTier] / tierWeights.free;
+  // Both stay backlogged while neither has run out: a window of whole rounds (expected + 1 dispatches each).
+  const rounds = Math.floor(Math.min(freeJobs - 1, (paidJobs - 1) / expected));
+  const window = dispatchOrder(stack, ownersOf({ F: freeIds, P: paidIds })).slice(0, Math.floor(rounds * (expected + 1)));
+  const observed = window.filter((u) => u === 'P').length / Math.max(1, window.filter((u) => u === 'F').length);
+  return { expected, observed, window: window.length };
+}
+
+/**
+ * User A floods the queue; once the flood is in, user B submits one job. B's wait (accepted → on the backend) against a
+ * slot turnover (the mean GPU time divided by the slots), and how many of A's jobs went out between B's arrival and B's.
+ */
+export async function starvation(stack: Stack, { flood, concurrency = 8 }: { flood: number; concurrency?: number }) {
+  const [a, b] = [await newApi(stack, 'pro'), await newApi(stack, 'pro')];
+  const aJobs = await submitMany(a, flood, { prompt: 'flood', concurrency });
+  // A's flood is in Temporal's backlog (its own count says so) before B arrives.
+  await eventually(async () => ((await gpuBacklog(stack.client, stack.config.worker.gpuTaskQueue)) >= flood / 2 ? true : undefined), {
+    timeoutMs: 10 * 60_000,
+    intervalMs: 500,
+    what: 'the flood in the gpu backlog',
+  });
+  const submitted = await b.submit(smallJob('just one'));
+  if (submitted.status !== 202) throw new Error(`B's submit: ${submitted.status} ${submitted.text}`);
+  const bId: string = submitted.body.id;
+  const acceptedAt = Date.parse(submitted.body.created_at);
+  const [bRun] = await waitForBackendEnds(stack, [bId], 5 * 60_000);
+  const aRuns = runsOf(stack, aJobs);
+  const completed = aRuns.filter((r) => r.completedAt !== null && r.startedAt !== null);
+  const meanRunMs = completed.reduce((s, r) => s + (r.completedAt! - r.startedAt!), 0) / Math.max(1, completed.length);
+  const capacity = (await capacityAdmin(stack).get()).capacity;
+  return {
+    waitSeconds: (bRun.submittedAt - acceptedAt) / 1000,
+    slotTurnoverSeconds: meanRunMs / capacity / 1000,
+    meanRunSeconds: meanRunMs / 1000,
+    floodDispatchedBeforeB: aRuns.filter((r) => r.submittedAt > acceptedAt && r.submittedAt < bRun.submittedAt).length,
+    floodDispatched: aRuns.length,
+  };
+}
+
+interface Submission {
+  id?: string;
+  tier: string;
+  status: number;
+  code?: string;
+  at: number;
+}
+
+/** Submits one job every `everyMs` until `until`, recording each answer. */
+async function steadyLoad(api: Api, tier: string, everyMs: number, until: () => boolean, log: Submission[], prompt: string): Promise<void> {
+  let next = Date.now();
+  while (!until()) {
+    const res = await api.submit(smallJob(prompt));
+    log.push({ id: res.status === 202 ? res.body.id : undefined, tier, status: res.status, code: res.body?.error?.code, at: Date.now() });
+    next += everyMs;
+    await new Promise((r) => setTimeout(r, Math.max(0, next - Date.now())));
+  }
+}
+
+/**
+ * Capacity halves mid-run under load: free users submit more than the GPUs can take, a paid user submits steadily. Paid
+ * queue waits before and after the drop, the most jobs on the backend after it, and what the free tier was told.
+ */
+export async function capacityHalved(
+  stack: Stack,
+  { capacity, phaseMs, paidEveryMs, freeEveryMs, freeUsers = 2 }: { capacity: number; phaseMs: number; paidEveryMs: number; freeEveryMs: number; freeUsers?: number },
+) {
+  const admin = capacityAdmin(stack);
+  await admin.set(capacity);
+  const paid = await newApi(stack, 'pro');
+  const frees = await Promise.all(Array.from({ length: freeUsers }, () => newApi(stack, 'free')));
+  const log: Submission[] = [];
+  const startedAt = Date.now();
+  let stop = false;
+  const load = Promise.all([
+    steadyLoad(paid, 'pro', paidEveryMs, () => stop, log, 'paid'),
+    ...frees.map((api, i) => steadyLoad(api, 'free', freeEveryMs, () => stop, log, `free ${i}`)),
+  ]);
+  await new Promise((r) => setTimeout(r, phaseMs));
+  await admin.set(Math.floor(capacity / 2));
+  const halvedAt = Date.now();
+  await new Promise((r) => setTimeout(r, phaseMs));
+  stop = true;
+  await load;
+
+  const accepted = log.filter((s) => s.id !== undefined);
+  const runs = await waitForBackendEnds(stack, accepted.map((s) => s.id!), 10 * 60_000);
+  const waits = await Promise.all(
+    accepted.filter((s) => s.tier === 'pro').map(async (s) => {
+      const job = (await paid.get(s.id!)).body;
+      return { at: s.at, waitMs: Date.parse(job.started_at) - Date.parse(job.created_at) };
+    }),
+  );
+  // Steady state only: the first seconds of each phase fill (or drain) the GPUs.
+  const settle = Math.min(3_000, phaseMs / 3);
+  const before = waits.filter((w) => w.at > startedAt + settle && w.at < halvedAt).map((w) => w.waitMs);
+  const after = waits.filter((w) => w.at > halvedAt + settle).map((w) => w.waitMs);
+  // A dispatch already past its claim when the number fell reaches the backend within milliseconds; later ones obey.
+  const submittedAfter = inFlightAtSubmissions(runs).filter(({ run }) => run.submittedAt > halvedAt + 250);
+  const freeAfter = log.filter((s) => s.tier === 'free' && s.at > halvedAt);
+  await admin.set(null);
+  return {
+    capacityBefore: capacity,
+    capacityAfter: Math.floor(capacity / 2),
+    paidP95WaitBeforeMs: percentile(before, 95),
+    paidP95WaitAfterMs: percentile(after, 95),
+    paidSamples: [before.length, after.length],
+    maxInFlightBefore: maxInFlight(runs.filter((r) => r.submittedAt < halvedAt)),
+    maxInFlightAfter: Math.max(0, ...submittedAfter.map((s) => s.inFlight)),
+    paidRefused: log.filter((s) => s.tier === 'pro' && s.status !== 202).length,
+    freeRefusedBefore: log.filter((s) => s.tier === 'free' && s.at < halvedAt && s.code === 'capacity_exhausted').length,
+    freeRefusedAfter: freeAfter.filter((s) => s.code === 'capacity_exhausted').length,
+    freeAcceptedAfter: freeAfter.filter((s) => s.status === 202).length,
+    otherRefusals: log.filter((s) => s.status !== 202 && s.code !== 'capacity_exhausted').map((s) => `${s.status} ${s.code}`),
+  };
+}

@@ -1,0 +1,120 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import path from 'node:path';
+
+/**
+ * Real child processes for tests that kill things: a worker that dies mid-step, an API that restarts. Each process runs
+ * node directly (TypeScript through tsx's loader), so its pid is the process itself and a signal reaches it, not a
+ * wrapper. Output goes to test/artifacts/<name>.log; any process still alive when the test process exits is killed.
+ */
+const ROOT = path.resolve(__dirname, '..');
+const ARTIFACTS = path.join(ROOT, 'test', 'artifacts');
+const living = new Set<ChildProcess>();
+
+process.once('exit', () => {
+  for (const child of living) child.kill('SIGKILL');
+});
+
+export interface ProcessExit {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+export interface SpawnedProcess {
+  name: string;
+  pid: number;
+  logFile: string;
+  /** Resolves when the process has exited, however it ended. */
+  exited: Promise<ProcessExit>;
+  /** Output so far (stdout and stderr, interleaved). */
+  output(): string;
+  /** Resolves with the matching text once the output matches; rejects if the process exits first or the deadline passes. */
+  waitForOutput(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  kill(signal?: NodeJS.Signals): void;
+  /** SIGTERM, then SIGKILL after `graceMs`; resolves when it has exited. */
+  stop(graceMs?: number): Promise<ProcessExit>;
+}
+
+export interface SpawnOptions {
+  /** Names the log file and error messages. */
+  name: string;
+  /** A TypeScript or JavaScript entry point, relative to the repository root. */
+  script: string;
+  args?: string[];
+  /** The child's whole environment beyond PATH and HOME: nothing else leaks in from the test process. */
+  env: Record<string, string>;
+}
+
+export function spawnTsProcess({ name, script, args = [], env }: SpawnOptions): SpawnedProcess {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const logFile = path.join(ARTIFACTS, `${name}.log`);
+  const log = fs.createWriteStream(logFile, { flags: 'w' });
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
+    cwd: ROOT,
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  if (child.pid === undefined) throw new Error(`${name}: could not spawn ${script}`);
+  living.add(child);
+  let output = '';
+  const listeners = new Set<() => void>();
+  const onData = (chunk: Buffer) => {
+    output += chunk.toString('utf8');
+    log.write(chunk);
+    for (const listener of listeners) listener();
+  };
+  child.stdout!.on('data', onData);
+  child.stderr!.on('data', onData);
+  let hasExited = false;
+  const exited = new Promise<ProcessExit>((resolve) => {
+    child.once('exit', (code, signal) => {
+      hasExited = true;
+      living.delete(child);
+      log.end();
+      for (const listener of listeners) listener();
+      resolve({ code, signal });
+    });
+  });
+
+  const spawned: SpawnedProcess = {
+    name,
+    pid: child.pid,
+    logFile,
+    exited,
+    output: () => output,
+    waitForOutput(pattern, timeoutMs = 60_000) {
+      return new Promise((resolve, reject) => {
+        const timer = setTimeout(() => finish(new Error(`${name}: no output matching ${pattern} within ${timeoutMs} ms; see ${logFile}`)), timeoutMs);
+        const check = () => {
+          const match = pattern.exec(output);
+          if (match) finish(undefined, match[0]);
+          else if (hasExited) finish(new Error(`${name} exited before printing ${pattern}; see ${logFile}\n${output.slice(-2000)}`));
+        };
+        const finish = (err?: Error, text?: string) => {
+          clearTimeout(timer);
+          listeners.delete(check);
+          if (err) reject(err);
+          else resolve(text!);
+        };
+        listeners.add(check);
+        check();
+      });
+    },
+    kill(signal = 'SIGTERM') {
+      if (!hasExited) child.kill(signal);
+    },
+    async stop(graceMs = 10_000) {
+      spawned.kill('SIGTERM');
+      const timer = setTimeout(() => spawned.kill('SIGKILL'), graceMs);
+      const result = await exited;
+      clearTimeout(timer);
+      return result;
+    },
+  };
+  return spawned;
+}
+
+/** `src/worker.ts` as its own process (as `npm run worker` runs it), configured only by `env`. */
+export function spawnWorker(env: Record<string, string>, name = 'worker'): SpawnedProcess {
+  return spawnTsProcess({ name, script: 'src/worker.ts', env });
+}

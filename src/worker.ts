@@ -41,6 +41,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
 
   if (role === 'all' || role === 'generation') {
+    const notify = createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) });
     workers.push(
       await Worker.create({
         connection,
@@ -51,8 +52,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         activities: {
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
-          ...createReconcileActivities({ db: database.db, client, logger: logger.child({ component: 'reconciler' }) }),
-          ...createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) }),
+          ...notify,
+          ...createReconcileActivities({ db: database.db, client, logger: logger.child({ component: 'reconciler' }), notifyEnded: notify.notifyGenerationEnded }),
         },
       }),
     );

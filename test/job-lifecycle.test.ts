@@ -77,6 +77,7 @@ describe('every job reaches one right ending', () => {
     expect(((await forged.json()) as { error: { code: string } }).error.code).toBe('invalid_signature');
 
     expect((await api.get(jobId)).body).toEqual(before);
+    await eventually(async () => ((await onceCounts(stack, jobId)).notifications === 1 ? true : undefined));
     expect(await onceCounts(stack, jobId)).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
   });
 

@@ -45,7 +45,7 @@ describe('Temporal down', () => {
       event_id: 'evt_down',
       type: 'job.succeeded',
       sequence: 2,
-      job: { id: 'job_x', client_key: 'gen_x:attempt:1', status: 'succeeded', video_url: 'https://videos.sim.local/x.mp4', error: null },
+      job: { id: 'job_x', client_key: 'gen_x:run:1:attempt:1', status: 'succeeded', video_url: 'https://videos.sim.local/x.mp4', error: null },
     });
     const res = await fetch(`${downApi.url}/internal/backend/callbacks`, {
       method: 'POST',

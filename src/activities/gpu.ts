@@ -10,7 +10,7 @@ import {
 } from '../backend/types';
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
-import { backendClientKey, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
+import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { backendEventSignal } from '../workflows/messages';
 import type { BackendWakeups } from './backend-wakeups';
@@ -34,6 +34,8 @@ export interface GpuActivityDeps {
 export interface GpuAttemptInput {
   jobId: string;
   attempt: number;
+  /** The workflow run this attempt belongs to: its projection writes carry it. */
+  runOpenedAt: string;
   request: GenerationRequest;
   expectedRunMs: number;
 }
@@ -50,9 +52,9 @@ interface GpuHeartbeat {
 export function createGpuActivities(deps: GpuActivityDeps) {
   const { db, backend, wakeups, client, callbackUrl, pollIntervalMs } = deps;
 
-  function submission({ jobId, attempt, request }: GpuAttemptInput, withCallback: boolean): BackendSubmitRequest {
+  function submission({ jobId, runOpenedAt, attempt, request }: GpuAttemptInput, withCallback: boolean): BackendSubmitRequest {
     return {
-      client_key: backendClientKey(jobId, attempt),
+      client_key: backendClientKey(jobId, runOpenedAt, attempt),
       prompt: request.prompt,
       duration_seconds: request.duration_seconds,
       resolution: request.resolution,
@@ -63,10 +65,11 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   }
 
   /** Marks the job running in the projection and tells the workflow which backend job this attempt is. */
-  async function announceAccepted({ jobId, attempt, expectedRunMs }: GpuAttemptInput, backendJobId: string | null, progress: number) {
+  async function announceAccepted({ jobId, attempt, runOpenedAt, expectedRunMs }: GpuAttemptInput, backendJobId: string | null, progress: number) {
     const now = Date.now();
     await applyWrite(db, {
       jobId,
+      runOpenedAt,
       status: 'running',
       attempt,
       progress,
@@ -77,7 +80,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     });
     await client.workflow
       .getHandle(jobId)
-      .signal(backendEventSignal, { attempt, type: 'accepted', backendJobId: backendJobId ?? '' })
+      .signal(backendEventSignal, { run: runTag(runOpenedAt), attempt, type: 'accepted', backendJobId: backendJobId ?? '' })
       .catch((err: unknown) => deps.logger.warn({ jobId, backendJobId, err }, 'could not signal acceptance'));
   }
 
@@ -117,7 +120,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
         }
         if (job.progress > progress && !TERMINAL_BACKEND_STATUSES.has(job.status)) {
           progress = job.progress;
-          await applyWrite(db, { jobId: input.jobId, status: 'running', attempt: input.attempt, progress });
+          await applyWrite(db, { jobId: input.jobId, runOpenedAt: input.runOpenedAt, status: 'running', attempt: input.attempt, progress });
         }
       }
     } catch (err) {

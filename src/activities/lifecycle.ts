@@ -1,5 +1,5 @@
 import { TERMINAL_BACKEND_STATUSES, type GenerationBackend } from '../backend/types';
-import { settleCredits } from '../credits/ledger';
+import { ensureRunReservation, InsufficientCreditsError, settleCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import type { GpuAttemptResult } from '../domain/generation';
 
@@ -24,6 +24,17 @@ export function createLifecycleActivities({ db, backend }: { db: Db; backend: Ge
     /** Aborts a backend job the workflow no longer wants; a job already ended is left as it is. */
     async cancelBackendJob({ backendJobId }: { backendJobId: string }): Promise<void> {
       await backend.cancel(backendJobId);
+    },
+
+    /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
+    async ensureRunReservation({ jobId, runOpenedAt }: { jobId: string; runOpenedAt: string }): Promise<{ ok: true } | { ok: false; message: string }> {
+      try {
+        await ensureRunReservation(db, jobId, runOpenedAt);
+        return { ok: true };
+      } catch (err) {
+        if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
+        throw err;
+      }
     },
 
     /** Captures the job's reserved credits on success, releases them otherwise — once, whoever retries. */

@@ -8,6 +8,7 @@ import { listStuckGenerations } from '../db/stuck';
 import type { GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';
 import type { Logger } from '../lib/logger';
+import type { GenerationEndedInput } from './notify';
 import { generationStateQuery } from '../workflows/messages';
 
 export interface ReconcileReport {
@@ -23,7 +24,15 @@ export interface ReconcileReport {
  * that has not moved for a while is compared with its workflow and repaired; workflows ended from outside (an operator's
  * terminate) get their terminal row and their credits released; reservations whose job never started are undone.
  */
-export function createReconcileActivities({ db, client, logger }: { db: Db; client: Client; logger: Logger }) {
+export interface ReconcileDeps {
+  db: Db;
+  client: Client;
+  logger: Logger;
+  /** The notify step a workflow ended from outside never ran. */
+  notifyEnded: (input: GenerationEndedInput) => Promise<void>;
+}
+
+export function createReconcileActivities({ db, client, logger, notifyEnded }: ReconcileDeps) {
   async function repairFromWorkflow(jobId: string): Promise<'repaired' | 'in_step' | 'missing'> {
     const handle = client.workflow.getHandle(jobId);
     let description;
@@ -37,11 +46,12 @@ export function createReconcileActivities({ db, client, logger }: { db: Db; clie
     let moved: boolean;
     if (status === 'RUNNING') {
       const state = await handle.query(generationStateQuery);
-      moved = await applyWrite(db, { jobId, status: state.status, attempt: state.attempt, progress: 0, backendJobId: state.backendJobId });
+      moved = await applyWrite(db, { jobId, runOpenedAt: state.runOpenedAt, status: state.status, attempt: state.attempt, progress: 0, backendJobId: state.backendJobId });
     } else if (status === 'COMPLETED') {
       const state = (await handle.result()) as GenerationState;
       moved = await applyWrite(db, {
         jobId,
+        runOpenedAt: state.runOpenedAt,
         status: state.status,
         attempt: state.attempt,
         progress: state.status === 'succeeded' ? 1 : 0,
@@ -62,6 +72,11 @@ export function createReconcileActivities({ db, client, logger }: { db: Db; clie
         completedAt: (description.closeTime ?? new Date()).toISOString(),
       });
       await settleCredits(db, jobId, 'release');
+      const [row] = await db.select().from(generations).where(eq(generations.id, jobId));
+      if (row) {
+        const webhookUrl = (row.params as { webhook_url?: string | null }).webhook_url ?? null;
+        await notifyEnded({ jobId, userId: row.userId, status: row.status, webhookUrl, endedAt: (row.completedAt ?? new Date()).toISOString() });
+      }
     }
     return moved ? 'repaired' : 'in_step';
   }

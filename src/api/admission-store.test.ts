@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { createDatabase, type Database } from '../db/client';
 import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
-import { peekRequestTokens, takeRequestToken, withUserAdmissionLock } from './admission-store';
+import { countUserJobs, peekRequestTokens, releaseAdmission, reserveAdmission, takeRequestToken } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {
@@ -43,22 +43,22 @@ describe('admission state in Postgres', () => {
     expect(await peekRequestTokens(database.sql, key, { burst: 7, perSecond: 1 })).toBe(7);
   });
 
-  test('one user’s admissions run one at a time across connections; other users do not wait', async () => {
-    const user = `usr_${randomBytes(4).toString('hex')}`;
-    const events: string[] = [];
-    const hold = (name: string, ms: number) =>
-      withUserAdmissionLock(database.sql, user, async () => {
-        events.push(`${name}:in`);
-        await new Promise((r) => setTimeout(r, ms));
-        events.push(`${name}:out`);
-      });
-    const other = withUserAdmissionLock(database.sql, `${user}-other`, async () => events.push('other'));
-    await Promise.all([hold('a', 150), hold('b', 10), other]);
-    const a = events.indexOf('a:in');
-    const b = events.indexOf('b:in');
-    const [first, second] = a < b ? ['a', 'b'] : ['b', 'a'];
-    expect(events.indexOf(`${first}:out`)).toBeLessThan(events.indexOf(`${second}:in`));
-    expect(events.indexOf('other')).toBeLessThan(events.indexOf('a:out'));
+  test('concurrent submits of one user reserve no more than the limit leaves; released or expired ones stop counting', async () => {
+    const userId = `usr_${randomBytes(4).toString('hex')}`;
+    const reserve = (i: number, ttlMs = 10_000) =>
+      reserveAdmission(database.sql, { reservationId: `adm_${userId}_${i}`, userId, maxActive: 3, dailyQuota: 100, ttlMs });
+    const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => reserve(i)));
+    const reserved = outcomes.flatMap((o, i) => (o.reserved ? [i] : []));
+    expect(reserved).toHaveLength(3);
+    expect(await countUserJobs(database.sql, userId)).toEqual({ active: 3, today: 3 });
+
+    await releaseAdmission(database.sql, `adm_${userId}_${reserved[0]}`);
+    await releaseAdmission(database.sql, `adm_${userId}_${reserved[1]}`);
+    expect((await reserve(100, 200)).reserved).toBe(true);
+    expect((await reserve(101)).reserved).toBe(true);
+    expect((await reserve(102)).reserved).toBe(false);
+    await new Promise((r) => setTimeout(r, 300)); // the 200 ms one lapses, as a crashed API's would
+    expect((await reserve(103)).reserved).toBe(true);
   });
 
   test('RateLimit-Policy and RateLimit are Structured Field lists, one item per policy', () => {

@@ -1,3 +1,4 @@
+import type { TransactionSql } from 'postgres';
 import type { Sql } from '../db/client';
 
 /**
@@ -39,20 +40,52 @@ export async function peekRequestTokens(sql: Sql, bucketKey: string, { burst, pe
 }
 
 export interface UserJobCounts {
-  /** queued + running (projection rows below the terminal rank). */
+  /** queued + running (projection rows below the terminal rank), and submits admitted but not yet written. */
   active: number;
-  /** Jobs created since midnight UTC, whatever became of them. */
+  /** Jobs created since midnight UTC, whatever became of them, and submits admitted but not yet written. */
   today: number;
 }
 
-/** countUserJobs: one pass over the user's rows that are active or from today. */
-export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
+/** countUserJobs: one pass over the user's rows that are active or from today, plus the user's live reservations. */
+export async function countUserJobs(sql: Sql | TransactionSql, userId: string): Promise<UserJobCounts> {
   const [row] = await sql<UserJobCounts[]>`
-    select count(*) filter (where status_rank < 2)::int as active,
-           count(*) filter (where created_at >= date_trunc('day', now(), 'UTC'))::int as today
-    from generations
-    where user_id = ${userId} and (status_rank < 2 or created_at >= date_trunc('day', now(), 'UTC'))`;
+    select jobs.active + pending.n as active, jobs.today + pending.n as today
+    from (
+      select count(*) filter (where status_rank < 2)::int as active,
+             count(*) filter (where created_at >= date_trunc('day', now(), 'UTC'))::int as today
+      from generations
+      where user_id = ${userId} and (status_rank < 2 or created_at >= date_trunc('day', now(), 'UTC'))
+    ) as jobs, (
+      select count(*)::int as n from admission_reservations where user_id = ${userId} and expires_at > now()
+    ) as pending`;
   return row;
+}
+
+/**
+ * reserveAdmission: in a short transaction holding the user's advisory lock, counts the user's jobs (reservations
+ * included) and, when both limits leave room, reserves one. Concurrent submits of one user, on any API instance, are
+ * counted one after another, and the lock is not held while the job is started.
+ */
+export async function reserveAdmission(
+  sql: Sql,
+  { reservationId, userId, maxActive, dailyQuota, ttlMs }: { reservationId: string; userId: string; maxActive: number; dailyQuota: number; ttlMs: number },
+): Promise<{ reserved: boolean; counts: UserJobCounts }> {
+  const [outcome] = await sql.begin(async (tx) => {
+    await tx`select pg_advisory_xact_lock(hashtextextended(${`admission:${userId}`}, 0))`;
+    await tx`delete from admission_reservations where user_id = ${userId} and expires_at <= now()`;
+    const counts = await countUserJobs(tx, userId);
+    if (counts.active >= maxActive || counts.today >= dailyQuota) return [{ reserved: false, counts }];
+    await tx`
+      insert into admission_reservations (id, user_id, expires_at)
+      values (${reservationId}, ${userId}, now() + ${ttlMs}::int * interval '1 millisecond')`;
+    return [{ reserved: true, counts }];
+  });
+  return outcome;
+}
+
+/** releaseAdmission: the submit is over (its row exists, or it failed): its reservation no longer counts. */
+export async function releaseAdmission(sql: Sql, reservationId: string): Promise<void> {
+  await sql`delete from admission_reservations where id = ${reservationId}`;
 }
 
 /** tierBacklog: jobs of the tier waiting for a GPU in this pool. */
@@ -79,15 +112,4 @@ export async function recordQueueEntry(
 export async function idempotencyKeyUsed(sql: Sql, userId: string, key: string): Promise<boolean> {
   const rows = await sql`select 1 from idempotency_keys where user_id = ${userId} and key = ${key}`;
   return rows.length > 0;
-}
-
-/**
- * withUserAdmissionLock: runs `fn` holding the user's advisory lock (transaction-scoped, on a connection of its own), so
- * one user's check-then-submit never interleaves across API instances: the active and daily limits hold exactly.
- */
-export async function withUserAdmissionLock<T>(sql: Sql, userId: string, fn: () => Promise<T>): Promise<T> {
-  return (await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(hashtextextended(${`admission:${userId}`}, 0))`;
-    return [await fn()];
-  }))[0] as T;
 }

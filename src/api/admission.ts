@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
@@ -7,9 +8,10 @@ import {
   idempotencyKeyUsed,
   peekRequestTokens,
   recordQueueEntry,
+  releaseAdmission,
+  reserveAdmission,
   takeRequestToken,
   tierBacklog,
-  withUserAdmissionLock,
   type UserJobCounts,
 } from './admission-store';
 import { ApiError } from './errors';
@@ -31,14 +33,13 @@ export interface Admitted {
 
 export type Admission = ReturnType<typeof createAdmission>;
 
-// Connections that may hold a user's admission lock at once: the rest of the pool stays free for the submits themselves.
-const LOCK_CONNECTIONS = 4;
+// Long enough for the slowest accepted start (Temporal's start deadline is 5 s); a crashed API's reservation then lapses.
+const RESERVATION_TTL_MS = 30_000;
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
 export function createAdmission({ sql, config, queue }: { sql: Sql; config: Config; queue: QueuePositions }) {
   const { burst, refillPerSecond, tiers } = config.admission;
   const rate = { burst, perSecond: refillPerSecond };
-  const locks = new UserLocks(sql, LOCK_CONNECTIONS);
   const bucketKey = (userId: string) => `user:${userId}`;
 
   function limitsOf(tier: string): TierLimits {
@@ -76,23 +77,30 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       });
     }
 
-    return locks.run(user.id, async () => {
-      // Checked again under the lock: a concurrent first submit with this key may have just claimed it.
-      if (idempotencyKey && (await idempotencyKeyUsed(sql, user.id, idempotencyKey))) return { result: await submit(), headers: {} };
-      const counts = await countUserJobs(sql, user.id);
-      const states = policyStates(limits, bucket.tokens, counts);
-      if (counts.active >= limits.maxActiveJobs) {
-        const estimate = await queue.serviceEstimate();
-        throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600), states, {
-          limit: limits.maxActiveJobs,
-          active: counts.active,
-        });
-      }
-      if (counts.today >= limits.dailyQuota) {
-        throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(), states, {
-          limit: limits.dailyQuota,
-        });
-      }
+    // The user's active and daily limits: a reservation under the user's lock makes them exact across API instances.
+    const reservationId = `adm_${randomBytes(10).toString('hex')}`;
+    const { reserved, counts } = await reserveAdmission(sql, {
+      reservationId,
+      userId: user.id,
+      maxActive: limits.maxActiveJobs,
+      dailyQuota: limits.dailyQuota,
+      ttlMs: RESERVATION_TTL_MS,
+    });
+    const states = policyStates(limits, bucket.tokens, counts);
+    if (!reserved && counts.active >= limits.maxActiveJobs) {
+      const estimate = await queue.serviceEstimate();
+      throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600), states, {
+        limit: limits.maxActiveJobs,
+        active: counts.active,
+      });
+    }
+    if (!reserved) {
+      throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(), states, {
+        limit: limits.dailyQuota,
+      });
+    }
+
+    try {
       const estimate = await queue.serviceEstimate();
       const bound = backlogBound(limits, estimate.capacity);
       const backlog = await tierBacklog(sql, queue.pool, user.tier);
@@ -113,7 +121,9 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       });
       const added = result.replayed ? 0 : 1;
       return { result, headers: rateLimitHeaders(policyStates(limits, bucket.tokens, { active: counts.active + added, today: counts.today + added })) };
-    });
+    } finally {
+      await releaseAdmission(sql, reservationId);
+    }
   }
 
   /** The user's limits and what is left of them (GET /v1/usage). */
@@ -144,54 +154,4 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   }
 
   return { admit, usage };
-}
-
-/**
- * One submit per user at a time: in this process by a promise chain per user, across instances by the user's advisory
- * lock, held on one of a few connections so lock holders can never take the whole pool.
- */
-class UserLocks {
-  private readonly tails = new Map<string, Promise<void>>();
-  private holders = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(
-    private readonly sql: Sql,
-    private readonly maxHolders: number,
-  ) {}
-
-  async run<T>(userId: string, fn: () => Promise<T>): Promise<T> {
-    const previous = this.tails.get(userId) ?? Promise.resolve();
-    let done!: () => void;
-    const gate = new Promise<void>((resolve) => (done = resolve));
-    const tail = previous.then(() => gate);
-    this.tails.set(userId, tail);
-    await previous;
-    try {
-      await this.acquireConnection();
-      try {
-        return await withUserAdmissionLock(this.sql, userId, fn);
-      } finally {
-        this.releaseConnection();
-      }
-    } finally {
-      done();
-      if (this.tails.get(userId) === tail) this.tails.delete(userId);
-    }
-  }
-
-  private async acquireConnection(): Promise<void> {
-    if (this.holders < this.maxHolders) {
-      this.holders++;
-      return;
-    }
-    await new Promise<void>((resolve) => this.waiting.push(resolve));
-  }
-
-  /** A waiter inherits the released place, so the count never overshoots. */
-  private releaseConnection(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.holders--;
-  }
 }

@@ -16,6 +16,8 @@ import { GenerationEventHub } from '../notifications/event-hub';
 import { eventsRouter } from './events-routes';
 import { notificationsRouter } from './notifications-routes';
 import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoints-routes';
+import { apiDocsRouter } from './docs-page';
+import { statusPageRouter } from './status-page/router';
 
 export interface ApiDeps {
   config: Config;
@@ -37,6 +39,9 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.get('/healthz', (_req, res) => {
     res.json({ status: 'ok' });
   });
+  // /openapi.json, /docs and the status page at /: public, no key needed to load them.
+  app.use(apiDocsRouter());
+  app.use(statusPageRouter());
 
   // Raw body for signature verification: mounted before the JSON parser.
   app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecret: config.backend.webhookSecret, logger }));

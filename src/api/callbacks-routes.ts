@@ -59,6 +59,7 @@ export function callbacksRouter({ client, sql, webhookSecret, logger }: { client
     try {
       await withTemporalDeadline(client, () =>
         client.workflow.getHandle(target.jobId).signal(backendEventSignal, {
+          run: target.run,
           attempt: target.attempt,
           type: EVENT_TYPES[callback.type],
           backendJobId: callback.job.id,

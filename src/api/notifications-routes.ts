@@ -7,7 +7,7 @@ import { ApiError, notFound } from './errors';
 import { decodeCursor, encodeCursor } from './serialize';
 import { parseOr400 } from './validation';
 
-const listNotificationsQuery = z
+export const listNotificationsQuery = z
   .object({
     unread: z.enum(['true', 'false']).optional(),
     limit: z.coerce.number().int().min(1).max(100).default(20),

@@ -1,8 +1,10 @@
 import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
+import type { GenerationResource } from './api-schemas';
 import type { QueueInfo } from './queue-position';
 
-const iso = (d: Date | null) => (d ? d.toISOString() : null);
+// Typed so a non-null column serializes as `string`, as the documented schema says.
+const iso = <D extends Date | null>(d: D) => (d ? d.toISOString() : null) as D extends Date ? string : string | null;
 
 /** A projection row as the API shows it (snake_case); `queue` is the job's place while queued (see queue-position.ts). */
 export function toGenerationResource(row: GenerationRow, queue?: QueueInfo) {
@@ -29,7 +31,7 @@ export function toGenerationResource(row: GenerationRow, queue?: QueueInfo) {
     started_at: iso(row.startedAt),
     completed_at: iso(row.completedAt),
     updated_at: iso(row.updatedAt),
-  };
+  } satisfies GenerationResource;
 }
 
 /** The opaque keyset cursor: the (created_at, id) of a page's last row. */

@@ -26,7 +26,7 @@ import { parseOr400 } from './validation';
 const MAX_ENDPOINTS_PER_USER = 20;
 const DAY_SECONDS = 86_400;
 
-const createEndpointBody = z
+export const createEndpointBody = z
   .object({
     url: z.string().url().max(2000),
     events: z.array(z.enum(WEBHOOK_EVENT_TYPES)).max(WEBHOOK_EVENT_TYPES.length).default([]),
@@ -34,9 +34,9 @@ const createEndpointBody = z
   })
   .strict();
 
-const rotateSecretBody = z.object({ overlap_seconds: z.number().int().min(0).max(7 * DAY_SECONDS).default(DAY_SECONDS) }).strict();
+export const rotateSecretBody = z.object({ overlap_seconds: z.number().int().min(0).max(7 * DAY_SECONDS).default(DAY_SECONDS) }).strict();
 
-const deliveriesQuery = z.object({ limit: z.coerce.number().int().min(1).max(100).default(20), cursor: z.string().max(200).optional() }).strict();
+export const deliveriesQuery = z.object({ limit: z.coerce.number().int().min(1).max(100).default(20), cursor: z.string().max(200).optional() }).strict();
 
 /** Refuses a webhook URL that is not http(s) or whose host is private, loopback or link-local (unless allow-listed). */
 export async function assertWebhookUrlAllowed(field: string, url: string, allowed: AllowedHosts): Promise<void> {

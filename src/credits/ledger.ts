@@ -1,4 +1,4 @@
-import { and, eq, gte, sql } from 'drizzle-orm';
+import { and, eq, gte, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { creditAccounts, creditLedger } from '../db/schema';
 
@@ -12,8 +12,10 @@ export class InsufficientCreditsError extends Error {
   }
 }
 
-const reserveKey = (jobId: string) => `${jobId}:reserve`;
-const settleKey = (jobId: string) => `${jobId}:settle`;
+/** The API reserves a job's first run; a run an operator starts again (a reset) reserves under its own key. */
+const reserveKey = (jobId: string, run?: string) => (run ? `${jobId}:reserve:${run}` : `${jobId}:reserve`);
+/** One settlement per reservation: capture and release share the key, so they exclude each other. */
+const settleKey = (reservationKey: string) => `${reservationKey}:settle`;
 
 /** Adds credits once per `grantKey`. */
 export async function grantCredits(tx: Tx, userId: string, amount: number, grantKey: string): Promise<void> {
@@ -30,10 +32,10 @@ export async function grantCredits(tx: Tx, userId: string, amount: number, grant
 }
 
 /** Moves `amount` from available to reserved for a job, once. Throws InsufficientCreditsError when it cannot be paid for. */
-export async function reserveCredits(tx: Tx, userId: string, jobId: string, amount: number): Promise<void> {
+export async function reserveCredits(tx: Tx, userId: string, jobId: string, amount: number, run?: string): Promise<void> {
   const [entry] = await tx
     .insert(creditLedger)
-    .values({ userId, jobId, kind: 'reserve', amount, entryKey: reserveKey(jobId) })
+    .values({ userId, jobId, kind: 'reserve', amount, entryKey: reserveKey(jobId, run) })
     .onConflictDoNothing()
     .returning({ id: creditLedger.id });
   if (!entry) return; // already reserved for this job
@@ -58,18 +60,38 @@ export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
     .where(eq(creditAccounts.userId, entry.userId));
 }
 
+/** The job's reservation not yet settled, if any. */
+async function openReservation(tx: Tx, jobId: string) {
+  const rows = await tx.select().from(creditLedger).where(and(eq(creditLedger.jobId, jobId), inArray(creditLedger.kind, ['reserve', 'capture', 'release'])));
+  const settled = new Set(rows.filter((r) => r.kind !== 'reserve').map((r) => r.entryKey));
+  return rows.find((r) => r.kind === 'reserve' && !settled.has(settleKey(r.entryKey)));
+}
+
 /**
- * Settles a job's reservation once: captured on success, released otherwise. The single `${jobId}:settle` key makes a
- * second settlement (a retried activity, a replayed workflow, the reconciler) a no-op, and capture and release exclusive.
- * Returns what this call did.
+ * A workflow run's first step: the job must hold an unsettled reservation. The first run's was made at submit; a run an
+ * operator started again after the job ended reserves the same amount anew (and may find the credits gone).
  */
-export async function settleCredits(db: Db, jobId: string, outcome: 'capture' | 'release'): Promise<'capture' | 'release' | 'already_settled' | 'nothing_reserved'> {
+export async function ensureRunReservation(db: Db, jobId: string, run: string): Promise<'held' | 'reserved' | 'nothing_reserved'> {
   return db.transaction(async (tx) => {
-    const [reserve] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId)));
-    if (!reserve) return 'nothing_reserved';
+    if (await openReservation(tx, jobId)) return 'held';
+    const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId)));
+    if (!first) return 'nothing_reserved';
+    await reserveCredits(tx, first.userId, jobId, first.amount, run);
+    return 'reserved';
+  });
+}
+
+/**
+ * Settles the job's open reservation once: captured on success, released otherwise. A second settlement (a retried
+ * activity, a replayed workflow, the reconciler) finds nothing open and changes nothing. Returns what this call did.
+ */
+export async function settleCredits(db: Db, jobId: string, outcome: 'capture' | 'release'): Promise<'capture' | 'release' | 'already_settled'> {
+  return db.transaction(async (tx) => {
+    const reserve = await openReservation(tx, jobId);
+    if (!reserve) return 'already_settled';
     const [entry] = await tx
       .insert(creditLedger)
-      .values({ userId: reserve.userId, jobId, kind: outcome, amount: reserve.amount, entryKey: settleKey(jobId) })
+      .values({ userId: reserve.userId, jobId, kind: outcome, amount: reserve.amount, entryKey: settleKey(reserve.entryKey) })
       .onConflictDoNothing()
       .returning({ id: creditLedger.id });
     if (!entry) return 'already_settled';

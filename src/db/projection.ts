@@ -1,4 +1,4 @@
-import { and, desc, eq, gt, lt, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gt, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
 import type { Db } from './client';
@@ -34,6 +34,39 @@ export async function insertQueued(db: Db, input: GenerationInput): Promise<void
     .onConflictDoNothing({ target: generations.id });
 }
 
+/**
+ * The workflow's first step: ties the row to this workflow run. For the first run it only stamps the row; for a newer run
+ * (an operator reset the workflow to retry the job) it reopens the row as queued. A replayed call changes nothing.
+ */
+export async function openRun(db: Db, input: GenerationInput, runOpenedAt: string): Promise<boolean> {
+  await insertQueued(db, input);
+  const reopened = await db
+    .update(generations)
+    .set({
+      status: 'queued',
+      statusRank: STATUS_RANK.queued,
+      attempt: 0,
+      progress: 0,
+      backendJobId: null,
+      dispatcher: null,
+      videoUrl: null,
+      error: null,
+      startedAt: null,
+      completedAt: null,
+      expectedDoneAt: null,
+      runOpenedAt: new Date(runOpenedAt),
+      updatedAt: sql`now()`,
+    })
+    .where(
+      and(
+        eq(generations.id, input.jobId),
+        or(isNull(generations.runOpenedAt), lt(generations.runOpenedAt, new Date(runOpenedAt))),
+      ),
+    )
+    .returning({ id: generations.id });
+  return reopened.length > 0;
+}
+
 /** Returns true when the write moved the row. */
 export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolean> {
   const rank = STATUS_RANK[write.status];
@@ -56,6 +89,8 @@ export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolea
     .where(
       and(
         eq(generations.id, write.jobId),
+        // Writes of an older workflow run (before an operator's reset) no longer apply.
+        write.runOpenedAt ? eq(generations.runOpenedAt, new Date(write.runOpenedAt)) : undefined,
         lt(generations.statusRank, TERMINAL_RANK),
         sql`(${generations.statusRank}, ${generations.attempt}, ${generations.progress}) < (${rank}::smallint, ${write.attempt}::int, ${write.progress}::real)`,
       ),

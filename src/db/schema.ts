@@ -54,6 +54,11 @@ export const generations = pgTable(
     backendJobId: text('backend_job_id'),
     /** Temporal identity of the GPU dispatcher running the current attempt (for operators chasing stuck jobs). */
     dispatcher: text('dispatcher'),
+    /**
+     * Start of the workflow run that owns the row (the workflow's clock at its first step). An operator's reset starts a
+     * newer run, which reopens the row; writes of older runs are then ignored.
+     */
+    runOpenedAt: timestamp('run_opened_at', { withTimezone: true }),
     /** When the running attempt should have ended; past it the job is "stuck" until its deadline fires. */
     expectedDoneAt: timestamp('expected_done_at', { withTimezone: true }),
     videoUrl: text('video_url'),

@@ -12,7 +12,8 @@ export type GenerationErrorCode =
   | 'backend_unavailable'
   | 'queue_timeout'
   | 'generation_timeout'
-  | 'canceled_by_user';
+  | 'canceled_by_user'
+  | 'insufficient_credits';
 
 export interface GenerationError {
   code: GenerationErrorCode;
@@ -42,6 +43,8 @@ export function classifyError(code: GenerationErrorCode): ErrorClass {
       return { status: 'failed', retryAttempt: false, retryable: true };
     case 'canceled_by_user':
       return { status: 'canceled', retryAttempt: false, retryable: false };
+    case 'insufficient_credits':
+      return { status: 'failed', retryAttempt: false, retryable: false };
     default: {
       const unclassified: never = code;
       throw new Error(`unclassified generation error code ${String(unclassified)}`);

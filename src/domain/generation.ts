@@ -40,6 +40,8 @@ export interface GenerationInput {
 /** One write to the projection. Monotonic by (rank, attempt, progress): older writes never overwrite newer ones. */
 export interface ProjectionWrite {
   jobId: string;
+  /** The workflow run the write comes from (see openRun); omitted only by the reconciler, which speaks for the latest run. */
+  runOpenedAt?: string;
   status: GenerationStatus;
   attempt: number;
   progress: number;
@@ -66,6 +68,8 @@ export interface GpuAttemptResult {
 /** The workflow's answer to the state query, and its return value. */
 export interface GenerationState {
   jobId: string;
+  /** The workflow run's clock at its first step: the projection's run marker. */
+  runOpenedAt: string;
   status: GenerationStatus;
   attempt: number;
   backendJobId: string | null;
@@ -73,12 +77,20 @@ export interface GenerationState {
   error: GenerationError | null;
 }
 
-/** The backend's key for attempt N of a job: the same attempt always names the same backend job. */
-export function backendClientKey(jobId: string, attempt: number): string {
-  return `${jobId}:attempt:${attempt}`;
+/** A workflow run's short tag (its opening time in ms): backend keys and events name the run they belong to. */
+export function runTag(runOpenedAt: string): string {
+  return String(Date.parse(runOpenedAt));
 }
 
-export function parseBackendClientKey(clientKey: string): { jobId: string; attempt: number } | null {
-  const match = /^(.+):attempt:(\d+)$/.exec(clientKey);
-  return match ? { jobId: match[1], attempt: Number(match[2]) } : null;
+/**
+ * The backend's key for attempt N of a job's run: the same attempt always names the same backend job, and a run an
+ * operator restarts (a reset) gets backend jobs of its own.
+ */
+export function backendClientKey(jobId: string, runOpenedAt: string, attempt: number): string {
+  return `${jobId}:run:${runTag(runOpenedAt)}:attempt:${attempt}`;
+}
+
+export function parseBackendClientKey(clientKey: string): { jobId: string; run: string; attempt: number } | null {
+  const match = /^(.+):run:(\d+):attempt:(\d+)$/.exec(clientKey);
+  return match ? { jobId: match[1], run: match[2], attempt: Number(match[3]) } : null;
 }

@@ -3,7 +3,7 @@ import type * as gpuActivities from '../activities/gpu';
 import type * as lifecycleActivities from '../activities/lifecycle';
 import type * as notifyActivities from '../activities/notify';
 import type * as projectionActivities from '../activities/projection';
-import type { GenerationInput, GenerationState, GpuAttemptResult } from '../domain/generation';
+import { runTag, type GenerationInput, type GenerationState, type GpuAttemptResult } from '../domain/generation';
 import { classifyError, generationError } from '../domain/generation-errors';
 import { assertTransition, isTerminal, type GenerationStatus } from '../domain/generation-state';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
@@ -39,7 +39,9 @@ const lifecycle = proxyActivities<LifecycleActivities>({
  */
 export async function generationWorkflow(input: GenerationInput): Promise<GenerationState> {
   const { jobId, settings } = input;
-  const state: GenerationState = { jobId, status: 'queued', attempt: 0, backendJobId: null, videoUrl: null, error: null };
+  // The run's own clock at its first step (deterministic on replay; later for a run an operator restarts by reset).
+  const runOpenedAt = new Date().toISOString();
+  const state: GenerationState = { jobId, runOpenedAt, status: 'queued', attempt: 0, backendJobId: null, videoUrl: null, error: null };
   /** Terminal backend events by attempt, as they arrive by signal. */
   const terminalEvents = new Map<number, BackendEvent>();
   let cancelRequested = false;
@@ -51,8 +53,8 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     if (!isTerminal(state.status)) cancelRequested = true;
   });
   setHandler(backendEventSignal, (event) => {
-    // Events of another attempt, or after the end, are stale: ignored.
-    if (event.attempt !== state.attempt || isTerminal(state.status)) return;
+    // Events of another run or attempt, or after the end, are stale: ignored.
+    if (event.run !== runTag(runOpenedAt) || event.attempt !== state.attempt || isTerminal(state.status)) return;
     if (event.type === 'accepted' || event.type === 'started') {
       acceptedAttempt = event.attempt;
       markRunning(event.backendJobId);
@@ -75,7 +77,9 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     upsertSearchAttributes([{ key: SA_STATUS, value: to }]);
   }
 
-  await projection.recordQueued(input);
+  await projection.openRun({ input, runOpenedAt });
+  const funded = await lifecycle.ensureRunReservation({ jobId, runOpenedAt });
+  if (!funded.ok) return finish({ kind: 'failed', backendJobId: null, error: generationError('insufficient_credits', funded.message) });
 
   for (;;) {
     state.attempt += 1;
@@ -93,7 +97,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   async function runAttempt(attempt: number): Promise<AttemptOutcome> {
     const gpu = proxyActivities<GpuActivities>(gpuActivityOptions(input, attempt));
     const scope = new CancellationScope();
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, request: input.request, expectedRunMs: settings.expectedRunMs }));
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, request: input.request, expectedRunMs: settings.expectedRunMs }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(
@@ -143,8 +147,11 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
         transition('canceled');
         break;
     }
+    // Credits first: once a client sees the job ended, its usage already shows the settlement.
+    await lifecycle.settleJobCredits({ jobId, succeeded: state.status === 'succeeded' });
     await projection.recordTransition({
       jobId,
+      runOpenedAt,
       status: state.status,
       attempt: state.attempt,
       progress: state.status === 'succeeded' ? 1 : 0,
@@ -153,7 +160,6 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       error: state.error,
       completedAt,
     });
-    await lifecycle.settleJobCredits({ jobId, succeeded: state.status === 'succeeded' });
     await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl: input.request.webhook_url ?? null, endedAt: completedAt });
     return state;
   }

@@ -7,6 +7,8 @@ export type BackendEventType = 'accepted' | 'started' | 'succeeded' | 'failed' |
 
 /** A backend job event for one generation attempt: from the backend's callback (via the API) or the GPU activity. */
 export interface BackendEvent {
+  /** The workflow run's tag (see runTag): events of an earlier run, reapplied after a reset, are ignored. */
+  run: string;
   attempt: number;
   type: BackendEventType;
   backendJobId: string;

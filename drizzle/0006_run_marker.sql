@@ -1,0 +1,1 @@
+ALTER TABLE "generations" ADD COLUMN "run_opened_at" timestamp with time zone;

@@ -1,0 +1,269 @@
+import { z } from 'zod';
+import type { GenerationErrorCode } from '../domain/generation-errors';
+import { GENERATION_STATUSES } from '../domain/generation-state';
+import { createGenerationBody } from './generation-schemas';
+
+/**
+ * The API's response resources as zod schemas: the OpenAPI document's components (src/api/openapi.ts) and the types the
+ * serializers are checked against (serialize.ts, test/openapi.test.ts), so the document cannot drift from the wire.
+ */
+export const responseComponents: Record<string, z.ZodType> = {};
+
+const component = <S extends z.ZodType>(id: string, schema: S): S => {
+  responseComponents[id] = schema;
+  return schema;
+};
+
+const timestamp = z.iso.datetime().meta({ description: 'ISO 8601 time, UTC', examples: ['2025-01-01T12:00:00.000Z'] });
+
+// A compile-time check that the documented error codes are exactly the domain's union.
+const GENERATION_ERROR_CODES = [
+  'content_policy_violation',
+  'invalid_input',
+  'backend_internal_error',
+  'gpu_unavailable',
+  'backend_unavailable',
+  'queue_timeout',
+  'generation_timeout',
+  'canceled_by_user',
+  'insufficient_credits',
+] as const satisfies readonly GenerationErrorCode[];
+type MissingErrorCode = Exclude<GenerationErrorCode, (typeof GENERATION_ERROR_CODES)[number]>;
+const _everyErrorCodeDocumented: [MissingErrorCode] extends [never] ? true : MissingErrorCode = true;
+void _everyErrorCodeDocumented;
+
+export const errorResponse = component(
+  'Error',
+  z.object({
+    error: z.object({
+      code: z.string().meta({ description: 'machine-readable, snake_case', examples: ['invalid_request', 'not_found', 'rate_limited'] }),
+      message: z.string().meta({ description: 'for humans; names the offending field when there is one' }),
+      details: z.unknown().optional().meta({ description: 'more about the error, e.g. the validation issues or retry_after_seconds' }),
+    }),
+  }),
+);
+
+export const generationError = component(
+  'GenerationError',
+  z
+    .object({
+      code: z.enum(GENERATION_ERROR_CODES),
+      message: z.string(),
+      retryable: z.boolean().meta({ description: 'whether submitting the same request again could succeed' }),
+    })
+    .meta({ description: 'Why a generation failed or was canceled.' }),
+);
+
+export const generationResource = component(
+  'Generation',
+  z
+    .object({
+      id: z.string().meta({ examples: ['gen_3f2a...'] }),
+      object: z.literal('generation'),
+      status: z.enum(GENERATION_STATUSES).meta({ description: 'queued → running → succeeded | failed | canceled; terminal states are final' }),
+      prompt: z.string(),
+      duration_seconds: createGenerationBody.shape.duration_seconds.unwrap().optional(),
+      resolution: createGenerationBody.shape.resolution.unwrap().optional(),
+      aspect_ratio: createGenerationBody.shape.aspect_ratio.unwrap().optional(),
+      seed: z.int().nullable(),
+      webhook_url: z.string().nullable(),
+      metadata: z.record(z.string(), z.string()),
+      attempt: z.int().min(0).meta({ description: 'the current attempt; transient backend failures start a new one' }),
+      progress: z.number().min(0).max(1),
+      backend_job_id: z.string().nullable(),
+      video_url: z.string().nullable().meta({ description: 'set once succeeded' }),
+      error: generationError.nullable().meta({ description: 'set once failed or canceled' }),
+      queue_position: z.int().min(1).nullable().meta({ description: 'while queued: 1 is next to get a GPU' }),
+      eta_seconds: z.number().nullable().meta({ description: 'while queued: estimated seconds until a GPU, when known' }),
+      created_at: timestamp,
+      started_at: timestamp.nullable(),
+      completed_at: timestamp.nullable(),
+      updated_at: timestamp,
+    })
+    .meta({ description: 'One text-to-video job, as projected from its workflow.' }),
+);
+export type GenerationResource = z.infer<typeof generationResource>;
+
+const page = <S extends z.ZodType>(item: S) =>
+  z.object({
+    data: z.array(item),
+    has_more: z.boolean(),
+    next_cursor: z.string().nullable().meta({ description: 'pass as `cursor` for the next page; null on the last' }),
+  });
+
+export const generationList = component('GenerationList', page(generationResource));
+
+export const notificationResource = component(
+  'Notification',
+  z.object({
+    id: z.string(),
+    object: z.literal('notification'),
+    event: z.string().meta({ examples: ['generation.succeeded', 'generation.failed', 'generation.canceled'] }),
+    generation_id: z.string(),
+    title: z.string(),
+    message: z.string(),
+    data: z.record(z.string(), z.unknown()).meta({ description: 'generation_id, status, video_url and error when the generation ended' }),
+    read: z.boolean(),
+    read_at: timestamp.nullable(),
+    created_at: timestamp,
+  }),
+);
+export const notificationList = component('NotificationList', page(notificationResource));
+
+export const webhookEndpointResource = component(
+  'WebhookEndpoint',
+  z.object({
+    id: z.string(),
+    object: z.literal('webhook_endpoint'),
+    url: z.string(),
+    description: z.string(),
+    events: z.array(z.string()).meta({ description: 'event types delivered; empty means all' }),
+    status: z.enum(['enabled', 'disabled']),
+    disabled_reason: z.string().nullable(),
+    secret: z.string().optional().meta({ description: 'the whsec_ signing secret: only in the answers to create and rotate-secret' }),
+    previous_secret_expires_at: timestamp.nullable().meta({ description: 'after a rotation, the old secret also signs until then' }),
+    created_at: timestamp,
+    updated_at: timestamp,
+  }),
+);
+export const webhookEndpointList = component('WebhookEndpointList', z.object({ data: z.array(webhookEndpointResource) }));
+export const deletedWebhookEndpoint = component(
+  'DeletedWebhookEndpoint',
+  z.object({ id: z.string(), object: z.literal('webhook_endpoint'), deleted: z.literal(true) }),
+);
+export const webhookSecret = component('WebhookSecret', z.object({ object: z.literal('webhook_secret'), secret: z.string() }));
+
+export const webhookDeliveryResource = component(
+  'WebhookDelivery',
+  z.object({
+    id: z.string(),
+    object: z.literal('webhook_delivery'),
+    endpoint_id: z.string().nullable(),
+    webhook_id: z.string().meta({ description: 'the Standard Webhooks message id, the same on every attempt and replay' }),
+    event_type: z.string(),
+    generation_id: z.string(),
+    url: z.string(),
+    status: z.enum(['pending', 'succeeded', 'failed']),
+    attempt_count: z.int(),
+    last_response_status: z.int().nullable(),
+    last_error: z.string().nullable(),
+    next_attempt_at: timestamp.nullable(),
+    created_at: timestamp,
+    updated_at: timestamp,
+    attempts: z.array(
+      z.object({
+        attempt: z.int(),
+        url: z.string(),
+        response_status: z.int().nullable(),
+        response_body: z.string().nullable(),
+        error: z.string().nullable(),
+        duration_ms: z.int(),
+        attempted_at: timestamp,
+      }),
+    ),
+  }),
+);
+export const webhookDeliveryList = component('WebhookDeliveryList', page(webhookDeliveryResource));
+
+export const usage = component(
+  'Usage',
+  z.object({
+    tier: z.string(),
+    credits: z.object({ available: z.number(), reserved: z.number().meta({ description: 'held by unfinished jobs' }), used: z.number() }),
+    limits: z.object({
+      requests_burst: z.number(),
+      requests_per_second: z.number(),
+      max_active_jobs: z.number(),
+      daily_quota: z.number(),
+      tier_backlog_bound: z.number(),
+    }),
+    active_jobs: z.number(),
+    used_today: z.number(),
+    remaining: z.object({ requests: z.number(), active_jobs: z.number(), daily_quota: z.number(), tier_backlog: z.number() }),
+    daily_quota_resets_in_seconds: z.number(),
+    gpu_capacity: z.number(),
+  }),
+);
+
+export const health = component('Health', z.object({ status: z.literal('ok') }));
+
+export const createdUser = component(
+  'CreatedUser',
+  z.object({
+    user: z.object({ id: z.string(), name: z.string(), tier: z.string(), created_at: timestamp }),
+    api_key: z.string().meta({ description: 'shown once; only its hash is stored' }),
+  }),
+);
+
+export const stuckGenerations = component(
+  'StuckGenerationList',
+  z.object({
+    data: z.array(
+      z.object({
+        id: z.string(),
+        user_id: z.string(),
+        tier: z.string(),
+        attempt: z.int(),
+        backend_job_id: z.string().nullable(),
+        dispatcher: z.string().nullable(),
+        started_at: timestamp.nullable(),
+        expected_done_at: timestamp.nullable(),
+        overdue_seconds: z.int().nullable(),
+      }),
+    ),
+  }),
+);
+
+export const gpuCapacity = component(
+  'GpuCapacity',
+  z.object({
+    pool: z.string(),
+    capacity: z.int().meta({ description: 'live: the smaller of the operator setting and what the backend reports' }),
+    admin_capacity: z.int().nullable(),
+    backend_capacity: z.int().nullable(),
+    default_capacity: z.int(),
+    leased_slots: z.int(),
+    running_jobs: z.int(),
+    updated_at: timestamp.nullable(),
+  }),
+);
+
+export const generationEventData = component(
+  'GenerationEventData',
+  z
+    .object({
+      event_id: z.int().meta({ description: 'also the SSE id: resume with Last-Event-ID' }),
+      type: z.string().meta({ examples: ['generation.queued', 'generation.running', 'generation.updated', 'generation.succeeded'] }),
+      generation_id: z.string(),
+      status: z.enum(GENERATION_STATUSES),
+      progress: z.number(),
+      attempt: z.int(),
+      queue_position: z.int().nullable(),
+      video_url: z.string().nullable(),
+      error: generationError.nullable(),
+      updated_at: z.string(),
+      created_at: timestamp,
+    })
+    .meta({ description: 'The data of `generation.<status>` (status changed) and `generation.updated` (progress, attempt) events.' }),
+);
+
+export const queuePositionEventData = component(
+  'QueuePositionEventData',
+  z
+    .object({
+      type: z.literal('generation.queue_position'),
+      generation_id: z.string(),
+      queue_position: z.int().nullable(),
+      eta_seconds: z.number().nullable(),
+    })
+    .meta({ description: 'The data of `generation.queue_position` events, sent while a job is queued; they carry no id.' }),
+);
+
+export const webhookEvent = component(
+  'WebhookEvent',
+  z.object({
+    type: z.enum(['generation.succeeded', 'generation.failed', 'generation.canceled']),
+    timestamp,
+    data: generationResource,
+  }),
+);

@@ -1,0 +1,310 @@
+import { z } from 'zod';
+import * as res from './api-schemas';
+import { capacityBody } from './capacity-routes';
+import { createGenerationBody, createUserBody, listGenerationsQuery } from './generation-schemas';
+import { listNotificationsQuery } from './notifications-routes';
+import { createEndpointBody, deliveriesQuery, rotateSecretBody } from './webhook-endpoints-routes';
+
+/**
+ * Every operation the app serves, as the OpenAPI document states it. Request schemas are the ones the routes validate
+ * with; test/openapi.test.ts fails when this list and the routes Express really has differ.
+ */
+export type HttpMethod = 'get' | 'post' | 'put' | 'delete';
+export type ErrorStatus = 400 | 401 | 402 | 404 | 409 | 422 | 429 | 503;
+export type ResponseHeader = 'Location' | 'Idempotent-Replayed' | 'RateLimit' | 'RateLimit-Policy';
+
+export interface SuccessResponse {
+  status: 200 | 201 | 202;
+  description: string;
+  /** A JSON body; absent for an event stream. */
+  schema?: z.ZodType;
+  /** A Server-Sent Events stream: the event names and the schema of their data. */
+  events?: Array<{ names: string[]; data: z.ZodType }>;
+  headers?: ResponseHeader[];
+}
+
+export interface Operation {
+  method: HttpMethod;
+  /** As Express mounts it: `/v1/generations/:id`. */
+  path: string;
+  operationId: string;
+  tag: 'generations' | 'events' | 'notifications' | 'webhooks' | 'usage' | 'admin' | 'meta';
+  summary: string;
+  description?: string;
+  auth: 'user' | 'admin' | 'none';
+  /** A description of each `:param`. */
+  pathParams?: Record<string, string>;
+  query?: z.ZodObject;
+  headers?: Array<'Idempotency-Key' | 'Last-Event-ID'>;
+  body?: { id: string; schema: z.ZodType };
+  responses: SuccessResponse[];
+  errors: ErrorStatus[];
+}
+
+/** What sse.ts accepts as Last-Event-ID (header or `last_event_id` query). */
+export const lastEventIdSchema = z
+  .string()
+  .regex(/^\d{1,15}$/)
+  .meta({ description: 'resume after this event id (what EventSource sends on reconnect)' });
+
+const generationId = { id: 'the generation id (gen_...)' };
+const endpointId = { id: 'the webhook endpoint id' };
+const sseQuery = z.object({ last_event_id: lastEventIdSchema.optional() });
+const generationEvents = [
+  { names: ['queued', 'running', 'succeeded', 'failed', 'canceled', 'updated'].map((s) => `generation.${s}`), data: res.generationEventData },
+  { names: ['generation.queue_position'], data: res.queuePositionEventData },
+];
+
+export const operations: Operation[] = [
+  {
+    method: 'post',
+    path: '/v1/generations',
+    operationId: 'createGeneration',
+    tag: 'generations',
+    summary: 'Submit a prompt',
+    description:
+      'Answers 202 at once with the queued job and its Location. With an Idempotency-Key, a retry returns the same job ' +
+      '(Idempotent-Replayed: true) and the same key with another body is 422. Admission limits answer 429 with Retry-After.',
+    auth: 'user',
+    headers: ['Idempotency-Key'],
+    body: { id: 'CreateGenerationRequest', schema: createGenerationBody },
+    responses: [
+      { status: 202, description: 'accepted (or replayed)', schema: res.generationResource, headers: ['Location', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'] },
+    ],
+    errors: [400, 402, 422, 429, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/generations',
+    operationId: 'listGenerations',
+    tag: 'generations',
+    summary: 'List my generations, newest first',
+    description: 'Keyset-paginated: pass next_cursor as cursor while has_more.',
+    auth: 'user',
+    query: listGenerationsQuery,
+    responses: [{ status: 200, description: 'one page', schema: res.generationList }],
+    errors: [400],
+  },
+  {
+    method: 'get',
+    path: '/v1/generations/:id',
+    operationId: 'getGeneration',
+    tag: 'generations',
+    summary: 'Read one generation',
+    auth: 'user',
+    pathParams: generationId,
+    responses: [{ status: 200, description: 'the generation', schema: res.generationResource }],
+    errors: [404],
+  },
+  {
+    method: 'post',
+    path: '/v1/generations/:id/cancel',
+    operationId: 'cancelGeneration',
+    tag: 'generations',
+    summary: 'Cancel a queued or running generation',
+    description: '202 while the cancellation is on its way, 200 once canceled; 409 when it already succeeded or failed.',
+    auth: 'user',
+    pathParams: generationId,
+    responses: [
+      { status: 200, description: 'canceled', schema: res.generationResource },
+      { status: 202, description: 'cancellation requested', schema: res.generationResource },
+    ],
+    errors: [404, 409, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/events',
+    operationId: 'streamEvents',
+    tag: 'events',
+    summary: "Live events of all my generations (Server-Sent Events)",
+    description: 'Starts from now, or after Last-Event-ID. Comments are keep-alives. Send the API key as a bearer header.',
+    auth: 'user',
+    headers: ['Last-Event-ID'],
+    query: sseQuery,
+    responses: [{ status: 200, description: 'an event stream', events: generationEvents }],
+    errors: [400],
+  },
+  {
+    method: 'get',
+    path: '/v1/generations/:id/events',
+    operationId: 'streamGenerationEvents',
+    tag: 'events',
+    summary: 'Live events of one generation (Server-Sent Events)',
+    description: "Replays the job's events from its first, or after Last-Event-ID, then follows it live.",
+    auth: 'user',
+    pathParams: generationId,
+    headers: ['Last-Event-ID'],
+    query: sseQuery,
+    responses: [{ status: 200, description: 'an event stream', events: generationEvents }],
+    errors: [400, 404],
+  },
+  {
+    method: 'get',
+    path: '/v1/notifications',
+    operationId: 'listNotifications',
+    tag: 'notifications',
+    summary: 'My in-app notifications, newest first',
+    description: 'Exactly one per finished generation.',
+    auth: 'user',
+    query: listNotificationsQuery,
+    responses: [{ status: 200, description: 'one page', schema: res.notificationList }],
+    errors: [400],
+  },
+  {
+    method: 'post',
+    path: '/v1/notifications/:id/read',
+    operationId: 'markNotificationRead',
+    tag: 'notifications',
+    summary: 'Mark a notification read',
+    auth: 'user',
+    pathParams: { id: 'the notification id' },
+    responses: [{ status: 200, description: 'the notification', schema: res.notificationResource }],
+    errors: [404],
+  },
+  {
+    method: 'get',
+    path: '/v1/usage',
+    operationId: 'getUsage',
+    tag: 'usage',
+    summary: 'My tier, credits and admission limits',
+    auth: 'user',
+    responses: [{ status: 200, description: 'usage', schema: res.usage }],
+    errors: [],
+  },
+  {
+    method: 'post',
+    path: '/v1/webhook-endpoints',
+    operationId: 'createWebhookEndpoint',
+    tag: 'webhooks',
+    summary: 'Add a webhook endpoint',
+    description: 'The answer carries the signing secret (Standard Webhooks, whsec_...); private and loopback hosts are refused.',
+    auth: 'user',
+    body: { id: 'CreateWebhookEndpointRequest', schema: createEndpointBody },
+    responses: [{ status: 201, description: 'created', schema: res.webhookEndpointResource, headers: ['Location'] }],
+    errors: [400, 409],
+  },
+  {
+    method: 'get',
+    path: '/v1/webhook-endpoints',
+    operationId: 'listWebhookEndpoints',
+    tag: 'webhooks',
+    summary: 'My webhook endpoints',
+    auth: 'user',
+    responses: [{ status: 200, description: 'all of them', schema: res.webhookEndpointList }],
+    errors: [],
+  },
+  ...endpointOperations(),
+  {
+    method: 'get',
+    path: '/v1/webhook-secret',
+    operationId: 'getRequestWebhookSecret',
+    tag: 'webhooks',
+    summary: "The secret that signs deliveries to a request's webhook_url",
+    auth: 'user',
+    responses: [{ status: 200, description: 'the secret', schema: res.webhookSecret }],
+    errors: [],
+  },
+  {
+    method: 'post',
+    path: '/admin/users',
+    operationId: 'createUser',
+    tag: 'admin',
+    summary: 'Create a user of a tier; returns its API key once',
+    auth: 'admin',
+    body: { id: 'CreateUserRequest', schema: createUserBody },
+    responses: [{ status: 201, description: 'created', schema: res.createdUser }],
+    errors: [400],
+  },
+  {
+    method: 'get',
+    path: '/admin/generations/stuck',
+    operationId: 'listStuckGenerations',
+    tag: 'admin',
+    summary: 'Running jobs past their expected time',
+    auth: 'admin',
+    responses: [{ status: 200, description: 'stuck jobs, most overdue first', schema: res.stuckGenerations }],
+    errors: [],
+  },
+  {
+    method: 'get',
+    path: '/admin/capacity',
+    operationId: 'getGpuCapacity',
+    tag: 'admin',
+    summary: "The GPU pool's live capacity and slot use",
+    auth: 'admin',
+    responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }],
+    errors: [],
+  },
+  {
+    method: 'put',
+    path: '/admin/capacity',
+    operationId: 'setGpuCapacity',
+    tag: 'admin',
+    summary: "Set the operator's capacity (null clears it)",
+    auth: 'admin',
+    body: { id: 'SetGpuCapacityRequest', schema: capacityBody },
+    responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }],
+    errors: [400],
+  },
+  {
+    method: 'get',
+    path: '/healthz',
+    operationId: 'health',
+    tag: 'meta',
+    summary: 'Liveness',
+    auth: 'none',
+    responses: [{ status: 200, description: 'the process answers', schema: res.health }],
+    errors: [],
+  },
+  {
+    method: 'get',
+    path: '/openapi.json',
+    operationId: 'openApiDocument',
+    tag: 'meta',
+    summary: 'This document',
+    auth: 'none',
+    responses: [{ status: 200, description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) }],
+    errors: [],
+  },
+];
+
+/** One endpoint's operations: read, delete, rotate the secret, re-enable, delivery log, replay. */
+function endpointOperations(): Operation[] {
+  const base = { tag: 'webhooks', auth: 'user', pathParams: endpointId } as const;
+  return [
+    { ...base, method: 'get', path: '/v1/webhook-endpoints/:id', operationId: 'getWebhookEndpoint', summary: 'Read a webhook endpoint', responses: [{ status: 200, description: 'the endpoint', schema: res.webhookEndpointResource }], errors: [404] },
+    { ...base, method: 'delete', path: '/v1/webhook-endpoints/:id', operationId: 'deleteWebhookEndpoint', summary: 'Delete a webhook endpoint', responses: [{ status: 200, description: 'deleted', schema: res.deletedWebhookEndpoint }], errors: [404] },
+    {
+      ...base,
+      method: 'post',
+      path: '/v1/webhook-endpoints/:id/rotate-secret',
+      operationId: 'rotateWebhookEndpointSecret',
+      summary: 'Rotate the signing secret',
+      description: 'The previous secret keeps signing (second signature) for overlap_seconds.',
+      body: { id: 'RotateWebhookSecretRequest', schema: rotateSecretBody },
+      responses: [{ status: 200, description: 'the endpoint with its new secret', schema: res.webhookEndpointResource }],
+      errors: [400, 404],
+    },
+    { ...base, method: 'post', path: '/v1/webhook-endpoints/:id/enable', operationId: 'enableWebhookEndpoint', summary: 'Re-enable a disabled endpoint', responses: [{ status: 200, description: 'the endpoint', schema: res.webhookEndpointResource }], errors: [404] },
+    {
+      ...base,
+      method: 'get',
+      path: '/v1/webhook-endpoints/:id/deliveries',
+      operationId: 'listWebhookDeliveries',
+      summary: "The endpoint's delivery log, newest first",
+      query: deliveriesQuery,
+      responses: [{ status: 200, description: 'one page', schema: res.webhookDeliveryList }],
+      errors: [400, 404],
+    },
+    {
+      ...base,
+      method: 'post',
+      path: '/v1/webhook-endpoints/:id/deliveries/:deliveryId/replay',
+      operationId: 'replayWebhookDelivery',
+      summary: 'Deliver an event again',
+      pathParams: { ...endpointId, deliveryId: 'the delivery id (whd_...)' },
+      responses: [{ status: 202, description: 'the replay started', schema: res.webhookDeliveryResource }],
+      errors: [404, 409, 503],
+    },
+  ];
+}

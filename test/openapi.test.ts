@@ -1,0 +1,234 @@
+import { execFileSync } from 'node:child_process';
+import type { Express } from 'express';
+import { z } from 'zod';
+import type { Admission } from '../src/api/admission';
+import * as documented from '../src/api/api-schemas';
+import { createApp } from '../src/api/app';
+import { openApiDocument, openApiPath } from '../src/api/openapi';
+import { operations, type ErrorStatus } from '../src/api/openapi-operations';
+import type { creditBalance } from '../src/credits/ledger';
+import { createLogger } from '../src/lib/logger';
+import type { toDeliveryResource } from '../src/notifications/delivery-store';
+import type { toEndpointResource } from '../src/notifications/endpoint-store';
+import type { toNotificationResource } from '../src/notifications/inbox';
+import { openEventStream, startWebhookReceiver, type EventStreamClient, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { apiClient, eventually, startStack, type Stack } from './harness';
+
+// Compile-time: what the serializers return is what the document says, with no undocumented field.
+type Conforms<Actual, Documented> = [Actual] extends [Documented]
+  ? [Exclude<keyof Actual, keyof Documented>] extends [never]
+    ? true
+    : { undocumented: Exclude<keyof Actual, keyof Documented> }
+  : { notAssignable: Actual };
+type Usage = { tier: string; credits: Awaited<ReturnType<typeof creditBalance>> } & Awaited<ReturnType<Admission['usage']>>;
+const _serializersConform: [
+  Conforms<ReturnType<typeof toNotificationResource>, z.infer<typeof documented.notificationResource>>,
+  Conforms<ReturnType<typeof toEndpointResource>, z.infer<typeof documented.webhookEndpointResource>>,
+  Conforms<ReturnType<typeof toDeliveryResource>, z.infer<typeof documented.webhookDeliveryResource>>,
+  Conforms<Usage, z.infer<typeof documented.usage>>,
+] = [true, true, true, true];
+void _serializersConform;
+
+/** Routes served on purpose without a place in the document, and why. */
+const UNDOCUMENTED: Record<string, string> = {
+  'POST /internal/backend/callbacks': "the generation backend's signed callbacks: the backend's contract, not the client API",
+  'GET /': 'the status page (HTML)',
+  'GET /status-page/app.js': "the status page's script",
+  'GET /status-page/style.css': "the status page's style sheet",
+  'GET /docs': 'this document, rendered as HTML',
+};
+
+interface Layer {
+  rawPath?: unknown;
+  route?: { path: unknown; methods: Record<string, boolean> };
+  handle?: { stack?: Layer[] };
+}
+
+/** `METHOD /path` of every route Express dispatches, read from its router stacks (router 2.x keeps each mount path as rawPath). */
+function mountedRoutes(app: Express): string[] {
+  const found: string[] = [];
+  const join = (prefix: string, path: string) => (path === '/' ? prefix : prefix + path);
+  const walk = (stack: Layer[], prefix: string) => {
+    for (const layer of stack) {
+      if (layer.route) {
+        if (typeof layer.route.path !== 'string') throw new Error(`a route under ${prefix} has a path this walk cannot read`);
+        for (const method of Object.keys(layer.route.methods)) {
+          if (method === '_all') throw new Error(`${prefix}${layer.route.path} answers every method: give it explicit ones`);
+          found.push(`${method.toUpperCase()} ${openApiPath(join(prefix, layer.route.path) || '/')}`);
+        }
+      } else if (Array.isArray(layer.handle?.stack)) {
+        if (typeof layer.rawPath !== 'string') throw new Error(`a router under ${prefix || '/'} is mounted at a path this walk cannot read`);
+        walk(layer.handle.stack, join(prefix, layer.rawPath));
+      }
+    }
+  };
+  walk((app as unknown as { router: { stack: Layer[] } }).router.stack, '');
+  return found.sort();
+}
+
+/** Validates against the official OpenAPI schemas; the validator is an ES module, which jest's runtime cannot load, so plain node runs it. */
+function validateOpenApi(document: object): unknown {
+  const script =
+    "import { Validator } from '@seriousme/openapi-schema-validator'; let text = ''; for await (const chunk of process.stdin) text += chunk; " +
+    'console.log(JSON.stringify(await new Validator().validate(JSON.parse(text))));';
+  return JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { input: JSON.stringify(document), encoding: 'utf8' }));
+}
+
+type Answer = { status: number; body: unknown; headers: Headers };
+const exercised = new Set<string>();
+
+function conform(schema: z.ZodType, body: unknown, what: string): void {
+  // Strict at the top level: a field the document does not name is drift too.
+  const result = (schema instanceof z.ZodObject ? schema.strict() : schema).safeParse(body);
+  if (!result.success) throw new Error(`${what} does not match its documented schema:\n${z.prettifyError(result.error)}\n${JSON.stringify(body)}`);
+}
+
+/** Checks an answer against what the document says `operationId` answers with its status, and counts the operation as exercised. */
+function expectDocumented(operationId: string, res: Answer): void {
+  const op = operations.find((o) => o.operationId === operationId);
+  if (!op) throw new Error(`the document has no operation ${operationId}`);
+  const success = op.responses.find((r) => r.status === res.status);
+  const isDocumentedError = op.errors.includes(res.status as ErrorStatus) || (res.status === 401 && op.auth !== 'none');
+  if (!success && !isDocumentedError) throw new Error(`${operationId} answered ${res.status}, which the document does not list: ${JSON.stringify(res.body)}`);
+  const schema = success ? success.schema : documented.errorResponse;
+  if (schema) conform(schema, res.body, `${operationId} ${res.status}`);
+  if (success?.headers?.includes('Location')) expect(res.headers.get('location')).toMatch(/^\/v1\//);
+  exercised.add(operationId);
+}
+
+function expectDocumentedStream(operationId: string, stream: EventStreamClient): void {
+  const op = operations.find((o) => o.operationId === operationId);
+  const events = op?.responses[0].events;
+  if (!events) throw new Error(`${operationId} is not documented as an event stream`);
+  expect(stream.status).toBe(200);
+  expect(stream.headers.get('content-type')).toMatch(/^text\/event-stream/);
+  expect(stream.events.length).toBeGreaterThan(0);
+  for (const event of stream.events) {
+    const kind = events.find((e) => e.names.includes(event.event));
+    if (!kind) throw new Error(`${operationId} sent an undocumented event ${event.event}`);
+    conform(kind.data, event.data, `${operationId} event ${event.event}`);
+  }
+  exercised.add(operationId);
+}
+
+describe('the OpenAPI document at /openapi.json', () => {
+  let stack: Stack;
+  let receiver: WebhookReceiver;
+  const streams: EventStreamClient[] = [];
+  beforeAll(async () => {
+    stack = await startStack();
+    receiver = await startWebhookReceiver();
+  });
+  afterAll(async () => {
+    for (const stream of streams) stream.close();
+    await receiver?.close();
+    await stack?.close();
+  });
+
+  test('names exactly the routes the app serves, apart from the listed undocumented ones', () => {
+    const app = createApp({ config: stack.config, database: stack.database, client: stack.client, logger: createLogger('test', 'error'), adminApiKey: 'unused' });
+    const mounted = mountedRoutes(app);
+    const inDocument = Object.entries(openApiDocument().paths as Record<string, object>).flatMap(([path, item]) =>
+      Object.keys(item).map((method) => `${method.toUpperCase()} ${path}`),
+    );
+    expect(mounted).toEqual(expect.arrayContaining(Object.keys(UNDOCUMENTED)));
+    expect(inDocument.sort()).toEqual(mounted.filter((route) => !(route in UNDOCUMENTED)));
+  });
+
+  test('is a valid OpenAPI 3.1 document whose every $ref resolves', () => {
+    const document = openApiDocument();
+    expect(validateOpenApi(document)).toEqual({ valid: true });
+    expect(document.openapi).toBe('3.1.0');
+    const refs = JSON.stringify(document).match(/"\$ref":"[^"]+"/g) ?? [];
+    for (const ref of new Set(refs.map((r) => r.slice('"$ref":"'.length, -1)))) {
+      const target = ref.slice(2).split('/').reduce<any>((node, key) => node?.[key], document);
+      if (target === undefined) throw new Error(`${ref} does not resolve`);
+    }
+    const ids = operations.map((o) => o.operationId);
+    expect(new Set(ids).size).toBe(ids.length);
+  });
+
+  test('is served as JSON, and rendered at /docs by a page that needs nothing from elsewhere', async () => {
+    const api = apiClient(stack.apiUrl, 'no key needed');
+    const json = await api.call('GET', '/openapi.json');
+    expect(json.status).toBe(200);
+    expect(json.body).toEqual(openApiDocument());
+    const docs = await api.call('GET', '/docs');
+    expect(docs.status).toBe(200);
+    expect(docs.headers.get('content-type')).toMatch(/^text\/html/);
+    for (const op of operations) expect(docs.text).toContain(`id="op-${op.operationId}"`);
+    for (const name of Object.keys((openApiDocument().components as { schemas: object }).schemas)) expect(docs.text).toContain(`id="schema-${name}"`);
+    expect(docs.text).not.toMatch(/<script|(?:src|href)="(?:https?:)?\/\//i);
+  });
+
+  test('every documented operation answers as documented, and refuses a request without a key when it needs one', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const admin = apiClient(stack.apiUrl, stack.adminApiKey);
+    expectDocumented('health', await api.call('GET', '/healthz'));
+    expectDocumented('openApiDocument', await api.call('GET', '/openapi.json'));
+
+    const endpoint = await api.call('POST', '/v1/webhook-endpoints', { url: receiver.url, description: 'docs test' });
+    expectDocumented('createWebhookEndpoint', endpoint);
+    expect(endpoint.body.secret).toMatch(/^whsec_/);
+    const events = await openEventStream(`${stack.apiUrl}/v1/events`, apiKey);
+    streams.push(events);
+
+    const submitted = await api.submit({ prompt: 'a kite over the dunes' }, 'docs-1');
+    expectDocumented('createGeneration', submitted);
+    expectDocumented('createGeneration', await api.submit({ prompt: 'another body' }, 'docs-1'));
+    expectDocumented('createGeneration', await api.submit({ prompt: '' }));
+    const id: string = submitted.body.id;
+    expectDocumented('getGeneration', await api.get(id));
+    expectDocumented('getGeneration', await api.get('gen_unknown'));
+    expectDocumented('listGenerations', await api.list('?limit=1'));
+    expectDocumented('listGenerations', await api.list('?limit=0'));
+    const jobEvents = await openEventStream(`${stack.apiUrl}/v1/generations/${id}/events`, apiKey);
+    streams.push(jobEvents);
+
+    await api.waitForTerminal(id);
+    expectDocumented('cancelGeneration', await api.call('POST', `/v1/generations/${id}/cancel`));
+    const hanging = await api.submit({ prompt: 'a clock that never stops [hang]' });
+    expectDocumented('cancelGeneration', await api.call('POST', `/v1/generations/${hanging.body.id}/cancel`));
+    const ended = (all: { event: string; data: any }[]) => all.some((e) => e.event === 'generation.succeeded' && e.data.generation_id === id);
+    await events.waitFor(ended);
+    await jobEvents.waitFor(ended);
+    expectDocumentedStream('streamEvents', events);
+    expectDocumentedStream('streamGenerationEvents', jobEvents);
+
+    const inbox = await eventually(async () => {
+      const res = await api.call('GET', '/v1/notifications');
+      return res.body.data.length > 0 ? res : undefined;
+    });
+    expectDocumented('listNotifications', inbox);
+    expectDocumented('markNotificationRead', await api.call('POST', `/v1/notifications/${inbox.body.data[0].id}/read`));
+    expectDocumented('getUsage', await api.call('GET', '/v1/usage'));
+
+    const endpointPath = `/v1/webhook-endpoints/${endpoint.body.id}`;
+    expectDocumented('listWebhookEndpoints', await api.call('GET', '/v1/webhook-endpoints'));
+    expectDocumented('getWebhookEndpoint', await api.call('GET', endpointPath));
+    const deliveries = await eventually(async () => {
+      const res = await api.call('GET', `${endpointPath}/deliveries`);
+      return res.body.data.some((d: { status: string }) => d.status === 'succeeded') ? res : undefined;
+    });
+    expectDocumented('listWebhookDeliveries', deliveries);
+    expectDocumented('replayWebhookDelivery', await api.call('POST', `${endpointPath}/deliveries/${deliveries.body.data[0].id}/replay`));
+    expectDocumented('rotateWebhookEndpointSecret', await api.call('POST', `${endpointPath}/rotate-secret`, {}));
+    expectDocumented('enableWebhookEndpoint', await api.call('POST', `${endpointPath}/enable`));
+    expectDocumented('getRequestWebhookSecret', await api.call('GET', '/v1/webhook-secret'));
+    expectDocumented('deleteWebhookEndpoint', await api.call('DELETE', endpointPath));
+
+    expectDocumented('createUser', await admin.call('POST', '/admin/users', { name: 'documented', tier: 'free' }));
+    expectDocumented('listStuckGenerations', await admin.call('GET', '/admin/generations/stuck'));
+    expectDocumented('getGpuCapacity', await admin.call('GET', '/admin/capacity'));
+    expectDocumented('setGpuCapacity', await admin.call('PUT', '/admin/capacity', { capacity: null }));
+
+    const anonymous = apiClient(stack.apiUrl, 'vg_not-a-key');
+    for (const op of operations.filter((o) => o.auth !== 'none')) {
+      const res = await anonymous.call(op.method.toUpperCase(), op.path.replace(/:(\w+)/g, 'x'), op.body ? {} : undefined);
+      expect({ operation: op.operationId, status: res.status }).toEqual({ operation: op.operationId, status: 401 });
+      conform(documented.errorResponse, res.body, `${op.operationId} 401`);
+    }
+    expect([...exercised].sort()).toEqual(operations.map((o) => o.operationId).sort());
+  });
+});

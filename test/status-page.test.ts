@@ -1,0 +1,145 @@
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { chromium, type Browser, type Page } from 'playwright-core';
+import { apiClient, startStack, type Stack } from './harness';
+
+/** The status page at / driven in Debian's headless Chromium: key, submit, live updates, cancel, notifications. */
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+const SCREENSHOT = path.join(__dirname, 'artifacts', 'status-page.png');
+const WAIT = { timeout: 60_000 };
+
+// Runs in the page before its own script: records every status a row shows, however fast the events come.
+const RECORD_STATUS_HISTORY = `
+window.statusHistory = {};
+new MutationObserver((records) => {
+  for (const record of records) {
+    const id = record.target.getAttribute('data-id');
+    if (id) (window.statusHistory[id] = window.statusHistory[id] || []).push(record.oldValue);
+  }
+}).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-status'], attributeOldValue: true });`;
+
+describe('the status page at /, in headless Chromium', () => {
+  let stack: Stack;
+  let browser: Browser;
+  let page: Page;
+  let apiKey: string;
+  const pageErrors: string[] = [];
+
+  beforeAll(async () => {
+    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run \`apt-get update && apt-get install -y chromium\` (.ci/run and scripts/test.sh do)`);
+    // Two GPU slots: two hanging jobs are enough to make a third one wait in the queue.
+    [stack, browser] = await Promise.all([startStack({ env: { GPU_SLOTS: '2', SSE_QUEUE_POSITION_MS: '300' } }), chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })]);
+    ({ apiKey } = await stack.createUser('pro'));
+    page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
+    await page.addInitScript({ content: RECORD_STATUS_HISTORY });
+    page.on('pageerror', (err) => pageErrors.push(err.message));
+    page.on('console', (msg) => {
+      if (/Content Security Policy/i.test(msg.text())) pageErrors.push(msg.text());
+    });
+  });
+  afterAll(async () => {
+    await browser?.close();
+    await stack?.close();
+  });
+
+  const row = (id: string, status?: string) => page.locator(`#generations tr[data-id="${id}"]${status ? `[data-status="${status}"]` : ''}`);
+  /** The statuses a row has shown, in order. */
+  const statusHistory = (id: string) =>
+    page.evaluate(`(() => {
+      const row = document.querySelector('tr[data-id="${id}"]');
+      const seen = (window.statusHistory['${id}'] || []).filter(Boolean).concat(row ? [row.dataset.status] : []);
+      return seen.filter((status, i) => status !== seen[i - 1]);
+    })()`);
+
+  async function submitThroughPage(prompt: string): Promise<string> {
+    const before = await page.locator('#generations tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-id')));
+    await page.getByLabel('Prompt').fill(prompt);
+    await page.getByRole('button', { name: 'Generate' }).click();
+    const fresh = page.locator('#generations tbody tr', { hasText: prompt });
+    await fresh.first().waitFor(WAIT);
+    const id = await fresh.first().getAttribute('data-id');
+    if (!id || before.includes(id)) throw new Error(`no new row for "${prompt}"`);
+    return id;
+  }
+
+  test('a wrong key is refused, a right one connects the live stream and is remembered', async () => {
+    await page.goto(`${stack.apiUrl}/`);
+    await page.getByLabel('API key').fill('vg_not-a-key');
+    await page.getByRole('button', { name: 'Use key' }).click();
+    await page.getByText('That API key was not accepted.').waitFor(WAIT);
+
+    await page.getByLabel('API key').fill(apiKey);
+    await page.getByRole('button', { name: 'Use key' }).click();
+    await page.locator('#connection[data-state="live"]').waitFor(WAIT);
+    await page.getByText(/Tier pro · \d+ credits available/).waitFor(WAIT);
+    expect(await page.evaluate(`localStorage.getItem('videogen.apiKey')`)).toBe(apiKey);
+    await page.getByText('No generations today.').waitFor(WAIT);
+  });
+
+  test('a submitted prompt goes queued → running → succeeded live, with a link to its video', async () => {
+    const id = await submitThroughPage('a red fox running through snow [slow]');
+    await row(id).locator('a.video-link').waitFor(WAIT);
+
+    expect(await statusHistory(id)).toEqual(['queued', 'running', 'succeeded']);
+    const job = (await apiClient(stack.apiUrl, apiKey).get(id)).body;
+    expect(job).toMatchObject({ status: 'succeeded', video_url: expect.stringMatching(/^https:\/\/videos\.sim\.local\/.+\.mp4$/) });
+    expect(await row(id).locator('a.video-link').getAttribute('href')).toBe(job.video_url);
+    expect(await row(id).locator('td.progress').innerText()).toContain('100%');
+    expect(await row(id).getByRole('button', { name: /^Cancel/ }).count()).toBe(0);
+    await page.locator(`#notifications li[data-generation-id="${id}"]`, { hasText: 'Your video is ready' }).waitFor(WAIT);
+  });
+
+  test('a job waiting for a GPU shows its queue position; canceling a hanging job frees its slot', async () => {
+    const first = await submitThroughPage('a clock that never stops [hang]');
+    const second = await submitThroughPage('a river that never ends [hang]');
+    await row(first, 'running').waitFor(WAIT);
+    await row(second, 'running').waitFor(WAIT);
+    const waiting = await submitThroughPage('a lighthouse in a storm');
+    await row(waiting).locator('td.queue', { hasText: /^#\d+/ }).waitFor(WAIT);
+    expect(await row(waiting).getAttribute('data-status')).toBe('queued');
+
+    await page.getByRole('button', { name: 'Cancel “a clock that never stops [hang]”' }).click();
+    await row(first, 'canceled').waitFor(WAIT);
+    expect(await row(first).locator('td.result').innerText()).toContain('canceled_by_user');
+    // The freed slot goes to the waiting job.
+    await row(waiting).locator('a.video-link').waitFor(WAIT);
+    expect(await statusHistory(waiting)).toEqual(['queued', 'running', 'succeeded']);
+    expect(await row(waiting).locator('td.queue').innerText()).toBe('—');
+    expect((await apiClient(stack.apiUrl, apiKey).get(first)).body.status).toBe('canceled');
+  });
+
+  test('a failure shows its typed error, notifications arrive for every ended job, and one can be marked read', async () => {
+    const failed = await submitThroughPage('a forbidden scene [fail:permanent]');
+    await row(failed, 'failed').waitFor(WAIT);
+    expect(await row(failed).locator('td.result code').innerText()).toMatch(/^[a-z_]+$/);
+
+    const ended = ['Your video is ready', 'Generation canceled', 'Your video is ready', 'Your video could not be generated'];
+    await page.locator('#notifications li').nth(ended.length - 1).waitFor(WAIT);
+    const titles = await page.locator('#notifications li strong').allInnerTexts();
+    expect([...titles].sort()).toEqual([...ended].sort());
+    await page.getByText(`${ended.length} unread`).waitFor(WAIT);
+
+    const newest = page.locator('#notifications li').first();
+    const notificationId = await newest.getAttribute('data-id');
+    await newest.getByRole('button', { name: /^Mark .* read$/ }).click();
+    await page.getByText(`${ended.length - 1} unread`).waitFor(WAIT);
+    const inbox = (await apiClient(stack.apiUrl, apiKey).call('GET', '/v1/notifications')).body.data;
+    expect(inbox.find((n: { id: string }) => n.id === notificationId)).toMatchObject({ read: true });
+
+    mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: SCREENSHOT, fullPage: true });
+  });
+
+  test("a reload keeps the key and shows today's generations as they are", async () => {
+    await page.reload();
+    await page.locator('#connection[data-state="live"]').waitFor(WAIT);
+    expect(await page.getByLabel('API key').inputValue()).toBe(apiKey);
+    await page.locator('#generations tbody tr').nth(4).waitFor(WAIT);
+    const statuses = await page.locator('#generations tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-status')));
+    // Newest first: the failure, the lighthouse, the second and first hanging jobs, the fox.
+    expect(statuses).toEqual(['failed', 'succeeded', 'running', 'canceled', 'succeeded']);
+    expect(pageErrors).toEqual([]);
+  });
+});

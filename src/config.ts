@@ -51,6 +51,8 @@ const envSchema = z.object({
   BACKEND_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
   BACKEND_TIMEOUT_MS: int(10_000),
   WORKER_ROLE: z.enum(['all', 'generation', 'gpu']).default('all'),
+  /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
+  METRICS_PORT: int(9464),
   GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
   GPU_TASK_QUEUE: z.string().min(1).default('gpu'),
   HEARTBEAT_THROTTLE_MS: int(1_000),
@@ -153,6 +155,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     },
     worker: {
       role: e.WORKER_ROLE,
+      metricsPort: e.METRICS_PORT,
       generationTaskQueue: e.GENERATION_TASK_QUEUE,
       gpuTaskQueue: e.GPU_TASK_QUEUE,
       heartbeatThrottleMs: e.HEARTBEAT_THROTTLE_MS,

@@ -14,6 +14,7 @@ import type { GenerationBackend } from './backend/types';
 import { loadConfig, type Config } from './config';
 import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
+import { startMetricsServer } from './lib/metrics-server';
 
 export interface WorkerDeps {
   config: Config;
@@ -116,7 +117,13 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
 async function main(): Promise<void> {
   const config = loadConfig();
   const logger = createLogger(`worker-${config.worker.role}`, config.logLevel);
-  Runtime.install({ logger: new DefaultLogger('WARN') });
+  // The SDK's own logs go through pino too, so every line the process prints is JSON.
+  Runtime.install({
+    logger: new DefaultLogger('WARN', ({ level, message, meta }) => {
+      const method = level.toLowerCase() as 'trace' | 'debug' | 'info' | 'warn' | 'error';
+      logger[method]({ ...meta, sdk: true }, message);
+    }),
+  });
   const running = await createWorkers({ config, databaseUrl: requireDatabaseUrl(config), logger });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
@@ -124,8 +131,10 @@ async function main(): Promise<void> {
       running.shutdown();
     });
   }
-  logger.info({ role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address }, 'worker started');
+  const metrics = config.worker.metricsPort > 0 ? await startMetricsServer(config.worker.metricsPort) : undefined;
+  logger.info({ role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address, metricsPort: metrics?.port }, 'worker started');
   await running.run();
+  await metrics?.close();
   logger.info('worker stopped');
 }
 

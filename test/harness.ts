@@ -59,6 +59,7 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
     HEARTBEAT_THROTTLE_MS: '300',
     RETRY_BACKOFF_MS: '100',
     GPU_SLOTS: '4',
+    METRICS_PORT: '0',
     SIM_P50_MS: '300',
     SIM_P99_MS: '800',
     // Webhook receivers in tests listen on loopback; the retry schedule runs in milliseconds.

@@ -66,11 +66,11 @@ describe('the status page at /, in headless Chromium', () => {
 
   test('a wrong key is refused, a right one connects the live stream and is remembered', async () => {
     await page.goto(`${stack.apiUrl}/`);
-    await page.getByLabel('API key').fill('vg_not-a-key');
+    await page.getByRole('textbox', { name: 'API key' }).fill('vg_not-a-key');
     await page.getByRole('button', { name: 'Use key' }).click();
     await page.getByText('That API key was not accepted.').waitFor(WAIT);
 
-    await page.getByLabel('API key').fill(apiKey);
+    await page.getByRole('textbox', { name: 'API key' }).fill(apiKey);
     await page.getByRole('button', { name: 'Use key' }).click();
     await page.locator('#connection[data-state="live"]').waitFor(WAIT);
     await page.getByText(/Tier pro · \d+ credits available/).waitFor(WAIT);
@@ -135,7 +135,7 @@ describe('the status page at /, in headless Chromium', () => {
   test("a reload keeps the key and shows today's generations as they are", async () => {
     await page.reload();
     await page.locator('#connection[data-state="live"]').waitFor(WAIT);
-    expect(await page.getByLabel('API key').inputValue()).toBe(apiKey);
+    expect(await page.getByRole('textbox', { name: 'API key' }).inputValue()).toBe(apiKey);
     await page.locator('#generations tbody tr').nth(4).waitFor(WAIT);
     const statuses = await page.locator('#generations tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-status')));
     // Newest first: the failure, the lighthouse, the second and first hanging jobs, the fox.

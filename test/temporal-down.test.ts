@@ -40,6 +40,15 @@ describe('Temporal down', () => {
     expect((await api.waitForTerminal(retried.body.id)).status).toBe('succeeded');
   });
 
+  test('readiness says which dependency is down', async () => {
+    const down = await fetch(`${downApi.url}/readyz`);
+    expect(down.status).toBe(503);
+    expect(await down.json()).toMatchObject({ status: 'not_ready', checks: { postgres: 'ok', temporal: expect.stringMatching(/^unavailable/) } });
+    const up = await fetch(`${stack.apiUrl}/readyz`);
+    expect(up.status).toBe(200);
+    expect(await up.json()).toEqual({ status: 'ready', checks: { postgres: 'ok', temporal: 'ok' } });
+  });
+
   test('a backend callback that cannot be signalled answers 503, so the backend retries it', async () => {
     const body = JSON.stringify({
       event_id: 'evt_down',

@@ -12,6 +12,7 @@ import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
+import { timeInQueue } from '../lib/metrics';
 import { backendEventSignal } from '../workflows/messages';
 import type { BackendWakeups } from './backend-wakeups';
 
@@ -36,6 +37,9 @@ export interface GpuAttemptInput {
   attempt: number;
   /** The workflow run this attempt belongs to: its projection writes carry it. */
   runOpenedAt: string;
+  /** For the time-in-queue metric. */
+  tier: string;
+  acceptedAt: string;
   request: GenerationRequest;
   expectedRunMs: number;
 }
@@ -65,8 +69,10 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   }
 
   /** Marks the job running in the projection and tells the workflow which backend job this attempt is. */
-  async function announceAccepted({ jobId, attempt, runOpenedAt, expectedRunMs }: GpuAttemptInput, backendJobId: string | null, progress: number) {
+  async function announceAccepted(input: GpuAttemptInput, backendJobId: string | null, progress: number) {
+    const { jobId, attempt, runOpenedAt, expectedRunMs } = input;
     const now = Date.now();
+    if (attempt === 1 && !Context.current().info.heartbeatDetails) timeInQueue.observe({ tier: input.tier }, (now - Date.parse(input.acceptedAt)) / 1000);
     await applyWrite(db, {
       jobId,
       runOpenedAt,

@@ -7,6 +7,7 @@ import type { Db } from '../db/client';
 import { generations } from '../db/schema';
 import { isTerminal, type GenerationStatus } from '../domain/generation-state';
 import type { Logger } from '../lib/logger';
+import { webhookDeliveries } from '../lib/metrics';
 import { abandonDelivery, ensureDelivery, getDelivery, recordAttempt } from '../notifications/delivery-store';
 import { startScheduledDelivery, type DeliveryStarter } from '../notifications/delivery-starter';
 import { disableEndpoint, endpointsFor, findEndpoint, requestSecretFor, signingSecrets } from '../notifications/endpoint-store';
@@ -133,7 +134,9 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
       { deliveryId, jobId: delivery.jobId, webhookId: delivery.webhookId, endpointId: delivery.endpointId, attempt, httpStatus: response.status, error: response.error, status },
       'webhook delivery attempt',
     );
-    return succeeded ? 'succeeded' : status === 'failed' ? 'failed' : 'retry';
+    const outcome: DeliveryAttemptOutcome = succeeded ? 'succeeded' : status === 'failed' ? 'failed' : 'retry';
+    webhookDeliveries.inc({ outcome });
+    return outcome;
   }
 
   return { notifyGenerationEnded, attemptWebhookDelivery };

@@ -4,6 +4,8 @@ import type { Config } from '../config';
 import type { Database } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { adminRouter } from './admin-routes';
+import { opsRouter } from './ops-routes';
+import { requestLog } from './request-log';
 import { requireAdmin, requireUser } from './auth';
 import { callbacksRouter } from './callbacks-routes';
 import { ApiError, errorMiddleware } from './errors';
@@ -36,9 +38,8 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
 
-  app.get('/healthz', (_req, res) => {
-    res.json({ status: 'ok' });
-  });
+  app.use(requestLog(logger));
+  app.use(opsRouter({ database, client, config }));
   // /openapi.json, /docs and the status page at /: public, no key needed to load them.
   app.use(apiDocsRouter());
   app.use(statusPageRouter());

@@ -6,6 +6,7 @@ import type { BackendCallback } from '../backend/types';
 import type { Sql } from '../db/client';
 import { parseBackendClientKey } from '../domain/generation';
 import type { Logger } from '../lib/logger';
+import { callbacks as callbackMetrics } from '../lib/metrics';
 import { verifyWebhook, WebhookVerificationError } from '../lib/webhook-signature';
 import { backendEventSignal, type BackendEventType } from '../workflows/messages';
 import { ApiError } from './errors';
@@ -43,7 +44,10 @@ export function callbacksRouter({ client, sql, webhookSecret, logger }: { client
     try {
       verifyWebhook(webhookSecret, req.headers, raw);
     } catch (err) {
-      if (err instanceof WebhookVerificationError) throw new ApiError(401, 'invalid_signature', err.message);
+      if (err instanceof WebhookVerificationError) {
+        callbackMetrics.inc({ outcome: 'invalid_signature' });
+        throw new ApiError(401, 'invalid_signature', err.message);
+      }
       throw err;
     }
     let json: unknown;
@@ -70,15 +74,18 @@ export function callbacksRouter({ client, sql, webhookSecret, logger }: { client
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) {
         log.info({ type: callback.type }, 'callback for a finished or unknown job ignored');
+        callbackMetrics.inc({ outcome: 'ignored' });
         res.status(200).json({ received: true, applied: false });
         return;
       }
       log.warn({ err }, 'callback could not be signalled; the backend will retry');
+      callbackMetrics.inc({ outcome: 'unavailable' });
       throw new ApiError(503, 'temporal_unavailable', 'the callback could not be recorded; retry', undefined, { 'Retry-After': '1' });
     }
     // Wake the GPU activity holding this job's slot so it frees the slot now rather than at its next poll.
     await announceBackendJobEvent(sql, callback.job.id).catch((err: unknown) => log.warn({ err }, 'wakeup notify failed'));
     log.debug({ type: callback.type }, 'callback signalled');
+    callbackMetrics.inc({ outcome: 'signalled' });
     res.status(200).json({ received: true, applied: true });
   });
   return router;

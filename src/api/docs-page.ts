@@ -30,7 +30,8 @@ function typeOf(schema: Json | undefined): string {
 
 function constraints(schema: Json): string {
   const notes: string[] = [];
-  const add = (key: string, label: string) => schema[key] !== undefined && notes.push(`${label} ${escape(JSON.stringify(schema[key]))}`);
+  const show = (value: unknown): string => (Array.isArray(value) ? value.map(show).join(', ') : typeof value === 'string' ? value : JSON.stringify(value));
+  const add = (key: string, label: string) => schema[key] !== undefined && notes.push(`${label} ${escape(show(schema[key]))}`);
   add('format', 'format');
   add('minLength', 'min length');
   add('maxLength', 'max length');
@@ -70,10 +71,8 @@ function responseRows(doc: Json, responses: Json): string {
     const response: Json = r.$ref ? doc.components.responses[refName(r.$ref)] : r;
     const [type, media] = Object.entries(response.content ?? {})[0] ?? [];
     const body = media ? `${escape(type)}: ${typeOf((media as Json).schema)}` : '';
-    const events = (media as Json | undefined)?.['x-events'] as Json[] | undefined;
-    const eventList = events ? events.map((e) => `<br><code>${e.names.map(escape).join('</code>, <code>')}</code> → ${typeOf(e.data)}`).join('') : '';
     const headers = Object.keys(response.headers ?? {}).map((h) => `<code>${escape(h)}</code>`).join(', ');
-    return `<tr><td class="status s${escape(status[0])}">${escape(status)}</td><td>${prose(response.description)}${eventList}</td><td>${body}</td><td>${headers}</td></tr>`;
+    return `<tr><td class="status s${escape(status[0])}">${escape(status)}</td><td>${prose(response.description)}</td><td>${body}</td><td>${headers}</td></tr>`;
   });
   return `<h4>Responses</h4><table><thead><tr><th>status</th><th>meaning</th><th>body</th><th>headers</th></tr></thead><tbody>${rows.join('')}</tbody></table>`;
 }
@@ -94,7 +93,7 @@ export function renderDocsPage(doc: Json): string {
   const operations = Object.entries(doc.paths as Json).flatMap(([path, item]) => Object.entries(item as Json).map(([method, op]) => ({ path, method, op: op as Json })));
   const tags = (doc.tags as Json[]).map((tag) => ({ name: String(tag.name), description: tag.description, ops: operations.filter((o) => o.op.tags[0] === tag.name) }));
   const nav = tags
-    .map((t) => `<li>${escape(t.name)}<ul>${t.ops.map((o) => `<li><a href="#op-${escape(o.op.operationId)}"><span class="method ${escape(o.method)}">${escape(o.method.toUpperCase())}</span> ${escape(o.path)}</a></li>`).join('')}</ul></li>`)
+    .map((t) => `<li>${escape(t.name)}<ul>${t.ops.map((o) => `<li><a href="#op-${escape(o.op.operationId)}" title="${escape(o.method.toUpperCase())} ${escape(o.path)}"><span class="method ${escape(o.method)}">${escape(o.method.toUpperCase())}</span> ${escape(o.path)}</a></li>`).join('')}</ul></li>`)
     .join('');
   const sections = tags.map((t) => `<h2 id="tag-${escape(t.name)}">${escape(t.name)} <small>${prose(t.description)}</small></h2>${t.ops.map((o) => operationSection(doc, o.method, o.path, o.op)).join('')}`);
   const webhooks = Object.entries((doc.webhooks ?? {}) as Json).map(([name, item]) => {
@@ -117,7 +116,7 @@ ${sections.join('\n')}
 
 const STYLE = `body{margin:0;font:14px/1.45 system-ui,sans-serif;color:#1d1d1f;display:flex}
 nav{position:sticky;top:0;height:100vh;overflow:auto;width:300px;flex:none;padding:12px;background:#f4f5f7;border-right:1px solid #ddd;box-sizing:border-box}
-nav ul{list-style:none;padding-left:8px;margin:4px 0}nav a{text-decoration:none;color:inherit}main{padding:16px 28px;max-width:1100px;min-width:0}
+nav ul{list-style:none;padding-left:8px;margin:4px 0}nav a{text-decoration:none;color:inherit;font-size:12px;display:block;white-space:nowrap;overflow:hidden;text-overflow:ellipsis}main{padding:16px 28px;max-width:1100px;min-width:0}
 h2{border-bottom:2px solid #ddd;margin-top:32px}.op,.schema{border:1px solid #e2e2e2;border-radius:6px;padding:4px 14px 10px;margin:12px 0}
 table{border-collapse:collapse;width:100%;margin:6px 0}th,td{border-bottom:1px solid #eee;text-align:left;padding:4px 6px;vertical-align:top}
 code{font:12px ui-monospace,monospace;background:#f1f1f3;padding:0 3px;border-radius:3px}small{color:#666}

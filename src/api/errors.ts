@@ -30,7 +30,7 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
     else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500)
       apiError = new ApiError(e.status, 'bad_request', e.message ?? 'bad request');
     else {
-      logger.error({ err, method: req.method, path: req.path }, 'unhandled error');
+      logger.error({ err, requestId: req.requestId, method: req.method, path: req.path }, 'unhandled error');
       apiError = new ApiError(500, 'internal_error', 'something went wrong on our side');
     }
     if (res.headersSent) return;

@@ -2,6 +2,7 @@ import { Router } from 'express';
 import { getGeneration, listGenerations } from '../db/projection';
 import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
+import { refusals, submissions } from '../lib/metrics';
 import type { Admission } from './admission';
 import { currentUser } from './auth';
 import { cancelGeneration } from './cancel';
@@ -27,11 +28,19 @@ export function generationsRouter(deps: SubmitDeps & { admission: Admission; que
     const user = currentUser(req);
     const key = req.get('idempotency-key');
     const idempotencyKey = key === undefined ? undefined : parseOr400(idempotencyKeyHeader, key, 'invalid_idempotency_key');
-    const body = parseOr400(createGenerationBody, req.body ?? {});
-    const request: GenerationRequest = { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) };
-    // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
-    const { result, headers } = await deps.admission.admit(user, idempotencyKey, () => submitGeneration(deps, user, request, idempotencyKey));
+    let submitted;
+    try {
+      const body = parseOr400(createGenerationBody, req.body ?? {});
+      const request: GenerationRequest = { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) };
+      // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
+      submitted = await deps.admission.admit(user, idempotencyKey, () => submitGeneration(deps, user, request, idempotencyKey));
+    } catch (err) {
+      refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
+      throw err;
+    }
+    const { result, headers } = submitted;
     const { generation, replayed } = result;
+    submissions.inc({ tier: user.tier, outcome: replayed ? 'replayed' : 'accepted' });
     res.set(headers);
     if (replayed) res.set('Idempotent-Replayed', 'true');
     const [resource] = await resources(user.id, [generation]);

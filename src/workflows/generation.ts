@@ -97,7 +97,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   async function runAttempt(attempt: number): Promise<AttemptOutcome> {
     const gpu = proxyActivities<GpuActivities>(gpuActivityOptions(input, attempt));
     const scope = new CancellationScope();
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, request: input.request, expectedRunMs: settings.expectedRunMs }));
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(

@@ -1,5 +1,6 @@
-/* global document, localStorage, fetch, TextDecoderStream, AbortController, CSS, crypto, setTimeout, setInterval, clearInterval */
+/* global document, localStorage, fetch, AbortController, CSS, crypto, setTimeout, setInterval, clearInterval */
 // The status page: today's generations, live over SSE, plus the inbox. No framework, no build step.
+import { readEventStream } from './event-stream.js';
 
 const KEY_STORAGE = 'videogen.apiKey';
 const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2 };
@@ -29,7 +30,7 @@ function el(tag, props = {}, ...children) {
   return node;
 }
 
-const time = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit' }) : '');
+const time = (iso) => (iso ? new Date(iso).toLocaleTimeString([], { hour: '2-digit', minute: '2-digit', second: '2-digit', hourCycle: 'h23' }) : '');
 const eta = (seconds) => (seconds < 90 ? `~${Math.max(1, Math.round(seconds))} s` : `~${Math.round(seconds / 60)} min`);
 
 // ---- generations ----
@@ -49,7 +50,7 @@ function renderRow(g) {
   const queue = g.status === 'queued' && g.queue_position != null ? `#${g.queue_position}${g.eta_seconds != null ? ` · ${eta(g.eta_seconds)}` : ''}` : '—';
   let result = '';
   if (g.video_url && /^https?:\/\//.test(g.video_url)) result = el('a', { href: g.video_url, target: '_blank', rel: 'noopener noreferrer', className: 'video-link', textContent: 'Video' });
-  else if (g.error) result = el('span', { className: 'error', title: g.error.message }, el('code', { textContent: g.error.code }), ` ${g.error.message}`);
+  else if (g.error) result = el('span', { className: 'error' }, el('code', { textContent: g.error.code }), el('small', { textContent: g.error.message }));
   const cancelButton = isTerminal(g.status) ? '' : el('button', { type: 'button', className: 'cancel', textContent: 'Cancel', onclick: () => cancel(g.id) });
   if (cancelButton) cancelButton.setAttribute('aria-label', `Cancel “${g.prompt}”`);
   const progress = el('progress', { max: 100, value: percent });
@@ -119,7 +120,7 @@ async function cancel(id) {
   }
 }
 
-// ---- live events: fetch() streaming, because EventSource cannot send the Authorization header ----
+// ---- live events: fetch() streaming (event-stream.js), because EventSource cannot send the Authorization header ----
 
 function onEvent(type, data) {
   const id = data.generation_id;
@@ -129,36 +130,6 @@ function onEvent(type, data) {
   if (!state.generations.has(id)) return void fetchGeneration(id, state.session);
   if (type === 'generation.queue_position') return merge(id, { status: 'queued', queue_position: data.queue_position, eta_seconds: data.eta_seconds });
   merge(id, { status: data.status, progress: data.progress, attempt: data.attempt, video_url: data.video_url, error: data.error, updated_at: data.updated_at });
-}
-
-/** Reads an event stream (text/event-stream framing) and hands each event to `onEvent`. */
-async function readEvents(body, session, onRetry) {
-  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
-  let buffer = '';
-  let event = { type: '', data: [] };
-  for (;;) {
-    const { value, done } = await reader.read();
-    if (done || session !== state.session) return;
-    buffer += value;
-    let newline;
-    while ((newline = buffer.indexOf('\n')) >= 0) {
-      const line = buffer.slice(0, newline).replace(/\r$/, '');
-      buffer = buffer.slice(newline + 1);
-      if (line === '') {
-        if (event.data.length > 0) onEvent(event.type, JSON.parse(event.data.join('\n')));
-        event = { type: '', data: [] };
-        continue;
-      }
-      const colon = line.indexOf(':');
-      if (colon === 0) continue; // a keep-alive comment
-      const field = colon < 0 ? line : line.slice(0, colon);
-      const value = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
-      if (field === 'event') event.type = value;
-      else if (field === 'data') event.data.push(value);
-      else if (field === 'id') state.lastEventId = value;
-      else if (field === 'retry' && /^\d+$/.test(value)) onRetry(Number(value));
-    }
-  }
 }
 
 /** Keeps the stream open, resuming after Last-Event-ID; resolves once the first connection is up (or has failed). */
@@ -177,7 +148,12 @@ function openStream(session) {
           if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
           connection('live', 'Live');
           connected();
-          await readEvents(res.body, session, (ms) => (delay = ms));
+          await readEventStream(res.body, {
+            isOpen: () => session === state.session,
+            onEvent,
+            onId: (id) => (state.lastEventId = id),
+            onRetry: (ms) => (delay = ms),
+          });
         } catch {
           if (controller.signal.aborted) return;
         }

@@ -5,6 +5,7 @@ import { Router } from 'express';
 const FILES: Record<string, string> = {
   '/': 'index.html',
   '/status-page/app.js': 'app.js',
+  '/status-page/event-stream.js': 'event-stream.js',
   '/status-page/style.css': 'style.css',
 };
 

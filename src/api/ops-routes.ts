@@ -1,0 +1,39 @@
+import type { Client } from '@temporalio/client';
+import { Router } from 'express';
+import type { Config } from '../config';
+import type { Database } from '../db/client';
+import { registry } from '../lib/metrics';
+import { refreshSharedGauges } from './ops-gauges';
+
+const READY_CHECK_MS = 2_000;
+
+function within<T>(ms: number, work: Promise<T>): Promise<T> {
+  return Promise.race([work, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
+}
+
+/** /healthz (the process is alive), /readyz (Postgres and Temporal answer), /metrics (Prometheus). */
+export function opsRouter({ database, client, config }: { database: Database; client: Client; config: Config }): Router {
+  const router = Router();
+  const tiers = Object.keys(config.generation.tierWeights);
+
+  router.get('/healthz', (_req, res) => {
+    res.json({ status: 'ok' });
+  });
+
+  router.get('/readyz', async (_req, res) => {
+    const check = (work: Promise<unknown>) => within(READY_CHECK_MS, work).then(() => 'ok', (err: unknown) => `unavailable: ${err instanceof Error ? err.message : String(err)}`);
+    const [postgres, temporal] = await Promise.all([
+      check(database.sql`select 1`),
+      check(client.withDeadline(Date.now() + READY_CHECK_MS, () => client.workflowService.getSystemInfo({}))),
+    ]);
+    const ready = postgres === 'ok' && temporal === 'ok';
+    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks: { postgres, temporal } });
+  });
+
+  router.get('/metrics', async (_req, res) => {
+    await refreshSharedGauges(database.sql, tiers);
+    res.type(registry.contentType).send(await registry.metrics());
+  });
+
+  return router;
+}

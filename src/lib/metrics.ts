@@ -1,0 +1,77 @@
+import client from 'prom-client';
+
+/**
+ * Every Prometheus metric of the service, defined once. Labels are tiers, reasons and outcomes — never user ids, whose
+ * cardinality would grow with the user base. Each process exposes the registry at /metrics.
+ */
+export const registry = new client.Registry();
+client.collectDefaultMetrics({ register: registry, prefix: 'vg_process_' });
+
+const seconds = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
+
+export const submissions = new client.Counter({
+  name: 'vg_submissions_total',
+  help: 'Generation submissions accepted, by tier and outcome (accepted, replayed)',
+  labelNames: ['tier', 'outcome'] as const,
+  registers: [registry],
+});
+
+export const refusals = new client.Counter({
+  name: 'vg_submission_refusals_total',
+  help: 'Generation submissions refused, by tier and reason (the error code)',
+  labelNames: ['tier', 'reason'] as const,
+  registers: [registry],
+});
+
+export const callbacks = new client.Counter({
+  name: 'vg_backend_callbacks_total',
+  help: 'Backend callbacks received, by outcome (signalled, ignored, invalid_signature, invalid, unavailable)',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+export const timeInQueue = new client.Histogram({
+  name: 'vg_time_in_queue_seconds',
+  help: 'From acceptance to the backend accepting the job, by tier',
+  labelNames: ['tier'] as const,
+  buckets: seconds,
+  registers: [registry],
+});
+
+export const generationTime = new client.Histogram({
+  name: 'vg_generation_seconds',
+  help: 'From the backend accepting the job to its end, by tier and status',
+  labelNames: ['tier', 'status'] as const,
+  buckets: seconds,
+  registers: [registry],
+});
+
+export const endToEndTime = new client.Histogram({
+  name: 'vg_end_to_end_seconds',
+  help: 'From acceptance to the terminal state, by tier and status',
+  labelNames: ['tier', 'status'] as const,
+  buckets: seconds,
+  registers: [registry],
+});
+
+export const webhookDeliveries = new client.Counter({
+  name: 'vg_webhook_delivery_attempts_total',
+  help: 'Webhook delivery attempts, by outcome (succeeded, retry, failed)',
+  labelNames: ['outcome'] as const,
+  registers: [registry],
+});
+
+export const httpDuration = new client.Histogram({
+  name: 'vg_http_request_duration_seconds',
+  help: 'API request duration, by method, route pattern and status class',
+  labelNames: ['method', 'route', 'status'] as const,
+  buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+  registers: [registry],
+});
+
+/** Gauges read from Postgres at scrape time (the projection is shared by every process, so any API instance can say). */
+export const backlog = new client.Gauge({ name: 'vg_backlog_jobs', help: 'Queued jobs, by tier', labelNames: ['tier'] as const, registers: [registry] });
+export const inFlight = new client.Gauge({ name: 'vg_in_flight_jobs', help: 'Running jobs, by tier', labelNames: ['tier'] as const, registers: [registry] });
+export const stuckJobs = new client.Gauge({ name: 'vg_stuck_jobs', help: 'Running jobs past their expected end', registers: [registry] });
+export const gpuSlotsInUse = new client.Gauge({ name: 'vg_gpu_slots_in_use', help: 'GPU slots leased by dispatchers', registers: [registry] });
+export const gpuCapacity = new client.Gauge({ name: 'vg_gpu_capacity', help: 'Live GPU capacity (slots)', registers: [registry] });

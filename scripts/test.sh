@@ -5,7 +5,11 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -d node_modules ] || npm ci
 bash scripts/temporal.sh install
+# test/status-page.test.ts drives Debian's headless Chromium.
+command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 npx tsc --noEmit -p .
 npx eslint .
+# The self-hosting compose file: no docker engine runs here, so it is linted, not started.
+npx dclint docker-compose.yml
 # --forceExit: the Temporal native runtime keeps a handle open after its workers have shut down.
 npx jest --runInBand --forceExit "$@"

@@ -51,4 +51,26 @@ describe('a GPU dispatcher that dies mid-generation', () => {
       select count(*)::int as n from credit_ledger where job_id = ${job.id} and kind in ('capture', 'release')`;
     expect(settled.n).toBe(1);
   });
+
+  test('a dispatcher stopped with SIGTERM hands its job back at once; the next one resumes the same backend job', async () => {
+    await Promise.all(dispatchers.map((d) => d.stop())); // only the one we stop, then its successor, serve the GPU queue
+    const leaving = await startDispatcher('dispatcher-leaving');
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const job = (await api.submit({ prompt: 'a slow dolly shot' })).body;
+    const running = await eventually(async () => {
+      const row = (await api.get(job.id)).body;
+      return row.status === 'running' && row.backend_job_id ? row : undefined;
+    });
+
+    leaving.kill('SIGTERM');
+    expect(await leaving.exited).toEqual({ code: 0, signal: null });
+    expect(leaving.output()).toMatch(/worker stopped/);
+    const next = await startDispatcher('dispatcher-next');
+
+    const done = await api.waitForTerminal(job.id, 60_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempt: 1, backend_job_id: running.backend_job_id });
+    expect(stack.simulator.simulator.engine.list(`${job.id}:`)).toHaveLength(1);
+    expect(next.output()).toMatch(/"resumed":true/);
+  });
 });

@@ -110,7 +110,7 @@ export async function startStack({ env = {}, knobs = {} }: { env?: Record<string
       await client.schedule.getHandle(reconcilerScheduleId(config)).delete().catch(() => undefined);
       workers.shutdown();
       await running;
-      await api.close();
+      await api.close({ graceMs: 0 });
       await simulator.close();
       await connection.close();
       await database.close();

@@ -89,7 +89,7 @@ function expectDocumented(operationId: string, res: Answer): void {
   const op = operations.find((o) => o.operationId === operationId);
   if (!op) throw new Error(`the document has no operation ${operationId}`);
   const success = op.responses.find((r) => r.status === res.status);
-  const isDocumentedError = op.errors.includes(res.status as ErrorStatus) || (res.status === 401 && op.auth !== 'none');
+  const isDocumentedError = (op.errors ?? []).includes(res.status as ErrorStatus) || (res.status === 401 && op.auth !== 'none');
   if (!success && !isDocumentedError) throw new Error(`${operationId} answered ${res.status}, which the document does not list: ${JSON.stringify(res.body)}`);
   const schema = success ? success.schema : documented.errorResponse;
   if (schema) conform(schema, res.body, `${operationId} ${res.status}`);

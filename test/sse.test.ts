@@ -99,7 +99,7 @@ describe('live generation events over SSE, fed by Postgres LISTEN/NOTIFY', () =>
       expect(events.filter(ofJob(job.body.id)).map((e) => e.event)).toEqual(expect.arrayContaining(['generation.queued', 'generation.running', 'generation.succeeded']));
       onSecond.close();
     } finally {
-      await secondApi.close();
+      await secondApi.close({ graceMs: 0 });
     }
   });
 

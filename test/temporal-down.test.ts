@@ -16,7 +16,7 @@ describe('Temporal down', () => {
     downApi = await startApi({ config, databaseUrl: testEnv().databaseUrl, logger: createLogger('test', 'silent'), adminApiKey: stack.adminApiKey });
   });
   afterAll(async () => {
-    await downApi?.close();
+    await downApi?.close({ graceMs: 0 });
     await stack?.close();
   });
 

@@ -24,10 +24,12 @@ export async function startApi({ config, databaseUrl, logger, adminApiKey }: { c
   return {
     port,
     url: `http://127.0.0.1:${port}`,
-    async close() {
+    /** Stops taking requests, lets those in flight finish for up to `graceMs`, then cuts what is left (SSE streams). */
+    async close({ graceMs = 5_000 }: { graceMs?: number } = {}) {
       await new Promise<void>((resolve) => {
         server.close(() => resolve());
-        server.closeAllConnections();
+        server.closeIdleConnections();
+        setTimeout(() => server.closeAllConnections(), graceMs).unref();
       });
       await connection.close().catch(() => undefined);
       await database.close();

@@ -38,7 +38,8 @@ export interface Operation {
   headers?: Array<'Idempotency-Key' | 'Last-Event-ID'>;
   body?: { id: string; schema: z.ZodType };
   responses: SuccessResponse[];
-  errors: ErrorStatus[];
+  /** Error answers besides 401, which every operation with a key has. */
+  errors?: ErrorStatus[];
 }
 
 /** What sse.ts accepts as Last-Event-ID (header or `last_event_id` query). */
@@ -169,7 +170,6 @@ export const operations: Operation[] = [
     summary: 'My tier, credits and admission limits',
     auth: 'user',
     responses: [{ status: 200, description: 'usage', schema: res.usage }],
-    errors: [],
   },
   {
     method: 'post',
@@ -191,7 +191,6 @@ export const operations: Operation[] = [
     summary: 'My webhook endpoints',
     auth: 'user',
     responses: [{ status: 200, description: 'all of them', schema: res.webhookEndpointList }],
-    errors: [],
   },
   ...endpointOperations(),
   {
@@ -202,70 +201,8 @@ export const operations: Operation[] = [
     summary: "The secret that signs deliveries to a request's webhook_url",
     auth: 'user',
     responses: [{ status: 200, description: 'the secret', schema: res.webhookSecret }],
-    errors: [],
   },
-  {
-    method: 'post',
-    path: '/admin/users',
-    operationId: 'createUser',
-    tag: 'admin',
-    summary: 'Create a user of a tier; returns its API key once',
-    auth: 'admin',
-    body: { id: 'CreateUserRequest', schema: createUserBody },
-    responses: [{ status: 201, description: 'created', schema: res.createdUser }],
-    errors: [400],
-  },
-  {
-    method: 'get',
-    path: '/admin/generations/stuck',
-    operationId: 'listStuckGenerations',
-    tag: 'admin',
-    summary: 'Running jobs past their expected time',
-    auth: 'admin',
-    responses: [{ status: 200, description: 'stuck jobs, most overdue first', schema: res.stuckGenerations }],
-    errors: [],
-  },
-  {
-    method: 'get',
-    path: '/admin/capacity',
-    operationId: 'getGpuCapacity',
-    tag: 'admin',
-    summary: "The GPU pool's live capacity and slot use",
-    auth: 'admin',
-    responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }],
-    errors: [],
-  },
-  {
-    method: 'put',
-    path: '/admin/capacity',
-    operationId: 'setGpuCapacity',
-    tag: 'admin',
-    summary: "Set the operator's capacity (null clears it)",
-    auth: 'admin',
-    body: { id: 'SetGpuCapacityRequest', schema: capacityBody },
-    responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }],
-    errors: [400],
-  },
-  {
-    method: 'get',
-    path: '/healthz',
-    operationId: 'health',
-    tag: 'meta',
-    summary: 'Liveness',
-    auth: 'none',
-    responses: [{ status: 200, description: 'the process answers', schema: res.health }],
-    errors: [],
-  },
-  {
-    method: 'get',
-    path: '/openapi.json',
-    operationId: 'openApiDocument',
-    tag: 'meta',
-    summary: 'This document',
-    auth: 'none',
-    responses: [{ status: 200, description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) }],
-    errors: [],
-  },
+  ...adminOperations(),
 ];
 
 /** One endpoint's operations: read, delete, rotate the secret, re-enable, delivery log, replay. */
@@ -306,5 +243,37 @@ function endpointOperations(): Operation[] {
       responses: [{ status: 202, description: 'the replay started', schema: res.webhookDeliveryResource }],
       errors: [404, 409, 503],
     },
+  ];
+}
+
+/** Operator endpoints behind the admin key, and the public meta routes. */
+function adminOperations(): Operation[] {
+  const admin = { tag: 'admin', auth: 'admin' } as const;
+  const meta = { tag: 'meta', auth: 'none', method: 'get' } as const;
+  return [
+    {
+      ...admin,
+      method: 'post',
+      path: '/admin/users',
+      operationId: 'createUser',
+      summary: 'Create a user of a tier; returns its API key once',
+      body: { id: 'CreateUserRequest', schema: createUserBody },
+      responses: [{ status: 201, description: 'created', schema: res.createdUser }],
+      errors: [400],
+    },
+    { ...admin, method: 'get', path: '/admin/generations/stuck', operationId: 'listStuckGenerations', summary: 'Running jobs past their expected time', responses: [{ status: 200, description: 'stuck jobs, most overdue first', schema: res.stuckGenerations }] },
+    { ...admin, method: 'get', path: '/admin/capacity', operationId: 'getGpuCapacity', summary: "The GPU pool's live capacity and slot use", responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }] },
+    {
+      ...admin,
+      method: 'put',
+      path: '/admin/capacity',
+      operationId: 'setGpuCapacity',
+      summary: "Set the operator's capacity (null clears it)",
+      body: { id: 'SetGpuCapacityRequest', schema: capacityBody },
+      responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }],
+      errors: [400],
+    },
+    { ...meta, path: '/healthz', operationId: 'health', summary: 'Liveness', responses: [{ status: 200, description: 'the process answers', schema: res.health }] },
+    { ...meta, path: '/openapi.json', operationId: 'openApiDocument', summary: 'This document', responses: [{ status: 200, description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) }] },
   ];
 }

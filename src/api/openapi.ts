@@ -116,7 +116,7 @@ function successResponse(response: SuccessResponse, refTo: (schema: z.ZodType) =
 function operationObject(op: Operation, refTo: (schema: z.ZodType) => Json): Json {
   const responses: Json = {};
   for (const response of op.responses) responses[String(response.status)] = successResponse(response, refTo);
-  const errors = new Set<ErrorStatus>(op.errors);
+  const errors = new Set<ErrorStatus>(op.errors ?? []);
   if (op.auth !== 'none') errors.add(401);
   for (const status of [...errors].sort((a, b) => a - b)) responses[String(status)] = ref('responses', ERRORS[status].name);
   return {

@@ -21,6 +21,8 @@ export interface GpuSlotsOptions {
   logger: Logger;
   /** How often to look again without a notification (and to reclaim expired leases). */
   recheckMs?: number;
+  /** Most leases held for waiting pollers (not running a task) at once: an idle dispatcher must not hoard the pool. */
+  maxIdle: number;
 }
 
 export interface GpuSlotPermit extends SlotPermit {
@@ -41,6 +43,8 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   /** Leases this dispatcher holds, and the job on each (null: waiting for a task). */
   private readonly held = new Map<string, string | null>();
   private readonly reserveWaiters: ReserveWaiter[] = [];
+  /** Permits the SDK has put to use (a task arrived); the others wait in a poll. */
+  private usedPermits = 0;
   private readonly changeWaiters = new Set<() => void>();
   /** Each lease's last unclaim in flight: a new claim of that lease must land after it, never before. */
   private readonly unclaims = new Map<string, Promise<void>>();
@@ -113,10 +117,14 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
     return null;
   }
 
-  markSlotUsed(): void {}
+  markSlotUsed(): void {
+    this.usedPermits++;
+    this.kick(); // one fewer idle lease: a waiting poller may take one
+  }
 
   releaseSlot(ctx: SlotReleaseContext<ActivitySlotInfo>): void {
     const { leaseId } = ctx.permit as GpuSlotPermit;
+    if (ctx.slotInfo !== undefined) this.usedPermits = Math.max(0, this.usedPermits - 1);
     // Give back an idle lease: the permit's own if idle, else any idle one (the activity that ran has unclaimed its own).
     const idle = this.held.get(leaseId) === null ? leaseId : [...this.held].find(([, job]) => job === null)?.[0];
     const victim = idle ?? leaseId;
@@ -199,7 +207,7 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   private async pump(): Promise<void> {
     do {
       this.kickAgain = false;
-      while (this.reserveWaiters.length > 0 && !this.stopped) {
+      while (this.reserveWaiters.length > 0 && !this.stopped && this.held.size - this.usedPermits < this.options.maxIdle) {
         const leaseId = newLeaseId();
         let acquired = false;
         try {

@@ -30,7 +30,7 @@ export async function startGpuDispatch({ sql, config, identity, logger, capacity
   const { pool, initialCapacity, leaseTtlMs, pollers, capacityFromBackend, capacityRefreshMs } = config.dispatch;
   await ensurePool(sql, pool, initialCapacity);
   const dispatcherId = `${identity}/${randomBytes(4).toString('hex')}`;
-  const slots = new GpuSlots(sql, { pool, dispatcherId, leaseTtlMs, logger });
+  const slots = new GpuSlots(sql, { pool, dispatcherId, leaseTtlMs, logger, maxIdle: pollers });
   await slots.start();
   const watcher = capacityFromBackend
     ? watchBackendCapacity({

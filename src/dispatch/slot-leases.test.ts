@@ -97,6 +97,18 @@ describe('GPU slot leases in Postgres', () => {
     expect(await claimSlotLease(database.sql, leases[2], 'job-2', false)).toBe(true);
   });
 
+  test('a job resumed on another dispatcher takes its slot along: it is counted once', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 3);
+    const dead = lease(pool, 'dead');
+    const alive = lease(pool, 'alive');
+    await acquireSlotLease(database.sql, dead);
+    await acquireSlotLease(database.sql, alive);
+    expect(await claimSlotLease(database.sql, dead, 'job-x', false)).toBe(true);
+    expect(await claimSlotLease(database.sql, alive, 'job-x', true)).toBe(true);
+    expect(await readSlotUse(database.sql, pool)).toEqual({ leased: 1, running: 1 });
+  });
+
   test('live capacity is the smaller of the operator’s and the backend’s numbers, else the configured one', async () => {
     const pool = newPool();
     expect((await ensurePool(database.sql, pool, 4)).capacity).toBe(4);

@@ -44,12 +44,14 @@ export async function acquireSlotLease(sql: Sql, { pool, dispatcherId, leaseId, 
 /**
  * claimSlotLease: puts a job on one of the dispatcher's leases, if fewer jobs than the capacity run in the pool. This is
  * the check that holds when capacity falls while a slot was already reserved. `force` claims regardless: the backend job
- * already exists (a retried attempt resuming it) and must be counted. An upsert, so a lease lost to expiry comes back.
+ * already exists (a retried attempt resuming it) and must be counted. A job holds one slot: a lease it still had from a
+ * dispatcher that died is handed over here. An upsert, so a lease lost to expiry comes back.
  */
 export async function claimSlotLease(sql: Sql, lease: LeaseRef, jobId: string, force: boolean): Promise<boolean> {
   const { pool, dispatcherId, leaseId, ttlMs } = lease;
   return sql.begin(async (tx) => {
     const capacity = (await lockCapacity(tx, pool)) ?? 0;
+    await tx`delete from gpu_slot_leases where pool = ${pool} and job_id = ${jobId} and id <> ${leaseId}`;
     const rows = await tx`
       insert into gpu_slot_leases (id, pool, dispatcher_id, job_id, claimed_at, expires_at)
       select ${leaseId}, ${pool}, ${dispatcherId}, ${jobId}, now(), now() + ${ttlMs}::int * interval '1 millisecond'

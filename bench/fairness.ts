@@ -1,10 +1,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
-import globalSetup from '../test/global-setup';
-import globalTeardown from '../test/global-teardown';
+import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { capacityHalved, equalUsersContend, starvation, weightedShare } from '../test/fairness-scenarios';
-import { startStack, type Stack } from '../test/harness';
+import type { Stack } from '../test/harness';
 import type { SimulatorKnobs } from '../src/simulator/knobs';
 
 /**
@@ -17,12 +16,7 @@ const OUT = path.resolve(__dirname, 'out', 'fairness.json');
 const CAPACITY = 4;
 
 async function onStack<T>(env: Record<string, string>, knobs: Partial<SimulatorKnobs>, run: (stack: Stack) => Promise<T>): Promise<T> {
-  const stack = await startStack({ env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(CAPACITY), ...env }, knobs: { capacity: 100, ...knobs } });
-  try {
-    return await run(stack);
-  } finally {
-    await stack.close();
-  }
+  return withStack({ env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(CAPACITY), ...env }, knobs: { capacity: 100, ...knobs } }, run);
 }
 
 const step = (name: string) => process.stdout.write(`\n▶ ${name}\n`);
@@ -30,7 +24,7 @@ const show = (figures: unknown) => process.stdout.write(`${JSON.stringify(figure
 
 async function main(): Promise<void> {
   const began = Date.now();
-  await globalSetup();
+  const infrastructure = await startTestInfrastructure();
   try {
     step(`equal users: 4 users × 20 jobs on ${CAPACITY} slots (generation p50 3 s) — Jain's index, utilisation, handoff`);
     const equal = await onStack({ SIM_P50_MS: '3000', SIM_P99_MS: '4500' }, {}, (stack) =>
@@ -71,16 +65,10 @@ async function main(): Promise<void> {
     step(`figures (written to ${path.relative(process.cwd(), OUT)}) after ${Math.round((Date.now() - began) / 1000)} s`);
     show(figures);
   } finally {
-    await globalTeardown();
+    await infrastructure.stop();
   }
 }
 
 const round = (n: number, digits: number) => Math.round(n * 10 ** digits) / 10 ** digits;
 
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+runMain(main);

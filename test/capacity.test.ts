@@ -76,8 +76,8 @@ describe('live GPU capacity, shared by every dispatcher through Postgres leases'
       const afterwards = inFlightAtSubmissions(runs).filter(({ run }) => run.submittedAt > loweredAt);
       expect(afterwards.length).toBeGreaterThanOrEqual(10);
       expect(Math.max(...afterwards.map((s) => s.inFlight))).toBeLessThanOrEqual(2);
-      const statuses = await Promise.all(jobs.map(async (id) => (await api.get(id)).body.status));
-      expect(new Set(statuses)).toEqual(new Set(['succeeded']));
+      const done = await Promise.all(jobs.map((id) => api.waitForTerminal(id)));
+      expect(new Set(done.map((job) => job.status))).toEqual(new Set(['succeeded']));
     } finally {
       await admin.set(null);
     }

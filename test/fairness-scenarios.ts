@@ -9,6 +9,15 @@ import { apiClient, eventually, type Stack } from './harness';
  */
 const newApi = async (stack: Stack, tier: string) => apiClient(stack.apiUrl, (await stack.createUser(tier)).apiKey);
 
+/** When the job's first GPU task entered the `gpu` queue (from its workflow history). */
+async function gpuTaskScheduledAt(stack: Stack, jobId: string): Promise<number> {
+  const history = await stack.client.workflow.getHandle(jobId).fetchHistory();
+  const scheduled = history.events?.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'runGeneration');
+  if (!scheduled?.eventTime) throw new Error(`${jobId}: no GPU task scheduled`);
+  const { seconds, nanos } = scheduled.eventTime;
+  return Number(seconds) * 1000 + Math.floor((nanos ?? 0) / 1e6);
+}
+
 /**
  * Equal users, all backlogged behind held slots, then released together: Jain's index of their dispatch counts while all
  * still wait; plus how busy the slots were and how fast each freed slot was taken while the backlog lasted.
@@ -60,8 +69,9 @@ export async function weightedShare(stack: Stack, { freeJobs, paidJobs, paidTier
 }
 
 /**
- * User A floods the queue; once the flood is in, user B submits one job. B's wait (accepted → on the backend) against a
- * slot turnover (the mean GPU time divided by the slots), and how many of A's jobs went out between B's arrival and B's.
+ * User A floods the queue; once the flood is in, user B submits one job. B's wait in the gpu queue (its task scheduled →
+ * on the backend) and end to end (accepted → on the backend), against a slot turnover (the mean GPU time divided by the
+ * slots), and how many of A's jobs went out between B's task entering the queue and B's dispatch.
  */
 export async function starvation(stack: Stack, { flood, concurrency = 8 }: { flood: number; concurrency?: number }) {
   const [a, b] = [await newApi(stack, 'pro'), await newApi(stack, 'pro')];
@@ -82,15 +92,17 @@ export async function starvation(stack: Stack, { flood, concurrency = 8 }: { flo
   const bId: string = submitted.body.id;
   const acceptedAt = Date.parse(submitted.body.created_at);
   const [bRun] = await waitForBackendEnds(stack, [bId], 5 * 60_000);
+  const queuedAt = await gpuTaskScheduledAt(stack, bId);
   const aRuns = runsOf(stack, aJobs);
   const completed = aRuns.filter((r) => r.completedAt !== null && r.startedAt !== null);
   const meanRunMs = completed.reduce((s, r) => s + (r.completedAt! - r.startedAt!), 0) / Math.max(1, completed.length);
   const capacity = (await capacityAdmin(stack).get()).capacity;
   return {
     waitSeconds: (bRun.submittedAt - acceptedAt) / 1000,
+    gpuQueueWaitSeconds: (bRun.submittedAt - queuedAt) / 1000,
     slotTurnoverSeconds: meanRunMs / capacity / 1000,
     meanRunSeconds: meanRunMs / 1000,
-    floodDispatchedBeforeB: aRuns.filter((r) => r.submittedAt > acceptedAt && r.submittedAt < bRun.submittedAt).length,
+    floodDispatchedBeforeB: aRuns.filter((r) => r.submittedAt > queuedAt && r.submittedAt < bRun.submittedAt).length,
     floodDispatched: aRuns.length,
     floodSubmitSeconds,
   };

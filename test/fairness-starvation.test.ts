@@ -18,9 +18,10 @@ describe('a flooding user cannot starve another', () => {
   test(`user A floods ${FLOOD} jobs, user B then submits one: B takes the next slot that frees`, async () => {
     const figures = await starvation(stack, { flood: FLOOD });
     console.log('starvation:', JSON.stringify(figures));
-    // The next freed slot goes to B (at most one of A's may be on its way out as B arrives) ...
+    // Once B's task is in the gpu queue, the next freed slot is B's (one of A's may be on its way out as it arrives) ...
     expect(figures.floodDispatchedBeforeB).toBeLessThanOrEqual(1);
-    // ... so B waits about one slot turnover, plus the time its workflow takes to reach the queue on a busy machine.
-    expect(figures.waitSeconds).toBeLessThan(figures.meanRunSeconds + 3);
+    // ... so B waits at most about one slot turnover there; end to end, plus its workflow's way to the queue.
+    expect(figures.gpuQueueWaitSeconds).toBeLessThan(figures.meanRunSeconds + 1);
+    expect(figures.waitSeconds).toBeLessThan(figures.meanRunSeconds + 5);
   }, 600_000);
 });

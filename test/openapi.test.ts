@@ -94,6 +94,7 @@ function expectDocumented(operationId: string, res: Answer): void {
   const schema = success ? success.schema : documented.errorResponse;
   if (schema) conform(schema, res.body, `${operationId} ${res.status}`);
   if (success?.headers?.includes('Location')) expect(res.headers.get('location')).toMatch(/^\/v1\//);
+  if (success?.text) expect(res.headers.get('content-type')).toMatch(new RegExp(`^${success.text}`));
   exercised.add(operationId);
 }
 
@@ -168,6 +169,8 @@ describe('the OpenAPI document at /openapi.json', () => {
     const admin = apiClient(stack.apiUrl, stack.adminApiKey);
     expectDocumented('health', await api.call('GET', '/healthz'));
     expectDocumented('openApiDocument', await api.call('GET', '/openapi.json'));
+    expectDocumented('readiness', await api.call('GET', '/readyz'));
+    expectDocumented('metrics', await api.call('GET', '/metrics'));
 
     const endpoint = await api.call('POST', '/v1/webhook-endpoints', { url: receiver.url, description: 'docs test' });
     expectDocumented('createWebhookEndpoint', endpoint);

@@ -5,7 +5,7 @@ import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { creditLedger, generations } from '../db/schema';
 import { listStuckGenerations } from '../db/stuck';
-import type { GenerationState } from '../domain/generation';
+import { endingWrite, type GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';
 import type { Logger } from '../lib/logger';
 import type { GenerationEndedInput } from './notify';
@@ -49,17 +49,7 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
       moved = await applyWrite(db, { jobId, runOpenedAt: state.runOpenedAt, status: state.status, attempt: state.attempt, progress: 0, backendJobId: state.backendJobId });
     } else if (status === 'COMPLETED') {
       const state = (await handle.result()) as GenerationState;
-      moved = await applyWrite(db, {
-        jobId,
-        runOpenedAt: state.runOpenedAt,
-        status: state.status,
-        attempt: state.attempt,
-        progress: state.status === 'succeeded' ? 1 : 0,
-        backendJobId: state.backendJobId,
-        videoUrl: state.videoUrl,
-        error: state.error,
-        completedAt: (description.closeTime ?? new Date()).toISOString(),
-      });
+      moved = await applyWrite(db, endingWrite(state, (description.closeTime ?? new Date()).toISOString()));
     } else {
       // Terminated, timed out or failed as a workflow: it will never settle on its own.
       const canceled = status === 'CANCELLED';

@@ -186,6 +186,13 @@ export const usage = component(
 );
 
 export const health = component('Health', z.object({ status: z.literal('ok') }));
+export const readiness = component(
+  'Readiness',
+  z.object({
+    status: z.enum(['ready', 'not_ready']),
+    checks: z.object({ postgres: z.string(), temporal: z.string() }).meta({ description: '`ok`, or why the dependency is unavailable' }),
+  }),
+);
 
 export const createdUser = component(
   'CreatedUser',

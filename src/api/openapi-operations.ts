@@ -14,10 +14,13 @@ export type ErrorStatus = 400 | 401 | 402 | 404 | 409 | 422 | 429 | 503;
 export type ResponseHeader = 'Location' | 'Idempotent-Replayed' | 'RateLimit' | 'RateLimit-Policy';
 
 export interface SuccessResponse {
-  status: 200 | 201 | 202;
+  /** 503 only where the route answers it with its own body (GET /readyz), not the error shape. */
+  status: 200 | 201 | 202 | 503;
   description: string;
-  /** A JSON body; absent for an event stream. */
+  /** A JSON body; absent for an event stream or a text body. */
   schema?: z.ZodType;
+  /** The media type of a body that is not JSON. */
+  text?: string;
   /** A Server-Sent Events stream: the event names and the schema of their data. */
   events?: Array<{ names: string[]; data: z.ZodType }>;
   headers?: ResponseHeader[];
@@ -274,6 +277,17 @@ function adminOperations(): Operation[] {
       errors: [400],
     },
     { ...meta, path: '/healthz', operationId: 'health', summary: 'Liveness', responses: [{ status: 200, description: 'the process answers', schema: res.health }] },
+    {
+      ...meta,
+      path: '/readyz',
+      operationId: 'readiness',
+      summary: 'Readiness: Postgres and Temporal answer',
+      responses: [
+        { status: 200, description: 'ready', schema: res.readiness },
+        { status: 503, description: 'not ready; checks name what does not answer', schema: res.readiness },
+      ],
+    },
+    { ...meta, path: '/metrics', operationId: 'metrics', summary: 'Prometheus metrics', responses: [{ status: 200, description: 'the text exposition format', text: 'text/plain' }] },
     { ...meta, path: '/openapi.json', operationId: 'openApiDocument', summary: 'This document', responses: [{ status: 200, description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) }] },
   ];
 }

@@ -110,6 +110,7 @@ function successResponse(response: SuccessResponse, refTo: (schema: z.ZodType) =
       },
     };
   }
+  if (response.text) return { description: response.description, headers, content: { [response.text]: { schema: { type: 'string' } } } };
   return { description: response.description, headers, content: response.schema ? { 'application/json': { schema: refTo(response.schema) } } : undefined };
 }
 

@@ -57,6 +57,21 @@ export interface ProjectionWrite {
   completedAt?: string | null;
 }
 
+/** The projection write that records a workflow's final state (by the workflow itself, or by the reconciler from its result). */
+export function endingWrite(state: GenerationState, completedAt: string): ProjectionWrite {
+  return {
+    jobId: state.jobId,
+    runOpenedAt: state.runOpenedAt,
+    status: state.status,
+    attempt: state.attempt,
+    progress: state.status === 'succeeded' ? 1 : 0,
+    backendJobId: state.backendJobId,
+    videoUrl: state.videoUrl,
+    error: state.error,
+    completedAt,
+  };
+}
+
 /** What the GPU activity returns when the backend job has ended. */
 export interface GpuAttemptResult {
   backendJobId: string;

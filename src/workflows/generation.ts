@@ -3,7 +3,7 @@ import type * as gpuActivities from '../activities/gpu';
 import type * as lifecycleActivities from '../activities/lifecycle';
 import type * as notifyActivities from '../activities/notify';
 import type * as projectionActivities from '../activities/projection';
-import { runTag, type GenerationInput, type GenerationState, type GpuAttemptResult } from '../domain/generation';
+import { endingWrite, runTag, type GenerationInput, type GenerationState, type GpuAttemptResult } from '../domain/generation';
 import { classifyError, generationError } from '../domain/generation-errors';
 import { assertTransition, isTerminal, type GenerationStatus } from '../domain/generation-state';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
@@ -149,17 +149,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     }
     // Credits first: once a client sees the job ended, its usage already shows the settlement.
     await lifecycle.settleJobCredits({ jobId, succeeded: state.status === 'succeeded' });
-    await projection.recordTransition({
-      jobId,
-      runOpenedAt,
-      status: state.status,
-      attempt: state.attempt,
-      progress: state.status === 'succeeded' ? 1 : 0,
-      backendJobId: state.backendJobId,
-      videoUrl: state.videoUrl,
-      error: state.error,
-      completedAt,
-    });
+    await projection.recordTransition(endingWrite(state, completedAt));
     await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl: input.request.webhook_url ?? null, endedAt: completedAt });
     return state;
   }

@@ -71,7 +71,9 @@ function merge(id, fields) {
   const current = state.generations.get(id);
   if (!current) return;
   if (RANK[fields.status] < RANK[current.status] || (isTerminal(current.status) && fields.status !== current.status)) return;
-  if (fields.status === current.status && fields.progress !== undefined && fields.progress < current.progress) delete fields.progress;
+  // Progress only grows within an attempt; a new attempt starts again.
+  const sameAttempt = (fields.attempt ?? current.attempt) === current.attempt;
+  if (fields.status === current.status && sameAttempt && fields.progress < current.progress) delete fields.progress;
   for (const [key, value] of Object.entries(fields)) if (value !== undefined) current[key] = value;
   if (current.status !== 'queued') Object.assign(current, { queue_position: null, eta_seconds: null });
   renderRow(current);

@@ -1,0 +1,56 @@
+import { parseBackendClientKey } from '../../src/domain/generation';
+import { percentile } from '../../src/dispatch/scheduling-metrics';
+import { submitMany } from '../../test/fairness-helpers';
+import { equalUsersContend } from '../../test/fairness-scenarios';
+import { apiClient, eventually, type Stack } from '../../test/harness';
+
+/**
+ * End to end with the backend simulator, time-scaled: how busy the GPU slots stay while a backlog waits, how fast a freed
+ * slot is taken, and how long after the backend finishes a job its user can see it — the projection row terminal and the
+ * in-app notification written — with callbacks, and with every callback lost (polling alone).
+ */
+export interface VisibleFigures {
+  jobs: number;
+  p50Ms: number;
+  p99Ms: number;
+  maxMs: number;
+}
+
+/**
+ * For every job that succeeded on the stack's backend: from the backend's end of it to the later of the terminal
+ * projection write (its updated_at: a terminal row is never written again) and the notification's creation.
+ */
+export async function visibleAfterBackendDone(stack: Stack): Promise<VisibleFigures> {
+  const ended = new Map<string, number>();
+  for (const job of stack.simulator.simulator.engine.list()) {
+    const owner = parseBackendClientKey(job.client_key);
+    if (owner && job.status === 'succeeded' && job.completed_at) ended.set(owner.jobId, Date.parse(job.completed_at));
+  }
+  const ids = [...ended.keys()];
+  const rows = await eventually(
+    async () => {
+      const found = await stack.database.sql<{ id: string; visible_ms: number; notified_ms: number }[]>`
+        select g.id, (extract(epoch from g.updated_at) * 1000)::float8 as visible_ms, (extract(epoch from n.created_at) * 1000)::float8 as notified_ms
+        from generations g join notifications n on n.job_id = g.id
+        where g.id = any(${ids}) and g.status = 'succeeded'`;
+      return found.length === ids.length ? found : undefined;
+    },
+    { timeoutMs: 60_000, intervalMs: 250, what: `${ids.length} succeeded jobs visible and notified` },
+  );
+  const delays = rows.map((r) => Math.max(r.visible_ms, r.notified_ms) - ended.get(r.id)!);
+  return { jobs: delays.length, p50Ms: percentile(delays, 50), p99Ms: percentile(delays, 99), maxMs: Math.max(...delays) };
+}
+
+/** Backlogged equal users on `capacity` slots (test/fairness-scenarios.ts), then the visibility delay of their jobs. */
+export async function backloggedRun(stack: Stack, { users, jobsEach, capacity }: { users: number; jobsEach: number; capacity: number }) {
+  const contended = await equalUsersContend(stack, { users, jobsEach, capacity });
+  return { ...contended, visible: await visibleAfterBackendDone(stack) };
+}
+
+/** Jobs on a stack whose backend loses every callback: each end is found by the GPU activity's poll. */
+export async function pollingRun(stack: Stack, { users, jobsEach }: { users: number; jobsEach: number }): Promise<VisibleFigures> {
+  const clients = await Promise.all(Array.from({ length: users }, async () => apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey)));
+  const ids = (await Promise.all(clients.map((api, i) => submitMany(api, jobsEach, { prompt: `polled ${i}` })))).flat();
+  await Promise.all(ids.map((id, i) => clients[Math.floor(i / jobsEach)].waitForTerminal(id, 5 * 60_000)));
+  return visibleAfterBackendDone(stack);
+}

@@ -1,0 +1,35 @@
+import globalSetup from '../../test/global-setup';
+import globalTeardown from '../../test/global-teardown';
+import { startStack, type Stack } from '../../test/harness';
+import type { SimulatorKnobs } from '../../src/simulator/knobs';
+
+/**
+ * Startup shared by the benchmarks (`npm run bench`, `npm run bench:fairness`): the tests' own infrastructure — a real
+ * Temporal dev server (fairness on, one partition), a fresh Postgres and the workflow bundle (test/global-setup.ts) — and
+ * whole stacks on it (test/harness.ts), each with task queues of its own.
+ */
+export async function startTestInfrastructure(): Promise<{ stop(): Promise<void> }> {
+  await globalSetup();
+  return { stop: () => globalTeardown() };
+}
+
+/** Runs `run` on a stack of its own (simulator, API, worker in this process), closed afterwards whatever happens. */
+export async function withStack<T>({ env = {}, knobs = {} }: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs> }, run: (stack: Stack) => Promise<T>): Promise<T> {
+  const stack = await startStack({ env, knobs });
+  try {
+    return await run(stack);
+  } finally {
+    await stack.close();
+  }
+}
+
+/** A benchmark's entry point: exits with the code `main` returns (0 by default), 1 when it throws. */
+export function runMain(main: () => Promise<number | void>): void {
+  main().then(
+    (code) => process.exit(code ?? 0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
+}

@@ -1,0 +1,54 @@
+import postgres from 'postgres';
+import { pageQuery } from '../../src/db/projection';
+import type { Stack } from '../../test/harness';
+import { insertFinishedRows } from './bulk-rows';
+import { callLoad, httpLoad, type LoadFigures } from './load';
+
+/**
+ * Status reads: `GET /v1/generations?limit=20` (autocannon) beside the very SQL it runs, sent through postgres.js with the
+ * same options drizzle uses and a pool as large as the API's; then the API's p99 again once the projection holds
+ * `largeRows` rows instead of `smallRows`.
+ */
+export interface StatusFigures {
+  api: LoadFigures;
+  direct: LoadFigures;
+  apiLarge: LoadFigures;
+  directLarge: LoadFigures;
+  smallRows: number;
+  largeRows: number;
+  loadSeconds: number;
+}
+
+const API_POOL = 10; // createDatabase's default pool, which the API uses
+
+export async function statusFigures(
+  stack: Stack,
+  apiUrl: string,
+  { smallRows, largeRows, connections, durationS, log }: { smallRows: number; largeRows: number; connections: number; durationS: number; log: (line: string) => void },
+): Promise<StatusFigures> {
+  const { userId, apiKey } = await stack.createUser('pro');
+  const direct = postgres(stack.env.DATABASE_URL, { max: API_POOL, onnotice: () => {} });
+  const page = pageQuery(stack.database.db, userId, { limit: 20 }).toSQL();
+  const listDirect = () => direct.unsafe(page.sql, page.params as never[], { prepare: false }).values();
+  const listApi = (seconds: number) =>
+    httpLoad({ url: `${apiUrl}/v1/generations?limit=20`, connections, durationS: seconds, headers: { authorization: `Bearer ${apiKey}` }, expect: 200 });
+  const measure = async () => {
+    await listApi(2); // warm-up
+    const api = await listApi(durationS);
+    await callLoad(listDirect, { concurrency: connections, durationMs: 2_000 });
+    const viaSql = await callLoad(listDirect, { concurrency: connections, durationMs: durationS * 1000 });
+    return { api, direct: viaSql };
+  };
+  try {
+    await insertFinishedRows(stack.database.sql, userId, 0, smallRows);
+    const small = await measure();
+    log(`  ${smallRows} rows: API ${small.api.rps.toFixed(0)} req/s p99 ${small.api.p99Ms} ms; SQL ${small.direct.rps.toFixed(0)} q/s; loading to ${largeRows} rows…`);
+    const began = Date.now();
+    await insertFinishedRows(stack.database.sql, userId, smallRows, largeRows - smallRows);
+    const loadSeconds = (Date.now() - began) / 1000;
+    const large = await measure();
+    return { api: small.api, direct: small.direct, apiLarge: large.api, directLarge: large.direct, smallRows, largeRows, loadSeconds };
+  } finally {
+    await direct.end({ timeout: 5 });
+  }
+}

@@ -29,7 +29,8 @@ const NAMESPACE = 'default';
 const WORKERS = 2;
 const APIS = 2;
 
-type Stopper = { name: string; stop: () => Promise<void> };
+/** `done` is what is printed once it has stopped. */
+type Stopper = { name: string; stop: () => Promise<void>; done?: string };
 
 async function main(): Promise<number> {
   const startedAt = Date.now();
@@ -37,15 +38,18 @@ async function main(): Promise<number> {
   let stopping: Promise<void> | undefined;
   const stopAll = () =>
     (stopping ??= (async () => {
-      for (const { name, stop } of stoppers.reverse()) {
+      for (const { name, stop, done } of stoppers.reverse()) {
         await stop().then(
-          () => step(`${name} stopped`),
+          () => step(done ?? `${name} stopped`),
           (err: unknown) => say(`  ${name}: ${err instanceof Error ? err.message : String(err)}`),
         );
       }
     })());
+  // `on`, not `once`: a second signal (tsx relays Ctrl-C once more; an impatient user) must not kill the script halfway
+  // through stopping, which would leave the server running and the databases behind.
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-    process.once(signal, () => {
+    process.on(signal, () => {
+      if (stopping) return;
       say(`\n${signal}: stopping the topology…`);
       void stopAll().then(() => process.exit(130));
     });
@@ -64,7 +68,7 @@ async function main(): Promise<number> {
     const suffix = `${Date.now().toString(36)}_${randomBytes(3).toString('hex')}`;
     const db = { temporal: `vg_topo_temporal_${suffix}`, visibility: `vg_topo_visibility_${suffix}`, app: `vg_topo_app_${suffix}` };
     await createDatabases(pg, Object.values(db));
-    stoppers.push({ name: `databases ${Object.values(db).join(', ')} dropped;`, stop: () => dropDatabases(pg, Object.values(db)) });
+    stoppers.push({ name: 'databases', stop: () => dropDatabases(pg, Object.values(db)), done: `dropped ${Object.values(db).join(', ')}` });
     step(`Postgres ${version} at ${pg.host}:${pg.port}: created ${Object.values(db).join(', ')}`);
 
     await Promise.all([setupSchema(tools, pg, db.temporal, 'temporal'), setupSchema(tools, pg, db.visibility, 'visibility')]);

@@ -41,11 +41,15 @@ describe('admission control', () => {
 
   test('a burst beyond the bucket is refused as rate_limited, with Retry-After and RateLimit fields, then let through', async () => {
     const api = await newUser('pro');
-    const answers = await Promise.all(Array.from({ length: 8 }, (_, i) => api.submit(smallJob(`burst ${i}`))));
+    const began = Date.now();
+    const answers = await Promise.all(Array.from({ length: 12 }, (_, i) => api.submit(smallJob(`burst ${i}`))));
+    const refilled = Math.floor(((Date.now() - began) / 1000) * 2); // tokens that came back while the burst lasted
     const accepted = answers.filter((a) => a.status === 202);
     const refused = answers.filter((a) => a.status === 429);
-    expect(accepted).toHaveLength(5);
-    expect(refused).toHaveLength(3);
+    expect(accepted.length).toBeGreaterThanOrEqual(5);
+    expect(accepted.length).toBeLessThanOrEqual(5 + refilled);
+    expect(refused.length).toBe(12 - accepted.length);
+    expect(refused.length).toBeGreaterThan(0);
     expect(accepted[0].headers.get('ratelimit-policy')).toBe('"burst";q=5;w=3, "active";q=50;qu="concurrent-requests", "daily";q=100;w=86400');
     const refusal = refused[0];
     expect(refusal.body.error).toMatchObject({ code: 'rate_limited', details: { limit: 5 } });
@@ -56,7 +60,7 @@ describe('admission control', () => {
       const res = await api.submit(smallJob('after the wait'));
       return res.status === 202 ? res : undefined;
     }, { timeoutMs: 5_000, intervalMs: 500, what: 'the bucket to refill' });
-    expect(later.headers.get('ratelimit')).toMatch(/^"burst";r=0;/);
+    expect(later.headers.get('ratelimit')).toMatch(/^"burst";r=\d+;t=\d+, /);
   });
 
   test('a free user with 3 jobs queued or running is refused the 4th, exactly, even when submitting concurrently', async () => {

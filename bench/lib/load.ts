@@ -104,3 +104,33 @@ export async function callLoad(call: (n: number) => Promise<unknown>, { concurre
     seconds,
   };
 }
+
+/** Several runs of one side as one figure: their total rate; the median of their percentiles. */
+export function combine(runs: LoadFigures[]): LoadFigures {
+  const ok = runs.reduce((s, r) => s + r.ok, 0);
+  const seconds = runs.reduce((s, r) => s + r.seconds, 0);
+  const statuses: Record<string, number> = {};
+  for (const r of runs) for (const [status, n] of Object.entries(r.statuses ?? {})) statuses[status] = (statuses[status] ?? 0) + n;
+  return {
+    rps: ok / seconds,
+    ok,
+    failed: runs.reduce((s, r) => s + r.failed, 0),
+    p50Ms: percentile(runs.map((r) => r.p50Ms), 50),
+    p99Ms: percentile(runs.map((r) => r.p99Ms), 50),
+    seconds,
+    ...(runs.some((r) => r.statuses) ? { statuses } : {}),
+  };
+}
+
+/**
+ * Runs each side `rounds` times, taking turns (A B A B …) after one warm-up run each, so drifting background load on a
+ * shared machine falls on every side alike. Returns one combined figure per side.
+ */
+export async function takeTurns(sides: Array<(seconds: number) => Promise<LoadFigures>>, { rounds, seconds }: { rounds: number; seconds: number }): Promise<LoadFigures[]> {
+  for (const side of sides) await side(2);
+  const runs: LoadFigures[][] = sides.map(() => []);
+  for (let round = 0; round < rounds; round++) {
+    for (const [i, side] of sides.entries()) runs[i].push(await side(seconds));
+  }
+  return runs.map(combine);
+}

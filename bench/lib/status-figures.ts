@@ -2,7 +2,7 @@ import postgres from 'postgres';
 import { pageQuery } from '../../src/db/projection';
 import type { Stack } from '../../test/harness';
 import { insertFinishedRows } from './bulk-rows';
-import { callLoad, httpLoad, type LoadFigures } from './load';
+import { callLoad, httpLoad, takeTurns, type LoadFigures } from './load';
 
 /**
  * Status reads: `GET /v1/generations?limit=20` (autocannon) beside the very SQL it runs, sent through postgres.js with the
@@ -24,7 +24,7 @@ const API_POOL = 10; // createDatabase's default pool, which the API uses
 export async function statusFigures(
   stack: Stack,
   apiUrl: string,
-  { smallRows, largeRows, connections, durationS, log }: { smallRows: number; largeRows: number; connections: number; durationS: number; log: (line: string) => void },
+  { smallRows, largeRows, connections, rounds, seconds, log }: { smallRows: number; largeRows: number; connections: number; rounds: number; seconds: number; log: (line: string) => void },
 ): Promise<StatusFigures> {
   const { userId, apiKey } = await stack.createUser('pro');
   const direct = postgres(stack.env.DATABASE_URL, { max: API_POOL, onnotice: () => {} });
@@ -33,10 +33,7 @@ export async function statusFigures(
   const listApi = (seconds: number) =>
     httpLoad({ url: `${apiUrl}/v1/generations?limit=20`, connections, durationS: seconds, headers: { authorization: `Bearer ${apiKey}` }, expect: 200 });
   const measure = async () => {
-    await listApi(2); // warm-up
-    const api = await listApi(durationS);
-    await callLoad(listDirect, { concurrency: connections, durationMs: 2_000 });
-    const viaSql = await callLoad(listDirect, { concurrency: connections, durationMs: durationS * 1000 });
+    const [api, viaSql] = await takeTurns([listApi, (s) => callLoad(listDirect, { concurrency: connections, durationMs: s * 1000 })], { rounds, seconds });
     return { api, direct: viaSql };
   };
   try {

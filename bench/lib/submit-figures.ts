@@ -5,7 +5,7 @@ import { gpuBacklog } from '../../src/dispatch/gpu-backlog';
 import { GENERATION_WORKFLOW_TYPE } from '../../src/workflows/messages';
 import { smallJob } from '../../test/fairness-helpers';
 import { eventually, type Stack } from '../../test/harness';
-import { callLoad, httpLoad, type LoadFigures } from './load';
+import { callLoad, combine, httpLoad, type LoadFigures } from './load';
 
 /**
  * Submit throughput: `POST /v1/generations` (autocannon) beside the bare `client.workflow.start` it makes, at the same
@@ -35,45 +35,68 @@ export function apiSubmits(target: SubmitTarget, { connections, durationS, amoun
   });
 }
 
-/** The same workflow start the API makes (same type, queue, policies, search attributes, input), with nothing around it. */
-export function rawStarts(stack: Stack, userId: string, { connections, durationMs }: { connections: number; durationMs: number }): Promise<LoadFigures> {
+/** The workflow start the API makes for a submit (same type, queue, policies, search attributes, input), alone. */
+function startLikeTheApi(stack: Stack, userId: string, jobId: string) {
   const { config } = stack;
-  const request = { ...smallJob('a benchmark submission'), aspect_ratio: '16:9', seed: null, webhook_url: null, metadata: {} } as GenerationInput['request'];
-  return callLoad(
-    () => {
-      const jobId = `gen_${randomBytes(16).toString('hex')}`;
-      const input: GenerationInput = {
-        jobId,
-        userId,
-        tier: 'pro',
-        request,
-        acceptedAt: new Date().toISOString(),
-        settings: {
-          gpuTaskQueue: config.worker.gpuTaskQueue,
-          fairnessWeight: config.generation.tierWeights.pro,
-          heartbeatTimeoutMs: config.generation.heartbeatTimeoutMs,
-          maxAttempts: config.generation.maxAttempts,
-          retryBackoffMs: config.generation.retryBackoffMs,
-          maxQueueMs: config.generation.maxQueueMs,
-          maxRunMs: config.generation.maxRunMs,
-          expectedRunMs: config.generation.expectedRunMs,
-        },
-      };
-      return stack.client.workflow.start(GENERATION_WORKFLOW_TYPE, {
-        taskQueue: config.worker.generationTaskQueue,
-        workflowId: jobId,
-        args: [input],
-        workflowIdConflictPolicy: 'USE_EXISTING',
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        typedSearchAttributes: [
-          { key: SA_USER_ID, value: userId },
-          { key: SA_TIER, value: 'pro' },
-          { key: SA_STATUS, value: 'queued' },
-        ],
-      });
+  const input: GenerationInput = {
+    jobId,
+    userId,
+    tier: 'pro',
+    request: { ...smallJob('a benchmark submission'), aspect_ratio: '16:9', seed: null, webhook_url: null, metadata: {} } as GenerationInput['request'],
+    acceptedAt: new Date().toISOString(),
+    settings: {
+      gpuTaskQueue: config.worker.gpuTaskQueue,
+      fairnessWeight: config.generation.tierWeights.pro,
+      heartbeatTimeoutMs: config.generation.heartbeatTimeoutMs,
+      maxAttempts: config.generation.maxAttempts,
+      retryBackoffMs: config.generation.retryBackoffMs,
+      maxQueueMs: config.generation.maxQueueMs,
+      maxRunMs: config.generation.maxRunMs,
+      expectedRunMs: config.generation.expectedRunMs,
     },
-    { concurrency: connections, durationMs },
+  };
+  return stack.client.workflow.start(GENERATION_WORKFLOW_TYPE, {
+    taskQueue: config.worker.generationTaskQueue,
+    workflowId: jobId,
+    args: [input],
+    workflowIdConflictPolicy: 'USE_EXISTING',
+    workflowIdReusePolicy: 'REJECT_DUPLICATE',
+    typedSearchAttributes: [
+      { key: SA_USER_ID, value: userId },
+      { key: SA_TIER, value: 'pro' },
+      { key: SA_STATUS, value: 'queued' },
+    ],
+  });
+}
+
+const newJobId = () => `gen_${randomBytes(16).toString('hex')}`;
+
+/** Raw `client.workflow.start` at a fixed concurrency: the baseline of the API's submit. */
+export function rawStarts(stack: Stack, userId: string, { connections, durationMs }: { connections: number; durationMs: number }): Promise<LoadFigures> {
+  return callLoad(() => startLikeTheApi(stack, userId, newJobId()), { concurrency: connections, durationMs });
+}
+
+/**
+ * `count` jobs waiting for a GPU slot, made quickly: the API's workflow starts (64 at a time) and its admission record
+ * (gpu_queue_entries, written with SQL), so Temporal and Postgres hold what `count` API submits would leave. The stack's
+ * generation worker then runs each to its GPU activity, which waits in the backlog (no dispatcher runs).
+ */
+async function fillGpuBacklog(stack: Stack, userIds: string[], count: number): Promise<void> {
+  const jobs = Array.from({ length: count }, (_, i) => ({ jobId: newJobId(), userId: userIds[i % userIds.length] }));
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 64 }, async () => {
+      for (let i = next++; i < jobs.length; i = next++) await startLikeTheApi(stack, jobs[i].userId, jobs[i].jobId);
+    }),
   );
+  const { pool } = stack.config.dispatch;
+  const weight = stack.config.generation.tierWeights.pro;
+  for (let i = 0; i < jobs.length; i += 5_000) {
+    const chunk = jobs.slice(i, i + 5_000);
+    await stack.database.sql`
+      insert into gpu_queue_entries (job_id, pool, user_id, tier, fairness_weight)
+      select job_id, ${pool}, user_id, 'pro', ${weight} from unnest(${chunk.map((j) => j.jobId)}::text[], ${chunk.map((j) => j.userId)}::text[]) as t(job_id, user_id)`;
+  }
 }
 
 export interface BacklogFigures {
@@ -86,30 +109,35 @@ export interface BacklogFigures {
 
 /**
  * On a stack whose generation worker runs but no GPU dispatcher: submit rate with the gpu backlog empty; then `backlog`
- * more jobs are submitted (by other users) and left waiting for a slot; then the submit rate again.
+ * more jobs of other users (`fill`) are left waiting for a slot; then the submit rate again.
  */
 export async function submitsUnderBacklog(
   stack: Stack,
   measure: SubmitTarget,
-  fill: SubmitTarget,
-  { backlog, connections, durationS, log }: { backlog: number; connections: number; durationS: number; log: (line: string) => void },
+  fill: string[],
+  { backlog, connections, rounds, seconds, log }: { backlog: number; connections: number; rounds: number; seconds: number; log: (line: string) => void },
 ): Promise<BacklogFigures> {
   const queue = stack.config.worker.gpuTaskQueue;
-  await apiSubmits(measure, { connections, durationS: 2 }); // warm-up
-  const empty = await apiSubmits(measure, { connections, durationS });
+  const runs = async () => {
+    await apiSubmits(measure, { connections, durationS: 2 }); // warm-up
+    const each: LoadFigures[] = [];
+    for (let i = 0; i < rounds; i++) each.push(await apiSubmits(measure, { connections, durationS: seconds }));
+    return combine(each);
+  };
+  const empty = await runs();
   log(`  empty backlog: ${empty.rps.toFixed(1)} submits/s; filling the gpu backlog with ${backlog} jobs…`);
   const began = Date.now();
-  const filled = await apiSubmits(fill, { connections: 32, amount: backlog });
-  if (filled.ok < backlog) log(`  warning: ${backlog - filled.ok} of the fill submits were refused (${JSON.stringify(filled.statuses)})`);
+  await fillGpuBacklog(stack, fill, backlog);
+  log(`  ${backlog} workflows started in ${((Date.now() - began) / 1000).toFixed(0)} s; waiting for them to reach the gpu backlog…`);
   const backlogAtStart = await eventually(
     async () => {
       const n = await gpuBacklog(stack.client, queue);
-      return n >= filled.ok ? n : undefined;
+      return n >= backlog ? n : undefined;
     },
-    { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${filled.ok} jobs waiting in the gpu backlog` },
+    { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${backlog} jobs waiting in the gpu backlog` },
   );
   const fillSeconds = (Date.now() - began) / 1000;
   log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s; measuring again…`);
-  const loaded = await apiSubmits(measure, { connections, durationS });
+  const loaded = await runs();
   return { empty, loaded, backlogAtStart, fillSeconds };
 }

@@ -1,0 +1,191 @@
+import type { SpawnedProcess } from '../test/processes';
+import { freePort } from '../scripts/lib/ports';
+import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
+import type { Stack } from '../test/harness';
+import { backloggedRun, pollingRun } from './lib/e2e-figures';
+import { runMain, startTestInfrastructure, withStack } from './lib/infra';
+import { takeTurns, type LoadFigures } from './lib/load';
+import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
+import { spawnService } from './lib/services';
+import { statusFigures } from './lib/status-figures';
+import { apiSubmits, rawStarts, submitsUnderBacklog, type SubmitTarget } from './lib/submit-figures';
+
+/**
+ * `npm run bench [-- --quick]`: the service against its baselines. Starts its own Temporal dev server and Postgres (as the
+ * tests do), then measures on stacks of its own, with the API as a child process so the load generator (autocannon) does
+ * not share its event loop:
+ *   submit   POST /v1/generations beside raw client.workflow.start, same concurrency, same server
+ *   status   GET /v1/generations?limit=20 beside its SQL through postgres.js
+ *   e2e      slot utilisation and handoff while backlogged; backend-done → visible-and-notified by callback and by polling
+ *   scale    list p99 at 10 thousand vs 1 million projection rows; submit rate with 10,000 jobs waiting for a slot vs none
+ * Prints a table and writes bench/out/bench.json and bench/out/bench.md. A missed goal is printed as missed.
+ */
+const quick = process.argv.includes('--quick');
+const PLAN = quick
+  ? { connections: 16, rounds: 2, seconds: 3, smallRows: 10_000, largeRows: 200_000, backlog: 2_000, users: 4, jobsEach: 8, pollUsers: 3, pollJobsEach: 6 }
+  : { connections: 16, rounds: 3, seconds: 5, smallRows: 10_000, largeRows: 1_000_000, backlog: 10_000, users: 4, jobsEach: 15, pollUsers: 4, pollJobsEach: 10 };
+const SLOTS = 4;
+const POLL_INTERVAL_MS = 1_000;
+// The defaults' ratio (HEARTBEAT_TIMEOUT_MS 10 s to POLL_INTERVAL_MS 5 s), scaled down five times.
+const HEARTBEAT_TIMEOUT_MS = 2_000;
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+const step = (line: string) => say(`\n▶ ${line}`);
+const round = (n: number, digits = 3) => Math.round(n * 10 ** digits) / 10 ** digits;
+const rate = (f: LoadFigures) => `${f.rps.toFixed(1)}/s (p50 ${f.p50Ms.toFixed(0)} ms, p99 ${f.p99Ms.toFixed(0)} ms${f.failed ? `, ${f.failed} failed` : ''})`;
+
+/** The stack's API again, as a child process (LOG_LEVEL warn: no log line per request through the pipe to this process). */
+async function withApiProcess<T>(stack: Stack, name: string, run: (apiUrl: string) => Promise<T>): Promise<T> {
+  const port = await freePort();
+  const api: SpawnedProcess = await spawnService('api', name, { ...stack.env, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'warn' });
+  try {
+    return await run(`http://127.0.0.1:${port}`);
+  } finally {
+    await api.stop();
+  }
+}
+
+async function users(stack: Stack, count: number): Promise<Array<{ userId: string; apiKey: string }>> {
+  return Promise.all(Array.from({ length: count }, () => stack.createUser('pro')));
+}
+
+async function main(): Promise<number> {
+  const began = Date.now();
+  say(`${machineLine()}\n${quick ? 'Quick run (--quick): shorter runs and smaller tables.' : 'Full run.'}`);
+  const infrastructure = await startTestInfrastructure();
+  try {
+    step(`e2e: ${PLAN.users} users × ${PLAN.jobsEach} jobs backlogged on ${SLOTS} slots (generation p50 1.5 s), callbacks on`);
+    const backlogged = await withStack(
+      { env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), SIM_P50_MS: '1500', SIM_P99_MS: '2500' }, knobs: { capacity: 100 } },
+      (stack) => backloggedRun(stack, { users: PLAN.users, jobsEach: PLAN.jobsEach, capacity: SLOTS }),
+    );
+    say(`  utilisation ${round(backlogged.utilisation, 4)}, handoff p99 ${backlogged.handoffP99Ms} ms, visible p99 ${backlogged.visible.p99Ms.toFixed(0)} ms`);
+
+    step(`e2e: every callback lost; poll interval ${POLL_INTERVAL_MS} ms, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms`);
+    const polled = await withStack(
+      {
+        env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), POLL_INTERVAL_MS: String(POLL_INTERVAL_MS), HEARTBEAT_TIMEOUT_MS: String(HEARTBEAT_TIMEOUT_MS), SIM_P50_MS: '800', SIM_P99_MS: '1500' },
+        knobs: { capacity: 100, callbackLossRate: 1 },
+      },
+      (stack) => pollingRun(stack, { users: PLAN.pollUsers, jobsEach: PLAN.pollJobsEach }),
+    );
+    say(`  visible p99 ${polled.p99Ms.toFixed(0)} ms over ${polled.jobs} jobs`);
+
+    // No generation worker here: started workflows wait in Temporal, so both submit paths measure the start alone.
+    const reads = await withStack({ env: { ...UNLIMITED_ADMISSION, WORKER_ROLE: 'gpu' } }, async (stack) =>
+      withApiProcess(stack, 'bench-api-submit', async (apiUrl) => {
+        step(`submit: POST /v1/generations (autocannon) vs client.workflow.start, ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s each`);
+        const submitters = await users(stack, 50);
+        const target: SubmitTarget = { apiUrl, apiKeys: submitters.map((u) => u.apiKey) };
+        const [api, raw] = await takeTurns(
+          [
+            (seconds) => apiSubmits(target, { connections: PLAN.connections, durationS: seconds }),
+            (seconds) => rawStarts(stack, submitters[0].userId, { connections: PLAN.connections, durationMs: seconds * 1000 }),
+          ],
+          PLAN,
+        );
+        say(`  API ${rate(api)}; raw ${rate(raw)}`);
+
+        step(`status and scale: GET /v1/generations?limit=20 vs its SQL via postgres.js, ${PLAN.smallRows} then ${PLAN.largeRows} rows`);
+        const status = await statusFigures(stack, apiUrl, { smallRows: PLAN.smallRows, largeRows: PLAN.largeRows, connections: PLAN.connections, rounds: PLAN.rounds, seconds: PLAN.seconds, log: say });
+        say(`  ${PLAN.largeRows} rows (loaded in ${status.loadSeconds.toFixed(0)} s): API ${rate(status.apiLarge)}; SQL ${rate(status.directLarge)}`);
+        return { api, raw, status };
+      }),
+    );
+
+    step(`scale: submit rate with ${PLAN.backlog} jobs waiting for a GPU slot vs none (generation worker on, no dispatcher)`);
+    const backlog = await withStack({ env: { ...UNLIMITED_ADMISSION, WORKER_ROLE: 'generation' } }, async (stack) =>
+      withApiProcess(stack, 'bench-api-backlog', async (apiUrl) => {
+        const [measure, fill] = [await users(stack, 50), await users(stack, 20)];
+        return submitsUnderBacklog(
+          stack,
+          { apiUrl, apiKeys: measure.map((u) => u.apiKey) },
+          fill.map((u) => u.userId),
+          { backlog: PLAN.backlog, connections: PLAN.connections, rounds: PLAN.rounds, seconds: PLAN.seconds, log: say },
+        );
+      }),
+    );
+    say(`  empty ${rate(backlog.empty)}; with ${backlog.backlogAtStart} waiting ${rate(backlog.loaded)}`);
+
+    const { api, raw, status } = reads;
+    const figures = {
+      quick,
+      submit_ratio: round(api.rps / raw.rps),
+      status_ratio: round(status.api.rps / status.direct.rps),
+      utilisation: round(backlogged.utilisation, 4),
+      handoff_p99_ms: Math.round(backlogged.handoffP99Ms),
+      visible_p99_ms_callback: Math.round(backlogged.visible.p99Ms),
+      visible_p99_ms_polling: Math.round(polled.p99Ms),
+      poll_interval_ms: POLL_INTERVAL_MS,
+      list_p99_ratio_1m_vs_10k: round(status.apiLarge.p99Ms / status.api.p99Ms),
+      submit_ratio_backlog_vs_empty: round(backlog.loaded.rps / backlog.empty.rps),
+      details: {
+        connections: PLAN.connections,
+        turns: PLAN.rounds,
+        seconds_per_turn: PLAN.seconds,
+        submit_api: api,
+        submit_raw: raw,
+        status_api_10k: status.api,
+        status_sql_10k: status.direct,
+        status_api_large: status.apiLarge,
+        status_sql_large: status.directLarge,
+        list_rows_small: status.smallRows,
+        list_rows_large: status.largeRows,
+        backlog_jobs: backlog.backlogAtStart,
+        backlog_fill_seconds: round(backlog.fillSeconds, 1),
+        submit_api_empty_backlog: backlog.empty,
+        submit_api_with_backlog: backlog.loaded,
+        e2e_slots: SLOTS,
+        e2e_jobs: PLAN.users * PLAN.jobsEach,
+        handoff_p50_ms: backlogged.handoffP50Ms,
+        handoffs: backlogged.handoffs,
+        max_in_flight: backlogged.maxInFlight,
+        visible_callback: backlogged.visible,
+        visible_polling: polled,
+        heartbeat_timeout_ms_polling: HEARTBEAT_TIMEOUT_MS,
+      },
+    };
+    const large = status.largeRows >= 1_000_000 ? `${status.largeRows / 1_000_000}M` : `${status.largeRows / 1000}k`;
+    const rows: Row[] = [
+      { section: 'submit', figure: 'API POST /v1/generations', value: rate(api) },
+      { section: 'submit', figure: 'raw client.workflow.start', value: rate(raw) },
+      { section: 'submit', figure: 'ratio API / raw', value: String(figures.submit_ratio), goal: '≥ 0.8', met: figures.submit_ratio >= 0.8 },
+      { section: 'status', figure: `API GET /v1/generations?limit=20 (${status.smallRows / 1000}k rows)`, value: rate(status.api) },
+      { section: 'status', figure: 'same SQL via postgres.js', value: rate(status.direct) },
+      { section: 'status', figure: 'ratio API / SQL', value: String(figures.status_ratio), goal: '≥ 0.5', met: figures.status_ratio >= 0.5 },
+      { section: 'e2e', figure: `slot utilisation while backlogged (${SLOTS} slots)`, value: `${(figures.utilisation * 100).toFixed(2)} %`, goal: '≥ 97 %', met: figures.utilisation >= 0.97 },
+      { section: 'e2e', figure: 'slot handoff p99', value: `${figures.handoff_p99_ms} ms`, goal: '≤ 1000 ms', met: figures.handoff_p99_ms <= 1000 },
+      { section: 'e2e', figure: 'backend done → visible + notified p99, callback', value: `${figures.visible_p99_ms_callback} ms`, goal: '≤ 500 ms', met: figures.visible_p99_ms_callback <= 500 },
+      {
+        section: 'e2e',
+        figure: `backend done → visible + notified p99, polling (every callback lost)`,
+        value: `${figures.visible_p99_ms_polling} ms`,
+        goal: `≤ ${POLL_INTERVAL_MS + 1000} ms (poll ${POLL_INTERVAL_MS} ms + 1 s)`,
+        met: figures.visible_p99_ms_polling <= POLL_INTERVAL_MS + 1000,
+      },
+      { section: 'scale', figure: `list p99 at ${status.smallRows / 1000}k rows`, value: `${status.api.p99Ms} ms` },
+      { section: 'scale', figure: `list p99 at ${large} rows`, value: `${status.apiLarge.p99Ms} ms` },
+      { section: 'scale', figure: `list p99 ratio ${large} / ${status.smallRows / 1000}k`, value: String(figures.list_p99_ratio_1m_vs_10k), goal: '≤ 1.5', met: figures.list_p99_ratio_1m_vs_10k <= 1.5 },
+      { section: 'scale', figure: 'submit, gpu backlog empty', value: rate(backlog.empty) },
+      { section: 'scale', figure: `submit, ${backlog.backlogAtStart} jobs waiting for a slot`, value: rate(backlog.loaded) },
+      { section: 'scale', figure: 'submit ratio backlog / empty', value: String(figures.submit_ratio_backlog_vs_empty), goal: '≥ 0.8', met: figures.submit_ratio_backlog_vs_empty >= 0.8 },
+    ];
+    const goals = rows.filter((r) => r.met !== undefined);
+    const notes = [
+      `${PLAN.connections} connections (or calls in flight) on every throughput figure. Each side ran ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up, compared sides taking turns; a rate is the turns' total, a percentile the median of the turns'.`,
+      'Every service process, Temporal dev server (SQLite in memory), Postgres and the load generator share this one machine.',
+      `List rows are finished jobs of the measured user, bulk-loaded with generate_series and ANALYZEd; ${large} = ${status.largeRows} rows.`,
+      `The gpu backlog: ${backlog.backlogAtStart} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s; the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
+    ];
+    step(`figures after ${Math.round((Date.now() - began) / 1000)} s — ${goals.filter((r) => r.met).length} of ${goals.length} goals met`);
+    say(formatTable(rows));
+    const json = writeOut('bench.json', `${JSON.stringify(figures, null, 2)}\n`);
+    const md = writeOut('bench.md', formatMarkdown(`Benchmark${quick ? ' (quick)' : ''}`, rows, notes));
+    say(`\nwritten: ${json}, ${md}`);
+    return 0;
+  } finally {
+    await infrastructure.stop();
+  }
+}
+
+runMain(main);

@@ -26,9 +26,9 @@ async function main(): Promise<void> {
   const began = Date.now();
   const infrastructure = await startTestInfrastructure();
   try {
-    step(`equal users: 4 users × 20 jobs on ${CAPACITY} slots (generation p50 3 s) — Jain's index, utilisation, handoff`);
-    const equal = await onStack({ SIM_P50_MS: '3000', SIM_P99_MS: '4500' }, {}, (stack) =>
-      equalUsersContend(stack, { users: 4, jobsEach: 20, capacity: CAPACITY }),
+    step(`equal users: 4 users × 25 jobs on ${CAPACITY} slots (generation p50 4 s) — Jain's index, utilisation, handoff`);
+    const equal = await onStack({ SIM_P50_MS: '4000', SIM_P99_MS: '6000' }, {}, (stack) =>
+      equalUsersContend(stack, { users: 4, jobsEach: 25, capacity: CAPACITY }),
     );
     show(equal);
 

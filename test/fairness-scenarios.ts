@@ -155,16 +155,19 @@ export async function capacityHalved(
 
   const accepted = log.filter((s) => s.id !== undefined);
   const runs = await waitForBackendEnds(stack, accepted.map((s) => s.id!), 10 * 60_000);
+  const backendAt = new Map(runs.map((r) => [r.jobId, r.submittedAt]));
   const waits = await Promise.all(
     accepted.filter((s) => s.tier === 'pro').map(async (s) => {
       const job = (await paid.get(s.id!)).body;
-      return { at: s.at, waitMs: Date.parse(job.started_at) - Date.parse(job.created_at) };
+      // The part spent in the gpu queue itself (task scheduled → on the backend), the rest being the way there.
+      const gpuQueueMs = backendAt.get(s.id!)! - (await gpuTaskScheduledAt(stack, s.id!));
+      return { at: s.at, waitMs: Date.parse(job.started_at) - Date.parse(job.created_at), gpuQueueMs };
     }),
   );
   // Steady state only: the first seconds of each phase fill (or drain) the GPUs.
   const settle = Math.min(3_000, phaseMs / 3);
-  const before = waits.filter((w) => w.at > startedAt + settle && w.at < halvedAt).map((w) => w.waitMs);
-  const after = waits.filter((w) => w.at > halvedAt + settle).map((w) => w.waitMs);
+  const before = waits.filter((w) => w.at > startedAt + settle && w.at < halvedAt);
+  const after = waits.filter((w) => w.at > halvedAt + settle);
   // A dispatch already past its claim when the number fell reaches the backend within milliseconds; later ones obey.
   const submittedAfter = inFlightAtSubmissions(runs).filter(({ run }) => run.submittedAt > halvedAt + 250);
   const freeAfter = log.filter((s) => s.tier === 'free' && s.at > halvedAt);
@@ -172,8 +175,10 @@ export async function capacityHalved(
   return {
     capacityBefore: capacity,
     capacityAfter: Math.floor(capacity / 2),
-    paidP95WaitBeforeMs: percentile(before, 95),
-    paidP95WaitAfterMs: percentile(after, 95),
+    paidP95WaitBeforeMs: percentile(before.map((w) => w.waitMs), 95),
+    paidP95WaitAfterMs: percentile(after.map((w) => w.waitMs), 95),
+    paidP95GpuQueueWaitBeforeMs: percentile(before.map((w) => w.gpuQueueMs), 95),
+    paidP95GpuQueueWaitAfterMs: percentile(after.map((w) => w.gpuQueueMs), 95),
     paidSamples: [before.length, after.length],
     maxInFlightBefore: maxInFlight(runs.filter((r) => r.submittedAt < halvedAt)),
     maxInFlightAfter: Math.max(0, ...submittedAfter.map((s) => s.inFlight)),

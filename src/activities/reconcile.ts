@@ -1,5 +1,5 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { and, eq, isNull, lt } from 'drizzle-orm';
+import { and, asc, eq, isNull, lt } from 'drizzle-orm';
 import { settleCredits, undoReservation } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
@@ -9,7 +9,7 @@ import { endingWrite, type GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';
 import type { Logger } from '../lib/logger';
 import type { GenerationEndedInput } from './notify';
-import { generationStateQuery } from '../workflows/messages';
+import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
 
 export interface ReconcileReport {
   checked: number;
@@ -32,12 +32,17 @@ export interface ReconcileDeps {
   notifyEnded: (input: GenerationEndedInput) => Promise<void>;
 }
 
+const TEMPORAL_CALL_MS = 5_000;
+
 export function createReconcileActivities({ db, client, logger, notifyEnded }: ReconcileDeps) {
+  // One slow answer must not stall the pass.
+  const withDeadline = <T>(call: () => Promise<T>) => client.withDeadline(Date.now() + TEMPORAL_CALL_MS, call);
+
   async function repairFromWorkflow(jobId: string): Promise<'repaired' | 'in_step' | 'missing'> {
     const handle = client.workflow.getHandle(jobId);
     let description;
     try {
-      description = await handle.describe();
+      description = await withDeadline(() => handle.describe());
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) return 'missing';
       throw err;
@@ -45,10 +50,12 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
     const status = description.status.name;
     let moved: boolean;
     if (status === 'RUNNING') {
-      const state = await handle.query(generationStateQuery);
-      moved = await applyWrite(db, { jobId, runOpenedAt: state.runOpenedAt, status: state.status, attempt: state.attempt, progress: 0, backendJobId: state.backendJobId });
+      // The search attributes say where a running job is, without a query (which would wait on a worker that may be down).
+      const running = description.typedSearchAttributes.get(SA_STATUS) === 'running';
+      const backendJobId = description.typedSearchAttributes.get(SA_BACKEND_JOB_ID) ?? null;
+      moved = running && (await applyWrite(db, { jobId, status: 'running', attempt: 0, progress: 0, backendJobId }));
     } else if (status === 'COMPLETED') {
-      const state = (await handle.result()) as GenerationState;
+      const state = (await withDeadline(() => handle.result())) as GenerationState;
       moved = await applyWrite(db, endingWrite(state, (description.closeTime ?? new Date()).toISOString()));
     } else {
       // Terminated, timed out or failed as a workflow: it will never settle on its own.
@@ -75,10 +82,12 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
     async reconcileProjection({ quietForMs, limit }: { quietForMs: number; limit: number }): Promise<ReconcileReport> {
       const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, stuck: 0, orphanReservationsReleased: 0 };
       const quietSince = new Date(Date.now() - quietForMs);
+      // Longest-quiet first, so a large backlog of healthy queued jobs cannot keep a diverged row from its turn.
       const rows = await db
         .select({ id: generations.id })
         .from(generations)
         .where(and(lt(generations.statusRank, 2), lt(generations.updatedAt, quietSince)))
+        .orderBy(asc(generations.updatedAt))
         .limit(limit);
       for (const { id } of rows) {
         report.checked += 1;
@@ -95,10 +104,7 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
         .limit(limit);
       for (const { jobId } of orphans) {
         if (!jobId) continue;
-        const exists = await client.workflow
-          .getHandle(jobId)
-          .describe()
-          .then(() => true, (err: unknown) => (err instanceof WorkflowNotFoundError ? false : Promise.reject(err)));
+        const exists = await withDeadline(() => client.workflow.getHandle(jobId).describe()).then(() => true, (err: unknown) => (err instanceof WorkflowNotFoundError ? false : Promise.reject(err)));
         if (exists) continue;
         await db.transaction((tx) => undoReservation(tx, jobId));
         report.orphanReservationsReleased += 1;

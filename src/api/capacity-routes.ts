@@ -5,7 +5,8 @@ import type { Sql } from '../db/client';
 import { readCapacity, readSlotUse, setAdminCapacity, type PoolCapacity } from '../dispatch/capacity';
 import { parseOr400 } from './validation';
 
-export const capacityBody = z.object({ capacity: z.number().int().min(1).max(100_000).nullable() }).strict();
+export // 0 pauses dispatch: in-flight jobs finish, nothing new starts, and every tier's backlog bound falls to its minimum.
+const capacityBody = z.object({ capacity: z.number().int().min(0).max(100_000).nullable() }).strict();
 
 /**
  * /admin/capacity: the GPU pool's live capacity. PUT sets the operator's number (null clears it); the live number is the

@@ -1,0 +1,231 @@
+import { randomBytes } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { createDatabase } from '../src/db/client';
+import { startWebhookReceiver } from '../src/notifications/test-helpers';
+import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
+import { ChaosCluster } from './lib/chaos-cluster';
+import { createUsers, newClientStats, submitUntilAnswered, type Submission } from './lib/chaos-clients';
+import { checkInvariants, countTerminal, pendingDeliveries, unfinishedWorkflows, type InvariantCounts } from './lib/chaos-invariants';
+import { runMain } from './lib/infra';
+import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
+
+/**
+ * `npm run chaos [-- --jobs N] [--short] [--keep]`: the chaos campaign. The whole service runs as real processes (Temporal
+ * dev server on a SQLite file, embedded Postgres, simulator, API, 2 generation workers, 2 GPU dispatchers). Clients
+ * submit N jobs (500; --short: 60 over a shorter timeline) while workers and dispatchers are SIGKILLed over and over, the
+ * Temporal server is restarted once and Postgres once, and the simulator drops 30% of callbacks, duplicates 30% and fails
+ * 10% of generations transiently. Then it waits for convergence and checks, from Postgres and Temporal, that nothing was
+ * lost, notified twice, delivered under two webhook ids, charged twice or left diverged. Exits 1 if anything was.
+ */
+const argv = process.argv.slice(2);
+const short = argv.includes('--short');
+const jobsFlag = argv.indexOf('--jobs');
+const JOBS = jobsFlag >= 0 ? Number(argv[jobsFlag + 1]) : short ? 60 : 500;
+if (!Number.isInteger(JOBS) || JOBS < 1) throw new Error('--jobs: a positive whole number');
+const USERS = 8;
+// The timeline, in ms from the first submit.
+const PLAN = short
+  ? { submitWindowMs: 20_000, killEveryMs: [2_500, 4_500], chaosUntilMs: 24_000, temporalAtMs: 5_000, postgresAtMs: 13_000, convergeMs: 150_000 }
+  : { submitWindowMs: Math.max(60_000, (JOBS / 8) * 1000), killEveryMs: [3_000, 6_000], chaosUntilMs: 0, temporalAtMs: 20_000, postgresAtMs: 42_000, convergeMs: 360_000 };
+PLAN.chaosUntilMs ||= PLAN.submitWindowMs + 15_000;
+
+const SERVICE_ENV: Record<string, string> = {
+  ...UNLIMITED_ADMISSION,
+  LOG_LEVEL: 'warn',
+  GPU_SLOTS: '16',
+  GPU_SUBMITS_PER_SECOND: '200',
+  // A killed dispatcher's slots come back within seconds.
+  GPU_LEASE_TTL_MS: '4000',
+  POLL_INTERVAL_MS: '1000',
+  HEARTBEAT_TIMEOUT_MS: '3000',
+  HEARTBEAT_THROTTLE_MS: '300',
+  RETRY_BACKOFF_MS: '200',
+  MAX_ATTEMPTS: '3',
+  MAX_RUN_MS: '300000',
+  RECONCILE_INTERVAL_MS: '5000',
+  SIM_CAPACITY: '100',
+  SIM_P50_MS: '800',
+  SIM_P99_MS: '2500',
+  SIM_CALLBACK_LOSS_RATE: '0.3',
+  SIM_CALLBACK_DUPLICATE_RATE: '0.3',
+  SIM_TRANSIENT_FAILURE_RATE: '0.1',
+  WEBHOOK_ALLOWED_HOSTS: '127.0.0.0/8',
+  WEBHOOK_RETRY_SCALE: '0.0002',
+  WEBHOOK_TIMEOUT_MS: '2000',
+};
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const between = ([lo, hi]: number[]) => lo + Math.random() * (hi - lo);
+
+async function main(): Promise<number> {
+  const began = Date.now();
+  say(`${machineLine()}\nChaos: ${JOBS} jobs${short ? ' (short timeline)' : ''}; submits over ${PLAN.submitWindowMs / 1000} s, kills until ${PLAN.chaosUntilMs / 1000} s, Temporal restart at ${PLAN.temporalAtMs / 1000} s, Postgres restart at ${PLAN.postgresAtMs / 1000} s.`);
+  const receiver = await startWebhookReceiver((n) => ({ status: n % 7 === 0 ? 503 : 204 }));
+  const cluster = await ChaosCluster.start({ generationWorkers: 2, dispatchers: 2, env: SERVICE_ENV, log: say });
+  say(`• started in ${((Date.now() - began) / 1000).toFixed(0)} s (state in ${cluster.dir})`);
+  try {
+    const users = await createUsers(cluster.apiUrl, cluster.adminApiKey, USERS, receiver.url);
+    const stats = newClientStats();
+    const run = randomBytes(3).toString('hex');
+    const t0 = Date.now();
+    cluster.record(`submitting ${JOBS} jobs`);
+
+    const submits = Promise.all(
+      Array.from({ length: JOBS }, async (_, index) => {
+        await sleep((index * PLAN.submitWindowMs) / JOBS);
+        const body = { prompt: `chaos job ${index}`, duration_seconds: 1, resolution: '480p' };
+        return submitUntilAnswered(cluster.apiUrl, { index, key: `chaos-${run}-${index}`, user: users[index % USERS] }, body, { deadline: Date.now() + 240_000, stats });
+      }),
+    );
+    let kills = 0;
+    const monkey = (async () => {
+      await sleep(1_000);
+      while (Date.now() - t0 < PLAN.chaosUntilMs) {
+        const victims = cluster.killable;
+        if (victims.length > 0) {
+          await cluster.kill(victims[Math.floor(Math.random() * victims.length)], between([500, 3_000]));
+          kills++;
+        }
+        await sleep(between(PLAN.killEveryMs));
+      }
+    })();
+    const infrastructure = (async () => {
+      await sleep(PLAN.temporalAtMs);
+      await cluster.restartTemporal();
+      await sleep(Math.max(0, PLAN.postgresAtMs - (Date.now() - t0)));
+      await cluster.restartPostgres();
+    })();
+    const [submissions] = await Promise.all([submits, monkey, infrastructure]);
+    cluster.record(`chaos over: ${kills} kills; every submit answered`);
+    await cluster.heal();
+
+    const accepted = submissions.filter((s) => s.outcome === 'accepted');
+    const ids = [...new Set(accepted.map((s) => s.id!))];
+    const database = createDatabase(cluster.postgres.url, { max: 4 });
+    const connection = await Connection.connect({ address: cluster.temporal.address });
+    const client = new Client({ connection });
+    try {
+      const convergedIn = await converge(database.sql, client, ids);
+      cluster.record(convergedIn === null ? `NOT converged within ${PLAN.convergeMs / 1000} s` : `converged: every accepted job terminal after ${(convergedIn / 1000).toFixed(0)} s`);
+      const replayMismatches = await replayEverySubmit(cluster.apiUrl, accepted);
+      const counts = await checkInvariants(database.sql, client, ids, users.map((u) => u.userId), receiver.received);
+      const simulator = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/stats`)).json()) as Record<string, number>;
+      return report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
+    } finally {
+      await connection.close();
+      await database.close();
+    }
+  } finally {
+    await cluster.stop({ keepState: argv.includes('--keep') });
+    await receiver.close();
+  }
+}
+
+/**
+ * Waits until every accepted job's row is terminal, its workflow has completed and its webhooks are settled; the ms it
+ * took, or null at the deadline (what is still missing is then counted by the invariants).
+ */
+async function converge(sql: ReturnType<typeof createDatabase>['sql'], client: Client, ids: string[]): Promise<number | null> {
+  const from = Date.now();
+  let lastSaid = 0;
+  while (Date.now() - from < PLAN.convergeMs) {
+    const [terminal, pending] = [await countTerminal(sql, ids), await pendingDeliveries(sql, ids)];
+    const unfinished = terminal === ids.length && pending === 0 ? await unfinishedWorkflows(client, ids) : undefined;
+    if (unfinished === 0) return Date.now() - from;
+    if (Date.now() - lastSaid > 10_000) {
+      say(`  … ${terminal} of ${ids.length} jobs terminal, ${pending} webhook deliveries pending${unfinished ? `, ${unfinished} workflows still open` : ''}`);
+      lastSaid = Date.now();
+    }
+    await sleep(1_000);
+  }
+  return null;
+}
+
+/** Every accepted submit sent once more, as a client that never saw its answer would: the same job, replayed, no charge. */
+async function replayEverySubmit(apiUrl: string, accepted: Submission[]): Promise<number> {
+  let mismatches = 0;
+  let next = 0;
+  await Promise.all(
+    Array.from({ length: 8 }, async () => {
+      for (let i = next++; i < accepted.length; i = next++) {
+        const s = accepted[i];
+        const body = { prompt: `chaos job ${s.index}`, duration_seconds: 1, resolution: '480p' };
+        const again = await submitUntilAnswered(apiUrl, s, body, { deadline: Date.now() + 30_000, stats: newClientStats() });
+        if (again.id !== s.id || s.conflictingIds > 0) mismatches++;
+      }
+    }),
+  );
+  return mismatches;
+}
+
+interface Outcome {
+  counts: InvariantCounts;
+  submissions: Submission[];
+  replayMismatches: number;
+  stats: ReturnType<typeof newClientStats>;
+  kills: number;
+  cluster: ChaosCluster;
+  simulator: Record<string, number>;
+  convergedIn: number | null;
+  webhooks: number;
+  seconds: number;
+}
+
+function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks, seconds }: Outcome): number {
+  const notAccepted = submissions.filter((s) => s.outcome !== 'accepted');
+  const must = (figure: string, value: number, zero = true): Row => ({ section: 'invariant', figure, value: String(value), goal: zero ? '0' : '', met: value === 0 });
+  const info = (section: string, figure: string, value: string | number): Row => ({ section, figure, value: String(value) });
+  const rows: Row[] = [
+    info('jobs', 'submitted (distinct Idempotency-Keys)', submissions.length),
+    info('jobs', 'accepted (202)', counts.accepted),
+    { section: 'jobs', figure: 'terminal', value: String(counts.terminal), goal: `= ${counts.accepted}`, met: counts.terminal === counts.accepted },
+    must('jobs lost', counts.lost),
+    must('submits never accepted', notAccepted.length),
+    must('duplicate in-app notifications', counts.duplicate_notifications),
+    must('terminal jobs without a notification', counts.missing_notifications),
+    must('webhook events with more than one id', counts.multi_id_webhook_events),
+    must('double charges', counts.double_charges),
+    must('unsettled reservations', counts.unsettled_charges),
+    must('unbalanced credit accounts', counts.unbalanced_accounts),
+    must('projection rows that disagree with Temporal', counts.diverged_rows),
+    must('replayed submits answered with another job', replayMismatches),
+    info('chaos', 'SIGKILLs of workers and dispatchers', kills),
+    info('chaos', 'Temporal server restarts', 1),
+    info('chaos', 'Postgres restarts', 1),
+    info('chaos', 'processes that exited by themselves (restarted)', cluster.unexpectedExits),
+    info('chaos', 'callbacks dropped / duplicated by the backend', `${simulator.callbacks_dropped ?? '?'} / ${simulator.callbacks_duplicated ?? '?'}`),
+    info('chaos', 'backend generations failed (transient) / succeeded', `${simulator.failed ?? '?'} / ${simulator.succeeded ?? '?'}`),
+    info('clients', 'submit requests (5xx / connection errors / 429)', `${stats.requests} (${stats.serverErrors} / ${stats.connectionErrors} / ${stats.throttled})`),
+    info('clients', 'webhook requests received', webhooks),
+    info('time', 'convergence after chaos', convergedIn === null ? 'not within the deadline' : `${(convergedIn / 1000).toFixed(0)} s`),
+    info('time', 'whole run', `${seconds.toFixed(0)} s`),
+  ];
+  const failed = rows.filter((r) => r.met === false);
+  say(`\n▶ chaos after ${seconds.toFixed(0)} s — ${failed.length === 0 ? 'every invariant held' : `${failed.length} invariant(s) FAILED`}`);
+  say(formatTable(rows));
+  const figures = {
+    ...counts,
+    jobs_requested: submissions.length,
+    not_accepted: notAccepted.length,
+    not_accepted_problems: notAccepted.slice(0, 10).map((s) => s.problem ?? s.outcome),
+    idempotency_mismatches: replayMismatches,
+    kills,
+    temporal_restarts: 1,
+    postgres_restarts: 1,
+    unexpected_exits: cluster.unexpectedExits,
+    client: stats,
+    simulator,
+    webhook_requests_received: webhooks,
+    converged_after_ms: convergedIn,
+    seconds: Math.round(seconds),
+    short,
+    events: cluster.events,
+  };
+  const json = writeOut('chaos.json', `${JSON.stringify(figures, null, 2)}\n`);
+  const md = writeOut('chaos.md', formatMarkdown(`Chaos campaign${short ? ' (short)' : ''}`, rows, cluster.events.map((e) => `${(e.atMs / 1000).toFixed(1)} s: ${e.what}`)));
+  say(`\nwritten: ${json}, ${md}`);
+  return failed.length === 0 ? 0 : 1;
+}
+
+runMain(main);

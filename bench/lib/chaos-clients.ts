@@ -1,0 +1,106 @@
+/**
+ * Clients that keep the API's contract under chaos: every submit carries an Idempotency-Key, and a 5xx, a 429 or a
+ * connection error is retried with the same key and body (after Retry-After, capped) until a definite answer.
+ */
+export interface ChaosUser {
+  userId: string;
+  apiKey: string;
+  tier: string;
+}
+
+export interface Submission {
+  index: number;
+  key: string;
+  user: ChaosUser;
+  /** The job id of the first 202. */
+  id?: string;
+  outcome: 'accepted' | 'refused' | 'gave_up';
+  /** 202 answers with another job id than the first (must never happen). */
+  conflictingIds: number;
+  attempts: number;
+  problem?: string;
+}
+
+export interface ClientStats {
+  requests: number;
+  serverErrors: number;
+  connectionErrors: number;
+  throttled: number;
+  replays: number;
+}
+
+export const newClientStats = (): ClientStats => ({ requests: 0, serverErrors: 0, connectionErrors: 0, throttled: 0, replays: 0 });
+
+async function admin(apiUrl: string, adminKey: string, body: unknown) {
+  const res = await fetch(`${apiUrl}/admin/users`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${adminKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  if (res.status !== 201) throw new Error(`create user: ${res.status} ${await res.text()}`);
+  return (await res.json()) as { user: { id: string }; api_key: string };
+}
+
+/** Users of mixed tiers, each with a webhook endpoint pointing at `webhookUrl`. */
+export async function createUsers(apiUrl: string, adminKey: string, count: number, webhookUrl: string): Promise<ChaosUser[]> {
+  const tiers = ['free', 'pro', 'pro', 'enterprise'];
+  const users: ChaosUser[] = [];
+  for (let i = 0; i < count; i++) {
+    const tier = tiers[i % tiers.length];
+    const created = await admin(apiUrl, adminKey, { name: `chaos-${i}`, tier });
+    const endpoint = await fetch(`${apiUrl}/v1/webhook-endpoints`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${created.api_key}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ url: webhookUrl, description: 'chaos receiver' }),
+    });
+    if (endpoint.status !== 201) throw new Error(`create webhook endpoint: ${endpoint.status} ${await endpoint.text()}`);
+    users.push({ userId: created.user.id, apiKey: created.api_key, tier });
+  }
+  return users;
+}
+
+/** One job's submit, retried per the contract until accepted, refused (a 4xx other than 429), or `deadline`. */
+export async function submitUntilAnswered(
+  apiUrl: string,
+  submission: Pick<Submission, 'index' | 'key' | 'user'>,
+  body: unknown,
+  { deadline, stats }: { deadline: number; stats: ClientStats },
+): Promise<Submission> {
+  const result: Submission = { ...submission, outcome: 'gave_up', conflictingIds: 0, attempts: 0 };
+  for (let retry = 0; Date.now() < deadline; retry++) {
+    result.attempts++;
+    stats.requests++;
+    let waitMs = Math.min(2_000, 100 * 2 ** retry);
+    try {
+      const res = await fetch(`${apiUrl}/v1/generations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${submission.user.apiKey}`, 'content-type': 'application/json', 'idempotency-key': submission.key },
+        body: JSON.stringify(body),
+        signal: AbortSignal.timeout(15_000),
+      });
+      const text = await res.text();
+      if (res.status === 202) {
+        const id = (JSON.parse(text) as { id: string }).id;
+        if (res.headers.get('idempotent-replayed') === 'true') stats.replays++;
+        if (result.id && result.id !== id) result.conflictingIds++;
+        result.id ??= id;
+        result.outcome = 'accepted';
+        return result;
+      }
+      result.problem = `${res.status} ${text.slice(0, 200)}`;
+      if (res.status === 429) stats.throttled++;
+      else if (res.status >= 500) stats.serverErrors++;
+      else {
+        result.outcome = 'refused';
+        return result;
+      }
+      const retryAfter = Number(res.headers.get('retry-after'));
+      if (Number.isFinite(retryAfter) && retryAfter > 0) waitMs = Math.min(2_000, retryAfter * 1000);
+    } catch (err) {
+      stats.connectionErrors++;
+      result.problem = err instanceof Error ? err.message : String(err);
+    }
+    await new Promise((r) => setTimeout(r, waitMs));
+  }
+  return result;
+}

@@ -70,8 +70,10 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
     workflowsPath: require.resolve('../src/workflows'),
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} } as never,
   });
-  const bundlePath = path.join(ARTIFACTS, 'workflow-bundle.js');
+  // One file per run: concurrent runs (and the benchmarks, which reuse this setup) must not read each other's half-written bundle.
+  const bundlePath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vg-bundle-')), 'workflow-bundle.js');
   fs.writeFileSync(bundlePath, code);
+  stoppers.push(async () => fs.rmSync(path.dirname(bundlePath), { recursive: true, force: true }));
 
   process.env.TEST_TEMPORAL_ADDRESS = temporal.address;
   process.env.TEST_DATABASE_URL = databaseUrl;

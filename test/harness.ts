@@ -4,6 +4,7 @@ import { DefaultLogger, Runtime } from '@temporalio/worker';
 import { startApi } from '../src/api/main';
 import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
+import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
 import { startSimulator, type RunningSimulator } from '../src/simulator/app';
 import type { SimulatorKnobs } from '../src/simulator/knobs';
@@ -38,8 +39,27 @@ export function testEnv(): { temporalAddress: string; databaseUrl: string; workf
   return { temporalAddress, databaseUrl, workflowBundle };
 }
 
-export async function startStack({ env = {}, knobs = {} }: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs> } = {}): Promise<Stack> {
-  const { temporalAddress, databaseUrl, workflowBundle } = testEnv();
+/** A new, migrated database on the run's Postgres server, for tests of what is global to a database (the reconciler). */
+async function freshDatabaseUrl(runDatabaseUrl: string): Promise<string> {
+  const name = `vg_own_${randomBytes(6).toString('hex')}`;
+  const admin = createDatabase(runDatabaseUrl, { max: 1 });
+  await admin.sql.unsafe(`create database ${name}`);
+  await admin.close();
+  const url = new URL(runDatabaseUrl);
+  url.pathname = `/${name}`;
+  await runMigrations(url.toString());
+  return url.toString();
+}
+
+export async function startStack({
+  env = {},
+  knobs = {},
+  ownDatabase = false,
+}: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs>; ownDatabase?: boolean } = {}): Promise<Stack> {
+  const run = testEnv();
+  const { temporalAddress, workflowBundle } = run;
+  // Other test files leave jobs behind in the run's database; a test of database-wide sweeps gets a database of its own.
+  const databaseUrl = ownDatabase ? await freshDatabaseUrl(run.databaseUrl) : run.databaseUrl;
   if (!runtimeInstalled) {
     Runtime.install({ logger: new DefaultLogger('ERROR') });
     runtimeInstalled = true;

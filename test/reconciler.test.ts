@@ -8,7 +8,7 @@ import { apiClient, eventually, startStack, type Stack } from './harness';
 describe('the reconciler', () => {
   let stack: Stack;
   beforeAll(async () => {
-    stack = await startStack({ env: { RECONCILE_INTERVAL_MS: '1000' } });
+    stack = await startStack({ env: { RECONCILE_INTERVAL_MS: '1000' }, ownDatabase: true });
   });
   afterAll(async () => {
     await stack?.close();

@@ -27,7 +27,7 @@ describe('the operator runbook', () => {
   };
 
   beforeAll(async () => {
-    stack = await startStack({ env: { MAX_ATTEMPTS: '1', EXPECTED_RUN_MS: '300', RECONCILE_INTERVAL_MS: '3600000' } });
+    stack = await startStack({ env: { MAX_ATTEMPTS: '1', EXPECTED_RUN_MS: '300', RECONCILE_INTERVAL_MS: '3600000' }, ownDatabase: true });
     env = {
       PATH: `${path.dirname(temporalBinary())}:${process.env.PATH}`,
       HOME: process.env.HOME ?? '/tmp',

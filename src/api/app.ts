@@ -39,6 +39,8 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.set('query parser', 'simple');
 
   app.use(requestLog(logger));
+  // No id holds a NUL (Postgres text cannot), so a path with one names nothing; refused before it reaches a query.
+  app.use((req, _res, next) => next(/%00/i.test(req.path) ? new ApiError(404, 'not_found', `no resource at ${req.method} ${req.path}`) : undefined));
   app.use(opsRouter({ database, client, config }));
   // /openapi.json, /docs and the status page at /: public, no key needed to load them.
   app.use(apiDocsRouter());

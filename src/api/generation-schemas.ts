@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { GENERATION_STATUSES } from '../domain/generation-state';
+import { isStorableTime } from './serialize';
 
 /** The wire contract of /v1/generations, in one place (the OpenAPI document is generated from these). */
 export const createGenerationBody = z
@@ -23,11 +24,14 @@ export const idempotencyKeyHeader = z
   .max(255, 'must be at most 255 characters')
   .regex(/^[\x21-\x7e]+$/, 'must be printable ASCII without spaces');
 
+/** An ISO 8601 time in years 1–9999 (Postgres refuses year 0 and six-digit years). */
+const listTime = z.iso.datetime({ offset: true }).refine((value) => isStorableTime(new Date(value)), 'must be a time between the years 1 and 9999');
+
 export const listGenerationsQuery = z
   .object({
     status: z.enum(GENERATION_STATUSES).optional(),
-    created_after: z.iso.datetime({ offset: true }).optional(),
-    created_before: z.iso.datetime({ offset: true }).optional(),
+    created_after: listTime.optional(),
+    created_before: listTime.optional(),
     limit: z.coerce.number().int().min(1).max(100).default(20),
     cursor: z.string().max(200).optional(),
   })

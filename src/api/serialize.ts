@@ -34,6 +34,12 @@ export function toGenerationResource(row: GenerationRow, queue?: QueueInfo) {
   } satisfies GenerationResource;
 }
 
+/** A valid Date in years 1–9999, which Postgres timestamptz reads back (year 0 and six-digit years it refuses). */
+export function isStorableTime(date: Date): boolean {
+  const year = date.getUTCFullYear();
+  return !Number.isNaN(date.getTime()) && year >= 1 && year <= 9999;
+}
+
 /** The opaque keyset cursor: the (created_at, id) of a page's last row. */
 export function encodeCursor(row: Pick<GenerationRow, 'createdAt' | 'id'>): string {
   return Buffer.from(JSON.stringify([row.createdAt.toISOString(), row.id])).toString('base64url');
@@ -43,7 +49,8 @@ export function decodeCursor(cursor: string): { createdAt: Date; id: string } | 
   try {
     const [time, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
     const createdAt = new Date(String(time));
-    if (typeof id !== 'string' || Number.isNaN(createdAt.getTime())) return null;
+    // Only what this API could have issued: a storable id, a time Postgres can read.
+    if (typeof id !== 'string' || id.includes('\u0000') || !isStorableTime(createdAt)) return null;
     return { createdAt, id };
   } catch {
     return null;

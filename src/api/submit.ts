@@ -146,6 +146,9 @@ async function startWorkflow(client: Client, config: Config, input: GenerationIn
         workflowIdConflictPolicy: 'USE_EXISTING',
         // A finished job is never run again under its id.
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        // Fair by user on the generation queue too (activities inherit it), so one user's flood of workflow tasks cannot
+        // delay another user's job before its GPU task even exists.
+        priority: { fairnessKey: input.userId, fairnessWeight: input.settings.fairnessWeight },
         typedSearchAttributes: [
           { key: SA_USER_ID, value: input.userId },
           { key: SA_TIER, value: input.tier },

@@ -1,6 +1,6 @@
-import { and, desc, eq, gt, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, gt, inArray, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
-import { STATUS_RANK, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
+import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
 import type { Db } from './client';
 import { generations, type GenerationRow } from './schema';
 
@@ -92,6 +92,8 @@ export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolea
         // Writes of an older workflow run (before an operator's reset) no longer apply.
         write.runOpenedAt ? eq(generations.runOpenedAt, new Date(write.runOpenedAt)) : undefined,
         lt(generations.statusRank, TERMINAL_RANK),
+        // The transition table the workflow uses: only a legal move lands, then only a forward one.
+        inArray(generations.status, statusesBefore(write.status)),
         sql`(${generations.statusRank}, ${generations.attempt}, ${generations.progress}) < (${rank}::smallint, ${write.attempt}::int, ${write.progress}::real)`,
       ),
     )

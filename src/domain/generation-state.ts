@@ -28,6 +28,11 @@ export function canTransition(from: GenerationStatus, to: GenerationStatus): boo
   return TRANSITIONS[from].includes(to);
 }
 
+/** The statuses a job may be in for a move to `to` to be legal: what the projection writer's guard allows. */
+export function statusesBefore(to: GenerationStatus): GenerationStatus[] {
+  return GENERATION_STATUSES.filter((from) => canTransition(from, to));
+}
+
 export class IllegalTransitionError extends Error {
   constructor(readonly from: GenerationStatus, readonly to: GenerationStatus) {
     super(`illegal transition ${from} → ${to}`);

@@ -2,6 +2,7 @@ import type { SpawnedProcess } from '../test/processes';
 import { freePort } from '../scripts/lib/ports';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import type { Stack } from '../test/harness';
+import { transactionsPerRequest } from './lib/costs';
 import { backloggedRun, pollingRun } from './lib/e2e-figures';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { takeTurns, type LoadFigures } from './lib/load';
@@ -54,12 +55,13 @@ async function main(): Promise<number> {
   say(`${machineLine()}\n${quick ? 'Quick run (--quick): shorter runs and smaller tables.' : 'Full run.'}`);
   const infrastructure = await startTestInfrastructure();
   try {
-    step(`e2e: ${PLAN.users} users × ${PLAN.jobsEach} jobs backlogged on ${SLOTS} slots (generation p50 1.5 s), callbacks on`);
+    // The fairness benchmark's scenario: generation p50 3 s, a tenth of the simulator's default (30 s).
+    step(`e2e: ${PLAN.users} users × ${PLAN.jobsEach} jobs backlogged on ${SLOTS} slots (generation p50 3 s, p99 4.5 s), callbacks on`);
     const backlogged = await withStack(
-      { env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), SIM_P50_MS: '1500', SIM_P99_MS: '2500' }, knobs: { capacity: 100 } },
+      { env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), SIM_P50_MS: '3000', SIM_P99_MS: '4500' }, knobs: { capacity: 100 } },
       (stack) => backloggedRun(stack, { users: PLAN.users, jobsEach: PLAN.jobsEach, capacity: SLOTS }),
     );
-    say(`  utilisation ${round(backlogged.utilisation, 4)}, handoff p99 ${backlogged.handoffP99Ms} ms, visible p99 ${backlogged.visible.p99Ms.toFixed(0)} ms`);
+    say(`  utilisation ${round(backlogged.utilisation, 4)}, handoff p50 ${backlogged.handoffP50Ms} ms p99 ${backlogged.handoffP99Ms} ms, visible p99 ${backlogged.visible.p99Ms.toFixed(0)} ms`);
 
     step(`e2e: every callback lost; poll interval ${POLL_INTERVAL_MS} ms, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms`);
     const polled = await withStack(
@@ -84,12 +86,13 @@ async function main(): Promise<number> {
           ],
           PLAN,
         );
-        say(`  API ${rate(api)}; raw ${rate(raw)}`);
+        const transactionsPerSubmit = await transactionsPerRequest(stack.database.sql, () => apiSubmits(target, { connections: PLAN.connections, durationS: 3 }));
+        say(`  API ${rate(api)}; raw ${rate(raw)}; ${transactionsPerSubmit.toFixed(1)} Postgres transactions per submit`);
 
         step(`status and scale: GET /v1/generations?limit=20 vs its SQL via postgres.js, ${PLAN.smallRows} then ${PLAN.largeRows} rows`);
         const status = await statusFigures(stack, apiUrl, { smallRows: PLAN.smallRows, largeRows: PLAN.largeRows, connections: PLAN.connections, rounds: PLAN.rounds, seconds: PLAN.seconds, log: say });
         say(`  ${PLAN.largeRows} rows (loaded in ${status.loadSeconds.toFixed(0)} s): API ${rate(status.apiLarge)}; SQL ${rate(status.directLarge)}`);
-        return { api, raw, status };
+        return { api, raw, status, transactionsPerSubmit };
       }),
     );
 
@@ -105,9 +108,10 @@ async function main(): Promise<number> {
         );
       }),
     );
-    say(`  empty ${rate(backlog.empty)}; with ${backlog.backlogAtStart} waiting ${rate(backlog.loaded)}`);
+    say(`  API: empty ${rate(backlog.empty)}; with ${backlog.backlogAtStart} waiting ${rate(backlog.loaded)}`);
+    say(`  raw start: empty ${rate(backlog.rawEmpty)}; with the backlog ${rate(backlog.rawLoaded)}`);
 
-    const { api, raw, status } = reads;
+    const { api, raw, status, transactionsPerSubmit } = reads;
     const figures = {
       quick,
       submit_ratio: round(api.rps / raw.rps),
@@ -117,7 +121,7 @@ async function main(): Promise<number> {
       visible_p99_ms_callback: Math.round(backlogged.visible.p99Ms),
       visible_p99_ms_polling: Math.round(polled.p99Ms),
       poll_interval_ms: POLL_INTERVAL_MS,
-      list_p99_ratio_1m_vs_10k: round(status.apiLarge.p99Ms / status.api.p99Ms),
+      list_p99_ratio_1m_vs_10k: round(status.steadyLarge.p99Ms / status.steady.p99Ms),
       submit_ratio_backlog_vs_empty: round(backlog.loaded.rps / backlog.empty.rps),
       details: {
         connections: PLAN.connections,
@@ -129,12 +133,18 @@ async function main(): Promise<number> {
         status_sql_10k: status.direct,
         status_api_large: status.apiLarge,
         status_sql_large: status.directLarge,
+        list_steady_10k: status.steady,
+        list_steady_large: status.steadyLarge,
+        list_saturated_p99_ratio: round(status.apiLarge.p99Ms / status.api.p99Ms),
         list_rows_small: status.smallRows,
         list_rows_large: status.largeRows,
         backlog_jobs: backlog.backlogAtStart,
         backlog_fill_seconds: round(backlog.fillSeconds, 1),
         submit_api_empty_backlog: backlog.empty,
         submit_api_with_backlog: backlog.loaded,
+        raw_start_empty_backlog: backlog.rawEmpty,
+        raw_start_with_backlog: backlog.rawLoaded,
+        raw_start_ratio_backlog_vs_empty: round(backlog.rawLoaded.rps / backlog.rawEmpty.rps),
         e2e_slots: SLOTS,
         e2e_jobs: PLAN.users * PLAN.jobsEach,
         handoff_p50_ms: backlogged.handoffP50Ms,
@@ -143,6 +153,10 @@ async function main(): Promise<number> {
         visible_callback: backlogged.visible,
         visible_polling: polled,
         heartbeat_timeout_ms_polling: HEARTBEAT_TIMEOUT_MS,
+        postgres_transactions_per_submit: round(transactionsPerSubmit, 1),
+        postgres_transactions_per_list: round(status.transactionsPerList, 1),
+        temporal_history_per_job: backlogged.history,
+        cpu_ms_per_job_all_processes: Math.round(backlogged.cpuMsPerJob),
       },
     };
     const large = status.largeRows >= 1_000_000 ? `${status.largeRows / 1_000_000}M` : `${status.largeRows / 1000}k`;
@@ -154,7 +168,7 @@ async function main(): Promise<number> {
       { section: 'status', figure: 'same SQL via postgres.js', value: rate(status.direct) },
       { section: 'status', figure: 'ratio API / SQL', value: String(figures.status_ratio), goal: '≥ 0.5', met: figures.status_ratio >= 0.5 },
       { section: 'e2e', figure: `slot utilisation while backlogged (${SLOTS} slots)`, value: `${(figures.utilisation * 100).toFixed(2)} %`, goal: '≥ 97 %', met: figures.utilisation >= 0.97 },
-      { section: 'e2e', figure: 'slot handoff p99', value: `${figures.handoff_p99_ms} ms`, goal: '≤ 1000 ms', met: figures.handoff_p99_ms <= 1000 },
+      { section: 'e2e', figure: 'slot handoff p99 (p50)', value: `${figures.handoff_p99_ms} ms (${backlogged.handoffP50Ms} ms)`, goal: '≤ 1000 ms', met: figures.handoff_p99_ms <= 1000 },
       { section: 'e2e', figure: 'backend done → visible + notified p99, callback', value: `${figures.visible_p99_ms_callback} ms`, goal: '≤ 500 ms', met: figures.visible_p99_ms_callback <= 500 },
       {
         section: 'e2e',
@@ -163,18 +177,28 @@ async function main(): Promise<number> {
         goal: `≤ ${POLL_INTERVAL_MS + 1000} ms (poll ${POLL_INTERVAL_MS} ms + 1 s)`,
         met: figures.visible_p99_ms_polling <= POLL_INTERVAL_MS + 1000,
       },
-      { section: 'scale', figure: `list p99 at ${status.smallRows / 1000}k rows`, value: `${status.api.p99Ms} ms` },
-      { section: 'scale', figure: `list p99 at ${large} rows`, value: `${status.apiLarge.p99Ms} ms` },
+      { section: 'scale', figure: `list at 100 req/s, ${status.smallRows / 1000}k rows`, value: rate(status.steady) },
+      { section: 'scale', figure: `list at 100 req/s, ${large} rows`, value: rate(status.steadyLarge) },
+      { section: 'scale', figure: `list saturated (${PLAN.connections} connections), ${large} rows`, value: rate(status.apiLarge) },
       { section: 'scale', figure: `list p99 ratio ${large} / ${status.smallRows / 1000}k`, value: String(figures.list_p99_ratio_1m_vs_10k), goal: '≤ 1.5', met: figures.list_p99_ratio_1m_vs_10k <= 1.5 },
       { section: 'scale', figure: 'submit, gpu backlog empty', value: rate(backlog.empty) },
       { section: 'scale', figure: `submit, ${backlog.backlogAtStart} jobs waiting for a slot`, value: rate(backlog.loaded) },
       { section: 'scale', figure: 'submit ratio backlog / empty', value: String(figures.submit_ratio_backlog_vs_empty), goal: '≥ 0.8', met: figures.submit_ratio_backlog_vs_empty >= 0.8 },
+      { section: 'scale', figure: 'raw client.workflow.start ratio backlog / empty (Temporal alone)', value: String(figures.details.raw_start_ratio_backlog_vs_empty) },
+      { section: 'cost', figure: 'CPU per job: API + worker + dispatcher + simulator (upper bound)', value: `${Math.round(backlogged.cpuMsPerJob)} ms` },
+      { section: 'cost', figure: 'Postgres transactions per submit / per list', value: `${transactionsPerSubmit.toFixed(1)} / ${status.transactionsPerList.toFixed(1)}` },
+      {
+        section: 'cost',
+        figure: 'Temporal history per succeeded job',
+        value: `${backlogged.history.events} events: ${backlogged.history.workflowTasks} workflow tasks, ${backlogged.history.activities} activities, ${backlogged.history.signals} signals, ${backlogged.history.timers} timers`,
+      },
     ];
     const goals = rows.filter((r) => r.met !== undefined);
     const notes = [
+      `e2e: ${SLOTS} GPU slots, generation time p50 3 s / p99 4.5 s (the simulator's defaults scaled by 1/10); polling run: p50 0.8 s, poll interval ${POLL_INTERVAL_MS} ms, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms (the defaults' 1:2 ratio).`,
       `${PLAN.connections} connections (or calls in flight) on every throughput figure. Each side ran ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up, compared sides taking turns; a rate is the turns' total, a percentile the median of the turns'.`,
       'Every service process, Temporal dev server (SQLite in memory), Postgres and the load generator share this one machine.',
-      `List rows are finished jobs of the measured user, bulk-loaded with generate_series and ANALYZEd; ${large} = ${status.largeRows} rows.`,
+      `List rows are finished jobs of the measured user, bulk-loaded with generate_series and ANALYZEd; ${large} = ${status.largeRows} rows. The list p99 ratio is taken at a steady 100 requests/s (4 connections), so it shows what the query costs rather than queueing inside a saturated API.`,
       `The gpu backlog: ${backlog.backlogAtStart} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s; the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
     ];
     step(`figures after ${Math.round((Date.now() - began) / 1000)} s — ${goals.filter((r) => r.met).length} of ${goals.length} goals met`);

@@ -3,6 +3,7 @@ import { percentile } from '../../src/dispatch/scheduling-metrics';
 import { submitMany } from '../../test/fairness-helpers';
 import { equalUsersContend } from '../../test/fairness-scenarios';
 import { apiClient, eventually, type Stack } from '../../test/harness';
+import { historyCost } from './costs';
 
 /**
  * End to end with the backend simulator, time-scaled: how busy the GPU slots stay while a backlog waits, how fast a freed
@@ -43,8 +44,15 @@ export async function visibleAfterBackendDone(stack: Stack): Promise<VisibleFigu
 
 /** Backlogged equal users on `capacity` slots (test/fairness-scenarios.ts), then the visibility delay of their jobs. */
 export async function backloggedRun(stack: Stack, { users, jobsEach, capacity }: { users: number; jobsEach: number; capacity: number }) {
+  const cpuBefore = process.cpuUsage();
   const contended = await equalUsersContend(stack, { users, jobsEach, capacity });
-  return { ...contended, visible: await visibleAfterBackendDone(stack) };
+  const cpu = process.cpuUsage(cpuBefore);
+  const visible = await visibleAfterBackendDone(stack);
+  const succeeded = stack.simulator.simulator.engine.list().filter((job) => job.status === 'succeeded');
+  const ids = succeeded.map((job) => parseBackendClientKey(job.client_key)?.jobId).filter((id): id is string => id !== undefined);
+  // This process ran the API, the generation worker, the dispatcher and the simulator (and the scenario): an upper bound.
+  const cpuMsPerJob = (cpu.user + cpu.system) / 1000 / Math.max(1, stack.simulator.simulator.engine.list().length);
+  return { ...contended, visible, cpuMsPerJob, history: await historyCost(stack.client, ids.slice(0, 10)) };
 }
 
 /** Jobs on a stack whose backend loses every callback: each end is found by the GPU activity's poll. */

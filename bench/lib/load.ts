@@ -32,6 +32,8 @@ export interface HttpLoadOptions {
   vary?: (n: number) => { headers?: Record<string, string>; body?: string; path?: string };
   /** The status that counts as success. */
   expect: number;
+  /** Requests per second across all connections (autocannon's overallRate); unset: as fast as answers come. */
+  rate?: number;
 }
 
 /** One autocannon run (HTTP/1.1 keep-alive, no pipelining). */
@@ -42,6 +44,7 @@ export async function httpLoad(options: HttpLoadOptions): Promise<LoadFigures> {
     connections: options.connections,
     ...(options.amount !== undefined ? { amount: options.amount } : { duration: options.durationS ?? 10 }),
     timeout: 30,
+    ...(options.rate !== undefined ? { overallRate: options.rate } : {}),
     requests: [
       {
         method: options.method ?? 'GET',

@@ -47,7 +47,7 @@ export function machineLine(): string {
   return `Machine: ${os.cpus().length} CPUs (${os.cpus()[0]?.model.trim() ?? 'unknown'}), ${gib(os.totalmem())} RAM, load average ${os
     .loadavg()
     .map((l) => l.toFixed(2))
-    .join(' ')} at the end, Node ${process.version}, ${new Date().toISOString()}.`;
+    .join(' ')} (1, 5, 15 min) when written, Node ${process.version}, ${new Date().toISOString()}.`;
 }
 
 export function writeOut(file: string, contents: string): string {

@@ -102,6 +102,9 @@ async function fillGpuBacklog(stack: Stack, userIds: string[], count: number): P
 export interface BacklogFigures {
   empty: LoadFigures;
   loaded: LoadFigures;
+  /** The bare workflow start, with the backlog empty and full: Temporal's share of the slowdown. */
+  rawEmpty: LoadFigures;
+  rawLoaded: LoadFigures;
   /** Tasks in the gpu queue's backlog (Temporal's count) when the loaded run began. */
   backlogAtStart: number;
   fillSeconds: number;
@@ -118,13 +121,16 @@ export async function submitsUnderBacklog(
   { backlog, connections, rounds, seconds, log }: { backlog: number; connections: number; rounds: number; seconds: number; log: (line: string) => void },
 ): Promise<BacklogFigures> {
   const queue = stack.config.worker.gpuTaskQueue;
-  const runs = async () => {
-    await apiSubmits(measure, { connections, durationS: 2 }); // warm-up
+  const runs = async (run: (seconds: number) => Promise<LoadFigures>) => {
+    await run(2); // warm-up
     const each: LoadFigures[] = [];
-    for (let i = 0; i < rounds; i++) each.push(await apiSubmits(measure, { connections, durationS: seconds }));
+    for (let i = 0; i < rounds; i++) each.push(await run(seconds));
     return combine(each);
   };
-  const empty = await runs();
+  const viaApi = (s: number) => apiSubmits(measure, { connections, durationS: s });
+  const raw = (s: number) => rawStarts(stack, fill[0], { connections, durationMs: s * 1000 });
+  const empty = await runs(viaApi);
+  const rawEmpty = await runs(raw);
   log(`  empty backlog: ${empty.rps.toFixed(1)} submits/s; filling the gpu backlog with ${backlog} jobs…`);
   const began = Date.now();
   await fillGpuBacklog(stack, fill, backlog);
@@ -138,6 +144,7 @@ export async function submitsUnderBacklog(
   );
   const fillSeconds = (Date.now() - began) / 1000;
   log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s; measuring again…`);
-  const loaded = await runs();
-  return { empty, loaded, backlogAtStart, fillSeconds };
+  const loaded = await runs(viaApi);
+  const rawLoaded = await runs(raw);
+  return { empty, loaded, rawEmpty, rawLoaded, backlogAtStart, fillSeconds };
 }

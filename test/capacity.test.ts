@@ -71,8 +71,11 @@ describe('live GPU capacity, shared by every dispatcher through Postgres leases'
       const loweredAt = Date.now();
       const runs = await waitForBackendEnds(stack, jobs);
 
-      // Before: up to 4 at once. After: nothing new goes out while 2 or more are on the backend.
-      expect(maxInFlight(runs.filter((r) => r.submittedAt < loweredAt))).toBe(4);
+      // Before: more than the new number at once, never more than 4 (how many exactly depends on the machine's pace).
+      // After: nothing new goes out while 2 or more are on the backend.
+      const before = maxInFlight(runs.filter((r) => r.submittedAt < loweredAt));
+      expect(before).toBeGreaterThan(2);
+      expect(before).toBeLessThanOrEqual(4);
       const afterwards = inFlightAtSubmissions(runs).filter(({ run }) => run.submittedAt > loweredAt);
       expect(afterwards.length).toBeGreaterThanOrEqual(10);
       expect(Math.max(...afterwards.map((s) => s.inFlight))).toBeLessThanOrEqual(2);

@@ -4,16 +4,18 @@ import type { TerminalStatus } from './generation-state';
  * Every way a generation can end other than success. Adding a code fails to compile until `classifyError` maps it.
  * Pure: safe inside the workflow sandbox.
  */
-export type GenerationErrorCode =
-  | 'content_policy_violation'
-  | 'invalid_input'
-  | 'backend_internal_error'
-  | 'gpu_unavailable'
-  | 'backend_unavailable'
-  | 'queue_timeout'
-  | 'generation_timeout'
-  | 'canceled_by_user'
-  | 'insufficient_credits';
+export const GENERATION_ERROR_CODES = [
+  'content_policy_violation',
+  'invalid_input',
+  'backend_internal_error',
+  'gpu_unavailable',
+  'backend_unavailable',
+  'queue_timeout',
+  'generation_timeout',
+  'canceled_by_user',
+  'insufficient_credits',
+] as const;
+export type GenerationErrorCode = (typeof GENERATION_ERROR_CODES)[number];
 
 export interface GenerationError {
   code: GenerationErrorCode;

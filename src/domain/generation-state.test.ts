@@ -1,5 +1,5 @@
 import fc from 'fast-check';
-import { classifyError, type GenerationErrorCode } from './generation-errors';
+import { classifyError, GENERATION_ERROR_CODES } from './generation-errors';
 import { canTransition, GENERATION_STATUSES, isTerminal, STATUS_RANK, statusesBefore, type GenerationStatus } from './generation-state';
 
 describe('the generation state machine', () => {
@@ -27,17 +27,7 @@ describe('the generation state machine', () => {
   });
 
   test('each error code maps to one terminal status; only infrastructure failures retry as a new attempt', () => {
-    const codes: GenerationErrorCode[] = [
-      'content_policy_violation',
-      'invalid_input',
-      'backend_internal_error',
-      'gpu_unavailable',
-      'backend_unavailable',
-      'queue_timeout',
-      'generation_timeout',
-      'canceled_by_user',
-      'insufficient_credits',
-    ];
+    const codes = GENERATION_ERROR_CODES;
     const retried = codes.filter((c) => classifyError(c).retryAttempt);
     expect(retried.sort()).toEqual(['backend_internal_error', 'backend_unavailable', 'gpu_unavailable']);
     expect(classifyError('canceled_by_user').status).toBe('canceled');

@@ -113,7 +113,9 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     let progress = job.progress;
     try {
       while (!TERMINAL_BACKEND_STATUSES.has(job.status)) {
-        const woken = await Promise.race([wakeups.wait(job.id, tickMs), ctx.cancelled]);
+        // Wake for the heartbeat or when the next poll is due, whichever is sooner, so polls keep their interval.
+        const untilPoll = lastPoll + pollIntervalMs - Date.now();
+        const woken = await Promise.race([wakeups.wait(job.id, Math.max(1, Math.min(tickMs, untilPoll))), ctx.cancelled]);
         ctx.heartbeat({ backendJobId: job.id } satisfies GpuHeartbeat);
         if (!woken && Date.now() - lastPoll < pollIntervalMs) continue;
         lastPoll = Date.now();

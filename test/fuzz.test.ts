@@ -312,6 +312,5 @@ describe('fuzzed requests against every public endpoint', () => {
     const after = await fresh.submit({ prompt: 'after the storm' });
     expect((await fresh.waitForTerminal(after.body.id)).status).toBe('succeeded');
     expect(await snapshotOfVictim()).toEqual(before);
-    // About 30 s on an idle 2-core machine; more when it is shared.
-  }, 300_000);
+  }, 300_000); // about 30 s on an idle 2-core machine, a few times that when the machine is shared
 });

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { pageQuery } from '../src/db/projection';
+import { pageStatement } from '../src/db/projection';
 import { generations } from '../src/db/schema';
 import { STATUS_RANK, type GenerationStatus } from '../src/domain/generation-state';
 import { apiClient, startStack, type Stack } from './harness';
@@ -82,15 +82,15 @@ describe('listing my generations', () => {
   test('the page query is served by the (user, created_at, id) index', async () => {
     const { userId } = await stack.createUser('pro');
     await seedRows(stack, userId, 30, Date.parse('2026-02-01T00:00:00Z'));
-    const { sql, db } = stack.database;
+    const { sql } = stack.database;
     await sql`analyze generations`;
     // The exact query the API runs, for the second page of a filtered listing.
-    const query = pageQuery(db, userId, { status: 'succeeded', limit: 20, after: { createdAt: new Date('2026-02-01T00:00:05Z'), id: 'gen_z' } }).toSQL();
+    const query = pageStatement(userId, { status: 'succeeded', limit: 20, after: { createdAt: new Date('2026-02-01T00:00:05Z'), id: 'gen_z' } });
     const plan = await sql.begin(async (tx) => {
       // The table is small here, so ask whether an index scan can serve the page in order, as it must at volume.
       await tx`set local enable_seqscan = off`;
       await tx`set local enable_bitmapscan = off`;
-      return tx.unsafe(`explain ${query.sql}`, query.params as never[]);
+      return tx.unsafe(`explain ${query.text}`, query.params);
     });
     const text = plan.map((row: Record<string, string>) => row['QUERY PLAN']).join('\n');
     expect(text).toContain('generations_user_created_idx');

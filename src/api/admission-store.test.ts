@@ -1,7 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import { createDatabase, type Database } from '../db/client';
 import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
-import { countUserJobs, peekRequestTokens, releaseAdmission, reserveAdmission, takeRequestToken } from './admission-store';
+import { creditBalance } from '../credits/ledger';
+import { createUser } from './auth';
+import { admitSubmission, countUserJobs, peekRequestTokens, releaseAdmission, takeRequestToken, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {
@@ -15,6 +17,25 @@ describe('admission state in Postgres', () => {
     await database?.close();
   });
   const bucket = () => `test:${randomBytes(6).toString('hex')}`;
+  /** The i-th submit of a user (job gen_<user>_<i>): 10 credits, at most 3 active jobs. */
+  const claim = (userId: string, i: number, overrides: Partial<SubmissionClaim>): SubmissionClaim => ({
+    userId,
+    bucketKey: `test:${userId}`,
+    rate: { burst: 100, perSecond: 100 },
+    maxActive: 3,
+    dailyQuota: 100,
+    ttlMs: 10_000,
+    backlogFull: false,
+    idempotencyKey: undefined,
+    requestHash: 'h',
+    jobId: `gen_${userId}_${i}`,
+    credits: 10,
+    acceptedAt: new Date(),
+    pool: 'gpu-test',
+    tier: 'pro',
+    fairnessWeight: 1,
+    ...overrides,
+  });
 
   test('a bucket gives its burst, then refuses until it refills', async () => {
     const key = bucket();
@@ -43,22 +64,50 @@ describe('admission state in Postgres', () => {
     expect(await peekRequestTokens(database.sql, key, { burst: 7, perSecond: 1 })).toBe(7);
   });
 
-  test('concurrent submits of one user reserve no more than the limit leaves; released or expired ones stop counting', async () => {
-    const userId = `usr_${randomBytes(4).toString('hex')}`;
-    const reserve = (i: number, ttlMs = 10_000) =>
-      reserveAdmission(database.sql, { reservationId: `adm_${userId}_${i}`, userId, maxActive: 3, dailyQuota: 100, ttlMs });
-    const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => reserve(i)));
-    const reserved = outcomes.flatMap((o, i) => (o.reserved ? [i] : []));
-    expect(reserved).toHaveLength(3);
-    expect(await countUserJobs(database.sql, userId)).toEqual({ active: 3, today: 3 });
+  test('a submit whose key was taken is a replay: it takes no token and is not counted', async () => {
+    const { user } = await createUser(database.db, { name: 'replayer', tier: 'pro', credits: 100 });
+    const rate = { burst: 1, perSecond: 0.001 };
+    expect(await admitSubmission(database.sql, claim(user.id, 1, { idempotencyKey: 'k1', rate }))).toMatchObject({ outcome: 'admitted', tokens: 0 });
+    // The bucket is empty now: a new submit is refused, the same one again is a replay.
+    expect(await admitSubmission(database.sql, claim(user.id, 2, { idempotencyKey: 'k2', rate }))).toMatchObject({ outcome: 'rate_limited' });
+    expect(await admitSubmission(database.sql, claim(user.id, 1, { idempotencyKey: 'k1', rate }))).toMatchObject({ outcome: 'replay', earlierHash: 'h' });
+    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 1, today: 1 });
+  });
 
-    await releaseAdmission(database.sql, `adm_${userId}_${reserved[0]}`);
-    await releaseAdmission(database.sql, `adm_${userId}_${reserved[1]}`);
-    expect((await reserve(100, 200)).reserved).toBe(true);
-    expect((await reserve(101)).reserved).toBe(true);
-    expect((await reserve(102)).reserved).toBe(false);
+  test('concurrent submits of one user are admitted no further than the limit leaves; released or expired ones stop counting', async () => {
+    const { user } = await createUser(database.db, { name: 'admitted', tier: 'pro', credits: 1_000 });
+    const admit = (i: number, { ttlMs = 10_000, key = `key-${i}` }: { ttlMs?: number; key?: string } = {}) =>
+      admitSubmission(database.sql, claim(user.id, i, { ttlMs, idempotencyKey: key }));
+    const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => admit(i)));
+    const admitted = outcomes.flatMap((o, i) => (o.outcome === 'admitted' ? [i] : []));
+    expect(admitted).toHaveLength(3);
+    expect(outcomes.filter((o) => o.outcome === 'too_many_active_jobs')).toHaveLength(5);
+    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 3, today: 3 });
+    expect(await creditBalance(database.db, user.id)).toMatchObject({ available: 970, reserved: 30 });
+    // A job's reservation stops counting once its row exists: no job counts twice.
+    await database.sql`
+      insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at)
+      values (${`gen_${user.id}_${admitted[2]}`}, ${user.id}, 'pro', 'queued', 0, 'p', '{}'::jsonb, now())`;
+    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 3, today: 3 });
+    // The same key again is a replay, whatever the limits say.
+    expect(await admit(50, { key: `key-${admitted[0]}` })).toMatchObject({ outcome: 'replay', earlierHash: 'h' });
+
+    await releaseAdmission(database.sql, `gen_${user.id}_${admitted[0]}`);
+    await releaseAdmission(database.sql, `gen_${user.id}_${admitted[1]}`);
+    expect((await admit(100, { ttlMs: 200 })).outcome).toBe('admitted');
+    expect((await admit(101)).outcome).toBe('admitted');
+    expect((await admit(102)).outcome).toBe('too_many_active_jobs');
     await new Promise((r) => setTimeout(r, 300)); // the 200 ms one lapses, as a crashed API's would
-    expect((await reserve(103)).reserved).toBe(true);
+    expect((await admit(103)).outcome).toBe('admitted');
+  });
+
+  test('a submit the credits cannot pay for writes nothing', async () => {
+    const { user } = await createUser(database.db, { name: 'poor', tier: 'pro', credits: 5 });
+    const outcome = await admitSubmission(database.sql, claim(user.id, 0, { idempotencyKey: 'poor-1' }));
+    expect(outcome).toMatchObject({ outcome: 'insufficient_credits', available: 5 });
+    expect(await database.sql`select 1 from idempotency_keys where user_id = ${user.id}`).toHaveLength(0);
+    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 0, today: 0 });
+    expect(await creditBalance(database.db, user.id)).toMatchObject({ available: 5, reserved: 0 });
   });
 
   test('RateLimit-Policy and RateLimit are Structured Field lists, one item per policy', () => {

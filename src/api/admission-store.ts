@@ -1,4 +1,3 @@
-import type { TransactionSql } from 'postgres';
 import type { Sql } from '../db/client';
 
 /**
@@ -13,22 +12,14 @@ export interface BucketState {
 }
 
 /**
- * takeRequestToken: the token bucket as one upsert. The row's tokens are refilled for the time since its last refill
- * (capped at `burst`), and one is taken if there is one; the decision and the new level come back together. The row is
- * locked by the upsert, so concurrent requests from several API instances take tokens one after another.
+ * takeRequestToken: the token bucket as one upsert (vg_take_token, drizzle/0009). The row's tokens are refilled for the
+ * time since its last refill (capped at `burst`), and one is taken if there is one; the decision and the new level come
+ * back together. The row is locked by the upsert, so concurrent requests from several API instances take tokens one
+ * after another.
  */
 export async function takeRequestToken(sql: Sql, bucketKey: string, { burst, perSecond }: { burst: number; perSecond: number }): Promise<BucketState> {
-  const [row] = await sql<{ tokens: number; allowed: boolean }[]>`
-    insert into rate_limit_buckets as b (bucket_key, tokens, refilled_at, last_allowed)
-    values (${bucketKey}, ${burst - 1}::float8, now(), true)
-    on conflict (bucket_key) do update set (tokens, refilled_at, last_allowed) = (
-      select level - case when level >= 1 then 1 else 0 end, now(), level >= 1
-      from (
-        select least(${burst}::float8, b.tokens + greatest(0, extract(epoch from now() - b.refilled_at)) * ${perSecond}::float8) as level
-      ) as refill
-    )
-    returning tokens, last_allowed as allowed`;
-  return { allowed: row.allowed, tokens: row.tokens };
+  const [row] = await sql<BucketState[]>`select tokens, allowed from vg_take_token(${bucketKey}, ${burst}::float8, ${perSecond}::float8)`;
+  return row;
 }
 
 /** peekRequestTokens: the bucket's level now, without taking one (a bucket never used is full). */
@@ -46,70 +37,87 @@ export interface UserJobCounts {
   today: number;
 }
 
-/** countUserJobs: one pass over the user's rows that are active or from today, plus the user's live reservations. */
-export async function countUserJobs(sql: Sql | TransactionSql, userId: string): Promise<UserJobCounts> {
-  const [row] = await sql<UserJobCounts[]>`
-    select jobs.active + pending.n as active, jobs.today + pending.n as today
-    from (
-      select count(*) filter (where status_rank < 2)::int as active,
-             count(*) filter (where created_at >= date_trunc('day', now(), 'UTC'))::int as today
-      from generations
-      where user_id = ${userId} and (status_rank < 2 or created_at >= date_trunc('day', now(), 'UTC'))
-    ) as jobs, (
-      select count(*)::int as n from admission_reservations where user_id = ${userId} and expires_at > now()
-    ) as pending`;
+/** countUserJobs: the user's active and today's jobs, live reservations included (vg_user_job_counts, drizzle/0009). */
+export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
+  const [row] = await sql<UserJobCounts[]>`select active, today from vg_user_job_counts(${userId})`;
   return row;
 }
 
+export type AdmissionOutcome =
+  | { outcome: 'admitted'; tokens: number; counts: UserJobCounts; available: number; queue: { queuedBefore: number; oldestQueuedAt: Date | null } }
+  | { outcome: 'replay'; earlierHash: string; earlierAt: Date }
+  | { outcome: 'rate_limited'; tokens: number }
+  | { outcome: 'too_many_active_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted'; tokens: number; counts: UserJobCounts }
+  | { outcome: 'insufficient_credits'; tokens: number; counts: UserJobCounts; available: number };
+
+export interface SubmissionClaim {
+  userId: string;
+  bucketKey: string;
+  rate: { burst: number; perSecond: number };
+  maxActive: number;
+  dailyQuota: number;
+  ttlMs: number;
+  /** The tier's backlog is at its bound (decided by the caller from the pool summary). */
+  backlogFull: boolean;
+  idempotencyKey: string | undefined;
+  requestHash: string;
+  jobId: string;
+  credits: number;
+  acceptedAt: Date;
+  pool: string;
+  tier: string;
+  fairnessWeight: number;
+}
+
+interface AdmissionRow {
+  outcome: AdmissionOutcome['outcome'];
+  tokens: number | null;
+  active: number | null;
+  today: number | null;
+  available: number | null;
+  earlier_hash: string | null;
+  earlier_at: Date | string | null;
+  queued_before: number | null;
+  oldest_queued_at: Date | string | null;
+}
+
+const asDate = (value: Date | string | null) => (value === null ? null : new Date(value));
+
 /**
- * reserveAdmission: in a short transaction holding the user's advisory lock, counts the user's jobs (reservations
- * included) and, when both limits leave room, reserves one. Concurrent submits of one user, on any API instance, are
- * counted one after another, and the lock is not held while the job is started.
+ * admitSubmission: the whole admission of a submit in one round trip (vg_admit_submission, drizzle/0009). Under the user's
+ * lock it tells a replay, takes a request token, checks the limits and the credits, and when all pass writes the key,
+ * the credit reservation, the gpu queue entry and an admission reservation (its id is the job id) that counts the job
+ * until its row exists.
  */
-export async function reserveAdmission(
-  sql: Sql,
-  { reservationId, userId, maxActive, dailyQuota, ttlMs }: { reservationId: string; userId: string; maxActive: number; dailyQuota: number; ttlMs: number },
-): Promise<{ reserved: boolean; counts: UserJobCounts }> {
-  const [outcome] = await sql.begin(async (tx) => {
-    await tx`select pg_advisory_xact_lock(hashtextextended(${`admission:${userId}`}, 0))`;
-    await tx`delete from admission_reservations where user_id = ${userId} and expires_at <= now()`;
-    const counts = await countUserJobs(tx, userId);
-    if (counts.active >= maxActive || counts.today >= dailyQuota) return [{ reserved: false, counts }];
-    await tx`
-      insert into admission_reservations (id, user_id, expires_at)
-      values (${reservationId}, ${userId}, now() + ${ttlMs}::int * interval '1 millisecond')`;
-    return [{ reserved: true, counts }];
-  });
-  return outcome;
+export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<AdmissionOutcome> {
+  const [row] = await sql<AdmissionRow[]>`
+    select * from vg_admit_submission(
+      ${c.userId}, ${c.bucketKey}, ${c.rate.burst}::float8, ${c.rate.perSecond}::float8, ${c.maxActive}::int, ${c.dailyQuota}::int,
+      ${c.ttlMs}::int, ${c.backlogFull}, ${c.idempotencyKey ?? null}, ${c.requestHash}, ${c.jobId}, ${c.credits}::int,
+      ${c.acceptedAt.toISOString()}::timestamptz, ${c.pool}, ${c.tier}, ${c.fairnessWeight}::real)`;
+  const tokens = row.tokens ?? 0;
+  const counts = { active: row.active ?? 0, today: row.today ?? 0 };
+  switch (row.outcome) {
+    case 'replay':
+      return { outcome: 'replay', earlierHash: row.earlier_hash ?? '', earlierAt: asDate(row.earlier_at) ?? c.acceptedAt };
+    case 'rate_limited':
+      return { outcome: 'rate_limited', tokens };
+    case 'admitted':
+      return {
+        outcome: 'admitted',
+        tokens,
+        counts,
+        available: row.available ?? 0,
+        queue: { queuedBefore: row.queued_before ?? 0, oldestQueuedAt: asDate(row.oldest_queued_at) },
+      };
+    case 'insufficient_credits':
+      return { outcome: row.outcome, tokens, counts, available: row.available ?? 0 };
+    default:
+      return { outcome: row.outcome, tokens, counts };
+  }
 }
 
-/** releaseAdmission: the submit is over (its row exists, or it failed): its reservation no longer counts. */
-export async function releaseAdmission(sql: Sql, reservationId: string): Promise<void> {
-  await sql`delete from admission_reservations where id = ${reservationId}`;
-}
-
-/** tierBacklog: jobs of the tier waiting for a GPU in this pool. */
-export async function tierBacklog(sql: Sql, pool: string, tier: string): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`
-    select count(*)::int as n
-    from generations g join gpu_queue_entries e on e.job_id = g.id
-    where g.status_rank = 0 and g.tier = ${tier} and e.pool = ${pool}`;
-  return row.n;
-}
-
-/** recordQueueEntry: the job's pool, tier and weight, for backlog bounds and queue positions. Idempotent. */
-export async function recordQueueEntry(
-  sql: Sql,
-  entry: { jobId: string; pool: string; userId: string; tier: string; fairnessWeight: number; admittedAt: Date },
-): Promise<void> {
-  await sql`
-    insert into gpu_queue_entries (job_id, pool, user_id, tier, fairness_weight, admitted_at)
-    values (${entry.jobId}, ${entry.pool}, ${entry.userId}, ${entry.tier}, ${entry.fairnessWeight}, ${entry.admittedAt.toISOString()})
-    on conflict (job_id) do nothing`;
-}
-
-/** idempotencyKeyUsed: a submit with a key seen before is a replay (or a 422): admission neither refuses nor counts it. */
-export async function idempotencyKeyUsed(sql: Sql, userId: string, key: string): Promise<boolean> {
-  const rows = await sql`select 1 from idempotency_keys where user_id = ${userId} and key = ${key}`;
-  return rows.length > 0;
+/** releaseAdmission: the submit failed before its row: its admission reservation no longer counts. */
+export async function releaseAdmission(sql: Sql, jobId: string): Promise<void> {
+  await sql`delete from admission_reservations where id = ${jobId}`;
 }

@@ -1,22 +1,11 @@
-import { randomBytes } from 'node:crypto';
 import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
-import {
-  countUserJobs,
-  idempotencyKeyUsed,
-  peekRequestTokens,
-  recordQueueEntry,
-  releaseAdmission,
-  reserveAdmission,
-  takeRequestToken,
-  tierBacklog,
-  type UserJobCounts,
-} from './admission-store';
+import { admitSubmission, countUserJobs, peekRequestTokens, type UserJobCounts } from './admission-store';
 import { ApiError } from './errors';
-import type { QueuePositions, ServiceEstimate } from './queue-position';
-import type { SubmitResult } from './submit';
+import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
+import { replaySubmission, startAdmitted, type SubmitDeps, type SubmitResult, type Submission } from './submit';
 
 /**
  * Admission control, in front of every new generation: the user's request rate (token bucket), active jobs and daily
@@ -28,6 +17,8 @@ export type AdmissionRefusal = 'rate_limited' | 'too_many_active_jobs' | 'daily_
 
 export interface Admitted {
   result: SubmitResult;
+  /** A new job's place in the queue, known from admission (a replay's is looked up like any read's). */
+  queue?: QueueInfo;
   headers: Record<string, string>;
 }
 
@@ -66,64 +57,81 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   /** Seconds until one GPU slot frees, by recent GPU time; a guess when nothing finished lately. */
   const slotTurnover = (e: ServiceEstimate) => (e.meanRunSeconds === null ? 10 : e.meanRunSeconds / Math.max(1, e.capacity));
 
-  async function admit(user: UserRow, idempotencyKey: string | undefined, submit: () => Promise<SubmitResult>): Promise<Admitted> {
-    if (idempotencyKey && (await idempotencyKeyUsed(sql, user.id, idempotencyKey))) return { result: await submit(), headers: {} };
+  /**
+   * Admits a submit and starts it, or refuses it. One round trip to Postgres before the workflow start
+   * (vg_admit_submission: replay, token bucket, limits, key and credits, decided under the user's lock and written
+   * together) and one after (the projection row); the tier's backlog and the answer's queue position come from the
+   * pool's queue summary.
+   */
+  async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
+    const { user } = submission;
     const limits = limitsOf(user.tier);
-    const bucket = await takeRequestToken(sql, bucketKey(user.id), rate);
-    if (!bucket.allowed) {
-      const states = policyStates(limits, bucket.tokens, await countUserJobs(sql, user.id));
-      throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - bucket.tokens) / refillPerSecond, states, {
-        limit: burst,
-      });
-    }
+    const estimate = await queue.serviceEstimate();
+    const bound = backlogBound(limits, estimate.capacity);
+    // The summary may be a second old: a full backlog is decided on a fresh count, never on a stale one.
+    let backlog = await queue.tierBacklog(user.tier);
+    if (backlog >= bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
 
-    // The user's active and daily limits: a reservation under the user's lock makes them exact across API instances.
-    const reservationId = `adm_${randomBytes(10).toString('hex')}`;
-    const { reserved, counts } = await reserveAdmission(sql, {
-      reservationId,
+    const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
+    const admission = await admitSubmission(sql, {
       userId: user.id,
+      bucketKey: bucketKey(user.id),
+      rate,
       maxActive: limits.maxActiveJobs,
       dailyQuota: limits.dailyQuota,
       ttlMs: RESERVATION_TTL_MS,
+      backlogFull: backlog >= bound,
+      idempotencyKey: submission.idempotencyKey,
+      requestHash: submission.requestHash,
+      jobId: submission.jobId,
+      credits: submission.credits,
+      acceptedAt: submission.acceptedAt,
+      pool: queue.pool,
+      tier: user.tier,
+      fairnessWeight,
     });
-    const states = policyStates(limits, bucket.tokens, counts);
-    if (!reserved && counts.active >= limits.maxActiveJobs) {
-      const estimate = await queue.serviceEstimate();
-      throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600), states, {
-        limit: limits.maxActiveJobs,
-        active: counts.active,
-      });
-    }
-    if (!reserved) {
-      throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(), states, {
-        limit: limits.dailyQuota,
-      });
-    }
-
-    try {
-      const estimate = await queue.serviceEstimate();
-      const bound = backlogBound(limits, estimate.capacity);
-      const backlog = await tierBacklog(sql, queue.pool, user.tier);
-      if (backlog >= bound) {
-        throw refuse('capacity_exhausted', `the ${user.tier} tier's queue is full (${bound} jobs at the current GPU capacity)`,
-          clamp((backlog - bound + 1) * slotTurnover(estimate), 1, 3_600), states, { tier: user.tier, backlog, bound, capacity: estimate.capacity });
+    switch (admission.outcome) {
+      case 'replay': {
+        const result = await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt });
+        if (!result) throw new Error(`idempotency key of ${submission.jobId} vanished while held`);
+        return { result, headers: {} };
       }
-
-      const result = await submit();
-      const { generation } = result;
-      await recordQueueEntry(sql, {
-        jobId: generation.id,
-        pool: queue.pool,
-        userId: user.id,
-        tier: user.tier,
-        fairnessWeight: config.generation.tierWeights[user.tier] ?? 1,
-        admittedAt: generation.createdAt,
-      });
-      const added = result.replayed ? 0 : 1;
-      return { result, headers: rateLimitHeaders(policyStates(limits, bucket.tokens, { active: counts.active + added, today: counts.today + added })) };
-    } finally {
-      await releaseAdmission(sql, reservationId);
+      case 'rate_limited': {
+        const states = policyStates(limits, admission.tokens, await countUserJobs(sql, user.id));
+        throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - admission.tokens) / refillPerSecond, states, {
+          limit: burst,
+        });
+      }
+      case 'too_many_active_jobs':
+        throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600),
+          policyStates(limits, admission.tokens, admission.counts), { limit: limits.maxActiveJobs, active: admission.counts.active });
+      case 'daily_quota_exceeded':
+        throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(),
+          policyStates(limits, admission.tokens, admission.counts), { limit: limits.dailyQuota });
+      case 'capacity_exhausted':
+        throw refuse('capacity_exhausted', `the ${user.tier} tier's queue is full (${bound} jobs at the current GPU capacity)`,
+          clamp((backlog - bound + 1) * slotTurnover(estimate), 1, 3_600), policyStates(limits, admission.tokens, admission.counts),
+          { tier: user.tier, backlog, bound, capacity: estimate.capacity });
+      case 'insufficient_credits':
+        throw new ApiError(402, 'insufficient_credits', `this generation costs ${submission.credits} credits; ${admission.available} available`, {
+          needed: submission.credits,
+          available: admission.available,
+        });
     }
+
+    const generation = await startAdmitted(deps, submission);
+    queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt });
+    const { counts } = admission;
+    const place = await queue.positionOfNew(user.id, {
+      weight: fairnessWeight,
+      queuedBefore: admission.queue.queuedBefore,
+      oldestAt: (admission.queue.oldestQueuedAt ?? generation.createdAt).getTime(),
+    });
+    return {
+      result: { generation, replayed: false },
+      queue: place,
+      headers: rateLimitHeaders(policyStates(limits, admission.tokens, { active: counts.active + 1, today: counts.today + 1 })),
+    };
   }
 
   /** The user's limits and what is left of them (GET /v1/usage). */
@@ -131,7 +139,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     const limits = limitsOf(user.tier);
     const [tokens, counts, estimate] = await Promise.all([peekRequestTokens(sql, bucketKey(user.id), rate), countUserJobs(sql, user.id), queue.serviceEstimate()]);
     const bound = backlogBound(limits, estimate.capacity);
-    const backlog = await tierBacklog(sql, queue.pool, user.tier);
+    const backlog = await queue.tierBacklog(user.tier, { fresh: true });
     return {
       limits: {
         requests_burst: burst,

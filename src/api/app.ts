@@ -37,6 +37,9 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');
+  // No ETag on JSON answers: hashing every status body cost more CPU than the list query itself, and job status changes
+  // too often for a 304 to save anything (static files keep theirs).
+  app.set('etag', false);
 
   app.use(requestLog(logger));
   // No id holds a NUL (Postgres text cannot), so a path with one names nothing; refused before it reaches a query.
@@ -62,7 +65,7 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
       queue: { positionsOf: (userId) => queue.positions(userId), pollMs: config.notifications.sseQueuePositionMs },
     }),
   );
-  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, client, config, admission, queue }));
+  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, admission, queue }));
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
   app.use('/v1', webhookEndpointsRouter({ db, client, config }));

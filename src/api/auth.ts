@@ -58,10 +58,35 @@ declare module 'express-serve-static-core' {
   }
 }
 
+/**
+ * Who holds an API key, remembered for AUTH_CACHE_MS per process: every request authenticates, and a database round trip
+ * per request is the largest cost of a status read. Only keys that named a user are remembered (an attacker's guesses
+ * are not), a revoked key stops working within AUTH_CACHE_MS, and the cache is bounded.
+ */
+const AUTH_CACHE_MS = 5_000;
+const AUTH_CACHE_MAX = 10_000;
+const knownKeys = new WeakMap<Db, Map<string, { user: UserRow; until: number }>>();
+
+async function userOfKey(db: Db, apiKey: string): Promise<UserRow | undefined> {
+  let cache = knownKeys.get(db);
+  if (!cache) knownKeys.set(db, (cache = new Map()));
+  const now = Date.now();
+  const hit = cache.get(apiKey);
+  if (hit && hit.until > now) return hit.user;
+  const user = await findUserByApiKey(db, apiKey);
+  if (!user) {
+    cache.delete(apiKey);
+    return undefined;
+  }
+  if (cache.size >= AUTH_CACHE_MAX) cache.clear();
+  cache.set(apiKey, { user, until: now + AUTH_CACHE_MS });
+  return user;
+}
+
 export function requireUser(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     const token = bearerToken(req);
-    const user = token && token.length <= 200 ? await findUserByApiKey(db, token) : undefined;
+    const user = token && token.length <= 200 ? await userOfKey(db, token) : undefined;
     if (!user) throw unauthorized();
     req.user = user;
     next();

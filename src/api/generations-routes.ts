@@ -1,5 +1,6 @@
 import { Router } from 'express';
 import { getGeneration, listGenerations } from '../db/projection';
+import type { Sql } from '../db/client';
 import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
 import { refusals, submissions } from '../lib/metrics';
@@ -10,11 +11,11 @@ import { ApiError, notFound } from './errors';
 import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from './generation-schemas';
 import { decodeCursor, encodeCursor, toGenerationResource } from './serialize';
 import type { QueuePositions } from './queue-position';
-import { submitGeneration, type SubmitDeps } from './submit';
+import { describeSubmission, type SubmitDeps } from './submit';
 import { parseOr400 } from './validation';
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
-export function generationsRouter(deps: SubmitDeps & { admission: Admission; queue: QueuePositions }): Router {
+export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admission; queue: QueuePositions }): Router {
   const router = Router();
 
   /** Resources, with queue position and ETA for the queued ones (looked up only when one is queued). */
@@ -33,17 +34,17 @@ export function generationsRouter(deps: SubmitDeps & { admission: Admission; que
       const body = parseOr400(createGenerationBody, req.body ?? {});
       const request: GenerationRequest = { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) };
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
-      submitted = await deps.admission.admit(user, idempotencyKey, () => submitGeneration(deps, user, request, idempotencyKey));
+      submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey), deps);
     } catch (err) {
       refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
       throw err;
     }
-    const { result, headers } = submitted;
+    const { result, headers, queue } = submitted;
     const { generation, replayed } = result;
     submissions.inc({ tier: user.tier, outcome: replayed ? 'replayed' : 'accepted' });
     res.set(headers);
     if (replayed) res.set('Idempotent-Replayed', 'true');
-    const [resource] = await resources(user.id, [generation]);
+    const [resource] = queue && generation.status === 'queued' ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
     res.status(202).location(`/v1/generations/${generation.id}`).json(resource);
   });
 
@@ -52,7 +53,7 @@ export function generationsRouter(deps: SubmitDeps & { admission: Admission; que
     const query = parseOr400(listGenerationsQuery, req.query);
     const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     if (after === null) throw new ApiError(400, 'invalid_cursor', 'cursor: not a cursor this API returned');
-    const { rows, hasMore } = await listGenerations(deps.db, user.id, {
+    const { rows, hasMore } = await listGenerations(deps.sql, user.id, {
       status: query.status,
       createdAfter: query.created_after ? new Date(query.created_after) : undefined,
       createdBefore: query.created_before ? new Date(query.created_before) : undefined,

@@ -1,6 +1,7 @@
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
 import { readCapacity } from '../dispatch/capacity';
+import { GENERATION_EVENTS_CHANNEL } from '../notifications/event-hub';
 
 /**
  * Queue position and ETA of queued jobs, computed when read. Temporal's fairness serves backlogged users in proportion to
@@ -46,6 +47,22 @@ export function etaSeconds(position: number, estimate: ServiceEstimate): number 
 }
 
 const ESTIMATE_CACHE_MS = 1_000;
+/**
+ * How long the pool's queue summary (every user's queued jobs, by tier) is reused. Reading it costs time in proportion to
+ * the backlog, so it is read at most once per SUMMARY_MIN_AGE_MS per API process however many submits and reads arrive,
+ * and again only when the change feed says a generation changed since (or SUMMARY_MAX_AGE_MS passed, should a
+ * notification be lost).
+ */
+const SUMMARY_MIN_AGE_MS = 250;
+const SUMMARY_MAX_AGE_MS = 1_000;
+
+interface PoolSummary {
+  at: number;
+  users: Map<string, UserQueue>;
+  byTier: Map<string, number>;
+  /** Jobs this process admitted since the summary was read, by tier: they count against the tier's bound at once. */
+  admittedSince: Map<string, number>;
+}
 
 export type QueuePositions = ReturnType<typeof createQueuePositions>;
 
@@ -71,44 +88,112 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
     return value;
   }
 
-  /** Each user's queued jobs in the pool: how many, their weight, and since when. */
-  const queuesByUser = () => sql<{ user_id: string; weight: number; queued: number; oldest_ms: number }[]>`
-    select e.user_id, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
-           (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
-    from generations g join gpu_queue_entries e on e.job_id = g.id
-    where g.status_rank = 0 and e.pool = ${pool}
-    group by e.user_id`;
+  let summary: PoolSummary | undefined;
+  let reading: Promise<PoolSummary> | undefined;
+  /** When the change feed last announced a change of any generation (0: never, or not listening yet). */
+  let changedAt = 0;
+  let listening: Promise<unknown> | undefined;
+  const listen = () =>
+    (listening ??= sql.listen(GENERATION_EVENTS_CHANNEL, () => (changedAt = Date.now())).catch(() => (listening = undefined)));
+
+  /** Each user's queued jobs in the pool (how many, their weight, since when) and each tier's total; one grouped read. */
+  async function readSummary(): Promise<PoolSummary> {
+    const at = Date.now();
+    const rows = await sql<{ user_id: string; tier: string; weight: number; queued: number; oldest_ms: number }[]>`
+      select e.user_id, e.tier, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
+             (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
+      from generations g join gpu_queue_entries e on e.job_id = g.id
+      where g.status_rank = 0 and e.pool = ${pool}
+      group by e.user_id, e.tier`;
+    const users = new Map<string, UserQueue>();
+    const byTier = new Map<string, number>();
+    for (const row of rows) {
+      const seen = users.get(row.user_id);
+      users.set(row.user_id, {
+        weight: Math.max(seen?.weight ?? 0, row.weight),
+        queued: (seen?.queued ?? 0) + row.queued,
+        oldestAt: Math.min(seen?.oldestAt ?? Infinity, row.oldest_ms),
+      });
+      byTier.set(row.tier, (byTier.get(row.tier) ?? 0) + row.queued);
+    }
+    return { at, users, byTier, admittedSince: new Map() };
+  }
+
+  /** The summary, read again when it may be out of date (see SUMMARY_MIN_AGE_MS; `fresh`: now); callers share a read. */
+  async function poolSummary({ fresh = false } = {}): Promise<PoolSummary> {
+    void listen();
+    const age = summary ? Date.now() - summary.at : Infinity;
+    const current = summary && (age < SUMMARY_MIN_AGE_MS || (age < SUMMARY_MAX_AGE_MS && changedAt < summary.at));
+    if (!fresh && summary && current) return summary;
+    reading ??= readSummary().finally(() => (reading = undefined));
+    const next = await reading;
+    if (!summary || next.at >= summary.at) summary = next;
+    return next;
+  }
+
+  /**
+   * Jobs of the tier waiting for a GPU in this pool: the summary's count plus what this process admitted since. `fresh`
+   * reads the summary now; admission does so before refusing, so a stale summary never refuses a job there is room for.
+   */
+  async function tierBacklog(tier: string, { fresh = false } = {}): Promise<number> {
+    const s = await poolSummary({ fresh });
+    return (s.byTier.get(tier) ?? 0) + (s.admittedSince.get(tier) ?? 0);
+  }
+
+  /**
+   * This process admitted a job: it counts in its tier's backlog and its user's queue at once, so what one API instance
+   * admits is never missing from its own summary (another instance's admits, and jobs leaving the queue, show at the next
+   * read, within SUMMARY_CACHE_MS).
+   */
+  function noteAdmitted({ userId, tier, weight, createdAt }: { userId: string; tier: string; weight: number; createdAt: Date }): void {
+    if (!summary) return;
+    summary.admittedSince.set(tier, (summary.admittedSince.get(tier) ?? 0) + 1);
+    const seen = summary.users.get(userId);
+    summary.users.set(userId, {
+      weight: Math.max(seen?.weight ?? 0, weight),
+      queued: (seen?.queued ?? 0) + 1,
+      oldestAt: Math.min(seen?.oldestAt ?? Infinity, createdAt.getTime()),
+    });
+  }
 
   /**
    * Position and ETA of the user's queued jobs in this pool: of the given one (a count of the user's jobs before it), or
-   * of all of them (one ordered list).
+   * of all of them (one ordered list). The user's own jobs are read now (an index range of the user's queued rows); the
+   * other users' queues come from the summary.
    */
   async function positions(userId: string, only?: { id: string; createdAt: Date }): Promise<Map<string, QueueInfo>> {
-    const [byUser, mine, estimate] = await Promise.all([
-      queuesByUser(),
-      only
-        ? sql<{ id: string; ahead: number }[]>`
-            select ${only.id} as id, count(*)::int as ahead
-            from generations g join gpu_queue_entries e on e.job_id = g.id
-            where g.user_id = ${userId} and g.status_rank = 0 and e.pool = ${pool}
-              and (g.created_at, g.id) < (${only.createdAt.toISOString()}::timestamptz, ${only.id})`
-        : sql<{ id: string; ahead: number }[]>`
-            select g.id, (row_number() over (order by g.created_at, g.id) - 1)::int as ahead
-            from generations g join gpu_queue_entries e on e.job_id = g.id
-            where g.user_id = ${userId} and g.status_rank = 0 and e.pool = ${pool}`,
+    const [mine, byUser, estimate] = await Promise.all([
+      sql<{ id: string; ahead: number; queued: number; weight: number; oldest_ms: number }[]>`
+        select g.id, (row_number() over (order by g.created_at, g.id) - 1)::int as ahead, (count(*) over ())::int as queued,
+               (max(e.fairness_weight) over ())::float8 as weight, (extract(epoch from min(g.created_at) over ()) * 1000)::float8 as oldest_ms
+        from generations g join gpu_queue_entries e on e.job_id = g.id
+        where g.user_id = ${userId} and g.status_rank = 0 and e.pool = ${pool}`,
+      poolSummary(),
       serviceEstimate(),
     ]);
-    const toQueue = (u: (typeof byUser)[number]): UserQueue => ({ weight: u.weight, queued: u.queued, oldestAt: u.oldest_ms });
-    const self = byUser.find((u) => u.user_id === userId);
-    if (!self) return new Map();
-    const others = byUser.filter((u) => u !== self).map(toQueue);
+    if (mine.length === 0) return new Map();
+    const self: UserQueue = { weight: mine[0].weight, queued: mine[0].queued, oldestAt: mine[0].oldest_ms };
     const result = new Map<string, QueueInfo>();
-    mine.forEach(({ id, ahead: k }) => {
-      const position = jobsAhead(k, toQueue(self), others) + 1;
-      result.set(id, { position, etaSeconds: etaSeconds(position, estimate) });
-    });
+    for (const { id, ahead: k } of mine) {
+      if (!only || id === only.id) result.set(id, place(userId, k, self, byUser, estimate));
+    }
     return result;
   }
 
-  return { pool, serviceEstimate, positions };
+  /**
+   * The place of a job admitted just now, from what admission read under the user's lock: `queuedBefore` of the user's
+   * jobs wait ahead of it, the oldest since `oldestAt` (ms). No query of its own.
+   */
+  async function positionOfNew(userId: string, { weight, queuedBefore, oldestAt }: { weight: number; queuedBefore: number; oldestAt: number }): Promise<QueueInfo> {
+    const [byUser, estimate] = await Promise.all([poolSummary(), serviceEstimate()]);
+    return place(userId, queuedBefore, { weight, queued: queuedBefore + 1, oldestAt }, byUser, estimate);
+  }
+
+  function place(userId: string, k: number, self: UserQueue, byUser: PoolSummary, estimate: ServiceEstimate): QueueInfo {
+    const others = [...byUser.users].filter(([id]) => id !== userId).map(([, queue]) => queue);
+    const position = jobsAhead(k, self, others) + 1;
+    return { position, etaSeconds: etaSeconds(position, estimate) };
+  }
+
+  return { pool, serviceEstimate, positions, positionOfNew, tierBacklog, noteAdmitted };
 }

@@ -4,8 +4,8 @@ import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/c
 import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { getGeneration, insertQueued } from '../db/projection';
-import { idempotencyKeys, type GenerationRow, type UserRow } from '../db/schema';
-import { InsufficientCreditsError, reserveCredits, undoReservation } from '../credits/ledger';
+import { admissionReservations, gpuQueueEntries, idempotencyKeys, type GenerationRow, type UserRow } from '../db/schema';
+import { undoReservation } from '../credits/ledger';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
 import { creditsFor, gpuTimeFactor } from '../domain/pricing';
 import { SA_STATUS, SA_TIER, SA_USER_ID } from '../domain/search-attributes';
@@ -35,86 +35,94 @@ function requestHash(request: GenerationRequest): string {
   return createHash('sha256').update(JSON.stringify(request)).digest('hex');
 }
 
-/**
- * Accepts a generation: claims the idempotency key, starts the workflow (USE_EXISTING, so concurrent duplicates meet one
- * workflow), and writes the queued projection row. Never waits for generation.
- */
-export async function submitGeneration(
-  { db, client, config }: SubmitDeps,
-  user: UserRow,
-  request: GenerationRequest,
-  idempotencyKey: string | undefined,
-): Promise<SubmitResult> {
-  const jobId = jobIdFor(user.id, idempotencyKey);
-  const claim = await claimSubmission(db, user, jobId, request, idempotencyKey);
-  if (claim.kind === 'replay' && claim.existing) return { generation: claim.existing, replayed: true };
-  // A replay without a row: the first submit is still starting (or died before its row). Starting again is idempotent.
+/** A submit before admission: its job id, what it costs, and the workflow input it will start with. */
+export interface Submission {
+  user: UserRow;
+  request: GenerationRequest;
+  idempotencyKey: string | undefined;
+  jobId: string;
+  requestHash: string;
+  credits: number;
+  acceptedAt: Date;
+}
 
-  const input = generationInput(config, user, jobId, request, claim.acceptedAt);
+export function describeSubmission(user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined): Submission {
+  return {
+    user,
+    request,
+    idempotencyKey,
+    jobId: jobIdFor(user.id, idempotencyKey),
+    requestHash: requestHash(request),
+    credits: creditsFor(request),
+    acceptedAt: new Date(),
+  };
+}
+
+/**
+ * An admitted submit (its key, credits and queue entry are written): starts the workflow (USE_EXISTING, so concurrent
+ * duplicates meet one workflow) and writes the queued projection row, which is the answer. Never waits for generation.
+ * When the workflow cannot be started, everything admission wrote is undone, so the client's retry starts afresh.
+ */
+export async function startAdmitted({ db, client, config }: SubmitDeps, submission: Submission): Promise<GenerationRow> {
+  const input = generationInput(config, submission, submission.acceptedAt);
   try {
     await startWorkflow(client, config, input);
   } catch (err) {
-    if (claim.kind === 'new') await abandonSubmission(db, user.id, jobId, idempotencyKey);
+    await abandonSubmission(db, submission);
     throw err;
   }
-  await insertQueued(db, input);
-  const generation = await getGeneration(db, user.id, jobId);
-  if (!generation) throw new Error(`projection row ${jobId} missing right after insert`);
-  return { generation, replayed: claim.kind === 'replay' };
+  return (await insertQueued(db, input)) ?? (await rowOf(db, submission));
 }
-
-type Claim = { kind: 'new'; acceptedAt: Date } | { kind: 'replay'; acceptedAt: Date; existing: GenerationRow | undefined };
 
 /**
- * In one transaction: claim the idempotency key and reserve the job's credits. A second submit with the same key and
- * body is a replay (no new reservation); with another body it is refused.
+ * A submit whose Idempotency-Key was taken before: the same body replays the first answer; another body is refused. When
+ * the first submit has no row yet (it is still starting, or died before its row), the workflow is started again, which
+ * is idempotent, so a replay never answers for a job that does not exist. Undefined when the key is no longer taken.
  */
-async function claimSubmission(db: Db, user: UserRow, jobId: string, request: GenerationRequest, idempotencyKey: string | undefined): Promise<Claim> {
-  const hash = requestHash(request);
-  const acceptedAt = new Date();
-  const earlier = await db.transaction(async (tx) => {
-    if (idempotencyKey) {
-      const claimed = await tx
-        .insert(idempotencyKeys)
-        .values({ userId: user.id, key: idempotencyKey, requestHash: hash, jobId, createdAt: acceptedAt })
-        .onConflictDoNothing()
-        .returning();
-      if (claimed.length === 0) {
-        const [row] = await tx
-          .select()
-          .from(idempotencyKeys)
-          .where(and(eq(idempotencyKeys.userId, user.id), eq(idempotencyKeys.key, idempotencyKey)));
-        return row;
-      }
-    }
-    try {
-      await reserveCredits(tx, user.id, jobId, creditsFor(request));
-    } catch (err) {
-      if (err instanceof InsufficientCreditsError) {
-        throw new ApiError(402, 'insufficient_credits', err.message, { needed: err.needed, available: err.available });
-      }
-      throw err;
-    }
-    return undefined;
-  });
-  if (!earlier) return { kind: 'new', acceptedAt };
-  if (earlier.requestHash !== hash) {
+export async function replaySubmission(
+  { db, client, config }: SubmitDeps,
+  submission: Submission,
+  earlier?: { requestHash: string; acceptedAt: Date },
+): Promise<SubmitResult | undefined> {
+  const { user, idempotencyKey } = submission;
+  if (!idempotencyKey) throw new Error('a replay needs an Idempotency-Key');
+  const first =
+    earlier ??
+    (await db
+      .select({ requestHash: idempotencyKeys.requestHash, acceptedAt: idempotencyKeys.createdAt })
+      .from(idempotencyKeys)
+      .where(and(eq(idempotencyKeys.userId, user.id), eq(idempotencyKeys.key, idempotencyKey)))
+      .then(([row]) => row));
+  if (!first) return undefined; // released by a first submit that failed just now: this one is new after all
+  if (first.requestHash !== submission.requestHash) {
     throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was already used with a different request body');
   }
-  return { kind: 'replay', acceptedAt: earlier.createdAt, existing: await getGeneration(db, user.id, jobId) };
+  const existing = await getGeneration(db, user.id, submission.jobId);
+  if (existing) return { generation: existing, replayed: true };
+  const input = generationInput(config, submission, first.acceptedAt);
+  await startWorkflow(client, config, input);
+  return { generation: (await insertQueued(db, input)) ?? (await rowOf(db, submission)), replayed: true };
 }
 
-/** Nothing was accepted: release the key and the reservation, so the client's retry starts afresh. */
-async function abandonSubmission(db: Db, userId: string, jobId: string, idempotencyKey: string | undefined): Promise<void> {
+async function rowOf(db: Db, { user, jobId }: Submission): Promise<GenerationRow> {
+  const row = await getGeneration(db, user.id, jobId);
+  if (!row) throw new Error(`projection row ${jobId} missing right after insert`);
+  return row;
+}
+
+/** Nothing was accepted: undo what admission wrote (key, credits, queue entry, admission reservation), so a retry starts afresh. */
+async function abandonSubmission(db: Db, { user, jobId, idempotencyKey }: Submission): Promise<void> {
   await db.transaction(async (tx) => {
     await undoReservation(tx, jobId);
+    await tx.delete(gpuQueueEntries).where(eq(gpuQueueEntries.jobId, jobId));
+    await tx.delete(admissionReservations).where(eq(admissionReservations.id, jobId));
     if (idempotencyKey) {
-      await tx.delete(idempotencyKeys).where(and(eq(idempotencyKeys.userId, userId), eq(idempotencyKeys.key, idempotencyKey)));
+      await tx.delete(idempotencyKeys).where(and(eq(idempotencyKeys.userId, user.id), eq(idempotencyKeys.key, idempotencyKey)));
     }
   });
 }
 
-function generationInput(config: Config, user: UserRow, jobId: string, request: GenerationRequest, acceptedAt: Date): GenerationInput {
+function generationInput(config: Config, { user, jobId, request }: Submission, acceptedAt: Date): GenerationInput {
   const { generation } = config;
   const scale = gpuTimeFactor(request);
   return {

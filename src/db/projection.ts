@@ -1,37 +1,88 @@
-import { and, desc, eq, gt, inArray, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
-import type { Db } from './client';
+import type { Db, Sql } from './client';
 import { generations, type GenerationRow } from './schema';
+
+/** The projection's columns, in the order GenerationRow names them. */
+const COLUMNS =
+  'id, user_id, tier, status, status_rank, prompt, params, attempt, progress, backend_job_id, dispatcher, run_opened_at, ' +
+  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at';
+
+interface GenerationRecord {
+  id: string;
+  user_id: string;
+  tier: string;
+  status: GenerationStatus;
+  status_rank: number;
+  prompt: string;
+  params: Record<string, unknown> | string;
+  attempt: number;
+  progress: number;
+  backend_job_id: string | null;
+  dispatcher: string | null;
+  run_opened_at: Date | string | null;
+  expected_done_at: Date | string | null;
+  video_url: string | null;
+  error: GenerationRow['error'] | string;
+  created_at: Date | string;
+  started_at: Date | string | null;
+  completed_at: Date | string | null;
+  updated_at: Date | string;
+}
+
+// drizzle's driver turns postgres.js's own timestamp parsing off on the shared client; raw reads get text back.
+const date = (value: Date | string | null) => (value === null ? null : new Date(value));
+const json = <T>(value: T | string): T => (typeof value === 'string' ? (JSON.parse(value) as T) : value);
+
+const toRow = (r: GenerationRecord): GenerationRow => ({
+  id: r.id,
+  userId: r.user_id,
+  tier: r.tier,
+  status: r.status,
+  statusRank: r.status_rank,
+  prompt: r.prompt,
+  params: json(r.params),
+  attempt: r.attempt,
+  progress: r.progress,
+  backendJobId: r.backend_job_id,
+  dispatcher: r.dispatcher,
+  runOpenedAt: date(r.run_opened_at),
+  expectedDoneAt: date(r.expected_done_at),
+  videoUrl: r.video_url,
+  error: json(r.error),
+  createdAt: new Date(r.created_at),
+  startedAt: date(r.started_at),
+  completedAt: date(r.completed_at),
+  updatedAt: new Date(r.updated_at),
+});
 
 /**
  * The projection writer. Two statements, both idempotent:
- * - insertQueued creates the row once (the API and the workflow's first step both call it; the second is a no-op);
+ * - insertQueued creates the row once (the API and the workflow's first step both call it; the second is a no-op) and
+ *   returns it to the one that created it;
  * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
  *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
  */
-export async function insertQueued(db: Db, input: GenerationInput): Promise<void> {
+export async function insertQueued(db: Db, input: GenerationInput): Promise<GenerationRow | undefined> {
   const { request } = input;
-  await db
-    .insert(generations)
-    .values({
-      id: input.jobId,
-      userId: input.userId,
-      tier: input.tier,
-      status: 'queued',
-      statusRank: STATUS_RANK.queued,
-      prompt: request.prompt,
-      params: {
-        duration_seconds: request.duration_seconds,
-        resolution: request.resolution,
-        aspect_ratio: request.aspect_ratio,
-        seed: request.seed,
-        webhook_url: request.webhook_url,
-        metadata: request.metadata,
-      },
-      createdAt: new Date(input.acceptedAt),
-    })
-    .onConflictDoNothing({ target: generations.id });
+  const params = {
+    duration_seconds: request.duration_seconds,
+    resolution: request.resolution,
+    aspect_ratio: request.aspect_ratio,
+    seed: request.seed,
+    webhook_url: request.webhook_url,
+    metadata: request.metadata,
+  };
+  // Plain SQL on drizzle's own client: one insert per submit, where building it through the query builder cost more CPU
+  // than sending it.
+  const [record] = await db.$client<GenerationRecord[]>`
+    insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at)
+    values (${input.jobId}, ${input.userId}, ${input.tier}, 'queued', ${STATUS_RANK.queued}, ${request.prompt},
+            ${JSON.stringify(params)}::jsonb, ${input.acceptedAt}::timestamptz)
+    on conflict (id) do nothing
+    returning ${db.$client.unsafe(COLUMNS)}`;
+  return record && toRow(record); // undefined: the row was there already
 }
 
 /**
@@ -118,27 +169,31 @@ export interface ListQuery {
   after?: { createdAt: Date; id: string };
 }
 
-/** A user's jobs, newest first, one keyset page (served by generations_user_created_idx). */
-export async function listGenerations(db: Db, userId: string, query: ListQuery) {
-  const rows = await pageQuery(db, userId, query);
-  return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
+/**
+ * The keyset page statement (one row more than the page, to tell whether another page follows), served by
+ * generations_user_created_idx. Written as SQL text with one shape per combination of filters, so each shape is a
+ * prepared statement of its own: the list is the hottest read, and building it through the query builder cost more CPU
+ * than the query itself.
+ */
+export function pageStatement(userId: string, query: ListQuery): { text: string; params: Array<string | number> } {
+  const params: Array<string | number> = [userId];
+  const param = (value: string | number) => `$${params.push(value)}`;
+  const where = ['user_id = $1'];
+  if (query.status) where.push(`status = ${param(query.status)}`);
+  if (query.createdAfter) where.push(`created_at > ${param(query.createdAfter.toISOString())}::timestamptz`);
+  if (query.createdBefore) where.push(`created_at < ${param(query.createdBefore.toISOString())}::timestamptz`);
+  if (query.after) {
+    // A row comparison: one index range on (created_at, id), not an OR the planner must filter.
+    where.push(`(created_at, id) < (${param(query.after.createdAt.toISOString())}::timestamptz, ${param(query.after.id)})`);
+  }
+  const text = `select ${COLUMNS} from generations where ${where.join(' and ')} order by created_at desc, id desc limit ${param(query.limit + 1)}`;
+  return { text, params };
 }
 
-/** The keyset page query itself (one row more than the page, to tell whether another page follows). */
-export function pageQuery(db: Db, userId: string, query: ListQuery) {
-  const conditions: SQL[] = [eq(generations.userId, userId)];
-  if (query.status) conditions.push(eq(generations.status, query.status));
-  if (query.createdAfter) conditions.push(gt(generations.createdAt, query.createdAfter));
-  if (query.createdBefore) conditions.push(lt(generations.createdAt, query.createdBefore));
-  if (query.after) {
-    const { createdAt, id } = query.after;
-    // A row comparison: one index range on (created_at, id), not an OR the planner must filter.
-    conditions.push(sql`(${generations.createdAt}, ${generations.id}) < (${createdAt.toISOString()}::timestamptz, ${id})`);
-  }
-  return db
-    .select()
-    .from(generations)
-    .where(and(...conditions))
-    .orderBy(desc(generations.createdAt), desc(generations.id))
-    .limit(query.limit + 1);
+/** A user's jobs, newest first, one keyset page. */
+export async function listGenerations(sql: Sql, userId: string, query: ListQuery) {
+  const { text, params } = pageStatement(userId, query);
+  const records = await sql.unsafe<GenerationRecord[]>(text, params, { prepare: true });
+  const rows = records.slice(0, query.limit).map(toRow);
+  return { rows, hasMore: records.length > query.limit };
 }

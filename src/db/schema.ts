@@ -72,6 +72,9 @@ export const generations = pgTable(
     // Serves "my jobs, newest first" as a keyset scan; NULLS FIRST matches ORDER BY ... DESC, so no sort is needed.
     index('generations_user_created_idx').on(t.userId, t.createdAt.desc().nullsFirst(), t.id.desc().nullsFirst()),
     index('generations_active_idx').on(t.status).where(sql`status_rank < 2`),
+    // A user's unfinished jobs in order (admission's active count, queue positions), however many finished rows the
+    // user has.
+    index('generations_user_active_idx').on(t.userId, t.createdAt, t.id).where(sql`status_rank < 2`),
   ],
 );
 

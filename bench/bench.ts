@@ -2,7 +2,7 @@ import type { SpawnedProcess } from '../test/processes';
 import { freePort } from '../scripts/lib/ports';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import type { Stack } from '../test/harness';
-import { transactionsPerRequest } from './lib/costs';
+import { costPerRequest, type RequestCost } from './lib/costs';
 import { backloggedRun, pollingRun } from './lib/e2e-figures';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { takeTurns, type LoadFigures } from './lib/load';
@@ -35,12 +35,17 @@ const step = (line: string) => say(`\n▶ ${line}`);
 const round = (n: number, digits = 3) => Math.round(n * 10 ** digits) / 10 ** digits;
 const rate = (f: LoadFigures) => `${f.rps.toFixed(1)}/s (p50 ${f.p50Ms.toFixed(0)} ms, p99 ${f.p99Ms.toFixed(0)} ms${f.failed ? `, ${f.failed} failed` : ''})`;
 
+/** Where one request's CPU went, ms: the API process, Postgres, the Temporal server, the load generator (this process). */
+const cpuLine = (c: RequestCost) =>
+  `API ${c.apiCpuMs.toFixed(2)} + Postgres ${c.postgresCpuMs.toFixed(2)} + Temporal ${c.temporalCpuMs.toFixed(2)} + load generator ${c.loadCpuMs.toFixed(2)} ms`;
+const cpuFigures = (c: RequestCost) => ({ api: round(c.apiCpuMs, 2), postgres: round(c.postgresCpuMs, 2), temporal: round(c.temporalCpuMs, 2), load_generator: round(c.loadCpuMs, 2) });
+
 /** The stack's API again, as a child process (LOG_LEVEL warn: no log line per request through the pipe to this process). */
-async function withApiProcess<T>(stack: Stack, name: string, run: (apiUrl: string) => Promise<T>): Promise<T> {
+async function withApiProcess<T>(stack: Stack, name: string, run: (apiUrl: string, apiPid: number) => Promise<T>): Promise<T> {
   const port = await freePort();
   const api: SpawnedProcess = await spawnService('api', name, { ...stack.env, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'warn' });
   try {
-    return await run(`http://127.0.0.1:${port}`);
+    return await run(`http://127.0.0.1:${port}`, api.pid);
   } finally {
     await api.stop();
   }
@@ -75,7 +80,7 @@ async function main(): Promise<number> {
 
     // No generation worker here: started workflows wait in Temporal, so both submit paths measure the start alone.
     const reads = await withStack({ env: { ...UNLIMITED_ADMISSION, WORKER_ROLE: 'gpu' } }, async (stack) =>
-      withApiProcess(stack, 'bench-api-submit', async (apiUrl) => {
+      withApiProcess(stack, 'bench-api-submit', async (apiUrl, apiPid) => {
         step(`submit: POST /v1/generations (autocannon) vs client.workflow.start, ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s each`);
         const submitters = await users(stack, 50);
         const target: SubmitTarget = { apiUrl, apiKeys: submitters.map((u) => u.apiKey) };
@@ -86,13 +91,16 @@ async function main(): Promise<number> {
           ],
           PLAN,
         );
-        const transactionsPerSubmit = await transactionsPerRequest(stack.database.sql, () => apiSubmits(target, { connections: PLAN.connections, durationS: 3 }));
-        say(`  API ${rate(api)}; raw ${rate(raw)}; ${transactionsPerSubmit.toFixed(1)} Postgres transactions per submit`);
+        const submitCost = await costPerRequest(stack.database.sql, apiPid, () => apiSubmits(target, { connections: PLAN.connections, durationS: 3 }));
+        const rawCost = await costPerRequest(stack.database.sql, undefined, () => rawStarts(stack, submitters[0].userId, { connections: PLAN.connections, durationMs: 3_000 }));
+        say(`  API ${rate(api)}; raw ${rate(raw)}`);
+        say(`  CPU per submit: ${cpuLine(submitCost)}; ${submitCost.transactions.toFixed(1)} Postgres transactions`);
+        say(`  CPU per raw start: ${cpuLine(rawCost)}`);
 
         step(`status and scale: GET /v1/generations?limit=20 vs its SQL via postgres.js, ${PLAN.smallRows} then ${PLAN.largeRows} rows`);
-        const status = await statusFigures(stack, apiUrl, { smallRows: PLAN.smallRows, largeRows: PLAN.largeRows, connections: PLAN.connections, rounds: PLAN.rounds, seconds: PLAN.seconds, log: say });
+        const status = await statusFigures(stack, apiUrl, apiPid, { smallRows: PLAN.smallRows, largeRows: PLAN.largeRows, connections: PLAN.connections, rounds: PLAN.rounds, seconds: PLAN.seconds, log: say });
         say(`  ${PLAN.largeRows} rows (loaded in ${status.loadSeconds.toFixed(0)} s): API ${rate(status.apiLarge)}; SQL ${rate(status.directLarge)}`);
-        return { api, raw, status, transactionsPerSubmit };
+        return { api, raw, status, submitCost, rawCost };
       }),
     );
 
@@ -111,7 +119,7 @@ async function main(): Promise<number> {
     say(`  API: empty ${rate(backlog.empty)}; with ${backlog.backlogAtStart} waiting ${rate(backlog.loaded)}`);
     say(`  raw start: empty ${rate(backlog.rawEmpty)}; with the backlog ${rate(backlog.rawLoaded)}`);
 
-    const { api, raw, status, transactionsPerSubmit } = reads;
+    const { api, raw, status, submitCost, rawCost } = reads;
     const figures = {
       quick,
       submit_ratio: round(api.rps / raw.rps),
@@ -153,8 +161,12 @@ async function main(): Promise<number> {
         visible_callback: backlogged.visible,
         visible_polling: polled,
         heartbeat_timeout_ms_polling: HEARTBEAT_TIMEOUT_MS,
-        postgres_transactions_per_submit: round(transactionsPerSubmit, 1),
-        postgres_transactions_per_list: round(status.transactionsPerList, 1),
+        postgres_transactions_per_submit: round(submitCost.transactions, 1),
+        postgres_transactions_per_list: round(status.listCost.transactions, 1),
+        cpu_ms_per_submit: cpuFigures(submitCost),
+        cpu_ms_per_raw_start: cpuFigures(rawCost),
+        cpu_ms_per_list: cpuFigures(status.listCost),
+        cpu_ms_per_direct_list_query: cpuFigures(status.directCost),
         temporal_history_per_job: backlogged.history,
         cpu_ms_per_job_all_processes: Math.round(backlogged.cpuMsPerJob),
       },
@@ -186,11 +198,15 @@ async function main(): Promise<number> {
       { section: 'scale', figure: 'submit ratio backlog / empty', value: String(figures.submit_ratio_backlog_vs_empty), goal: '≥ 0.8', met: figures.submit_ratio_backlog_vs_empty >= 0.8 },
       { section: 'scale', figure: 'raw client.workflow.start ratio backlog / empty (Temporal alone)', value: String(figures.details.raw_start_ratio_backlog_vs_empty) },
       { section: 'cost', figure: 'CPU per job: API + worker + dispatcher + simulator (upper bound)', value: `${Math.round(backlogged.cpuMsPerJob)} ms` },
-      { section: 'cost', figure: 'Postgres transactions per submit / per list', value: `${transactionsPerSubmit.toFixed(1)} / ${status.transactionsPerList.toFixed(1)}` },
+      { section: 'cost', figure: 'Postgres transactions per submit / per list', value: `${submitCost.transactions.toFixed(1)} / ${status.listCost.transactions.toFixed(1)}` },
+      { section: 'cost', figure: 'CPU per API submit', value: cpuLine(submitCost) },
+      { section: 'cost', figure: 'CPU per raw client.workflow.start', value: cpuLine(rawCost) },
+      { section: 'cost', figure: 'CPU per API list', value: cpuLine(status.listCost) },
+      { section: 'cost', figure: 'CPU per list query via postgres.js', value: cpuLine(status.directCost) },
       {
         section: 'cost',
         figure: 'Temporal history per succeeded job',
-        value: `${backlogged.history.events} events: ${backlogged.history.workflowTasks} workflow tasks, ${backlogged.history.activities} activities, ${backlogged.history.signals} signals, ${backlogged.history.timers} timers`,
+        value: `${backlogged.history.events} events: ${backlogged.history.workflowTasks} workflow tasks, ${backlogged.history.activities} activities, ${backlogged.history.signals} signals, ${backlogged.history.timers} timer(s)`,
       },
     ];
     const goals = rows.filter((r) => r.met !== undefined);

@@ -6,7 +6,7 @@ import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { ChaosCluster } from './lib/chaos-cluster';
 import { createUsers, newClientStats, submitUntilAnswered, type Submission } from './lib/chaos-clients';
 import { checkInvariants, countTerminal, pendingDeliveries, unfinishedWorkflows, type InvariantCounts } from './lib/chaos-invariants';
-import { runMain } from './lib/infra';
+import { runMain, stopOnSignal } from './lib/infra';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
 
 /**
@@ -63,6 +63,7 @@ async function main(): Promise<number> {
   say(`${machineLine()}\nChaos: ${JOBS} jobs${short ? ' (short timeline)' : ''}; submits over ${PLAN.submitWindowMs / 1000} s, kills until ${PLAN.chaosUntilMs / 1000} s, Temporal restart at ${PLAN.temporalAtMs / 1000} s, Postgres restart at ${PLAN.postgresAtMs / 1000} s.`);
   const receiver = await startWebhookReceiver((n) => ({ status: n % 7 === 0 ? 503 : 204 }));
   const cluster = await ChaosCluster.start({ generationWorkers: 2, dispatchers: 2, env: SERVICE_ENV, log: say });
+  stopOnSignal(() => cluster.stop());
   say(`• started in ${((Date.now() - began) / 1000).toFixed(0)} s (state in ${cluster.dir})`);
   try {
     const users = await createUsers(cluster.apiUrl, cluster.adminApiKey, USERS, receiver.url);
@@ -97,7 +98,7 @@ async function main(): Promise<number> {
       await cluster.restartPostgres();
     })();
     const [submissions] = await Promise.all([submits, monkey, infrastructure]);
-    cluster.record(`chaos over: ${kills} kills; every submit answered`);
+    cluster.record(`chaos over: ${kills} kills; every client done submitting`);
     await cluster.heal();
 
     const accepted = submissions.filter((s) => s.outcome === 'accepted');

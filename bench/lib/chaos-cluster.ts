@@ -75,7 +75,12 @@ export class ChaosCluster {
     cluster.slots.push({ role: 'api', name: 'chaos-api', starts: 0, expectingExit: false });
     for (let i = 1; i <= options.generationWorkers; i++) cluster.slots.push({ role: 'generation', name: `chaos-worker-${i}`, starts: 0, expectingExit: false });
     for (let i = 1; i <= options.dispatchers; i++) cluster.slots.push({ role: 'gpu', name: `chaos-dispatcher-${i}`, starts: 0, expectingExit: false });
-    for (const slot of cluster.slots) await cluster.launch(slot);
+    try {
+      for (const slot of cluster.slots) await cluster.launch(slot);
+    } catch (err) {
+      await cluster.stop(); // nothing left running behind a failed start
+      throw err;
+    }
     return cluster;
   }
 

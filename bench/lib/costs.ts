@@ -1,3 +1,4 @@
+import fs from 'node:fs';
 import { temporal } from '@temporalio/proto';
 import type { Client } from '@temporalio/client';
 import type { Sql } from '../../src/db/client';
@@ -14,12 +15,80 @@ async function transactions(sql: Sql): Promise<number> {
   return Number(row.n);
 }
 
-/** Postgres transactions (each autocommit statement is one) per successful request of `run`. */
-export async function transactionsPerRequest(sql: Sql, run: () => Promise<LoadFigures>): Promise<number> {
-  const before = await transactions(sql);
+/** CPU time (user + system) a process has used so far, in ms, from /proc (Linux); NaN where unreadable. */
+function cpuMsOf(pid: number): number {
+  try {
+    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the 12th and 13th.
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
+
+/** The parent pid of a process, from /proc (undefined when it is gone). */
+function parentOf(pid: number): number | undefined {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+  } catch {
+    return undefined;
+  }
+}
+
+const allPids = () => fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number);
+
+/** The benchmark's Postgres: its postmaster (the parent of this connection's backend) and every process it forked. */
+async function postgresPids(sql: Sql): Promise<number[]> {
+  const [{ pid }] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
+  const postmaster = parentOf(pid);
+  return postmaster === undefined ? [] : [postmaster, ...allPids().filter((p) => parentOf(p) === postmaster)];
+}
+
+/** The Temporal dev server(s) of this machine. */
+function temporalPids(): number[] {
+  return allPids().filter((pid) => {
+    try {
+      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').includes('server start-dev');
+    } catch {
+      return false;
+    }
+  });
+}
+
+const cpuMsOfAll = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuMsOf(pid) || 0), 0);
+
+export interface RequestCost {
+  /** Postgres transactions (each autocommit statement is one) per successful request. */
+  transactions: number;
+  /** CPU per successful request, ms: of the API process (0 for a path without one), of all Postgres processes, of the
+   * Temporal server, and of this (load-generating) process. */
+  apiCpuMs: number;
+  postgresCpuMs: number;
+  temporalCpuMs: number;
+  loadCpuMs: number;
+}
+
+/** What each successful request of `run` cost Postgres, Temporal, the API process `apiPid` and the load generator. */
+export async function costPerRequest(sql: Sql, apiPid: number | undefined, run: () => Promise<LoadFigures>): Promise<RequestCost> {
+  const [pgPids, temporal] = [await postgresPids(sql), temporalPids()];
+  const xacts = await transactions(sql);
+  const before = { api: apiPid ? cpuMsOf(apiPid) : 0, pg: cpuMsOfAll(pgPids), temporal: cpuMsOfAll(temporal), load: process.cpuUsage() };
   const figures = await run();
+  const load = process.cpuUsage(before.load);
+  const [api, pg, temporalMs] = [apiPid ? cpuMsOf(apiPid) : 0, cpuMsOfAll(await postgresPids(sql)), cpuMsOfAll(temporal)];
   const after = await transactions(sql);
-  return (after - before) / Math.max(1, figures.ok);
+  const ok = Math.max(1, figures.ok);
+  return {
+    transactions: (after - xacts) / ok,
+    apiCpuMs: (api - before.api) / ok,
+    postgresCpuMs: (pg - before.pg) / ok,
+    temporalCpuMs: (temporalMs - before.temporal) / ok,
+    loadCpuMs: (load.user + load.system) / 1000 / ok,
+  };
 }
 
 export interface HistoryCost {

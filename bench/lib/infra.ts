@@ -10,6 +10,7 @@ import type { SimulatorKnobs } from '../../src/simulator/knobs';
  */
 export async function startTestInfrastructure(): Promise<{ stop(): Promise<void> }> {
   await globalSetup();
+  stopOnSignal(() => globalTeardown());
   return { stop: () => globalTeardown() };
 }
 
@@ -20,6 +21,18 @@ export async function withStack<T>({ env = {}, knobs = {} }: { env?: Record<stri
     return await run(stack);
   } finally {
     await stack.close();
+  }
+}
+
+/** On Ctrl-C or SIGTERM, `stop` what was started (servers, processes) before exiting, rather than leaving it running. */
+export function stopOnSignal(stop: () => Promise<void>): void {
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.once(signal, () => {
+      process.stdout.write(`\n${signal}: stopping…\n`);
+      void stop()
+        .catch((err: unknown) => console.error(err))
+        .finally(() => process.exit(130));
+    });
   }
 }
 

@@ -15,23 +15,16 @@ LANGUAGE sql VOLATILE AS $$
 $$;
 --> statement-breakpoint
 
--- A user's active jobs (queued or running, plus submits admitted whose row does not exist yet) and jobs created today
--- (UTC, the same pending submits included), the same way for admission, its refusals and GET /v1/usage. A pending
--- submit's admission reservation carries its job id, so it stops counting the moment the job's row exists.
+-- A user's active jobs (queued or running) and jobs created today (UTC), the same way for admission, its refusals and
+-- GET /v1/usage. Admission writes a job's row in the same transaction, under the same lock, so nothing is pending.
 CREATE OR REPLACE FUNCTION vg_user_job_counts(p_user_id text)
 RETURNS TABLE (active int, today int)
 LANGUAGE sql STABLE AS $$
   -- Two index ranges (generations_user_active_idx, generations_user_created_idx): the cost does not grow with the
   -- user's finished history.
-  SELECT active.n + pending.n, today.n + pending.n
-  FROM (
-    SELECT count(*)::int AS n FROM generations WHERE user_id = p_user_id AND status_rank < 2
-  ) AS active, (
-    SELECT count(*)::int AS n FROM generations WHERE user_id = p_user_id AND created_at >= date_trunc('day', now(), 'UTC')
-  ) AS today, (
-    SELECT count(*)::int AS n FROM admission_reservations r
-    WHERE r.user_id = p_user_id AND r.expires_at > now() AND NOT EXISTS (SELECT 1 FROM generations g WHERE g.id = r.id)
-  ) AS pending
+  SELECT
+    (SELECT count(*)::int FROM generations WHERE user_id = p_user_id AND status_rank < 2),
+    (SELECT count(*)::int FROM generations WHERE user_id = p_user_id AND created_at >= date_trunc('day', now(), 'UTC'))
 $$;
 --> statement-breakpoint
 
@@ -39,9 +32,9 @@ $$;
 -- the idempotency key (a key already taken makes this submit a replay, neither refused nor counted), the request rate,
 -- the active and daily limits, the tier's backlog bound (decided by the caller from its queue summary, refused here so
 -- the limits keep their precedence) and the job's credits. When all pass, it writes the key, the credit reservation
--- (ledger row + balances), the job's gpu queue entry and an admission reservation (id = the job id) that counts the job
--- until its projection row exists. A refusal writes nothing but the token it took. Also returns what the answer's queue
--- position needs: how many of the user's jobs wait in the pool ahead of this one, and since when the oldest has.
+-- (ledger row + balances), the job's gpu queue entry and its queued projection row; the caller then starts the workflow,
+-- and undoes all of it if the start fails. A refusal writes nothing but the token it took. Also returns what the
+-- answer's queue position needs: how many of the user's jobs wait in the pool ahead of this one, and since when.
 CREATE OR REPLACE FUNCTION vg_admit_submission(
   p_user_id text,
   p_bucket_key text,
@@ -49,7 +42,6 @@ CREATE OR REPLACE FUNCTION vg_admit_submission(
   p_per_second float8,
   p_max_active int,
   p_daily_quota int,
-  p_ttl_ms int,
   p_backlog_full boolean,
   p_idempotency_key text,
   p_request_hash text,
@@ -58,7 +50,9 @@ CREATE OR REPLACE FUNCTION vg_admit_submission(
   p_accepted_at timestamptz,
   p_pool text,
   p_tier text,
-  p_fairness_weight real
+  p_fairness_weight real,
+  p_prompt text,
+  p_params jsonb
 )
 RETURNS TABLE (
   outcome text, tokens float8, active int, today int, available int, earlier_hash text, earlier_at timestamptz,
@@ -93,7 +87,6 @@ BEGIN
     RETURN;
   END IF;
 
-  DELETE FROM admission_reservations WHERE user_id = p_user_id AND expires_at <= now();
   SELECT c.active, c.today INTO v_active, v_today FROM vg_user_job_counts(p_user_id) AS c;
   IF v_active >= p_max_active THEN
     RETURN QUERY SELECT 'too_many_active_jobs'::text, v_tokens, v_active, v_today, NULL::int, NULL::text, NULL::timestamptz, NULL::int, NULL::timestamptz;
@@ -131,13 +124,13 @@ BEGIN
   INSERT INTO gpu_queue_entries (job_id, pool, user_id, tier, fairness_weight, admitted_at)
   VALUES (p_job_id, p_pool, p_user_id, p_tier, p_fairness_weight, p_accepted_at)
   ON CONFLICT (job_id) DO NOTHING;
-  INSERT INTO admission_reservations (id, user_id, expires_at)
-  VALUES (p_job_id, p_user_id, now() + p_ttl_ms * interval '1 millisecond')
-  ON CONFLICT (id) DO UPDATE SET expires_at = excluded.expires_at;
-
   SELECT count(*)::int, min(g.created_at) INTO v_queued, v_oldest
   FROM generations g JOIN gpu_queue_entries e ON e.job_id = g.id
   WHERE g.user_id = p_user_id AND g.status_rank = 0 AND e.pool = p_pool;
+  -- The same row src/db/projection.ts insertQueued writes (the workflow's first step calls it too: then a no-op).
+  INSERT INTO generations (id, user_id, tier, status, status_rank, prompt, params, created_at, updated_at)
+  VALUES (p_job_id, p_user_id, p_tier, 'queued', 0, p_prompt, p_params, p_accepted_at, p_accepted_at)
+  ON CONFLICT (id) DO NOTHING;
 
   RETURN QUERY SELECT 'admitted'::text, v_tokens, v_active, v_today, v_available, NULL::text, NULL::timestamptz, v_queued, v_oldest;
 END

@@ -5,6 +5,7 @@ import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { creditLedger, generations } from '../db/schema';
 import { listStuckGenerations } from '../db/stuck';
+import { undoSubmission } from '../db/submissions';
 import { endingWrite, type GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';
 import type { Logger } from '../lib/logger';
@@ -15,6 +16,8 @@ export interface ReconcileReport {
   checked: number;
   repaired: number;
   missingWorkflows: number;
+  /** Queued rows whose workflow never started (the API died between admission and the start), undone. */
+  undoneSubmissions: number;
   stuck: number;
   orphanReservationsReleased: number;
 }
@@ -22,7 +25,7 @@ export interface ReconcileReport {
 /**
  * The reconciler's work: Temporal is the source of truth, the projection is what clients read. Every non-terminal row
  * that has not moved for a while is compared with its workflow and repaired; workflows ended from outside (an operator's
- * terminate) get their terminal row and their credits released; reservations whose job never started are undone.
+ * terminate) get their terminal row and their credits released; submits whose workflow never started are undone.
  */
 export interface ReconcileDeps {
   db: Db;
@@ -80,7 +83,7 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
 
   return {
     async reconcileProjection({ quietForMs, limit }: { quietForMs: number; limit: number }): Promise<ReconcileReport> {
-      const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, stuck: 0, orphanReservationsReleased: 0 };
+      const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, undoneSubmissions: 0, stuck: 0, orphanReservationsReleased: 0 };
       const quietSince = new Date(Date.now() - quietForMs);
       // Longest-quiet first, so a large backlog of healthy queued jobs cannot keep a diverged row from its turn.
       const rows = await db
@@ -93,7 +96,11 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
         report.checked += 1;
         const outcome = await repairFromWorkflow(id);
         if (outcome === 'repaired') report.repaired += 1;
-        if (outcome === 'missing') report.missingWorkflows += 1;
+        if (outcome === 'missing') {
+          report.missingWorkflows += 1;
+          // Admitted (row, key, credits written) but never started, and quiet for two intervals: as if never submitted.
+          if (await undoSubmission(db, id)) report.undoneSubmissions += 1;
+        }
       }
       // A reservation with no projection row: the API died between reserving and starting the workflow.
       const orphans = await db
@@ -110,7 +117,7 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
         report.orphanReservationsReleased += 1;
       }
       report.stuck = (await listStuckGenerations(db)).length;
-      if (report.repaired || report.missingWorkflows || report.orphanReservationsReleased || report.stuck) {
+      if (report.repaired || report.missingWorkflows || report.undoneSubmissions || report.orphanReservationsReleased || report.stuck) {
         logger.warn({ ...report }, 'reconciler found divergence');
       }
       return report;

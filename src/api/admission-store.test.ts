@@ -3,7 +3,8 @@ import { createDatabase, type Database } from '../db/client';
 import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
 import { creditBalance } from '../credits/ledger';
 import { createUser } from './auth';
-import { admitSubmission, countUserJobs, peekRequestTokens, releaseAdmission, takeRequestToken, type SubmissionClaim } from './admission-store';
+import { undoSubmission } from '../db/submissions';
+import { admitSubmission, countUserJobs, peekRequestTokens, takeRequestToken, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {
@@ -24,7 +25,6 @@ describe('admission state in Postgres', () => {
     rate: { burst: 100, perSecond: 100 },
     maxActive: 3,
     dailyQuota: 100,
-    ttlMs: 10_000,
     backlogFull: false,
     idempotencyKey: undefined,
     requestHash: 'h',
@@ -34,6 +34,8 @@ describe('admission state in Postgres', () => {
     pool: 'gpu-test',
     tier: 'pro',
     fairnessWeight: 1,
+    prompt: 'a test',
+    params: {},
     ...overrides,
   });
 
@@ -74,31 +76,44 @@ describe('admission state in Postgres', () => {
     expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 1, today: 1 });
   });
 
-  test('concurrent submits of one user are admitted no further than the limit leaves; released or expired ones stop counting', async () => {
+  test('concurrent submits of one user are admitted no further than the limit leaves; ended jobs stop counting', async () => {
     const { user } = await createUser(database.db, { name: 'admitted', tier: 'pro', credits: 1_000 });
-    const admit = (i: number, { ttlMs = 10_000, key = `key-${i}` }: { ttlMs?: number; key?: string } = {}) =>
-      admitSubmission(database.sql, claim(user.id, i, { ttlMs, idempotencyKey: key }));
+    const admit = (i: number, key = `key-${i}`) => admitSubmission(database.sql, claim(user.id, i, { idempotencyKey: key }));
     const outcomes = await Promise.all(Array.from({ length: 8 }, (_, i) => admit(i)));
     const admitted = outcomes.flatMap((o, i) => (o.outcome === 'admitted' ? [i] : []));
     expect(admitted).toHaveLength(3);
     expect(outcomes.filter((o) => o.outcome === 'too_many_active_jobs')).toHaveLength(5);
     expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 3, today: 3 });
     expect(await creditBalance(database.db, user.id)).toMatchObject({ available: 970, reserved: 30 });
-    // A job's reservation stops counting once its row exists: no job counts twice.
-    await database.sql`
-      insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at)
-      values (${`gen_${user.id}_${admitted[2]}`}, ${user.id}, 'pro', 'queued', 0, 'p', '{}'::jsonb, now())`;
-    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 3, today: 3 });
+    // Each admitted job has its queued row and queue entry; each later one sees the earlier ones ahead of it.
+    const rows = await database.sql<{ id: string; status: string }[]>`
+      select g.id, g.status from generations g join gpu_queue_entries e on e.job_id = g.id where g.user_id = ${user.id}`;
+    expect(rows.map((r) => r.id).sort()).toEqual(admitted.map((i) => `gen_${user.id}_${i}`).sort());
+    expect(outcomes.flatMap((o) => (o.outcome === 'admitted' ? [o.queue.queuedBefore] : [])).sort()).toEqual([0, 1, 2]);
     // The same key again is a replay, whatever the limits say.
-    expect(await admit(50, { key: `key-${admitted[0]}` })).toMatchObject({ outcome: 'replay', earlierHash: 'h' });
+    expect(await admit(50, `key-${admitted[0]}`)).toMatchObject({ outcome: 'replay', earlierHash: 'h' });
 
-    await releaseAdmission(database.sql, `gen_${user.id}_${admitted[0]}`);
-    await releaseAdmission(database.sql, `gen_${user.id}_${admitted[1]}`);
-    expect((await admit(100, { ttlMs: 200 })).outcome).toBe('admitted');
+    await database.sql`update generations set status = 'succeeded', status_rank = 2 where id in ${database.sql(admitted.slice(0, 2).map((i) => `gen_${user.id}_${i}`))}`;
+    expect((await admit(100)).outcome).toBe('admitted');
     expect((await admit(101)).outcome).toBe('admitted');
     expect((await admit(102)).outcome).toBe('too_many_active_jobs');
-    await new Promise((r) => setTimeout(r, 300)); // the 200 ms one lapses, as a crashed API's would
-    expect((await admit(103)).outcome).toBe('admitted');
+    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 3, today: 5 });
+  });
+
+  test('undoing a submit whose workflow never started takes back everything admission wrote', async () => {
+    const { user } = await createUser(database.db, { name: 'undone', tier: 'pro', credits: 100 });
+    const outcome = await admitSubmission(database.sql, claim(user.id, 0, { idempotencyKey: 'undo-1' }));
+    expect(outcome.outcome).toBe('admitted');
+    expect(await undoSubmission(database.db, `gen_${user.id}_0`)).toBe(true);
+    expect(await database.sql`select 1 from generations where user_id = ${user.id}`).toHaveLength(0);
+    expect(await database.sql`select 1 from gpu_queue_entries where user_id = ${user.id}`).toHaveLength(0);
+    expect(await database.sql`select 1 from idempotency_keys where user_id = ${user.id}`).toHaveLength(0);
+    expect(await creditBalance(database.db, user.id)).toMatchObject({ available: 100, reserved: 0 });
+    // A row a workflow run has opened is never undone.
+    await admitSubmission(database.sql, claim(user.id, 1, { idempotencyKey: 'undo-2' }));
+    await database.sql`update generations set run_opened_at = now() where id = ${`gen_${user.id}_1`}`;
+    expect(await undoSubmission(database.db, `gen_${user.id}_1`)).toBe(false);
+    expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 1, today: 1 });
   });
 
   test('a submit the credits cannot pay for writes nothing', async () => {

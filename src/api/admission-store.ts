@@ -31,13 +31,13 @@ export async function peekRequestTokens(sql: Sql, bucketKey: string, { burst, pe
 }
 
 export interface UserJobCounts {
-  /** queued + running (projection rows below the terminal rank), and submits admitted but not yet written. */
+  /** queued + running: projection rows below the terminal rank. */
   active: number;
-  /** Jobs created since midnight UTC, whatever became of them, and submits admitted but not yet written. */
+  /** Jobs created since midnight UTC, whatever became of them. */
   today: number;
 }
 
-/** countUserJobs: the user's active and today's jobs, live reservations included (vg_user_job_counts, drizzle/0009). */
+/** countUserJobs: the user's active and today's jobs (vg_user_job_counts, drizzle/0009). */
 export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
   const [row] = await sql<UserJobCounts[]>`select active, today from vg_user_job_counts(${userId})`;
   return row;
@@ -56,7 +56,6 @@ export interface SubmissionClaim {
   rate: { burst: number; perSecond: number };
   maxActive: number;
   dailyQuota: number;
-  ttlMs: number;
   /** The tier's backlog is at its bound (decided by the caller from the pool summary). */
   backlogFull: boolean;
   idempotencyKey: string | undefined;
@@ -67,6 +66,9 @@ export interface SubmissionClaim {
   pool: string;
   tier: string;
   fairnessWeight: number;
+  /** The queued row's prompt and params (projection.ts rowParams). */
+  prompt: string;
+  params: Record<string, unknown>;
 }
 
 interface AdmissionRow {
@@ -86,15 +88,15 @@ const asDate = (value: Date | string | null) => (value === null ? null : new Dat
 /**
  * admitSubmission: the whole admission of a submit in one round trip (vg_admit_submission, drizzle/0009). Under the user's
  * lock it tells a replay, takes a request token, checks the limits and the credits, and when all pass writes the key,
- * the credit reservation, the gpu queue entry and an admission reservation (its id is the job id) that counts the job
- * until its row exists.
+ * the credit reservation, the gpu queue entry and the queued row (undoSubmission takes them back).
  */
 export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<AdmissionOutcome> {
   const [row] = await sql<AdmissionRow[]>`
     select * from vg_admit_submission(
       ${c.userId}, ${c.bucketKey}, ${c.rate.burst}::float8, ${c.rate.perSecond}::float8, ${c.maxActive}::int, ${c.dailyQuota}::int,
-      ${c.ttlMs}::int, ${c.backlogFull}, ${c.idempotencyKey ?? null}, ${c.requestHash}, ${c.jobId}, ${c.credits}::int,
-      ${c.acceptedAt.toISOString()}::timestamptz, ${c.pool}, ${c.tier}, ${c.fairnessWeight}::real)`;
+      ${c.backlogFull}, ${c.idempotencyKey ?? null}, ${c.requestHash}, ${c.jobId}, ${c.credits}::int,
+      ${c.acceptedAt.toISOString()}::timestamptz, ${c.pool}, ${c.tier}, ${c.fairnessWeight}::real, ${c.prompt},
+      ${JSON.stringify(c.params)}::jsonb)`;
   const tokens = row.tokens ?? 0;
   const counts = { active: row.active ?? 0, today: row.today ?? 0 };
   switch (row.outcome) {
@@ -115,9 +117,4 @@ export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<Adm
     default:
       return { outcome: row.outcome, tokens, counts };
   }
-}
-
-/** releaseAdmission: the submit failed before its row: its admission reservation no longer counts. */
-export async function releaseAdmission(sql: Sql, jobId: string): Promise<void> {
-  await sql`delete from admission_reservations where id = ${jobId}`;
 }

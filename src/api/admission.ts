@@ -5,6 +5,7 @@ import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from
 import { admitSubmission, countUserJobs, peekRequestTokens, type UserJobCounts } from './admission-store';
 import { ApiError } from './errors';
 import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
+import { rowParams } from '../db/projection';
 import { replaySubmission, startAdmitted, type SubmitDeps, type SubmitResult, type Submission } from './submit';
 
 /**
@@ -24,8 +25,6 @@ export interface Admitted {
 
 export type Admission = ReturnType<typeof createAdmission>;
 
-// Long enough for the slowest accepted start (Temporal's start deadline is 5 s); a crashed API's reservation then lapses.
-const RESERVATION_TTL_MS = 30_000;
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
 export function createAdmission({ sql, config, queue }: { sql: Sql; config: Config; queue: QueuePositions }) {
@@ -58,10 +57,9 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   const slotTurnover = (e: ServiceEstimate) => (e.meanRunSeconds === null ? 10 : e.meanRunSeconds / Math.max(1, e.capacity));
 
   /**
-   * Admits a submit and starts it, or refuses it. One round trip to Postgres before the workflow start
-   * (vg_admit_submission: replay, token bucket, limits, key and credits, decided under the user's lock and written
-   * together) and one after (the projection row); the tier's backlog and the answer's queue position come from the
-   * pool's queue summary.
+   * Admits a submit and starts it, or refuses it. One round trip to Postgres (vg_admit_submission: replay, token bucket,
+   * limits, key, credits, queue entry and queued row, decided under the user's lock and written together), then the
+   * workflow start; the tier's backlog and the answer's queue position come from the pool's queue summary.
    */
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
@@ -79,7 +77,6 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       rate,
       maxActive: limits.maxActiveJobs,
       dailyQuota: limits.dailyQuota,
-      ttlMs: RESERVATION_TTL_MS,
       backlogFull: backlog >= bound,
       idempotencyKey: submission.idempotencyKey,
       requestHash: submission.requestHash,
@@ -89,13 +86,12 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       pool: queue.pool,
       tier: user.tier,
       fairnessWeight,
+      prompt: submission.request.prompt,
+      params: rowParams(submission.request),
     });
     switch (admission.outcome) {
-      case 'replay': {
-        const result = await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt });
-        if (!result) throw new Error(`idempotency key of ${submission.jobId} vanished while held`);
-        return { result, headers: {} };
-      }
+      case 'replay':
+        return { result: await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt }), headers: {} };
       case 'rate_limited': {
         const states = policyStates(limits, admission.tokens, await countUserJobs(sql, user.id));
         throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - admission.tokens) / refillPerSecond, states, {

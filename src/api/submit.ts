@@ -1,11 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { and, eq } from 'drizzle-orm';
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Db } from '../db/client';
-import { getGeneration, insertQueued } from '../db/projection';
-import { admissionReservations, gpuQueueEntries, idempotencyKeys, type GenerationRow, type UserRow } from '../db/schema';
-import { undoReservation } from '../credits/ledger';
+import { getGeneration, insertQueued, queuedRow } from '../db/projection';
+import type { GenerationRow, UserRow } from '../db/schema';
+import { undoSubmission } from '../db/submissions';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
 import { creditsFor, gpuTimeFactor } from '../domain/pricing';
 import { SA_STATUS, SA_TIER, SA_USER_ID } from '../domain/search-attributes';
@@ -59,8 +58,8 @@ export function describeSubmission(user: UserRow, request: GenerationRequest, id
 }
 
 /**
- * An admitted submit (its key, credits and queue entry are written): starts the workflow (USE_EXISTING, so concurrent
- * duplicates meet one workflow) and writes the queued projection row, which is the answer. Never waits for generation.
+ * An admitted submit (its key, credits, queue entry and queued row are written): starts the workflow (USE_EXISTING, so
+ * concurrent duplicates meet one workflow) and answers with the row as admission wrote it. Never waits for generation.
  * When the workflow cannot be started, everything admission wrote is undone, so the client's retry starts afresh.
  */
 export async function startAdmitted({ db, client, config }: SubmitDeps, submission: Submission): Promise<GenerationRow> {
@@ -68,61 +67,33 @@ export async function startAdmitted({ db, client, config }: SubmitDeps, submissi
   try {
     await startWorkflow(client, config, input);
   } catch (err) {
-    await abandonSubmission(db, submission);
+    await undoSubmission(db, submission.jobId);
     throw err;
   }
-  return (await insertQueued(db, input)) ?? (await rowOf(db, submission));
+  return queuedRow(input);
 }
 
 /**
- * A submit whose Idempotency-Key was taken before: the same body replays the first answer; another body is refused. When
- * the first submit has no row yet (it is still starting, or died before its row), the workflow is started again, which
- * is idempotent, so a replay never answers for a job that does not exist. Undefined when the key is no longer taken.
+ * A submit whose Idempotency-Key was taken before: the same body replays the first answer; another body is refused. A
+ * row no workflow has opened yet may belong to a first submit still starting, or to one whose API died before the
+ * start: the workflow is started again (idempotent), so a replay never answers for a job that will not run.
  */
 export async function replaySubmission(
   { db, client, config }: SubmitDeps,
   submission: Submission,
-  earlier?: { requestHash: string; acceptedAt: Date },
-): Promise<SubmitResult | undefined> {
-  const { user, idempotencyKey } = submission;
-  if (!idempotencyKey) throw new Error('a replay needs an Idempotency-Key');
-  const first =
-    earlier ??
-    (await db
-      .select({ requestHash: idempotencyKeys.requestHash, acceptedAt: idempotencyKeys.createdAt })
-      .from(idempotencyKeys)
-      .where(and(eq(idempotencyKeys.userId, user.id), eq(idempotencyKeys.key, idempotencyKey)))
-      .then(([row]) => row));
-  if (!first) return undefined; // released by a first submit that failed just now: this one is new after all
-  if (first.requestHash !== submission.requestHash) {
+  earlier: { requestHash: string; acceptedAt: Date },
+): Promise<SubmitResult> {
+  if (earlier.requestHash !== submission.requestHash) {
     throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was already used with a different request body');
   }
-  const existing = await getGeneration(db, user.id, submission.jobId);
-  if (existing) return { generation: existing, replayed: true };
-  const input = generationInput(config, submission, first.acceptedAt);
+  const input = generationInput(config, submission, earlier.acceptedAt);
+  const existing = await getGeneration(db, submission.user.id, submission.jobId);
+  if (existing && existing.runOpenedAt !== null) return { generation: existing, replayed: true };
   await startWorkflow(client, config, input);
-  return { generation: (await insertQueued(db, input)) ?? (await rowOf(db, submission)), replayed: true };
+  return { generation: existing ?? (await insertQueued(db, input)) ?? queuedRow(input), replayed: true };
 }
 
-async function rowOf(db: Db, { user, jobId }: Submission): Promise<GenerationRow> {
-  const row = await getGeneration(db, user.id, jobId);
-  if (!row) throw new Error(`projection row ${jobId} missing right after insert`);
-  return row;
-}
-
-/** Nothing was accepted: undo what admission wrote (key, credits, queue entry, admission reservation), so a retry starts afresh. */
-async function abandonSubmission(db: Db, { user, jobId, idempotencyKey }: Submission): Promise<void> {
-  await db.transaction(async (tx) => {
-    await undoReservation(tx, jobId);
-    await tx.delete(gpuQueueEntries).where(eq(gpuQueueEntries.jobId, jobId));
-    await tx.delete(admissionReservations).where(eq(admissionReservations.id, jobId));
-    if (idempotencyKey) {
-      await tx.delete(idempotencyKeys).where(and(eq(idempotencyKeys.userId, user.id), eq(idempotencyKeys.key, idempotencyKey)));
-    }
-  });
-}
-
-function generationInput(config: Config, { user, jobId, request }: Submission, acceptedAt: Date): GenerationInput {
+export function generationInput(config: Config, { user, jobId, request }: Pick<Submission, 'user' | 'jobId' | 'request'>, acceptedAt: Date): GenerationInput {
   const { generation } = config;
   const scale = gpuTimeFactor(request);
   return {

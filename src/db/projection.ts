@@ -59,14 +59,14 @@ const toRow = (r: GenerationRecord): GenerationRow => ({
 
 /**
  * The projection writer. Two statements, both idempotent:
- * - insertQueued creates the row once (the API and the workflow's first step both call it; the second is a no-op) and
- *   returns it to the one that created it;
+ * - insertQueued creates the row once (admission writes it first, drizzle/0009; the workflow's first step, and a replay
+ *   whose first submit left none, call it, and then it is a no-op) and returns it to the one that created it;
  * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
  *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
  */
-export async function insertQueued(db: Db, input: GenerationInput): Promise<GenerationRow | undefined> {
-  const { request } = input;
-  const params = {
+/** What the row keeps of a request besides its prompt. */
+export function rowParams(request: GenerationInput['request']): Record<string, unknown> {
+  return {
     duration_seconds: request.duration_seconds,
     resolution: request.resolution,
     aspect_ratio: request.aspect_ratio,
@@ -74,12 +74,43 @@ export async function insertQueued(db: Db, input: GenerationInput): Promise<Gene
     webhook_url: request.webhook_url,
     metadata: request.metadata,
   };
+}
+
+/** The queued row as insertQueued (and admission, drizzle/0009) write it: what a submit answers without reading it back. */
+export function queuedRow(input: GenerationInput): GenerationRow {
+  const acceptedAt = new Date(input.acceptedAt);
+  return {
+    id: input.jobId,
+    userId: input.userId,
+    tier: input.tier,
+    status: 'queued',
+    statusRank: STATUS_RANK.queued,
+    prompt: input.request.prompt,
+    params: rowParams(input.request),
+    attempt: 0,
+    progress: 0,
+    backendJobId: null,
+    dispatcher: null,
+    runOpenedAt: null,
+    expectedDoneAt: null,
+    videoUrl: null,
+    error: null,
+    createdAt: acceptedAt,
+    startedAt: null,
+    completedAt: null,
+    updatedAt: acceptedAt,
+  };
+}
+
+export async function insertQueued(db: Db, input: GenerationInput): Promise<GenerationRow | undefined> {
+  const { request } = input;
+  const params = rowParams(request);
   // Plain SQL on drizzle's own client: one insert per submit, where building it through the query builder cost more CPU
   // than sending it.
   const [record] = await db.$client<GenerationRecord[]>`
-    insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at)
+    insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at, updated_at)
     values (${input.jobId}, ${input.userId}, ${input.tier}, 'queued', ${STATUS_RANK.queued}, ${request.prompt},
-            ${JSON.stringify(params)}::jsonb, ${input.acceptedAt}::timestamptz)
+            ${JSON.stringify(params)}::jsonb, ${input.acceptedAt}::timestamptz, ${input.acceptedAt}::timestamptz)
     on conflict (id) do nothing
     returning ${db.$client.unsafe(COLUMNS)}`;
   return record && toRow(record); // undefined: the row was there already

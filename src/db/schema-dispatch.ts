@@ -60,18 +60,3 @@ export const rateLimitBuckets = pgTable('rate_limit_buckets', {
   /** Whether the last take found a token; lets one upsert both decide and report. */
   lastAllowed: boolean('last_allowed').notNull(),
 });
-
-/**
- * A submit admitted but not yet in the projection: it counts against the user's active and daily limits from the moment
- * it is admitted (under the user's lock) until its row exists, so concurrent submits cannot overshoot. A crashed API's
- * reservation expires.
- */
-export const admissionReservations = pgTable(
-  'admission_reservations',
-  {
-    id: text('id').primaryKey(),
-    userId: text('user_id').notNull(),
-    expiresAt: timestamp('expires_at', { withTimezone: true }).notNull(),
-  },
-  (t) => [index('admission_reservations_user_idx').on(t.userId, t.expiresAt)],
-);

@@ -35,7 +35,7 @@ export function apiSubmits(target: SubmitTarget, { connections, durationS, amoun
   });
 }
 
-/** The workflow start the API makes for a submit (same type, queue, policies, search attributes, input), alone. */
+/** The workflow start the API makes for a submit (same type, queue, policies, fairness, search attributes, input), alone. */
 function startLikeTheApi(stack: Stack, userId: string, jobId: string) {
   const { config } = stack;
   const input: GenerationInput = {
@@ -61,6 +61,7 @@ function startLikeTheApi(stack: Stack, userId: string, jobId: string) {
     args: [input],
     workflowIdConflictPolicy: 'USE_EXISTING',
     workflowIdReusePolicy: 'REJECT_DUPLICATE',
+    priority: { fairnessKey: userId, fairnessWeight: config.generation.tierWeights.pro },
     typedSearchAttributes: [
       { key: SA_USER_ID, value: userId },
       { key: SA_TIER, value: 'pro' },

@@ -8,6 +8,8 @@ bash scripts/temporal.sh install
 # test/status-page.test.ts drives Debian's headless Chromium.
 command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 npx tsc --noEmit -p .
+# The benchmarks and the chaos campaign share the service's code: they must keep compiling with it.
+npx tsc --noEmit -p bench
 npx eslint .
 # The self-hosting compose file: no docker engine runs here, so it is linted, not started.
 npx dclint docker-compose.yml

@@ -124,9 +124,12 @@ BEGIN
   INSERT INTO gpu_queue_entries (job_id, pool, user_id, tier, fairness_weight, admitted_at)
   VALUES (p_job_id, p_pool, p_user_id, p_tier, p_fairness_weight, p_accepted_at)
   ON CONFLICT (job_id) DO NOTHING;
+  -- The user's queued rows (generations_user_active_idx), each checked for the pool by its entry's key: a join here
+  -- was planned as a scan of the whole pool's entries.
   SELECT count(*)::int, min(g.created_at) INTO v_queued, v_oldest
-  FROM generations g JOIN gpu_queue_entries e ON e.job_id = g.id
-  WHERE g.user_id = p_user_id AND g.status_rank = 0 AND e.pool = p_pool;
+  FROM generations g
+  WHERE g.user_id = p_user_id AND g.status_rank = 0
+    AND (SELECT e.pool FROM gpu_queue_entries e WHERE e.job_id = g.id) = p_pool;
   -- The same row src/db/projection.ts insertQueued writes (the workflow's first step calls it too: then a no-op).
   INSERT INTO generations (id, user_id, tier, status, status_rank, prompt, params, created_at, updated_at)
   VALUES (p_job_id, p_user_id, p_tier, 'queued', 0, p_prompt, p_params, p_accepted_at, p_accepted_at)

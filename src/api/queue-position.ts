@@ -49,9 +49,9 @@ export function etaSeconds(position: number, estimate: ServiceEstimate): number 
 const ESTIMATE_CACHE_MS = 1_000;
 /**
  * How long the pool's queue summary (every user's queued jobs, by tier) is reused. Reading it costs time in proportion to
- * the backlog, so it is read at most once per SUMMARY_MIN_AGE_MS per API process however many submits and reads arrive,
- * and again only when the change feed says a generation changed since (or SUMMARY_MAX_AGE_MS passed, should a
- * notification be lost).
+ * the backlog, so it is read at most once per SUMMARY_MIN_AGE_MS (or ten times its last read's duration, when that is
+ * longer) per API process however many submits and reads arrive, and again only when the change feed says a generation
+ * changed since (or SUMMARY_MAX_AGE_MS passed, should a notification be lost).
  */
 const SUMMARY_MIN_AGE_MS = 250;
 const SUMMARY_MAX_AGE_MS = 1_000;
@@ -90,6 +90,8 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
 
   let summary: PoolSummary | undefined;
   let reading: Promise<PoolSummary> | undefined;
+  /** How long the last read took: a summary is never re-read sooner than 10 such reads, so it costs at most a tenth of a core. */
+  let lastReadMs = 0;
   /** When the change feed last announced a change of any generation (0: never, or not listening yet). */
   let changedAt = 0;
   let listening: Promise<unknown> | undefined;
@@ -116,6 +118,7 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
       });
       byTier.set(row.tier, (byTier.get(row.tier) ?? 0) + row.queued);
     }
+    lastReadMs = Date.now() - at;
     return { at, users, byTier, admittedSince: new Map() };
   }
 
@@ -123,7 +126,8 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
   async function poolSummary({ fresh = false } = {}): Promise<PoolSummary> {
     void listen();
     const age = summary ? Date.now() - summary.at : Infinity;
-    const current = summary && (age < SUMMARY_MIN_AGE_MS || (age < SUMMARY_MAX_AGE_MS && changedAt < summary.at));
+    const minAge = Math.max(SUMMARY_MIN_AGE_MS, 10 * lastReadMs);
+    const current = summary && (age < minAge || (age < Math.max(SUMMARY_MAX_AGE_MS, minAge) && changedAt < summary.at));
     if (!fresh && summary && current) return summary;
     reading ??= readSummary().finally(() => (reading = undefined));
     const next = await reading;
@@ -166,8 +170,13 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
       sql<{ id: string; ahead: number; queued: number; weight: number; oldest_ms: number }[]>`
         select g.id, (row_number() over (order by g.created_at, g.id) - 1)::int as ahead, (count(*) over ())::int as queued,
                (max(e.fairness_weight) over ())::float8 as weight, (extract(epoch from min(g.created_at) over ()) * 1000)::float8 as oldest_ms
-        from generations g join gpu_queue_entries e on e.job_id = g.id
-        where g.user_id = ${userId} and g.status_rank = 0 and e.pool = ${pool}`,
+        from generations g
+        -- The user's queued rows (generations_user_active_idx), then each one's entry by key (LIMIT keeps it a lookup
+        -- per row: a plain join was planned as a scan of the whole pool's entries).
+        cross join lateral (
+          select q.fairness_weight from gpu_queue_entries q where q.job_id = g.id and q.pool = ${pool} limit 1
+        ) as e
+        where g.user_id = ${userId} and g.status_rank = 0`,
       poolSummary(),
       serviceEstimate(),
     ]);

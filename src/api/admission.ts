@@ -64,10 +64,10 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
     const limits = limitsOf(user.tier);
-    const estimate = await queue.serviceEstimate();
+    const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier)]);
     const bound = backlogBound(limits, estimate.capacity);
-    // The summary may be a second old: a full backlog is decided on a fresh count, never on a stale one.
-    let backlog = await queue.tierBacklog(user.tier);
+    // The summary may be out of date: a full backlog is decided on a fresh count, never on a stale one.
+    let backlog = summarized;
     if (backlog >= bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
 
     const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;

@@ -44,7 +44,7 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
     submissions.inc({ tier: user.tier, outcome: replayed ? 'replayed' : 'accepted' });
     res.set(headers);
     if (replayed) res.set('Idempotent-Replayed', 'true');
-    const [resource] = queue && generation.status === 'queued' ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
+    const [resource] = queue ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
     res.status(202).location(`/v1/generations/${generation.id}`).json(resource);
   });
 

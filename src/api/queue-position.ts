@@ -58,10 +58,20 @@ const SUMMARY_MAX_AGE_MS = 1_000;
 
 interface PoolSummary {
   at: number;
+  /** Each user's queued jobs, and each tier's total; what this process admitted since the read is added to both. */
   users: Map<string, UserQueue>;
   byTier: Map<string, number>;
-  /** Jobs this process admitted since the summary was read, by tier: they count against the tier's bound at once. */
-  admittedSince: Map<string, number>;
+}
+
+/** Adds queued jobs to a user's queue in a summary: counts add up, the weight is the highest, the oldest the earliest. */
+function addQueued(summary: PoolSummary, userId: string, tier: string, jobs: UserQueue): void {
+  const seen = summary.users.get(userId);
+  summary.users.set(userId, {
+    weight: Math.max(seen?.weight ?? 0, jobs.weight),
+    queued: (seen?.queued ?? 0) + jobs.queued,
+    oldestAt: Math.min(seen?.oldestAt ?? Infinity, jobs.oldestAt),
+  });
+  summary.byTier.set(tier, (summary.byTier.get(tier) ?? 0) + jobs.queued);
 }
 
 export type QueuePositions = ReturnType<typeof createQueuePositions>;
@@ -107,19 +117,10 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
       from generations g join gpu_queue_entries e on e.job_id = g.id
       where g.status_rank = 0 and e.pool = ${pool}
       group by e.user_id, e.tier`;
-    const users = new Map<string, UserQueue>();
-    const byTier = new Map<string, number>();
-    for (const row of rows) {
-      const seen = users.get(row.user_id);
-      users.set(row.user_id, {
-        weight: Math.max(seen?.weight ?? 0, row.weight),
-        queued: (seen?.queued ?? 0) + row.queued,
-        oldestAt: Math.min(seen?.oldestAt ?? Infinity, row.oldest_ms),
-      });
-      byTier.set(row.tier, (byTier.get(row.tier) ?? 0) + row.queued);
-    }
+    const read: PoolSummary = { at, users: new Map(), byTier: new Map() };
+    for (const row of rows) addQueued(read, row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
     lastReadMs = Date.now() - at;
-    return { at, users, byTier, admittedSince: new Map() };
+    return read;
   }
 
   /** The summary, read again when it may be out of date (see SUMMARY_MIN_AGE_MS; `fresh`: now); callers share a read. */
@@ -136,36 +137,27 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
   }
 
   /**
-   * Jobs of the tier waiting for a GPU in this pool: the summary's count plus what this process admitted since. `fresh`
+   * Jobs of the tier waiting for a GPU in this pool, by the summary (with what this process admitted since). `fresh`
    * reads the summary now; admission does so before refusing, so a stale summary never refuses a job there is room for.
    */
   async function tierBacklog(tier: string, { fresh = false } = {}): Promise<number> {
-    const s = await poolSummary({ fresh });
-    return (s.byTier.get(tier) ?? 0) + (s.admittedSince.get(tier) ?? 0);
+    return (await poolSummary({ fresh })).byTier.get(tier) ?? 0;
   }
 
   /**
    * This process admitted a job: it counts in its tier's backlog and its user's queue at once, so what one API instance
    * admits is never missing from its own summary (another instance's admits, and jobs leaving the queue, show at the next
-   * read, within SUMMARY_CACHE_MS).
+   * read).
    */
   function noteAdmitted({ userId, tier, weight, createdAt }: { userId: string; tier: string; weight: number; createdAt: Date }): void {
-    if (!summary) return;
-    summary.admittedSince.set(tier, (summary.admittedSince.get(tier) ?? 0) + 1);
-    const seen = summary.users.get(userId);
-    summary.users.set(userId, {
-      weight: Math.max(seen?.weight ?? 0, weight),
-      queued: (seen?.queued ?? 0) + 1,
-      oldestAt: Math.min(seen?.oldestAt ?? Infinity, createdAt.getTime()),
-    });
+    if (summary) addQueued(summary, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
   }
 
   /**
-   * Position and ETA of the user's queued jobs in this pool: of the given one (a count of the user's jobs before it), or
-   * of all of them (one ordered list). The user's own jobs are read now (an index range of the user's queued rows); the
-   * other users' queues come from the summary.
+   * Position and ETA of the user's queued jobs in this pool: of the given one, or of all of them. The user's own jobs
+   * are read now (an index range of the user's queued rows); the other users' queues come from the summary.
    */
-  async function positions(userId: string, only?: { id: string; createdAt: Date }): Promise<Map<string, QueueInfo>> {
+  async function positions(userId: string, only?: { id: string }): Promise<Map<string, QueueInfo>> {
     const [mine, byUser, estimate] = await Promise.all([
       sql<{ id: string; ahead: number; queued: number; weight: number; oldest_ms: number }[]>`
         select g.id, (row_number() over (order by g.created_at, g.id) - 1)::int as ahead, (count(*) over ())::int as queued,

@@ -86,9 +86,9 @@ export async function replaySubmission(
   if (earlier.requestHash !== submission.requestHash) {
     throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was already used with a different request body');
   }
-  const input = generationInput(config, submission, earlier.acceptedAt);
   const existing = await getGeneration(db, submission.user.id, submission.jobId);
   if (existing && existing.runOpenedAt !== null) return { generation: existing, replayed: true };
+  const input = generationInput(config, submission, earlier.acceptedAt);
   await startWorkflow(client, config, input);
   return { generation: existing ?? (await insertQueued(db, input)) ?? queuedRow(input), replayed: true };
 }

@@ -57,13 +57,6 @@ const toRow = (r: GenerationRecord): GenerationRow => ({
   updatedAt: new Date(r.updated_at),
 });
 
-/**
- * The projection writer. Two statements, both idempotent:
- * - insertQueued creates the row once (admission writes it first, drizzle/0009; the workflow's first step, and a replay
- *   whose first submit left none, call it, and then it is a no-op) and returns it to the one that created it;
- * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
- *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
- */
 /** What the row keeps of a request besides its prompt. */
 export function rowParams(request: GenerationInput['request']): Record<string, unknown> {
   return {
@@ -102,18 +95,32 @@ export function queuedRow(input: GenerationInput): GenerationRow {
   };
 }
 
+/**
+ * The projection writer. Two statements, both idempotent:
+ * - insertQueued creates the row once (admission writes it first, drizzle/0009; the workflow's first step, and a replay
+ *   whose first submit left none, call it, and then it is a no-op) and returns it to the one that created it;
+ * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
+ *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
+ */
 export async function insertQueued(db: Db, input: GenerationInput): Promise<GenerationRow | undefined> {
   const { request } = input;
-  const params = rowParams(request);
-  // Plain SQL on drizzle's own client: one insert per submit, where building it through the query builder cost more CPU
-  // than sending it.
-  const [record] = await db.$client<GenerationRecord[]>`
-    insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at, updated_at)
-    values (${input.jobId}, ${input.userId}, ${input.tier}, 'queued', ${STATUS_RANK.queued}, ${request.prompt},
-            ${JSON.stringify(params)}::jsonb, ${input.acceptedAt}::timestamptz, ${input.acceptedAt}::timestamptz)
-    on conflict (id) do nothing
-    returning ${db.$client.unsafe(COLUMNS)}`;
-  return record && toRow(record); // undefined: the row was there already
+  const acceptedAt = new Date(input.acceptedAt);
+  const [row] = await db
+    .insert(generations)
+    .values({
+      id: input.jobId,
+      userId: input.userId,
+      tier: input.tier,
+      status: 'queued',
+      statusRank: STATUS_RANK.queued,
+      prompt: request.prompt,
+      params: rowParams(request),
+      createdAt: acceptedAt,
+      updatedAt: acceptedAt,
+    })
+    .onConflictDoNothing({ target: generations.id })
+    .returning();
+  return row; // undefined: the row was there already
 }
 
 /**

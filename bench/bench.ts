@@ -2,7 +2,7 @@ import type { SpawnedProcess } from '../test/processes';
 import { freePort } from '../scripts/lib/ports';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import type { Stack } from '../test/harness';
-import { costPerRequest, type RequestCost } from './lib/costs';
+import { costPerRequest, waitForQuiet, type RequestCost } from './lib/costs';
 import { backloggedRun, pollingRun } from './lib/e2e-figures';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { takeTurns, type LoadFigures } from './lib/load';
@@ -84,6 +84,7 @@ async function main(): Promise<number> {
         step(`submit: POST /v1/generations (autocannon) vs client.workflow.start, ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s each`);
         const submitters = await users(stack, 50);
         const target: SubmitTarget = { apiUrl, apiKeys: submitters.map((u) => u.apiKey) };
+        await waitForQuiet(stack.database.sql);
         const [api, raw] = await takeTurns(
           [
             (seconds) => apiSubmits(target, { connections: PLAN.connections, durationS: seconds }),
@@ -148,6 +149,7 @@ async function main(): Promise<number> {
         list_rows_large: status.largeRows,
         backlog_jobs: backlog.backlogAtStart,
         backlog_fill_seconds: round(backlog.fillSeconds, 1),
+        backlog_settle_seconds: round(backlog.settleSeconds, 1),
         submit_api_empty_backlog: backlog.empty,
         submit_api_with_backlog: backlog.loaded,
         raw_start_empty_backlog: backlog.rawEmpty,
@@ -215,7 +217,7 @@ async function main(): Promise<number> {
       `${PLAN.connections} connections (or calls in flight) on every throughput figure. Each side ran ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up, compared sides taking turns; a rate is the turns' total, a percentile the median of the turns'.`,
       'Every service process, Temporal dev server (SQLite in memory), Postgres and the load generator share this one machine.',
       `List rows are finished jobs of the measured user, bulk-loaded with generate_series and ANALYZEd; ${large} = ${status.largeRows} rows. The list p99 ratio is taken at a steady 100 requests/s (4 connections), so it shows what the query costs rather than queueing inside a saturated API.`,
-      `The gpu backlog: ${backlog.backlogAtStart} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s; the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
+      `The gpu backlog: ${backlog.backlogAtStart} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s, and the stack idle again ${backlog.settleSeconds.toFixed(0)} s later (both submit rates are measured from an idle stack); the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
     ];
     step(`figures after ${Math.round((Date.now() - began) / 1000)} s — ${goals.filter((r) => r.met).length} of ${goals.length} goals met`);
     say(formatTable(rows));

@@ -119,3 +119,36 @@ export async function historyCost(client: Client, workflowIds: string[]): Promis
   const mean = (x: number) => Math.round((x / n) * 10) / 10;
   return { jobs: workflowIds.length, events: mean(totals.events), workflowTasks: mean(totals.workflowTasks), activities: mean(totals.activities), signals: mean(totals.signals), timers: mean(totals.timers) };
 }
+
+export interface Quiet {
+  /** How long the stack took to go quiet, ms. */
+  waitedMs: number;
+  /** CPU the stack used per second in the last window, ms (1000 is one core busy). */
+  cpuMsPerS: number;
+  /** False when it was still busier than asked at the deadline (the measurement then goes ahead anyway). */
+  quiet: boolean;
+}
+
+/**
+ * Waits until the stack is idle: Temporal, Postgres and this process (its workers) together use less than `maxCpuMsPerS`
+ * of CPU per second over a whole `windowMs`. Work a previous step left behind (a Temporal server still writing the
+ * visibility and transfer tasks of thousands of just-started workflows, say) would otherwise be measured as the cost
+ * of the next step. Gives up (quiet: false) after `timeoutMs`.
+ */
+export async function waitForQuiet(sql: Sql, { maxCpuMsPerS = 100, windowMs = 3_000, timeoutMs = 10 * 60_000 } = {}): Promise<Quiet> {
+  const began = Date.now();
+  const temporal = temporalPids();
+  for (;;) {
+    // Postgres forks workers (autovacuum) as it goes: its processes are listed again for each window.
+    const pgPids = await postgresPids(sql);
+    const used = () => {
+      const own = process.cpuUsage();
+      return cpuMsOfAll(pgPids) + cpuMsOfAll(temporal) + (own.user + own.system) / 1000;
+    };
+    const [before, at] = [used(), Date.now()];
+    await new Promise((r) => setTimeout(r, windowMs));
+    const cpuMsPerS = ((used() - before) * 1000) / (Date.now() - at);
+    const quiet = cpuMsPerS < maxCpuMsPerS;
+    if (quiet || Date.now() - began > timeoutMs) return { waitedMs: Date.now() - began, cpuMsPerS, quiet };
+  }
+}

@@ -2,7 +2,7 @@ import postgres from 'postgres';
 import { pageStatement } from '../../src/db/projection';
 import type { Stack } from '../../test/harness';
 import { insertFinishedRows } from './bulk-rows';
-import { costPerRequest, type RequestCost } from './costs';
+import { costPerRequest, waitForQuiet, type RequestCost } from './costs';
 import { callLoad, httpLoad, takeTurns, type LoadFigures } from './load';
 
 /**
@@ -45,6 +45,8 @@ export async function statusFigures(
   const steadyList = (s: number) =>
     httpLoad({ url: `${apiUrl}/v1/generations?limit=20`, connections: 4, durationS: s, rate: STEADY_RATE, headers: { authorization: `Bearer ${apiKey}` }, expect: 200 });
   const measure = async () => {
+    // What ran before (the submit benchmark's workflow starts, the bulk load) must not be measured as the list's cost.
+    await waitForQuiet(stack.database.sql);
     const [api, viaSql] = await takeTurns([listApi, (s) => callLoad(listDirect, { concurrency: connections, durationMs: s * 1000 })], { rounds, seconds });
     const [steady] = await takeTurns([steadyList], { rounds, seconds });
     return { api, direct: viaSql, steady };

@@ -5,6 +5,7 @@ import { gpuBacklog } from '../../src/dispatch/gpu-backlog';
 import { GENERATION_WORKFLOW_TYPE } from '../../src/workflows/messages';
 import { smallJob } from '../../test/fairness-helpers';
 import { eventually, type Stack } from '../../test/harness';
+import { waitForQuiet } from './costs';
 import { callLoad, combine, httpLoad, type LoadFigures } from './load';
 
 /**
@@ -109,6 +110,9 @@ export interface BacklogFigures {
   /** Tasks in the gpu queue's backlog (Temporal's count) when the loaded run began. */
   backlogAtStart: number;
   fillSeconds: number;
+  /** How long the stack kept working after the backlog was full (Temporal writing the fill's visibility and transfer
+   * tasks), waited out before measuring, s. */
+  settleSeconds: number;
 }
 
 /**
@@ -130,6 +134,7 @@ export async function submitsUnderBacklog(
   };
   const viaApi = (s: number) => apiSubmits(measure, { connections, durationS: s });
   const raw = (s: number) => rawStarts(stack, fill[0], { connections, durationMs: s * 1000 });
+  await waitForQuiet(stack.database.sql);
   const empty = await runs(viaApi);
   const rawEmpty = await runs(raw);
   log(`  empty backlog: ${empty.rps.toFixed(1)} submits/s; filling the gpu backlog with ${backlog} jobs…`);
@@ -144,8 +149,12 @@ export async function submitsUnderBacklog(
     { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${backlog} jobs waiting in the gpu backlog` },
   );
   const fillSeconds = (Date.now() - began) / 1000;
-  log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s; measuring again…`);
+  log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s; waiting for the stack to finish the fill's work…`);
+  // Temporal is still writing what the fill started (visibility, transfer tasks) for a while: that is the fill's cost,
+  // not the steady cost of a deep backlog, so the second measurement starts once the stack is idle again.
+  const settled = await waitForQuiet(stack.database.sql);
+  log(`  ${settled.quiet ? 'idle' : 'still busy'} after ${(settled.waitedMs / 1000).toFixed(0)} s more (${settled.cpuMsPerS.toFixed(0)} ms of CPU per second); measuring again…`);
   const loaded = await runs(viaApi);
   const rawLoaded = await runs(raw);
-  return { empty, loaded, rawEmpty, rawLoaded, backlogAtStart, fillSeconds };
+  return { empty, loaded, rawEmpty, rawLoaded, backlogAtStart, fillSeconds, settleSeconds: settled.waitedMs / 1000 };
 }

@@ -47,6 +47,8 @@ export function etaSeconds(position: number, estimate: ServiceEstimate): number 
 }
 
 const ESTIMATE_CACHE_MS = 1_000;
+/** Completions the mean GPU time is taken over (the latest ones within the window). */
+const ESTIMATE_SAMPLE = 200;
 /**
  * How long the pool's queue summary (every user's queued jobs, by tier) is reused. Reading it costs time in proportion to
  * the backlog, so it is read at most once per SUMMARY_MIN_AGE_MS (or ten times its last read's duration, when that is
@@ -81,17 +83,28 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
   const windowMs = config.admission.etaWindowMs;
   let cached: { at: number; value: ServiceEstimate } | undefined;
 
-  /** The pool's live capacity and recent GPU time; cached a second so listing many jobs costs two queries. */
+  /**
+   * The pool's live capacity and recent GPU time: the mean over the pool's jobs among the latest ESTIMATE_SAMPLE
+   * completions within the window, read from the newest end of generations_completed_idx (materialized first, so no
+   * plan starts from the pool's queue entries), so its cost grows with neither the table, the day's admissions nor the
+   * backlog. Cached a second so listing many jobs costs two queries.
+   */
   async function serviceEstimate(): Promise<ServiceEstimate> {
     if (cached && Date.now() - cached.at < ESTIMATE_CACHE_MS) return cached.value;
     const [capacity, [recent]] = await Promise.all([
       readCapacity(sql, pool),
-      // Jobs end within a day of admission (queue and run deadlines), which bounds the index range.
       sql<{ completed: number; mean_run_s: number | null }[]>`
-        select count(*)::int as completed, avg(extract(epoch from g.completed_at - g.started_at))::float8 as mean_run_s
-        from gpu_queue_entries e join generations g on g.id = e.job_id
-        where e.pool = ${pool} and e.admitted_at > now() - interval '1 day'
-          and g.completed_at > now() - ${windowMs}::int * interval '1 millisecond' and g.started_at is not null`,
+        with latest as materialized (
+          select id, completed_at, started_at from generations
+          where completed_at is not null and completed_at > now() - ${windowMs}::int * interval '1 millisecond'
+          order by completed_at desc
+          limit ${ESTIMATE_SAMPLE}
+        )
+        select count(*)::int as completed, avg(extract(epoch from l.completed_at - l.started_at))::float8 as mean_run_s
+        from latest l
+        -- Each one's entry by key (LIMIT keeps it a lookup per row, never a hash of the pool's entries).
+        cross join lateral (select 1 from gpu_queue_entries e where e.job_id = l.id and e.pool = ${pool} limit 1) as e
+        where l.started_at is not null`,
     ]);
     const value = { capacity: capacity?.capacity ?? initialCapacity, meanRunSeconds: recent.mean_run_s, completed: recent.completed };
     cached = { at: Date.now(), value };

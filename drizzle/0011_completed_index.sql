@@ -1,0 +1,1 @@
+CREATE INDEX "generations_completed_idx" ON "generations" USING btree ("completed_at" DESC NULLS LAST) WHERE completed_at is not null;

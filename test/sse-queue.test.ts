@@ -1,4 +1,5 @@
 import { openEventStream, type EventStreamClient } from '../src/notifications/test-helpers';
+import { waitForGpuTasks } from './fairness-helpers';
 import { apiClient, startStack, type Stack } from './harness';
 
 /** Queue positions are computed on read, not stored: the stream polls them and sends each change as it happens. */
@@ -18,7 +19,14 @@ describe('queue positions over SSE', () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);
     const jobs: string[] = [];
-    for (const prompt of ['first in line', 'second in line', 'third in line', 'fourth in line']) jobs.push((await api.submit({ prompt })).body.id);
+    // One user's jobs reach the GPU queue in the order their workflows schedule the GPU task, which for submits made
+    // milliseconds apart need not be the order of submission; each is in the queue before the next is submitted, so
+    // the jobs ahead are the ones submitted earlier.
+    for (const prompt of ['first in line', 'second in line', 'third in line', 'fourth in line']) {
+      const id = (await api.submit({ prompt })).body.id as string;
+      await waitForGpuTasks(stack, [id]);
+      jobs.push(id);
+    }
     const last = jobs[jobs.length - 1];
     const stream = await openEventStream(`${stack.apiUrl}/v1/generations/${last}/events`, apiKey);
     streams.push(stream);

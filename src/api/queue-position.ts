@@ -21,7 +21,6 @@ export interface ServiceEstimate {
   capacity: number;
   /** Mean GPU time of jobs completed within the window; null when none was. */
   meanRunSeconds: number | null;
-  completed: number;
 }
 
 export interface UserQueue {
@@ -93,20 +92,20 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
     if (cached && Date.now() - cached.at < ESTIMATE_CACHE_MS) return cached.value;
     const [capacity, [recent]] = await Promise.all([
       readCapacity(sql, pool),
-      sql<{ completed: number; mean_run_s: number | null }[]>`
+      sql<{ mean_run_s: number | null }[]>`
         with latest as materialized (
           select id, completed_at, started_at from generations
           where completed_at is not null and completed_at > now() - ${windowMs}::int * interval '1 millisecond'
           order by completed_at desc
           limit ${ESTIMATE_SAMPLE}
         )
-        select count(*)::int as completed, avg(extract(epoch from l.completed_at - l.started_at))::float8 as mean_run_s
+        select avg(extract(epoch from l.completed_at - l.started_at))::float8 as mean_run_s
         from latest l
         -- Each one's entry by key (LIMIT keeps it a lookup per row, never a hash of the pool's entries).
         cross join lateral (select 1 from gpu_queue_entries e where e.job_id = l.id and e.pool = ${pool} limit 1) as e
         where l.started_at is not null`,
     ]);
-    const value = { capacity: capacity?.capacity ?? initialCapacity, meanRunSeconds: recent.mean_run_s, completed: recent.completed };
+    const value = { capacity: capacity?.capacity ?? initialCapacity, meanRunSeconds: recent.mean_run_s };
     cached = { at: Date.now(), value };
     return value;
   }

@@ -44,18 +44,14 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.use(requestLog(logger));
   // No id holds a NUL (Postgres text cannot), so a path with one names nothing; refused before it reaches a query.
   app.use((req, _res, next) => next(/%00/i.test(req.path) ? new ApiError(404, 'not_found', `no resource at ${req.method} ${req.path}`) : undefined));
-  app.use(opsRouter({ database, client, config }));
-  // /openapi.json, /docs and the status page at /: public, no key needed to load them.
-  app.use(apiDocsRouter());
-  app.use(statusPageRouter());
 
   // Raw body for signature verification: mounted before the JSON parser.
   app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecret: config.backend.webhookSecret, logger }));
-
   app.use(express.json({ limit: '64kb' }));
-  app.use('/admin/capacity', requireAdmin(adminApiKey), capacityRouter({ sql, config }));
-  app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
-  // SSE routes first: /v1/generations/:id/events is a stream, not a generations route.
+
+  // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.
+  // A stream of one job (/v1/generations/:id/events) matches none of these routes and goes on to the events router.
+  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, admission, queue }));
   app.use(
     '/v1',
     eventsRouter({
@@ -65,10 +61,16 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
       queue: { positionsOf: (userId) => queue.positions(userId), pollMs: config.notifications.sseQueuePositionMs },
     }),
   );
-  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, admission, queue }));
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
   app.use('/v1', webhookEndpointsRouter({ db, client, config }));
+  app.use('/admin/capacity', requireAdmin(adminApiKey), capacityRouter({ sql, config }));
+  app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
+
+  app.use(opsRouter({ database, client, config }));
+  // /openapi.json, /docs and the status page at /: public, no key needed to load them.
+  app.use(apiDocsRouter());
+  app.use(statusPageRouter());
 
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));

@@ -1,5 +1,5 @@
 import { Router } from 'express';
-import { getGeneration, listGenerations } from '../db/projection';
+import { getGeneration, listGenerations, type ListedGeneration } from '../db/projection';
 import type { Sql } from '../db/client';
 import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
@@ -19,7 +19,7 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
   const router = Router();
 
   /** Resources, with queue position and ETA for the queued ones (looked up only when one is queued). */
-  async function resources(userId: string, rows: GenerationRow[]) {
+  async function resources(userId: string, rows: Array<GenerationRow | ListedGeneration>) {
     const queued = rows.filter((row) => row.status === 'queued');
     const positions = queued.length === 0 ? undefined : await deps.queue.positions(userId, queued.length === 1 ? queued[0] : undefined);
     return rows.map((row) => toGenerationResource(row, positions?.get(row.id)));

@@ -26,10 +26,13 @@ export function requestLog(logger: Logger): RequestHandler {
       const seconds = Number(process.hrtime.bigint() - started) / 1e9;
       const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
       httpDuration.observe({ method: req.method, route, status: `${Math.floor(res.statusCode / 100)}xx` }, seconds);
-      logger.info(
-        { requestId, method: req.method, route, status: res.statusCode, durationMs: Math.round(seconds * 1000), userId: req.user?.id },
-        'request',
-      );
+      // The line's object is built only when it will be written (LOG_LEVEL above info writes none).
+      if (logger.isLevelEnabled('info')) {
+        logger.info(
+          { requestId, method: req.method, route, status: res.statusCode, durationMs: Math.round(seconds * 1000), userId: req.user?.id },
+          'request',
+        );
+      }
     });
     next();
   };

@@ -5,9 +5,12 @@ import * as schema from './schema';
 
 export type Sql = postgres.Sql;
 
-/** One postgres.js pool and its drizzle wrapper. Every process makes one and passes it down. */
+/**
+ * One postgres.js pool and its drizzle wrapper. Every process makes one and passes it down. Sessions run in UTC, so
+ * timestamps come back as the text isoFromTimestamptz (src/db/projection.ts) reads without a Date.
+ */
 export function createDatabase(url: string, { max = 10 }: { max?: number } = {}) {
-  const sql = postgres(url, { max, onnotice: () => {}, connection: { application_name: 'videogen' } });
+  const sql = postgres(url, { max, onnotice: () => {}, connection: { application_name: 'videogen', TimeZone: 'UTC' } });
   const db = drizzle(sql, { schema });
   return { sql, db, close: () => sql.end({ timeout: 5 }) };
 }

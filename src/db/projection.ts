@@ -1,6 +1,7 @@
 import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
+import { isoFromTimestamptz, isoString } from '../lib/iso-time';
 import type { Db, Sql } from './client';
 import { generations, type GenerationRow } from './schema';
 
@@ -34,20 +35,7 @@ interface GenerationRecord {
 // drizzle's driver turns postgres.js's own timestamp parsing off on the shared client; raw reads get text back.
 const json = <T>(value: T | string): T => (typeof value === 'string' ? (JSON.parse(value) as T) : value);
 
-/**
- * A timestamptz as Postgres writes it in UTC ('2026-11-29 16:31:02.123456+00', the fraction cut to what it holds) in
- * Date#toISOString's form, by slicing: the list reads four per row, and parsing each into a Date only to format it
- * again cost more than the rest of the row. Any other text (another time zone, a year past 9999) goes through Date.
- */
-export function isoFromTimestamptz(text: string): string {
-  if (text.length >= 22 && text.length <= 29 && text.charCodeAt(4) === 45 && text.charCodeAt(10) === 32 && text.endsWith('+00')) {
-    const fraction = text.charCodeAt(19) === 46 ? text.slice(20, -3) : '';
-    return `${text.slice(0, 10)}T${text.slice(11, 19)}.${`${fraction}000`.slice(0, 3)}Z`;
-  }
-  return new Date(text).toISOString();
-}
-
-const isoOrNull = (value: Date | string | null) => (value === null ? null : typeof value === 'string' ? isoFromTimestamptz(value) : value.toISOString());
+const isoOrNull = (value: Date | string | null) => (value === null ? null : typeof value === 'string' ? isoFromTimestamptz(value) : isoString(value));
 
 /** A row of the list: what the API shows of a projection row, its times already as the API writes them. */
 export type ListedGeneration = Omit<GenerationRow, 'runOpenedAt' | 'expectedDoneAt' | 'createdAt' | 'startedAt' | 'completedAt' | 'updatedAt'> & {

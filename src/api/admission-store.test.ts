@@ -125,6 +125,53 @@ describe('admission state in Postgres', () => {
     expect(await creditBalance(database.db, user.id)).toMatchObject({ available: 5, reserved: 0 });
   });
 
+  test("the user's counts kept by triggers match the rows through inserts, status changes, deletes and past days", async () => {
+    const { user } = await createUser(database.db, { name: 'counted', tier: 'pro', credits: 0 });
+    const counted = async () => {
+      const [row] = await database.sql<{ active: number; queued: number; today: number }[]>`
+        select count(*) filter (where status_rank < 2)::int as active, count(*) filter (where status_rank = 0)::int as queued,
+               count(*) filter (where created_at >= date_trunc('day', now(), 'UTC'))::int as today
+        from generations where user_id = ${user.id}`;
+      const [kept] = await database.sql<{ active: number; queued: number; today: number }[]>`
+        select active, queued, case when day = (now() at time zone 'UTC')::date then today else 0 end as today
+        from user_job_counts where user_id = ${user.id}`;
+      return { counted: row, kept: kept ?? { active: 0, queued: 0, today: 0 } };
+    };
+    const insert = (id: string, status: string, rank: number, createdAt: string) => database.sql`
+      insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at)
+      values (${id}, ${user.id}, 'pro', ${status}, ${rank}, 'p', '{}'::jsonb, ${createdAt}::timestamptz)`;
+    const setStatus = (id: string, status: string, rank: number) =>
+      database.sql`update generations set status = ${status}, status_rank = ${rank} where id = ${id}`;
+    const id = (n: number) => `gen_${user.id}_c${n}`;
+    const now = new Date().toISOString();
+    const yesterday = new Date(Date.now() - 86_400_000).toISOString();
+
+    // Today: five queued, one of them from yesterday; then some run, finish, and one is deleted (an undone submit).
+    for (let n = 0; n < 4; n++) await insert(id(n), 'queued', 0, now);
+    await insert(id(4), 'queued', 0, yesterday);
+    await insert(id(5), 'succeeded', 2, yesterday);
+    let state = await counted();
+    expect(state.kept).toEqual(state.counted);
+    expect(state.kept).toEqual({ active: 5, queued: 5, today: 4 });
+
+    await setStatus(id(0), 'running', 1);
+    await setStatus(id(1), 'running', 1);
+    await setStatus(id(1), 'failed', 2);
+    await setStatus(id(4), 'canceled', 2);
+    await database.sql`update generations set progress = 0.5 where id = ${id(0)}`; // no status change: counts unchanged
+    await database.sql`delete from generations where id = ${id(3)}`;
+    await database.sql`delete from generations where id = ${id(5)}`;
+    state = await counted();
+    expect(state.kept).toEqual(state.counted);
+    expect(state.kept).toEqual({ active: 2, queued: 1, today: 3 });
+
+    // One statement changing several rows, as an operator's SQL might.
+    await database.sql`update generations set status = 'canceled', status_rank = 2 where user_id = ${user.id} and status_rank < 2`;
+    state = await counted();
+    expect(state.kept).toEqual(state.counted);
+    expect(state.kept).toEqual({ active: 0, queued: 0, today: 3 });
+  });
+
   test('RateLimit-Policy and RateLimit are Structured Field lists, one item per policy', () => {
     const headers = rateLimitHeaders([
       { policy: 'burst', quota: 10, windowSeconds: 5, remaining: 3.7, resetSeconds: 3.2 },

@@ -12,7 +12,7 @@ export interface BucketState {
 }
 
 /**
- * takeRequestToken: the token bucket as one upsert (vg_take_token, drizzle/0009). The row's tokens are refilled for the
+ * takeRequestToken: the token bucket as one upsert (vg_take_token, drizzle/0012). The row's tokens are refilled for the
  * time since its last refill (capped at `burst`), and one is taken if there is one; the decision and the new level come
  * back together. The row is locked by the upsert, so concurrent requests from several API instances take tokens one
  * after another.
@@ -37,7 +37,7 @@ export interface UserJobCounts {
   today: number;
 }
 
-/** countUserJobs: the user's active and today's jobs (vg_user_job_counts, drizzle/0009). */
+/** countUserJobs: the user's active and today's jobs (vg_user_job_counts, drizzle/0013: kept by triggers, O(1)). */
 export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
   const [row] = await sql<UserJobCounts[]>`select active, today from vg_user_job_counts(${userId})`;
   return row;
@@ -86,7 +86,7 @@ interface AdmissionRow {
 const asDate = (value: Date | string | null) => (value === null ? null : new Date(value));
 
 /**
- * admitSubmission: the whole admission of a submit in one round trip (vg_admit_submission, drizzle/0009). Under the user's
+ * admitSubmission: the whole admission of a submit in one round trip (vg_admit_submission, drizzle/0013). Under the user's
  * lock it tells a replay, takes a request token, checks the limits and the credits, and when all pass writes the key,
  * the credit reservation, the gpu queue entry and the queued row (undoSubmission takes them back).
  */

@@ -1,4 +1,4 @@
-import { boolean, doublePrecision, index, integer, pgTable, real, text, timestamp } from 'drizzle-orm/pg-core';
+import { boolean, date, doublePrecision, index, integer, pgTable, real, text, timestamp } from 'drizzle-orm/pg-core';
 
 /**
  * GPU dispatch and admission: the live capacity of each GPU pool (a `gpu` task queue), the slot leases dispatchers
@@ -59,4 +59,16 @@ export const rateLimitBuckets = pgTable('rate_limit_buckets', {
   refilledAt: timestamp('refilled_at', { withTimezone: true }).notNull(),
   /** Whether the last take found a token; lets one upsert both decide and report. */
   lastAllowed: boolean('last_allowed').notNull(),
+});
+
+/**
+ * Each user's job counts, kept by triggers on generations (drizzle/0013) so admission reads them in O(1) however many jobs
+ * the user has queued or made today: `active` (queued + running), `queued`, and `today`, the jobs created on `day` (UTC).
+ */
+export const userJobCounts = pgTable('user_job_counts', {
+  userId: text('user_id').primaryKey(),
+  active: integer('active').notNull().default(0),
+  queued: integer('queued').notNull().default(0),
+  day: date('day').notNull(),
+  today: integer('today').notNull().default(0),
 });

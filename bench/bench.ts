@@ -83,17 +83,17 @@ async function main(): Promise<number> {
       withApiProcess(stack, 'bench-api-submit', async (apiUrl, apiPid) => {
         step(`submit: POST /v1/generations (autocannon) vs client.workflow.start, ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s each`);
         const submitters = await users(stack, 50);
-        const target: SubmitTarget = { apiUrl, apiKeys: submitters.map((u) => u.apiKey) };
+        const target: SubmitTarget = { apiUrl, apiKeys: submitters.map((u) => u.apiKey), userIds: submitters.map((u) => u.userId) };
         await waitForQuiet(stack.database.sql);
         const [api, raw] = await takeTurns(
           [
             (seconds) => apiSubmits(target, { connections: PLAN.connections, durationS: seconds }),
-            (seconds) => rawStarts(stack, submitters[0].userId, { connections: PLAN.connections, durationMs: seconds * 1000 }),
+            (seconds) => rawStarts(stack, target.userIds, { connections: PLAN.connections, durationMs: seconds * 1000 }),
           ],
           PLAN,
         );
         const submitCost = await costPerRequest(stack.database.sql, apiPid, () => apiSubmits(target, { connections: PLAN.connections, durationS: 3 }));
-        const rawCost = await costPerRequest(stack.database.sql, undefined, () => rawStarts(stack, submitters[0].userId, { connections: PLAN.connections, durationMs: 3_000 }));
+        const rawCost = await costPerRequest(stack.database.sql, undefined, () => rawStarts(stack, target.userIds, { connections: PLAN.connections, durationMs: 3_000 }));
         say(`  API ${rate(api)}; raw ${rate(raw)}`);
         say(`  CPU per submit: ${cpuLine(submitCost)}; ${submitCost.transactions.toFixed(1)} Postgres transactions`);
         say(`  CPU per raw start: ${cpuLine(rawCost)}`);
@@ -111,7 +111,7 @@ async function main(): Promise<number> {
         const [measure, fill] = [await users(stack, 50), await users(stack, 20)];
         return submitsUnderBacklog(
           stack,
-          { apiUrl, apiKeys: measure.map((u) => u.apiKey) },
+          { apiUrl, apiKeys: measure.map((u) => u.apiKey), userIds: measure.map((u) => u.userId) },
           fill.map((u) => u.userId),
           { backlog: PLAN.backlog, connections: PLAN.connections, rounds: PLAN.rounds, seconds: PLAN.seconds, log: say },
         );

@@ -14,8 +14,9 @@ import { callLoad, combine, httpLoad, type LoadFigures } from './load';
  */
 export interface SubmitTarget {
   apiUrl: string;
-  /** Submits rotate over these users, as real traffic comes from many. */
+  /** Submits rotate over these users, as real traffic comes from many (the raw starts over the same users' ids). */
   apiKeys: string[];
+  userIds: string[];
 }
 
 const BODY = JSON.stringify(smallJob('a benchmark submission'));
@@ -73,9 +74,13 @@ function startLikeTheApi(stack: Stack, userId: string, jobId: string) {
 
 const newJobId = () => `gen_${randomBytes(16).toString('hex')}`;
 
-/** Raw `client.workflow.start` at a fixed concurrency: the baseline of the API's submit. */
-export function rawStarts(stack: Stack, userId: string, { connections, durationMs }: { connections: number; durationMs: number }): Promise<LoadFigures> {
-  return callLoad(() => startLikeTheApi(stack, userId, newJobId()), { concurrency: connections, durationMs });
+/**
+ * Raw `client.workflow.start` at a fixed concurrency: the baseline of the API's submit. The starts rotate over the same
+ * users as the API's submits, so Temporal files them under as many fairness keys and search-attribute values.
+ */
+export function rawStarts(stack: Stack, userIds: string[], { connections, durationMs }: { connections: number; durationMs: number }): Promise<LoadFigures> {
+  let n = 0;
+  return callLoad(() => startLikeTheApi(stack, userIds[n++ % userIds.length], newJobId()), { concurrency: connections, durationMs });
 }
 
 /**
@@ -133,7 +138,7 @@ export async function submitsUnderBacklog(
     return combine(each);
   };
   const viaApi = (s: number) => apiSubmits(measure, { connections, durationS: s });
-  const raw = (s: number) => rawStarts(stack, fill[0], { connections, durationMs: s * 1000 });
+  const raw = (s: number) => rawStarts(stack, measure.userIds, { connections, durationMs: s * 1000 });
   await waitForQuiet(stack.database.sql);
   const empty = await runs(viaApi);
   const rawEmpty = await runs(raw);

@@ -100,6 +100,7 @@ const envSchema = z.object({
   SIM_OUTAGE: flag(false),
   // Notifications: SSE keep-alives, webhook delivery (SSRF allow-list, Svix-like retry schedule scaled for tests).
   SSE_KEEPALIVE_MS: z.coerce.number().int().min(100).default(15_000),
+  SSE_POLL_MS: z.coerce.number().int().min(10).default(200),
   SSE_QUEUE_POSITION_MS: z.coerce.number().int().min(100).default(2_000),
   WEBHOOK_ALLOWED_HOSTS: allowedHostsSetting,
   WEBHOOK_RETRY_SCALE: z.coerce.number().positive().max(1).default(1),
@@ -192,6 +193,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     simulator: { port: e.SIMULATOR_PORT, host: e.SIMULATOR_HOST, knobs: simulator },
     notifications: {
       sseKeepAliveMs: e.SSE_KEEPALIVE_MS,
+      /** How often an API process with open SSE streams looks for new change-feed events of their users. */
+      ssePollMs: e.SSE_POLL_MS,
       /** How often an SSE stream with queued jobs re-reads their queue positions. */
       sseQueuePositionMs: e.SSE_QUEUE_POSITION_MS,
       webhookAllowedHosts: e.WEBHOOK_ALLOWED_HOSTS,

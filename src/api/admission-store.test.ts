@@ -4,6 +4,8 @@ import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
 import { creditBalance } from '../credits/ledger';
 import { createUser } from './auth';
 import { undoSubmission } from '../db/submissions';
+import { BACKEND_JOB_CHANNEL } from '../activities/backend-wakeups';
+import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
 import { admitSubmission, countUserJobs, peekRequestTokens, takeRequestToken, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
@@ -123,6 +125,33 @@ describe('admission state in Postgres', () => {
     expect(await database.sql`select 1 from idempotency_keys where user_id = ${user.id}`).toHaveLength(0);
     expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 0, today: 0 });
     expect(await creditBalance(database.db, user.id)).toMatchObject({ available: 5, reserved: 0 });
+  });
+
+  test('admitting a submit and changing its row notify no one (a NOTIFY would serialize every such commit)', async () => {
+    const { user } = await createUser(database.db, { name: 'quiet', tier: 'pro', credits: 100 });
+    const heard: string[] = [];
+    // Every channel this service notifies on, and the change feed's old one; none may hear a projection write.
+    const channels = ['generation_events', GPU_SLOTS_CHANNEL, BACKEND_JOB_CHANNEL];
+    const listeners = await Promise.all(channels.map((channel) => database.sql.listen(channel, (payload) => heard.push(`${channel}: ${payload}`))));
+    try {
+      expect((await admitSubmission(database.sql, claim(user.id, 0, { idempotencyKey: 'quiet-1' }))).outcome).toBe('admitted');
+      await database.sql`update generations set status = 'running', status_rank = 1, progress = 0.5 where id = ${`gen_${user.id}_0`}`;
+      // A NOTIFY from another session sent after these commits arrives after theirs would: when it is heard, theirs would
+      // have been.
+      const marker = `marker-${user.id}`;
+      await database.sql`select pg_notify('generation_events', ${marker})`;
+      for (const deadline = Date.now() + 10_000; !heard.some((h) => h.endsWith(marker)); ) {
+        if (Date.now() > deadline) throw new Error('the marker notification never arrived');
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(heard.filter((h) => !h.endsWith(marker))).toEqual([]);
+      expect(await database.sql`select type from generation_events where user_id = ${user.id} order by id`).toEqual([
+        { type: 'generation.queued' },
+        { type: 'generation.running' },
+      ]);
+    } finally {
+      await Promise.all(listeners.map((l) => l.unlisten()));
+    }
   });
 
   test("the user's counts kept by triggers match the rows through inserts, status changes, deletes and past days", async () => {

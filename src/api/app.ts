@@ -56,7 +56,7 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
     '/v1',
     eventsRouter({
       db,
-      hub: new GenerationEventHub(sql, logger),
+      hub: new GenerationEventHub(sql, logger, config.notifications.ssePollMs),
       keepAliveMs: config.notifications.sseKeepAliveMs,
       queue: { positionsOf: (userId) => queue.positions(userId), pollMs: config.notifications.sseQueuePositionMs },
     }),

@@ -1,7 +1,6 @@
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
 import { readCapacity } from '../dispatch/capacity';
-import { GENERATION_EVENTS_CHANNEL } from '../notifications/event-hub';
 
 /**
  * Queue position and ETA of queued jobs, computed when read. Temporal's fairness serves backlogged users in proportion to
@@ -51,14 +50,17 @@ const ESTIMATE_SAMPLE = 200;
 /**
  * How long the pool's queue summary (every user's queued jobs, by tier) is reused. Reading it costs time in proportion to
  * the backlog, so it is read at most once per SUMMARY_MIN_AGE_MS (or ten times its last read's duration, when that is
- * longer) per API process however many submits and reads arrive, and again only when the change feed says a generation
- * changed since (or SUMMARY_MAX_AGE_MS passed, should a notification be lost).
+ * longer) per API process however many submits and reads arrive, and again only when the change feed's newest event id
+ * moved since (one index probe, at most once per SUMMARY_MIN_AGE_MS) or SUMMARY_MAX_AGE_MS passed (an event with a lower
+ * id may commit after a higher one was seen).
  */
 const SUMMARY_MIN_AGE_MS = 250;
 const SUMMARY_MAX_AGE_MS = 1_000;
 
 interface PoolSummary {
   at: number;
+  /** The change feed's newest event id, read just before the summary. */
+  eventId: number;
   /** Each user's queued jobs, and each tier's total; what this process admitted since the read is added to both. */
   users: Map<string, UserQueue>;
   byTier: Map<string, number>;
@@ -114,34 +116,48 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
   let reading: Promise<PoolSummary> | undefined;
   /** How long the last read took: a summary is never re-read sooner than 10 such reads, so it costs at most a tenth of a core. */
   let lastReadMs = 0;
-  /** When the change feed last announced a change of any generation (0: never, or not listening yet). */
-  let changedAt = 0;
-  let listening: Promise<unknown> | undefined;
-  const listen = () =>
-    (listening ??= sql.listen(GENERATION_EVENTS_CHANNEL, () => (changedAt = Date.now())).catch(() => (listening = undefined)));
+  /** When the change feed last showed nothing new since the summary; shared by concurrent callers. */
+  let checkedAt = 0;
+  let checking: Promise<number> | undefined;
+
+  const newestEventId = async () => {
+    const [row] = await sql<{ id: string | null }[]>`select max(id) as id from generation_events`;
+    return Number(row?.id ?? 0);
+  };
 
   /** Each user's queued jobs in the pool (how many, their weight, since when) and each tier's total; one grouped read. */
   async function readSummary(): Promise<PoolSummary> {
     const at = Date.now();
+    const eventId = await newestEventId();
     const rows = await sql<{ user_id: string; tier: string; weight: number; queued: number; oldest_ms: number }[]>`
       select e.user_id, e.tier, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
              (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
       from generations g join gpu_queue_entries e on e.job_id = g.id
       where g.status_rank = 0 and e.pool = ${pool}
       group by e.user_id, e.tier`;
-    const read: PoolSummary = { at, users: new Map(), byTier: new Map() };
+    const read: PoolSummary = { at, eventId, users: new Map(), byTier: new Map() };
     for (const row of rows) addQueued(read, row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
     lastReadMs = Date.now() - at;
     return read;
   }
 
+  /** Whether the summary can be used as it is: young enough, or nothing changed in the change feed since it was read. */
+  async function stillCurrent(current: PoolSummary): Promise<boolean> {
+    const now = Date.now();
+    const age = now - current.at;
+    const minAge = Math.max(SUMMARY_MIN_AGE_MS, 10 * lastReadMs);
+    if (age < minAge) return true;
+    if (age >= Math.max(SUMMARY_MAX_AGE_MS, minAge)) return false;
+    if (now - checkedAt < minAge) return true;
+    checking ??= newestEventId().finally(() => (checking = undefined));
+    if ((await checking) !== current.eventId) return false;
+    checkedAt = Date.now();
+    return true;
+  }
+
   /** The summary, read again when it may be out of date (see SUMMARY_MIN_AGE_MS; `fresh`: now); callers share a read. */
   async function poolSummary({ fresh = false } = {}): Promise<PoolSummary> {
-    void listen();
-    const age = summary ? Date.now() - summary.at : Infinity;
-    const minAge = Math.max(SUMMARY_MIN_AGE_MS, 10 * lastReadMs);
-    const current = summary && (age < minAge || (age < Math.max(SUMMARY_MAX_AGE_MS, minAge) && changedAt < summary.at));
-    if (!fresh && summary && current) return summary;
+    if (!fresh && summary && (await stillCurrent(summary))) return summary;
     reading ??= readSummary().finally(() => (reading = undefined));
     const next = await reading;
     if (!summary || next.at >= summary.at) summary = next;

@@ -1,9 +1,6 @@
 import type { Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
 
-/** The channel on which the generations trigger announces each new generation_events row: "<user id> <job id> <event id>". */
-export const GENERATION_EVENTS_CHANNEL = 'generation_events';
-
 export interface GenerationEvent {
   id: number;
   jobId: string;
@@ -24,6 +21,8 @@ interface Subscriber {
   jobId?: string;
   /** The last event id sent; everything after it is still owed. */
   cursor: number;
+  /** The user's newest event id when a poll last woke this stream (a job's stream skips the user's other jobs' events). */
+  woken: number;
   send(event: GenerationEvent): void;
   pumping: boolean;
   dirty: boolean;
@@ -32,19 +31,25 @@ interface Subscriber {
 }
 
 const PAGE = 200;
+/** Users whose newest event ids one poll reads per statement. */
+const POLL_BATCH = 1_000;
 
 /**
- * Fans the change feed out to SSE clients. One LISTEN connection per API process; a notification only wakes the
- * subscribers it concerns, which then read their events from the table after their cursor. Reading rather than trusting
- * the notification makes delivery gap-free and ordered, and makes resuming (Last-Event-ID) the same code path.
+ * Fans the change feed out to SSE clients. While an API process has streams open it polls, every `pollMs`, the newest
+ * event id of each of their users (one statement, an index probe per user: generation_events_user_idx), and wakes only
+ * the streams of users with something new, which then read their events from the table after their cursor. A user's
+ * events commit in id order (the trigger's per-user lock), so the newest id never runs ahead of one still to commit.
+ * Reading rather than trusting a wake-up makes delivery gap-free and ordered, and makes resuming (Last-Event-ID) the same
+ * code path. No NOTIFY: it would serialize every projection write at commit (drizzle/0014).
  */
 export class GenerationEventHub {
   private readonly byUser = new Map<string, Set<Subscriber>>();
-  private listening?: Promise<void>;
+  private polling?: NodeJS.Timeout;
 
   constructor(
     private readonly sql: Sql,
     private readonly logger: Logger,
+    private readonly pollMs: number,
   ) {}
 
   /** Subscribes from `after` (an event id), or from now when it is undefined; resolves once the backlog was handed to `send`. */
@@ -52,11 +57,11 @@ export class GenerationEventHub {
     { userId, jobId, after }: { userId: string; jobId?: string; after?: number },
     send: (event: GenerationEvent) => void,
   ): Promise<EventSubscription> {
-    await this.listen();
-    const subscriber: Subscriber = { userId, jobId, cursor: Number.MAX_SAFE_INTEGER, send, pumping: false, dirty: false, stale: false, closed: false };
+    const subscriber: Subscriber = { userId, jobId, cursor: Number.MAX_SAFE_INTEGER, woken: 0, send, pumping: false, dirty: false, stale: false, closed: false };
     const subscribers = this.byUser.get(userId) ?? new Set<Subscriber>();
     this.byUser.set(userId, subscribers);
     subscribers.add(subscriber);
+    this.polling ??= this.schedulePoll();
     const close = () => {
       subscriber.closed = true;
       subscribers.delete(subscriber);
@@ -79,32 +84,33 @@ export class GenerationEventHub {
     };
   }
 
-  private listen(): Promise<void> {
-    this.listening ??= this.sql
-      .listen(
-        GENERATION_EVENTS_CHANNEL,
-        (payload) => this.onNotify(payload),
-        // Also called after a reconnect of the LISTEN connection: notifications may have been missed, so catch up.
-        () => this.pumpAll(),
-      )
-      .then(() => undefined)
-      .catch((err: unknown) => {
-        this.listening = undefined;
-        throw err;
-      });
-    return this.listening;
-  }
-
-  private onNotify(payload: string): void {
-    const [userId, jobId, id] = payload.split(' ');
-    const eventId = Number(id);
-    for (const s of this.byUser.get(userId) ?? []) {
-      if ((s.jobId === undefined || s.jobId === jobId) && eventId > s.cursor) void this.pump(s);
+  /** One round of the poll: wakes the streams whose users have events past their cursors; stops once no stream is open. */
+  private async poll(): Promise<void> {
+    try {
+      const users = [...this.byUser.keys()];
+      for (let i = 0; i < users.length; i += POLL_BATCH) {
+        const rows = await this.sql<{ user_id: string; id: string | null }[]>`
+          select u.user_id, (select max(e.id) from generation_events e where e.user_id = u.user_id) as id
+          from unnest(${users.slice(i, i + POLL_BATCH)}::text[]) as u(user_id)`;
+        for (const row of rows) {
+          const newest = Number(row.id ?? 0);
+          for (const s of this.byUser.get(row.user_id) ?? []) {
+            if (newest <= s.cursor || newest <= s.woken) continue;
+            // The read that follows sees every event up to `newest` (committed before this poll read it).
+            s.woken = newest;
+            void this.pump(s);
+          }
+        }
+      }
+    } catch (err) {
+      this.logger.warn({ err }, 'could not poll generation events; will retry');
+    } finally {
+      this.polling = this.byUser.size > 0 ? this.schedulePoll() : undefined;
     }
   }
 
-  private pumpAll(): void {
-    for (const subscribers of this.byUser.values()) for (const s of subscribers) void this.pump(s);
+  private schedulePoll(): NodeJS.Timeout {
+    return setTimeout(() => void this.poll(), this.pollMs).unref();
   }
 
   private async latestEventId(userId: string): Promise<number> {

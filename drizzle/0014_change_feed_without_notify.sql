@@ -1,7 +1,9 @@
--- The change feed of drizzle/0013 without its NOTIFY. A transaction that notifies takes one cluster-wide lock at commit
--- and holds it through its WAL flush, so every projection write (a submit's admission among them) waited for every
--- other one to commit: under a submit flood admissions spent more time waiting on that lock than running. The readers
--- (src/notifications/event-hub.ts, src/api/queue-position.ts) poll generation_events instead (docs/decisions.md).
+-- The change feed of drizzle/0002, writing the same events, without its NOTIFY and without turning the whole row
+-- (prompt, params) into JSON twice per change (generations has no queue_position column: that field is always null).
+-- A transaction that notifies takes one cluster-wide lock at commit and holds it through its WAL flush, so every
+-- projection write (a submit's admission among them) waited for every other one to commit: under a submit flood
+-- admissions spent more time waiting on that lock than running. The readers (src/notifications/event-hub.ts,
+-- src/api/queue-position.ts) poll generation_events instead (docs/decisions.md).
 CREATE OR REPLACE FUNCTION record_generation_event() RETURNS trigger
 LANGUAGE plpgsql AS $$
 DECLARE

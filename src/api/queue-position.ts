@@ -141,35 +141,59 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
     return read;
   }
 
+  /** Read again no sooner than this after a read: at least SUMMARY_MIN_AGE_MS, and ten times the last read's duration. */
+  const minAge = () => Math.max(SUMMARY_MIN_AGE_MS, 10 * lastReadMs);
+
   /** Whether the summary can be used as it is: young enough, or nothing changed in the change feed since it was read. */
   async function stillCurrent(current: PoolSummary): Promise<boolean> {
     const now = Date.now();
     const age = now - current.at;
-    const minAge = Math.max(SUMMARY_MIN_AGE_MS, 10 * lastReadMs);
-    if (age < minAge) return true;
-    if (age >= Math.max(SUMMARY_MAX_AGE_MS, minAge)) return false;
-    if (now - checkedAt < minAge) return true;
+    if (age < minAge()) return true;
+    if (age >= Math.max(SUMMARY_MAX_AGE_MS, minAge())) return false;
+    if (now - checkedAt < minAge()) return true;
     checking ??= newestEventId().finally(() => (checking = undefined));
     if ((await checking) !== current.eventId) return false;
     checkedAt = Date.now();
     return true;
   }
 
-  /** The summary, read again when it may be out of date (see SUMMARY_MIN_AGE_MS; `fresh`: now); callers share a read. */
-  async function poolSummary({ fresh = false } = {}): Promise<PoolSummary> {
-    if (!fresh && summary && (await stillCurrent(summary))) return summary;
+  /** Reads the summary now; concurrent callers share one read. */
+  async function readNow(): Promise<PoolSummary> {
     reading ??= readSummary().finally(() => (reading = undefined));
     const next = await reading;
     if (!summary || next.at >= summary.at) summary = next;
     return next;
   }
 
+  let revalidating: Promise<void> | undefined;
+
   /**
-   * Jobs of the tier waiting for a GPU in this pool, by the summary (with what this process admitted since). `fresh`
-   * reads the summary now; admission does so before refusing, so a stale summary never refuses a job there is room for.
+   * The summary. `current` (reads): read again first when it may be out of date (see SUMMARY_MIN_AGE_MS). `cached` (the
+   * submit path): the one in hand at once, with the check and any read in the background, so no submit waits for a read
+   * of the whole backlog; the next caller gets the new one. `fresh`: read now.
+   */
+  async function poolSummary(mode: 'current' | 'cached' | 'fresh'): Promise<PoolSummary> {
+    if (mode === 'fresh' || !summary) return readNow();
+    if (mode === 'current') return (await stillCurrent(summary)) ? summary : readNow();
+    if (Date.now() - summary.at >= minAge()) {
+      const held = summary;
+      revalidating ??= (async () => {
+        if (!(await stillCurrent(held))) await readNow();
+      })()
+        // A failed read is tried again by the next caller; the summary in hand serves meanwhile.
+        .catch(() => undefined)
+        .finally(() => (revalidating = undefined));
+    }
+    return summary;
+  }
+
+  /**
+   * Jobs of the tier waiting for a GPU in this pool, by the summary in hand (with what this process admitted since).
+   * `fresh` reads the summary now; admission does so before refusing, so a stale summary never refuses a job there is
+   * room for.
    */
   async function tierBacklog(tier: string, { fresh = false } = {}): Promise<number> {
-    return (await poolSummary({ fresh })).byTier.get(tier) ?? 0;
+    return (await poolSummary(fresh ? 'fresh' : 'cached')).byTier.get(tier) ?? 0;
   }
 
   /**
@@ -197,7 +221,7 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
           select q.fairness_weight from gpu_queue_entries q where q.job_id = g.id and q.pool = ${pool} limit 1
         ) as e
         where g.user_id = ${userId} and g.status_rank = 0`,
-      poolSummary(),
+      poolSummary('current'),
       serviceEstimate(),
     ]);
     if (mine.length === 0) return new Map();
@@ -214,7 +238,7 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * jobs wait ahead of it, the oldest since `oldestAt` (ms). No query of its own.
    */
   async function positionOfNew(userId: string, { weight, queuedBefore, oldestAt }: { weight: number; queuedBefore: number; oldestAt: number }): Promise<QueueInfo> {
-    const [byUser, estimate] = await Promise.all([poolSummary(), serviceEstimate()]);
+    const [byUser, estimate] = await Promise.all([poolSummary('cached'), serviceEstimate()]);
     return place(userId, queuedBefore, { weight, queued: queuedBefore + 1, oldestAt }, byUser, estimate);
   }
 

@@ -45,6 +45,7 @@ const POLL_BATCH = 1_000;
 export class GenerationEventHub {
   private readonly byUser = new Map<string, Set<Subscriber>>();
   private polling?: NodeJS.Timeout;
+  private pollFailing = false;
 
   constructor(
     private readonly sql: Sql,
@@ -102,8 +103,12 @@ export class GenerationEventHub {
           }
         }
       }
+      if (this.pollFailing) this.logger.info('polling generation events again');
+      this.pollFailing = false;
     } catch (err) {
-      this.logger.warn({ err }, 'could not poll generation events; will retry');
+      // Once per outage, not once per poll.
+      if (!this.pollFailing) this.logger.warn({ err }, 'could not poll generation events; will retry');
+      this.pollFailing = true;
     } finally {
       this.polling = this.byUser.size > 0 ? this.schedulePoll() : undefined;
     }

@@ -28,9 +28,28 @@ export function canTransition(from: GenerationStatus, to: GenerationStatus): boo
   return TRANSITIONS[from].includes(to);
 }
 
-/** The statuses a job may be in for a move to `to` to be legal: what the projection writer's guard allows. */
+/** Whether `to` follows `from` through one or more legal moves. */
+export function canReach(from: GenerationStatus, to: GenerationStatus): boolean {
+  const seen = new Set<GenerationStatus>();
+  const next = [...TRANSITIONS[from]];
+  while (next.length > 0) {
+    const status = next.pop()!;
+    if (status === to) return true;
+    if (seen.has(status)) continue;
+    seen.add(status);
+    next.push(...TRANSITIONS[status]);
+  }
+  return false;
+}
+
+/**
+ * The statuses a row may be in for a write of `to` to land: what the projection writer's guard allows. Any status `to`
+ * can follow, not only its direct predecessors: the projection may have missed a step the workflow took (the GPU
+ * activity's running write dies with its process while the backend's callback ends the job), and the workflow's ending
+ * write must still land on a row left at queued.
+ */
 export function statusesBefore(to: GenerationStatus): GenerationStatus[] {
-  return GENERATION_STATUSES.filter((from) => canTransition(from, to));
+  return GENERATION_STATUSES.filter((from) => canReach(from, to));
 }
 
 export class IllegalTransitionError extends Error {

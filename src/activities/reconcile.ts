@@ -61,8 +61,10 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
       const state = (await withDeadline(() => handle.result())) as GenerationState;
       moved = await applyWrite(db, endingWrite(state, (description.closeTime ?? new Date()).toISOString()));
     } else {
-      // Terminated, timed out or failed as a workflow: it will never settle on its own.
+      // Terminated, timed out or failed as a workflow: it will never settle on its own. Credits first, as the workflow
+      // does: once a client sees the job ended, its usage already shows the release.
       const canceled = status === 'CANCELLED';
+      await settleCredits(db, jobId, 'release');
       moved = await applyWrite(db, {
         jobId,
         status: canceled ? 'canceled' : 'failed',
@@ -71,7 +73,6 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
         error: generationError(canceled ? 'canceled_by_user' : 'backend_unavailable', `the job's workflow ended as ${status.toLowerCase()}`),
         completedAt: (description.closeTime ?? new Date()).toISOString(),
       });
-      await settleCredits(db, jobId, 'release');
       const [row] = await db.select().from(generations).where(eq(generations.id, jobId));
       if (row) {
         const webhookUrl = (row.params as { webhook_url?: string | null }).webhook_url ?? null;

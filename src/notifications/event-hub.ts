@@ -70,7 +70,7 @@ export class GenerationEventHub {
     };
     try {
       // Registered before reading the start so that nothing committed in between slips through.
-      subscriber.cursor = after ?? (jobId ? 0 : await this.latestEventId(userId));
+      subscriber.cursor = after ?? (jobId ? 0 : ((await this.newestEventIds([userId])).get(userId) ?? 0));
     } catch (err) {
       close();
       throw err;
@@ -90,12 +90,8 @@ export class GenerationEventHub {
     try {
       const users = [...this.byUser.keys()];
       for (let i = 0; i < users.length; i += POLL_BATCH) {
-        const rows = await this.sql<{ user_id: string; id: string | null }[]>`
-          select u.user_id, (select max(e.id) from generation_events e where e.user_id = u.user_id) as id
-          from unnest(${users.slice(i, i + POLL_BATCH)}::text[]) as u(user_id)`;
-        for (const row of rows) {
-          const newest = Number(row.id ?? 0);
-          for (const s of this.byUser.get(row.user_id) ?? []) {
+        for (const [userId, newest] of await this.newestEventIds(users.slice(i, i + POLL_BATCH))) {
+          for (const s of this.byUser.get(userId) ?? []) {
             if (newest <= s.cursor || newest <= s.woken) continue;
             // The read that follows sees every event up to `newest` (committed before this poll read it).
             s.woken = newest;
@@ -118,9 +114,12 @@ export class GenerationEventHub {
     return setTimeout(() => void this.poll(), this.pollMs).unref();
   }
 
-  private async latestEventId(userId: string): Promise<number> {
-    const [row] = await this.sql<{ id: string | null }[]>`select max(id) as id from generation_events where user_id = ${userId}`;
-    return Number(row?.id ?? 0);
+  /** Each user's newest event id (0 for none): one statement, an index probe per user (generation_events_user_idx). */
+  private async newestEventIds(userIds: string[]): Promise<Map<string, number>> {
+    const rows = await this.sql<{ user_id: string; id: string | null }[]>`
+      select u.user_id, (select max(e.id) from generation_events e where e.user_id = u.user_id) as id
+      from unnest(${userIds}::text[]) as u(user_id)`;
+    return new Map(rows.map((row) => [row.user_id, Number(row.id ?? 0)]));
   }
 
   /** Sends the subscriber every event after its cursor, in id order; one read at a time per subscriber. */

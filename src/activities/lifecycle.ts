@@ -1,7 +1,16 @@
 import { TERMINAL_BACKEND_STATUSES, type GenerationBackend } from '../backend/types';
 import { ensureRunReservation, InsufficientCreditsError, settleCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
-import type { GpuAttemptResult } from '../domain/generation';
+import type { GenerationRequest, GpuAttemptResult } from '../domain/generation';
+import { creditsFor } from '../domain/pricing';
+
+export interface RunReservationInput {
+  jobId: string;
+  userId: string;
+  /** What the job costs is the request's price (src/domain/pricing.ts), as quoted at submit. */
+  request: Pick<GenerationRequest, 'duration_seconds' | 'resolution'>;
+  runOpenedAt: string;
+}
 
 /** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
 export function createLifecycleActivities({ db, backend }: { db: Db; backend: GenerationBackend }) {
@@ -27,9 +36,9 @@ export function createLifecycleActivities({ db, backend }: { db: Db; backend: Ge
     },
 
     /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
-    async ensureRunReservation({ jobId, runOpenedAt }: { jobId: string; runOpenedAt: string }): Promise<{ ok: true } | { ok: false; message: string }> {
+    async ensureRunReservation({ jobId, userId, request, runOpenedAt }: RunReservationInput): Promise<{ ok: true } | { ok: false; message: string }> {
       try {
-        await ensureRunReservation(db, jobId, runOpenedAt);
+        await ensureRunReservation(db, { jobId, userId, credits: creditsFor(request) }, runOpenedAt);
         return { ok: true };
       } catch (err) {
         if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };

@@ -69,14 +69,20 @@ async function openReservation(tx: Tx, jobId: string) {
 
 /**
  * A workflow run's first step: the job must hold an unsettled reservation. The first run's was made at submit; a run an
- * operator started again after the job ended reserves the same amount anew (and may find the credits gone).
+ * operator started again after the job ended reserves the same amount anew (and may find the credits gone). A first run
+ * that finds no reservation at all reserves the job's price itself: the submit's was undone after a start that failed
+ * as far as the API could tell (a timeout) while the workflow did start, or while a replay of the submit started it.
  */
-export async function ensureRunReservation(db: Db, jobId: string, run: string): Promise<'held' | 'reserved' | 'nothing_reserved'> {
+export async function ensureRunReservation(
+  db: Db,
+  { jobId, userId, credits }: { jobId: string; userId: string; credits: number },
+  run: string,
+): Promise<'held' | 'reserved'> {
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
     const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId)));
-    if (!first) return 'nothing_reserved';
-    await reserveCredits(tx, first.userId, jobId, first.amount, run);
+    if (first) await reserveCredits(tx, first.userId, jobId, first.amount, run);
+    else await reserveCredits(tx, userId, jobId, credits);
     return 'reserved';
   });
 }

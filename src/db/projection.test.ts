@@ -3,7 +3,8 @@ import { eq } from 'drizzle-orm';
 import { createUser } from '../api/auth';
 import { endingWrite, type GenerationInput } from '../domain/generation';
 import { createDatabase, type Database } from './client';
-import { applyWrite, openRun } from './projection';
+import { applyWrite, insertQueued, openRun } from './projection';
+import { undoSubmission } from './submissions';
 import { generations } from './schema';
 
 /** The projection writer's guard against the run's real Postgres: what lands on a row, and what does not. */
@@ -64,5 +65,19 @@ describe('projection writes', () => {
     const failed = { ...succeeded(job.jobId, secondRun), status: 'failed' as const, attempt: 2 };
     expect(await applyWrite(database.db, failed)).toBe(false);
     expect((await row(job.jobId)).status).toBe('succeeded');
+  });
+
+  test("a run opening after its submit was undone (the start looked failed, yet the workflow started) makes the row again", async () => {
+    const job = input();
+    await insertQueued(database.db, job);
+    expect(await undoSubmission(database.db, job.jobId)).toBe(true);
+    const runOpenedAt = new Date().toISOString();
+    expect(await openRun(database.db, job, runOpenedAt)).toBe(true);
+    const opened = await row(job.jobId);
+    expect(opened).toMatchObject({ status: 'queued', prompt: 'a test' });
+    expect(opened.runOpenedAt?.toISOString()).toBe(runOpenedAt);
+    // An undo now finds the row opened by a run, and leaves it.
+    expect(await undoSubmission(database.db, job.jobId)).toBe(false);
+    expect(await openRun(database.db, job, runOpenedAt)).toBe(false);
   });
 });

@@ -132,34 +132,35 @@ export async function insertQueued(db: Db, input: GenerationInput): Promise<Gene
 }
 
 /**
- * The workflow's first step: ties the row to this workflow run. For the first run it only stamps the row; for a newer run
- * (an operator reset the workflow to retry the job) it reopens the row as queued. A replayed call changes nothing.
+ * The workflow's first step: ties the row to this workflow run. For the first run it only stamps the row (creating it when
+ * admission's is gone); for a newer run (an operator reset the workflow to retry the job) it reopens the row as queued. A
+ * replayed call changes nothing. One statement, so an undo of the submit (src/db/submissions.ts, which takes only rows no
+ * run has opened) either comes first and the row is made again, or finds the row opened and leaves it.
  */
 export async function openRun(db: Db, input: GenerationInput, runOpenedAt: string): Promise<boolean> {
-  await insertQueued(db, input);
+  const opened = new Date(runOpenedAt);
   const reopened = await db
-    .update(generations)
-    .set({
-      status: 'queued',
-      statusRank: STATUS_RANK.queued,
-      attempt: 0,
-      progress: 0,
-      backendJobId: null,
-      dispatcher: null,
-      videoUrl: null,
-      error: null,
-      startedAt: null,
-      completedAt: null,
-      expectedDoneAt: null,
-      runOpenedAt: new Date(runOpenedAt),
-      updatedAt: sql`now()`,
+    .insert(generations)
+    .values({ ...queuedRow(input), runOpenedAt: opened, updatedAt: sql`now()` })
+    .onConflictDoUpdate({
+      target: generations.id,
+      set: {
+        status: 'queued',
+        statusRank: STATUS_RANK.queued,
+        attempt: 0,
+        progress: 0,
+        backendJobId: null,
+        dispatcher: null,
+        videoUrl: null,
+        error: null,
+        startedAt: null,
+        completedAt: null,
+        expectedDoneAt: null,
+        runOpenedAt: opened,
+        updatedAt: sql`now()`,
+      },
+      setWhere: or(isNull(generations.runOpenedAt), lt(generations.runOpenedAt, opened)),
     })
-    .where(
-      and(
-        eq(generations.id, input.jobId),
-        or(isNull(generations.runOpenedAt), lt(generations.runOpenedAt, new Date(runOpenedAt))),
-      ),
-    )
     .returning({ id: generations.id });
   return reopened.length > 0;
 }

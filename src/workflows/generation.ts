@@ -78,7 +78,8 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   }
 
   await projection.openRun({ input, runOpenedAt });
-  const funded = await lifecycle.ensureRunReservation({ jobId, runOpenedAt });
+  const { duration_seconds, resolution } = input.request;
+  const funded = await lifecycle.ensureRunReservation({ jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt });
   if (!funded.ok) return finish({ kind: 'failed', backendJobId: null, error: generationError('insufficient_credits', funded.message) });
 
   for (;;) {

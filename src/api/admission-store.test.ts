@@ -6,7 +6,7 @@ import { createUser } from './auth';
 import { undoSubmission } from '../db/submissions';
 import { BACKEND_JOB_CHANNEL } from '../activities/backend-wakeups';
 import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
-import { admitSubmission, countUserJobs, peekRequestTokens, takeRequestToken, type SubmissionClaim } from './admission-store';
+import { admitSubmission, countUserJobs, peekRequestTokens, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {
@@ -41,25 +41,27 @@ describe('admission state in Postgres', () => {
     ...overrides,
   });
 
-  test('a bucket gives its burst, then refuses until it refills', async () => {
-    const key = bucket();
+  test("a user's bucket gives its burst, then refuses until it refills", async () => {
+    const { user } = await createUser(database.db, { name: 'bursty', tier: 'pro', credits: 1_000 });
     const rate = { burst: 3, perSecond: 5 };
+    const admit = (i: number) => admitSubmission(database.sql, claim(user.id, i, { rate, maxActive: 100 }));
     const taken = [];
-    for (let i = 0; i < 4; i++) taken.push(await takeRequestToken(database.sql, key, rate));
-    expect(taken.map((t) => t.allowed)).toEqual([true, true, true, false]);
-    expect(taken[3].tokens).toBeLessThan(1);
+    for (let i = 0; i < 4; i++) taken.push(await admit(i));
+    expect(taken.map((t) => t.outcome)).toEqual(['admitted', 'admitted', 'admitted', 'rate_limited']);
+    expect((taken[3] as { tokens: number }).tokens).toBeLessThan(1);
     await new Promise((r) => setTimeout(r, 450)); // about two tokens at 5/s
-    const level = await peekRequestTokens(database.sql, key, rate);
+    const level = await peekRequestTokens(database.sql, `test:${user.id}`, rate);
     expect(level).toBeGreaterThanOrEqual(1.5);
     expect(level).toBeLessThanOrEqual(3);
-    expect((await takeRequestToken(database.sql, key, rate)).allowed).toBe(true);
+    expect((await admit(4)).outcome).toBe('admitted');
   });
 
-  test('concurrent requests from many connections take exactly the burst, never more', async () => {
-    const key = bucket();
+  test('concurrent submits from many connections take exactly the burst, never more', async () => {
+    const { user } = await createUser(database.db, { name: 'flood', tier: 'pro', credits: 1_000 });
     const rate = { burst: 5, perSecond: 0.001 };
-    const results = await Promise.all(Array.from({ length: 12 }, () => takeRequestToken(database.sql, key, rate)));
-    expect(results.filter((r) => r.allowed)).toHaveLength(5);
+    const results = await Promise.all(Array.from({ length: 12 }, (_, i) => admitSubmission(database.sql, claim(user.id, i, { rate, maxActive: 100 }))));
+    expect(results.filter((r) => r.outcome === 'admitted')).toHaveLength(5);
+    expect(results.filter((r) => r.outcome === 'rate_limited')).toHaveLength(7);
   });
 
   test('a bucket never used is full, and peeking takes nothing', async () => {

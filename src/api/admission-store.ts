@@ -5,24 +5,11 @@ import type { Sql } from '../db/client';
  * counts and bounds.
  */
 
-export interface BucketState {
-  allowed: boolean;
-  /** Tokens left after this request (fractional: the bucket refills continuously). */
-  tokens: number;
-}
-
 /**
- * takeRequestToken: the token bucket as one upsert (vg_take_token, drizzle/0012). The row's tokens are refilled for the
- * time since its last refill (capped at `burst`), and one is taken if there is one; the decision and the new level come
- * back together. The row is locked by the upsert, so concurrent requests from several API instances take tokens one
- * after another.
+ * peekRequestTokens: the user's token bucket (rate_limit_buckets) at its level now, without taking one (a bucket never
+ * used is full). Admission takes the tokens (vg_admit_submission): the row is refilled for the time since its last refill,
+ * capped at `burst`, and one is taken if there is one, under the row's lock, so API instances take tokens in turn.
  */
-export async function takeRequestToken(sql: Sql, bucketKey: string, { burst, perSecond }: { burst: number; perSecond: number }): Promise<BucketState> {
-  const [row] = await sql<BucketState[]>`select tokens, allowed from vg_take_token(${bucketKey}, ${burst}::float8, ${perSecond}::float8)`;
-  return row;
-}
-
-/** peekRequestTokens: the bucket's level now, without taking one (a bucket never used is full). */
 export async function peekRequestTokens(sql: Sql, bucketKey: string, { burst, perSecond }: { burst: number; perSecond: number }): Promise<number> {
   const [row] = await sql<{ level: number }[]>`
     select least(${burst}::float8, tokens + greatest(0, extract(epoch from now() - refilled_at)) * ${perSecond}::float8) as level

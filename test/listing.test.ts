@@ -59,6 +59,35 @@ describe('listing my generations', () => {
     expect(window.body.data).toHaveLength(12); // seconds 5..8, three rows each
   });
 
+  test('rows within one millisecond are each listed once, page by page (the cursor keeps microseconds)', async () => {
+    const { apiKey, userId } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const { sql } = stack.database;
+    // Written by now() in a burst, rows share a millisecond and differ in microseconds (as notifications do).
+    const times = [1, 2, 3, 4, 5].map((us) => `2026-03-01 00:00:00.12300${us}+00`);
+    for (const [i, at] of times.entries()) {
+      await sql`
+        insert into generations (id, user_id, tier, status, status_rank, prompt, params, created_at, updated_at)
+        values (${`gen_us_${i}`}, ${userId}, 'pro', 'succeeded', 2, 'same millisecond', '{}'::jsonb, ${at}::timestamptz, ${at}::timestamptz)`;
+      await sql`
+        insert into notifications (id, user_id, job_id, event, title, message, data, created_at)
+        values (${`ntf_us_${userId}_${i}`}, ${userId}, ${`gen_us_${userId}_${i}`}, 'generation.succeeded', 't', 'm', '{}'::jsonb, ${at}::timestamptz)`;
+    }
+    const walk = async (path: string) => {
+      const seen: string[] = [];
+      let cursor: string | null = null;
+      do {
+        const page: { status: number; body: any } = await api.call('GET', `${path}?limit=1${cursor ? `&cursor=${cursor}` : ''}`);
+        expect(page.status).toBe(200);
+        seen.push(...page.body.data.map((row: { id: string }) => row.id));
+        cursor = page.body.next_cursor;
+      } while (cursor && seen.length < 20);
+      return seen;
+    };
+    expect(await walk('/v1/generations')).toEqual([4, 3, 2, 1, 0].map((i) => `gen_us_${i}`));
+    expect(await walk('/v1/notifications')).toEqual([4, 3, 2, 1, 0].map((i) => `ntf_us_${userId}_${i}`));
+  });
+
   test('bad parameters are 400s that name the field', async () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);
@@ -85,7 +114,7 @@ describe('listing my generations', () => {
     const { sql } = stack.database;
     await sql`analyze generations`;
     // The exact query the API runs, for the second page of a filtered listing.
-    const query = pageStatement(userId, { status: 'succeeded', limit: 20, after: { createdAt: new Date('2026-02-01T00:00:05Z'), id: 'gen_z' } });
+    const query = pageStatement(userId, { status: 'succeeded', limit: 20, after: { createdAt: '2026-02-01T00:00:05Z', id: 'gen_z' } });
     const plan = await sql.begin(async (tx) => {
       // The table is small here, so ask whether an index scan can serve the page in order, as it must at volume.
       await tx`set local enable_seqscan = off`;

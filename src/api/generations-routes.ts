@@ -53,7 +53,7 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
     const query = parseOr400(listGenerationsQuery, req.query);
     const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     if (after === null) throw new ApiError(400, 'invalid_cursor', 'cursor: not a cursor this API returned');
-    const { rows, hasMore } = await listGenerations(deps.sql, user.id, {
+    const { rows, hasMore, next } = await listGenerations(deps.sql, user.id, {
       status: query.status,
       createdAfter: query.created_after ? new Date(query.created_after) : undefined,
       createdBefore: query.created_before ? new Date(query.created_before) : undefined,
@@ -63,7 +63,7 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
     res.json({
       data: await resources(user.id, rows),
       has_more: hasMore,
-      next_cursor: hasMore ? encodeCursor(rows[rows.length - 1]) : null,
+      next_cursor: next ? encodeCursor(next) : null,
     });
   });
 

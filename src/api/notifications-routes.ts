@@ -24,10 +24,10 @@ export function notificationsRouter({ db }: { db: Db }): Router {
     const query = parseOr400(listNotificationsQuery, req.query);
     const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     if (after === null) throw new ApiError(400, 'invalid_cursor', 'cursor: not a cursor this API returned');
-    const { rows, hasMore } = await listNotifications(db, user.id, { unreadOnly: query.unread === 'true', limit: query.limit, after });
+    const { rows, hasMore, next } = await listNotifications(db, user.id, { unreadOnly: query.unread === 'true', limit: query.limit, after });
     res.json({
       data: rows.map(toNotificationResource),
-      next_cursor: hasMore && rows.length > 0 ? encodeCursor(rows[rows.length - 1]) : null,
+      next_cursor: next ? encodeCursor(next) : null,
       has_more: hasMore,
     });
   });

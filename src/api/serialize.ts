@@ -1,3 +1,4 @@
+import type { KeysetPosition } from '../db/keyset';
 import type { ListedGeneration } from '../db/projection';
 import { isoString } from '../lib/iso-time';
 import type { GenerationRow } from '../db/schema';
@@ -42,18 +43,23 @@ export function isStorableTime(date: Date): boolean {
   return !Number.isNaN(date.getTime()) && year >= 1 && year <= 9999;
 }
 
-/** The opaque keyset cursor: the (created_at, id) of a page's last row. */
-export function encodeCursor(row: { createdAt: Date | string; id: string }): string {
-  return Buffer.from(JSON.stringify([iso(row.createdAt), row.id])).toString('base64url');
+/** The opaque keyset cursor: the (created_at, id) of a page's last row, its time exact to the microsecond. */
+export function encodeCursor(position: KeysetPosition): string {
+  return Buffer.from(JSON.stringify([position.createdAt, position.id])).toString('base64url');
 }
 
-export function decodeCursor(cursor: string): { createdAt: Date; id: string } | null {
+/** ISO 8601 UTC with up to six digits of a second: what encodeCursor writes (and, earlier, milliseconds only). */
+const CURSOR_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,6})?Z$/;
+
+export function decodeCursor(cursor: string): KeysetPosition | null {
   try {
     const [time, id] = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as unknown[];
-    const createdAt = new Date(String(time));
     // Only what this API could have issued: a storable id, a time Postgres can read.
-    if (typeof id !== 'string' || id.includes('\u0000') || !isStorableTime(createdAt)) return null;
-    return { createdAt, id };
+    if (typeof id !== 'string' || id.includes('\u0000') || typeof time !== 'string' || !CURSOR_TIME.test(time)) return null;
+    // A field out of range (Feb 30, 24:00) rolls over in a Date but is refused by Postgres: the text must be its own time.
+    const date = new Date(time);
+    if (!isStorableTime(date) || date.toISOString().slice(0, 19) !== time.slice(0, 19)) return null;
+    return { createdAt: time, id };
   } catch {
     return null;
   }

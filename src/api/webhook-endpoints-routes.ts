@@ -122,11 +122,10 @@ export function webhookEndpointsRouter({ db, client, config }: { db: Db; client:
     const query = parseOr400(deliveriesQuery, req.query);
     const after = query.cursor === undefined ? undefined : decodeCursor(query.cursor);
     if (after === null) throw new ApiError(400, 'invalid_cursor', 'cursor: not a cursor this API returned');
-    const { deliveries, hasMore } = await listEndpointDeliveries(db, endpoint.id, { limit: query.limit, after });
-    const last = deliveries[deliveries.length - 1]?.delivery;
+    const { deliveries, hasMore, next } = await listEndpointDeliveries(db, endpoint.id, { limit: query.limit, after });
     res.json({
       data: deliveries.map(({ delivery, attempts }) => toDeliveryResource(delivery, attempts)),
-      next_cursor: hasMore && last ? encodeCursor(last) : null,
+      next_cursor: next ? encodeCursor(next) : null,
       has_more: hasMore,
     });
   });

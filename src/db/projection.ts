@@ -2,6 +2,7 @@ import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
 import { isoFromTimestamptz, isoString } from '../lib/iso-time';
+import { exactIsoFromTimestamptz, type KeysetPosition } from './keyset';
 import type { Db, Sql } from './client';
 import { generations, type GenerationRow } from './schema';
 
@@ -34,6 +35,8 @@ interface GenerationRecord {
 
 // drizzle's driver turns postgres.js's own timestamp parsing off on the shared client; raw reads get text back.
 const json = <T>(value: T | string): T => (typeof value === 'string' ? (JSON.parse(value) as T) : value);
+
+const exactTimeOf = (value: Date | string) => (typeof value === 'string' ? exactIsoFromTimestamptz(value) : isoString(value));
 
 const isoOrNull = (value: Date | string | null) => (value === null ? null : typeof value === 'string' ? isoFromTimestamptz(value) : isoString(value));
 
@@ -213,7 +216,7 @@ export interface ListQuery {
   createdBefore?: Date;
   limit: number;
   /** Keyset position: the (created_at, id) of the last row of the previous page. */
-  after?: { createdAt: Date; id: string };
+  after?: KeysetPosition;
 }
 
 /**
@@ -231,7 +234,7 @@ export function pageStatement(userId: string, query: ListQuery): { text: string;
   if (query.createdBefore) where.push(`created_at < ${param(query.createdBefore.toISOString())}::timestamptz`);
   if (query.after) {
     // A row comparison: one index range on (created_at, id), not an OR the planner must filter.
-    where.push(`(created_at, id) < (${param(query.after.createdAt.toISOString())}::timestamptz, ${param(query.after.id)})`);
+    where.push(`(created_at, id) < (${param(query.after.createdAt)}::timestamptz, ${param(query.after.id)})`);
   }
   const text = `select ${COLUMNS} from generations where ${where.join(' and ')} order by created_at desc, id desc limit ${param(query.limit + 1)}`;
   return { text, params };
@@ -242,5 +245,8 @@ export async function listGenerations(sql: Sql, userId: string, query: ListQuery
   const { text, params } = pageStatement(userId, query);
   const records = await sql.unsafe<GenerationRecord[]>(text, params, { prepare: true });
   const rows = records.slice(0, query.limit).map(toListed);
-  return { rows, hasMore: records.length > query.limit };
+  const last = records.length > query.limit ? records[query.limit - 1] : undefined;
+  // The next page starts after the last row, at its exact time (the row's own shows milliseconds).
+  const next: KeysetPosition | undefined = last && { createdAt: exactTimeOf(last.created_at), id: last.id };
+  return { rows, hasMore: records.length > query.limit, next };
 }

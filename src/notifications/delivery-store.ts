@@ -1,5 +1,6 @@
-import { and, asc, desc, eq, inArray, lt, ne, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, ne, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client';
+import { afterPosition, exactTime, type KeysetPosition } from '../db/keyset';
 import { webhookDeliveries, webhookDeliveryAttempts, type WebhookDeliveryAttemptRow, type WebhookDeliveryRow } from '../db/schema';
 
 /** Webhook deliveries and their attempt log. Every write is keyed so that a retried activity rewrites the same row. */
@@ -77,23 +78,22 @@ export async function releaseReplay(db: Db, row: WebhookDeliveryRow, status: Web
 
 export interface DeliveryPage {
   limit: number;
-  after?: { createdAt: Date; id: string };
+  after?: KeysetPosition;
 }
 
 /** An endpoint's delivery log, newest first, each delivery with its attempts. */
 export async function listEndpointDeliveries(db: Db, endpointId: string, page: DeliveryPage) {
   const conditions: SQL[] = [eq(webhookDeliveries.endpointId, endpointId)];
-  if (page.after) {
-    const { createdAt, id } = page.after;
-    conditions.push(or(lt(webhookDeliveries.createdAt, createdAt), and(eq(webhookDeliveries.createdAt, createdAt), lt(webhookDeliveries.id, id)))!);
-  }
-  const rows = await db
-    .select()
+  if (page.after) conditions.push(afterPosition(webhookDeliveries.createdAt, webhookDeliveries.id, page.after));
+  const found = await db
+    .select({ row: webhookDeliveries, exactTime: exactTime(webhookDeliveries.createdAt) })
     .from(webhookDeliveries)
     .where(and(...conditions))
     .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
     .limit(page.limit + 1);
-  const deliveries = rows.slice(0, page.limit);
+  const deliveries = found.slice(0, page.limit).map((f) => f.row);
+  const last = found.length > page.limit ? found[page.limit - 1] : undefined;
+  const next: KeysetPosition | undefined = last && { createdAt: last.exactTime, id: last.row.id };
   const attempts = deliveries.length
     ? await db
         .select()
@@ -101,7 +101,7 @@ export async function listEndpointDeliveries(db: Db, endpointId: string, page: D
         .where(inArray(webhookDeliveryAttempts.deliveryId, deliveries.map((d) => d.id)))
         .orderBy(asc(webhookDeliveryAttempts.attempt))
     : [];
-  return { deliveries: deliveries.map((d) => ({ delivery: d, attempts: attempts.filter((a) => a.deliveryId === d.id) })), hasMore: rows.length > page.limit };
+  return { deliveries: deliveries.map((d) => ({ delivery: d, attempts: attempts.filter((a) => a.deliveryId === d.id) })), hasMore: found.length > page.limit, next };
 }
 
 export function toDeliveryResource(delivery: WebhookDeliveryRow, attempts: WebhookDeliveryAttemptRow[]) {

@@ -1,5 +1,6 @@
-import { and, desc, eq, isNull, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, desc, eq, isNull, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client';
+import { afterPosition, exactTime, type KeysetPosition } from '../db/keyset';
 import { notifications, type NotificationRow } from '../db/schema';
 
 /**
@@ -18,24 +19,23 @@ export async function recordNotification(db: Db, row: typeof notifications.$infe
 export interface InboxQuery {
   unreadOnly: boolean;
   limit: number;
-  after?: { createdAt: Date; id: string };
+  after?: KeysetPosition;
 }
 
-/** A user's notifications, newest first, one keyset page. */
+/** A user's notifications, newest first, one keyset page, and where the next page starts. */
 export async function listNotifications(db: Db, userId: string, query: InboxQuery) {
   const conditions: SQL[] = [eq(notifications.userId, userId)];
   if (query.unreadOnly) conditions.push(isNull(notifications.readAt));
-  if (query.after) {
-    const { createdAt, id } = query.after;
-    conditions.push(or(lt(notifications.createdAt, createdAt), and(eq(notifications.createdAt, createdAt), lt(notifications.id, id)))!);
-  }
-  const rows = await db
-    .select()
+  if (query.after) conditions.push(afterPosition(notifications.createdAt, notifications.id, query.after));
+  const found = await db
+    .select({ row: notifications, exactTime: exactTime(notifications.createdAt) })
     .from(notifications)
     .where(and(...conditions))
     .orderBy(desc(notifications.createdAt), desc(notifications.id))
     .limit(query.limit + 1);
-  return { rows: rows.slice(0, query.limit), hasMore: rows.length > query.limit };
+  const last = found.length > query.limit ? found[query.limit - 1] : undefined;
+  const next: KeysetPosition | undefined = last && { createdAt: last.exactTime, id: last.row.id };
+  return { rows: found.slice(0, query.limit).map((f) => f.row), hasMore: found.length > query.limit, next };
 }
 
 /** Marks one of the user's notifications read (the first read time stays); undefined when it is not theirs. */

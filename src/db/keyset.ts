@@ -1,0 +1,32 @@
+import { sql, type SQL } from 'drizzle-orm';
+import type { AnyPgColumn } from 'drizzle-orm/pg-core';
+
+/**
+ * Keyset pages in (created_at desc, id desc) order, exact to the microsecond Postgres stores. A page's last row is where
+ * the next one starts; its time must be carried whole: a Date keeps milliseconds only, and rows written by `now()` in the
+ * same millisecond as a page's last row (a burst of notifications, say) would otherwise fall between two pages.
+ */
+export interface KeysetPosition {
+  /** ISO 8601 UTC with the stored fraction of a second (up to six digits). */
+  createdAt: string;
+  id: string;
+}
+
+/** A timestamptz column as ISO 8601 UTC text with microseconds: what a page's last row gives the next page. */
+export const exactTime = (column: AnyPgColumn): SQL<string> =>
+  sql<string>`to_char(${column} at time zone 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"')`;
+
+/** Rows after `after` in (created_at desc, id desc) order: one row comparison, one index range. */
+export const afterPosition = (createdAt: AnyPgColumn, id: AnyPgColumn, after: KeysetPosition): SQL =>
+  sql`(${createdAt}, ${id}) < (${after.createdAt}::timestamptz, ${after.id})`;
+
+/**
+ * A timestamptz as Postgres writes it in UTC ('2026-11-29 16:31:02.123456+00') as exact ISO text, by slicing; any other
+ * text goes through Date (and keeps milliseconds).
+ */
+export function exactIsoFromTimestamptz(text: string): string {
+  if (text.length >= 22 && text.length <= 29 && text.charCodeAt(10) === 32 && text.endsWith('+00')) {
+    return `${text.slice(0, 10)}T${text.slice(11, -3)}Z`;
+  }
+  return new Date(text).toISOString();
+}

@@ -20,13 +20,3 @@ export const exactTime = (column: AnyPgColumn): SQL<string> =>
 export const afterPosition = (createdAt: AnyPgColumn, id: AnyPgColumn, after: KeysetPosition): SQL =>
   sql`(${createdAt}, ${id}) < (${after.createdAt}::timestamptz, ${after.id})`;
 
-/**
- * A timestamptz as Postgres writes it in UTC ('2026-11-29 16:31:02.123456+00') as exact ISO text, by slicing; any other
- * text goes through Date (and keeps milliseconds).
- */
-export function exactIsoFromTimestamptz(text: string): string {
-  if (text.length >= 22 && text.length <= 29 && text.charCodeAt(10) === 32 && text.endsWith('+00')) {
-    return `${text.slice(0, 10)}T${text.slice(11, -3)}Z`;
-  }
-  return new Date(text).toISOString();
-}

@@ -1,8 +1,8 @@
 import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
-import { isoFromTimestamptz, isoString } from '../lib/iso-time';
-import { exactIsoFromTimestamptz, type KeysetPosition } from './keyset';
+import { exactIsoFromTimestamptz, isoFromTimestamptz, isoString } from '../lib/iso-time';
+import type { KeysetPosition } from './keyset';
 import type { Db, Sql } from './client';
 import { generations, type GenerationRow } from './schema';
 
@@ -142,26 +142,15 @@ export async function insertQueued(db: Db, input: GenerationInput): Promise<Gene
  */
 export async function openRun(db: Db, input: GenerationInput, runOpenedAt: string): Promise<boolean> {
   const opened = new Date(runOpenedAt);
+  const queued = { ...queuedRow(input), runOpenedAt: opened, updatedAt: sql`now()` };
+  // A newer run reopens the row as queued: every column the queued row sets, but the job's identity and its request.
+  const { id: _id, userId: _userId, tier: _tier, prompt: _prompt, params: _params, createdAt: _createdAt, ...reopen } = queued;
   const reopened = await db
     .insert(generations)
-    .values({ ...queuedRow(input), runOpenedAt: opened, updatedAt: sql`now()` })
+    .values(queued)
     .onConflictDoUpdate({
       target: generations.id,
-      set: {
-        status: 'queued',
-        statusRank: STATUS_RANK.queued,
-        attempt: 0,
-        progress: 0,
-        backendJobId: null,
-        dispatcher: null,
-        videoUrl: null,
-        error: null,
-        startedAt: null,
-        completedAt: null,
-        expectedDoneAt: null,
-        runOpenedAt: opened,
-        updatedAt: sql`now()`,
-      },
+      set: reopen,
       setWhere: or(isNull(generations.runOpenedAt), lt(generations.runOpenedAt, opened)),
     })
     .returning({ id: generations.id });

@@ -18,10 +18,22 @@ export function isoString(d: Date): string {
  * Date#toISOString's form, by slicing: the list reads four per row, and parsing each into a Date only to format it
  * again cost more than the rest of the row. Any other text (another time zone, a year past 9999) goes through Date.
  */
+/** Whether `text` is a timestamptz as Postgres writes it in UTC, years 1000–9999 ('2026-11-29 16:31:02.123456+00'). */
+const isUtcTimestamptz = (text: string) =>
+  text.length >= 22 && text.length <= 29 && text.charCodeAt(4) === 45 && text.charCodeAt(10) === 32 && text.endsWith('+00');
+
 export function isoFromTimestamptz(text: string): string {
-  if (text.length >= 22 && text.length <= 29 && text.charCodeAt(4) === 45 && text.charCodeAt(10) === 32 && text.endsWith('+00')) {
+  if (isUtcTimestamptz(text)) {
     const fraction = text.charCodeAt(19) === 46 ? text.slice(20, -3) : '';
     return `${text.slice(0, 10)}T${text.slice(11, 19)}.${`${fraction}000`.slice(0, 3)}Z`;
   }
   return new Date(text).toISOString();
+}
+
+/**
+ * The same time as ISO 8601 UTC text keeping every digit of the fraction Postgres wrote (up to microseconds), for keyset
+ * cursors; any other text goes through Date (and keeps milliseconds).
+ */
+export function exactIsoFromTimestamptz(text: string): string {
+  return isUtcTimestamptz(text) ? `${text.slice(0, 10)}T${text.slice(11, -3)}Z` : new Date(text).toISOString();
 }

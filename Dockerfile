@@ -2,6 +2,8 @@
 FROM node:20-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production
+# The service's Node flags (src/lib/node-options.ts, which a test keeps equal to this line).
+ENV NODE_OPTIONS="--max-semi-space-size=64"
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
 COPY tsconfig.json ./

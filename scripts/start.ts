@@ -16,6 +16,7 @@ import { startEmbeddedPostgres } from '../src/db/embedded';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
 import { isPortFree } from './lib/ports';
+import { serviceNodeOptions } from '../src/lib/node-options';
 import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-server';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -91,6 +92,7 @@ async function main(): Promise<void> {
       DATABASE_URL: databaseUrl,
       ADMIN_API_KEY: adminApiKey,
       BACKEND_URL: config.backend.url,
+      NODE_OPTIONS: serviceNodeOptions(process.env.NODE_OPTIONS),
     };
     const children: Array<[string, string]> = [
       ['simulator', 'src/simulator/main.ts'],

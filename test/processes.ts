@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { serviceNodeOptions } from '../src/lib/node-options';
 
 /**
  * Real child processes for tests that kill things: a worker that dies mid-step, an API that restarts. Each process runs
@@ -51,7 +52,8 @@ export function spawnTsProcess({ name, script, args = [], env }: SpawnOptions): 
   const log = fs.createWriteStream(logFile, { flags: 'w' });
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
     cwd: ROOT,
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env },
+    // The service's Node flags, as `npm start` and the image give them (src/lib/node-options.ts).
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env, NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   if (child.pid === undefined) throw new Error(`${name}: could not spawn ${script}`);

@@ -7,6 +7,7 @@ import { runMigrations } from '../db/migrate';
 import { requireDatabaseUrl } from '../db/client';
 import { createLogger, type Logger } from '../lib/logger';
 import { createApp } from './app';
+import { createApiServer } from './http-server';
 
 /** Starts the API on config.api.port (0 picks a free port); resolves once it listens. */
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
@@ -17,7 +18,7 @@ export async function startApi({ config, databaseUrl, logger, adminApiKey }: { c
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const app = createApp({ config, database, client, logger, adminApiKey });
   const server = await new Promise<Server>((resolve) => {
-    const s = app.listen(config.api.port, '0.0.0.0', () => resolve(s));
+    const s = createApiServer(app).listen(config.api.port, '0.0.0.0', () => resolve(s));
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.api.port;

@@ -20,3 +20,12 @@ export const exactTime = (column: AnyPgColumn): SQL<string> =>
 export const afterPosition = (createdAt: AnyPgColumn, id: AnyPgColumn, after: KeysetPosition): SQL =>
   sql`(${createdAt}, ${id}) < (${after.createdAt}::timestamptz, ${after.id})`;
 
+/**
+ * A page from rows read with one row more than `limit` (each with its creation time as `exactTime`): the page's rows,
+ * whether more follow, and the position the next page starts after.
+ */
+export function keysetPage<T extends { id: string }>(found: Array<{ row: T; exactTime: string }>, limit: number) {
+  const last = found.length > limit ? found[limit - 1] : undefined;
+  const next: KeysetPosition | undefined = last && { createdAt: last.exactTime, id: last.row.id };
+  return { rows: found.slice(0, limit).map((f) => f.row), hasMore: found.length > limit, next };
+}

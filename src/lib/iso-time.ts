@@ -13,15 +13,15 @@ export function isoString(d: Date): string {
   return `${year}-${pad2(d.getUTCMonth() + 1)}-${pad2(d.getUTCDate())}T${pad2(d.getUTCHours())}:${pad2(d.getUTCMinutes())}:${pad2(d.getUTCSeconds())}.${pad3(d.getUTCMilliseconds())}Z`;
 }
 
+/** Whether `text` is a timestamptz as Postgres writes it in UTC, years 1000–9999 ('2026-11-29 16:31:02.123456+00'). */
+const isUtcTimestamptz = (text: string) =>
+  text.length >= 22 && text.length <= 29 && text.charCodeAt(4) === 45 && text.charCodeAt(10) === 32 && text.endsWith('+00');
+
 /**
  * A timestamptz as Postgres writes it in UTC ('2026-11-29 16:31:02.123456+00', the fraction cut to what it holds) in
  * Date#toISOString's form, by slicing: the list reads four per row, and parsing each into a Date only to format it
  * again cost more than the rest of the row. Any other text (another time zone, a year past 9999) goes through Date.
  */
-/** Whether `text` is a timestamptz as Postgres writes it in UTC, years 1000–9999 ('2026-11-29 16:31:02.123456+00'). */
-const isUtcTimestamptz = (text: string) =>
-  text.length >= 22 && text.length <= 29 && text.charCodeAt(4) === 45 && text.charCodeAt(10) === 32 && text.endsWith('+00');
-
 export function isoFromTimestamptz(text: string): string {
   if (isUtcTimestamptz(text)) {
     const fraction = text.charCodeAt(19) === 46 ? text.slice(20, -3) : '';

@@ -1,6 +1,6 @@
 import { and, asc, desc, eq, inArray, ne, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { afterPosition, exactTime, type KeysetPosition } from '../db/keyset';
+import { afterPosition, exactTime, keysetPage, type KeysetPosition } from '../db/keyset';
 import { webhookDeliveries, webhookDeliveryAttempts, type WebhookDeliveryAttemptRow, type WebhookDeliveryRow } from '../db/schema';
 
 /** Webhook deliveries and their attempt log. Every write is keyed so that a retried activity rewrites the same row. */
@@ -91,9 +91,7 @@ export async function listEndpointDeliveries(db: Db, endpointId: string, page: D
     .where(and(...conditions))
     .orderBy(desc(webhookDeliveries.createdAt), desc(webhookDeliveries.id))
     .limit(page.limit + 1);
-  const deliveries = found.slice(0, page.limit).map((f) => f.row);
-  const last = found.length > page.limit ? found[page.limit - 1] : undefined;
-  const next: KeysetPosition | undefined = last && { createdAt: last.exactTime, id: last.row.id };
+  const { rows: deliveries, hasMore, next } = keysetPage(found, page.limit);
   const attempts = deliveries.length
     ? await db
         .select()
@@ -101,7 +99,7 @@ export async function listEndpointDeliveries(db: Db, endpointId: string, page: D
         .where(inArray(webhookDeliveryAttempts.deliveryId, deliveries.map((d) => d.id)))
         .orderBy(asc(webhookDeliveryAttempts.attempt))
     : [];
-  return { deliveries: deliveries.map((d) => ({ delivery: d, attempts: attempts.filter((a) => a.deliveryId === d.id) })), hasMore: found.length > page.limit, next };
+  return { deliveries: deliveries.map((d) => ({ delivery: d, attempts: attempts.filter((a) => a.deliveryId === d.id) })), hasMore, next };
 }
 
 export function toDeliveryResource(delivery: WebhookDeliveryRow, attempts: WebhookDeliveryAttemptRow[]) {

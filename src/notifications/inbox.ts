@@ -1,6 +1,6 @@
 import { and, desc, eq, isNull, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { afterPosition, exactTime, type KeysetPosition } from '../db/keyset';
+import { afterPosition, exactTime, keysetPage, type KeysetPosition } from '../db/keyset';
 import { notifications, type NotificationRow } from '../db/schema';
 
 /**
@@ -33,9 +33,7 @@ export async function listNotifications(db: Db, userId: string, query: InboxQuer
     .where(and(...conditions))
     .orderBy(desc(notifications.createdAt), desc(notifications.id))
     .limit(query.limit + 1);
-  const last = found.length > query.limit ? found[query.limit - 1] : undefined;
-  const next: KeysetPosition | undefined = last && { createdAt: last.exactTime, id: last.row.id };
-  return { rows: found.slice(0, query.limit).map((f) => f.row), hasMore: found.length > query.limit, next };
+  return keysetPage(found, query.limit);
 }
 
 /** Marks one of the user's notifications read (the first read time stays); undefined when it is not theirs. */

@@ -11,4 +11,6 @@ COPY drizzle ./drizzle
 COPY src ./src
 USER node
 EXPOSE 3000 4000
-CMD ["node_modules/.bin/tsx", "src/api/main.ts"]
+# node itself with tsx's loader, not tsx's CLI: `docker stop`'s SIGTERM reaches the service, which drains and exits (the CLI
+# would relay it and SIGKILL a child slow to acknowledge).
+CMD ["node", "--import", "tsx", "src/api/main.ts"]

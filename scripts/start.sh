@@ -7,4 +7,5 @@ if [ ! -x node_modules/.bin/tsx ]; then
   npm ci --no-audit --no-fund
 fi
 bash scripts/temporal.sh install
-exec node_modules/.bin/tsx scripts/start.ts
+# node itself, with tsx's loader: a signal reaches the supervisor directly (tsx's CLI would put a relaying parent between).
+exec node --import tsx scripts/start.ts

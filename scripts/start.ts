@@ -2,29 +2,25 @@
  * `npm start`: the whole service on one machine, in the foreground. Starts the Temporal dev server (unless
  * TEMPORAL_ADDRESS is set), Postgres (embedded unless DATABASE_URL is set), applies migrations, creates the demo user on
  * first start, then runs the backend simulator, the worker (generation + GPU dispatcher) and the API as child processes.
- * Ctrl-C stops everything.
+ * Ctrl-C, a failed start or a crash stops everything in reverse order (scripts/lib/supervisor.ts).
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { createUser, findUserByApiKey } from '../src/api/auth';
-import { loadConfig } from '../src/config';
+import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
 import { startEmbeddedPostgres } from '../src/db/embedded';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
-import { isPortFree } from './lib/ports';
 import { serviceNodeOptions } from '../src/lib/node-options';
+import { isPortFree } from './lib/ports';
+import { spawnService, stopChild, Supervisor } from './lib/supervisor';
 import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-server';
 
 const ROOT = path.resolve(__dirname, '..');
-const TSX = path.join(ROOT, 'node_modules/.bin/tsx');
-const TEMPORAL_PORT = 7233;
-const TEMPORAL_UI_PORT = 8233;
-
-type Stopper = { name: string; stop: () => Promise<void> };
+let supervisor: Supervisor | undefined;
 
 async function main(): Promise<void> {
   const startedAt = Date.now();
@@ -32,104 +28,111 @@ async function main(): Promise<void> {
   const dataDir = path.resolve(ROOT, config.database.dataDir);
   const logDir = path.join(dataDir, 'logs');
   fs.mkdirSync(logDir, { recursive: true });
-  const logger = createLogger('start', 'warn');
-  const stoppers: Stopper[] = [];
-  let stopping = false;
+  supervisor = new Supervisor(path.join(dataDir, 'processes.json'), say);
+  supervisor.install();
+  await run(config, supervisor, { startedAt, dataDir, logDir });
+}
 
-  const stopAll = async (code: number) => {
-    if (stopping) return;
-    stopping = true;
-    say('\nstopping…');
-    for (const { name, stop } of stoppers.reverse()) {
-      await stop().catch((err: unknown) => say(`  ${name}: ${String(err)}`));
-      say(`  ${name} stopped`);
-    }
-    process.exit(code);
+async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir, logDir }: { startedAt: number; dataDir: string; logDir: string }): Promise<void> {
+  await supervisor.stopLeftovers();
+  await checkPorts(config);
+
+  // Temporal
+  let temporalAddress = config.temporal.address;
+  let temporalUi: string | undefined;
+  if (config.temporal.external) {
+    step(`Temporal: using ${temporalAddress}`);
+    await waitForTemporal(temporalAddress, 30_000);
+  } else {
+    step(`Temporal: starting the dev server (fairness on, one partition per task queue; state in ${rel(dataDir)}/temporal.db)`);
+    const temporal = await startTemporalDevServer({
+      port: config.temporal.devPort,
+      uiPort: config.temporal.devUiPort,
+      dbFile: path.join(dataDir, 'temporal.db'),
+      logFile: path.join(logDir, 'temporal.log'),
+      singlePartition: true,
+      onSpawn: (pid, stop) => supervisor.add({ name: 'temporal', pid, stop }),
+    });
+    temporalAddress = temporal.address;
+    temporalUi = temporal.uiUrl;
+  }
+  if (supervisor.isStopping) return;
+
+  // Postgres
+  let databaseUrl = config.database.url;
+  if (databaseUrl) {
+    step('Postgres: using DATABASE_URL');
+  } else {
+    step(`Postgres: starting embedded Postgres (data in ${rel(dataDir)}/postgres, port ${config.database.embeddedPort})`);
+    const pg = await startEmbeddedPostgres({ dataDir, port: config.database.embeddedPort, logger: createLogger('start', 'warn'), logFile: path.join(logDir, 'postgres.log') });
+    supervisor.add({ name: 'postgres', pid: pg.pid, stop: pg.stop });
+    if (pg.relocated) step(`Postgres: ${pg.relocated}`);
+    databaseUrl = pg.url;
+  }
+  if (supervisor.isStopping) return;
+  await runMigrations(databaseUrl);
+  const demoKeyFile = path.join(dataDir, 'demo-api-key');
+  await ensureDemoUser(databaseUrl, demoKeyFile, config.generation.creditGrants.pro ?? 0);
+  const adminKeyFile = path.join(dataDir, 'admin-api-key');
+  const adminApiKey = config.api.adminApiKey ?? keptSecret(adminKeyFile, () => `vgadmin_${randomBytes(24).toString('base64url')}`);
+
+  const env: Record<string, string> = {
+    ...(process.env as Record<string, string>),
+    TEMPORAL_ADDRESS: temporalAddress,
+    DATABASE_URL: databaseUrl,
+    ADMIN_API_KEY: adminApiKey,
+    BACKEND_URL: config.backend.url,
+    NODE_OPTIONS: serviceNodeOptions(process.env.NODE_OPTIONS),
   };
-  process.on('SIGINT', () => void stopAll(0));
-  process.on('SIGTERM', () => void stopAll(0));
+  for (const [name, entry] of [
+    ['simulator', 'src/simulator/main.ts'],
+    ['worker', 'src/worker.ts'],
+    ['api', 'src/api/main.ts'],
+  ] as const) {
+    if (supervisor.isStopping) return;
+    const logFile = path.join(logDir, `${name}.log`);
+    step(`${name}: starting (log: ${rel(logFile)})`);
+    const child = spawnService(entry, { cwd: ROOT, env, logFile });
+    let stopping = false;
+    child.once('exit', (code, signal) => {
+      if (stopping || supervisor.isStopping) return;
+      say(`\n${name} exited unexpectedly (code ${code}, signal ${signal}); last lines of its log:`);
+      for (const line of fs.readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-15)) say(`  ${line}`);
+      void supervisor.stopAll(1);
+    });
+    supervisor.add({
+      name,
+      pid: child.pid,
+      stop: () => {
+        stopping = true;
+        return stopChild(child);
+      },
+    });
+  }
+  await waitForHttp(`${config.backend.url}/healthz`, 30_000);
+  await waitForHttp(`http://127.0.0.1:${config.api.port}/healthz`, 30_000);
+  await waitForPoller(temporalAddress, config.temporal.namespace, config.worker.generationTaskQueue, 60_000);
+  if (supervisor.isStopping) return;
 
-  try {
-    // Temporal
-    let temporalAddress = config.temporal.address;
-    let temporalUi: string | undefined;
-    if (config.temporal.external) {
-      step(`Temporal: using ${temporalAddress}`);
-      await waitForTemporal(temporalAddress, 30_000);
-    } else {
-      if (!(await isPortFree(TEMPORAL_PORT))) {
-        throw new Error(`port ${TEMPORAL_PORT} is taken: stop the other Temporal server, or set TEMPORAL_ADDRESS to use it`);
-      }
-      step('Temporal: starting the dev server (fairness on; state in .data/temporal.db)');
-      const temporal = await startTemporalDevServer({
-        port: TEMPORAL_PORT,
-        uiPort: TEMPORAL_UI_PORT,
-        dbFile: path.join(dataDir, 'temporal.db'),
-        logFile: path.join(logDir, 'temporal.log'),
-      });
-      stoppers.push({ name: 'temporal', stop: temporal.stop });
-      temporalAddress = temporal.address;
-      temporalUi = temporal.uiUrl;
-    }
-
-    // Postgres
-    let databaseUrl = config.database.url;
-    if (databaseUrl) {
-      step('Postgres: using DATABASE_URL');
-    } else {
-      step(`Postgres: starting embedded Postgres (data in ${path.relative(ROOT, dataDir)}/postgres, port ${config.database.embeddedPort})`);
-      const pg = await startEmbeddedPostgres({ dataDir, port: config.database.embeddedPort, logger });
-      stoppers.push({ name: 'postgres', stop: pg.stop });
-      databaseUrl = pg.url;
-    }
-    await runMigrations(databaseUrl);
-    const demoKey = await ensureDemoUser(databaseUrl, path.join(dataDir, 'demo-api-key'), config.generation.creditGrants.pro ?? 0);
-    const adminApiKey = config.api.adminApiKey ?? `vgadmin_${randomBytes(24).toString('base64url')}`;
-
-    const env: Record<string, string> = {
-      ...(process.env as Record<string, string>),
-      TEMPORAL_ADDRESS: temporalAddress,
-      DATABASE_URL: databaseUrl,
-      ADMIN_API_KEY: adminApiKey,
-      BACKEND_URL: config.backend.url,
-      NODE_OPTIONS: serviceNodeOptions(process.env.NODE_OPTIONS),
-    };
-    const children: Array<[string, string]> = [
-      ['simulator', 'src/simulator/main.ts'],
-      ['worker', 'src/worker.ts'],
-      ['api', 'src/api/main.ts'],
-    ];
-    for (const [name, entry] of children) {
-      step(`${name}: starting (log: ${path.relative(ROOT, path.join(logDir, `${name}.log`))})`);
-      const child = spawnChild(name, entry, env, logDir, () => void stopAll(1));
-      stoppers.push({ name, stop: () => stopChild(child) });
-    }
-    await waitForHttp(`${config.backend.url}/healthz`, 30_000);
-    await waitForHttp(`http://127.0.0.1:${config.api.port}/healthz`, 30_000);
-    await waitForPoller(temporalAddress, config.temporal.namespace, config.worker.generationTaskQueue, 60_000);
-
-    const api = `http://127.0.0.1:${config.api.port}`;
-    say(`
+  const api = `http://127.0.0.1:${config.api.port}`;
+  const demoKey = `$(cat ${rel(demoKeyFile)})`;
+  say(`
 Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s.
 
-  API           ${api}
+  API           ${api}  (status page: ${api}/, reference: ${api}/docs)
   Temporal UI   ${temporalUi ?? '(external Temporal: its own UI)'}
   Temporal      ${temporalAddress}
   Simulator     ${config.backend.url}
-  Logs          ${path.relative(ROOT, logDir)}/
+  Logs          ${rel(logDir)}/
 
-  Demo API key  ${demoKey}
-  Admin key     ${adminApiKey}
+  Demo API key  in ${rel(demoKeyFile)}
+  Admin key     ${config.api.adminApiKey ? 'ADMIN_API_KEY' : `in ${rel(adminKeyFile)}`}
 
-Try it:
+Try it (from the repository's folder):
   curl -s -X POST ${api}/v1/generations -H "Authorization: Bearer ${demoKey}" -H "Content-Type: application/json" -H "Idempotency-Key: $(date +%s)" -d '{"prompt":"a red fox running through snow"}'
   curl -s ${api}/v1/generations -H "Authorization: Bearer ${demoKey}"
 
 Ctrl-C stops everything.`);
-  } catch (err) {
-    say(`\nstart failed: ${err instanceof Error ? err.message : String(err)}`);
-    await stopAll(1);
-  }
 }
 
 function say(line: string): void {
@@ -140,46 +143,41 @@ function step(line: string): void {
   say(`• ${line}`);
 }
 
-/** The demo user's key is kept in the data folder (git-ignored) so every start can print it; the database holds only its hash. */
-async function ensureDemoUser(databaseUrl: string, keyFile: string, credits: number): Promise<string> {
-  const { db, close } = createDatabase(databaseUrl, { max: 1 });
-  try {
-    if (fs.existsSync(keyFile)) {
-      const key = fs.readFileSync(keyFile, 'utf8').trim();
-      if (await findUserByApiKey(db, key)) return key;
-    }
-    const { apiKey } = await createUser(db, { name: 'demo', tier: 'pro', credits });
-    fs.writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
-    step('demo user created (tier pro)');
-    return apiKey;
-  } finally {
-    await close();
+const rel = (p: string) => path.relative(ROOT, p) || '.';
+
+/** Every port this start would bind, checked before anything starts, so a taken one is named rather than crashing a child. */
+async function checkPorts(config: Config): Promise<void> {
+  const ports: Array<[number, string]> = [
+    [config.api.port, 'PORT'],
+    [config.simulator.port, 'SIMULATOR_PORT'],
+  ];
+  if (!config.temporal.external) ports.push([config.temporal.devPort, 'TEMPORAL_DEV_PORT'], [config.temporal.devUiPort, 'TEMPORAL_DEV_UI_PORT']);
+  if (!config.database.url) ports.push([config.database.embeddedPort, 'EMBEDDED_PG_PORT']);
+  if (config.worker.metricsPort !== 0) ports.push([config.worker.metricsPort, 'METRICS_PORT']);
+  for (const [port, setting] of ports) {
+    if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: stop what listens on it, or set ${setting} to another port`);
   }
 }
 
-function spawnChild(name: string, entry: string, env: Record<string, string>, logDir: string, onCrash: () => void): ChildProcess {
-  const log = fs.openSync(path.join(logDir, `${name}.log`), 'a');
-  // Own process group: Ctrl-C reaches this script only, which then stops the children in order.
-  const child = spawn(TSX, [entry], { cwd: ROOT, env, stdio: ['ignore', log, log], detached: true });
-  fs.closeSync(log);
-  child.once('exit', (code, signal) => {
-    if ((child as { stopping?: boolean }).stopping) return;
-    say(`\n${name} exited unexpectedly (code ${code}, signal ${signal}); last lines of its log:`);
-    const lines = fs.readFileSync(path.join(logDir, `${name}.log`), 'utf8').trimEnd().split('\n').slice(-15);
-    for (const line of lines) say(`  ${line}`);
-    onCrash();
-  });
-  return child;
+/** A secret generated once and kept in a file of the data folder (mode 0600), so restarts keep it and nothing prints it. */
+function keptSecret(file: string, make: () => string): string {
+  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
+  const secret = make();
+  fs.writeFileSync(file, `${secret}\n`, { mode: 0o600 });
+  return secret;
 }
 
-async function stopChild(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  (child as { stopping?: boolean }).stopping = true;
-  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-  child.kill('SIGTERM');
-  const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
-  await exited;
-  clearTimeout(timer);
+/** The demo user's key is kept in the data folder (git-ignored); the database holds only its hash. */
+async function ensureDemoUser(databaseUrl: string, keyFile: string, credits: number): Promise<void> {
+  const { db, close } = createDatabase(databaseUrl, { max: 1 });
+  try {
+    if (fs.existsSync(keyFile) && (await findUserByApiKey(db, fs.readFileSync(keyFile, 'utf8').trim()))) return;
+    const { apiKey } = await createUser(db, { name: 'demo', tier: 'pro', credits });
+    fs.writeFileSync(keyFile, `${apiKey}\n`, { mode: 0o600 });
+    step('demo user created (tier pro)');
+  } finally {
+    await close();
+  }
 }
 
 async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
@@ -208,4 +206,9 @@ async function waitForPoller(address: string, namespace: string, taskQueue: stri
   }
 }
 
-void main();
+main().catch((err: unknown) => {
+  say(`\nstart failed: ${err instanceof Error ? err.message : String(err)}`);
+  // Whatever had started is stopped before the exit.
+  if (supervisor) void supervisor.stopAll(1);
+  else process.exit(1);
+});

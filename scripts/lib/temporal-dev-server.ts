@@ -19,8 +19,13 @@ export interface TemporalDevServerOptions {
   dbFile?: string;
   /** Where the server's own log goes. */
   logFile: string;
-  /** One read/write partition per task queue: exact fairness order in tests. */
+  /**
+   * One read/write partition per task queue. Fairness holds within a partition, and the `gpu` queue dispatches at the
+   * GPUs' pace; the dev server's flags cannot name a queue, so every queue of the dev server gets one.
+   */
   singlePartition?: boolean;
+  /** Called as soon as the server process exists, so a caller can stop it even if the start then fails. */
+  onSpawn?: (pid: number | undefined, stop: () => Promise<void>) => void;
 }
 
 /** Dynamic config that switches on the matcher with priority and fairness (the `gpu` queue's weighted fair dispatch). */
@@ -53,23 +58,31 @@ export async function startTemporalDevServer(options: TemporalDevServerOptions, 
   fs.closeSync(log);
   const address = `127.0.0.1:${options.port}`;
   let exited = false;
+  let spawnError: Error | undefined;
   child.once('exit', () => (exited = true));
-  await waitForTemporal(address, timeoutMs, () => {
-    if (exited) throw new Error(`temporal server exited during start; see ${options.logFile}`);
+  child.once('error', (err) => {
+    spawnError = err;
+    exited = true;
   });
-  return {
-    address,
-    uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined,
-    pid: child.pid,
-    async stop(): Promise<void> {
-      if (exited) return;
-      const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-      await gone;
-      clearTimeout(timer);
-    },
+  const stop = async (): Promise<void> => {
+    if (exited) return;
+    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+    child.kill('SIGTERM');
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await gone;
+    clearTimeout(timer);
   };
+  options.onSpawn?.(child.pid, stop);
+  try {
+    await waitForTemporal(address, timeoutMs, () => {
+      if (spawnError) throw new Error(`could not start ${bin}: ${spawnError.message}`);
+      if (exited) throw new Error(`temporal server exited during start; see ${options.logFile}`);
+    });
+  } catch (err) {
+    if (!options.onSpawn) await stop();
+    throw err;
+  }
+  return { address, uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined, pid: child.pid, stop };
 }
 
 export async function waitForTemporal(address: string, timeoutMs: number, check: () => void = () => {}): Promise<void> {

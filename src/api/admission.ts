@@ -6,6 +6,7 @@ import { admitSubmission, countUserJobs, peekRequestTokens, type UserJobCounts }
 import { ApiError } from './errors';
 import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
 import { rowParams } from '../db/projection';
+import { firstJobPriority } from '../domain/generation';
 import { replaySubmission, startAdmitted, type SubmitDeps, type SubmitResult, type Submission } from './submit';
 
 /**
@@ -115,7 +116,8 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
         });
     }
 
-    const generation = await startAdmitted(deps, submission);
+    const priorityKey = firstJobPriority(admission.counts.active, config.generation.firstJobPriority);
+    const generation = await startAdmitted(deps, submission, { priorityKey });
     queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt });
     const { counts } = admission;
     const place = await queue.positionOfNew(user.id, {

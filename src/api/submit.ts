@@ -62,8 +62,8 @@ export function describeSubmission(user: UserRow, request: GenerationRequest, id
  * concurrent duplicates meet one workflow) and answers with the row as admission wrote it. Never waits for generation.
  * When the workflow cannot be started, everything admission wrote is undone, so the client's retry starts afresh.
  */
-export async function startAdmitted({ db, client, config }: SubmitDeps, submission: Submission): Promise<GenerationRow> {
-  const input = generationInput(config, submission, submission.acceptedAt);
+export async function startAdmitted({ db, client, config }: SubmitDeps, submission: Submission, { priorityKey }: { priorityKey?: number } = {}): Promise<GenerationRow> {
+  const input = generationInput(config, submission, submission.acceptedAt, priorityKey);
   try {
     await startWorkflow(client, config, input);
   } catch (err) {
@@ -93,7 +93,12 @@ export async function replaySubmission(
   return { generation: existing ?? (await insertQueued(db, input)) ?? queuedRow(input), replayed: true };
 }
 
-export function generationInput(config: Config, { user, jobId, request }: Pick<Submission, 'user' | 'jobId' | 'request'>, acceptedAt: Date): GenerationInput {
+export function generationInput(
+  config: Config,
+  { user, jobId, request }: Pick<Submission, 'user' | 'jobId' | 'request'>,
+  acceptedAt: Date,
+  priorityKey?: number,
+): GenerationInput {
   const { generation } = config;
   const scale = gpuTimeFactor(request);
   return {
@@ -105,6 +110,7 @@ export function generationInput(config: Config, { user, jobId, request }: Pick<S
     settings: {
       gpuTaskQueue: config.worker.gpuTaskQueue,
       fairnessWeight: generation.tierWeights[user.tier] ?? 1,
+      ...(priorityKey === undefined ? {} : { priorityKey }),
       heartbeatTimeoutMs: generation.heartbeatTimeoutMs,
       maxAttempts: generation.maxAttempts,
       retryBackoffMs: generation.retryBackoffMs,
@@ -127,7 +133,7 @@ async function startWorkflow(client: Client, config: Config, input: GenerationIn
         workflowIdReusePolicy: 'REJECT_DUPLICATE',
         // Fair by user on the generation queue too (activities inherit it), so one user's flood of workflow tasks cannot
         // delay another user's job before its GPU task even exists.
-        priority: { fairnessKey: input.userId, fairnessWeight: input.settings.fairnessWeight },
+        priority: { fairnessKey: input.userId, fairnessWeight: input.settings.fairnessWeight, priorityKey: input.settings.priorityKey },
         typedSearchAttributes: [
           { key: SA_USER_ID, value: input.userId },
           { key: SA_TIER, value: input.tier },

@@ -3,7 +3,7 @@ import type { ActivitySlotInfo, CustomSlotSupplier, SlotPermit, SlotReleaseConte
 import type { Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { GPU_SLOTS_CHANNEL } from './capacity';
-import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, unclaimSlotLease, type LeaseRef } from './slot-leases';
+import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, unclaimSlotLease, userServedSince, type LeaseRef } from './slot-leases';
 
 /**
  * The GPU dispatcher's activity slot supplier. The SDK asks for a slot before it polls the `gpu` queue; a slot is granted
@@ -45,7 +45,6 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   private readonly reserveWaiters: ReserveWaiter[] = [];
   /** Permits the SDK has put to use (a task arrived); the others wait in a poll. */
   private usedPermits = 0;
-  private readonly changeWaiters = new Set<() => void>();
   /** Each lease's last unclaim in flight: a new claim of that lease must land after it, never before. */
   private readonly unclaims = new Map<string, Promise<void>>();
   private pumping = false;
@@ -137,25 +136,29 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   // ---- Claims: called around each GPU activity (see claim-interceptor.ts) ----
 
   /**
-   * Puts a job on one of this dispatcher's leases, waiting while the pool already runs as many jobs as its capacity
-   * (only after capacity fell). `force` counts a backend job that already exists. Returns the lease id to unclaim.
+   * Puts a job on one of this dispatcher's leases, unless the pool already runs as many jobs as its capacity (only after
+   * capacity fell: a slot reserved under the old number received a task). `force` counts a backend job that already
+   * exists. Returns the lease id to unclaim, or undefined when the pool is full.
    */
-  async claim(jobId: string, { force, whileWaiting }: { force: boolean; whileWaiting: () => Promise<void> }): Promise<string> {
-    for (;;) {
-      const leaseId = [...this.held].find(([, job]) => job === null)?.[0];
-      if (leaseId === undefined) throw new Error('no GPU slot lease to claim: the slot supplier and the activities disagree');
-      this.held.set(leaseId, jobId);
-      let claimed = false;
-      try {
-        await this.unclaims.get(leaseId);
-        claimed = await claimSlotLease(this.sql, this.leaseRef(leaseId), jobId, force);
-      } finally {
-        if (!claimed && this.held.has(leaseId)) this.held.set(leaseId, null);
-      }
-      if (claimed) return leaseId;
-      this.options.logger.info({ jobId, pool: this.options.pool }, 'GPU capacity fell: the job waits for a running one to end');
-      await whileWaiting();
+  async claim(jobId: string, { force }: { force: boolean }): Promise<string | undefined> {
+    const leaseId = [...this.held].find(([, job]) => job === null)?.[0];
+    if (leaseId === undefined) throw new Error('no GPU slot lease to claim: the slot supplier and the activities disagree');
+    this.held.set(leaseId, jobId);
+    let claimed = false;
+    try {
+      await this.unclaims.get(leaseId);
+      claimed = await claimSlotLease(this.sql, this.leaseRef(leaseId), jobId, force);
+    } finally {
+      if (!claimed && this.held.has(leaseId)) this.held.set(leaseId, null);
     }
+    if (claimed) return leaseId;
+    this.options.logger.info({ jobId, pool: this.options.pool }, 'GPU capacity fell: the job goes back to the queue');
+    return undefined;
+  }
+
+  /** Whether a job raised to the first-job priority finds its raise spent: a later job of its user got a slot first. */
+  firstJobRaiseSpent(jobId: string, userId: string, admittedAt: Date): Promise<boolean> {
+    return userServedSince(this.sql, { pool: this.options.pool, jobId, userId, since: admittedAt });
   }
 
   unclaim(leaseId: string): void {
@@ -169,19 +172,6 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
     this.unclaims.set(leaseId, written);
   }
 
-  /** Resolves at the next change of the pool (a slot freed, capacity changed) or after `ms`. */
-  nextChange(ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const done = () => {
-        clearTimeout(timer);
-        this.changeWaiters.delete(done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      this.changeWaiters.add(done);
-    });
-  }
-
   // ---- internals ----
 
   private leaseRef(leaseId: string): LeaseRef {
@@ -189,7 +179,6 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   }
 
   private changed(): void {
-    for (const wake of [...this.changeWaiters]) wake();
     this.kick();
   }
 

@@ -94,3 +94,20 @@ export async function releaseDispatcherLeases(sql: Sql, dispatcherId: string): P
     select pg_notify(${GPU_SLOTS_CHANNEL}, pool) from gone`;
   return rows.length;
 }
+
+/**
+ * userServedSince: whether another job of the user has been given a GPU since `since` (it holds a claimed lease of the
+ * pool now, or the backend accepted it after that instant). A job raised to FIRST_JOB_PRIORITY was its user's only active
+ * one when admitted at `since`; once another job of the user got a slot first, the raise is spent (claim-interceptor.ts).
+ * Jobs admitted after it may carry an earlier created_at (taken before they queued for the user's admission lock), so the
+ * user's rows are read from a few minutes earlier.
+ */
+export async function userServedSince(sql: Sql, { pool, jobId, userId, since }: { pool: string; jobId: string; userId: string; since: Date }): Promise<boolean> {
+  const [row] = await sql<{ served: boolean }[]>`
+    select exists (
+      select 1 from generations g
+      where g.user_id = ${userId} and g.created_at >= ${since.toISOString()}::timestamptz - interval '5 minutes' and g.id <> ${jobId}
+        and (g.started_at >= ${since.toISOString()}::timestamptz or exists (select 1 from gpu_slot_leases l where l.job_id = g.id and l.pool = ${pool}))
+    ) as served`;
+  return row.served;
+}

@@ -16,6 +16,11 @@ export interface GenerationRequest {
 export interface GenerationSettings {
   gpuTaskQueue: string;
   fairnessWeight: number;
+  /**
+   * Temporal priority key of the job's tasks (1 first … 5 last; unset is 3). A job admitted while its user had no other
+   * job queued or running gets FIRST_JOB_PRIORITY (see firstJobPriority).
+   */
+  priorityKey?: number;
   heartbeatTimeoutMs: number;
   maxAttempts: number;
   retryBackoffMs: number;
@@ -35,6 +40,20 @@ export interface GenerationInput {
   /** ISO time the API accepted the job; the projection's created_at. */
   acceptedAt: string;
   settings: GenerationSettings;
+}
+
+/** Temporal's default priority level, and the one above it that a user's only active job takes. */
+export const DEFAULT_PRIORITY = 3;
+export const FIRST_JOB_PRIORITY = 2;
+
+/**
+ * A user with nothing queued or running goes ahead of other users' backlogs: the next free GPU slot is theirs. Temporal's
+ * fairness alone cannot promise that on an idle queue: the tasks a free slot takes at once (sync match) never reach the
+ * fairness counter, so a flood's first waiting task ties a newcomer's and wins on age (docs/decisions.md). A user holds at
+ * most one such job at a time, so the level above is bounded by the number of users, each with one job.
+ */
+export function firstJobPriority(activeBefore: number, enabled: boolean): number {
+  return enabled && activeBefore === 0 ? FIRST_JOB_PRIORITY : DEFAULT_PRIORITY;
 }
 
 /** One write to the projection. Monotonic by (rank, attempt, progress): older writes never overwrite newer ones. */

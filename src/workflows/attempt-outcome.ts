@@ -24,7 +24,7 @@ export function gpuActivityOptions({ userId, settings }: GenerationInput, attemp
     // Infrastructure failures (backend 5xx, a dispatcher that died) retry the same backend job; a 4xx does not.
     retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 10, nonRetryableErrorTypes: ['BackendRejectedError'] },
     // Fair dispatch across users, weighted by tier. Never a priority key: those are strict, and would starve the free tier.
-    priority: { fairnessKey: userId, fairnessWeight: settings.fairnessWeight },
+    priority: { fairnessKey: userId, fairnessWeight: settings.fairnessWeight, priorityKey: settings.priorityKey },
   };
 }
 

@@ -45,8 +45,12 @@ const envSchema = z.object({
   /** Unset: `npm start` runs a Temporal dev server at 127.0.0.1:7233. */
   TEMPORAL_ADDRESS: z.string().min(1).optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
+  /** The dev server `npm start` runs when TEMPORAL_ADDRESS is unset: its frontend and Web UI ports. */
+  TEMPORAL_DEV_PORT: z.coerce.number().int().min(1).max(65_535).default(7233),
+  TEMPORAL_DEV_UI_PORT: z.coerce.number().int().min(1).max(65_535).default(8233),
   ADMIN_API_KEY: z.string().min(16).optional(),
-  BACKEND_URL: z.string().url().default('http://127.0.0.1:4000'),
+  /** Unset: the simulator on SIMULATOR_PORT (what `npm start` runs). */
+  BACKEND_URL: z.string().url().optional(),
   BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
   BACKEND_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
   BACKEND_TIMEOUT_MS: int(10_000),
@@ -74,6 +78,8 @@ const envSchema = z.object({
   MAX_ATTEMPTS: int(3),
   RETRY_BACKOFF_MS: int(2_000),
   TIER_WEIGHTS: tierNumbers('free:1,pro:4,enterprise:8', { min: 0.001 }),
+  /** A job admitted while its user has nothing else queued or running goes ahead of other users' backlogs. */
+  FIRST_JOB_PRIORITY: flag(true),
   // Job lifecycle: credits, deadlines, reconciliation.
   CREDIT_GRANTS: tierNumbers('free:1000,pro:20000,enterprise:200000'),
   MAX_QUEUE_MS: int(30 * 60_000),
@@ -147,9 +153,15 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       adminApiKey: e.ADMIN_API_KEY,
     },
     database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
-    temporal: { address: e.TEMPORAL_ADDRESS ?? '127.0.0.1:7233', external: e.TEMPORAL_ADDRESS !== undefined, namespace: e.TEMPORAL_NAMESPACE },
+    temporal: {
+      address: e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_DEV_PORT}`,
+      external: e.TEMPORAL_ADDRESS !== undefined,
+      namespace: e.TEMPORAL_NAMESPACE,
+      devPort: e.TEMPORAL_DEV_PORT,
+      devUiPort: e.TEMPORAL_DEV_UI_PORT,
+    },
     backend: {
-      url: e.BACKEND_URL,
+      url: e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`,
       mode: e.BACKEND_MODE,
       webhookSecret: e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET,
       timeoutMs: e.BACKEND_TIMEOUT_MS,
@@ -189,6 +201,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       creditGrants: e.CREDIT_GRANTS,
       reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
       tierWeights: e.TIER_WEIGHTS,
+      firstJobPriority: e.FIRST_JOB_PRIORITY,
     },
     simulator: { port: e.SIMULATOR_PORT, host: e.SIMULATOR_HOST, knobs: simulator },
     notifications: {

@@ -1,0 +1,208 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { freePort, isPortFree } from '../scripts/lib/ports';
+import { apiClient, eventually } from './harness';
+
+/**
+ * `npm start` as a person runs it: in a terminal's foreground process group, on its own defaults (Temporal dev server,
+ * embedded Postgres, GPU capacity and pollers, fairness settings), stopped with Ctrl-C — which the terminal sends to the
+ * whole group. Only ports and the data folder are its own, so it never meets another start on this machine; the
+ * simulator runs fast so jobs take seconds.
+ */
+const ROOT = path.resolve(__dirname, '..');
+const ARTIFACTS = path.join(ROOT, 'test', 'artifacts');
+const ADMIN_API_KEY = `vgadmin_${'npmstart'.repeat(4)}`;
+
+interface Start {
+  npm: ChildProcess;
+  output: () => string;
+  exited: Promise<void>;
+}
+
+describe('npm start, as a person runs it', () => {
+  const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vg-npm-start-'));
+  let env: Record<string, string>;
+  let ports: number[];
+  let running: Start | undefined;
+
+  beforeAll(async () => {
+    ports = await Promise.all(Array.from({ length: 6 }, () => freePort()));
+    const [api, simulator, temporal, temporalUi, postgres, metrics] = ports;
+    env = {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      DATA_DIR: dataDir,
+      PORT: String(api),
+      SIMULATOR_PORT: String(simulator),
+      TEMPORAL_DEV_PORT: String(temporal),
+      TEMPORAL_DEV_UI_PORT: String(temporalUi),
+      EMBEDDED_PG_PORT: String(postgres),
+      METRICS_PORT: String(metrics),
+      ADMIN_API_KEY,
+      // Generation takes a tenth of its real time: seconds, not minutes.
+      SIM_TIME_SCALE: '0.1',
+      ...(process.env.TEMPORAL_BIN ? { TEMPORAL_BIN: process.env.TEMPORAL_BIN } : {}),
+    };
+  });
+
+  afterAll(async () => {
+    // A failed test must not leave the group running.
+    if (running && running.npm.exitCode === null) {
+      for (const { pid } of descendants(running.npm.pid!)) process.kill(pid, 'SIGKILL');
+      running.npm.kill('SIGKILL');
+      await running.exited;
+    }
+    fs.rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  function start(name: string): Start {
+    const log = fs.createWriteStream(path.join(ARTIFACTS, `${name}.log`));
+    // A process group of its own, as a terminal gives its foreground job.
+    const npm = spawn('npm', ['start'], { cwd: ROOT, env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let output = '';
+    const onData = (chunk: Buffer) => {
+      output += chunk.toString();
+      log.write(chunk);
+    };
+    npm.stdout!.on('data', onData);
+    npm.stderr!.on('data', onData);
+    const exited = new Promise<void>((resolve) => npm.once('exit', () => resolve()));
+    void exited.then(() => log.end());
+    running = { npm, output: () => output, exited };
+    return running;
+  }
+
+  const ready = (s: Start) =>
+    eventually(async () => (/Ready in/.test(s.output()) ? true : /start failed|exited unexpectedly/.test(s.output()) ? Promise.reject(new Error(s.output())) : undefined), {
+      timeoutMs: 180_000,
+      intervalMs: 250,
+      what: `npm start to be ready:\n${s.output()}`,
+    });
+
+  /** Ctrl-C in the terminal: SIGINT to every process of the foreground group. Resolves once npm has returned. */
+  async function ctrlC(s: Start): Promise<void> {
+    process.kill(-s.npm.pid!, 'SIGINT');
+    await Promise.race([s.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`npm start did not return after Ctrl-C:\n${s.output()}`)), 60_000))]);
+  }
+
+  test('a user who submits after another user’s flood gets the next free GPU slot', async () => {
+    const s = start('npm-start-1');
+    await ready(s);
+    const apiUrl = `http://127.0.0.1:${env.PORT}`;
+    const admin = apiClient(apiUrl, ADMIN_API_KEY);
+    // One GPU slot, lowered from the shipped four at runtime, as an operator would.
+    expect((await admin.call('PUT', '/admin/capacity', { capacity: 1 })).status).toBe(200);
+    const newUser = async () => apiClient(apiUrl, (await admin.call('POST', '/admin/users', { name: 'user', tier: 'pro' })).body.api_key as string);
+    const [a, b] = [await newUser(), await newUser()];
+
+    const submitted = await Promise.all(Array.from({ length: 10 }, (_, i) => a.submit({ prompt: `A${i}` })));
+    expect(submitted.map((r) => r.status)).toEqual(Array(10).fill(202));
+    const aJobs = submitted.map((r) => r.body.id as string);
+    await new Promise((r) => setTimeout(r, 500)); // the scenario's half second, not a synchronisation
+    const bJob = (await b.submit({ prompt: 'B' })).body.id as string;
+    await b.waitForTerminal(bJob, 120_000);
+
+    const connection = await Connection.connect({ address: `127.0.0.1:${env.TEMPORAL_DEV_PORT}` });
+    try {
+      const client = new Client({ connection });
+      const bTimes = await gpuTimes(client, bJob);
+      const aStarts = (await Promise.all(aJobs.map((id) => gpuTimes(client, id)))).map((t) => t.started).filter((t): t is number => t !== undefined);
+      // Dispatched after B's GPU task was waiting and before B: none. The A job running when B arrived finishes first.
+      expect(bTimes.started).toBeDefined();
+      const jumpedAhead = aStarts.filter((t) => t > bTimes.scheduled && t < bTimes.started!);
+      if (jumpedAhead.length > 0) throw new Error(`A's jobs started after B's task was queued and before B:\n${await timeline(client, aJobs, bJob)}`);
+      expect(jumpedAhead).toEqual([]);
+    } finally {
+      await connection.close();
+    }
+  });
+
+  test('Ctrl-C stops every process it started, in order, and frees every port', async () => {
+    const s = running!;
+    const processes = descendants(s.npm.pid!);
+    expect(processes.map((p) => p.comm)).toEqual(expect.arrayContaining(['temporal', 'postgres', 'node']));
+    await ctrlC(s);
+    expect(s.output()).toMatch(/api stopped\s+worker stopped\s+simulator stopped\s+postgres stopped\s+temporal stopped/);
+    const survivors = processes.filter((p) => alive(p.pid));
+    expect(survivors).toEqual([]);
+    for (const port of ports) expect({ port, free: await isPortFree(port) }).toEqual({ port, free: true });
+  });
+
+  test('a second start on the same data comes up, and stops the same way', async () => {
+    const s = start('npm-start-2');
+    await ready(s);
+    expect(s.output()).not.toMatch(/port \d+ is taken/);
+    const processes = descendants(s.npm.pid!);
+    await ctrlC(s);
+    expect(processes.filter((p) => alive(p.pid))).toEqual([]);
+  });
+});
+
+/** When the job's GPU task was scheduled and when its (last) attempt started, from its workflow history (ms). */
+/** Each job's GPU task: when it was queued and started (ms after the first was queued), its priority and attempts. */
+async function timeline(client: Client, aJobs: string[], bJob: string): Promise<string> {
+  const all = await Promise.all([...aJobs, bJob].map(async (id) => ({ who: id === bJob ? 'B' : 'A', ...(await gpuTimes(client, id)) })));
+  const t0 = Math.min(...all.map((x) => x.scheduled));
+  return all
+    .sort((x, y) => (x.started ?? Infinity) - (y.started ?? Infinity))
+    .map((x) => `${x.who} queued +${x.scheduled - t0} ms, started ${x.started === undefined ? '-' : `+${x.started - t0} ms`}, ${x.info}`)
+    .join('\n');
+}
+
+async function gpuTimes(client: Client, jobId: string): Promise<{ scheduled: number; started?: number; info?: string }> {
+  const events = (await client.workflow.getHandle(jobId).fetchHistory()).events ?? [];
+  const ms = (t: { seconds?: unknown; nanos?: number | null } | null | undefined) => Number(t?.seconds ?? 0) * 1000 + Math.floor((t?.nanos ?? 0) / 1e6);
+  const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'runGeneration');
+  if (!scheduled) throw new Error(`${jobId}: no GPU task was scheduled`);
+  const started = events.find((e) => e.activityTaskStartedEventAttributes?.scheduledEventId?.toString() === scheduled.eventId?.toString());
+  return {
+    scheduled: ms(scheduled.eventTime),
+    started: started ? ms(started.eventTime) : undefined,
+    info: `priority ${scheduled.activityTaskScheduledEventAttributes?.priority?.priorityKey}, attempt ${started?.activityTaskStartedEventAttributes?.attempt ?? '-'}`,
+  };
+}
+
+interface ProcessInfo {
+  pid: number;
+  comm: string;
+}
+
+/** Every process below `root` now, however deep (detached children keep their parent link until it exits). */
+function descendants(root: number): ProcessInfo[] {
+  const parents = new Map<number, number>();
+  const names = new Map<number, string>();
+  for (const entry of fs.readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const close = stat.lastIndexOf(')');
+      names.set(Number(entry), stat.slice(stat.indexOf('(') + 1, close));
+      parents.set(Number(entry), Number(stat.slice(close + 2).split(' ')[1]));
+    } catch {
+      // gone meanwhile
+    }
+  }
+  const found: ProcessInfo[] = [];
+  const walk = (pid: number) => {
+    for (const [child, parent] of parents) {
+      if (parent !== pid) continue;
+      found.push({ pid: child, comm: names.get(child) ?? '?' });
+      walk(child);
+    }
+  };
+  walk(root);
+  return found;
+}
+
+/** Alive and not a zombie. */
+function alive(pid: number): boolean {
+  try {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
+  } catch {
+    return false;
+  }
+}

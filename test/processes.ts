@@ -53,7 +53,8 @@ export function spawnTsProcess({ name, script, args = [], env }: SpawnOptions): 
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
     cwd: ROOT,
     // The service's Node flags, as `npm start` and the image give them (src/lib/node-options.ts).
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', ...env, NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS) },
+    // No fixed port unless the test asks for one: the workers' metrics endpoint otherwise takes 9464.
+    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', METRICS_PORT: '0', ...env, NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   if (child.pid === undefined) throw new Error(`${name}: could not spawn ${script}`);

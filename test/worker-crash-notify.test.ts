@@ -1,3 +1,4 @@
+import net from 'node:net';
 import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { spawnWorker, type SpawnedProcess } from './processes';
@@ -11,12 +12,16 @@ describe('a worker that dies around the notify step', () => {
   let stack: Stack;
   let hooks: WebhookReceiver;
   const workers: SpawnedProcess[] = [];
+  let metricsPortHolder: net.Server | undefined;
 
   beforeAll(async () => {
+    // Something else on the workers' default metrics port must not matter: a test's worker binds no fixed port.
+    metricsPortHolder = await holdPort(9464);
     stack = await startStack({ env: { WORKER_ROLE: 'gpu' } });
     hooks = await startWebhookReceiver();
   });
   afterAll(async () => {
+    metricsPortHolder?.close();
     await Promise.all(workers.map((w) => w.stop()));
     await hooks?.close();
     await stack?.close();
@@ -84,3 +89,12 @@ describe('a worker that dies around the notify step', () => {
     await runCrashScenario('after_inbox', api, second);
   });
 });
+
+/** Listens on `port` if it is free (if it is taken, something else already holds it, which is the point). */
+function holdPort(port: number): Promise<net.Server | undefined> {
+  return new Promise((resolve) => {
+    const server = net.createServer();
+    server.once('error', () => resolve(undefined));
+    server.listen(port, '127.0.0.1', () => resolve(server));
+  });
+}

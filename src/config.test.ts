@@ -36,11 +36,12 @@ describe('the secret settings', () => {
     expect(problemOf({ ...production, ADMIN_API_KEY: `${'k'.repeat(31)}` })).toMatch(/ADMIN_API_KEY: must be at least 32 characters/);
     expect(problemOf({ ...production, ADMIN_API_KEY: `${'k'.repeat(31)}"` })).toMatch(/without spaces, quotes or backslashes/);
     expect(problemOf({ ...production, NODE_ENV: 'prod uction' })).toMatch(/NODE_ENV/);
+    expect(problemOf({ ...production, PORT: '3000', ADMIN_PORT: '3000' })).toMatch(/ADMIN_PORT: must differ from PORT/);
   });
 
   test('the log scrubber is given every configured secret, the database password included', () => {
     const previous = generateWebhookSecret();
     const config = loadConfig({ ...production, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous, DATABASE_URL: 'postgres://app:p%40ss-word-1234@db:5432/videogen' });
-    expect(configuredSecrets(config).sort()).toEqual([production.ADMIN_API_KEY, production.BACKEND_WEBHOOK_SECRET, previous, 'p@ss-word-1234'].sort());
+    expect(configuredSecrets(config).sort()).toEqual([production.ADMIN_API_KEY, production.BACKEND_WEBHOOK_SECRET, previous, 'p%40ss-word-1234', 'p@ss-word-1234'].sort());
   });
 });

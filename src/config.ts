@@ -139,14 +139,14 @@ export class ConfigError extends Error {
   }
 }
 
-/** Fails closed: outside development and test, a process starts only with secrets of its own. */
-function checkSecrets(e: z.infer<typeof envSchema>): void {
+/** Rules across settings. Fails closed: outside development and test, a process starts only with secrets of its own. */
+function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
   const problems: string[] = [];
   if (!RELAXED_ENVS.includes(e.NODE_ENV)) {
     const missing = (['BACKEND_WEBHOOK_SECRET', 'ADMIN_API_KEY'] as const).filter((name) => e[name] === undefined);
     if (missing.length > 0) problems.push(`${missing.join(' and ')} must be set when NODE_ENV=${e.NODE_ENV} (only development and test run without)`);
-    if ([e.BACKEND_WEBHOOK_SECRET, e.BACKEND_WEBHOOK_SECRET_PREVIOUS].includes(DEV_BACKEND_WEBHOOK_SECRET)) {
-      problems.push(`BACKEND_WEBHOOK_SECRET: the development secret is public and may not be used when NODE_ENV=${e.NODE_ENV}`);
+    for (const name of ['BACKEND_WEBHOOK_SECRET', 'BACKEND_WEBHOOK_SECRET_PREVIOUS'] as const) {
+      if (e[name] === DEV_BACKEND_WEBHOOK_SECRET) problems.push(`${name}: the development secret is public and may not be used when NODE_ENV=${e.NODE_ENV}`);
     }
   }
   if (e.BACKEND_WEBHOOK_SECRET_PREVIOUS !== undefined && e.BACKEND_WEBHOOK_SECRET === undefined) {
@@ -155,6 +155,7 @@ function checkSecrets(e: z.infer<typeof envSchema>): void {
   if (e.BACKEND_WEBHOOK_SECRET_PREVIOUS !== undefined && e.BACKEND_WEBHOOK_SECRET_PREVIOUS === e.BACKEND_WEBHOOK_SECRET) {
     problems.push('BACKEND_WEBHOOK_SECRET_PREVIOUS: must differ from BACKEND_WEBHOOK_SECRET');
   }
+  if (e.ADMIN_PORT !== undefined && e.ADMIN_PORT !== 0 && e.ADMIN_PORT === e.PORT) problems.push('ADMIN_PORT: must differ from PORT');
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
 }
 
@@ -164,7 +165,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
   }
   const e = parsed.data;
-  checkSecrets(e);
+  checkAcrossSettings(e);
   const backendWebhookSecret = e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET;
   const simulator: SimulatorKnobs = simulatorKnobsSchema.parse({
     capacity: Math.max(1, e.SIM_CAPACITY),
@@ -258,8 +259,14 @@ export type Config = ReturnType<typeof loadConfig>;
 
 /** Every secret value in the configuration, for the log scrubber (src/lib/logger.ts). */
 export function configuredSecrets(config: Config): string[] {
-  const databasePassword = config.database.url ? decodeURIComponent(new URL(config.database.url).password) : '';
-  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, databasePassword].filter((secret) => secret.length > 0);
+  const password = config.database.url ? new URL(config.database.url).password : '';
+  let databasePassword = password;
+  try {
+    databasePassword = decodeURIComponent(password);
+  } catch {
+    // Not valid percent-encoding: the password is what the URL says.
+  }
+  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, password, databasePassword].filter((secret) => secret.length > 0);
 }
 
 export interface TierLimits {

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { isWebhookSecret } from './lib/webhook-signature';
 import { allowedHostsSetting } from './notifications/destination-guard';
 import { defaultSimulatorKnobs, simulatorKnobsSchema, type SimulatorKnobs } from './simulator/knobs';
 
@@ -33,8 +34,21 @@ const tierNumbers = (fallback: string, { min = 0 } = {}) =>
       return numbers;
     });
 
+/** A secret setting: an empty value counts as unset (compose's `${X:-}`), and no message ever repeats the value. */
+const secretSetting = <S extends z.ZodType>(schema: S) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
+const adminKeySetting = z
+  .string()
+  .min(32, 'must be at least 32 characters')
+  .max(256, 'must be at most 256 characters')
+  .regex(/^[\x21\x23-\x5b\x5d-\x7e]+$/, 'must be printable ASCII without spaces, quotes or backslashes');
+const webhookSecretSetting = z.string().refine(isWebhookSecret, 'must be whsec_ followed by the base64 of 24 to 64 random bytes');
+
+/** Environments that may run without secrets of their own; every other NODE_ENV (production, staging...) needs them. */
+const RELAXED_ENVS = ['development', 'test'];
+
 const envSchema = z.object({
-  NODE_ENV: z.enum(['development', 'production', 'test']).default('development'),
+  /** development and test run with development secrets; any other value must set ADMIN_API_KEY and BACKEND_WEBHOOK_SECRET. */
+  NODE_ENV: z.string().regex(/^[\w.-]{1,40}$/, 'must be a name such as production').default('development'),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
   PORT: int(3000),
   /** Base URL the backend uses to reach our callback endpoint. */
@@ -48,11 +62,16 @@ const envSchema = z.object({
   /** The dev server `npm start` runs when TEMPORAL_ADDRESS is unset: its frontend and Web UI ports. */
   TEMPORAL_DEV_PORT: z.coerce.number().int().min(1).max(65_535).default(7233),
   TEMPORAL_DEV_UI_PORT: z.coerce.number().int().min(1).max(65_535).default(8233),
-  ADMIN_API_KEY: z.string().min(16).optional(),
+  ADMIN_API_KEY: secretSetting(adminKeySetting),
+  /** Unset: admin routes, /metrics and readiness details share the public port. Set: they are served only here (0: any free port). */
+  ADMIN_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
+  ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
   /** Unset: the simulator on SIMULATOR_PORT (what `npm start` runs). */
   BACKEND_URL: z.string().url().optional(),
   BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
-  BACKEND_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
+  BACKEND_WEBHOOK_SECRET: secretSetting(webhookSecretSetting),
+  /** During a rotation, callbacks signed with the secret being retired are still accepted. */
+  BACKEND_WEBHOOK_SECRET_PREVIOUS: secretSetting(webhookSecretSetting),
   BACKEND_TIMEOUT_MS: int(10_000),
   WORKER_ROLE: z.enum(['all', 'generation', 'gpu']).default('all'),
   /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
@@ -115,19 +134,45 @@ const envSchema = z.object({
   FAULT_CRASH_IN_NOTIFY: flag(false),
 });
 
-/** The development-only callback secret; production must set BACKEND_WEBHOOK_SECRET. */
+/** The development-only callback secret: it is in the repository, so no other environment may use it. */
 const DEV_BACKEND_WEBHOOK_SECRET = 'whsec_ZGV2ZWxvcG1lbnQtb25seS1iYWNrZW5kLXNlY3JldA==';
+
+/** A configuration the process must not start with; its message is one line that names the settings and never their values. */
+export class ConfigError extends Error {
+  constructor(problems: string) {
+    super(`invalid configuration: ${problems}`);
+    this.name = 'ConfigError';
+  }
+}
+
+/** Rules across settings. Fails closed: outside development and test, a process starts only with secrets of its own. */
+function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
+  const problems: string[] = [];
+  if (!RELAXED_ENVS.includes(e.NODE_ENV)) {
+    const missing = (['BACKEND_WEBHOOK_SECRET', 'ADMIN_API_KEY'] as const).filter((name) => e[name] === undefined);
+    if (missing.length > 0) problems.push(`${missing.join(' and ')} must be set when NODE_ENV=${e.NODE_ENV} (only development and test run without)`);
+    for (const name of ['BACKEND_WEBHOOK_SECRET', 'BACKEND_WEBHOOK_SECRET_PREVIOUS'] as const) {
+      if (e[name] === DEV_BACKEND_WEBHOOK_SECRET) problems.push(`${name}: the development secret is public and may not be used when NODE_ENV=${e.NODE_ENV}`);
+    }
+  }
+  if (e.BACKEND_WEBHOOK_SECRET_PREVIOUS !== undefined && e.BACKEND_WEBHOOK_SECRET === undefined) {
+    problems.push('BACKEND_WEBHOOK_SECRET_PREVIOUS: set only together with BACKEND_WEBHOOK_SECRET (the new secret)');
+  }
+  if (e.BACKEND_WEBHOOK_SECRET_PREVIOUS !== undefined && e.BACKEND_WEBHOOK_SECRET_PREVIOUS === e.BACKEND_WEBHOOK_SECRET) {
+    problems.push('BACKEND_WEBHOOK_SECRET_PREVIOUS: must differ from BACKEND_WEBHOOK_SECRET');
+  }
+  if (e.ADMIN_PORT !== undefined && e.ADMIN_PORT !== 0 && e.ADMIN_PORT === e.PORT) problems.push('ADMIN_PORT: must differ from PORT');
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+}
 
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
   const parsed = envSchema.safeParse(env);
   if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; ');
-    throw new Error(`invalid configuration: ${problems}`);
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
   }
   const e = parsed.data;
-  if (e.NODE_ENV === 'production' && !e.BACKEND_WEBHOOK_SECRET) {
-    throw new Error('invalid configuration: BACKEND_WEBHOOK_SECRET is required in production');
-  }
+  checkAcrossSettings(e);
+  const backendWebhookSecret = e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET;
   const simulator: SimulatorKnobs = simulatorKnobsSchema.parse({
     capacity: Math.max(1, e.SIM_CAPACITY),
     p50Ms: e.SIM_P50_MS,
@@ -151,6 +196,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       port: e.PORT,
       publicUrl: e.PUBLIC_URL ?? `http://127.0.0.1:${e.PORT}`,
       adminApiKey: e.ADMIN_API_KEY,
+      /** The internal listener of admin routes, /metrics and readiness details; undefined: they share the public port. */
+      adminListener: e.ADMIN_PORT === undefined ? undefined : { port: e.ADMIN_PORT, host: e.ADMIN_HOST },
     },
     database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
     temporal: {
@@ -163,7 +210,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     backend: {
       url: e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`,
       mode: e.BACKEND_MODE,
-      webhookSecret: e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET,
+      /** Signs the simulator's callbacks. */
+      webhookSecret: backendWebhookSecret,
+      /** Verify the backend's callbacks: the current secret, and during a rotation the previous one. */
+      webhookSecrets: e.BACKEND_WEBHOOK_SECRET_PREVIOUS ? [backendWebhookSecret, e.BACKEND_WEBHOOK_SECRET_PREVIOUS] : [backendWebhookSecret],
       timeoutMs: e.BACKEND_TIMEOUT_MS,
     },
     worker: {
@@ -213,12 +263,24 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       webhookAllowedHosts: e.WEBHOOK_ALLOWED_HOSTS,
       webhookRetryScale: e.WEBHOOK_RETRY_SCALE,
       webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
-      crashInNotify: e.FAULT_CRASH_IN_NOTIFY && e.NODE_ENV !== 'production',
+      crashInNotify: e.FAULT_CRASH_IN_NOTIFY && RELAXED_ENVS.includes(e.NODE_ENV),
     },
   };
 }
 
 export type Config = ReturnType<typeof loadConfig>;
+
+/** Every secret value in the configuration, for the log scrubber (src/lib/logger.ts). */
+export function configuredSecrets(config: Config): string[] {
+  const password = config.database.url ? new URL(config.database.url).password : '';
+  let databasePassword = password;
+  try {
+    databasePassword = decodeURIComponent(password);
+  } catch {
+    // Not valid percent-encoding: the password is what the URL says.
+  }
+  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, password, databasePassword].filter((secret) => secret.length > 0);
+}
 
 export interface TierLimits {
   maxActiveJobs: number;

@@ -11,10 +11,11 @@ import { BackendWakeups } from './activities/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
 import { HttpGenerationBackend } from './backend/http-backend';
 import type { GenerationBackend } from './backend/types';
-import { loadConfig, type Config } from './config';
+import { configuredSecrets, loadConfig, type Config } from './config';
 import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
+import { runProcess } from './lib/run-process';
 
 export interface WorkerDeps {
   config: Config;
@@ -116,7 +117,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = createLogger(`worker-${config.worker.role}`, config.logLevel);
+  const databaseUrl = requireDatabaseUrl(config);
+  const logger = createLogger(`worker-${config.worker.role}`, config.logLevel, { secrets: configuredSecrets(config) });
   // The SDK's own logs go through pino too, so every line the process prints is JSON.
   Runtime.install({
     logger: new DefaultLogger('WARN', ({ level, message, meta }) => {
@@ -124,7 +126,7 @@ async function main(): Promise<void> {
       logger[method]({ ...meta, sdk: true }, message);
     }),
   });
-  const running = await createWorkers({ config, databaseUrl: requireDatabaseUrl(config), logger });
+  const running = await createWorkers({ config, databaseUrl, logger });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       logger.info({ signal }, 'shutting down: finishing in-flight tasks');
@@ -138,9 +140,4 @@ async function main(): Promise<void> {
   logger.info('worker stopped');
 }
 
-if (require.main === module) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  });
-}
+if (require.main === module) runProcess('worker', main);

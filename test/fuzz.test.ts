@@ -110,7 +110,13 @@ function arbitraries(ids: string[]) {
     { requiredKeys: ['url'] },
   );
   const otherBody = fc.record(
-    { capacity: fc.oneof(fc.integer({ min: -2, max: 200_000 }), anything), overlap_seconds: fc.oneof(fc.integer(), anything), name: weird, tier: fc.oneof(fc.constantFrom('free', 'pro', 'god'), weird) },
+    {
+      capacity: fc.oneof(fc.integer({ min: -2, max: 200_000 }), anything),
+      overlap_seconds: fc.oneof(fc.integer(), anything),
+      grace_seconds: fc.oneof(fc.integer({ min: -1, max: 90_000 }), anything),
+      name: weird,
+      tier: fc.oneof(fc.constantFrom('free', 'pro', 'god'), weird),
+    },
     { requiredKeys: [] },
   );
   /** The body a route expects (nearly), or any JSON, or broken JSON, or none. */
@@ -231,6 +237,8 @@ describe('fuzzed requests against every public endpoint', () => {
     const own = await attacker.submit({ prompt: 'the attacker’s own job' }, 'fuzz-key');
     const ownEndpoint = await attacker.call('POST', '/v1/webhook-endpoints', { url: receiver.url });
     const ids = [...victimIds, own.body.id, ownEndpoint.body.id];
+    // An operator may revoke or add anyone's keys: the admin's key changes go to a bystander, not to the victim.
+    const bystander = await stack.createUser('free');
     const keys: Record<FuzzRequest['auth'], string | undefined> = {
       attacker: `Bearer ${attackerKey}`,
       admin: `Bearer ${stack.adminApiKey}`,
@@ -247,6 +255,9 @@ describe('fuzzed requests against every public endpoint', () => {
     const byRoute: Record<string, Record<number, number>> = {};
     async function send(request: FuzzRequest): Promise<void> {
       const headers = { ...request.headers, ...(keys[request.auth] ? { authorization: keys[request.auth]! } : {}) };
+      if (request.auth === 'admin' && request.method !== 'GET' && request.route.includes(' /admin/users/:id/api-keys')) {
+        request = { ...request, path: request.path.split(victim.userId).join(bystander.userId) };
+      }
       const abort = new AbortController();
       let answered = false;
       let hung = false;
@@ -265,6 +276,8 @@ describe('fuzzed requests against every public endpoint', () => {
         const stream = res.headers.get('content-type')?.startsWith('text/event-stream');
         const answer = stream ? '' : await res.text();
         if (stream) abort.abort();
+        // The attacker rotated its own key: it carries on with the new one.
+        if (request.route === 'POST /v1/api-keys/rotate' && request.auth === 'attacker' && res.status === 201) keys.attacker = `Bearer ${JSON.parse(answer).api_key}`;
         if (res.status >= 500) findings.push({ request, status: res.status, answer: answer.slice(0, 300) });
       } catch (err) {
         if (hung) {

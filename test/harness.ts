@@ -22,6 +22,8 @@ export interface Stack {
   /** The environment the stack's worker was configured from: spawn extra worker processes with it. */
   env: Record<string, string>;
   apiUrl: string;
+  /** Where admin routes, /metrics and readiness details are served: the admin listener with ADMIN_PORT, else apiUrl. */
+  adminUrl: string;
   adminApiKey: string;
   simulator: RunningSimulator;
   client: Client;
@@ -55,7 +57,14 @@ export async function startStack({
   env = {},
   knobs = {},
   ownDatabase = false,
-}: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs>; ownDatabase?: boolean } = {}): Promise<Stack> {
+  simulatorWebhookSecret,
+}: {
+  env?: Record<string, string>;
+  knobs?: Partial<SimulatorKnobs>;
+  ownDatabase?: boolean;
+  /** The secret the simulator signs callbacks with, when not the API's current one (a rotation under way). */
+  simulatorWebhookSecret?: string;
+} = {}): Promise<Stack> {
   const run = testEnv();
   const { temporalAddress, workflowBundle } = run;
   // Other test files leave jobs behind in the run's database; a test of database-wide sweeps gets a database of its own.
@@ -94,7 +103,7 @@ export async function startStack({
   const simulator = await startSimulator({
     port: 0,
     knobs: { ...base.simulator.knobs, ...knobs },
-    webhookSecret: base.backend.webhookSecret,
+    webhookSecret: simulatorWebhookSecret ?? base.backend.webhookSecret,
     logger: logger.child({ process: 'simulator' }),
   });
   const apiConfig = loadConfig({ ...baseEnv, BACKEND_URL: simulator.url });
@@ -111,13 +120,14 @@ export async function startStack({
     config,
     env: workerEnv,
     apiUrl: api.url,
+    adminUrl: api.adminUrl,
     adminApiKey,
     simulator,
     client,
     database,
     setKnobs: (next) => simulator.simulator.engine.updateKnobs({ ...simulator.simulator.engine.knobs, ...next }),
     async createUser(tier = 'pro') {
-      const res = await fetch(`${api.url}/admin/users`, {
+      const res = await fetch(`${api.adminUrl}/admin/users`, {
         method: 'POST',
         headers: { authorization: `Bearer ${adminApiKey}`, 'content-type': 'application/json' },
         body: JSON.stringify({ name: `user-${randomBytes(3).toString('hex')}`, tier }),

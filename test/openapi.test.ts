@@ -3,9 +3,12 @@ import type { Express } from 'express';
 import { z } from 'zod';
 import type { Admission } from '../src/api/admission';
 import * as documented from '../src/api/api-schemas';
+import { createAdminApp } from '../src/api/admin-app';
 import { createApp } from '../src/api/app';
+import { loadConfig } from '../src/config';
 import { openApiDocument, openApiPath } from '../src/api/openapi';
 import { operations, type ErrorStatus } from '../src/api/openapi-operations';
+import type { toApiKeyResource } from '../src/api/api-keys';
 import type { creditBalance } from '../src/credits/ledger';
 import { createLogger } from '../src/lib/logger';
 import type { toDeliveryResource } from '../src/notifications/delivery-store';
@@ -26,7 +29,8 @@ const _serializersConform: [
   Conforms<ReturnType<typeof toEndpointResource>, z.infer<typeof documented.webhookEndpointResource>>,
   Conforms<ReturnType<typeof toDeliveryResource>, z.infer<typeof documented.webhookDeliveryResource>>,
   Conforms<Usage, z.infer<typeof documented.usage>>,
-] = [true, true, true, true];
+  Conforms<ReturnType<typeof toApiKeyResource>, z.infer<typeof documented.apiKeyResource>>,
+] = [true, true, true, true, true];
 void _serializersConform;
 
 /** Routes served on purpose without a place in the document, and why. */
@@ -137,6 +141,16 @@ describe('the OpenAPI document at /openapi.json', () => {
     expect(inDocument.sort()).toEqual(mounted.filter((route) => !(route in UNDOCUMENTED)));
   });
 
+  test('with ADMIN_PORT, the admin listener serves the operations marked for it and the public port all the others', () => {
+    const config = loadConfig({ ...stack.env, ADMIN_PORT: '0' });
+    const deps = { config, database: stack.database, client: stack.client, logger: createLogger('test', 'error'), adminApiKey: 'unused' };
+    const documented = (ops: typeof operations) => ops.map((o) => `${o.method.toUpperCase()} ${openApiPath(o.path)}`).sort();
+    const publicRoutes = mountedRoutes(createApp(deps)).filter((route) => !(route in UNDOCUMENTED));
+    expect(publicRoutes).toEqual(documented(operations.filter((o) => !o.adminListener)));
+    expect(mountedRoutes(createAdminApp(deps))).toEqual(documented(operations.filter((o) => o.adminListener || ['health', 'readiness'].includes(o.operationId))));
+    expect(operations.filter((o) => o.auth === 'admin' && !o.adminListener)).toEqual([]);
+  });
+
   test('is a valid OpenAPI 3.1 document whose every $ref resolves', () => {
     const document = openApiDocument();
     expect(validateOpenApi(document)).toEqual({ valid: true });
@@ -226,6 +240,20 @@ describe('the OpenAPI document at /openapi.json', () => {
     expectDocumented('listStuckGenerations', await admin.call('GET', '/admin/generations/stuck'));
     expectDocumented('getGpuCapacity', await admin.call('GET', '/admin/capacity'));
     expectDocumented('setGpuCapacity', await admin.call('PUT', '/admin/capacity', { capacity: null }));
+
+    const keyHolder = await stack.createUser('free');
+    expectDocumented('listApiKeys', await apiClient(stack.apiUrl, keyHolder.apiKey).call('GET', '/v1/api-keys'));
+    expectDocumented('rotateApiKey', await apiClient(stack.apiUrl, keyHolder.apiKey).call('POST', '/v1/api-keys/rotate', { grace_seconds: 60 }));
+    expectDocumented('rotateApiKey', await apiClient(stack.apiUrl, keyHolder.apiKey).call('POST', '/v1/api-keys/rotate', {}));
+    expectDocumented('rotateApiKey', await apiClient(stack.apiUrl, keyHolder.apiKey).call('POST', '/v1/api-keys/rotate', { grace_seconds: 'soon' }));
+    const keysPath = `/admin/users/${keyHolder.userId}/api-keys`;
+    const listed = await admin.call('GET', keysPath);
+    expectDocumented('listUserApiKeys', listed);
+    expectDocumented('listUserApiKeys', await admin.call('GET', '/admin/users/usr_nobody/api-keys'));
+    expectDocumented('issueUserApiKey', await admin.call('POST', keysPath));
+    expectDocumented('revokeUserApiKey', await admin.call('POST', `${keysPath}/${listed.body.data[0].id}/revoke`));
+    expectDocumented('revokeUserApiKey', await admin.call('POST', `${keysPath}/key_nothing/revoke`));
+    expectDocumented('revokeUserApiKeys', await admin.call('POST', `${keysPath}/revoke`));
 
     const anonymous = apiClient(stack.apiUrl, 'vg_not-a-key');
     for (const op of operations.filter((o) => o.auth !== 'none')) {

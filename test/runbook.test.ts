@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { temporalBinary } from '../scripts/lib/temporal-dev-server';
+import { loadConfig } from '../src/config';
 import { creditBalance } from '../src/credits/ledger';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
@@ -21,8 +22,8 @@ function runbookCommand(name: string): string {
 describe('the operator runbook', () => {
   let stack: Stack;
   let env: Record<string, string>;
-  const run = async (name: string, jobId = '') => {
-    const { stdout } = await promisify(execFile)('bash', ['-c', runbookCommand(name)], { env: { ...env, JOB_ID: jobId } });
+  const run = async (name: string, jobId = '', more: Record<string, string> = {}) => {
+    const { stdout } = await promisify(execFile)('bash', ['-c', runbookCommand(name)], { env: { ...env, JOB_ID: jobId, ...more } });
     return stdout;
   };
 
@@ -33,6 +34,7 @@ describe('the operator runbook', () => {
       HOME: process.env.HOME ?? '/tmp',
       TEMPORAL_ADDRESS: stack.config.temporal.address,
       API_URL: stack.apiUrl,
+      ADMIN_URL: stack.adminUrl,
       ADMIN_API_KEY: stack.adminApiKey,
       GENERATION_TASK_QUEUE: stack.config.worker.generationTaskQueue,
     };
@@ -109,5 +111,26 @@ describe('the operator runbook', () => {
     await eventually(async () => ((await ledger(job.id)).notifications === 2 ? true : undefined));
     expect(await ledger(job.id)).toEqual({ reserves: 2, captures: 1, releases: 1, notifications: 2 });
     expect(await creditBalance(stack.database.db, userId)).toMatchObject({ reserved: 0, used: 10 });
+  });
+
+  test("revoke a user's leaked keys and issue a new one: the old key gets 401 at once, the new one works", async () => {
+    const { apiKey, userId } = await stack.createUser('pro');
+    const usage = (key: string) => apiClient(stack.apiUrl, key).call('GET', '/v1/usage');
+    expect((await usage(apiKey)).status).toBe(200);
+    const listed = JSON.parse(await run('list-keys', '', { USER_ID: userId }));
+    expect(listed.data).toEqual([expect.objectContaining({ prefix: apiKey.slice(0, 8), status: 'active' })]);
+    expect(JSON.stringify(listed)).not.toContain(apiKey);
+
+    await run('revoke-keys', '', { USER_ID: userId });
+    expect((await usage(apiKey)).status).toBe(401);
+    const issued = JSON.parse(await run('issue-key', '', { USER_ID: userId }));
+    expect((await usage(issued.api_key)).status).toBe(200);
+  });
+
+  test('the new backend secret the runbook makes is one a production process accepts', async () => {
+    const [secret, previous] = [(await run('new-backend-secret')).trim(), (await run('new-backend-secret')).trim()];
+    expect(secret).not.toBe(previous);
+    const config = loadConfig({ NODE_ENV: 'production', BACKEND_WEBHOOK_SECRET: secret, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous, ADMIN_API_KEY: stack.adminApiKey });
+    expect(config.backend.webhookSecrets).toEqual([secret, previous]);
   });
 });

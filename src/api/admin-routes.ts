@@ -2,6 +2,7 @@ import { Router } from 'express';
 import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { listStuckGenerations } from '../db/stuck';
+import { adminApiKeysRouter } from './api-keys-routes';
 import { createUser } from './auth';
 import { ApiError } from './errors';
 import { createUserBody } from './generation-schemas';
@@ -23,6 +24,7 @@ export function adminRouter({ db, config }: { db: Db; config: Config }): Router 
       api_key: apiKey,
     });
   });
+  router.use('/users', adminApiKeysRouter({ db }));
 
   router.get('/generations/stuck', async (_req, res) => {
     const now = Date.now();

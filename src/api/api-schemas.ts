@@ -175,7 +175,10 @@ export const readiness = component(
   'Readiness',
   z.object({
     status: z.enum(['ready', 'not_ready']),
-    checks: z.object({ postgres: z.string(), temporal: z.string() }).meta({ description: '`ok`, or why the dependency is unavailable' }),
+    checks: z
+      .object({ postgres: z.string(), temporal: z.string() })
+      .optional()
+      .meta({ description: '`ok`, or why the dependency is unavailable; with ADMIN_PORT set, only on the admin listener' }),
   }),
 );
 
@@ -185,6 +188,35 @@ export const createdUser = component(
     user: z.object({ id: z.string(), name: z.string(), tier: z.string(), created_at: timestamp }),
     api_key: z.string().meta({ description: 'shown once; only its hash is stored' }),
   }),
+);
+
+export const apiKeyResource = component(
+  'ApiKey',
+  z
+    .object({
+      id: z.string().meta({ examples: ['key_9c1e...'] }),
+      object: z.literal('api_key'),
+      user_id: z.string(),
+      prefix: z.string().meta({ description: 'the first characters of the key, to tell keys apart', examples: ['vg_Ab3xQ'] }),
+      status: z.enum(['active', 'expiring', 'revoked']).meta({ description: 'expiring: rotated with a grace period that has not ended yet' }),
+      created_at: timestamp,
+      revoked_at: timestamp.nullable().meta({ description: 'when the key stops (or stopped) working' }),
+    })
+    .meta({ description: 'An API key, never the key itself (only its hash is stored).' }),
+);
+export const apiKeyList = component('ApiKeyList', z.object({ data: z.array(apiKeyResource).meta({ description: 'newest first' }) }));
+export const apiKeyRotation = component(
+  'ApiKeyRotation',
+  z.object({
+    object: z.literal('api_key_rotation'),
+    api_key: z.string().meta({ description: 'the new key: shown once, never again' }),
+    key: apiKeyResource,
+    previous_key: apiKeyResource.meta({ description: 'the key this call was made with; revoked_at says when it stops working' }),
+  }),
+);
+export const issuedApiKey = component(
+  'IssuedApiKey',
+  z.object({ object: z.literal('issued_api_key'), api_key: z.string().meta({ description: 'shown once, never again' }), key: apiKeyResource }),
 );
 
 export const stuckGenerations = component(

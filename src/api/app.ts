@@ -3,16 +3,14 @@ import express, { type Express } from 'express';
 import type { Config } from '../config';
 import type { Database } from '../db/client';
 import type { Logger } from '../lib/logger';
-import { adminRouter } from './admin-routes';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
-import { requireAdmin, requireUser } from './auth';
+import { requireUser } from './auth';
 import { callbacksRouter } from './callbacks-routes';
 import { ApiError, errorMiddleware } from './errors';
 import { generationsRouter } from './generations-routes';
 import { usageRouter } from './usage-routes';
 import { createAdmission } from './admission';
-import { capacityRouter } from './capacity-routes';
 import { createQueuePositions } from './queue-position';
 import { GenerationEventHub } from '../notifications/event-hub';
 import { eventsRouter } from './events-routes';
@@ -21,13 +19,15 @@ import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoi
 import { apiDocsRouter } from './docs-page';
 import { statusPageRouter } from './status-page/router';
 import { useLeanJson } from './json-response';
+import { apiKeysRouter } from './api-keys-routes';
+import { mountAdminRoutes } from './admin-app';
 
 export interface ApiDeps {
   config: Config;
   database: Database;
   client: Client;
   logger: Logger;
-  /** The admin bearer key (configured, or generated at start). */
+  /** The admin bearer key (configured, or in development kept in DATA_DIR). */
   adminApiKey: string;
 }
 
@@ -49,7 +49,7 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.use((req, _res, next) => next(/%00/i.test(req.path) ? new ApiError(404, 'not_found', `no resource at ${req.method} ${req.path}`) : undefined));
 
   // Raw body for signature verification: mounted before the JSON parser.
-  app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecret: config.backend.webhookSecret, logger }));
+  app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger }));
   app.use(express.json({ limit: '64kb' }));
 
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.
@@ -67,10 +67,12 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
   app.use('/v1', webhookEndpointsRouter({ db, client, config }));
-  app.use('/admin/capacity', requireAdmin(adminApiKey), capacityRouter({ sql, config }));
-  app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
+  app.use('/v1/api-keys', apiKeysRouter({ db }));
+  // With an admin listener (ADMIN_PORT), admin routes, /metrics and readiness details are served there only (admin-app.ts).
+  const internal = config.api.adminListener === undefined;
+  if (internal) mountAdminRoutes(app, { db, sql, config, adminApiKey });
 
-  app.use(opsRouter({ database, client, config }));
+  app.use(opsRouter({ database, client, config, internal }));
   // /openapi.json, /docs and the status page at /: public, no key needed to load them.
   app.use(apiDocsRouter());
   app.use(statusPageRouter());

@@ -6,7 +6,7 @@ import type { BackendCallback } from '../backend/types';
 import type { Sql } from '../db/client';
 import { parseBackendClientKey } from '../domain/generation';
 import type { Logger } from '../lib/logger';
-import { callbacks as callbackMetrics } from '../lib/metrics';
+import { callbacks as callbackMetrics, callbacksSignedWithPrevious } from '../lib/metrics';
 import { verifyWebhook, WebhookVerificationError } from '../lib/webhook-signature';
 import { backendEventSignal, type BackendEventType } from '../workflows/messages';
 import { ApiError } from './errors';
@@ -36,13 +36,15 @@ const EVENT_TYPES: Record<BackendCallback['type'], BackendEventType> = {
 /**
  * POST /internal/backend/callbacks: the backend's signed webhook becomes a signal to the job's workflow. It answers 2xx
  * only once the signal was accepted (or the job is long gone), so a failed signal makes the backend retry.
+ * `webhookSecrets` is the current secret, then during a rotation the previous one: a signature by either is accepted.
  */
-export function callbacksRouter({ client, sql, webhookSecret, logger }: { client: Client; sql: Sql; webhookSecret: string; logger: Logger }): Router {
+export function callbacksRouter({ client, sql, webhookSecrets, logger }: { client: Client; sql: Sql; webhookSecrets: string[]; logger: Logger }): Router {
   const router = Router();
   router.post('/', express.raw({ type: () => true, limit: '256kb' }), async (req, res) => {
     const raw = Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '';
     try {
-      verifyWebhook(webhookSecret, req.headers, raw);
+      // Counted so the operator knows when the backend has stopped using the old secret and it can be dropped.
+      if (verifyWebhook(webhookSecrets, req.headers, raw) > 0) callbacksSignedWithPrevious.inc();
     } catch (err) {
       if (err instanceof WebhookVerificationError) {
         callbackMetrics.inc({ outcome: 'invalid_signature' });

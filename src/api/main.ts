@@ -1,54 +1,83 @@
-import { randomBytes } from 'node:crypto';
 import type { Server } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
-import { loadConfig, type Config } from '../config';
+import { configuredSecrets, loadConfig, type Config } from '../config';
 import { createDatabase } from '../db/client';
 import { runMigrations } from '../db/migrate';
 import { requireDatabaseUrl } from '../db/client';
 import { createLogger, type Logger } from '../lib/logger';
+import { runProcess } from '../lib/run-process';
+import { createAdminApp } from './admin-app';
+import { resolveAdminApiKey } from './admin-key';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
 
-/** Starts the API on config.api.port (0 picks a free port); resolves once it listens. */
+function listen(server: Server, port: number, host: string): Promise<{ server: Server; port: number }> {
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(port, host, () => {
+      const address = server.address();
+      resolve({ server, port: typeof address === 'object' && address ? address.port : port });
+    });
+  });
+}
+
+/** Stops taking requests, lets those in flight finish for up to `graceMs`, then cuts what is left (SSE streams). */
+function closeServer(server: Server, graceMs: number): Promise<void> {
+  return new Promise<void>((resolve) => {
+    server.close(() => resolve());
+    server.closeIdleConnections();
+    setTimeout(() => server.closeAllConnections(), graceMs).unref();
+  });
+}
+
+/**
+ * Starts the API on config.api.port (0 picks a free port), and its admin listener when ADMIN_PORT is set; resolves once
+ * they listen. `adminUrl` is where admin routes, /metrics and readiness details are served (the public URL without one).
+ */
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
   await runMigrations(databaseUrl);
   const database = createDatabase(databaseUrl);
   // Lazy: the API starts (and answers 503 on submit) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const app = createApp({ config, database, client, logger, adminApiKey });
-  const server = await new Promise<Server>((resolve) => {
-    const s = createApiServer(app).listen(config.api.port, '0.0.0.0', () => resolve(s));
-  });
-  const address = server.address();
-  const port = typeof address === 'object' && address ? address.port : config.api.port;
-  return {
-    port,
-    url: `http://127.0.0.1:${port}`,
-    /** Stops taking requests, lets those in flight finish for up to `graceMs`, then cuts what is left (SSE streams). */
-    async close({ graceMs = 5_000 }: { graceMs?: number } = {}) {
-      await new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeIdleConnections();
-        setTimeout(() => server.closeAllConnections(), graceMs).unref();
-      });
-      await connection.close().catch(() => undefined);
-      await database.close();
-    },
-  };
+  const deps = { config, database, client, logger, adminApiKey };
+  const servers: Server[] = [];
+  try {
+    const publicSide = await listen(createApiServer(createApp(deps)), config.api.port, '0.0.0.0');
+    servers.push(publicSide.server);
+    const listener = config.api.adminListener;
+    const adminSide = listener ? await listen(createApiServer(createAdminApp(deps)), listener.port, listener.host) : undefined;
+    if (adminSide) servers.push(adminSide.server);
+    const url = `http://127.0.0.1:${publicSide.port}`;
+    const adminHost = !listener || listener.host === '0.0.0.0' || listener.host === '::' ? '127.0.0.1' : listener.host;
+    return {
+      port: publicSide.port,
+      url,
+      adminPort: adminSide?.port,
+      adminUrl: adminSide ? `http://${adminHost.includes(':') ? `[${adminHost}]` : adminHost}:${adminSide.port}` : url,
+      async close({ graceMs = 5_000 }: { graceMs?: number } = {}) {
+        await Promise.all(servers.map((server) => closeServer(server, graceMs)));
+        await connection.close().catch(() => undefined);
+        await database.close();
+      },
+    };
+  } catch (err) {
+    // A port already taken: nothing is left listening or connected behind the failure.
+    await Promise.all(servers.map((server) => closeServer(server, 0)));
+    await connection.close().catch(() => undefined);
+    await database.close();
+    throw err;
+  }
 }
 
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = createLogger('api', config.logLevel);
-  let adminApiKey = config.api.adminApiKey;
-  if (!adminApiKey) {
-    adminApiKey = `vgadmin_${randomBytes(24).toString('base64url')}`;
-    // Printed once so an operator can create users; set ADMIN_API_KEY to keep one across restarts.
-    process.stdout.write(`ADMIN_API_KEY was not set; this run's admin key is: ${adminApiKey}\n`);
-  }
-  const api = await startApi({ config, databaseUrl: requireDatabaseUrl(config), logger, adminApiKey });
-  logger.info({ url: api.url }, 'api listening');
+  const databaseUrl = requireDatabaseUrl(config);
+  const admin = resolveAdminApiKey(config);
+  const logger = createLogger('api', config.logLevel, { secrets: [...configuredSecrets(config), admin.key] });
+  if (admin.file) logger.info({ file: admin.file }, 'ADMIN_API_KEY is not set: the admin key is in this file (development and test only)');
+  const api = await startApi({ config, databaseUrl, logger, adminApiKey: admin.key });
+  logger.info({ url: api.url, adminUrl: api.adminUrl }, 'api listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       logger.info({ signal }, 'shutting down');
@@ -57,9 +86,4 @@ async function main(): Promise<void> {
   }
 }
 
-if (require.main === module) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  });
-}
+if (require.main === module) runProcess('api', main);

@@ -4,6 +4,9 @@ import { capacityBody } from './capacity-routes';
 import { createGenerationBody, createUserBody, listGenerationsQuery } from './generation-schemas';
 import { listNotificationsQuery } from './notifications-routes';
 import { createEndpointBody, deliveriesQuery, rotateSecretBody } from './webhook-endpoints-routes';
+import { rotateApiKeyBody } from './api-keys-routes';
+import { MAX_LIVE_KEYS } from './api-keys';
+import { AUTH_CACHE_MS } from './auth';
 
 /**
  * Every operation the app serves, as the OpenAPI document states it. Request schemas are the ones the routes validate
@@ -31,7 +34,7 @@ export interface Operation {
   /** As Express mounts it: `/v1/generations/:id`. */
   path: string;
   operationId: string;
-  tag: 'generations' | 'events' | 'notifications' | 'webhooks' | 'usage' | 'admin' | 'meta';
+  tag: 'generations' | 'events' | 'notifications' | 'webhooks' | 'usage' | 'api-keys' | 'admin' | 'meta';
   summary: string;
   description?: string;
   auth: 'user' | 'admin' | 'none';
@@ -43,6 +46,8 @@ export interface Operation {
   responses: SuccessResponse[];
   /** Error answers besides 401, which every operation with a key has. */
   errors?: ErrorStatus[];
+  /** Served only on the internal admin listener when ADMIN_PORT is set (the public port then answers 404). */
+  adminListener?: true;
 }
 
 /** What sse.ts accepts as Last-Event-ID (header or `last_event_id` query). */
@@ -196,6 +201,7 @@ export const operations: Operation[] = [
     responses: [{ status: 200, description: 'all of them', schema: res.webhookEndpointList }],
   },
   ...endpointOperations(),
+  ...apiKeyOperations(),
   {
     method: 'get',
     path: '/v1/webhook-secret',
@@ -249,9 +255,67 @@ function endpointOperations(): Operation[] {
   ];
 }
 
+/** A user's own keys, and an operator's hold on anyone's. */
+function apiKeyOperations(): Operation[] {
+  const admin = { tag: 'admin', auth: 'admin', adminListener: true } as const;
+  const userId = { id: 'the user id (usr_...)' };
+  const revokeNote = `A revoked key gets 401 at once on the API process that answered, and on the others within ${AUTH_CACHE_MS / 1000} s (their auth cache).`;
+  return [
+    { method: 'get', path: '/v1/api-keys', operationId: 'listApiKeys', tag: 'api-keys', auth: 'user', summary: 'My API keys, newest first (prefixes and dates, never the keys)', responses: [{ status: 200, description: 'all of them', schema: res.apiKeyList }] },
+    {
+      method: 'post',
+      path: '/v1/api-keys/rotate',
+      operationId: 'rotateApiKey',
+      tag: 'api-keys',
+      auth: 'user',
+      summary: 'Replace the key this call is made with',
+      description:
+        'Answers the new key once. The key used for the call stops working at once, or after grace_seconds (at most a day) so ' +
+        'deployed clients can switch; a key already rotated cannot rotate again (409 api_key_retiring). ' +
+        `409 too_many_api_keys past ${MAX_LIVE_KEYS} working keys. ${revokeNote}`,
+      body: { id: 'RotateApiKeyRequest', schema: rotateApiKeyBody },
+      responses: [{ status: 201, description: 'the new key, and the old one with the time it stops working', schema: res.apiKeyRotation }],
+      errors: [400, 409],
+    },
+    { ...admin, method: 'get', path: '/admin/users/:id/api-keys', operationId: 'listUserApiKeys', summary: "A user's API keys, newest first", pathParams: userId, responses: [{ status: 200, description: 'all of them', schema: res.apiKeyList }], errors: [404] },
+    {
+      ...admin,
+      method: 'post',
+      path: '/admin/users/:id/api-keys',
+      operationId: 'issueUserApiKey',
+      summary: 'Issue a new key to a user (after a revocation, say); returns it once',
+      pathParams: userId,
+      responses: [{ status: 201, description: 'the new key', schema: res.issuedApiKey }],
+      errors: [404, 409],
+    },
+    {
+      ...admin,
+      method: 'post',
+      path: '/admin/users/:id/api-keys/revoke',
+      operationId: 'revokeUserApiKeys',
+      summary: "Revoke all of a user's working keys now",
+      description: `Also ends any rotation grace period. ${revokeNote}`,
+      pathParams: userId,
+      responses: [{ status: 200, description: "the user's keys afterwards", schema: res.apiKeyList }],
+      errors: [404],
+    },
+    {
+      ...admin,
+      method: 'post',
+      path: '/admin/users/:id/api-keys/:keyId/revoke',
+      operationId: 'revokeUserApiKey',
+      summary: 'Revoke one key of a user now',
+      description: `Idempotent: a key already revoked keeps its time. ${revokeNote}`,
+      pathParams: { ...userId, keyId: 'the key id (key_...)' },
+      responses: [{ status: 200, description: 'the key', schema: res.apiKeyResource }],
+      errors: [404],
+    },
+  ];
+}
+
 /** Operator endpoints behind the admin key, and the public meta routes. */
 function adminOperations(): Operation[] {
-  const admin = { tag: 'admin', auth: 'admin' } as const;
+  const admin = { tag: 'admin', auth: 'admin', adminListener: true } as const;
   const meta = { tag: 'meta', auth: 'none', method: 'get' } as const;
   return [
     {
@@ -282,12 +346,13 @@ function adminOperations(): Operation[] {
       path: '/readyz',
       operationId: 'readiness',
       summary: 'Readiness: Postgres and Temporal answer',
+      description: 'With ADMIN_PORT set, the public port answers only the status; the admin listener adds the checks.',
       responses: [
         { status: 200, description: 'ready', schema: res.readiness },
         { status: 503, description: 'not ready; checks name what does not answer', schema: res.readiness },
       ],
     },
-    { ...meta, path: '/metrics', operationId: 'metrics', summary: 'Prometheus metrics', responses: [{ status: 200, description: 'the text exposition format', text: 'text/plain' }] },
+    { ...meta, adminListener: true, path: '/metrics', operationId: 'metrics', summary: 'Prometheus metrics', responses: [{ status: 200, description: 'the text exposition format', text: 'text/plain' }] },
     { ...meta, path: '/openapi.json', operationId: 'openApiDocument', summary: 'This document', responses: [{ status: 200, description: 'OpenAPI 3.1', schema: z.record(z.string(), z.unknown()) }] },
   ];
 }

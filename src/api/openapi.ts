@@ -21,7 +21,10 @@ const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?:
   401: { name: 'Unauthorized', description: 'unauthorized: a valid API key is required', headers: ['WWW-Authenticate'] },
   402: { name: 'InsufficientCredits', description: 'insufficient_credits: details.needed and details.available' },
   404: { name: 'NotFound', description: "not_found: it does not exist, or it is another user's" },
-  409: { name: 'Conflict', description: 'generation_already_finished, too_many_endpoints, endpoint_disabled or delivery_in_progress' },
+  409: {
+    name: 'Conflict',
+    description: 'generation_already_finished, too_many_endpoints, endpoint_disabled, delivery_in_progress, too_many_api_keys or api_key_retiring',
+  },
   422: { name: 'IdempotencyKeyReused', description: 'idempotency_key_reused: this Idempotency-Key was used with another body' },
   429: {
     name: 'TooManyRequests',
@@ -124,13 +127,15 @@ function operationObject(op: Operation, refTo: (schema: z.ZodType) => Json): Jso
     operationId: op.operationId,
     tags: [op.tag],
     summary: op.summary,
-    description: op.description,
+    description: op.adminListener ? [op.description, ADMIN_LISTENER_NOTE].filter(Boolean).join(' ') : op.description,
     security: op.auth === 'none' ? [] : [{ [op.auth === 'admin' ? 'adminKey' : 'apiKey']: [] }],
     parameters: parameters(op),
     requestBody: op.body && { required: true, content: { 'application/json': { schema: refTo(op.body.schema) } } },
     responses,
   };
 }
+
+const ADMIN_LISTENER_NOTE = 'With ADMIN_PORT set, served only on the internal admin listener (the public port answers 404).';
 
 /** Drops undefined members, which JSON would drop anyway, so the document equals its own JSON. */
 const pruned = <T>(value: T): T => JSON.parse(JSON.stringify(value)) as T;
@@ -157,6 +162,7 @@ function buildDocument(): Json {
       { name: 'notifications', description: 'the in-app inbox' },
       { name: 'webhooks', description: 'webhook endpoints and their delivery log (Standard Webhooks signatures)' },
       { name: 'usage', description: 'credits and limits' },
+      { name: 'api-keys', description: 'my API keys: list and rotate' },
       { name: 'admin', description: 'operator endpoints, behind the admin key' },
       { name: 'meta', description: 'health and this document' },
     ],

@@ -11,8 +11,12 @@ function within<T>(ms: number, work: Promise<T>): Promise<T> {
   return Promise.race([work, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`no answer in ${ms} ms`)), ms).unref())]);
 }
 
-/** /healthz (the process is alive), /readyz (Postgres and Temporal answer), /metrics (Prometheus). */
-export function opsRouter({ database, client, config }: { database: Database; client: Client; config: Config }): Router {
+/**
+ * /healthz (the process is alive), /readyz (Postgres and Temporal answer), /metrics (Prometheus). On the public port of
+ * an API with an admin listener (`internal: false`), /readyz says only ready or not and /metrics is not served: check
+ * details name hosts and errors, and metrics describe the whole service.
+ */
+export function opsRouter({ database, client, config, internal = true }: { database: Database; client: Client; config: Config; internal?: boolean }): Router {
   const router = Router();
   const tiers = Object.keys(config.generation.tierWeights);
 
@@ -27,13 +31,16 @@ export function opsRouter({ database, client, config }: { database: Database; cl
       check(client.withDeadline(Date.now() + READY_CHECK_MS, () => client.workflowService.getSystemInfo({}))),
     ]);
     const ready = postgres === 'ok' && temporal === 'ok';
-    res.status(ready ? 200 : 503).json({ status: ready ? 'ready' : 'not_ready', checks: { postgres, temporal } });
+    const status = ready ? 'ready' : 'not_ready';
+    res.status(ready ? 200 : 503).json(internal ? { status, checks: { postgres, temporal } } : { status });
   });
 
-  router.get('/metrics', async (_req, res) => {
-    await refreshSharedGauges(database.sql, tiers);
-    res.type(registry.contentType).send(await registry.metrics());
-  });
+  if (internal) {
+    router.get('/metrics', async (_req, res) => {
+      await refreshSharedGauges(database.sql, tiers);
+      res.type(registry.contentType).send(await registry.metrics());
+    });
+  }
 
   return router;
 }

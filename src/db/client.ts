@@ -1,6 +1,6 @@
 import { drizzle } from 'drizzle-orm/postgres-js';
 import postgres from 'postgres';
-import type { Config } from '../config';
+import { ConfigError, type Config } from '../config';
 import * as schema from './schema';
 
 export type Sql = postgres.Sql;
@@ -21,7 +21,7 @@ export type Db = Database['db'];
 /** Processes started alone need DATABASE_URL; `npm start` sets it (to its embedded Postgres unless one was given). */
 export function requireDatabaseUrl(config: Config): string {
   if (!config.database.url) {
-    throw new Error('DATABASE_URL is not set: start everything with `npm start` (embedded Postgres), or point DATABASE_URL at a server');
+    throw new ConfigError('DATABASE_URL is not set: start everything with `npm start` (embedded Postgres), or point DATABASE_URL at a server');
   }
   return config.database.url;
 }

@@ -20,9 +20,10 @@ export const apiKeys = pgTable(
     /** First characters of the key, so a user can tell keys apart. */
     keyPrefix: text('key_prefix').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+    /** When the key stops (or stopped) working; ahead of now during a rotation's grace period. Null: it works. */
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
   },
-  (t) => [uniqueIndex('api_keys_key_hash_idx').on(t.keyHash)],
+  (t) => [uniqueIndex('api_keys_key_hash_idx').on(t.keyHash), index('api_keys_user_id_idx').on(t.userId, t.createdAt)],
 );
 
 /** A submit's idempotency key, scoped per user: the same key with the same body names the same job. */

@@ -1,15 +1,21 @@
 import pino from 'pino';
+import { CENSOR, secretScrubber } from './redact';
 
 export type Logger = pino.Logger;
 
-/** JSON logs on every process; `service` names the process. API keys and secrets are redacted wherever they appear. */
-export function createLogger(service: string, level: string = 'info'): Logger {
+/** Fields that hold a secret by name, wherever a log call puts them (one level deep; the scrubber below catches the rest). */
+const SECRET_FIELDS = ['authorization', 'cookie', 'apiKey', 'api_key', 'adminApiKey', 'secret', 'secrets', 'previousSecret', 'webhookSecret', 'password', 'databaseUrl'];
+
+/**
+ * JSON logs on every process; `service` names the process. Secrets are redacted twice: by field name, and in every
+ * written line by value (`secrets`: what this process was configured with) and by shape (src/lib/redact.ts).
+ */
+export function createLogger(service: string, level: string = 'info', { secrets = [] }: { secrets?: ReadonlyArray<string | undefined> } = {}): Logger {
+  const scrub = secretScrubber(secrets);
   return pino({
     level,
     base: { service },
-    redact: {
-      paths: ['*.authorization', '*.Authorization', 'apiKey', 'api_key', '*.apiKey', '*.api_key', 'secret', '*.secret'],
-      censor: '[redacted]',
-    },
+    redact: { paths: [...SECRET_FIELDS, ...SECRET_FIELDS.map((field) => `*.${field}`), '*.headers.authorization', '*.headers.cookie'], censor: CENSOR },
+    hooks: { streamWrite: scrub },
   });
 }

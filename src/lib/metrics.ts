@@ -30,6 +30,12 @@ export const callbacks = new client.Counter({
   registers: [registry],
 });
 
+export const callbacksSignedWithPrevious = new client.Counter({
+  name: 'vg_backend_callbacks_previous_secret_total',
+  help: 'Backend callbacks whose signature matched only BACKEND_WEBHOOK_SECRET_PREVIOUS (a rotation is under way)',
+  registers: [registry],
+});
+
 export const timeInQueue = new client.Histogram({
   name: 'vg_time_in_queue_seconds',
   help: 'From acceptance to the backend accepting the job, by tier',

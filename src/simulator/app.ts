@@ -18,6 +18,8 @@ export interface SimulatorOptions {
   random?: Random;
   /** Used to deliver callbacks; defaults to global fetch. */
   fetch?: typeof fetch;
+  /** When set, PUT /admin/config and POST /admin/reset-stats require it as a bearer key. */
+  adminApiKey?: string;
 }
 
 export type SimulatorStats = EngineStats & CallbackStats;
@@ -73,6 +75,7 @@ export function createSimulator(options: SimulatorOptions): Simulator {
       listJobs: (prefix) => engine.list(prefix),
       stats: () => ({ ...stats() }),
       resetStats,
+      adminApiKey: options.adminApiKey,
     }),
   );
   app.use((req, res) => sendError(res, 404, 'not_found', `no route ${req.method} ${req.path}`));

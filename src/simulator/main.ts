@@ -1,16 +1,18 @@
-import { loadConfig } from '../config';
+import { configuredSecrets, loadConfig } from '../config';
 import { createLogger } from '../lib/logger';
+import { runProcess } from '../lib/run-process';
 import { startSimulator } from './app';
 
-/** Process entry for the backend simulator: `npm run simulator`. */
+/** Process entry for the backend simulator: `npm run simulator`. It signs callbacks with BACKEND_WEBHOOK_SECRET. */
 async function main(): Promise<void> {
   const config = loadConfig();
-  const logger = createLogger('simulator', config.logLevel);
+  const logger = createLogger('simulator', config.logLevel, { secrets: configuredSecrets(config) });
   const running = await startSimulator({
     port: config.simulator.port,
     host: config.simulator.host,
     knobs: config.simulator.knobs,
     webhookSecret: config.backend.webhookSecret,
+    adminApiKey: config.api.adminApiKey,
     logger,
   });
   logger.info({ url: running.url, knobs: config.simulator.knobs }, 'backend simulator listening');
@@ -32,7 +34,4 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => stop('SIGTERM'));
 }
 
-main().catch((err: unknown) => {
-  createLogger('simulator').fatal({ err }, 'backend simulator failed to start');
-  process.exit(1);
-});
+runProcess('simulator', main);

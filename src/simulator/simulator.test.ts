@@ -290,3 +290,24 @@ describe('admin', () => {
     expect([503, 'disconnected']).toContain(await waiting);
   });
 });
+
+describe('backend simulator admin key', () => {
+  it('with an admin key, only its holder changes the knobs or resets the stats; reading them stays open', async () => {
+    const adminApiKey = `sim-admin-${'k'.repeat(30)}`;
+    const guarded = await startSimulator({ port: 0, knobs: fast, webhookSecret: secret, adminApiKey, logger: createLogger('simulator-test', 'silent') });
+    try {
+      const send = (method: string, path: string, key?: string) =>
+        fetch(guarded.url + path, { method, headers: { 'content-type': 'application/json', ...(key ? { authorization: `Bearer ${key}` } : {}) }, body: method === 'GET' ? undefined : JSON.stringify({ outage: true }) });
+      expect((await send('PUT', '/admin/config')).status).toBe(401);
+      expect((await send('PUT', '/admin/config', 'not-the-key')).status).toBe(401);
+      expect((await send('POST', '/admin/reset-stats')).status).toBe(401);
+      expect(guarded.simulator.engine.knobs.outage).toBe(false);
+      expect((await send('GET', '/admin/config')).status).toBe(200);
+      expect((await send('GET', '/admin/stats')).status).toBe(200);
+      expect((await send('PUT', '/admin/config', adminApiKey)).status).toBe(200);
+      expect(guarded.simulator.engine.knobs.outage).toBe(true);
+    } finally {
+      await guarded.close();
+    }
+  });
+});

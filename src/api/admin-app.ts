@@ -1,0 +1,36 @@
+import express, { type Express } from 'express';
+import type { Config } from '../config';
+import type { Db, Sql } from '../db/client';
+import { adminRouter } from './admin-routes';
+import type { ApiDeps } from './app';
+import { requireAdmin } from './auth';
+import { capacityRouter } from './capacity-routes';
+import { ApiError, errorMiddleware } from './errors';
+import { useLeanJson } from './json-response';
+import { opsRouter } from './ops-routes';
+import { requestLog } from './request-log';
+
+/** /admin/capacity and /admin/*, behind the admin key, on whichever app serves them. */
+export function mountAdminRoutes(app: Express, { db, sql, config, adminApiKey }: { db: Db; sql: Sql; config: Config; adminApiKey: string }): void {
+  app.use('/admin/capacity', requireAdmin(adminApiKey), capacityRouter({ sql, config }));
+  app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
+}
+
+/**
+ * The internal listener (ADMIN_PORT on ADMIN_HOST): admin routes (still behind the admin key), /metrics, and /readyz
+ * with its check details. Operators and Prometheus reach it; clients never do.
+ */
+export function createAdminApp({ config, database, client, logger, adminApiKey }: ApiDeps): Express {
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('query parser', 'simple');
+  app.set('etag', false);
+  useLeanJson(app);
+  app.use(requestLog(logger));
+  app.use(express.json({ limit: '64kb' }));
+  mountAdminRoutes(app, { db: database.db, sql: database.sql, config, adminApiKey });
+  app.use(opsRouter({ database, client, config, internal: true }));
+  app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
+  app.use(errorMiddleware(logger));
+  return app;
+}

@@ -1,0 +1,47 @@
+import { randomBytes } from 'node:crypto';
+import { ConfigError, configuredSecrets, loadConfig } from './config';
+import { generateWebhookSecret, isWebhookSecret } from './lib/webhook-signature';
+
+const production = { NODE_ENV: 'production', ADMIN_API_KEY: `admin-${randomBytes(16).toString('hex')}`, BACKEND_WEBHOOK_SECRET: generateWebhookSecret() };
+const problemOf = (env: Record<string, string>) => {
+  try {
+    loadConfig(env);
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    return (err as Error).message;
+  }
+  return 'accepted';
+};
+
+describe('the secret settings', () => {
+  test('a whsec_ secret is the canonical base64 of 24 to 64 bytes', () => {
+    const whsec = (bytes: number) => `whsec_${randomBytes(bytes).toString('base64')}`;
+    expect([24, 32, 64].map((n) => isWebhookSecret(whsec(n)))).toEqual([true, true, true]);
+    expect([23, 65].map((n) => isWebhookSecret(whsec(n)))).toEqual([false, false]);
+    const key = randomBytes(24).toString('base64');
+    for (const bad of [key, `whsec_${key.slice(0, -1)}`, `whsec_${key}=`, `whsec_${key.replace(/.$/, '-')}`, `whsec_ ${key}`, 'whsec_']) expect({ bad, ok: isWebhookSecret(bad) }).toEqual({ bad, ok: false });
+  });
+
+  test('a rotation takes the new secret as current and the old one as previous, never the same one twice', () => {
+    const previous = generateWebhookSecret();
+    expect(loadConfig({ ...production, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous }).backend.webhookSecrets).toEqual([production.BACKEND_WEBHOOK_SECRET, previous]);
+    expect(loadConfig(production).backend.webhookSecrets).toEqual([production.BACKEND_WEBHOOK_SECRET]);
+    expect(problemOf({ ...production, BACKEND_WEBHOOK_SECRET_PREVIOUS: production.BACKEND_WEBHOOK_SECRET })).toMatch(/must differ/);
+    expect(problemOf({ NODE_ENV: 'development', BACKEND_WEBHOOK_SECRET_PREVIOUS: previous })).toMatch(/only together with BACKEND_WEBHOOK_SECRET/);
+  });
+
+  test('an empty value counts as unset, and so fails closed outside development and test', () => {
+    expect(problemOf({ ...production, ADMIN_API_KEY: '' })).toMatch(/ADMIN_API_KEY must be set when NODE_ENV=production/);
+    expect(loadConfig({ NODE_ENV: 'test', ADMIN_API_KEY: '', BACKEND_WEBHOOK_SECRET: '' }).api.adminApiKey).toBeUndefined();
+    expect(problemOf({ ...production, ADMIN_API_KEY: `${'k'.repeat(31)}` })).toMatch(/ADMIN_API_KEY: must be at least 32 characters/);
+    expect(problemOf({ ...production, ADMIN_API_KEY: `${'k'.repeat(31)}"` })).toMatch(/without spaces, quotes or backslashes/);
+    expect(problemOf({ ...production, NODE_ENV: 'prod uction' })).toMatch(/NODE_ENV/);
+    expect(problemOf({ ...production, PORT: '3000', ADMIN_PORT: '3000' })).toMatch(/ADMIN_PORT: must differ from PORT/);
+  });
+
+  test('the log scrubber is given every configured secret, the database password included', () => {
+    const previous = generateWebhookSecret();
+    const config = loadConfig({ ...production, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous, DATABASE_URL: 'postgres://app:p%40ss-word-1234@db:5432/videogen' });
+    expect(configuredSecrets(config).sort()).toEqual([production.ADMIN_API_KEY, production.BACKEND_WEBHOOK_SECRET, previous, 'p%40ss-word-1234', 'p@ss-word-1234'].sort());
+  });
+});

@@ -136,7 +136,7 @@ describe('the production topology works as one service', () => {
     for (const identity of workerIdentities) expect([...counts.keys()].some((d) => d.startsWith(identity))).toBe(true);
   });
 
-  test('fair dispatch is on: GPU tasks carry fairness keys, and the server keeps the gpu queue in its fair backlog', async () => {
+  test('fair dispatch is on: GPU tasks carry fairness keys, and the server keeps the gpu queue in its fair backlog, in one partition', async () => {
     expect(dispatched).toBeDefined();
     const { userId, ids } = dispatched!;
 
@@ -151,19 +151,23 @@ describe('the production topology works as one service', () => {
     // matching.enableFairness (deploy/temporal/dynamicconfig.yaml) makes the matching service keep a queue's partitions
     // in the fair backlog's tables (task_queues_v2); without it they are in task_queues. A row's id is the 16-byte
     // namespace id, the partition's name, and one byte of task queue type (2: activity).
-    const gpuActivityPartitions = async (table: 'task_queues' | 'task_queues_v2') => {
+    const partitionsOf = async (table: 'task_queues' | 'task_queues_v2', queue: string, type: number) => {
       const rows = await temporalDb<Array<{ id: Buffer }>>`select task_queue_id as id from ${temporalDb(table)}`;
       const partitions = rows
-        .filter(({ id }) => id[id.length - 1] === 2)
+        .filter(({ id }) => id[id.length - 1] === type)
         .map(({ id }) => id.subarray(16, id.length - 1).toString('utf8'))
-        .filter((name) => name === 'gpu' || /^\/_sys\/gpu\/\d+$/.test(name));
+        .filter((name) => name === queue || name.startsWith(`/_sys/${queue}/`));
       return [...new Set(partitions)].sort();
     };
     const fair = await eventually(async () => {
-      const partitions = await gpuActivityPartitions('task_queues_v2');
+      const partitions = await partitionsOf('task_queues_v2', 'gpu', 2);
       return partitions.length > 0 ? partitions : undefined;
     }, { what: 'the gpu queue in task_queues_v2' });
     note(`gpu activity queue partitions in the fair backlog (task_queues_v2): ${fair.join(', ')}`);
-    expect(await gpuActivityPartitions('task_queues')).toEqual([]);
+    expect(await partitionsOf('task_queues', 'gpu', 2)).toEqual([]);
+    // Fairness holds per partition: the gpu queue has one (a taskQueueName constraint in the dynamic config), while the
+    // generation queue keeps the default four, which the workers poll.
+    expect(fair).toEqual(['gpu']);
+    expect((await partitionsOf('task_queues_v2', 'generation', 1)).length).toBeGreaterThan(1);
   });
 });

@@ -15,6 +15,7 @@ import { apiClient, eventually } from './harness';
 const ROOT = path.resolve(__dirname, '..');
 const ARTIFACTS = path.join(ROOT, 'test', 'artifacts');
 const ADMIN_API_KEY = `vgadmin_${'npmstart'.repeat(4)}`;
+const SAME_MOMENT_MS = 1_000;
 
 interface Start {
   npm: ChildProcess;
@@ -110,9 +111,11 @@ describe('npm start, as a person runs it', () => {
       const client = new Client({ connection });
       const bTimes = await gpuTimes(client, bJob);
       const aStarts = (await Promise.all(aJobs.map((id) => gpuTimes(client, id)))).map((t) => t.started).filter((t): t is number => t !== undefined);
-      // Dispatched after B's GPU task was waiting and before B: none. The A job running when B arrived finishes first.
+      // Dispatched after B's GPU task was waiting and before B: none. The A job that had the slot when B arrived finishes
+      // first; a start recorded within a second of B's arrival was decided at the same moment (history records a start
+      // a little after the match, later still on a loaded machine).
       expect(bTimes.started).toBeDefined();
-      const jumpedAhead = aStarts.filter((t) => t > bTimes.scheduled && t < bTimes.started!);
+      const jumpedAhead = aStarts.filter((t) => t > bTimes.scheduled + SAME_MOMENT_MS && t < bTimes.started!);
       if (jumpedAhead.length > 0) throw new Error(`A's jobs started after B's task was queued and before B:\n${await timeline(client, aJobs, bJob)}`);
       expect(jumpedAhead).toEqual([]);
     } finally {
@@ -129,6 +132,33 @@ describe('npm start, as a person runs it', () => {
     const survivors = processes.filter((p) => alive(p.pid));
     expect(survivors).toEqual([]);
     for (const port of ports) expect({ port, free: await isPortFree(port) }).toEqual({ port, free: true });
+  });
+
+  test('a start that fails half-way stops what it had started: the Temporal dev server is gone, npm exits non-zero', async () => {
+    // A data folder whose Postgres cannot start: the failure comes after the Temporal dev server is up.
+    const broken = fs.mkdtempSync(path.join(os.tmpdir(), 'vg-npm-start-broken-'));
+    fs.mkdirSync(path.join(broken, 'postgres'));
+    fs.writeFileSync(path.join(broken, 'postgres', 'PG_VERSION'), '17\n');
+    const saved = env.DATA_DIR;
+    env.DATA_DIR = broken;
+    try {
+      const s = start('npm-start-broken');
+      const processes: ProcessInfo[] = [];
+      // Everything it starts, seen while it runs (it stops them before it exits).
+      const watching = setInterval(() => {
+        for (const p of descendants(s.npm.pid!)) if (!processes.some((q) => q.pid === p.pid)) processes.push(p);
+      }, 50);
+      await Promise.race([s.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`npm start did not end:\n${s.output()}`)), 120_000))]);
+      clearInterval(watching);
+      expect(s.npm.exitCode).not.toBe(0);
+      expect(s.output()).toMatch(/Temporal: starting the dev server[\s\S]*start failed: Postgres exited during its start[\s\S]*temporal stopped/);
+      expect(processes.map((p) => p.comm)).toContain('temporal');
+      expect(processes.filter((p) => alive(p.pid))).toEqual([]);
+      expect(await isPortFree(Number(env.TEMPORAL_DEV_PORT))).toBe(true);
+    } finally {
+      env.DATA_DIR = saved;
+      fs.rmSync(broken, { recursive: true, force: true });
+    }
   });
 
   test('a second start on the same data comes up, and stops the same way', async () => {

@@ -46,6 +46,8 @@ const envSchema = z.object({
   TEMPORAL_ADDRESS: z.string().min(1).optional(),
   TEMPORAL_NAMESPACE: z.string().default('default'),
   ADMIN_API_KEY: z.string().min(16).optional(),
+  /** Submits kept while Temporal cannot be reached that one API process holds for its start relay; the reconciler starts the rest. */
+  START_RELAY_MAX_JOBS: z.coerce.number().int().min(1).default(10_000),
   BACKEND_URL: z.string().url().default('http://127.0.0.1:4000'),
   BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
   BACKEND_WEBHOOK_SECRET: z.string().startsWith('whsec_').optional(),
@@ -145,6 +147,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       port: e.PORT,
       publicUrl: e.PUBLIC_URL ?? `http://127.0.0.1:${e.PORT}`,
       adminApiKey: e.ADMIN_API_KEY,
+      startRelayMaxJobs: e.START_RELAY_MAX_JOBS,
     },
     database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
     temporal: { address: e.TEMPORAL_ADDRESS ?? '127.0.0.1:7233', external: e.TEMPORAL_ADDRESS !== undefined, namespace: e.TEMPORAL_NAMESPACE },

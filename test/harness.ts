@@ -55,9 +55,16 @@ export async function startStack({
   env = {},
   knobs = {},
   ownDatabase = false,
-}: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs>; ownDatabase?: boolean } = {}): Promise<Stack> {
+  temporalAddress = testEnv().temporalAddress,
+}: {
+  env?: Record<string, string>;
+  knobs?: Partial<SimulatorKnobs>;
+  ownDatabase?: boolean;
+  /** A Temporal server of the test's own (one it stops and starts); the run's by default. */
+  temporalAddress?: string;
+} = {}): Promise<Stack> {
   const run = testEnv();
-  const { temporalAddress, workflowBundle } = run;
+  const { workflowBundle } = run;
   // Other test files leave jobs behind in the run's database; a test of database-wide sweeps gets a database of its own.
   const databaseUrl = ownDatabase ? await freshDatabaseUrl(run.databaseUrl) : run.databaseUrl;
   if (!runtimeInstalled) {

@@ -15,7 +15,8 @@ import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './
  * submit N jobs (500; --short: 60 over a shorter timeline) while workers and dispatchers are SIGKILLed over and over, the
  * Temporal server is restarted once and Postgres once, and the simulator drops 30% of callbacks, duplicates 30% and fails
  * 10% of generations transiently. Then it waits for convergence and checks, from Postgres and Temporal, that nothing was
- * lost, notified twice, delivered under two webhook ids, charged twice or left diverged. Exits 1 if anything was.
+ * lost, notified twice, delivered under two webhook ids, charged twice or left diverged, and that no submit answered 5xx
+ * from Temporal's stop until it answered again. Exits 1 if anything was.
  */
 const argv = process.argv.slice(2);
 const short = argv.includes('--short');
@@ -175,6 +176,9 @@ interface Outcome {
 
 function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks, seconds }: Outcome): number {
   const notAccepted = submissions.filter((s) => s.outcome !== 'accepted');
+  // A submit whose admission committed is kept while Temporal is away: no 5xx from its stop until it answers again.
+  const { serverErrorSpans, ...clientStats } = stats;
+  const duringTemporalRestart = serverErrorSpans.filter((e) => cluster.temporalOutages.some((o) => e.answeredAt >= o.from && e.sentAt <= o.to)).length;
   const must = (figure: string, value: number, zero = true): Row => ({ section: 'invariant', figure, value: String(value), goal: zero ? '0' : '', met: value === 0 });
   const info = (section: string, figure: string, value: string | number): Row => ({ section, figure, value: String(value) });
   const rows: Row[] = [
@@ -191,6 +195,7 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     must('unbalanced credit accounts', counts.unbalanced_accounts),
     must('projection rows that disagree with Temporal', counts.diverged_rows),
     must('replayed submits answered with another job', replayMismatches),
+    must('submit 5xx answers during the Temporal restart', duringTemporalRestart),
     info('chaos', 'SIGKILLs of workers and dispatchers', kills),
     info('chaos', 'Temporal server restarts', 1),
     info('chaos', 'Postgres restarts', 1),
@@ -211,11 +216,12 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     not_accepted: notAccepted.length,
     not_accepted_problems: notAccepted.slice(0, 10).map((s) => s.problem ?? s.outcome),
     idempotency_mismatches: replayMismatches,
+    submit_5xx_during_temporal_restart: duringTemporalRestart,
     kills,
     temporal_restarts: 1,
     postgres_restarts: 1,
     unexpected_exits: cluster.unexpectedExits,
-    client: stats,
+    client: clientStats,
     simulator,
     webhook_requests_received: webhooks,
     converged_after_ms: convergedIn,

@@ -5,7 +5,7 @@ import type { Client } from '@temporalio/client';
 import { startTemporalDevServer } from '../scripts/lib/temporal-dev-server';
 import { freePort } from '../scripts/lib/ports';
 import { startApi } from '../src/api/main';
-import { createStartRelay } from '../src/api/start-relay';
+import { createServiceStartRelay } from '../src/api/start-relay';
 import { generationInput, startGeneration } from '../src/api/generation-start';
 import { loadConfig } from '../src/config';
 import { creditBalance } from '../src/credits/ledger';
@@ -152,7 +152,7 @@ describe('Temporal stopped for maintenance', () => {
     const input = generationInput(stack.config, { jobId: job.id, userId, tier: 'pro', request, acceptedAt: new Date(job.created_at) });
 
     // Through the relay (which finds the row no longer waiting), and straight at Temporal (which refuses a second run).
-    const relay = createStartRelay({ client: stack.client, config: stack.config, sql: stack.database.sql, logger: createLogger('test', 'silent'), maxJobs: 10 });
+    const relay = createServiceStartRelay({ client: stack.client, config: stack.config, sql: stack.database.sql, logger: createLogger('test', 'silent') });
     relay.keep(input);
     await eventually(async () => (relay.size === 0 ? true : undefined), { what: 'the relay to let the ended job go' });
     relay.close();

@@ -21,7 +21,7 @@ import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoi
 import { apiDocsRouter } from './docs-page';
 import { statusPageRouter } from './status-page/router';
 import { useLeanJson } from './json-response';
-import { createStartRelay, type StartRelay } from './start-relay';
+import { createServiceStartRelay, type StartRelay } from './start-relay';
 
 export interface ApiDeps {
   config: Config;
@@ -36,7 +36,7 @@ export interface ApiDeps {
 
 export function createApp({ config, database, client, logger, adminApiKey, relay: given }: ApiDeps): Express {
   const { db, sql } = database;
-  const relay = given ?? createStartRelay({ client, config, sql, logger, maxJobs: config.api.startRelayMaxJobs });
+  const relay = given ?? createServiceStartRelay({ client, config, sql, logger });
   const queue = createQueuePositions({ sql, config });
   const admission = createAdmission({ sql, config, queue });
   const app = express();

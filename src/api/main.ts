@@ -8,7 +8,7 @@ import { requireDatabaseUrl } from '../db/client';
 import { createLogger, type Logger } from '../lib/logger';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
-import { createStartRelay } from './start-relay';
+import { createServiceStartRelay } from './start-relay';
 
 /** Starts the API on config.api.port (0 picks a free port); resolves once it listens. */
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
@@ -17,7 +17,7 @@ export async function startApi({ config, databaseUrl, logger, adminApiKey }: { c
   // Lazy: the API starts (and keeps submits for its relay) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const relay = createStartRelay({ client, config, sql: database.sql, logger: logger.child({ component: 'start-relay' }), maxJobs: config.api.startRelayMaxJobs });
+  const relay = createServiceStartRelay({ client, config, sql: database.sql, logger: logger.child({ component: 'start-relay' }) });
   const app = createApp({ config, database, client, logger, adminApiKey, relay });
   const server = await new Promise<Server>((resolve) => {
     const s = createApiServer(app).listen(config.api.port, '0.0.0.0', () => resolve(s));

@@ -1,6 +1,7 @@
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
+import { unstartedJobIds } from '../db/submissions';
 import type { GenerationInput } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { keptSubmits, relayWaiting } from '../lib/metrics';
@@ -20,7 +21,16 @@ const MAX_RETRY_MS = 2_000;
 /** Starts in flight at once while Temporal answers; while it does not, one kept job at a time probes it. */
 const BATCH = 8;
 
-export function createStartRelay({ client, config, sql, logger, maxJobs }: { client: Client; config: Config; sql: Sql; logger: Logger; maxJobs: number }) {
+export interface StartRelayDeps {
+  /** Starts the job's workflow, idempotently (generation-start.ts startGeneration). */
+  start: (input: GenerationInput) => Promise<void>;
+  /** Which of these jobs are still queued and never opened by a run (src/db/submissions.ts unstartedJobIds). */
+  unstarted: (jobIds: string[]) => Promise<Set<string>>;
+  logger: Logger;
+  maxJobs: number;
+}
+
+export function createStartRelay({ start, unstarted, logger, maxJobs }: StartRelayDeps) {
   const kept = new Map<string, GenerationInput>();
   let unreachableSince: number | null = null;
   let retryMs = FIRST_RETRY_MS;
@@ -29,18 +39,19 @@ export function createStartRelay({ client, config, sql, logger, maxJobs }: { cli
   let closed = false;
   let overflowed = 0;
 
+  function markUnreachable() {
+    if (unreachableSince !== null) return;
+    unreachableSince = Date.now();
+    logger.warn('Temporal cannot be reached: submits are kept and their workflows started once it answers');
+  }
+
   function wake(delayMs: number) {
     if (closed || draining || timer || kept.size === 0) return;
     timer = setTimeout(() => {
       timer = undefined;
       void drain();
     }, delayMs);
-  }
-
-  /** The ids still queued and never opened by a run: a job another path started, or that ended, is not started again. */
-  async function stillUnstarted(ids: string[]): Promise<Set<string>> {
-    const rows = await sql<{ id: string }[]>`select id from generations where id = any(${ids}) and status = 'queued' and run_opened_at is null`;
-    return new Set(rows.map((r) => r.id));
+    timer.unref(); // kept jobs never hold a stopping process: the reconciler starts them
   }
 
   async function drain() {
@@ -52,8 +63,9 @@ export function createStartRelay({ client, config, sql, logger, maxJobs }: { cli
           if (batch.length === (unreachableSince === null ? BATCH : 1)) break;
           batch.push(input);
         }
-        const unstarted = await stillUnstarted(batch.map((input) => input.jobId));
-        const outcomes = await Promise.allSettled(batch.map((input) => (unstarted.has(input.jobId) ? startGeneration(client, config, input) : undefined)));
+        // A job another path started, or that ended, is not started again.
+        const waiting = await unstarted(batch.map((input) => input.jobId));
+        const outcomes = await Promise.allSettled(batch.map((input) => (waiting.has(input.jobId) ? start(input) : undefined)));
         let unreachable = false;
         outcomes.forEach((outcome, i) => {
           const { jobId } = batch[i];
@@ -66,10 +78,10 @@ export function createStartRelay({ client, config, sql, logger, maxJobs }: { cli
           }
         });
         if (unreachable) {
-          unreachableSince ??= Date.now();
+          markUnreachable();
           break;
         }
-        if (unreachableSince !== null) logger.info({ unreachableForMs: Date.now() - unreachableSince, waiting: kept.size }, 'Temporal answers again; starting kept jobs');
+        if (unreachableSince !== null) logger.warn({ unreachableForMs: Date.now() - unreachableSince, waiting: kept.size }, 'Temporal answers again; starting the kept jobs');
         unreachableSince = null;
         retryMs = FIRST_RETRY_MS;
       }
@@ -99,7 +111,7 @@ export function createStartRelay({ client, config, sql, logger, maxJobs }: { cli
      * the relay is full: the job is no less kept — the reconciler starts it.
      */
     keep(input: GenerationInput, { unreachable = false }: { unreachable?: boolean } = {}): boolean {
-      if (unreachable) unreachableSince ??= Date.now();
+      if (unreachable) markUnreachable();
       keptSubmits.inc();
       if (!kept.has(input.jobId)) {
         if (kept.size >= maxJobs) {
@@ -119,4 +131,14 @@ export function createStartRelay({ client, config, sql, logger, maxJobs }: { cli
       if (kept.size > 0) logger.warn({ waiting: kept.size }, 'API stopping with kept jobs not yet started; the reconciler will start them');
     },
   };
+}
+
+/** An API process's relay: it starts through Temporal and reads from Postgres which kept jobs still wait. */
+export function createServiceStartRelay({ client, config, sql, logger }: { client: Client; config: Config; sql: Sql; logger: Logger }): StartRelay {
+  return createStartRelay({
+    start: (input) => startGeneration(client, config, input),
+    unstarted: (jobIds) => unstartedJobIds(sql, jobIds),
+    logger,
+    maxJobs: config.api.startRelayMaxJobs,
+  });
 }

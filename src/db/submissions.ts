@@ -1,6 +1,6 @@
 import { and, eq, isNull } from 'drizzle-orm';
 import { undoReservation } from '../credits/ledger';
-import type { Db } from './client';
+import type { Db, Sql } from './client';
 import { generations, gpuQueueEntries, idempotencyKeys } from './schema';
 
 /**
@@ -27,6 +27,12 @@ export async function readUnstartedJob(db: Db, jobId: string) {
 }
 
 export type UnstartedJob = NonNullable<Awaited<ReturnType<typeof readUnstartedJob>>>;
+
+/** Which of these jobs are still queued with their row unopened by a run (one read for a batch of the start relay). */
+export async function unstartedJobIds(sql: Sql, jobIds: string[]): Promise<Set<string>> {
+  const rows = await sql<{ id: string }[]>`select id from generations where id = any(${jobIds}) and status = 'queued' and run_opened_at is null`;
+  return new Set(rows.map((r) => r.id));
+}
 
 /**
  * Undoes an admitted submit whose workflow Temporal refused to start (it answered; a submit it could not be reached for

@@ -113,7 +113,8 @@ async function main(): Promise<number> {
       const replayMismatches = await replayEverySubmit(cluster.apiUrl, accepted);
       const counts = await checkInvariants(database.sql, client, ids, users.map((u) => u.userId), receiver.received);
       const simulator = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/stats`)).json()) as Record<string, number>;
-      return report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
+      const kept = await keptSubmits(cluster.apiUrl);
+      return report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
     } finally {
       await connection.close();
       await database.close();
@@ -161,6 +162,13 @@ async function replayEverySubmit(apiUrl: string, accepted: Submission[]): Promis
   return mismatches;
 }
 
+/** Submits the API kept while Temporal could not be reached (its vg_submits_kept_total); null if it cannot say. */
+async function keptSubmits(apiUrl: string): Promise<number | null> {
+  const metrics = await fetch(`${apiUrl}/metrics`).then((r) => r.text(), () => '');
+  const value = /^vg_submits_kept_total (\S+)$/m.exec(metrics)?.[1];
+  return value === undefined ? null : Number(value);
+}
+
 interface Outcome {
   counts: InvariantCounts;
   submissions: Submission[];
@@ -169,12 +177,13 @@ interface Outcome {
   kills: number;
   cluster: ChaosCluster;
   simulator: Record<string, number>;
+  kept: number | null;
   convergedIn: number | null;
   webhooks: number;
   seconds: number;
 }
 
-function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks, seconds }: Outcome): number {
+function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks, seconds }: Outcome): number {
   const notAccepted = submissions.filter((s) => s.outcome !== 'accepted');
   // A submit whose admission committed is kept while Temporal is away: no 5xx from its stop until it answers again.
   const { serverErrorSpans, ...clientStats } = stats;
@@ -203,6 +212,7 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     info('chaos', 'callbacks dropped / duplicated by the backend', `${simulator.callbacks_dropped ?? '?'} / ${simulator.callbacks_duplicated ?? '?'}`),
     info('chaos', 'backend generations failed (transient) / succeeded', `${simulator.failed ?? '?'} / ${simulator.succeeded ?? '?'}`),
     info('clients', 'submit requests (5xx / connection errors / 429)', `${stats.requests} (${stats.serverErrors} / ${stats.connectionErrors} / ${stats.throttled})`),
+    info('clients', 'submits kept while Temporal was away (started later)', kept ?? '?'),
     info('clients', 'webhook requests received', webhooks),
     info('time', 'convergence after chaos', convergedIn === null ? 'not within the deadline' : `${(convergedIn / 1000).toFixed(0)} s`),
     info('time', 'whole run', `${seconds.toFixed(0)} s`),
@@ -217,6 +227,7 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     not_accepted_problems: notAccepted.slice(0, 10).map((s) => s.problem ?? s.outcome),
     idempotency_mismatches: replayMismatches,
     submit_5xx_during_temporal_restart: duringTemporalRestart,
+    submits_kept_while_temporal_away: kept,
     kills,
     temporal_restarts: 1,
     postgres_restarts: 1,

@@ -1,12 +1,12 @@
 import { admitSubmission } from '../src/api/admission-store';
 import { createGenerationBody } from '../src/api/generation-schemas';
 import { describeSubmission } from '../src/api/submit';
-import { creditBalance, reserveCredits } from '../src/credits/ledger';
+import { creditBalance, reserveCredits, undoReservation } from '../src/credits/ledger';
 import { rowParams } from '../src/db/projection';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
 /** What an API that dies between admission and the workflow start leaves behind: row, key, credits, queue entry. */
-async function admitWithoutStart(stack: Stack, userId: string, body: Record<string, unknown>, key: string) {
+async function admitWithoutStart(stack: Stack, userId: string, body: Record<string, unknown>, key: string, pool = stack.config.dispatch.pool) {
   const parsed = createGenerationBody.parse(body);
   const request = { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
   const submission = describeSubmission({ id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, key);
@@ -22,7 +22,7 @@ async function admitWithoutStart(stack: Stack, userId: string, body: Record<stri
     jobId: submission.jobId,
     credits: submission.credits,
     acceptedAt: submission.acceptedAt,
-    pool: stack.config.dispatch.pool,
+    pool,
     tier: 'pro',
     fairnessWeight: 1,
     prompt: request.prompt,
@@ -89,9 +89,16 @@ describe('the reconciler', () => {
 
     // Nobody retries: once quiet for two reconciler intervals, its workflow is started from what the row holds.
     const orphan = await admittedThenDied({ prompt: 'admitted, then the API died', duration_seconds: 3, metadata: { b: '2', a: '1' } }, 'died-1');
-    expect((await creditBalance(stack.database.db, userId)).reserved).toBe(orphan.credits);
-    await stack.database.sql`update generations set updated_at = now() - interval '1 hour' where id = ${orphan.jobId}`;
+    // Another deployment's job on the same database is its reconciler's to start, not this one's.
+    const elsewhere = await admitWithoutStart(stack, userId, { prompt: "another pool's job" }, 'died-elsewhere', 'gpu-elsewhere');
+    expect((await creditBalance(stack.database.db, userId)).reserved).toBe(orphan.credits + elsewhere.credits);
+    await stack.database.sql`update generations set updated_at = now() - interval '1 hour' where id in ${stack.database.sql([orphan.jobId, elsewhere.jobId])}`;
     expect((await api.waitForTerminal(orphan.jobId)).status).toBe('succeeded');
+    await new Promise((r) => setTimeout(r, 3_000)); // three more passes
+    expect((await api.get(elsewhere.jobId)).body.status).toBe('queued');
+    await expect(stack.client.workflow.getHandle(elsewhere.jobId).describe()).rejects.toThrow(/not found/i);
+    await stack.database.sql`delete from generations where id = ${elsewhere.jobId}`;
+    await stack.database.db.transaction((tx) => undoReservation(tx, elsewhere.jobId));
     // The same input the API would have started it with: the request, the acceptance time, the admitted weight.
     const started = await stack.client.workflow.getHandle(orphan.jobId).fetchHistory();
     const [input] = started.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];

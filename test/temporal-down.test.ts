@@ -75,7 +75,9 @@ describe('Temporal stopped for maintenance', () => {
   let stack: Stack;
   beforeAll(async () => {
     await temporal.start();
-    stack = await startStack({ temporalAddress: temporal.address, env: { RECONCILE_INTERVAL_MS: String(RECONCILE_MS) } });
+    // A database of its own: the reconciler compares every row of its database with this Temporal, which has none of the
+    // run's other workflows.
+    stack = await startStack({ temporalAddress: temporal.address, env: { RECONCILE_INTERVAL_MS: String(RECONCILE_MS) }, ownDatabase: true });
   });
   afterEach(async () => {
     if (!temporal.running) await temporal.start(); // a failed test must not leave the next one without Temporal

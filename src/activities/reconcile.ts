@@ -88,10 +88,11 @@ export function createReconcileActivities({ db, client, config, logger, notifyEn
     return moved ? 'repaired' : 'in_step';
   }
 
-  /** Starts a kept submit's workflow (idempotent); false when it has meanwhile started or ended, or Temporal refused it. */
+  /** Starts a kept submit's workflow (idempotent): 'gone' when it has meanwhile started or ended, or is another pool's. */
   async function startUnstarted(jobId: string): Promise<'started' | 'gone' | 'refused'> {
     const job = await readUnstartedJob(db, jobId);
-    if (!job) return 'gone';
+    // Only jobs admitted to this deployment's pool: another deployment on the same database starts its own.
+    if (!job || job.gpuTaskQueue !== config.dispatch.pool) return 'gone';
     try {
       await startGeneration(client, config, unstartedJobInput(config, job));
       return 'started';

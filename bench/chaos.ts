@@ -15,7 +15,8 @@ import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './
  * submit N jobs (500; --short: 60 over a shorter timeline) while workers and dispatchers are SIGKILLed over and over, the
  * Temporal server is restarted once and Postgres once, and the simulator drops 30% of callbacks, duplicates 30% and fails
  * 10% of generations transiently. Then it waits for convergence and checks, from Postgres and Temporal, that nothing was
- * lost, notified twice, delivered under two webhook ids, charged twice or left diverged. Exits 1 if anything was.
+ * lost, notified twice, delivered under two webhook ids, charged twice or left diverged, and that no submit answered 5xx
+ * from Temporal's stop until it answered again. Exits 1 if anything was.
  */
 const argv = process.argv.slice(2);
 const short = argv.includes('--short');
@@ -112,7 +113,8 @@ async function main(): Promise<number> {
       const replayMismatches = await replayEverySubmit(cluster.apiUrl, accepted);
       const counts = await checkInvariants(database.sql, client, ids, users.map((u) => u.userId), receiver.received);
       const simulator = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/stats`)).json()) as Record<string, number>;
-      return report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
+      const kept = await keptSubmits(cluster.apiUrl);
+      return report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
     } finally {
       await connection.close();
       await database.close();
@@ -160,6 +162,13 @@ async function replayEverySubmit(apiUrl: string, accepted: Submission[]): Promis
   return mismatches;
 }
 
+/** Submits the API kept while Temporal could not be reached (its vg_submits_kept_total); null if it cannot say. */
+async function keptSubmits(apiUrl: string): Promise<number | null> {
+  const metrics = await fetch(`${apiUrl}/metrics`).then((r) => r.text(), () => '');
+  const value = /^vg_submits_kept_total (\S+)$/m.exec(metrics)?.[1];
+  return value === undefined ? null : Number(value);
+}
+
 interface Outcome {
   counts: InvariantCounts;
   submissions: Submission[];
@@ -168,13 +177,17 @@ interface Outcome {
   kills: number;
   cluster: ChaosCluster;
   simulator: Record<string, number>;
+  kept: number | null;
   convergedIn: number | null;
   webhooks: number;
   seconds: number;
 }
 
-function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, convergedIn, webhooks, seconds }: Outcome): number {
+function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks, seconds }: Outcome): number {
   const notAccepted = submissions.filter((s) => s.outcome !== 'accepted');
+  // A submit whose admission committed is kept while Temporal is away: no 5xx from its stop until it answers again.
+  const { serverErrorSpans, ...clientStats } = stats;
+  const duringTemporalRestart = serverErrorSpans.filter((e) => cluster.temporalOutages.some((o) => e.answeredAt >= o.from && e.sentAt <= o.to)).length;
   const must = (figure: string, value: number, zero = true): Row => ({ section: 'invariant', figure, value: String(value), goal: zero ? '0' : '', met: value === 0 });
   const info = (section: string, figure: string, value: string | number): Row => ({ section, figure, value: String(value) });
   const rows: Row[] = [
@@ -191,6 +204,7 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     must('unbalanced credit accounts', counts.unbalanced_accounts),
     must('projection rows that disagree with Temporal', counts.diverged_rows),
     must('replayed submits answered with another job', replayMismatches),
+    must('submit 5xx answers during the Temporal restart', duringTemporalRestart),
     info('chaos', 'SIGKILLs of workers and dispatchers', kills),
     info('chaos', 'Temporal server restarts', 1),
     info('chaos', 'Postgres restarts', 1),
@@ -198,6 +212,7 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     info('chaos', 'callbacks dropped / duplicated by the backend', `${simulator.callbacks_dropped ?? '?'} / ${simulator.callbacks_duplicated ?? '?'}`),
     info('chaos', 'backend generations failed (transient) / succeeded', `${simulator.failed ?? '?'} / ${simulator.succeeded ?? '?'}`),
     info('clients', 'submit requests (5xx / connection errors / 429)', `${stats.requests} (${stats.serverErrors} / ${stats.connectionErrors} / ${stats.throttled})`),
+    info('clients', 'submits kept while Temporal was away (started later)', kept ?? '?'),
     info('clients', 'webhook requests received', webhooks),
     info('time', 'convergence after chaos', convergedIn === null ? 'not within the deadline' : `${(convergedIn / 1000).toFixed(0)} s`),
     info('time', 'whole run', `${seconds.toFixed(0)} s`),
@@ -211,11 +226,13 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     not_accepted: notAccepted.length,
     not_accepted_problems: notAccepted.slice(0, 10).map((s) => s.problem ?? s.outcome),
     idempotency_mismatches: replayMismatches,
+    submit_5xx_during_temporal_restart: duringTemporalRestart,
+    submits_kept_while_temporal_away: kept,
     kills,
     temporal_restarts: 1,
     postgres_restarts: 1,
     unexpected_exits: cluster.unexpectedExits,
-    client: stats,
+    client: clientStats,
     simulator,
     webhook_requests_received: webhooks,
     converged_after_ms: convergedIn,

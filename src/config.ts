@@ -68,6 +68,8 @@ const envSchema = z.object({
   ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
   /** Unset: the simulator on SIMULATOR_PORT (what `npm start` runs). */
   BACKEND_URL: z.string().url().optional(),
+  /** Submits kept while Temporal cannot be reached that one API process holds for its start relay; the reconciler starts the rest. */
+  START_RELAY_MAX_JOBS: z.coerce.number().int().min(1).default(10_000),
   BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
   BACKEND_WEBHOOK_SECRET: secretSetting(webhookSecretSetting),
   /** During a rotation, callbacks signed with the secret being retired are still accepted. */
@@ -198,6 +200,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       adminApiKey: e.ADMIN_API_KEY,
       /** The internal listener of admin routes, /metrics and readiness details; undefined: they share the public port. */
       adminListener: e.ADMIN_PORT === undefined ? undefined : { port: e.ADMIN_PORT, host: e.ADMIN_HOST },
+      startRelayMaxJobs: e.START_RELAY_MAX_JOBS,
     },
     database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
     temporal: {

@@ -55,7 +55,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
           ...notify,
-          ...createReconcileActivities({ db: database.db, client, logger: logger.child({ component: 'reconciler' }), notifyEnded: notify.notifyGenerationEnded }),
+          ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), notifyEnded: notify.notifyGenerationEnded }),
         },
       }),
     );

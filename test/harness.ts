@@ -58,15 +58,18 @@ export async function startStack({
   knobs = {},
   ownDatabase = false,
   simulatorWebhookSecret,
+  temporalAddress = testEnv().temporalAddress,
 }: {
   env?: Record<string, string>;
   knobs?: Partial<SimulatorKnobs>;
   ownDatabase?: boolean;
   /** The secret the simulator signs callbacks with, when not the API's current one (a rotation under way). */
   simulatorWebhookSecret?: string;
+  /** A Temporal server of the test's own (one it stops and starts); the run's by default. */
+  temporalAddress?: string;
 } = {}): Promise<Stack> {
   const run = testEnv();
-  const { temporalAddress, workflowBundle } = run;
+  const { workflowBundle } = run;
   // Other test files leave jobs behind in the run's database; a test of database-wide sweeps gets a database of its own.
   const databaseUrl = ownDatabase ? await freshDatabaseUrl(run.databaseUrl) : run.databaseUrl;
   if (!runtimeInstalled) {

@@ -1,4 +1,5 @@
-import { describeSubmission, startAdmitted } from '../src/api/submit';
+import { generationInput, startGeneration } from '../src/api/generation-start';
+import { describeSubmission } from '../src/api/submit';
 import { signWebhook } from '../src/lib/webhook-signature';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
@@ -161,14 +162,16 @@ describe('every job reaches one right ending', () => {
     expect((await api.call('GET', '/v1/usage')).body.credits).toEqual({ available: 2, reserved: 0, used: 10 });
   });
 
-  test('a job whose submit was undone while its workflow started anyway reserves its price itself, and is charged once', async () => {
-    // The API's start timed out and it undid the submit (row, key, reservation), yet Temporal had started the workflow.
+  test('a job whose workflow started without its admission reserves its price itself, and is charged once', async () => {
+    // No row, key or reservation: the submit was undone (an earlier build undid a start that only looked failed), yet
+    // Temporal had started the workflow.
     const { apiKey, userId } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);
     const before = (await api.call('GET', '/v1/usage')).body.credits;
     const request = { prompt: 'started after all', duration_seconds: 2, resolution: '720p' as const, aspect_ratio: '16:9' as const, seed: null, webhook_url: null, metadata: {} };
     const submission = describeSubmission({ id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, 'timed-out-1');
-    await startAdmitted({ db: stack.database.db, client: stack.client, config: stack.config }, submission);
+    const { jobId, request: req, acceptedAt } = submission;
+    await startGeneration(stack.client, stack.config, generationInput(stack.config, { jobId, userId, tier: 'pro', request: req, acceptedAt }));
 
     expect((await api.waitForTerminal(submission.jobId)).status).toBe('succeeded');
     await eventually(async () => ((await onceCounts(stack, submission.jobId)).notifications === 1 ? true : undefined));

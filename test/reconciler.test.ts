@@ -1,14 +1,41 @@
 import { admitSubmission } from '../src/api/admission-store';
 import { createGenerationBody } from '../src/api/generation-schemas';
 import { describeSubmission } from '../src/api/submit';
-import { creditBalance, reserveCredits } from '../src/credits/ledger';
+import { creditBalance, reserveCredits, undoReservation } from '../src/credits/ledger';
 import { rowParams } from '../src/db/projection';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
+/** What an API that dies between admission and the workflow start leaves behind: row, key, credits, queue entry. */
+async function admitWithoutStart(stack: Stack, userId: string, body: Record<string, unknown>, key: string, pool = stack.config.dispatch.pool) {
+  const parsed = createGenerationBody.parse(body);
+  const request = { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
+  const submission = describeSubmission({ id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, key);
+  const outcome = await admitSubmission(stack.database.sql, {
+    userId,
+    bucketKey: `user:${userId}`,
+    rate: { burst: 10, perSecond: 1 },
+    maxActive: 10,
+    dailyQuota: 10,
+    backlogFull: false,
+    idempotencyKey: key,
+    requestHash: submission.requestHash,
+    jobId: submission.jobId,
+    credits: submission.credits,
+    acceptedAt: submission.acceptedAt,
+    pool,
+    tier: 'pro',
+    fairnessWeight: 1,
+    prompt: request.prompt,
+    params: rowParams(request),
+  });
+  expect(outcome.outcome).toBe('admitted');
+  return submission;
+}
+
 /**
  * The reconciler runs as a Temporal schedule (here every second). Temporal is the source of truth: a projection that
- * missed a write, a workflow ended from outside, a submit whose workflow never started and a reservation whose job never
- * started are all repaired.
+ * missed a write, a workflow ended from outside, a submit whose workflow never started (it is started) and a reservation
+ * whose job never started are all repaired.
  */
 describe('the reconciler', () => {
   let stack: Stack;
@@ -54,51 +81,43 @@ describe('the reconciler', () => {
     expect(entries.n).toBe(1);
   });
 
-  test('undoes a submit admitted by an API that died before starting its workflow; a retry in time starts it instead', async () => {
+  test('starts the workflow of a submit admitted by an API that died before starting it; a retry in time starts it instead', async () => {
     const { userId, apiKey } = await stack.createUser('pro');
     const before = await creditBalance(stack.database.db, userId);
-    /** What an API that dies between admission and the workflow start leaves behind: row, key, credits, queue entry. */
-    const admittedThenDied = async (body: Record<string, unknown>, key: string) => {
-      const parsed = createGenerationBody.parse(body);
-      const request = { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
-      const submission = describeSubmission({ id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, key);
-      const outcome = await admitSubmission(stack.database.sql, {
-        userId,
-        bucketKey: `user:${userId}`,
-        rate: { burst: 10, perSecond: 1 },
-        maxActive: 10,
-        dailyQuota: 10,
-        backlogFull: false,
-        idempotencyKey: key,
-        requestHash: submission.requestHash,
-        jobId: submission.jobId,
-        credits: submission.credits,
-        acceptedAt: submission.acceptedAt,
-        pool: stack.config.dispatch.pool,
-        tier: 'pro',
-        fairnessWeight: 1,
-        prompt: request.prompt,
-        params: rowParams(request),
-      });
-      expect(outcome.outcome).toBe('admitted');
-      return submission.jobId;
-    };
+    const admittedThenDied = (body: Record<string, unknown>, key: string) => admitWithoutStart(stack, userId, body, key);
+    const api = apiClient(stack.apiUrl, apiKey);
 
-    // Nobody retries: once quiet for two reconciler intervals, it is undone as if it had never been submitted.
-    const orphan = await admittedThenDied({ prompt: 'admitted, then the API died' }, 'died-1');
-    expect((await creditBalance(stack.database.db, userId)).reserved).toBeGreaterThan(0);
-    await stack.database.sql`update generations set updated_at = now() - interval '1 hour' where id = ${orphan}`;
-    await eventually(async () => ((await stack.database.sql`select 1 from generations where id = ${orphan}`).length === 0 ? true : undefined), {
-      what: 'the never-started submit to be undone',
+    // Nobody retries: once quiet for two reconciler intervals, its workflow is started from what the row holds.
+    const orphan = await admittedThenDied({ prompt: 'admitted, then the API died', duration_seconds: 3, metadata: { b: '2', a: '1' } }, 'died-1');
+    // Another deployment's job on the same database is its reconciler's to start, not this one's.
+    const elsewhere = await admitWithoutStart(stack, userId, { prompt: "another pool's job" }, 'died-elsewhere', 'gpu-elsewhere');
+    expect((await creditBalance(stack.database.db, userId)).reserved).toBe(orphan.credits + elsewhere.credits);
+    await stack.database.sql`update generations set updated_at = now() - interval '1 hour' where id in ${stack.database.sql([orphan.jobId, elsewhere.jobId])}`;
+    expect((await api.waitForTerminal(orphan.jobId)).status).toBe('succeeded');
+    await new Promise((r) => setTimeout(r, 3_000)); // three more passes
+    expect((await api.get(elsewhere.jobId)).body.status).toBe('queued');
+    await expect(stack.client.workflow.getHandle(elsewhere.jobId).describe()).rejects.toThrow(/not found/i);
+    await stack.database.sql`delete from generations where id = ${elsewhere.jobId}`;
+    await stack.database.db.transaction((tx) => undoReservation(tx, elsewhere.jobId));
+    // The same input the API would have started it with: the request, the acceptance time, the admitted weight.
+    const started = await stack.client.workflow.getHandle(orphan.jobId).fetchHistory();
+    const [input] = started.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
+    expect(JSON.parse(Buffer.from(input!.data!).toString())).toMatchObject({
+      jobId: orphan.jobId,
+      request: orphan.request,
+      acceptedAt: orphan.acceptedAt.toISOString(),
+      settings: { fairnessWeight: 1, gpuTaskQueue: stack.config.dispatch.pool },
     });
-    expect(await stack.database.sql`select 1 from idempotency_keys where job_id = ${orphan}`).toHaveLength(0);
-    expect(await stack.database.sql`select 1 from gpu_queue_entries where job_id = ${orphan}`).toHaveLength(0);
-    expect(await creditBalance(stack.database.db, userId)).toEqual(before);
+    const [ledger] = await stack.database.sql<{ reserves: number; captures: number }[]>`
+      select count(*) filter (where kind = 'reserve')::int as reserves, count(*) filter (where kind = 'capture')::int as captures
+      from credit_ledger where job_id = ${orphan.jobId}`;
+    expect(ledger).toEqual({ reserves: 1, captures: 1 });
+    expect(await creditBalance(stack.database.db, userId)).toEqual({ available: before.available - orphan.credits, reserved: 0, used: before.used + orphan.credits });
+    const afterOrphan = await creditBalance(stack.database.db, userId);
 
     // The client retries with the same key first: the replay finds the row no workflow has opened and starts the job.
     const body = { prompt: 'a retry after the API died', duration_seconds: 2 };
-    const jobId = await admittedThenDied(body, 'died-2');
-    const api = apiClient(stack.apiUrl, apiKey);
+    const { jobId } = await admittedThenDied(body, 'died-2');
     const retried = await api.submit(body, 'died-2');
     expect(retried.status).toBe(202);
     expect(retried.headers.get('idempotent-replayed')).toBe('true');
@@ -106,7 +125,19 @@ describe('the reconciler', () => {
     expect((await api.waitForTerminal(jobId)).status).toBe('succeeded');
     const balance = await creditBalance(stack.database.db, userId);
     expect(balance.reserved).toBe(0);
-    expect(balance.used).toBeGreaterThan(before.used);
+    expect(balance.used).toBeGreaterThan(afterOrphan.used);
+  });
+
+  test('a kept submit canceled before its workflow started is started and canceled, its credits released', async () => {
+    const { userId, apiKey } = await stack.createUser('pro');
+    const before = await creditBalance(stack.database.db, userId);
+    const kept = await admitWithoutStart(stack, userId, { prompt: 'canceled before it ever started' }, 'kept-then-canceled');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const cancel = await api.call('POST', `/v1/generations/${kept.jobId}/cancel`);
+    expect([200, 202]).toContain(cancel.status);
+    expect(await api.waitForTerminal(kept.jobId)).toMatchObject({ status: 'canceled', error: { code: 'canceled_by_user' } });
+    await eventually(async () => ((await creditBalance(stack.database.db, userId)).reserved === 0 ? true : undefined), { what: 'the reservation to be released' });
+    expect(await creditBalance(stack.database.db, userId)).toEqual(before);
   });
 
   test('undoes a reservation whose job never started', async () => {

@@ -24,12 +24,14 @@ export interface Submission {
 export interface ClientStats {
   requests: number;
   serverErrors: number;
+  /** When each 5xx answer's request was sent and answered (epoch ms): set against the cluster's outages. */
+  serverErrorSpans: Array<{ sentAt: number; answeredAt: number }>;
   connectionErrors: number;
   throttled: number;
   replays: number;
 }
 
-export const newClientStats = (): ClientStats => ({ requests: 0, serverErrors: 0, connectionErrors: 0, throttled: 0, replays: 0 });
+export const newClientStats = (): ClientStats => ({ requests: 0, serverErrors: 0, serverErrorSpans: [], connectionErrors: 0, throttled: 0, replays: 0 });
 
 async function admin(apiUrl: string, adminKey: string, body: unknown) {
   const res = await fetch(`${apiUrl}/admin/users`, {
@@ -71,6 +73,7 @@ export async function submitUntilAnswered(
     result.attempts++;
     stats.requests++;
     let waitMs = Math.min(2_000, 100 * 2 ** retry);
+    const sentAt = Date.now();
     try {
       const res = await fetch(`${apiUrl}/v1/generations`, {
         method: 'POST',
@@ -89,7 +92,10 @@ export async function submitUntilAnswered(
       }
       result.problem = `${res.status} ${text.slice(0, 200)}`;
       if (res.status === 429) stats.throttled++;
-      else if (res.status >= 500) stats.serverErrors++;
+      else if (res.status >= 500) {
+        stats.serverErrors++;
+        stats.serverErrorSpans.push({ sentAt, answeredAt: Date.now() });
+      }
       else {
         result.outcome = 'refused';
         return result;

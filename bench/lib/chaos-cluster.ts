@@ -38,6 +38,8 @@ export interface ChaosEvent {
 
 export class ChaosCluster {
   readonly events: ChaosEvent[] = [];
+  /** Each Temporal restart, from the instant it was stopped to the instant it answered again (epoch ms). */
+  readonly temporalOutages: Array<{ from: number; to: number }> = [];
   unexpectedExits = 0;
   private readonly began = Date.now();
   private readonly slots: Slot[] = [];
@@ -119,7 +121,9 @@ export class ChaosCluster {
 
   async restartTemporal(): Promise<void> {
     this.record('Temporal server: stopping');
+    const from = Date.now();
     const { downMs } = await this.temporal.restart();
+    this.temporalOutages.push({ from, to: Date.now() });
     this.record(`Temporal server: back after ${downMs} ms`);
   }
 

@@ -5,7 +5,9 @@ import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { creditLedger, generations } from '../db/schema';
 import { listStuckGenerations } from '../db/stuck';
-import { undoSubmission } from '../db/submissions';
+import { readUnstartedJob } from '../db/submissions';
+import { isTemporalUnreachable, startGeneration, unstartedJobInput } from '../api/generation-start';
+import type { Config } from '../config';
 import { endingWrite, type GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';
 import type { Logger } from '../lib/logger';
@@ -16,8 +18,10 @@ export interface ReconcileReport {
   checked: number;
   repaired: number;
   missingWorkflows: number;
-  /** Queued rows whose workflow never started (the API died between admission and the start), undone. */
-  undoneSubmissions: number;
+  /** Kept submits (queued, never opened, no workflow: Temporal was away, or their API died before the start), started. */
+  startedSubmissions: number;
+  /** Kept submits whose start Temporal refused (it answered): left queued, tried again next pass. */
+  unstartable: number;
   stuck: number;
   orphanReservationsReleased: number;
 }
@@ -25,11 +29,13 @@ export interface ReconcileReport {
 /**
  * The reconciler's work: Temporal is the source of truth, the projection is what clients read. Every non-terminal row
  * that has not moved for a while is compared with its workflow and repaired; workflows ended from outside (an operator's
- * terminate) get their terminal row and their credits released; submits whose workflow never started are undone.
+ * terminate) get their terminal row and their credits released; admitted submits whose workflow never started are
+ * started, with the input rebuilt from their row (the durable path of the submit outbox, src/api/start-relay.ts).
  */
 export interface ReconcileDeps {
   db: Db;
   client: Client;
+  config: Config;
   logger: Logger;
   /** The notify step a workflow ended from outside never ran. */
   notifyEnded: (input: GenerationEndedInput) => Promise<void>;
@@ -37,7 +43,7 @@ export interface ReconcileDeps {
 
 const TEMPORAL_CALL_MS = 5_000;
 
-export function createReconcileActivities({ db, client, logger, notifyEnded }: ReconcileDeps) {
+export function createReconcileActivities({ db, client, config, logger, notifyEnded }: ReconcileDeps) {
   // One slow answer must not stall the pass.
   const withDeadline = <T>(call: () => Promise<T>) => client.withDeadline(Date.now() + TEMPORAL_CALL_MS, call);
 
@@ -82,9 +88,24 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
     return moved ? 'repaired' : 'in_step';
   }
 
+  /** Starts a kept submit's workflow (idempotent): 'gone' when it has meanwhile started or ended, or is another pool's. */
+  async function startUnstarted(jobId: string): Promise<'started' | 'gone' | 'refused'> {
+    const job = await readUnstartedJob(db, jobId);
+    // Only jobs admitted to this deployment's pool: another deployment on the same database starts its own.
+    if (!job || job.gpuTaskQueue !== config.dispatch.pool) return 'gone';
+    try {
+      await startGeneration(client, config, unstartedJobInput(config, job));
+      return 'started';
+    } catch (err) {
+      if (isTemporalUnreachable(err)) throw err; // the activity retries
+      logger.error({ err, jobId }, 'Temporal refused to start a kept submit; it stays queued for the next pass');
+      return 'refused';
+    }
+  }
+
   return {
     async reconcileProjection({ quietForMs, limit }: { quietForMs: number; limit: number }): Promise<ReconcileReport> {
-      const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, undoneSubmissions: 0, stuck: 0, orphanReservationsReleased: 0 };
+      const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, startedSubmissions: 0, unstartable: 0, stuck: 0, orphanReservationsReleased: 0 };
       const quietSince = new Date(Date.now() - quietForMs);
       // Longest-quiet first, so a large backlog of healthy queued jobs cannot keep a diverged row from its turn.
       const rows = await db
@@ -99,11 +120,14 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
         if (outcome === 'repaired') report.repaired += 1;
         if (outcome === 'missing') {
           report.missingWorkflows += 1;
-          // Admitted (row, key, credits written) but never started, and quiet for two intervals: as if never submitted.
-          if (await undoSubmission(db, id)) report.undoneSubmissions += 1;
+          // Admitted (row, key, credits written) but never started, and quiet for two intervals: a promise, kept now.
+          const started = await startUnstarted(id);
+          if (started === 'started') report.startedSubmissions += 1;
+          if (started === 'refused') report.unstartable += 1;
         }
       }
-      // A reservation with no projection row: the API died between reserving and starting the workflow.
+      // A reservation with no projection row and no workflow (admission writes both together, and a kept submit keeps its
+      // row, so this is a workflow's own reservation whose row was lost, or an earlier build's leftover).
       const orphans = await db
         .select({ jobId: creditLedger.jobId })
         .from(creditLedger)
@@ -118,7 +142,7 @@ export function createReconcileActivities({ db, client, logger, notifyEnded }: R
         report.orphanReservationsReleased += 1;
       }
       report.stuck = (await listStuckGenerations(db)).length;
-      if (report.repaired || report.missingWorkflows || report.undoneSubmissions || report.orphanReservationsReleased || report.stuck) {
+      if (report.repaired || report.missingWorkflows || report.unstartable || report.orphanReservationsReleased || report.stuck) {
         logger.warn({ ...report }, 'reconciler found divergence');
       }
       return report;

@@ -21,6 +21,7 @@ import { statusPageRouter } from './status-page/router';
 import { useLeanJson } from './json-response';
 import { apiKeysRouter } from './api-keys-routes';
 import { mountAdminRoutes } from './admin-app';
+import { createServiceStartRelay, type StartRelay } from './start-relay';
 
 export interface ApiDeps {
   config: Config;
@@ -29,10 +30,13 @@ export interface ApiDeps {
   logger: Logger;
   /** The admin bearer key (configured, or in development kept in DATA_DIR). */
   adminApiKey: string;
+  /** The start relay of submits kept while Temporal cannot be reached (startApi passes its own, to close it). */
+  relay?: StartRelay;
 }
 
-export function createApp({ config, database, client, logger, adminApiKey }: ApiDeps): Express {
+export function createApp({ config, database, client, logger, adminApiKey, relay: given }: ApiDeps): Express {
   const { db, sql } = database;
+  const relay = given ?? createServiceStartRelay({ client, config, sql, logger });
   const queue = createQueuePositions({ sql, config });
   const admission = createAdmission({ sql, config, queue });
   const app = express();
@@ -54,7 +58,7 @@ export function createApp({ config, database, client, logger, adminApiKey }: Api
 
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.
   // A stream of one job (/v1/generations/:id/events) matches none of these routes and goes on to the events router.
-  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, admission, queue }));
+  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, relay, admission, queue }));
   app.use(
     '/v1',
     eventsRouter({

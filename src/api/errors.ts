@@ -1,4 +1,5 @@
 import type { ErrorRequestHandler } from 'express';
+import { isDatabaseUnavailable } from '../db/unavailable';
 import type { Logger } from '../lib/logger';
 
 /** The API's one error type; the middleware below turns it into `{error: {code, message, details?}}`. */
@@ -29,7 +30,10 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
       apiError = new ApiError(415, 'unsupported_media_type', e.message ?? 'unsupported encoding');
     else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500)
       apiError = new ApiError(e.status, 'bad_request', e.message ?? 'bad request');
-    else {
+    else if (isDatabaseUnavailable(err)) {
+      logger.warn({ err, requestId: req.requestId, method: req.method, path: req.path }, 'Postgres unavailable');
+      apiError = new ApiError(503, 'database_unavailable', 'the database cannot be reached; nothing was done, retry shortly', undefined, { 'Retry-After': '2' });
+    } else {
       logger.error({ err, requestId: req.requestId, method: req.method, path: req.path }, 'unhandled error');
       apiError = new ApiError(500, 'internal_error', 'something went wrong on our side');
     }

@@ -10,6 +10,7 @@ import { createAdminApp } from './admin-app';
 import { resolveAdminApiKey } from './admin-key';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
+import { createServiceStartRelay } from './start-relay';
 
 function listen(server: Server, port: number, host: string): Promise<{ server: Server; port: number }> {
   return new Promise((resolve, reject) => {
@@ -37,10 +38,11 @@ function closeServer(server: Server, graceMs: number): Promise<void> {
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
   await runMigrations(databaseUrl);
   const database = createDatabase(databaseUrl);
-  // Lazy: the API starts (and answers 503 on submit) even while Temporal is down.
+  // Lazy: the API starts (and keeps submits for its relay) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
-  const deps = { config, database, client, logger, adminApiKey };
+  const relay = createServiceStartRelay({ client, config, sql: database.sql, logger: logger.child({ component: 'start-relay' }) });
+  const deps = { config, database, client, logger, adminApiKey, relay };
   const servers: Server[] = [];
   try {
     const publicSide = await listen(createApiServer(createApp(deps)), config.api.port, '0.0.0.0');
@@ -57,6 +59,7 @@ export async function startApi({ config, databaseUrl, logger, adminApiKey }: { c
       adminUrl: adminSide ? `http://${adminHost.includes(':') ? `[${adminHost}]` : adminHost}:${adminSide.port}` : url,
       async close({ graceMs = 5_000 }: { graceMs?: number } = {}) {
         await Promise.all(servers.map((server) => closeServer(server, graceMs)));
+        relay.close();
         await connection.close().catch(() => undefined);
         await database.close();
       },
@@ -64,6 +67,7 @@ export async function startApi({ config, databaseUrl, logger, adminApiKey }: { c
   } catch (err) {
     // A port already taken: nothing is left listening or connected behind the failure.
     await Promise.all(servers.map((server) => closeServer(server, 0)));
+    relay.close();
     await connection.close().catch(() => undefined);
     await database.close();
     throw err;

@@ -31,7 +31,7 @@ const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?:
     description: 'rate_limited, too_many_active_jobs, daily_quota_exceeded or capacity_exhausted; retry after Retry-After',
     headers: ['Retry-After', 'RateLimit', 'RateLimit-Policy'],
   },
-  503: { name: 'ServiceUnavailable', description: 'temporal_unavailable: nothing was done; retry after Retry-After', headers: ['Retry-After'] },
+  503: { name: 'ServiceUnavailable', description: 'temporal_unavailable (Temporal refused or could not take the request) or database_unavailable (Postgres cannot be reached): nothing was done; retry after Retry-After', headers: ['Retry-After'] },
 };
 
 const HEADERS: Record<string, { description: string; schema: Json }> = {

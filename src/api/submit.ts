@@ -1,21 +1,22 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { getGeneration, insertQueued, queuedRow } from '../db/projection';
 import type { GenerationRow, UserRow } from '../db/schema';
 import { undoSubmission } from '../db/submissions';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
-import { creditsFor, gpuTimeFactor } from '../domain/pricing';
-import { SA_STATUS, SA_TIER, SA_USER_ID } from '../domain/search-attributes';
-import { GENERATION_WORKFLOW_TYPE } from '../workflows/messages';
+import { creditsFor } from '../domain/pricing';
 import { ApiError } from './errors';
-import { withTemporalDeadline } from './temporal-deadline';
+import { generationInput, isTemporalUnreachable, startGeneration } from './generation-start';
+import type { StartRelay } from './start-relay';
 
 export interface SubmitDeps {
   db: Db;
   client: Client;
   config: Config;
+  /** Starts the workflows of submits kept while Temporal could not be reached. */
+  relay: StartRelay;
 }
 
 export interface SubmitResult {
@@ -60,89 +61,62 @@ export function describeSubmission(user: UserRow, request: GenerationRequest, id
 /**
  * An admitted submit (its key, credits, queue entry and queued row are written): starts the workflow (USE_EXISTING, so
  * concurrent duplicates meet one workflow) and answers with the row as admission wrote it. Never waits for generation.
- * When the workflow cannot be started, everything admission wrote is undone, so the client's retry starts afresh.
+ * Admission committed is a promise: when Temporal cannot be reached the job is kept and the relay starts it later. Only a
+ * start Temporal refuses (it answered, and no retry will change that) undoes the admission, so the client's retry starts
+ * afresh.
  */
-export async function startAdmitted({ db, client, config }: SubmitDeps, submission: Submission, { priorityKey }: { priorityKey?: number } = {}): Promise<GenerationRow> {
-  const input = generationInput(config, submission, submission.acceptedAt, priorityKey);
+export async function startAdmitted(deps: SubmitDeps, submission: Submission, { priorityKey }: { priorityKey?: number } = {}): Promise<GenerationRow> {
+  const input = submissionInput(deps.config, submission, submission.acceptedAt, priorityKey);
   try {
-    await startWorkflow(client, config, input);
+    await startOrKeep(deps, input);
   } catch (err) {
-    await undoSubmission(db, submission.jobId);
-    throw err;
+    await undoSubmission(deps.db, submission.jobId);
+    throw notStarted(err);
   }
   return queuedRow(input);
 }
 
 /**
  * A submit whose Idempotency-Key was taken before: the same body replays the first answer; another body is refused. A
- * row no workflow has opened yet may belong to a first submit still starting, or to one whose API died before the
- * start: the workflow is started again (idempotent), so a replay never answers for a job that will not run.
+ * row no workflow has opened yet may belong to a first submit still starting, one kept while Temporal is away, or one
+ * whose API died before the start: the workflow is started again (idempotent) or kept, so a replay never answers for a
+ * job that will not run.
  */
-export async function replaySubmission(
-  { db, client, config }: SubmitDeps,
-  submission: Submission,
-  earlier: { requestHash: string; acceptedAt: Date },
-): Promise<SubmitResult> {
+export async function replaySubmission(deps: SubmitDeps, submission: Submission, earlier: { requestHash: string; acceptedAt: Date }): Promise<SubmitResult> {
   if (earlier.requestHash !== submission.requestHash) {
     throw new ApiError(422, 'idempotency_key_reused', 'this Idempotency-Key was already used with a different request body');
   }
+  const { db, config } = deps;
   const existing = await getGeneration(db, submission.user.id, submission.jobId);
   if (existing && existing.runOpenedAt !== null) return { generation: existing, replayed: true };
-  const input = generationInput(config, submission, earlier.acceptedAt);
-  await startWorkflow(client, config, input);
+  const input = submissionInput(config, submission, earlier.acceptedAt);
+  try {
+    await startOrKeep(deps, input);
+  } catch (err) {
+    throw notStarted(err);
+  }
   return { generation: existing ?? (await insertQueued(db, input)) ?? queuedRow(input), replayed: true };
 }
 
-export function generationInput(
-  config: Config,
-  { user, jobId, request }: Pick<Submission, 'user' | 'jobId' | 'request'>,
-  acceptedAt: Date,
-  priorityKey?: number,
-): GenerationInput {
-  const { generation } = config;
-  const scale = gpuTimeFactor(request);
-  return {
-    jobId,
-    userId: user.id,
-    tier: user.tier,
-    request,
-    acceptedAt: acceptedAt.toISOString(),
-    settings: {
-      gpuTaskQueue: config.worker.gpuTaskQueue,
-      fairnessWeight: generation.tierWeights[user.tier] ?? 1,
-      ...(priorityKey === undefined ? {} : { priorityKey }),
-      heartbeatTimeoutMs: generation.heartbeatTimeoutMs,
-      maxAttempts: generation.maxAttempts,
-      retryBackoffMs: generation.retryBackoffMs,
-      maxQueueMs: generation.maxQueueMs,
-      maxRunMs: Math.round(generation.maxRunMs * scale),
-      expectedRunMs: Math.round(generation.expectedRunMs * scale),
-    },
-  };
+function submissionInput(config: Config, { user, jobId, request }: Submission, acceptedAt: Date, priorityKey?: number): GenerationInput {
+  return generationInput(config, { jobId, userId: user.id, tier: user.tier, request, acceptedAt, priorityKey });
 }
 
-async function startWorkflow(client: Client, config: Config, input: GenerationInput): Promise<void> {
-  try {
-    await withTemporalDeadline(client, () =>
-      client.workflow.start(GENERATION_WORKFLOW_TYPE, {
-        taskQueue: config.worker.generationTaskQueue,
-        workflowId: input.jobId,
-        args: [input],
-        workflowIdConflictPolicy: 'USE_EXISTING',
-        // A finished job is never run again under its id.
-        workflowIdReusePolicy: 'REJECT_DUPLICATE',
-        // Fair by user on the generation queue too (activities inherit it), so one user's flood of workflow tasks cannot
-        // delay another user's job before its GPU task even exists.
-        priority: { fairnessKey: input.userId, fairnessWeight: input.settings.fairnessWeight, priorityKey: input.settings.priorityKey },
-        typedSearchAttributes: [
-          { key: SA_USER_ID, value: input.userId },
-          { key: SA_TIER, value: input.tier },
-          { key: SA_STATUS, value: 'queued' },
-        ],
-      }),
-    );
-  } catch (err) {
-    if (err instanceof WorkflowExecutionAlreadyStartedError) return; // it exists (and has finished): fine
-    throw new ApiError(503, 'temporal_unavailable', 'the job could not be started; retry shortly', undefined, { 'Retry-After': '5' });
+/** Starts the job's workflow or, when Temporal cannot be reached (or is known not to be), keeps it for the relay. */
+async function startOrKeep({ client, config, relay }: SubmitDeps, input: GenerationInput): Promise<void> {
+  if (relay.temporalUnreachable) {
+    relay.keep(input);
+    return;
   }
+  try {
+    await startGeneration(client, config, input);
+  } catch (err) {
+    if (!isTemporalUnreachable(err)) throw err;
+    relay.keep(input, { unreachable: true });
+  }
+}
+
+function notStarted(err: unknown): ApiError {
+  if (err instanceof ApiError) return err;
+  return new ApiError(503, 'temporal_unavailable', 'Temporal refused to start the job; nothing was kept, retry shortly', undefined, { 'Retry-After': '5' });
 }

@@ -23,6 +23,18 @@ export const refusals = new client.Counter({
   registers: [registry],
 });
 
+export const keptSubmits = new client.Counter({
+  name: 'vg_submits_kept_total',
+  help: 'Submits answered while Temporal could not be reached: kept, their workflow started later by the relay or the reconciler',
+  registers: [registry],
+});
+
+export const relayWaiting = new client.Gauge({
+  name: 'vg_start_relay_waiting_jobs',
+  help: "Kept jobs waiting in this API process's start relay for Temporal to answer",
+  registers: [registry],
+});
+
 export const callbacks = new client.Counter({
   name: 'vg_backend_callbacks_total',
   help: 'Backend callbacks received, by outcome (signalled, ignored, invalid_signature, invalid, unavailable)',

@@ -1,0 +1,121 @@
+import { isGrpcServiceError, WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
+import type { Config } from '../config';
+import type { GenerationRow } from '../db/schema';
+import type { UnstartedJob } from '../db/submissions';
+import type { GenerationInput, GenerationRequest } from '../domain/generation';
+import { gpuTimeFactor } from '../domain/pricing';
+import { SA_STATUS, SA_TIER, SA_USER_ID } from '../domain/search-attributes';
+import { GENERATION_WORKFLOW_TYPE } from '../workflows/messages';
+import { withTemporalDeadline } from './temporal-deadline';
+
+/**
+ * The one way a job's workflow is started — by the submit, by its relay, by the reconciler, by a cancel — and the one
+ * way its input is built, from the submit or, for a job kept while Temporal was away, from what Postgres holds of it.
+ */
+
+/** What the workflow input needs beyond the request: who, the job id, and the pool and weight it was admitted with. */
+export interface InputSource {
+  jobId: string;
+  userId: string;
+  tier: string;
+  request: GenerationRequest;
+  acceptedAt: Date;
+  /** The gpu queue entry's pool and weight (admission wrote them); the configured ones when there is none. */
+  gpuTaskQueue?: string;
+  fairnessWeight?: number;
+  /** Temporal priority key of the job's tasks (domain/generation.ts firstJobPriority); unset: the default level. */
+  priorityKey?: number;
+}
+
+export function generationInput(config: Config, source: InputSource): GenerationInput {
+  const { generation } = config;
+  const scale = gpuTimeFactor(source.request);
+  return {
+    jobId: source.jobId,
+    userId: source.userId,
+    tier: source.tier,
+    request: source.request,
+    acceptedAt: source.acceptedAt.toISOString(),
+    settings: {
+      gpuTaskQueue: source.gpuTaskQueue ?? config.worker.gpuTaskQueue,
+      fairnessWeight: source.fairnessWeight ?? generation.tierWeights[source.tier] ?? 1,
+      ...(source.priorityKey === undefined ? {} : { priorityKey: source.priorityKey }),
+      heartbeatTimeoutMs: generation.heartbeatTimeoutMs,
+      maxAttempts: generation.maxAttempts,
+      retryBackoffMs: generation.retryBackoffMs,
+      maxQueueMs: generation.maxQueueMs,
+      maxRunMs: Math.round(generation.maxRunMs * scale),
+      expectedRunMs: Math.round(generation.expectedRunMs * scale),
+    },
+  };
+}
+
+/** A kept job's input, rebuilt from its queued row and queue entry (src/db/submissions.ts readUnstartedJob). */
+export function unstartedJobInput(config: Config, job: UnstartedJob): GenerationInput {
+  return generationInput(config, {
+    jobId: job.jobId,
+    userId: job.userId,
+    tier: job.tier,
+    request: requestFromRow(job),
+    acceptedAt: job.acceptedAt,
+    gpuTaskQueue: job.gpuTaskQueue ?? undefined,
+    fairnessWeight: job.fairnessWeight ?? undefined,
+  });
+}
+
+/** The request as the queued row keeps it (prompt, and rowParams in params): everything a kept job's input needs. */
+function requestFromRow(row: Pick<GenerationRow, 'prompt' | 'params'>): GenerationRequest {
+  const p = row.params as Partial<GenerationRequest>;
+  return {
+    prompt: row.prompt,
+    duration_seconds: p.duration_seconds ?? 5,
+    resolution: p.resolution ?? '720p',
+    aspect_ratio: p.aspect_ratio ?? '16:9',
+    seed: p.seed ?? null,
+    webhook_url: p.webhook_url ?? null,
+    metadata: p.metadata ?? {},
+  };
+}
+
+/**
+ * Starts the job's workflow under its id. Idempotent: USE_EXISTING meets a running one, REJECT_DUPLICATE refuses to run
+ * an ended one again (and that refusal means the job was started: resolved). Throws what Temporal answered otherwise.
+ */
+export async function startGeneration(client: Client, config: Config, input: GenerationInput): Promise<void> {
+  try {
+    await withTemporalDeadline(client, () =>
+      client.workflow.start(GENERATION_WORKFLOW_TYPE, {
+        taskQueue: config.worker.generationTaskQueue,
+        workflowId: input.jobId,
+        args: [input],
+        workflowIdConflictPolicy: 'USE_EXISTING',
+        // A finished job is never run again under its id.
+        workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        // Fair by user on the generation queue too (activities inherit it), so one user's flood of workflow tasks cannot
+        // delay another user's job before its GPU task even exists.
+        priority: { fairnessKey: input.userId, fairnessWeight: input.settings.fairnessWeight, priorityKey: input.settings.priorityKey },
+        typedSearchAttributes: [
+          { key: SA_USER_ID, value: input.userId },
+          { key: SA_TIER, value: input.tier },
+          { key: SA_STATUS, value: 'queued' },
+        ],
+      }),
+    );
+  } catch (err) {
+    if (err instanceof WorkflowExecutionAlreadyStartedError) return; // it exists (and has ended): started
+    throw err;
+  }
+}
+
+// Codes that say Temporal was not there to answer (down, restarting, unreachable, too slow or too busy), as opposed to an
+// answer that refuses the start (a missing namespace, an invalid request), which trying again will not change.
+// gRPC status codes: DEADLINE_EXCEEDED, RESOURCE_EXHAUSTED, UNAVAILABLE.
+const UNREACHABLE = new Set([4, 8, 14]);
+
+/** Whether a failed call failed for want of Temporal (the SDK's ServiceError carries the gRPC error as its cause). */
+export function isTemporalUnreachable(err: unknown): boolean {
+  for (let e: unknown = err, depth = 0; e && depth < 3; e = (e as { cause?: unknown }).cause, depth++) {
+    if (isGrpcServiceError(e)) return UNREACHABLE.has(e.code);
+  }
+  return false;
+}

@@ -164,11 +164,12 @@ describe('Temporal stopped for maintenance', () => {
     expect((await api.get(job.id)).body.status).toBe('succeeded');
   });
 
-  test('while it is stopped, readiness says so and a backend callback answers 503 so the backend retries', async () => {
+  test('while it is stopped, the API stays in service (degraded) and a backend callback answers 503 so the backend retries', async () => {
     await temporal.stop();
+    // Submits are kept meanwhile: a load balancer reading readiness must keep sending them.
     const ready = await fetch(`${stack.apiUrl}/readyz`);
-    expect(ready.status).toBe(503);
-    expect(await ready.json()).toMatchObject({ status: 'not_ready', checks: { postgres: 'ok', temporal: expect.stringMatching(/^unavailable/) } });
+    expect(ready.status).toBe(200);
+    expect(await ready.json()).toMatchObject({ status: 'degraded', checks: { postgres: 'ok', temporal: expect.stringMatching(/^unavailable/) } });
 
     const body = JSON.stringify({
       event_id: 'evt_down',
@@ -184,7 +185,9 @@ describe('Temporal stopped for maintenance', () => {
     expect(callback.status).toBe(503);
 
     await temporal.start();
-    await eventually(async () => ((await fetch(`${stack.apiUrl}/readyz`)).status === 200 ? true : undefined), { what: 'readiness once Temporal is back' });
+    await eventually(async () => (((await (await fetch(`${stack.apiUrl}/readyz`)).json()) as { status: string }).status === 'ready' ? true : undefined), {
+      what: 'readiness once Temporal is back',
+    });
   });
 });
 

@@ -174,7 +174,9 @@ export const health = component('Health', z.object({ status: z.literal('ok') }))
 export const readiness = component(
   'Readiness',
   z.object({
-    status: z.enum(['ready', 'not_ready']),
+    status: z.enum(['ready', 'degraded', 'not_ready']).meta({
+      description: '`ready` (200); `degraded` (200): Temporal does not answer, and submits are kept and started once it does; `not_ready` (503): Postgres does not answer',
+    }),
     checks: z
       .object({ postgres: z.string(), temporal: z.string() })
       .optional()

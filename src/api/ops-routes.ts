@@ -12,7 +12,7 @@ function within<T>(ms: number, work: Promise<T>): Promise<T> {
 }
 
 /**
- * /healthz (the process is alive), /readyz (Postgres and Temporal answer), /metrics (Prometheus). On the public port of
+ * /healthz (the process is alive), /readyz (Postgres answers: ready, or degraded while Temporal does not), /metrics (Prometheus). On the public port of
  * an API with an admin listener (`internal: false`), /readyz says only ready or not and /metrics is not served: check
  * details name hosts and errors, and metrics describe the whole service.
  */
@@ -30,9 +30,10 @@ export function opsRouter({ database, client, config, internal = true }: { datab
       check(database.sql`select 1`),
       check(client.withDeadline(Date.now() + READY_CHECK_MS, () => client.workflowService.getSystemInfo({}))),
     ]);
-    const ready = postgres === 'ok' && temporal === 'ok';
-    const status = ready ? 'ready' : 'not_ready';
-    res.status(ready ? 200 : 503).json(internal ? { status, checks: { postgres, temporal } } : { status });
+    // Postgres is what every request needs. Without Temporal the API still reads, lists and accepts submits (they are kept
+    // and started once it answers), so a load balancer must not take it out of service: degraded, not unready.
+    const status = postgres !== 'ok' ? 'not_ready' : temporal !== 'ok' ? 'degraded' : 'ready';
+    res.status(status === 'not_ready' ? 503 : 200).json(internal ? { status, checks: { postgres, temporal } } : { status });
   });
 
   if (internal) {

@@ -7,6 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/temporal.sh install
 # test/status-page.test.ts drives Debian's headless Chromium.
 command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
+# test/alert-rules.test.ts checks deploy/prometheus/ with promtool (Debian's prometheus package).
+command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus; }
 npx tsc --noEmit -p .
 # The benchmarks and the chaos campaign share the service's code: they must keep compiling with it.
 npx tsc --noEmit -p bench

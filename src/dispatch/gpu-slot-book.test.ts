@@ -195,10 +195,11 @@ class Run {
         );
         if (!permit) return;
         if (this.stopped) {
-          // Normally the worker has finished before its dispatcher stops; an activity starting later finds no lease.
+          // The worker has finished before its dispatcher stops; an activity starting even later finds no lease.
           expect(() => this.apply({ type: 'claim', jobId: 'too late' })).toThrow(/no GPU slot lease/);
           return this.release(permit);
         }
+        if (this.stopping) return; // its tasks have all started by then (a claim now would re-create a lease given back)
         const jobId = `job_${this.nextId++}`;
         const [claim] = this.apply({ type: 'claim', jobId });
         if (claim?.type !== 'claim') throw new Error('a claim named no lease');

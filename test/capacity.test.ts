@@ -66,16 +66,14 @@ describe('live GPU capacity, shared by every dispatcher through Postgres leases'
       const jobs = await submitMany(api, 30, { prompt: 'halving' });
       await waitForGpuTasks(stack, jobs);
       gate.release();
-      await eventually(async () => (runsOf(stack, jobs).length >= 6 ? true : undefined), { what: 'six jobs dispatched' });
+      // Lowered once more than the new number are on the backend at once (how soon depends on the machine's pace).
+      await eventually(async () => (maxInFlight(runsOf(stack, jobs)) > 2 ? true : undefined), { what: 'more than two jobs in flight at once' });
       await admin.set(2);
       const loweredAt = Date.now();
       const runs = await waitForBackendEnds(stack, jobs);
 
-      // Before: more than the new number at once, never more than 4 (how many exactly depends on the machine's pace).
-      // After: nothing new goes out while 2 or more are on the backend.
-      const before = maxInFlight(runs.filter((r) => r.submittedAt < loweredAt));
-      expect(before).toBeGreaterThan(2);
-      expect(before).toBeLessThanOrEqual(4);
+      // Before: never more than 4. After: nothing new goes out while 2 or more are on the backend.
+      expect(maxInFlight(runs.filter((r) => r.submittedAt < loweredAt))).toBeLessThanOrEqual(4);
       const afterwards = inFlightAtSubmissions(runs).filter(({ run }) => run.submittedAt > loweredAt);
       expect(afterwards.length).toBeGreaterThanOrEqual(10);
       expect(Math.max(...afterwards.map((s) => s.inFlight))).toBeLessThanOrEqual(2);

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { temporal } from '@temporalio/proto';
 import { gpuBacklog } from '../src/dispatch/gpu-backlog';
 import { backendRuns, type BackendRun } from '../src/dispatch/scheduling-metrics';
 import { apiClient, eventually, type Stack } from './harness';
@@ -55,6 +56,21 @@ export function waitForGpuBacklog(stack: Stack, count: number, timeoutMs = 60_00
 async function gpuTaskScheduled(stack: Stack, jobId: string): Promise<boolean> {
   const { raw } = await stack.client.workflow.getHandle(jobId).describe();
   return (raw.pendingActivities ?? []).some((activity) => activity.activityType?.name === 'runGeneration');
+}
+
+/**
+ * The jobs whose GPU task has left Temporal's backlog: taken by a dispatcher (started), or taken and handed back (a
+ * later attempt). While every slot is held shut, none should be: the backlog is Temporal's, not ours.
+ */
+export async function gpuTasksTaken(stack: Stack, jobIds: string[]): Promise<string[]> {
+  const taken = await Promise.all(
+    jobIds.map(async (id) => {
+      const { raw } = await stack.client.workflow.getHandle(id).describe();
+      const gpu = (raw.pendingActivities ?? []).find((activity) => activity.activityType?.name === 'runGeneration');
+      return gpu?.state === temporal.api.enums.v1.PendingActivityState.PENDING_ACTIVITY_STATE_SCHEDULED && gpu.attempt === 1 ? undefined : id;
+    }),
+  );
+  return taken.filter((id) => id !== undefined);
 }
 
 /** Waits until every job's GPU task is in Temporal (checked per workflow: the backlog count lags by seconds). */

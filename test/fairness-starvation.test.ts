@@ -15,7 +15,7 @@ describe('a flooding user cannot starve another', () => {
     await stack?.close();
   });
 
-  test(`user A floods ${FLOOD} jobs, user B then submits one: B takes the next slot that frees`, async () => {
+  test(`user A floods ${FLOOD} jobs, user B then submits one: at most one of A's goes out between B's task reaching the queue and B's start`, async () => {
     const figures = await starvation(stack, { flood: FLOOD });
     console.log('starvation:', JSON.stringify(figures));
     // Once B's task is in the gpu queue, the next freed slot is B's (one of A's may be on its way out as it arrives) ...

@@ -10,6 +10,9 @@ import { startSimulator, type RunningSimulator } from '../src/simulator/app';
 import type { SimulatorKnobs } from '../src/simulator/knobs';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { createWorkers } from '../src/worker';
+import { eventually } from './eventually';
+
+export { eventually, settled, SETTLE_MS } from './eventually';
 
 /**
  * A whole service in the test process, on the run's real Temporal server and Postgres: backend simulator, API and worker
@@ -149,22 +152,6 @@ export async function startStack({
       await database.close();
     },
   };
-}
-
-/** Polls `probe` until it returns a value (not undefined) or the deadline passes. */
-export async function eventually<T>(probe: () => Promise<T | undefined>, { timeoutMs = 30_000, intervalMs = 100, what = 'condition' } = {}): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let last: unknown;
-  while (Date.now() < deadline) {
-    try {
-      const value = await probe();
-      if (value !== undefined) return value;
-    } catch (err) {
-      last = err;
-    }
-    await new Promise((r) => setTimeout(r, intervalMs));
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
 }
 
 /** A tiny API client for tests. */

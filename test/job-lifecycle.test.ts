@@ -1,7 +1,7 @@
 import { generationInput, startGeneration } from '../src/api/generation-start';
 import { describeSubmission } from '../src/api/submit';
 import { signWebhook } from '../src/lib/webhook-signature';
-import { apiClient, eventually, startStack, type Stack } from './harness';
+import { apiClient, eventually, settled, startStack, type Stack } from './harness';
 
 /** Counts of what must happen exactly once per job: ledger settlements and in-app notifications. */
 async function onceCounts(stack: Stack, jobId: string) {
@@ -24,7 +24,7 @@ describe('every job reaches one right ending', () => {
     await stack?.close();
   });
 
-  test('a triple submit within a second starts one generation, charged once', async () => {
+  test('ten concurrent submits with one Idempotency-Key start one generation, charged and notified once', async () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);
     const body = { prompt: 'a double-clicked submit', duration_seconds: 2 };
@@ -35,8 +35,8 @@ describe('every job reaches one right ending', () => {
     const jobId = answers[0].body.id;
     expect((await api.waitForTerminal(jobId)).status).toBe('succeeded');
     expect(stack.simulator.simulator.engine.list(`${jobId}:`)).toHaveLength(1);
-    await eventually(async () => ((await onceCounts(stack, jobId)).notifications === 1 ? true : undefined));
-    expect(await onceCounts(stack, jobId)).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
+    await eventually(async () => ((await onceCounts(stack, jobId)).notifications > 0 ? true : undefined));
+    expect(await settled(() => onceCounts(stack, jobId))).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
   });
 
   test('duplicated and reordered callbacks change nothing; a late one is ignored; a forged one is refused', async () => {
@@ -79,8 +79,8 @@ describe('every job reaches one right ending', () => {
     expect(((await forged.json()) as { error: { code: string } }).error.code).toBe('invalid_signature');
 
     expect((await api.get(jobId)).body).toEqual(before);
-    await eventually(async () => ((await onceCounts(stack, jobId)).notifications === 1 ? true : undefined));
-    expect(await onceCounts(stack, jobId)).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
+    await eventually(async () => ((await onceCounts(stack, jobId)).notifications > 0 ? true : undefined));
+    expect(await settled(() => onceCounts(stack, jobId))).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
   });
 
   test('a transient backend failure retries as a new attempt; a permanent one fails at once', async () => {
@@ -98,8 +98,10 @@ describe('every job reaches one right ending', () => {
     expect(p).toMatchObject({ status: 'failed', attempt: 1, error: { retryable: false } });
     expect(['content_policy_violation', 'invalid_input']).toContain(p.error.code);
     for (const id of [transient.body.id, permanent.body.id]) {
-      expect(await onceCounts(stack, id)).toMatchObject({ reserves: 1, captures: 0, releases: 1 });
+      await eventually(async () => ((await onceCounts(stack, id)).releases > 0 ? true : undefined));
     }
+    const counts = await settled(() => Promise.all([transient.body.id, permanent.body.id].map((id) => onceCounts(stack, id))));
+    for (const count of counts) expect(count).toMatchObject({ reserves: 1, captures: 0, releases: 1 });
   });
 
   test('cancel works while running, twice harmlessly, and a finished job answers 409', async () => {
@@ -124,7 +126,8 @@ describe('every job reaches one right ending', () => {
     const late = await api.call('POST', `/v1/generations/${finished.id}/cancel`);
     expect(late.status).toBe(409);
     expect(late.body.error.code).toBe('generation_already_finished');
-    expect(await onceCounts(stack, job.id)).toMatchObject({ reserves: 1, captures: 0, releases: 1 });
+    await eventually(async () => ((await onceCounts(stack, job.id)).releases > 0 ? true : undefined));
+    expect(await settled(() => onceCounts(stack, job.id))).toMatchObject({ reserves: 1, captures: 0, releases: 1 });
   });
 
   test('a stuck running job is listed, then ended by its deadline with one last poll, a backend cancel and a typed timeout', async () => {
@@ -144,8 +147,8 @@ describe('every job reaches one right ending', () => {
     const ended = await api.waitForTerminal(job.id);
     expect(ended).toMatchObject({ status: 'failed', error: { code: 'generation_timeout', retryable: true } });
     expect(stack.simulator.simulator.engine.list(`${job.id}:`).map((j) => j.status)).toEqual(['canceled']);
-    await eventually(async () => ((await onceCounts(stack, job.id)).notifications === 1 ? true : undefined));
-    expect(await onceCounts(stack, job.id)).toEqual({ reserves: 1, captures: 0, releases: 1, notifications: 1 });
+    await eventually(async () => ((await onceCounts(stack, job.id)).notifications > 0 ? true : undefined));
+    expect(await settled(() => onceCounts(stack, job.id))).toEqual({ reserves: 1, captures: 0, releases: 1, notifications: 1 });
   });
 
   test('a job that cannot be paid for is refused at submit; usage shows balance, reserved and used', async () => {
@@ -174,8 +177,8 @@ describe('every job reaches one right ending', () => {
     await startGeneration(stack.client, stack.config, generationInput(stack.config, { jobId, userId, tier: 'pro', request: req, acceptedAt }));
 
     expect((await api.waitForTerminal(submission.jobId)).status).toBe('succeeded');
-    await eventually(async () => ((await onceCounts(stack, submission.jobId)).notifications === 1 ? true : undefined));
-    expect(await onceCounts(stack, submission.jobId)).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
+    await eventually(async () => ((await onceCounts(stack, submission.jobId)).notifications > 0 ? true : undefined));
+    expect(await settled(() => onceCounts(stack, submission.jobId))).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
     expect((await api.call('GET', '/v1/usage')).body.credits).toEqual({ ...before, available: before.available - submission.credits, used: submission.credits });
   });
 });

@@ -54,9 +54,10 @@ describe('operability', () => {
 
       const apiLines = apiProcess.output().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
       expect(apiLines).toContainEqual(expect.objectContaining({ requestId: 'req-test-42', method: 'POST', status: 202 }));
+      // Every worker line that mentions the job or its backend job, found by text (not by the field under test).
       const workerLines = await eventually(async () => {
-        const lines = dispatcher.output().trim().split('\n').map((line) => JSON.parse(line) as Record<string, unknown>);
-        const mine = lines.filter((l) => l.jobId === done.id);
+        const lines = dispatcher.output().trim().split('\n');
+        const mine = lines.filter((line) => line.includes(done.id) || line.includes(done.backend_job_id)).map((line) => JSON.parse(line) as Record<string, unknown>);
         return mine.some((l) => l.msg === 'backend job ended') ? mine : undefined;
       });
       for (const line of workerLines) expect(line).toMatchObject({ jobId: done.id, workflowId: done.id });

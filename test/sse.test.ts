@@ -5,7 +5,7 @@ import { apiClient, eventually, startStack, testEnv, type Stack } from './harnes
 
 const TERMINAL_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.canceled'];
 
-describe('live generation events over SSE, fed by Postgres LISTEN/NOTIFY', () => {
+describe('live generation events over SSE, fed by the change feed in Postgres', () => {
   let stack: Stack;
   const streams: EventStreamClient[] = [];
   const open = async (...args: Parameters<typeof openEventStream>) => {

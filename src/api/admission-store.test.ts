@@ -6,6 +6,7 @@ import { createUser } from './auth';
 import { undoSubmission } from '../db/submissions';
 import { BACKEND_JOB_CHANNEL } from '../activities/backend-wakeups';
 import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
+import { eventually } from '../../test/eventually';
 import { admitSubmission, countUserJobs, peekRequestTokens, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
@@ -41,7 +42,7 @@ describe('admission state in Postgres', () => {
     ...overrides,
   });
 
-  test("a user's bucket gives its burst, then refuses until it refills", async () => {
+  test("a user's bucket gives its burst, then refuses until it refills at its rate", async () => {
     const { user } = await createUser(database.db, { name: 'bursty', tier: 'pro', credits: 1_000 });
     const rate = { burst: 3, perSecond: 5 };
     const admit = (i: number) => admitSubmission(database.sql, claim(user.id, i, { rate, maxActive: 100 }));
@@ -49,10 +50,29 @@ describe('admission state in Postgres', () => {
     for (let i = 0; i < 4; i++) taken.push(await admit(i));
     expect(taken.map((t) => t.outcome)).toEqual(['admitted', 'admitted', 'admitted', 'rate_limited']);
     expect((taken[3] as { tokens: number }).tokens).toBeLessThan(1);
-    await new Promise((r) => setTimeout(r, 450)); // about two tokens at 5/s
-    const level = await peekRequestTokens(database.sql, `test:${user.id}`, rate);
-    expect(level).toBeGreaterThanOrEqual(1.5);
-    expect(level).toBeLessThanOrEqual(3);
+
+    // The level at two instants of the database's own clock (a transaction's now() is the one the peek used): it rose by
+    // the rate times the time between them, up to the burst.
+    const levelAt = async () => {
+      const connection = await database.sql.reserve();
+      try {
+        await connection`begin`;
+        const level = await peekRequestTokens(connection, `test:${user.id}`, rate);
+        const [{ at }] = await connection<{ at: number }[]>`select extract(epoch from now())::float8 as at`;
+        await connection`commit`;
+        return { level, at };
+      } finally {
+        connection.release();
+      }
+    };
+    const first = await levelAt();
+    const second = await eventually(async () => {
+      const next = await levelAt();
+      return next.at > first.at ? next : undefined;
+    });
+    expect(second.level).toBeCloseTo(Math.min(rate.burst, first.level + (second.at - first.at) * rate.perSecond), 5);
+
+    await eventually(async () => ((await peekRequestTokens(database.sql, `test:${user.id}`, rate)) >= 1 ? true : undefined), { what: 'a token' });
     expect((await admit(4)).outcome).toBe('admitted');
   });
 

@@ -1,6 +1,7 @@
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
 import { readCapacity } from '../dispatch/capacity';
+import { PoolSummaryCache } from './pool-summary-cache';
 
 /**
  * Queue position and ETA of queued jobs, computed when read. Temporal's fairness serves backlogged users in proportion to
@@ -47,21 +48,8 @@ export function etaSeconds(position: number, estimate: ServiceEstimate): number 
 const ESTIMATE_CACHE_MS = 1_000;
 /** Completions the mean GPU time is taken over (the latest ones within the window). */
 const ESTIMATE_SAMPLE = 200;
-/**
- * How long the pool's queue summary (every user's queued jobs, by tier) is reused. Reading it costs time in proportion to
- * the backlog, so it is read at most once per SUMMARY_MIN_AGE_MS (or ten times its last read's duration, when that is
- * longer) per API process however many submits and reads arrive, and again only when the change feed's newest event id
- * moved since (one index probe, at most once per SUMMARY_MIN_AGE_MS) or SUMMARY_MAX_AGE_MS passed (an event with a lower
- * id may commit after a higher one was seen).
- */
-const SUMMARY_MIN_AGE_MS = 250;
-const SUMMARY_MAX_AGE_MS = 1_000;
-
+/** Each user's queued jobs, and each tier's total; what this process admitted since the read is added to both. */
 interface PoolSummary {
-  at: number;
-  /** The change feed's newest event id, read just before the summary. */
-  eventId: number;
-  /** Each user's queued jobs, and each tier's total; what this process admitted since the read is added to both. */
   users: Map<string, UserQueue>;
   byTier: Map<string, number>;
 }
@@ -112,80 +100,27 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
     return value;
   }
 
-  let summary: PoolSummary | undefined;
-  let reading: Promise<PoolSummary> | undefined;
-  /** How long the last read took: a summary is never re-read sooner than 10 such reads, so it costs at most a tenth of a core. */
-  let lastReadMs = 0;
-  /** When the change feed last showed nothing new since the summary; shared by concurrent callers. */
-  let checkedAt = 0;
-  let checking: Promise<number> | undefined;
-
-  const newestEventId = async () => {
-    const [row] = await sql<{ id: string | null }[]>`select max(id) as id from generation_events`;
-    return Number(row?.id ?? 0);
-  };
-
   /** Each user's queued jobs in the pool (how many, their weight, since when) and each tier's total; one grouped read. */
   async function readSummary(): Promise<PoolSummary> {
-    const at = Date.now();
-    const eventId = await newestEventId();
     const rows = await sql<{ user_id: string; tier: string; weight: number; queued: number; oldest_ms: number }[]>`
       select e.user_id, e.tier, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
              (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
       from generations g join gpu_queue_entries e on e.job_id = g.id
       where g.status_rank = 0 and e.pool = ${pool}
       group by e.user_id, e.tier`;
-    const read: PoolSummary = { at, eventId, users: new Map(), byTier: new Map() };
+    const read: PoolSummary = { users: new Map(), byTier: new Map() };
     for (const row of rows) addQueued(read, row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
-    lastReadMs = Date.now() - at;
     return read;
   }
 
-  /** Read again no sooner than this after a read: at least SUMMARY_MIN_AGE_MS, and ten times the last read's duration. */
-  const minAge = () => Math.max(SUMMARY_MIN_AGE_MS, 10 * lastReadMs);
+  const newestEventId = async () => {
+    const [row] = await sql<{ id: string | null }[]>`select max(id) as id from generation_events`;
+    return Number(row?.id ?? 0);
+  };
 
-  /** Whether the summary can be used as it is: young enough, or nothing changed in the change feed since it was read. */
-  async function stillCurrent(current: PoolSummary): Promise<boolean> {
-    const now = Date.now();
-    const age = now - current.at;
-    if (age < minAge()) return true;
-    if (age >= Math.max(SUMMARY_MAX_AGE_MS, minAge())) return false;
-    if (now - checkedAt < minAge()) return true;
-    checking ??= newestEventId().finally(() => (checking = undefined));
-    if ((await checking) !== current.eventId) return false;
-    checkedAt = Date.now();
-    return true;
-  }
-
-  /** Reads the summary now; concurrent callers share one read. */
-  async function readNow(): Promise<PoolSummary> {
-    reading ??= readSummary().finally(() => (reading = undefined));
-    const next = await reading;
-    if (!summary || next.at >= summary.at) summary = next;
-    return next;
-  }
-
-  let revalidating: Promise<void> | undefined;
-
-  /**
-   * The summary. `current` (reads): read again first when it may be out of date (see SUMMARY_MIN_AGE_MS). `cached` (the
-   * submit path): the one in hand at once, with the check and any read in the background, so no submit waits for a read
-   * of the whole backlog; the next caller gets the new one. `fresh`: read now.
-   */
-  async function poolSummary(mode: 'current' | 'cached' | 'fresh'): Promise<PoolSummary> {
-    if (mode === 'fresh' || !summary) return readNow();
-    if (mode === 'current') return (await stillCurrent(summary)) ? summary : readNow();
-    if (Date.now() - summary.at >= minAge()) {
-      const held = summary;
-      revalidating ??= (async () => {
-        if (!(await stillCurrent(held))) await readNow();
-      })()
-        // A failed read is tried again by the next caller; the summary in hand serves meanwhile.
-        .catch(() => undefined)
-        .finally(() => (revalidating = undefined));
-    }
-    return summary;
-  }
+  /** The pool summary, read again only after the change feed moved (pool-summary-cache.ts has the rules). */
+  const summaries = new PoolSummaryCache<PoolSummary>({ newestEventId, read: readSummary });
+  const poolSummary = async (mode: 'current' | 'cached' | 'fresh') => (await summaries.get(mode)).value;
 
   /**
    * Jobs of the tier waiting for a GPU in this pool, by the summary in hand (with what this process admitted since).
@@ -202,6 +137,7 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * read).
    */
   function noteAdmitted({ userId, tier, weight, createdAt }: { userId: string; tier: string; weight: number; createdAt: Date }): void {
+    const summary = summaries.inHand();
     if (summary) addQueued(summary, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
   }
 

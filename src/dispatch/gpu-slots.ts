@@ -3,15 +3,15 @@ import type { ActivitySlotInfo, CustomSlotSupplier, SlotPermit, SlotReleaseConte
 import type { Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { GPU_SLOTS_CHANNEL } from './capacity';
+import { GpuSlotBook, type SlotCommand, type SlotEffect } from './gpu-slot-book';
 import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, unclaimSlotLease, userServedSince, type LeaseRef } from './slot-leases';
 
 /**
  * The GPU dispatcher's activity slot supplier. The SDK asks for a slot before it polls the `gpu` queue; a slot is granted
  * only when a Postgres lease of the pool can be taken, so while the pool is full nobody polls and tasks wait in Temporal's
  * backlog, where the server's fairness orders them. When a slot is released, the lease is deleted and every dispatcher
- * is told (LISTEN/NOTIFY) so the next one polls at once.
- *
- * Leases are fungible within one dispatcher: a permit owns "a lease", and a starting activity claims any unclaimed one.
+ * is told (LISTEN/NOTIFY) so the next one polls at once. Which leases are held, and what each call does to them, is kept
+ * by gpu-slot-book.ts; this class performs its effects.
  */
 export interface GpuSlotsOptions {
   pool: string;
@@ -38,25 +38,24 @@ interface ReserveWaiter {
 
 const newLeaseId = () => `lease_${randomBytes(10).toString('hex')}`;
 
+/** The supplier: the SDK's calls go to the bookkeeping (gpu-slot-book.ts), whose effects are performed here against Postgres. */
 export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   readonly type = 'custom' as const;
-  /** Leases this dispatcher holds, and the job on each (null: waiting for a task). */
-  private readonly held = new Map<string, string | null>();
-  private readonly reserveWaiters: ReserveWaiter[] = [];
-  /** Permits the SDK has put to use (a task arrived); the others wait in a poll. */
-  private usedPermits = 0;
+  private readonly book: GpuSlotBook;
+  /** Reservations not granted yet, by the number the bookkeeping knows them by. */
+  private readonly reserveWaiters = new Map<number, ReserveWaiter>();
+  private nextWaiter = 0;
   /** Each lease's last unclaim in flight: a new claim of that lease must land after it, never before. */
   private readonly unclaims = new Map<string, Promise<void>>();
-  private pumping = false;
-  private kickAgain = false;
-  private stopped = false;
   private timers: NodeJS.Timeout[] = [];
   private unlisten?: () => Promise<void>;
 
   constructor(
     private readonly sql: Sql,
     private readonly options: GpuSlotsOptions,
-  ) {}
+  ) {
+    this.book = new GpuSlotBook(options.maxIdle);
+  }
 
   get pool(): string {
     return this.options.pool;
@@ -64,30 +63,31 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
 
   /** Leases held now, and how many carry a job. */
   snapshot(): { held: number; claimed: number } {
-    return { held: this.held.size, claimed: [...this.held.values()].filter((job) => job !== null).length };
+    return this.book.snapshot();
   }
 
   async start(): Promise<void> {
     const { unlisten } = await this.sql.listen(GPU_SLOTS_CHANNEL, (pool) => {
-      if (pool === this.options.pool) this.changed();
+      if (pool === this.options.pool) this.run({ type: 'changed' });
     });
     this.unlisten = unlisten;
     const recheckMs = this.options.recheckMs ?? 1_000;
-    this.timers.push(setInterval(() => this.changed(), recheckMs));
+    this.timers.push(setInterval(() => this.run({ type: 'changed' }), recheckMs));
     this.timers.push(setInterval(() => void this.renew(), Math.max(200, this.options.leaseTtlMs / 3)));
   }
 
   /** Stops granting slots and gives back every lease still held (the worker has finished its tasks by now). */
   async stop(): Promise<void> {
-    this.stopped = true;
     for (const timer of this.timers) clearInterval(timer);
-    for (const waiter of this.reserveWaiters.splice(0)) waiter.reject(new Error('the GPU dispatcher is stopping'));
-    this.changed();
+    const effects = this.book.apply({ type: 'stop' });
+    this.perform(effects.filter((effect) => effect.type !== 'giveBackAll'));
     await this.unlisten?.().catch(() => undefined);
-    await releaseDispatcherLeases(this.sql, this.options.dispatcherId).catch((err: unknown) =>
-      this.options.logger.warn({ err }, 'could not give back GPU slot leases; they expire on their own'),
-    );
-    this.held.clear();
+    if (effects.some((effect) => effect.type === 'giveBackAll')) {
+      await releaseDispatcherLeases(this.sql, this.options.dispatcherId).catch((err: unknown) =>
+        this.options.logger.warn({ err }, 'could not give back GPU slot leases; they expire on their own'),
+      );
+    }
+    this.book.apply({ type: 'stopped' });
   }
 
   // ---- CustomSlotSupplier: called by the SDK ----
@@ -95,19 +95,11 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   reserveSlot(_ctx: unknown, abortSignal: AbortSignal): Promise<SlotPermit> {
     return new Promise<GpuSlotPermit>((resolve, reject) => {
       if (abortSignal.aborted) return reject(abortSignal.reason);
-      const waiter: ReserveWaiter = {
-        resolve,
-        reject,
-        signal: abortSignal,
-        onAbort: () => {
-          const index = this.reserveWaiters.indexOf(waiter);
-          if (index >= 0) this.reserveWaiters.splice(index, 1);
-          reject(abortSignal.reason);
-        },
-      };
-      abortSignal.addEventListener('abort', waiter.onAbort, { once: true });
-      this.reserveWaiters.push(waiter);
-      this.kick();
+      const waiter = this.nextWaiter++;
+      const onAbort = () => this.run({ type: 'abandon', waiter });
+      this.reserveWaiters.set(waiter, { resolve, reject, signal: abortSignal, onAbort });
+      abortSignal.addEventListener('abort', onAbort, { once: true });
+      this.run({ type: 'reserve', waiter });
     });
   }
 
@@ -117,20 +109,12 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   }
 
   markSlotUsed(): void {
-    this.usedPermits++;
-    this.kick(); // one fewer idle lease: a waiting poller may take one
+    this.run({ type: 'markUsed' });
   }
 
   releaseSlot(ctx: SlotReleaseContext<ActivitySlotInfo>): void {
     const { leaseId } = ctx.permit as GpuSlotPermit;
-    if (ctx.slotInfo !== undefined) this.usedPermits = Math.max(0, this.usedPermits - 1);
-    // Give back an idle lease: the permit's own if idle, else any idle one (the activity that ran has unclaimed its own).
-    const idle = this.held.get(leaseId) === null ? leaseId : [...this.held].find(([, job]) => job === null)?.[0];
-    const victim = idle ?? leaseId;
-    this.held.delete(victim);
-    releaseSlotLease(this.sql, victim)
-      .catch((err: unknown) => this.options.logger.warn({ err, leaseId: victim }, 'could not release a GPU slot lease; it expires on its own'))
-      .finally(() => this.changed());
+    this.run({ type: 'release', leaseId, used: ctx.slotInfo !== undefined });
   }
 
   // ---- Claims: called around each GPU activity (see claim-interceptor.ts) ----
@@ -141,15 +125,15 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
    * exists. Returns the lease id to unclaim, or undefined when the pool is full.
    */
   async claim(jobId: string, { force }: { force: boolean }): Promise<string | undefined> {
-    const leaseId = [...this.held].find(([, job]) => job === null)?.[0];
-    if (leaseId === undefined) throw new Error('no GPU slot lease to claim: the slot supplier and the activities disagree');
-    this.held.set(leaseId, jobId);
+    const [effect] = this.book.apply({ type: 'claim', jobId });
+    const leaseId = effect.type === 'claim' ? effect.leaseId : undefined;
+    if (leaseId === undefined) throw new Error(`unexpected effect of a claim: ${effect.type}`);
     let claimed = false;
     try {
       await this.unclaims.get(leaseId);
       claimed = await claimSlotLease(this.sql, this.leaseRef(leaseId), jobId, force);
     } finally {
-      if (!claimed && this.held.has(leaseId)) this.held.set(leaseId, null);
+      if (!claimed) this.book.apply({ type: 'claimFailed', leaseId });
     }
     if (claimed) return leaseId;
     this.options.logger.info({ jobId, pool: this.options.pool }, 'GPU capacity fell: the job goes back to the queue');
@@ -162,8 +146,73 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
   }
 
   unclaim(leaseId: string): void {
-    if (!this.held.has(leaseId)) return;
-    this.held.set(leaseId, null);
+    this.run({ type: 'unclaim', leaseId });
+  }
+
+  // ---- internals: performing the bookkeeping's effects ----
+
+  private run(command: SlotCommand): void {
+    this.perform(this.book.apply(command));
+  }
+
+  private perform(effects: SlotEffect[]): void {
+    for (const effect of effects) {
+      switch (effect.type) {
+        case 'acquire':
+          void this.acquire();
+          break;
+        case 'grant': {
+          const waiter = this.takeWaiter(effect.waiter);
+          waiter?.signal.removeEventListener('abort', waiter.onAbort);
+          waiter?.resolve({ leaseId: effect.leaseId });
+          break;
+        }
+        case 'refuse': {
+          const waiter = this.takeWaiter(effect.waiter);
+          waiter?.reject(effect.reason === 'abandoned' ? waiter.signal.reason : new Error('the GPU dispatcher is stopping'));
+          break;
+        }
+        case 'giveBack':
+          releaseSlotLease(this.sql, effect.leaseId)
+            .catch((err: unknown) => this.options.logger.warn({ err, leaseId: effect.leaseId }, 'could not release a GPU slot lease; it expires on its own'))
+            .finally(() => this.run({ type: 'changed' }));
+          break;
+        case 'unclaim':
+          this.writeUnclaim(effect.leaseId);
+          break;
+        case 'leasesLost':
+          // Only a pause longer than the TTL (a stalled process, Postgres unreachable) loses leases; claims re-create them.
+          this.options.logger.error({ lost: effect.leaseIds, pool: this.options.pool }, 'GPU slot leases expired while held');
+          break;
+        case 'claim':
+        case 'giveBackAll':
+          throw new Error(`${effect.type} is performed by its caller`);
+      }
+    }
+  }
+
+  private takeWaiter(id: number): ReserveWaiter | undefined {
+    const waiter = this.reserveWaiters.get(id);
+    this.reserveWaiters.delete(id);
+    return waiter;
+  }
+
+  private leaseRef(leaseId: string): LeaseRef {
+    return { pool: this.options.pool, dispatcherId: this.options.dispatcherId, leaseId, ttlMs: this.options.leaseTtlMs };
+  }
+
+  private async acquire(): Promise<void> {
+    const leaseId = newLeaseId();
+    let acquired = false;
+    try {
+      acquired = await acquireSlotLease(this.sql, this.leaseRef(leaseId));
+    } catch (err) {
+      this.options.logger.warn({ err, pool: this.options.pool }, 'GPU slot lease acquisition failed; will try again');
+    }
+    this.run({ type: 'acquired', leaseId: acquired ? leaseId : null });
+  }
+
+  private writeUnclaim(leaseId: string): void {
     const written = unclaimSlotLease(this.sql, leaseId)
       .catch((err: unknown) => this.options.logger.warn({ err, leaseId }, 'could not unclaim a GPU slot lease'))
       .finally(() => {
@@ -172,60 +221,13 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
     this.unclaims.set(leaseId, written);
   }
 
-  // ---- internals ----
-
-  private leaseRef(leaseId: string): LeaseRef {
-    return { pool: this.options.pool, dispatcherId: this.options.dispatcherId, leaseId, ttlMs: this.options.leaseTtlMs };
-  }
-
-  private changed(): void {
-    this.kick();
-  }
-
-  /** One acquisition at a time per process; a kick during one makes the loop go round again. */
-  private kick(): void {
-    if (this.stopped || this.reserveWaiters.length === 0) return;
-    if (this.pumping) {
-      this.kickAgain = true;
-      return;
-    }
-    this.pumping = true;
-    void this.pump().finally(() => (this.pumping = false));
-  }
-
-  private async pump(): Promise<void> {
-    do {
-      this.kickAgain = false;
-      while (this.reserveWaiters.length > 0 && !this.stopped && this.held.size - this.usedPermits < this.options.maxIdle) {
-        const leaseId = newLeaseId();
-        let acquired = false;
-        try {
-          acquired = await acquireSlotLease(this.sql, this.leaseRef(leaseId));
-        } catch (err) {
-          this.options.logger.warn({ err, pool: this.options.pool }, 'GPU slot lease acquisition failed; will try again');
-        }
-        if (!acquired) break;
-        const waiter = this.reserveWaiters.shift();
-        if (!waiter || this.stopped) {
-          await releaseSlotLease(this.sql, leaseId).catch(() => undefined); // nobody wants it any more
-          break;
-        }
-        waiter.signal.removeEventListener('abort', waiter.onAbort);
-        this.held.set(leaseId, null);
-        waiter.resolve({ leaseId });
-      }
-    } while (this.kickAgain && this.reserveWaiters.length > 0 && !this.stopped);
-  }
-
   private async renew(): Promise<void> {
-    if (this.stopped || this.held.size === 0) return;
-    // Only leases held before the renewal and still held after it can have been lost (others came or went meanwhile).
-    const before = [...this.held.keys()];
+    const { stopped, held } = this.book.view;
+    if (stopped || held.size === 0) return;
+    const before = [...held.keys()];
     try {
       const kept = await renewSlotLeases(this.sql, this.options.dispatcherId, this.options.leaseTtlMs);
-      const lost = before.filter((id) => this.held.has(id) && !kept.has(id));
-      // Only a pause longer than the TTL (a stalled process, Postgres unreachable) loses leases; claims re-create them.
-      if (lost.length > 0) this.options.logger.error({ lost, pool: this.options.pool }, 'GPU slot leases expired while held');
+      this.run({ type: 'renewed', before, kept });
     } catch (err) {
       this.options.logger.warn({ err }, 'could not renew GPU slot leases');
     }

@@ -61,20 +61,33 @@ describe('GPU slot leases in Postgres', () => {
     expect(n).toBe(0);
   });
 
-  test('renewal keeps a holder’s leases alive and reports them; stopping gives them all back', async () => {
+  test('renewal keeps a holder’s leases a TTL ahead and reports those it lost; stopping gives the rest back', async () => {
     const pool = newPool();
     await ensurePool(database.sql, pool, 2);
     const a = lease(pool, 'holder', 400);
     const b = lease(pool, 'holder', 400);
     await acquireSlotLease(database.sql, a);
     await acquireSlotLease(database.sql, b);
-    for (let i = 0; i < 4; i++) {
-      await new Promise((r) => setTimeout(r, 150));
-      expect(await renewSlotLeases(database.sql, 'holder', 400)).toEqual(new Set([a.leaseId, b.leaseId]));
-    }
+    const expiries = async () =>
+      Object.fromEntries(
+        (await database.sql<{ id: string; at: number }[]>`
+          select id, extract(epoch from expires_at)::float8 * 1000 as at from gpu_slot_leases where dispatcher_id = 'holder'`).map((r) => [r.id, r.at]),
+      );
+    const before = await expiries();
+
+    // Renewed for a minute: each lease now ends a minute after the renewal, later than the 400 ms it was taken for.
+    expect(await renewSlotLeases(database.sql, 'holder', 60_000)).toEqual(new Set([a.leaseId, b.leaseId]));
+    const after = await expiries();
+    for (const id of [a.leaseId, b.leaseId]) expect(after[id] - before[id]).toBeGreaterThanOrEqual(60_000 - 400);
     expect(await acquireSlotLease(database.sql, lease(pool, 'other'))).toBe(false);
-    expect(await releaseDispatcherLeases(database.sql, 'holder')).toBe(2);
-    expect(await readSlotUse(database.sql, pool)).toEqual({ leased: 0, running: 0 });
+
+    // One expires (as it would in a pause longer than the TTL) and another dispatcher takes its slot: the renewal says so.
+    await database.sql`update gpu_slot_leases set expires_at = now() - interval '1 millisecond' where id = ${b.leaseId}`;
+    expect(await acquireSlotLease(database.sql, lease(pool, 'other'))).toBe(true);
+    expect(await renewSlotLeases(database.sql, 'holder', 60_000)).toEqual(new Set([a.leaseId]));
+
+    expect(await releaseDispatcherLeases(database.sql, 'holder')).toBe(1);
+    expect(await readSlotUse(database.sql, pool)).toEqual({ leased: 1, running: 0 });
   });
 
   test('after capacity falls, jobs are claimed only below the new number; a resumed job is counted anyway', async () => {

@@ -1,0 +1,205 @@
+import { PoolSummaryCache, SUMMARY_MAX_AGE_MS, SUMMARY_MIN_AGE_MS } from './pool-summary-cache';
+
+/** A promise the test settles when it chooses. */
+function deferred<T>() {
+  let resolve!: (value: T) => void;
+  let reject!: (reason: unknown) => void;
+  const promise = new Promise<T>((res, rej) => ((resolve = res), (reject = rej)));
+  return { promise, resolve, reject };
+}
+
+/**
+ * The pool summary's reuse rules, on a clock the test moves. Each read returns the read's number, so a test sees which
+ * read it got; the change feed's newest id is whatever `feed` says; `readMs` is how long a read takes on that clock.
+ */
+function setup() {
+  const world = { now: 10_000, feed: 1, readMs: 0, reads: 0, probes: 0, failNext: false };
+  const cache = new PoolSummaryCache<number>(
+    {
+      newestEventId: async () => {
+        world.probes++;
+        return world.feed;
+      },
+      read: async () => {
+        world.now += world.readMs;
+        if (world.failNext) {
+          world.failNext = false;
+          throw new Error('the read failed');
+        }
+        return ++world.reads;
+      },
+    },
+    () => world.now,
+  );
+  /** Probes made by reads count as part of the read; `probes` below are the checks of the feed alone. */
+  const checks = () => world.probes - world.reads;
+  const value = async (mode: 'current' | 'cached' | 'fresh') => (await cache.get(mode)).value;
+  /** Lets the background check and read of a `cached` call run. */
+  const settle = () => new Promise((resolve) => setImmediate(resolve));
+  return { world, cache, checks, value, settle };
+}
+
+describe('the pool summary cache', () => {
+  test('the first caller reads, and the summary carries the feed position read just before it', async () => {
+    const { world, cache } = setup();
+    world.feed = 7;
+    expect(cache.inHand()).toBeUndefined();
+    expect(await cache.get('current')).toEqual({ at: 10_000, eventId: 7, value: 1 });
+    expect(cache.inHand()).toBe(1);
+  });
+
+  test('an event that commits during a read makes the next check read again', async () => {
+    const { world, cache, value } = setup();
+    // The feed moves while the grouped read runs: the summary must carry the id from before it, not after.
+    const reading = cache.get('current');
+    world.feed = 2;
+    const first = await reading;
+    expect(first.eventId).toBe(1);
+    world.now = first.at + SUMMARY_MIN_AGE_MS;
+    expect(await value('current')).toBe(2);
+  });
+
+  test('within the minimum age it is reused without even a look at the feed', async () => {
+    const { world, checks, value } = setup();
+    await value('current');
+    world.feed = 2; // the feed moved, but the summary is young
+    world.now += SUMMARY_MIN_AGE_MS - 1;
+    expect(await value('current')).toBe(1);
+    expect(await value('cached')).toBe(1);
+    expect({ reads: world.reads, checks: checks() }).toEqual({ reads: 1, checks: 0 });
+  });
+
+  test('past the minimum age it is kept while the feed has not moved, with one look at it per minimum age', async () => {
+    const { world, checks, value } = setup();
+    await value('current');
+    world.now += SUMMARY_MIN_AGE_MS;
+    expect(await value('current')).toBe(1);
+    expect(checks()).toBe(1);
+    world.now += SUMMARY_MIN_AGE_MS - 1;
+    expect(await value('current')).toBe(1);
+    expect(checks()).toBe(1); // looked just now: not again
+    world.now += 1;
+    expect(await value('current')).toBe(1);
+    expect({ reads: world.reads, checks: checks() }).toEqual({ reads: 1, checks: 2 });
+  });
+
+  test('it is read again once the feed moved', async () => {
+    const { world, value } = setup();
+    await value('current');
+    world.now += SUMMARY_MIN_AGE_MS;
+    world.feed = 2;
+    expect(await value('current')).toBe(2);
+  });
+
+  test('at the maximum age it is read again even though the feed did not move', async () => {
+    const { world, checks, value } = setup();
+    await value('current');
+    world.now += SUMMARY_MAX_AGE_MS - 1;
+    expect(await value('current')).toBe(1);
+    world.now += 1;
+    const before = checks();
+    expect(await value('current')).toBe(2);
+    expect(checks()).toBe(before); // no look at the feed first: too old either way
+  });
+
+  test('a slow read stretches both ages to ten times its duration', async () => {
+    const { world, cache, checks, value } = setup();
+    world.readMs = 60; // the next reuse window is 600 ms from the read's start
+    const { at } = await cache.get('current');
+    world.now = at + 599;
+    expect(await value('current')).toBe(1);
+    expect(checks()).toBe(0);
+    world.now = at + 600;
+    expect(await value('current')).toBe(1);
+    expect(checks()).toBe(1);
+
+    world.readMs = 150; // 1.5 s: longer than the maximum age, which stretches with it
+    world.now = at + SUMMARY_MAX_AGE_MS;
+    const slow = await cache.get('current');
+    expect(slow.value).toBe(2);
+    world.readMs = 0;
+    world.feed = 2;
+    world.now = slow.at + SUMMARY_MAX_AGE_MS;
+    expect(await value('current')).toBe(2); // 1 s old, under the stretched 1.5 s: not even a look at the feed
+    expect(checks()).toBe(1);
+    world.now = slow.at + 1_500;
+    expect(await value('current')).toBe(3);
+  });
+
+  test('concurrent callers share one read, and one look at the feed', async () => {
+    const { world, checks, value } = setup();
+    expect(await Promise.all([value('fresh'), value('current'), value('fresh')])).toEqual([1, 1, 1]);
+    expect(world.reads).toBe(1);
+    world.now += SUMMARY_MIN_AGE_MS;
+    expect(await Promise.all([value('current'), value('current'), value('current')])).toEqual([1, 1, 1]);
+    expect(checks()).toBe(1);
+  });
+
+  test('`fresh` reads now, whatever the age', async () => {
+    const { value } = setup();
+    await value('current');
+    expect(await value('fresh')).toBe(2);
+    expect(await value('fresh')).toBe(3);
+  });
+
+  test('`cached` answers with the summary in hand and leaves the check and the read to the background', async () => {
+    const { world, value, settle } = setup();
+    await value('current');
+    world.feed = 2;
+    world.now += SUMMARY_MIN_AGE_MS;
+    expect(await value('cached')).toBe(1); // at once, though the feed moved
+    await settle();
+    expect(world.reads).toBe(2);
+    expect(await value('cached')).toBe(2); // the next caller gets the new one
+  });
+
+  test('`cached` callers during a background read share it', async () => {
+    const gate = deferred<void>();
+    const world = { now: 0, feed: 1, reads: 0 };
+    const cache = new PoolSummaryCache<number>(
+      {
+        newestEventId: async () => world.feed,
+        read: async () => {
+          if (world.reads > 0) await gate.promise;
+          return ++world.reads;
+        },
+      },
+      () => world.now,
+    );
+    await cache.get('current');
+    world.now += SUMMARY_MAX_AGE_MS;
+    for (let i = 0; i < 5; i++) expect((await cache.get('cached')).value).toBe(1);
+    gate.resolve();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(world.reads).toBe(2);
+    expect((await cache.get('cached')).value).toBe(2);
+  });
+
+  test('a failed read reaches a `current` caller, keeps the summary in hand, and the next caller reads again', async () => {
+    const { world, value, cache, settle } = setup();
+    await value('current');
+    world.now += SUMMARY_MAX_AGE_MS;
+    world.failNext = true;
+    await expect(value('current')).rejects.toThrow('the read failed');
+    expect(cache.inHand()).toBe(1);
+    expect(await value('current')).toBe(2);
+
+    // On the submit path the failure is swallowed: the summary in hand serves, and the next caller tries again.
+    world.now += SUMMARY_MAX_AGE_MS;
+    world.failNext = true;
+    expect(await value('cached')).toBe(2);
+    await settle();
+    expect(await value('cached')).toBe(2);
+    await settle();
+    expect(await value('cached')).toBe(3);
+  });
+
+  test('what this process admits is added to the summary in hand, until the next read replaces it', async () => {
+    const world = { now: 0 };
+    const cache = new PoolSummaryCache<{ queued: number }>({ newestEventId: async () => 1, read: async () => ({ queued: 5 }) }, () => world.now);
+    await cache.get('current');
+    cache.inHand()!.queued += 1;
+    expect((await cache.get('cached')).value).toEqual({ queued: 6 });
+    expect((await cache.get('fresh')).value).toEqual({ queued: 5 });
+  });
+});

@@ -13,8 +13,8 @@ import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig } from '../src/config';
 import { createDatabase } from '../src/db/client';
 import { startEmbeddedPostgres } from '../src/db/embedded';
-import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
+import { migrate } from '../src/migrate';
 import { isPortFree } from './lib/ports';
 import { serviceNodeOptions } from '../src/lib/node-options';
 import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-server';
@@ -82,7 +82,7 @@ async function main(): Promise<void> {
       stoppers.push({ name: 'postgres', stop: pg.stop });
       databaseUrl = pg.url;
     }
-    await runMigrations(databaseUrl);
+    await migrate({ databaseUrl, temporal: { ...config.temporal, address: temporalAddress }, logger });
     const demoKey = await ensureDemoUser(databaseUrl, path.join(dataDir, 'demo-api-key'), config.generation.creditGrants.pro ?? 0);
     const adminApiKey = config.api.adminApiKey ?? `vgadmin_${randomBytes(24).toString('base64url')}`;
 

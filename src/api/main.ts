@@ -3,15 +3,16 @@ import type { Server } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import { loadConfig, type Config } from '../config';
 import { createDatabase } from '../db/client';
-import { runMigrations } from '../db/migrate';
 import { requireDatabaseUrl } from '../db/client';
 import { createLogger, type Logger } from '../lib/logger';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
 
-/** Starts the API on config.api.port (0 picks a free port); resolves once it listens. */
+/**
+ * Starts the API on config.api.port (0 picks a free port); resolves once it listens. The database must be migrated
+ * already: the migrate step (`npm run migrate`, src/migrate.ts) runs before the services, never on their boot.
+ */
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
-  await runMigrations(databaseUrl);
   const database = createDatabase(databaseUrl);
   // Lazy: the API starts (and answers 503 on submit) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });

@@ -50,9 +50,16 @@ export async function reserveCredits(tx: Tx, userId: string, jobId: string, amou
   }
 }
 
-/** Undoes a reservation whose job never started (its workflow could not be created): as if it never happened. */
+/**
+ * Undoes a reservation whose job never started (its workflow could not be created): as if it never happened. A settled
+ * one is never undone: its job ran.
+ */
 export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
-  const [entry] = await tx.delete(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId))).returning();
+  const key = reserveKey(jobId);
+  const [entry] = await tx
+    .delete(creditLedger)
+    .where(and(eq(creditLedger.entryKey, key), sql`not exists (select 1 from credit_ledger s where s.entry_key = ${settleKey(key)})`))
+    .returning();
   if (!entry) return;
   await tx
     .update(creditAccounts)

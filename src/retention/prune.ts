@@ -1,0 +1,294 @@
+import type { Sql } from '../db/client';
+
+/**
+ * What retention deletes, table by table, as the SQL of one batch each (written once here, tested against real
+ * Postgres). A batch is one statement in its own short transaction, bounded to `limit` rows of its table, read through
+ * an index (or a primary-key range), and re-checks its condition on each row it deletes, so a row that became current
+ * meanwhile (a delivery replayed, a bucket taken from) stays. Only finished things go: an unfinished job, its events
+ * and queue entry, a pending delivery and an open reservation are never deleted.
+ */
+export interface RetentionWindows {
+  /** Finished jobs (with their idempotency keys) and change-feed events. */
+  jobsDays: number;
+  notificationsDays: number;
+  /** Finished webhook deliveries and their attempts; deleted endpoints once their deliveries are gone. */
+  deliveriesDays: number;
+  /** Settled job entries of the credit ledger. */
+  ledgerDays: number;
+  /** Revoked API keys. */
+  apiKeysDays: number;
+  /** How long the queue ETA reads a finished job's queue entry (QUEUE_ETA_WINDOW_MS). */
+  etaWindowMs: number;
+  /** A rate-limit bucket idle this long has refilled (burst / rate): deleting it changes nothing. */
+  bucketRefillMs: number;
+  /** A slot lease expired this long ago is dead for good (GPU_LEASE_TTL_MS). */
+  leaseTtlMs: number;
+}
+
+/** What one batch did: rows deleted per table, and where the next batch starts (primary-key scans). */
+export interface BatchOutcome {
+  deleted: Record<string, number>;
+  /** The batch's main table and how many of its rows it deleted (never more than the limit). */
+  rows: number;
+  done: boolean;
+  cursor?: string;
+}
+
+export interface PruneStep {
+  /** The step's main table. */
+  table: string;
+  /** Where a primary-key scan starts; undefined for steps that read the oldest rows by an index each time. */
+  start?: string;
+  batch(sql: Sql, w: RetentionWindows, limit: number, cursor: string | undefined): Promise<BatchOutcome>;
+}
+
+const days = (n: number) => `${n} days`;
+const ms = (n: number) => `${n} milliseconds`;
+
+/** A batch of an index-ordered step: done once it found fewer rows than it may take. */
+const ordered = (table: string, rows: number, limit: number, deleted: Record<string, number> = {}): BatchOutcome => ({
+  deleted: { [table]: rows, ...deleted },
+  rows,
+  done: rows < limit,
+});
+
+export const PRUNE_STEPS: PruneStep[] = [
+  {
+    table: 'notifications',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with gone as (
+          delete from notifications where id in (
+            select id from notifications where created_at < now() - ${days(w.notificationsDays)}::interval order by created_at limit ${limit}
+          ) and created_at < now() - ${days(w.notificationsDays)}::interval
+          returning 1
+        )
+        select count(*)::int as n from gone`;
+      return ordered('notifications', r.n, limit);
+    },
+  },
+  {
+    // Finished deliveries by when they finished (a replay makes one pending again, and its window starts anew).
+    table: 'webhook_deliveries',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number; attempts: number }[]>`
+        with doomed as (
+          select id from webhook_deliveries
+          where status <> 'pending' and updated_at < now() - ${days(w.deliveriesDays)}::interval
+          order by updated_at limit ${limit}
+          for update skip locked
+        ), attempts as (
+          delete from webhook_delivery_attempts a using doomed d where a.delivery_id = d.id returning 1
+        ), gone as (
+          delete from webhook_deliveries x using doomed d where x.id = d.id returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from attempts)::int as attempts`;
+      return ordered('webhook_deliveries', r.n, limit, { webhook_delivery_attempts: r.attempts });
+    },
+  },
+  {
+    // Events in id order, which is commit order: the scan stops at the first batch with nothing old enough.
+    table: 'generation_events',
+    start: '0',
+    async batch(sql, w, limit, cursor = '0') {
+      const [r] = await sql<{ n: number; old: number; scanned: number; last: string | null }[]>`
+        with batch as (
+          select id, job_id, created_at < now() - ${days(w.jobsDays)}::interval as old
+          from generation_events where id > ${cursor}::bigint order by id limit ${limit}
+        ), gone as (
+          delete from generation_events e using batch b
+          where e.id = b.id and b.old
+            and not exists (select 1 from generations g where g.id = b.job_id and g.status_rank < 2)
+          returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) filter (where old) from batch)::int as old,
+               (select count(*) from batch)::int as scanned, (select max(id) from batch)::text as last`;
+      return { deleted: { generation_events: r.n }, rows: r.n, done: r.scanned < limit || r.old === 0, cursor: r.last ?? cursor };
+    },
+  },
+  {
+    // The queue ETA reads the pool of recent completions from their entries: an entry goes once its job has been
+    // finished for the ETA's window (or has no row: undone). Queued and running jobs keep theirs.
+    table: 'gpu_queue_entries',
+    start: '',
+    async batch(sql, w, limit, cursor = '') {
+      const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
+        with batch as (
+          select job_id from gpu_queue_entries where job_id > ${cursor} order by job_id limit ${limit}
+        ), gone as (
+          delete from gpu_queue_entries e using batch b
+          where e.job_id = b.job_id
+            and not exists (
+              select 1 from generations g
+              where g.id = e.job_id and (g.status_rank < 2 or g.completed_at >= now() - ${ms(w.etaWindowMs)}::interval)
+            )
+          returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(job_id) from batch) as last`;
+      return { deleted: { gpu_queue_entries: r.n }, rows: r.n, done: r.scanned < limit, cursor: r.last ?? cursor };
+    },
+  },
+  {
+    // A finished job, oldest completion first, with what hangs off its id: its idempotency key (so a key lives exactly as
+    // long as its job: a reused key names the same id, which must then be free), queue entry, notification and finished
+    // deliveries. Its ledger entries stay for the ledger's window, their keys stamped with the job's creation time so
+    // that a new job under the same id reserves and settles under its own. Deleting it changes no count
+    // (drizzle/0016) and no change-feed event is written (the feed's trigger is on insert and update).
+    table: 'generations',
+    async batch(sql, w, limit) {
+      const [r] = await sql<Record<'n' | 'keys' | 'entries' | 'inbox' | 'deliveries' | 'attempts', number>[]>`
+        with doomed as (
+          select id, created_at from generations
+          where completed_at < now() - ${days(w.jobsDays)}::interval and status_rank = 2
+          order by completed_at limit ${limit}
+          for update skip locked
+        ), keys as (
+          delete from idempotency_keys k using doomed d where k.job_id = d.id returning 1
+        ), entries as (
+          delete from gpu_queue_entries e using doomed d where e.job_id = d.id returning 1
+        ), inbox as (
+          delete from notifications n using doomed d where n.job_id = d.id returning 1
+        ), attempts as (
+          delete from webhook_delivery_attempts a using webhook_deliveries x, doomed d
+          where x.job_id = d.id and x.status <> 'pending' and a.delivery_id = x.id returning 1
+        ), deliveries as (
+          delete from webhook_deliveries x using doomed d where x.job_id = d.id and x.status <> 'pending' returning 1
+        ), ledger as (
+          update credit_ledger l
+          set entry_key = d.id || '~' || (extract(epoch from d.created_at) * 1000)::bigint || substr(l.entry_key, length(d.id) + 1)
+          from doomed d where l.job_id = d.id and starts_with(l.entry_key, d.id || ':')
+          returning 1
+        ), gone as (
+          delete from generations g using doomed d where g.id = d.id returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from keys)::int as keys, (select count(*) from entries)::int as entries,
+               (select count(*) from inbox)::int as inbox, (select count(*) from deliveries)::int as deliveries,
+               (select count(*) from attempts)::int as attempts`;
+      return ordered('generations', r.n, limit, {
+        idempotency_keys: r.keys,
+        gpu_queue_entries: r.entries,
+        notifications: r.inbox,
+        webhook_deliveries: r.deliveries,
+        webhook_delivery_attempts: r.attempts,
+      });
+    },
+  },
+  {
+    // A settlement and its reservation, once both are past the window; grants stay (the accounts balance against them),
+    // and so does a reservation never settled.
+    table: 'credit_ledger',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with settled as (
+          select id, entry_key from credit_ledger
+          where kind in ('capture', 'release') and created_at < now() - ${days(w.ledgerDays)}::interval
+          order by created_at limit ${limit}
+        ), reserves as (
+          delete from credit_ledger l using settled s
+          where l.entry_key = left(s.entry_key, -length(':settle')) and l.kind = 'reserve' returning 1
+        ), gone as (
+          delete from credit_ledger l using settled s where l.id = s.id returning 1
+        )
+        select ((select count(*) from gone) + (select count(*) from reserves))::int as n`;
+      return { deleted: { credit_ledger: r.n }, rows: r.n, done: r.n < limit };
+    },
+  },
+  {
+    table: 'rate_limit_buckets',
+    start: '',
+    async batch(sql, w, limit, cursor = '') {
+      const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
+        with batch as (
+          select bucket_key from rate_limit_buckets where bucket_key > ${cursor} order by bucket_key limit ${limit}
+        ), gone as (
+          delete from rate_limit_buckets x using batch b
+          where x.bucket_key = b.bucket_key and x.refilled_at < now() - ${ms(w.bucketRefillMs)}::interval
+          returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(bucket_key) from batch) as last`;
+      return { deleted: { rate_limit_buckets: r.n }, rows: r.n, done: r.scanned < limit, cursor: r.last ?? cursor };
+    },
+  },
+  {
+    // A user with nothing active whose last job was before yesterday (UTC): no row reads as all zeros.
+    table: 'user_job_counts',
+    start: '',
+    async batch(sql, _w, limit, cursor = '') {
+      const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
+        with batch as (
+          select user_id from user_job_counts where user_id > ${cursor} order by user_id limit ${limit}
+        ), gone as (
+          delete from user_job_counts c using batch b
+          where c.user_id = b.user_id and c.active = 0 and c.queued = 0 and c.day < (now() at time zone 'UTC')::date - 1
+          returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(user_id) from batch) as last`;
+      return { deleted: { user_job_counts: r.n }, rows: r.n, done: r.scanned < limit, cursor: r.last ?? cursor };
+    },
+  },
+  {
+    table: 'gpu_slot_leases',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with gone as (
+          delete from gpu_slot_leases where id in (
+            select id from gpu_slot_leases where expires_at < now() - ${ms(w.leaseTtlMs)}::interval limit ${limit}
+          ) and expires_at < now() - ${ms(w.leaseTtlMs)}::interval
+          returning 1
+        )
+        select count(*)::int as n from gone`;
+      return ordered('gpu_slot_leases', r.n, limit);
+    },
+  },
+  {
+    table: 'api_keys',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with gone as (
+          delete from api_keys where id in (
+            select id from api_keys where revoked_at < now() - ${days(w.apiKeysDays)}::interval order by revoked_at limit ${limit}
+          )
+          returning 1
+        )
+        select count(*)::int as n from gone`;
+      return ordered('api_keys', r.n, limit);
+    },
+  },
+  {
+    // A deleted endpoint is kept while deliveries (its log) refer to it.
+    table: 'webhook_endpoints',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with gone as (
+          delete from webhook_endpoints p where p.id in (
+            select id from webhook_endpoints q
+            where deleted_at < now() - ${days(w.deliveriesDays)}::interval and not exists (select 1 from webhook_deliveries x where x.endpoint_id = q.id)
+            order by deleted_at limit ${limit}
+          ) and not exists (select 1 from webhook_deliveries x where x.endpoint_id = p.id)
+          returning 1
+        )
+        select count(*)::int as n from gone`;
+      return ordered('webhook_endpoints', r.n, limit);
+    },
+  },
+];
+
+/** The windows of a configuration. */
+export function retentionWindows(config: {
+  retention: { jobsDays: number; notificationsDays: number; deliveriesDays: number; ledgerDays: number; apiKeysDays: number };
+  admission: { etaWindowMs: number; burst: number; refillPerSecond: number };
+  dispatch: { leaseTtlMs: number };
+}): RetentionWindows {
+  const { jobsDays, notificationsDays, deliveriesDays, ledgerDays, apiKeysDays } = config.retention;
+  return {
+    jobsDays,
+    notificationsDays,
+    deliveriesDays,
+    ledgerDays,
+    apiKeysDays,
+    etaWindowMs: config.admission.etaWindowMs,
+    // At least a minute, whatever the rate: a bucket taken from within the last minute is never deleted.
+    bucketRefillMs: Math.max(60_000, Math.ceil((config.admission.burst / config.admission.refillPerSecond) * 1000)),
+    leaseTtlMs: config.dispatch.leaseTtlMs,
+  };
+}

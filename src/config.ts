@@ -119,7 +119,7 @@ const envSchema = z.object({
   RETENTION_API_KEYS_DAYS: z.coerce.number().int().min(1).default(30),
   RETENTION_INTERVAL_MS: z.coerce.number().int().min(1_000).default(60 * 60_000),
   /** Rows per delete statement (each batch its own short transaction). */
-  RETENTION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(500),
+  RETENTION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(1_000),
   /** Rest between batches, so pruning takes a share of Postgres rather than all of it. */
   RETENTION_BATCH_PAUSE_MS: int(10),
   /** The Temporal namespace's retention of closed workflows, applied by the migrate step. */

@@ -163,14 +163,13 @@ describe('retention pruning', () => {
     expect(await present(stack, 'webhook_deliveries', 'id', [bDelivery.id, eDelivery.id, pendingDelivery])).toEqual(sorted([eDelivery.id, pendingDelivery]));
     expect(await present(stack, 'webhook_delivery_attempts', 'delivery_id', [bDelivery.id, eDelivery.id])).toEqual([eDelivery.id]);
     expect(await present(stack, 'webhook_endpoints', 'id', Object.values(endpoints))).toEqual(sorted([endpoints.withDelivery, endpoints.recent]));
-    // The ledger: F's reservation and settlement went; G's, A's (a pruned job's, its keys stamped) and the grant stay, and
-    // so does C's reservation, never settled.
+    // The ledger: F's reservation and settlement went; G's, A's (a pruned job's) and the grant stay, and so does C's
+    // reservation, never settled.
     const ledger = await sql<{ job_id: string | null; kind: string; entry_key: string }[]>`select job_id, kind, entry_key from credit_ledger where user_id = ${userId}`;
     const kinds = (job: string | null) => ledger.filter((l) => l.job_id === job).map((l) => l.kind).sort();
     expect(kinds(F)).toEqual([]);
     expect(kinds(G)).toEqual(['capture', 'reserve']);
     expect(kinds(A)).toEqual(['capture', 'reserve']);
-    expect(ledger.filter((l) => l.job_id === A).every((l) => l.entry_key.startsWith(`${A}~`))).toBe(true);
     expect(kinds(C)).toEqual(['reserve']);
     expect(kinds(null)).toEqual(['grant']);
     expect(await present(stack, 'rate_limit_buckets', 'bucket_key', [`fixture:${fixture}:refilled`, `fixture:${fixture}:recent`])).toEqual([`fixture:${fixture}:recent`]);
@@ -224,11 +223,19 @@ describe('retention pruning', () => {
     expect((await api.waitForTerminal(A)).status).toBe('succeeded');
     const price = creditsFor({ duration_seconds: 10, resolution: '720p' });
     await eventually(async () => ((await creditBalance(stack.database.db, userId)).used === usedBefore + price ? true : undefined), { what: 'the new job to be charged' });
-    const entries = await sql<{ kind: string; amount: number; entry_key: string }[]>`select kind, amount, entry_key from credit_ledger where job_id = ${A} order by id`;
-    expect(entries.filter((e) => !e.entry_key.includes('~'))).toEqual([
-      { kind: 'reserve', amount: price, entry_key: `${A}:reserve` },
-      { kind: 'capture', amount: price, entry_key: `${A}:reserve:settle` },
+    // The earlier job's entries stay as they were; the new one reserved and captured its own price once, under its run's key.
+    const entries = await sql<{ kind: string; amount: number; entry_key: string; recent: boolean }[]>`
+      select kind, amount, entry_key, created_at > now() - interval '1 day' as recent from credit_ledger where job_id = ${A} order by id`;
+    expect(entries.filter((e) => !e.recent).map((e) => [e.kind, e.entry_key])).toEqual([
+      ['reserve', `${A}:reserve`],
+      ['capture', `${A}:reserve:settle`],
     ]);
+    const fresh = entries.filter((e) => e.recent);
+    expect(fresh.map((e) => [e.kind, e.amount])).toEqual([
+      ['reserve', price],
+      ['capture', price],
+    ]);
+    expect(fresh[1].entry_key).toBe(`${fresh[0].entry_key}:settle`);
     await eventually(async () => ((await sql`select 1 from notifications where job_id = ${A}`).length === 1 ? true : undefined), { what: "the new job's notification" });
   });
   test("pruning a user's old jobs never waits for their counts row, which each of their submits updates", async () => {

@@ -7,8 +7,8 @@ import { PRUNE_STEPS, retentionWindows } from '../retention/prune';
 export interface PruneReport {
   /** Rows deleted per table. */
   deleted: Record<string, number>;
-  /** Per step (named by its main table): batches run, and the most rows of that table one batch deleted. */
-  batches: Record<string, { count: number; largest: number }>;
+  /** Per step (named by its main table): batches run, the most rows of that table one batch deleted, time in them. */
+  batches: Record<string, { count: number; largest: number; ms: number }>;
   tookMs: number;
 }
 
@@ -49,10 +49,12 @@ export function createRetentionActivities({ sql, config, logger }: RetentionDeps
         const step = PRUNE_STEPS[i];
         let cursor = (i === resumed?.step ? resumed.cursor : undefined) ?? step.start;
         for (;;) {
+          const at = Date.now();
           const outcome = await step.batch(sql, windows, batchSize, cursor);
           for (const [table, n] of Object.entries(outcome.deleted)) report.deleted[table] = (report.deleted[table] ?? 0) + n;
-          const batches = (report.batches[step.table] ??= { count: 0, largest: 0 });
+          const batches = (report.batches[step.table] ??= { count: 0, largest: 0, ms: 0 });
           batches.count += 1;
+          batches.ms += Date.now() - at;
           batches.largest = Math.max(batches.largest, outcome.rows);
           cursor = outcome.cursor;
           ctx.heartbeat(outcome.done ? { step: i + 1, report } : { step: i, cursor, report });

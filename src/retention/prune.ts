@@ -54,112 +54,35 @@ const ordered = (table: string, rows: number, limit: number, deleted: Record<str
 
 export const PRUNE_STEPS: PruneStep[] = [
   {
-    table: 'notifications',
-    async batch(sql, w, limit) {
-      const [r] = await sql<{ n: number }[]>`
-        with gone as (
-          delete from notifications where id in (
-            select id from notifications where created_at < now() - ${days(w.notificationsDays)}::interval order by created_at limit ${limit}
-          ) and created_at < now() - ${days(w.notificationsDays)}::interval
-          returning 1
-        )
-        select count(*)::int as n from gone`;
-      return ordered('notifications', r.n, limit);
-    },
-  },
-  {
-    // Finished deliveries by when they finished (a replay makes one pending again, and its window starts anew).
-    table: 'webhook_deliveries',
-    async batch(sql, w, limit) {
-      const [r] = await sql<{ n: number; attempts: number }[]>`
-        with doomed as (
-          select id from webhook_deliveries
-          where status <> 'pending' and updated_at < now() - ${days(w.deliveriesDays)}::interval
-          order by updated_at limit ${limit}
-          for update skip locked
-        ), attempts as (
-          delete from webhook_delivery_attempts a using doomed d where a.delivery_id = d.id returning 1
-        ), gone as (
-          delete from webhook_deliveries x using doomed d where x.id = d.id returning 1
-        )
-        select (select count(*) from gone)::int as n, (select count(*) from attempts)::int as attempts`;
-      return ordered('webhook_deliveries', r.n, limit, { webhook_delivery_attempts: r.attempts });
-    },
-  },
-  {
-    // Events in id order, which is commit order: the scan stops at the first batch with nothing old enough.
-    table: 'generation_events',
-    start: '0',
-    async batch(sql, w, limit, cursor = '0') {
-      const [r] = await sql<{ n: number; old: number; scanned: number; last: string | null }[]>`
-        with batch as (
-          select id, job_id, created_at < now() - ${days(w.jobsDays)}::interval as old
-          from generation_events where id > ${cursor}::bigint order by id limit ${limit}
-        ), gone as (
-          delete from generation_events e using batch b
-          where e.id = b.id and b.old
-            and not exists (select 1 from generations g where g.id = b.job_id and g.status_rank < 2)
-          returning 1
-        )
-        select (select count(*) from gone)::int as n, (select count(*) filter (where old) from batch)::int as old,
-               (select count(*) from batch)::int as scanned, (select max(id) from batch)::text as last`;
-      return { deleted: { generation_events: r.n }, rows: r.n, done: r.scanned < limit || r.old === 0, cursor: r.last ?? cursor };
-    },
-  },
-  {
-    // The queue ETA reads the pool of recent completions from their entries: an entry goes once its job has been
-    // finished for the ETA's window (or has no row: undone). Queued and running jobs keep theirs.
-    table: 'gpu_queue_entries',
-    start: '',
-    async batch(sql, w, limit, cursor = '') {
-      const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
-        with batch as (
-          select job_id from gpu_queue_entries where job_id > ${cursor} order by job_id limit ${limit}
-        ), gone as (
-          delete from gpu_queue_entries e using batch b
-          where e.job_id = b.job_id
-            and not exists (
-              select 1 from generations g
-              where g.id = e.job_id and (g.status_rank < 2 or g.completed_at >= now() - ${ms(w.etaWindowMs)}::interval)
-            )
-          returning 1
-        )
-        select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(job_id) from batch) as last`;
-      return { deleted: { gpu_queue_entries: r.n }, rows: r.n, done: r.scanned < limit, cursor: r.last ?? cursor };
-    },
-  },
-  {
-    // A finished job, oldest completion first, with what hangs off its id: its idempotency key (so a key lives exactly as
-    // long as its job: a reused key names the same id, which must then be free), queue entry, notification and finished
-    // deliveries. Its ledger entries stay for the ledger's window, their keys stamped with the job's creation time so
-    // that a new job under the same id reserves and settles under its own. Deleting it changes no count
-    // (drizzle/0016) and no change-feed event is written (the feed's trigger is on insert and update).
+    // A finished job, oldest completion first, with what hangs off its id: its idempotency key (a key lives exactly as
+    // long as its job: reused after, it names the same id, which is then free), queue entry, notification and finished
+    // deliveries with their attempts. Its ledger entries stay for the ledger's window. Deleting it changes no count
+    // (drizzle/0016) and writes no change-feed event (the feed's trigger is on insert and update).
     table: 'generations',
     async batch(sql, w, limit) {
       const [r] = await sql<Record<'n' | 'keys' | 'entries' | 'inbox' | 'deliveries' | 'attempts', number>[]>`
         with doomed as (
-          select id, created_at from generations
+          select id from generations
           where completed_at < now() - ${days(w.jobsDays)}::interval and status_rank = 2
-          order by completed_at limit ${limit}
+          -- Nulls first, as generations_completed_idx (desc nulls last) reads backwards: no sort of the whole range.
+          order by completed_at nulls first limit ${limit}
           for update skip locked
+        ), ids as (
+          select coalesce(array_agg(id), '{}') as ids from doomed
         ), keys as (
-          delete from idempotency_keys k using doomed d where k.job_id = d.id returning 1
+          delete from idempotency_keys where job_id = any((select ids from ids)::text[]) returning 1
         ), entries as (
-          delete from gpu_queue_entries e using doomed d where e.job_id = d.id returning 1
+          delete from gpu_queue_entries where job_id = any((select ids from ids)::text[]) returning 1
         ), inbox as (
-          delete from notifications n using doomed d where n.job_id = d.id returning 1
+          delete from notifications where job_id = any((select ids from ids)::text[]) returning 1
+        ), finished as (
+          select coalesce(array_agg(id), '{}') as ids from webhook_deliveries where job_id = any((select ids from ids)::text[]) and status <> 'pending'
         ), attempts as (
-          delete from webhook_delivery_attempts a using webhook_deliveries x, doomed d
-          where x.job_id = d.id and x.status <> 'pending' and a.delivery_id = x.id returning 1
+          delete from webhook_delivery_attempts where delivery_id = any((select ids from finished)::text[]) returning 1
         ), deliveries as (
-          delete from webhook_deliveries x using doomed d where x.job_id = d.id and x.status <> 'pending' returning 1
-        ), ledger as (
-          update credit_ledger l
-          set entry_key = d.id || '~' || (extract(epoch from d.created_at) * 1000)::bigint || substr(l.entry_key, length(d.id) + 1)
-          from doomed d where l.job_id = d.id and starts_with(l.entry_key, d.id || ':')
-          returning 1
+          delete from webhook_deliveries where id = any((select ids from finished)::text[]) and status <> 'pending' returning 1
         ), gone as (
-          delete from generations g using doomed d where g.id = d.id returning 1
+          delete from generations where id = any((select ids from ids)::text[]) returning 1
         )
         select (select count(*) from gone)::int as n, (select count(*) from keys)::int as keys, (select count(*) from entries)::int as entries,
                (select count(*) from inbox)::int as inbox, (select count(*) from deliveries)::int as deliveries,
@@ -174,20 +97,99 @@ export const PRUNE_STEPS: PruneStep[] = [
     },
   },
   {
+    table: 'notifications',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with doomed as (
+          select coalesce(array_agg(id), '{}') as ids from (
+            select id from notifications where created_at < now() - ${days(w.notificationsDays)}::interval order by created_at limit ${limit}
+          ) as oldest
+        ), gone as (
+          delete from notifications where id = any((select ids from doomed)::text[]) returning 1
+        )
+        select count(*)::int as n from gone`;
+      return ordered('notifications', r.n, limit);
+    },
+  },
+  {
+    // Finished deliveries by when they finished (a replay makes one pending again, and its window starts anew).
+    table: 'webhook_deliveries',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number; attempts: number }[]>`
+        with doomed as (
+          select coalesce(array_agg(id), '{}') as ids from (
+            select id from webhook_deliveries
+            where status <> 'pending' and updated_at < now() - ${days(w.deliveriesDays)}::interval
+            order by updated_at limit ${limit}
+            for update skip locked
+          ) as oldest
+        ), attempts as (
+          delete from webhook_delivery_attempts where delivery_id = any((select ids from doomed)::text[]) returning 1
+        ), gone as (
+          delete from webhook_deliveries where id = any((select ids from doomed)::text[]) returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from attempts)::int as attempts`;
+      return ordered('webhook_deliveries', r.n, limit, { webhook_delivery_attempts: r.attempts });
+    },
+  },
+  {
+    // Events in id order, which is their commit order and so their time order (an event's created_at is its writer's
+    // transaction time): the scan stops at the first batch with nothing old enough. An unfinished job's stay.
+    table: 'generation_events',
+    start: '0',
+    async batch(sql, w, limit, cursor = '0') {
+      const [r] = await sql<{ n: number; old: number; scanned: number; last: string | null }[]>`
+        with batch as materialized (
+          select id, job_id, created_at < now() - ${days(w.jobsDays)}::interval as old
+          from generation_events where id > ${cursor}::bigint order by id limit ${limit}
+        ), doomed as (
+          select coalesce(array_agg(b.id), '{}') as ids from batch b
+          where b.old and not exists (select 1 from generations g where g.id = b.job_id and g.status_rank < 2)
+        ), gone as (
+          delete from generation_events where id = any((select ids from doomed)::bigint[]) returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) filter (where old) from batch)::int as old,
+               (select count(*) from batch)::int as scanned, (select max(id) from batch)::text as last`;
+      return { deleted: { generation_events: r.n }, rows: r.n, done: r.scanned < limit || r.old === 0, cursor: r.last ?? cursor };
+    },
+  },
+  {
+    // The queue ETA reads the pool of recent completions from their entries: an entry goes once its job has been
+    // finished for the ETA's window (or has no row: undone). Queued and running jobs keep theirs.
+    table: 'gpu_queue_entries',
+    start: '',
+    async batch(sql, w, limit, cursor = '') {
+      const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
+        with batch as materialized (
+          select job_id from gpu_queue_entries where job_id > ${cursor} order by job_id limit ${limit}
+        ), doomed as (
+          select coalesce(array_agg(b.job_id), '{}') as ids from batch b
+          where not exists (
+            select 1 from generations g
+            where g.id = b.job_id and (g.status_rank < 2 or g.completed_at >= now() - ${ms(w.etaWindowMs)}::interval)
+          )
+        ), gone as (
+          delete from gpu_queue_entries where job_id = any((select ids from doomed)::text[]) returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(job_id) from batch) as last`;
+      return { deleted: { gpu_queue_entries: r.n }, rows: r.n, done: r.scanned < limit, cursor: r.last ?? cursor };
+    },
+  },
+  {
     // A settlement and its reservation, once both are past the window; grants stay (the accounts balance against them),
     // and so does a reservation never settled.
     table: 'credit_ledger',
     async batch(sql, w, limit) {
       const [r] = await sql<{ n: number }[]>`
-        with settled as (
+        with settled as materialized (
           select id, entry_key from credit_ledger
           where kind in ('capture', 'release') and created_at < now() - ${days(w.ledgerDays)}::interval
           order by created_at limit ${limit}
         ), reserves as (
-          delete from credit_ledger l using settled s
-          where l.entry_key = left(s.entry_key, -length(':settle')) and l.kind = 'reserve' returning 1
+          delete from credit_ledger
+          where entry_key = any(array(select left(entry_key, -length(':settle')) from settled)) and kind = 'reserve' returning 1
         ), gone as (
-          delete from credit_ledger l using settled s where l.id = s.id returning 1
+          delete from credit_ledger where id = any(array(select id from settled)) returning 1
         )
         select ((select count(*) from gone) + (select count(*) from reserves))::int as n`;
       return { deleted: { credit_ledger: r.n }, rows: r.n, done: r.n < limit };
@@ -198,11 +200,11 @@ export const PRUNE_STEPS: PruneStep[] = [
     start: '',
     async batch(sql, w, limit, cursor = '') {
       const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
-        with batch as (
+        with batch as materialized (
           select bucket_key from rate_limit_buckets where bucket_key > ${cursor} order by bucket_key limit ${limit}
         ), gone as (
-          delete from rate_limit_buckets x using batch b
-          where x.bucket_key = b.bucket_key and x.refilled_at < now() - ${ms(w.bucketRefillMs)}::interval
+          delete from rate_limit_buckets
+          where bucket_key = any(array(select bucket_key from batch)) and refilled_at < now() - ${ms(w.bucketRefillMs)}::interval
           returning 1
         )
         select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(bucket_key) from batch) as last`;
@@ -215,11 +217,11 @@ export const PRUNE_STEPS: PruneStep[] = [
     start: '',
     async batch(sql, _w, limit, cursor = '') {
       const [r] = await sql<{ n: number; scanned: number; last: string | null }[]>`
-        with batch as (
+        with batch as materialized (
           select user_id from user_job_counts where user_id > ${cursor} order by user_id limit ${limit}
         ), gone as (
-          delete from user_job_counts c using batch b
-          where c.user_id = b.user_id and c.active = 0 and c.queued = 0 and c.day < (now() at time zone 'UTC')::date - 1
+          delete from user_job_counts
+          where user_id = any(array(select user_id from batch)) and active = 0 and queued = 0 and day < (now() at time zone 'UTC')::date - 1
           returning 1
         )
         select (select count(*) from gone)::int as n, (select count(*) from batch)::int as scanned, (select max(user_id) from batch) as last`;
@@ -231,9 +233,9 @@ export const PRUNE_STEPS: PruneStep[] = [
     async batch(sql, w, limit) {
       const [r] = await sql<{ n: number }[]>`
         with gone as (
-          delete from gpu_slot_leases where id in (
+          delete from gpu_slot_leases where id = any(array(
             select id from gpu_slot_leases where expires_at < now() - ${ms(w.leaseTtlMs)}::interval limit ${limit}
-          ) and expires_at < now() - ${ms(w.leaseTtlMs)}::interval
+          )) and expires_at < now() - ${ms(w.leaseTtlMs)}::interval
           returning 1
         )
         select count(*)::int as n from gone`;
@@ -245,9 +247,9 @@ export const PRUNE_STEPS: PruneStep[] = [
     async batch(sql, w, limit) {
       const [r] = await sql<{ n: number }[]>`
         with gone as (
-          delete from api_keys where id in (
+          delete from api_keys where id = any(array(
             select id from api_keys where revoked_at < now() - ${days(w.apiKeysDays)}::interval order by revoked_at limit ${limit}
-          )
+          ))
           returning 1
         )
         select count(*)::int as n from gone`;
@@ -260,11 +262,11 @@ export const PRUNE_STEPS: PruneStep[] = [
     async batch(sql, w, limit) {
       const [r] = await sql<{ n: number }[]>`
         with gone as (
-          delete from webhook_endpoints p where p.id in (
+          delete from webhook_endpoints p where p.id = any(array(
             select id from webhook_endpoints q
             where deleted_at < now() - ${days(w.deliveriesDays)}::interval and not exists (select 1 from webhook_deliveries x where x.endpoint_id = q.id)
             order by deleted_at limit ${limit}
-          ) and not exists (select 1 from webhook_deliveries x where x.endpoint_id = p.id)
+          )) and not exists (select 1 from webhook_deliveries x where x.endpoint_id = p.id)
           returning 1
         )
         select count(*)::int as n from gone`;

@@ -118,9 +118,10 @@ const envSchema = z.object({
   /** Revoked API keys, after their revocation. */
   RETENTION_API_KEYS_DAYS: z.coerce.number().int().min(1).default(30),
   RETENTION_INTERVAL_MS: z.coerce.number().int().min(1_000).default(60 * 60_000),
-  /** Rows per delete statement (each batch its own short transaction). */
+  /** Rows per delete statement (each batch its own short transaction); a batch of jobs takes a quarter as many jobs. */
   RETENTION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(1_000),
-  /** Rest between batches, so pruning takes a share of Postgres rather than all of it. */
+  /** The share of its time a pruning run spends deleting: after each batch it rests the rest (at least the pause). */
+  RETENTION_WORK_SHARE: z.coerce.number().gt(0).max(1).default(0.25),
   RETENTION_BATCH_PAUSE_MS: int(10),
   /** The Temporal namespace's retention of closed workflows, applied by the migrate step. */
   TEMPORAL_RETENTION_DAYS: z.coerce.number().int().min(1).default(7),
@@ -234,6 +235,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       intervalMs: e.RETENTION_INTERVAL_MS,
       batchSize: e.RETENTION_BATCH_SIZE,
       batchPauseMs: e.RETENTION_BATCH_PAUSE_MS,
+      workShare: e.RETENTION_WORK_SHARE,
     },
   };
 }

@@ -34,11 +34,12 @@ export interface RetentionDeps {
 
 /**
  * Retention's one activity: every table's expired rows, deleted batch by batch (src/retention/prune.ts), each batch
- * followed by a heartbeat and a short rest (RETENTION_BATCH_PAUSE_MS) in which a cancellation ends it.
+ * followed by a heartbeat and a rest in which a cancellation ends it. The rest is paced on the batch: a run works
+ * RETENTION_WORK_SHARE of its time, so on a loaded database, where batches take longer, it backs off as much.
  */
 export function createRetentionActivities({ sql, config, logger }: RetentionDeps) {
   const windows = retentionWindows(config);
-  const { batchSize, batchPauseMs } = config.retention;
+  const { batchSize, batchPauseMs, workShare } = config.retention;
   return {
     async pruneExpiredData(): Promise<PruneReport> {
       const ctx = Context.current();
@@ -59,7 +60,7 @@ export function createRetentionActivities({ sql, config, logger }: RetentionDeps
           cursor = outcome.cursor;
           ctx.heartbeat(outcome.done ? { step: i + 1, report } : { step: i, cursor, report });
           // Rejects at once when the run was cancelled.
-          await ctx.sleep(batchPauseMs);
+          await ctx.sleep(Math.max(batchPauseMs, Math.round((Date.now() - at) * (1 / workShare - 1))));
           if (outcome.done) break;
         }
       }

@@ -2,9 +2,10 @@ import type { Sql } from '../db/client';
 
 /**
  * What retention deletes, table by table, as the SQL of one batch each (written once here, tested against real
- * Postgres). A batch is one statement in its own short transaction, bounded to `limit` rows of its table, read through
- * an index (or a primary-key range), and re-checks its condition on each row it deletes, so a row that became current
- * meanwhile (a delivery replayed, a bucket taken from) stays. Only finished things go: an unfinished job, its events
+ * Postgres). A batch is one statement in its own short transaction, bounded to about `limit` rows, found through
+ * an index (or a primary-key range) and deleted by an array of their ids, so no plan hashes a whole table. Where a row
+ * can become current again while the batch runs (a delivery replayed, a bucket taken from, a user submitting), the batch
+ * locks it SKIP LOCKED or re-checks its condition as it deletes. Only finished things go: an unfinished job, its events
  * and queue entry, a pending delivery and an open reservation are never deleted.
  */
 export interface RetentionWindows {
@@ -28,7 +29,7 @@ export interface RetentionWindows {
 /** What one batch did: rows deleted per table, and where the next batch starts (primary-key scans). */
 export interface BatchOutcome {
   deleted: Record<string, number>;
-  /** The batch's main table and how many of its rows it deleted (never more than the limit). */
+  /** How many rows of the step's main table it deleted (never more than the limit). */
   rows: number;
   done: boolean;
   cursor?: string;
@@ -41,6 +42,9 @@ export interface PruneStep {
   start?: string;
   batch(sql: Sql, w: RetentionWindows, limit: number, cursor: string | undefined): Promise<BatchOutcome>;
 }
+
+/** The rows a job's batch deletes per job: the job, its key, queue entry and notification (and now and then a delivery). */
+const JOB_ROWS = 4;
 
 const days = (n: number) => `${n} days`;
 const ms = (n: number) => `${n} milliseconds`;
@@ -59,7 +63,9 @@ export const PRUNE_STEPS: PruneStep[] = [
     // deliveries with their attempts. Its ledger entries stay for the ledger's window. Deleting it changes no count
     // (drizzle/0016) and writes no change-feed event (the feed's trigger is on insert and update).
     table: 'generations',
-    async batch(sql, w, limit) {
+    async batch(sql, w, rowLimit) {
+      // Each job goes with about four rows of other tables: a quarter as many jobs keeps the statement to its rows.
+      const limit = Math.max(1, Math.floor(rowLimit / JOB_ROWS));
       const [r] = await sql<Record<'n' | 'keys' | 'entries' | 'inbox' | 'deliveries' | 'attempts', number>[]>`
         with doomed as (
           select id from generations
@@ -114,7 +120,9 @@ export const PRUNE_STEPS: PruneStep[] = [
   {
     // Finished deliveries by when they finished (a replay makes one pending again, and its window starts anew).
     table: 'webhook_deliveries',
-    async batch(sql, w, limit) {
+    async batch(sql, w, rowLimit) {
+      // A delivery goes with its attempts, one or two.
+      const limit = Math.max(1, Math.floor(rowLimit / 2));
       const [r] = await sql<{ n: number; attempts: number }[]>`
         with doomed as (
           select coalesce(array_agg(id), '{}') as ids from (

@@ -12,9 +12,9 @@ import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
 import { startEmbeddedPostgres } from '../src/db/embedded';
-import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
 import { serviceNodeOptions } from '../src/lib/node-options';
+import { migrate } from '../src/migrate';
 import { isPortFree } from './lib/ports';
 import { spawnService, stopChild, Supervisor } from './lib/supervisor';
 import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-server';
@@ -70,7 +70,7 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
     databaseUrl = pg.url;
   }
   if (supervisor.isStopping) return;
-  await runMigrations(databaseUrl);
+  await migrate({ databaseUrl, temporal: { ...config.temporal, address: temporalAddress }, logger: createLogger('migrate', 'warn') });
   const demoKeyFile = path.join(dataDir, 'demo-api-key');
   await ensureDemoUser(databaseUrl, demoKeyFile, config.generation.creditGrants.pro ?? 0);
   const adminKeyFile = path.join(dataDir, 'admin-api-key');

@@ -4,6 +4,7 @@
  *   Postgres (DATABASE_URL's server, else postgres://postgres@127.0.0.1:5432/postgres)
  *     ├─ fresh databases for this run: Temporal's, Temporal visibility's, the app's (dropped at the end)
  *   Temporal server 1.29 (go.temporal.io/server) on them, fairness on (deploy/temporal/dynamicconfig.yaml), free ports
+ *   the migrate step (src/migrate.ts: migrations, the namespace's retention), then
  *   backend simulator · API #1 · API #2 · worker #1 · worker #2 (WORKER_ROLE=all: generation worker + GPU dispatcher)
  *
  * then runs test/topology/*.e2e.ts against it (jest.topology.config.js) and stops everything, also on failure or
@@ -114,7 +115,12 @@ async function main(): Promise<number> {
     const simulator = launch('simulator', 'src/simulator/main.ts', { SIMULATOR_PORT: String(simulatorPort) });
     await waitForHttp(`${common.BACKEND_URL}/healthz`, simulator);
 
-    // Both APIs start at once: each runs the migrations, serialized by an advisory lock.
+    // The migrate step, once, before any service: migrations, and the namespace's retention (TEMPORAL_RETENTION_DAYS).
+    const migrateStep = spawnTsProcess({ name: 'topology/migrate', script: 'src/migrate.ts', env: common });
+    const migrated = await migrateStep.exited;
+    if (migrated.code !== 0) throw new Error(`the migrate step failed (code ${migrated.code}); see ${rel(migrateStep.logFile)}\n${tail(migrateStep.logFile)}`);
+    step(`migrate step done (database migrated, namespace retention ${loadConfig(common).temporal.retentionDays} days)`);
+
     const apis = await Promise.all(
       Array.from({ length: APIS }, async (_, i) => {
         const port = await freePort();
@@ -143,6 +149,7 @@ async function main(): Promise<number> {
       TOPOLOGY_DATABASE_URL: appDatabaseUrl,
       TOPOLOGY_TEMPORAL_ADDRESS: server.address,
       TOPOLOGY_TEMPORAL_NAMESPACE: NAMESPACE,
+      TOPOLOGY_TEMPORAL_RETENTION_DAYS: String(loadConfig(common).temporal.retentionDays),
       TOPOLOGY_TEMPORAL_DATABASE_URL: databaseUrl(pg, db.temporal),
       TOPOLOGY_WORKER_IDENTITIES: identities.join(','),
     });

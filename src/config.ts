@@ -134,6 +134,24 @@ const envSchema = z.object({
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
   /** Test-only fault: the notify activity exits the process on its first attempt for a prompt marked [crash:<point>]. */
   FAULT_CRASH_IN_NOTIFY: flag(false),
+  // Retention (src/retention): how long finished things are kept, and how the pruning schedule deletes them.
+  /** Finished jobs, with their idempotency keys, and change-feed events; at least a day, so a key lives at least 24 h. */
+  RETENTION_JOBS_DAYS: z.coerce.number().int().min(1).default(30),
+  RETENTION_NOTIFICATIONS_DAYS: z.coerce.number().int().min(1).default(30),
+  /** Finished webhook deliveries and their attempts, and deleted endpoints once their deliveries are gone. */
+  RETENTION_DELIVERIES_DAYS: z.coerce.number().int().min(1).default(30),
+  /** Settled job entries of the credit ledger (grants are kept for good: they are what the accounts balance against). */
+  RETENTION_LEDGER_DAYS: z.coerce.number().int().min(1).default(400),
+  /** Revoked API keys, after their revocation. */
+  RETENTION_API_KEYS_DAYS: z.coerce.number().int().min(1).default(30),
+  RETENTION_INTERVAL_MS: z.coerce.number().int().min(1_000).default(60 * 60_000),
+  /** Rows per delete statement (each batch its own short transaction); a batch of jobs takes a quarter as many jobs. */
+  RETENTION_BATCH_SIZE: z.coerce.number().int().min(1).max(10_000).default(1_000),
+  /** The share of its time a pruning run spends deleting: after each batch it rests the rest (at least the pause). */
+  RETENTION_WORK_SHARE: z.coerce.number().gt(0).max(1).default(0.25),
+  RETENTION_BATCH_PAUSE_MS: int(10),
+  /** The Temporal namespace's retention of closed workflows, applied by the migrate step. */
+  TEMPORAL_RETENTION_DAYS: z.coerce.number().int().min(1).default(7),
 });
 
 /** The development-only callback secret: it is in the repository, so no other environment may use it. */
@@ -175,6 +193,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
   const e = parsed.data;
   checkAcrossSettings(e);
   const backendWebhookSecret = e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET;
+  checkRetention(e);
   const simulator: SimulatorKnobs = simulatorKnobsSchema.parse({
     capacity: Math.max(1, e.SIM_CAPACITY),
     p50Ms: e.SIM_P50_MS,
@@ -209,6 +228,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       namespace: e.TEMPORAL_NAMESPACE,
       devPort: e.TEMPORAL_DEV_PORT,
       devUiPort: e.TEMPORAL_DEV_UI_PORT,
+      retentionDays: e.TEMPORAL_RETENTION_DAYS,
     },
     backend: {
       url: e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`,
@@ -268,7 +288,32 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
       crashInNotify: e.FAULT_CRASH_IN_NOTIFY && RELAXED_ENVS.includes(e.NODE_ENV),
     },
+    retention: {
+      jobsDays: e.RETENTION_JOBS_DAYS,
+      notificationsDays: e.RETENTION_NOTIFICATIONS_DAYS,
+      deliveriesDays: e.RETENTION_DELIVERIES_DAYS,
+      ledgerDays: e.RETENTION_LEDGER_DAYS,
+      apiKeysDays: e.RETENTION_API_KEYS_DAYS,
+      intervalMs: e.RETENTION_INTERVAL_MS,
+      batchSize: e.RETENTION_BATCH_SIZE,
+      batchPauseMs: e.RETENTION_BATCH_PAUSE_MS,
+      workShare: e.RETENTION_WORK_SHARE,
+    },
   };
+}
+
+/**
+ * A job's id derives from (user, Idempotency-Key), and so do its notification's and deliveries' keys: once its row and
+ * key are pruned, a reused key names the same id again. Whatever else carries that id must be gone by then — the
+ * closed workflow (REJECT_DUPLICATE would refuse the new run), the notification, the deliveries.
+ */
+function checkRetention(e: z.infer<typeof envSchema>): void {
+  const problems: string[] = [];
+  if (e.TEMPORAL_RETENTION_DAYS >= e.RETENTION_JOBS_DAYS) problems.push('TEMPORAL_RETENTION_DAYS must be less than RETENTION_JOBS_DAYS');
+  if (e.RETENTION_NOTIFICATIONS_DAYS > e.RETENTION_JOBS_DAYS) problems.push('RETENTION_NOTIFICATIONS_DAYS may not exceed RETENTION_JOBS_DAYS');
+  if (e.RETENTION_DELIVERIES_DAYS > e.RETENTION_JOBS_DAYS) problems.push('RETENTION_DELIVERIES_DAYS may not exceed RETENTION_JOBS_DAYS');
+  if (e.RETENTION_LEDGER_DAYS < e.RETENTION_JOBS_DAYS) problems.push('RETENTION_LEDGER_DAYS may not be less than RETENTION_JOBS_DAYS');
+  if (problems.length > 0) throw new Error(`invalid configuration: ${problems.join('; ')}`);
 }
 
 export type Config = ReturnType<typeof loadConfig>;

@@ -4,7 +4,9 @@ import os from 'node:os';
 import { createLifecycleActivities } from './activities/lifecycle';
 import { createProjectionActivities } from './activities/projection';
 import { createReconcileActivities } from './activities/reconcile';
+import { createRetentionActivities, RETENTION_SESSION } from './activities/retention';
 import { ensureReconcilerSchedule } from './reconciler-schedule';
+import { ensureRetentionSchedule } from './retention/schedule';
 import { createNotifyActivities } from './activities/notify';
 import { createGpuActivities } from './activities/gpu';
 import { BackendWakeups } from './activities/backend-wakeups';
@@ -35,6 +37,8 @@ export interface WorkerDeps {
 export async function createWorkers({ config, databaseUrl, logger, workflowBundle, backend, identity }: WorkerDeps) {
   const { role, generationTaskQueue, gpuTaskQueue } = config.worker;
   const database = createDatabase(databaseUrl);
+  // Retention's batches on a connection of their own, so they never take the pool the job activities use.
+  const pruning = createDatabase(databaseUrl, { max: 1, settings: RETENTION_SESSION });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const wakeups = new BackendWakeups(database.sql);
@@ -56,10 +60,12 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
           ...notify,
           ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), notifyEnded: notify.notifyGenerationEnded }),
+          ...createRetentionActivities({ sql: pruning.sql, config, logger: logger.child({ component: 'retention' }) }),
         },
       }),
     );
     await ensureReconcilerSchedule(client, config);
+    await ensureRetentionSchedule(client, config);
   }
   let gpuDispatch: GpuDispatch | undefined;
   if (role === 'all' || role === 'gpu') {
@@ -104,6 +110,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         await gpuDispatch?.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
         await wakeups.stop().catch(() => undefined);
         await connection.close().catch(() => undefined);
+        await pruning.close();
         await database.close();
       }
     },

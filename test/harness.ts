@@ -9,6 +9,7 @@ import { createLogger } from '../src/lib/logger';
 import { startSimulator, type RunningSimulator } from '../src/simulator/app';
 import type { SimulatorKnobs } from '../src/simulator/knobs';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
+import { retentionScheduleId } from '../src/retention/schedule';
 import { createWorkers } from '../src/worker';
 import { eventually } from './eventually';
 
@@ -144,6 +145,7 @@ export async function startStack({
     },
     async close() {
       await client.schedule.getHandle(reconcilerScheduleId(config)).delete().catch(() => undefined);
+      await client.schedule.getHandle(retentionScheduleId(config)).delete().catch(() => undefined);
       workers.shutdown();
       await running;
       await api.close({ graceMs: 0 });

@@ -89,6 +89,16 @@ describe('the operator runbook', () => {
     expect(await ledger(job.id)).toEqual({ reserves: 1, captures: 0, releases: 1, notifications: 1 });
   });
 
+  test('prune now: the schedule runs retention, which deletes a job past its window', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const job = (await api.submit({ prompt: 'a job from last month' })).body;
+    await api.waitForTerminal(job.id);
+    await stack.database.sql`update generations set completed_at = now() - interval '31 days' where id = ${job.id}`;
+    await run('prune');
+    await eventually(async () => ((await api.get(job.id)).status === 404 ? true : undefined), { what: 'retention to delete the job' });
+  });
+
   test('retry a job that failed during a backend outage: same id, charged once, the user hears both endings', async () => {
     const { apiKey, userId } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);

@@ -1,5 +1,5 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { and, asc, eq, isNull, lt } from 'drizzle-orm';
+import { and, asc, eq, isNull, lt, sql } from 'drizzle-orm';
 import { settleCredits, undoReservation } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
@@ -127,12 +127,20 @@ export function createReconcileActivities({ db, client, config, logger, notifyEn
         }
       }
       // A reservation with no projection row and no workflow (admission writes both together, and a kept submit keeps its
-      // row, so this is a workflow's own reservation whose row was lost, or an earlier build's leftover).
+      // row, so this is a workflow's own reservation whose row was lost, or an earlier build's leftover). One that was
+      // settled had a job that ran (and whose row retention has since deleted).
       const orphans = await db
         .select({ jobId: creditLedger.jobId })
         .from(creditLedger)
         .leftJoin(generations, eq(generations.id, creditLedger.jobId))
-        .where(and(eq(creditLedger.kind, 'reserve'), isNull(generations.id), lt(creditLedger.createdAt, quietSince)))
+        .where(
+          and(
+            eq(creditLedger.kind, 'reserve'),
+            isNull(generations.id),
+            lt(creditLedger.createdAt, quietSince),
+            sql`not exists (select 1 from credit_ledger s where s.entry_key = ${creditLedger.entryKey} || ':settle')`,
+          ),
+        )
         .limit(limit);
       for (const { jobId } of orphans) {
         if (!jobId) continue;

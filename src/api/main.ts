@@ -2,7 +2,6 @@ import type { Server } from 'node:http';
 import { Client, Connection } from '@temporalio/client';
 import { configuredSecrets, loadConfig, type Config } from '../config';
 import { createDatabase } from '../db/client';
-import { runMigrations } from '../db/migrate';
 import { requireDatabaseUrl } from '../db/client';
 import { createLogger, type Logger } from '../lib/logger';
 import { runProcess } from '../lib/run-process';
@@ -34,9 +33,10 @@ function closeServer(server: Server, graceMs: number): Promise<void> {
 /**
  * Starts the API on config.api.port (0 picks a free port), and its admin listener when ADMIN_PORT is set; resolves once
  * they listen. `adminUrl` is where admin routes, /metrics and readiness details are served (the public URL without one).
+ * The database must be migrated already: the migrate step (`npm run migrate`, src/migrate.ts) runs before the services,
+ * never on their boot.
  */
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
-  await runMigrations(databaseUrl);
   const database = createDatabase(databaseUrl);
   // Lazy: the API starts (and keeps submits for its relay) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });

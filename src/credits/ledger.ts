@@ -50,9 +50,16 @@ export async function reserveCredits(tx: Tx, userId: string, jobId: string, amou
   }
 }
 
-/** Undoes a reservation whose job never started (its workflow could not be created): as if it never happened. */
+/**
+ * Undoes a reservation whose job never started (its workflow could not be created): as if it never happened. A settled
+ * one is never undone: its job ran.
+ */
 export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
-  const [entry] = await tx.delete(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId))).returning();
+  const key = reserveKey(jobId);
+  const [entry] = await tx
+    .delete(creditLedger)
+    .where(and(eq(creditLedger.entryKey, key), sql`not exists (select 1 from credit_ledger s where s.entry_key = ${settleKey(key)})`))
+    .returning();
   if (!entry) return;
   await tx
     .update(creditAccounts)
@@ -68,10 +75,13 @@ async function openReservation(tx: Tx, jobId: string) {
 }
 
 /**
- * A workflow run's first step: the job must hold an unsettled reservation. The first run's was made at submit; a run an
- * operator started again after the job ended reserves the same amount anew (and may find the credits gone). A first run
- * that finds no reservation at all reserves the job's price itself: the submit's was undone after a start that failed
- * as far as the API could tell (a timeout) while the workflow did start, or while a replay of the submit started it.
+ * A workflow run's first step: the job must hold an unsettled reservation. The first run's was made at submit. When the
+ * submit's key is taken by a settled reservation, this run reserves the request's price under its own key (and may
+ * find the credits gone): it is a run an operator started again after the job ended, or a new job under the id of an
+ * earlier one whose row retention has deleted (an Idempotency-Key used again after its job's window: admission found
+ * the key taken and reserved nothing). A first run that finds no reservation at all reserves the job's price itself:
+ * the submit's was undone after a start that failed as far as the API could tell (a timeout) while the workflow did
+ * start, or while a replay of the submit started it.
  */
 export async function ensureRunReservation(
   db: Db,
@@ -81,7 +91,7 @@ export async function ensureRunReservation(
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
     const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId)));
-    if (first) await reserveCredits(tx, first.userId, jobId, first.amount, run);
+    if (first) await reserveCredits(tx, userId, jobId, credits, run);
     else await reserveCredits(tx, userId, jobId, credits);
     return 'reserved';
   });

@@ -9,8 +9,8 @@ export type Sql = postgres.Sql;
  * One postgres.js pool and its drizzle wrapper. Every process makes one and passes it down. Sessions run in UTC, so
  * timestamps come back as the text isoFromTimestamptz (src/lib/iso-time.ts) reads without a Date.
  */
-export function createDatabase(url: string, { max = 10 }: { max?: number } = {}) {
-  const sql = postgres(url, { max, onnotice: () => {}, connection: { application_name: 'videogen', TimeZone: 'UTC' } });
+export function createDatabase(url: string, { max = 10, settings = {} }: { max?: number; settings?: Record<string, string> } = {}) {
+  const sql = postgres(url, { max, onnotice: () => {}, connection: { application_name: 'videogen', TimeZone: 'UTC', ...settings } });
   const db = drizzle(sql, { schema });
   return { sql, db, close: () => sql.end({ timeout: 5 }) };
 }

@@ -39,6 +39,7 @@ export const notifications = pgTable(
     uniqueIndex('notifications_job_event_idx').on(t.jobId, t.event),
     index('notifications_user_created_idx').on(t.userId, t.createdAt.desc(), t.id.desc()),
     index('notifications_user_unread_idx').on(t.userId, t.createdAt.desc(), t.id.desc()).where(sql`read_at is null`),
+    index('notifications_created_idx').on(t.createdAt),
   ],
 );
 
@@ -61,7 +62,7 @@ export const webhookEndpoints = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
     deletedAt: timestamp('deleted_at', { withTimezone: true }),
   },
-  (t) => [index('webhook_endpoints_user_idx').on(t.userId, t.createdAt)],
+  (t) => [index('webhook_endpoints_user_idx').on(t.userId, t.createdAt), index('webhook_endpoints_deleted_idx').on(t.deletedAt).where(sql`deleted_at is not null`)],
 );
 
 /** The secret that signs deliveries to a per-request `webhook_url`, one per user, made on first use. */
@@ -98,6 +99,8 @@ export const webhookDeliveries = pgTable(
   (t) => [
     index('webhook_deliveries_endpoint_idx').on(t.endpointId, t.createdAt.desc(), t.id.desc()),
     index('webhook_deliveries_job_idx').on(t.jobId),
+    // Finished deliveries by when they finished (retention pruning).
+    index('webhook_deliveries_finished_idx').on(t.updatedAt).where(sql`status <> 'pending'`),
   ],
 );
 

@@ -23,7 +23,11 @@ export const apiKeys = pgTable(
     /** When the key stops (or stopped) working; ahead of now during a rotation's grace period. Null: it works. */
     revokedAt: timestamp('revoked_at', { withTimezone: true }),
   },
-  (t) => [uniqueIndex('api_keys_key_hash_idx').on(t.keyHash), index('api_keys_user_id_idx').on(t.userId, t.createdAt)],
+  (t) => [
+    uniqueIndex('api_keys_key_hash_idx').on(t.keyHash),
+    index('api_keys_user_id_idx').on(t.userId, t.createdAt),
+    index('api_keys_revoked_idx').on(t.revokedAt).where(sql`revoked_at is not null`),
+  ],
 );
 
 /** A submit's idempotency key, scoped per user: the same key with the same body names the same job. */
@@ -36,7 +40,7 @@ export const idempotencyKeys = pgTable(
     jobId: text('job_id').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [primaryKey({ columns: [t.userId, t.key] })],
+  (t) => [primaryKey({ columns: [t.userId, t.key] }), index('idempotency_keys_job_idx').on(t.jobId)],
 );
 
 /** The projection clients read. Temporal is the source of truth; this is written monotonically (see projection.ts). */
@@ -111,7 +115,13 @@ export const creditLedger = pgTable(
     entryKey: text('entry_key').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },
-  (t) => [uniqueIndex('credit_ledger_entry_key_idx').on(t.entryKey), index('credit_ledger_user_idx').on(t.userId, t.createdAt)],
+  (t) => [
+    uniqueIndex('credit_ledger_entry_key_idx').on(t.entryKey),
+    index('credit_ledger_user_idx').on(t.userId, t.createdAt),
+    index('credit_ledger_job_idx').on(t.jobId).where(sql`job_id is not null`),
+    // Settlements oldest first, for retention pruning (src/retention).
+    index('credit_ledger_settled_idx').on(t.createdAt).where(sql`kind in ('capture', 'release')`),
+  ],
 );
 
 export type UserRow = typeof users.$inferSelect;

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import postgres from 'postgres';
+import { readMigrations } from '../../src/db/migrate';
 import { apiClient, eventually } from '../harness';
 
 /**
@@ -70,6 +71,14 @@ describe('the production topology works as one service', () => {
     const { apiKey } = await createUser(api1Url);
     const usage = await apiClient(api2Url, apiKey).call('GET', '/v1/usage');
     expect(usage.status).toBe(200);
+  });
+
+  test('the migrate step ran before the services: every migration recorded, the namespace retention set', async () => {
+    const [{ n }] = await appDb<{ n: number }[]>`select count(*)::int as n from drizzle.__drizzle_migrations`;
+    expect(n).toBe(readMigrations().length);
+    const described = await connection.workflowService.describeNamespace({ namespace });
+    const days = Number(described.config?.workflowExecutionRetentionTtl?.seconds?.toString()) / 86_400;
+    expect(days).toBe(Number(setting('TOPOLOGY_TEMPORAL_RETENTION_DAYS')));
   });
 
   test('a job submitted through API #1 is read, listed and canceled through API #2', async () => {

@@ -1,0 +1,264 @@
+import fs from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { freePort } from '../scripts/lib/ports';
+import type { Sql } from '../src/db/client';
+import { startWebhookReceiver } from '../src/notifications/test-helpers';
+import { spawnTsProcess, type SpawnedProcess } from '../test/processes';
+import type { Stack } from '../test/harness';
+import type { AttackPlan, NormalPlan } from './lib/abuse-child';
+import { insertFinishedRows } from './lib/bulk-rows';
+import { waitForQuiet } from './lib/costs';
+import { runMain, startTestInfrastructure, withStack } from './lib/infra';
+import type { PacedFigures } from './lib/paced-http';
+import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
+import { spawnService } from './lib/services';
+
+/**
+ * `npm run abuse`: one normal user's list and submit p99 at a steady rate, alone and then while hostile clients run on the
+ * same API process — one user opening 2,000 event streams that resume from the start of its history, 16 connections of
+ * bogus API keys, 300 sockets sending their headers slowly, one user flooding 5,000 submits and one flooding webhook
+ * replays. The API runs as a child process with the default limits; the normal user and the attackers are processes of
+ * their own (bench/lib/abuse-child.ts). Writes bench/out/abuse.json and bench/out/abuse.md.
+ */
+const PLAN = {
+  /** The normal user's measurement, alone and under attack, the same length and rates. */
+  seconds: 40,
+  listPerSecond: 20,
+  submitsPerSecond: 4,
+  /** The streaming user's history: events older than any resume window, so a resume from 0 asks for all of them. */
+  historyEvents: 500,
+  historyAgeHours: 2,
+  streams: 2_000,
+  streamsPerSecond: 200,
+  bogusConnections: 16,
+  bogusPerSecond: 400,
+  slowSockets: 300,
+  submitFlood: 5_000,
+  submitFloodPerSecond: 200,
+  replayPerSecond: 100,
+};
+
+/** Every user submits within a token bucket (burst 20, 5 per second); nothing else limits them here. */
+const ADMISSION = {
+  RATE_LIMIT_BURST: '20',
+  RATE_LIMIT_PER_SECOND: '5',
+  TIER_MAX_ACTIVE_JOBS: 'free:1000000,pro:1000000,enterprise:1000000',
+  TIER_DAILY_QUOTA: 'free:1000000,pro:1000000,enterprise:1000000',
+  TIER_BACKLOG_PER_SLOT: 'free:1000000,pro:1000000,enterprise:1000000',
+  CREDIT_GRANTS: 'free:100000000,pro:100000000,enterprise:100000000',
+};
+
+const say = (line: string) => process.stdout.write(`${line}\n`);
+const step = (line: string) => say(`\n▶ ${line}`);
+const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** digits;
+
+/** Runs bench/lib/abuse-child.ts in `mode` with `plan`; its figures. */
+async function runChild<T>(mode: 'normal' | 'attack', plan: object): Promise<T> {
+  const child = spawnTsProcess({ name: `abuse-${mode}`, script: 'bench/lib/abuse-child.ts', args: [mode], env: { ABUSE_PLAN: JSON.stringify(plan) } });
+  const { code } = await child.exited;
+  const result = /^RESULT (.*)$/m.exec(child.output());
+  if (code !== 0 || !result) throw new Error(`abuse-${mode} exited ${code}; see ${child.logFile}\n${child.output().slice(-2000)}`);
+  return JSON.parse(result[1]) as T;
+}
+
+/** Resident memory of a process, MiB (NaN once it is gone). */
+function rssMib(pid: number): number {
+  try {
+    const kb = /VmRSS:\s+(\d+) kB/.exec(fs.readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1];
+    return kb ? Number(kb) / 1024 : Number.NaN;
+  } catch {
+    return Number.NaN;
+  }
+}
+
+async function transactions(sql: Sql): Promise<number> {
+  const [row] = await sql<{ n: string }[]>`select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()`;
+  return Number(row.n);
+}
+
+/** A user's event history, written straight into the change feed, `ageHours` old. */
+async function seedHistory(sql: Sql, userId: string, events: number, ageHours: number): Promise<void> {
+  await sql`
+    insert into generation_events (user_id, job_id, type, payload, created_at)
+    select ${userId}, 'gen_history_' || (i % 50), 'generation.updated',
+           jsonb_build_object('generation_id', 'gen_history_' || (i % 50), 'status', 'running', 'progress', i::float8 / ${events},
+                              'attempt', 1, 'queue_position', null, 'video_url', null, 'error', null, 'updated_at', now()),
+           now() - ${ageHours} * interval '1 hour' + i * interval '1 second'
+    from generate_series(1, ${events}::int) as i`;
+}
+
+/** A webhook endpoint of the user and one finished delivery to it: what the replay flood replays. */
+async function seedDelivery(stack: Stack, apiUrl: string, apiKey: string, receiverUrl: string): Promise<string> {
+  const res = await fetch(`${apiUrl}/v1/webhook-endpoints`, {
+    method: 'POST',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ url: receiverUrl }),
+  });
+  if (res.status !== 201) throw new Error(`create endpoint: ${res.status} ${await res.text()}`);
+  const endpoint = (await res.json()) as { id: string };
+  const [{ user_id: userId }] = await stack.database.sql<{ user_id: string }[]>`select user_id from webhook_endpoints where id = ${endpoint.id}`;
+  const deliveryId = `whd_abuse_${randomBytes(6).toString('hex')}`;
+  await stack.database.sql`
+    insert into webhook_deliveries (id, user_id, job_id, endpoint_id, event_type, webhook_id, url, body, status, attempts)
+    values (${deliveryId}, ${userId}, 'gen_abuse_replayed', ${endpoint.id}, 'generation.succeeded', ${`msg_${deliveryId}`}, ${receiverUrl},
+            '{"type":"generation.succeeded","data":{}}', 'succeeded', 1)`;
+  return `/v1/webhook-endpoints/${endpoint.id}/deliveries/${deliveryId}/replay`;
+}
+
+interface NormalFigures {
+  list: PacedFigures;
+  submit: PacedFigures;
+}
+interface AttackFigures {
+  streams: { outcomes: Record<string, number>; accepted: number; endedByServer: number; events: number; bytes: number; eventTypes: Record<string, number> };
+  bogusTokens: PacedFigures;
+  slowSockets: { opened: number; answers: Record<string, number>; openAfterCheck: number; firstClosedMs: number | null; lastClosedMs: number | null; connectErrors: number };
+  submitFlood: PacedFigures;
+  replayFlood: PacedFigures;
+}
+
+/** Answers other than the expected success, dropped requests included. */
+const failures = (f: PacedFigures, ok: string) => f.dropped + Object.entries(f.outcomes).reduce((n, [key, count]) => n + (key === ok ? 0 : count), 0);
+
+/** Answers that are a 5xx other than 503 with an error code, or an error without a JSON error code. */
+function badAnswers(outcomes: Record<string, number>): number {
+  return Object.entries(outcomes).reduce((n, [key, count]) => {
+    const status = Number(key.split(' ')[0]);
+    const bare = key.includes('(');
+    return n + ((status >= 500 && status !== 503) || (status >= 400 && bare) ? count : 0);
+  }, 0);
+}
+
+async function main(): Promise<number> {
+  const began = Date.now();
+  say(machineLine());
+  const infrastructure = await startTestInfrastructure();
+  try {
+    return await withStack({ env: { ...ADMISSION, WORKER_ROLE: 'generation' } }, async (stack) => {
+      const receiver = await startWebhookReceiver();
+      const port = await freePort();
+      const apiUrl = `http://127.0.0.1:${port}`;
+      const api: SpawnedProcess = await spawnService('api', 'abuse-api', { ...stack.env, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'warn' });
+      let apiExit: string | undefined;
+      void api.exited.then((e) => (apiExit = `exited with ${e.code ?? e.signal}`));
+      try {
+        step('setting up: a normal user with 2,000 finished jobs, a streaming user with an old history, a flooder, a replayer');
+        const [normal, streamer, flooder, replayer] = [await stack.createUser('pro'), await stack.createUser('pro'), await stack.createUser('pro'), await stack.createUser('pro')];
+        await insertFinishedRows(stack.database.sql, normal.userId, 0, 2_000);
+        await seedHistory(stack.database.sql, streamer.userId, PLAN.historyEvents, PLAN.historyAgeHours);
+        const replayPath = await seedDelivery(stack, apiUrl, replayer.apiKey, receiver.url);
+        const normalPlan = (startAt: number): NormalPlan & { startAt: number } => ({
+          baseUrl: apiUrl,
+          apiKey: normal.apiKey,
+          seconds: PLAN.seconds,
+          listPerSecond: PLAN.listPerSecond,
+          submitsPerSecond: PLAN.submitsPerSecond,
+          startAt,
+        });
+
+        await waitForQuiet(stack.database.sql);
+        step(`baseline: the normal user alone, ${PLAN.listPerSecond} lists/s and ${PLAN.submitsPerSecond} submits/s for ${PLAN.seconds} s`);
+        const xactsBefore = await transactions(stack.database.sql);
+        const baseline = await runChild<NormalFigures>('normal', normalPlan(Date.now() + 3_000));
+        const baselineXacts = (await transactions(stack.database.sql)) - xactsBefore;
+        const rssBaseline = rssMib(api.pid);
+        say(`  list p99 ${baseline.list.p99Ms} ms, submit p99 ${baseline.submit.p99Ms} ms; API RSS ${rssBaseline.toFixed(0)} MiB`);
+
+        await waitForQuiet(stack.database.sql);
+        step('under attack: the same normal user while every hostile client runs');
+        const startAt = Date.now() + 3_000;
+        const attackPlan: AttackPlan & { startAt: number } = {
+          baseUrl: apiUrl,
+          seconds: PLAN.seconds,
+          startAt,
+          streams: { apiKey: streamer.apiKey, count: PLAN.streams, perSecond: PLAN.streamsPerSecond, lastEventId: '0' },
+          bogusTokens: { connections: PLAN.bogusConnections, perSecond: PLAN.bogusPerSecond },
+          slowSockets: { count: PLAN.slowSockets, lineEveryMs: 1_000, checkAfterMs: 15_000 },
+          submitFlood: { apiKey: flooder.apiKey, amount: PLAN.submitFlood, perSecond: PLAN.submitFloodPerSecond, connections: 16 },
+          replayFlood: { apiKey: replayer.apiKey, path: replayPath, perSecond: PLAN.replayPerSecond, connections: 8 },
+        };
+        let rssPeak = rssBaseline;
+        const sampler = setInterval(() => {
+          const rss = rssMib(api.pid);
+          if (rss > rssPeak) rssPeak = rss;
+        }, 250);
+        const xactsAtAttack = await transactions(stack.database.sql);
+        const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
+        clearInterval(sampler);
+        const attackXacts = (await transactions(stack.database.sql)) - xactsAtAttack;
+        const deliveredReplays = receiver.received.length;
+
+        const listRatio = underAttack.list.p99Ms / baseline.list.p99Ms;
+        const submitRatio = underAttack.submit.p99Ms / baseline.submit.p99Ms;
+        const hostile = {
+          streams: attack.streams.outcomes,
+          bogus_tokens: attack.bogusTokens.outcomes,
+          slow_sockets: attack.slowSockets.answers,
+          submit_flood: attack.submitFlood.outcomes,
+          replay_flood: attack.replayFlood.outcomes,
+        };
+        const figures = {
+          normal_p99_ratio: round(Math.max(listRatio, submitRatio)),
+          normal_errors: failures(underAttack.list, '200') + failures(underAttack.submit, '202'),
+          sse_accepted_per_user: attack.streams.accepted,
+          slow_sockets_open_after_15s: attack.slowSockets.openAfterCheck,
+          api_rss_mib: Math.round(rssPeak),
+          hostile,
+          hostile_bad_answers: Object.values(hostile).reduce((n, outcomes) => n + badAnswers(outcomes), 0),
+          api_alive: apiExit === undefined,
+          details: {
+            plan: PLAN,
+            list_p99_ratio: round(listRatio),
+            submit_p99_ratio: round(submitRatio),
+            baseline,
+            under_attack: underAttack,
+            baseline_errors: failures(baseline.list, '200') + failures(baseline.submit, '202'),
+            streams: attack.streams,
+            slow_sockets: attack.slowSockets,
+            bogus_tokens: attack.bogusTokens,
+            submit_flood: attack.submitFlood,
+            replay_flood: attack.replayFlood,
+            webhook_requests_received: deliveredReplays,
+            api_rss_mib_baseline: Math.round(rssBaseline),
+            postgres_xacts_per_s_baseline: Math.round(baselineXacts / PLAN.seconds),
+            postgres_xacts_per_s_under_attack: Math.round(attackXacts / PLAN.seconds),
+            api_exit: apiExit ?? null,
+          },
+        };
+        const outcomes = (o: Record<string, number>) => Object.entries(o).map(([k, n]) => `${k}: ${n}`).join(', ');
+        const rows: Row[] = [
+          { section: 'normal', figure: 'list p99 alone → under attack', value: `${baseline.list.p99Ms} → ${underAttack.list.p99Ms} ms` },
+          { section: 'normal', figure: 'submit p99 alone → under attack', value: `${baseline.submit.p99Ms} → ${underAttack.submit.p99Ms} ms` },
+          { section: 'normal', figure: 'p99 ratio (the worse of the two)', value: String(figures.normal_p99_ratio), goal: '≤ 2', met: figures.normal_p99_ratio <= 2 },
+          { section: 'normal', figure: 'errors under attack', value: String(figures.normal_errors), goal: '0', met: figures.normal_errors === 0 },
+          { section: 'streams', figure: `${PLAN.streams} streams of one user, resumed from 0`, value: outcomes(hostile.streams) },
+          { section: 'streams', figure: 'accepted', value: String(figures.sse_accepted_per_user) },
+          { section: 'bogus keys', figure: `${PLAN.bogusConnections} connections, ${PLAN.bogusPerSecond}/s`, value: outcomes(hostile.bogus_tokens) },
+          { section: 'slow headers', figure: `${PLAN.slowSockets} sockets, what they got`, value: outcomes(hostile.slow_sockets) },
+          { section: 'slow headers', figure: 'open 15 s after connecting', value: String(figures.slow_sockets_open_after_15s), goal: '0', met: figures.slow_sockets_open_after_15s === 0 },
+          { section: 'submit flood', figure: `${PLAN.submitFlood} submits at ${PLAN.submitFloodPerSecond}/s`, value: outcomes(hostile.submit_flood) },
+          { section: 'replay flood', figure: `${PLAN.replayPerSecond} replays/s`, value: outcomes(hostile.replay_flood) },
+          { section: 'replay flood', figure: 'webhook requests the receiver got', value: String(deliveredReplays) },
+          { section: 'api', figure: 'RSS alone → peak under attack', value: `${figures.details.api_rss_mib_baseline} → ${figures.api_rss_mib} MiB` },
+          { section: 'api', figure: '5xx (other than 503) or errors without a JSON code', value: String(figures.hostile_bad_answers), goal: '0', met: figures.hostile_bad_answers === 0 },
+        ];
+        step(`figures after ${Math.round((Date.now() - began) / 1000)} s`);
+        say(formatTable(rows));
+        const json = writeOut('abuse.json', `${JSON.stringify(figures, null, 2)}\n`);
+        const md = writeOut('abuse.md', formatMarkdown('Abuse', rows, [
+          'Every client runs on this machine, from 127.0.0.1; the normal user and the attackers are separate processes, the API a child process with the default limits.',
+          `The normal user lists at ${PLAN.listPerSecond}/s and submits at ${PLAN.submitsPerSecond}/s (open loop; latency from when each request was due) for ${PLAN.seconds} s alone, then ${PLAN.seconds} s while the attack runs.`,
+        ]));
+        say(`\nwritten: ${json}, ${md}`);
+        return 0;
+      } finally {
+        await api.stop();
+        await receiver.close();
+      }
+    });
+  } finally {
+    await infrastructure.stop();
+  }
+}
+
+runMain(main);

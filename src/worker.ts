@@ -33,7 +33,7 @@ export interface WorkerDeps {
  */
 export async function createWorkers({ config, databaseUrl, logger, workflowBundle, backend, identity }: WorkerDeps) {
   const { role, generationTaskQueue, gpuTaskQueue } = config.worker;
-  const database = createDatabase(databaseUrl);
+  const database = createDatabase(databaseUrl, { statementTimeoutMs: config.database.statementTimeoutMs });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const wakeups = new BackendWakeups(database.sql);

@@ -4,7 +4,9 @@ import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { grantCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { apiKeys, users, type UserRow } from '../db/schema';
+import { apiKeyLookups, clientRefusals } from '../lib/metrics';
 import { ApiError } from './errors';
+import { TokenBuckets } from './token-buckets';
 
 const KEY_PREFIX = 'vg_';
 
@@ -32,13 +34,19 @@ export async function createUser(db: Db, { name, tier, credits }: { name: string
   return { user, apiKey };
 }
 
-export async function findUserByApiKey(db: Db, apiKey: string): Promise<UserRow | undefined> {
+/** The user holding an API key, and the key's id; undefined for a key that is unknown or revoked. */
+export async function findApiKey(db: Db, apiKey: string): Promise<{ user: UserRow; keyId: string } | undefined> {
   const [row] = await db
-    .select({ user: users })
+    .select({ user: users, keyId: apiKeys.id })
     .from(apiKeys)
     .innerJoin(users, eq(users.id, apiKeys.userId))
     .where(and(eq(apiKeys.keyHash, hashApiKey(apiKey)), isNull(apiKeys.revokedAt)));
-  return row?.user;
+  apiKeyLookups.inc({ result: row ? 'found' : 'unknown' });
+  return row;
+}
+
+export async function findUserByApiKey(db: Db, apiKey: string): Promise<UserRow | undefined> {
+  return (await findApiKey(db, apiKey))?.user;
 }
 
 function bearerToken(req: Request): string | undefined {
@@ -55,42 +63,88 @@ const unauthorized = () =>
 declare module 'express-serve-static-core' {
   interface Request {
     user?: UserRow;
+    /** The id of the API key the request authenticated with (an event stream ends when it is revoked). */
+    apiKeyId?: string;
   }
 }
 
 /**
  * Who holds an API key, remembered for AUTH_CACHE_MS per process: every request authenticates, and a database round trip
  * per request is the largest cost of a status read. Only keys that named a user are remembered (an attacker's guesses
- * are not), a revoked key stops working within AUTH_CACHE_MS, and the cache is bounded.
+ * are not), a revoked key stops working within AUTH_CACHE_MS, and the cache is bounded (the key used longest ago goes
+ * first). A key past AUTH_CACHE_MS is looked up again but stays known: that is what lets it through while its client's
+ * address is refused unknown keys (below).
  */
 const AUTH_CACHE_MS = 5_000;
 const AUTH_CACHE_MAX = 10_000;
-const knownKeys = new WeakMap<Db, Map<string, { user: UserRow; until: number }>>();
 
-async function userOfKey(db: Db, apiKey: string): Promise<UserRow | undefined> {
-  let cache = knownKeys.get(db);
-  if (!cache) knownKeys.set(db, (cache = new Map()));
-  const now = Date.now();
-  const hit = cache.get(apiKey);
-  if (hit && hit.until > now) return hit.user;
-  const user = await findUserByApiKey(db, apiKey);
-  if (!user) {
-    cache.delete(apiKey);
-    return undefined;
-  }
-  if (cache.size >= AUTH_CACHE_MAX) cache.clear();
-  cache.set(apiKey, { user, until: now + AUTH_CACHE_MS });
-  return user;
+interface KnownKey {
+  user: UserRow;
+  keyId: string;
+  until: number;
+}
+
+/** The keys this process knows, and, once configured, the failed authentications of each client address. */
+interface Authentication {
+  keys: Map<string, KnownKey>;
+  failures?: TokenBuckets;
+}
+
+const authentications = new WeakMap<Db, Authentication>();
+
+function authenticationOf(db: Db): Authentication {
+  let auth = authentications.get(db);
+  if (!auth) authentications.set(db, (auth = { keys: new Map() }));
+  return auth;
+}
+
+/**
+ * Bounds what failed authentications cost: every failure from a client address takes a token of its bucket (`burst`,
+ * refilled `perSecond`), and while the bucket is empty the address's keys that this process does not know are refused
+ * 429 without a database query. Keys it knows (valid when last looked up) pass as before, so one client guessing keys
+ * from an address does not lock out the users behind it.
+ */
+export function limitFailedAuthentication(db: Db, { burst, perSecond }: { burst: number; perSecond: number }): void {
+  authenticationOf(db).failures = new TokenBuckets({ burst, perSecond, maxKeys: 100_000 });
+}
+
+function rememberKey(keys: Map<string, KnownKey>, apiKey: string, entry: KnownKey): void {
+  keys.delete(apiKey);
+  if (keys.size >= AUTH_CACHE_MAX) keys.delete(keys.keys().next().value!);
+  keys.set(apiKey, entry);
 }
 
 export function requireUser(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     // An outer mount authenticated this request already (a stream of one job passes /v1/generations on its way).
     if (req.user) return next();
+    const { keys, failures } = authenticationOf(db);
     const token = bearerToken(req);
-    const user = token && token.length <= 200 ? await userOfKey(db, token) : undefined;
-    if (!user) throw unauthorized();
-    req.user = user;
+    const now = Date.now();
+    if (!token || token.length > 200) {
+      failures?.take(req.ip ?? '', now);
+      throw unauthorized();
+    }
+    let known = keys.get(token);
+    if (!known || known.until <= now) {
+      const wait = known ? 0 : (failures?.waitSeconds(req.ip ?? '', now) ?? 0);
+      if (wait > 0) {
+        clientRefusals.inc({ code: 'too_many_failed_auth' });
+        throw new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
+          'Retry-After': String(Math.ceil(wait)),
+        });
+      }
+      const found = await findApiKey(db, token);
+      if (!found) {
+        keys.delete(token);
+        failures?.take(req.ip ?? '', now);
+        throw unauthorized();
+      }
+      known = { ...found, until: now + AUTH_CACHE_MS };
+      rememberKey(keys, token, known);
+    }
+    req.user = known.user;
+    req.apiKeyId = known.keyId;
     next();
   };
 }

@@ -12,13 +12,13 @@ import { createApiServer } from './http-server';
 /** Starts the API on config.api.port (0 picks a free port); resolves once it listens. */
 export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
   await runMigrations(databaseUrl);
-  const database = createDatabase(databaseUrl);
+  const database = createDatabase(databaseUrl, { statementTimeoutMs: config.database.statementTimeoutMs });
   // Lazy: the API starts (and answers 503 on submit) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
   const app = createApp({ config, database, client, logger, adminApiKey });
   const server = await new Promise<Server>((resolve) => {
-    const s = createApiServer(app).listen(config.api.port, '0.0.0.0', () => resolve(s));
+    const s = createApiServer(app, config.api).listen(config.api.port, '0.0.0.0', () => resolve(s));
   });
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : config.api.port;

@@ -2,7 +2,7 @@ import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
-import { admitSubmission, countUserJobs, peekRequestTokens, type UserJobCounts } from './admission-store';
+import { admitSubmission, countUserJobs, idempotencyKeyTaken, peekRequestTokens, type UserJobCounts } from './admission-store';
 import { ApiError } from './errors';
 import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
 import { rowParams } from '../db/projection';
@@ -27,6 +27,9 @@ export type Admission = ReturnType<typeof createAdmission>;
 
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
+/** Users whose empty buckets one process remembers at most (the one seen longest ago is forgotten first). */
+const EMPTY_BUCKETS_MAX = 100_000;
+
 export function createAdmission({ sql, config, queue }: { sql: Sql; config: Config; queue: QueuePositions }) {
   const { burst, refillPerSecond, tiers } = config.admission;
   const rate = { burst, perSecond: refillPerSecond };
@@ -39,6 +42,36 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   }
 
   const backlogBound = (limits: TierLimits, capacity: number) => Math.max(1, Math.ceil(limits.backlogPerSlot * capacity));
+
+  /**
+   * Users whose token bucket Postgres last said was empty: its level then, and their job counts (for the RateLimit
+   * fields). Until the bucket holds a token again, a submit of theirs would be refused there too — other API instances
+   * can only have taken more — so it is refused here without the round trip, and a flood of submits costs Postgres
+   * nothing after its first refusal. Forgotten once the bucket holds a token.
+   */
+  const emptyBuckets = new Map<string, { tokens: number; at: number; counts: UserJobCounts }>();
+
+  /** The bucket's level now when this process knows it is still below one token. */
+  function knownEmpty(userId: string): { tokens: number; counts: UserJobCounts } | undefined {
+    const seen = emptyBuckets.get(userId);
+    if (!seen) return undefined;
+    const tokens = seen.tokens + ((Date.now() - seen.at) / 1000) * refillPerSecond;
+    if (tokens < 1) return { tokens, counts: seen.counts };
+    emptyBuckets.delete(userId);
+    return undefined;
+  }
+
+  /** `at`: when the statement that saw the level was sent, no later than Postgres's now(), so the level is never under-counted. */
+  function rememberEmpty(userId: string, tokens: number, at: number, counts: UserJobCounts): void {
+    emptyBuckets.delete(userId);
+    if (emptyBuckets.size >= EMPTY_BUCKETS_MAX) emptyBuckets.delete(emptyBuckets.keys().next().value!);
+    emptyBuckets.set(userId, { tokens, at, counts });
+  }
+
+  const rateLimited = (limits: TierLimits, tokens: number, counts: UserJobCounts) =>
+    refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - tokens) / refillPerSecond, policyStates(limits, tokens, counts), {
+      limit: burst,
+    });
 
   function policyStates(limits: TierLimits, tokens: number, counts: UserJobCounts): QuotaPolicyState[] {
     return [
@@ -64,6 +97,11 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
     const limits = limitsOf(user.tier);
+    const empty = knownEmpty(user.id);
+    // A replay is never refused: a keyed submit is refused here only once its key is known to be new (one index probe).
+    if (empty && !(submission.idempotencyKey !== undefined && (await idempotencyKeyTaken(sql, user.id, submission.idempotencyKey)))) {
+      throw rateLimited(limits, empty.tokens, empty.counts);
+    }
     const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier)]);
     const bound = backlogBound(limits, estimate.capacity);
     // The summary may be out of date: a full backlog is decided on a fresh count, never on a stale one.
@@ -71,6 +109,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     if (backlog >= bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
 
     const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
+    const askedAt = Date.now();
     const admission = await admitSubmission(sql, {
       userId: user.id,
       bucketKey: bucketKey(user.id),
@@ -93,10 +132,9 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       case 'replay':
         return { result: await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt }), headers: {} };
       case 'rate_limited': {
-        const states = policyStates(limits, admission.tokens, await countUserJobs(sql, user.id));
-        throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - admission.tokens) / refillPerSecond, states, {
-          limit: burst,
-        });
+        const counts = await countUserJobs(sql, user.id);
+        rememberEmpty(user.id, admission.tokens, askedAt, counts);
+        throw rateLimited(limits, admission.tokens, counts);
       }
       case 'too_many_active_jobs':
         throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600),

@@ -1,3 +1,4 @@
+import http from 'node:http';
 import { openEventStream, type EventStreamClient } from '../src/notifications/test-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-helpers';
@@ -136,6 +137,35 @@ describe('event streams under hostile clients', () => {
     client.socket.resume();
     await eventually(async () => (client.closed ? true : undefined), { what: 'the socket to close' });
     expect(Buffer.byteLength(client.received)).toBeLessThan(20_000_000);
+  });
+
+  test('a client that falls behind and then reads gets every event, in order, once', async () => {
+    const { url } = await api({ notifications: { sseSlowClientMs: 60_000 } });
+    const user = await stack.createUser('pro');
+    const res = await new Promise<http.IncomingMessage>((resolve) =>
+      http.get(`${url}/v1/events`, { headers: { authorization: `Bearer ${user.apiKey}`, accept: 'text/event-stream' } }, resolve),
+    );
+    res.setEncoding('utf8');
+    res.pause();
+    // 20 MB: the server stops writing when the sockets' buffers are full, and goes on once they drain.
+    const inserted = await feedEvents(user.userId, 5_000, { payloadBytes: 4_000 });
+    const ids: number[] = [];
+    let tail = '';
+    res.on('data', (chunk: string) => {
+      const blocks = (tail + chunk).split('\n\n');
+      tail = blocks.pop() ?? '';
+      for (const block of blocks) {
+        const id = /^id: (\d+)$/m.exec(block)?.[1];
+        if (id) ids.push(Number(id));
+      }
+    });
+    res.resume();
+    try {
+      await eventually(async () => (ids.length >= inserted.length ? true : undefined), { what: 'every event', timeoutMs: 60_000 });
+      expect(ids).toEqual(inserted);
+    } finally {
+      res.destroy();
+    }
   });
 
   test('revoking an API key ends its open streams within seconds, with a last event saying why', async () => {

@@ -1,10 +1,12 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import { and, eq, isNull } from 'drizzle-orm';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { grantCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { apiKeys, users, type UserRow } from '../db/schema';
 import { apiKeyLookups, clientRefusals } from '../lib/metrics';
+import { canonicalAddress } from '../notifications/destination-guard';
 import { ApiError } from './errors';
 import { TokenBuckets } from './token-buckets';
 
@@ -114,6 +116,14 @@ function rememberKey(keys: Map<string, KnownKey>, apiKey: string, entry: KnownKe
   keys.set(apiKey, entry);
 }
 
+/** Whose failures a request counts as: an IPv4 address, or an IPv6 address's /64 (a single host is given a whole /64). */
+function clientOf(req: Request): string {
+  const ip = req.ip ?? '';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1];
+  return isIPv6(ip) ? `${canonicalAddress(ip).split(':').slice(0, 4).join(':')}::/64` : ip;
+}
+
 export function requireUser(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     // An outer mount authenticated this request already (a stream of one job passes /v1/generations on its way).
@@ -122,12 +132,12 @@ export function requireUser(db: Db): RequestHandler {
     const token = bearerToken(req);
     const now = Date.now();
     if (!token || token.length > 200) {
-      failures?.take(req.ip ?? '', now);
+      failures?.take(clientOf(req), now);
       throw unauthorized();
     }
     let known = keys.get(token);
     if (!known || known.until <= now) {
-      const wait = known ? 0 : (failures?.waitSeconds(req.ip ?? '', now) ?? 0);
+      const wait = known ? 0 : (failures?.waitSeconds(clientOf(req), now) ?? 0);
       if (wait > 0) {
         clientRefusals.inc({ code: 'too_many_failed_auth' });
         throw new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
@@ -137,7 +147,7 @@ export function requireUser(db: Db): RequestHandler {
       const found = await findApiKey(db, token);
       if (!found) {
         keys.delete(token);
-        failures?.take(req.ip ?? '', now);
+        failures?.take(clientOf(req), now);
         throw unauthorized();
       }
       known = { ...found, until: now + AUTH_CACHE_MS };

@@ -7,7 +7,8 @@ const CHECK_BATCH = 1_000;
 /**
  * Ends the event streams of revoked API keys. A stream authenticates once, when it opens, and may stay open for days; so
  * while an API process has streams open it asks Postgres, every `checkMs`, which of their keys were revoked (or deleted)
- * since — one statement for all of them, not one per stream — and tells those streams.
+ * since — one statement for all of them, not one per stream — and tells those streams. A key revoked as of a later
+ * time (a rotation's overlap) is still valid until then.
  */
 export class RevokedKeyWatch {
   private readonly streams = new Map<string, Set<() => void>>();
@@ -42,7 +43,7 @@ export class RevokedKeyWatch {
       for (let i = 0; i < keyIds.length; i += CHECK_BATCH) {
         const revoked = await this.sql<{ id: string }[]>`
           select k.id from unnest(${keyIds.slice(i, i + CHECK_BATCH)}::text[]) as k(id)
-          where not exists (select 1 from api_keys a where a.id = k.id and a.revoked_at is null)`;
+          where not exists (select 1 from api_keys a where a.id = k.id and (a.revoked_at is null or a.revoked_at > now()))`;
         for (const { id } of revoked) {
           const ended = this.streams.get(id);
           this.streams.delete(id);

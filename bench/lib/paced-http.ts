@@ -35,6 +35,8 @@ export interface PacedFigures {
   p99Ms: number;
   maxMs: number;
   seconds: number;
+  /** The slowest answers: when they were due (seconds into the run) and how long they took (ms). */
+  slowest: Array<{ atS: number; ms: number }>;
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -55,6 +57,7 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
   const base = new URL(o.baseUrl);
   const outcomes: Record<string, number> = {};
   const latencies: number[] = [];
+  const timeline: Array<{ atS: number; ms: number }> = [];
   const tally = (key: string) => (outcomes[key] = (outcomes[key] ?? 0) + 1);
   let [sent, answered, dropped, pending] = [0, 0, 0, 0];
   let stopped = false;
@@ -78,6 +81,7 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
           res.on('end', () => {
             answered++;
             latencies.push(performance.now() - dueAt);
+            timeline.push({ atS: round((dueAt - began) / 1000), ms: round(performance.now() - dueAt) });
             tally(outcomeOf(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8')));
             resolve();
           });
@@ -131,6 +135,7 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
     p99Ms: round(percentile(latencies, 99)),
     maxMs: round(latencies.length ? Math.max(...latencies) : Number.NaN),
     seconds: round((performance.now() - began) / 1000),
+    slowest: timeline.sort((a, b) => b.ms - a.ms).slice(0, 10),
   };
 }
 

@@ -137,19 +137,23 @@ export function requireUser(db: Db): RequestHandler {
     }
     let known = keys.get(token);
     if (!known || known.until <= now) {
-      const wait = known ? 0 : (failures?.waitSeconds(clientOf(req), now) ?? 0);
-      if (wait > 0) {
+      // An unknown key may fail: it takes its token before the query (so concurrent guesses cannot all pass on the
+      // last one) and gives it back if it names a user. A known key's look-up takes none.
+      const client = known || !failures ? undefined : clientOf(req);
+      if (client !== undefined && !failures!.take(client, now)) {
         clientRefusals.inc({ code: 'too_many_failed_auth' });
         throw new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
-          'Retry-After': String(Math.ceil(wait)),
+          'Retry-After': String(Math.max(1, Math.ceil(failures!.waitSeconds(client, now)))),
         });
       }
       const found = await findApiKey(db, token);
       if (!found) {
         keys.delete(token);
-        failures?.take(clientOf(req), now);
+        // A known key that stopped working (revoked) counts as a failure too.
+        if (client === undefined) failures?.take(clientOf(req), now);
         throw unauthorized();
       }
+      if (client !== undefined) failures!.giveBack(client);
       known = { ...found, until: now + AUTH_CACHE_MS };
       rememberKey(keys, token, known);
     }

@@ -30,6 +30,11 @@ export class TokenBuckets {
     return true;
   }
 
+  /** Gives back a token taken for something that turned out not to count. */
+  giveBack(key: string, now = Date.now()): void {
+    this.set(key, Math.min(this.limits.burst, this.level(key, now) + 1), now);
+  }
+
   get size(): number {
     return this.buckets.size;
   }

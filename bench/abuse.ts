@@ -5,9 +5,9 @@ import type { Sql } from '../src/db/client';
 import { startWebhookReceiver } from '../src/notifications/test-helpers';
 import { spawnTsProcess, type SpawnedProcess } from '../test/processes';
 import type { Stack } from '../test/harness';
-import type { AttackPlan, NormalPlan } from './lib/abuse-child';
+import { ATTACK_PARTS, type AttackPart, type AttackPlan, type NormalPlan } from './lib/abuse-child';
 import { insertFinishedRows } from './lib/bulk-rows';
-import { waitForQuiet } from './lib/costs';
+import { cpuMsOf, cpuMsOfAll, postgresPids, waitForQuiet } from './lib/costs';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import type { PacedFigures } from './lib/paced-http';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
@@ -20,9 +20,15 @@ import { spawnService } from './lib/services';
  * replays. The API runs as a child process with the default limits; the normal user and the attackers are processes of
  * their own (bench/lib/abuse-child.ts). Writes bench/out/abuse.json and bench/out/abuse.md.
  */
+const option = (name: string) => {
+  const at = process.argv.indexOf(`--${name}`);
+  return at < 0 ? undefined : process.argv[at + 1];
+};
+/** `--only streams,bogus,slow,flood,replay`: some hostile parts alone, to see what each costs. */
+const PARTS = (option('only')?.split(',') ?? [...ATTACK_PARTS]) as AttackPart[];
 const PLAN = {
-  /** The normal user's measurement, alone and under attack, the same length and rates. */
-  seconds: 60,
+  /** The normal user's measurement, alone and under attack, the same length and rates (`--seconds`). */
+  seconds: Number(option('seconds') ?? 60),
   listPerSecond: 20,
   submitsPerSecond: 4,
   /** The streaming user's history: events older than any resume window, so a resume from 0 asks for all of them. */
@@ -178,6 +184,7 @@ async function main(): Promise<number> {
           baseUrl: apiUrl,
           seconds: PLAN.seconds,
           startAt,
+          parts: PARTS,
           streams: { apiKey: streamer.apiKey, count: PLAN.streams, perSecond: PLAN.streamsPerSecond, lastEventId: '0' },
           bogusTokens: { connections: PLAN.bogusConnections, perSecond: PLAN.bogusPerSecond },
           slowSockets: { count: PLAN.slowSockets, lineEveryMs: 1_000, checkAfterMs: 15_000 },
@@ -189,9 +196,19 @@ async function main(): Promise<number> {
           const rss = rssMib(api.pid);
           if (rss > rssPeak) rssPeak = rss;
         }, 250);
+        // Where the machine's CPU went, second by second: the API process and Postgres, % of one core.
+        const pgPids = await postgresPids(stack.database.sql);
+        const cpuTimeline: Array<{ api: number; postgres: number }> = [];
+        let lastCpu = { api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids) };
+        const cpuSampler = setInterval(() => {
+          const now = { api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids) };
+          cpuTimeline.push({ api: Math.round((now.api - lastCpu.api) / 10), postgres: Math.round((now.postgres - lastCpu.postgres) / 10) });
+          lastCpu = now;
+        }, 1_000);
         const xactsAtAttack = await transactions(stack.database.sql);
         const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
         clearInterval(sampler);
+        clearInterval(cpuSampler);
         const attackXacts = (await transactions(stack.database.sql)) - xactsAtAttack;
         const deliveredReplays = receiver.received.length;
 
@@ -214,7 +231,8 @@ async function main(): Promise<number> {
           hostile_bad_answers: Object.values(hostile).reduce((n, outcomes) => n + badAnswers(outcomes), 0),
           api_alive: apiExit === undefined,
           details: {
-            plan: PLAN,
+            plan: { ...PLAN, parts: PARTS },
+            cpu_percent_per_second_from_3s_before_the_attack: cpuTimeline,
             list_p99_ratio: round(listRatio),
             submit_p99_ratio: round(submitRatio),
             baseline,

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { floodStreams, slowHeaderSockets } from './hostile-clients';
-import { pacedRequests } from './paced-http';
+import { pacedRequests, type PacedFigures } from './paced-http';
 
 /**
  * The clients of `npm run abuse`, each run as a process of its own so that neither shares an event loop with the other,
@@ -16,9 +16,14 @@ export interface NormalPlan {
   submitsPerSecond: number;
 }
 
+/** The hostile parts; a run may leave some out (`npm run abuse -- --only streams,slow`) to see what each costs. */
+export const ATTACK_PARTS = ['streams', 'bogus', 'slow', 'flood', 'replay'] as const;
+export type AttackPart = (typeof ATTACK_PARTS)[number];
+
 export interface AttackPlan {
   baseUrl: string;
   seconds: number;
+  parts: AttackPart[];
   streams: { apiKey: string; count: number; perSecond: number; lastEventId: string };
   bogusTokens: { connections: number; perSecond: number };
   slowSockets: { count: number; lineEveryMs: number; checkAfterMs: number };
@@ -26,6 +31,7 @@ export interface AttackPlan {
   replayFlood: { apiKey: string; path: string; perSecond: number; connections: number };
 }
 
+let startedAt = Date.now();
 const prompt = (n: number) => JSON.stringify({ prompt: `a steady stream of prompts, number ${n}` });
 const key = () => randomBytes(12).toString('hex');
 
@@ -51,51 +57,67 @@ async function normal(plan: NormalPlan) {
 async function attack(plan: AttackPlan) {
   const { baseUrl } = plan;
   const durationMs = plan.seconds * 1000;
-  const streams = floodStreams({ baseUrl, ...plan.streams });
+  const on = (part: AttackPart) => plan.parts.includes(part);
+  // A part left out answers with empty figures.
+  const skipped = async (): Promise<PacedFigures> => ({ sent: 0, answered: 0, outcomes: {}, dropped: 0, p50Ms: 0, p99Ms: 0, maxMs: 0, seconds: 0, slowest: [] });
+  const streams = on('streams') ? floodStreams({ baseUrl, ...plan.streams }) : undefined;
   const { hostname, port } = new URL(baseUrl);
   const [slowSockets, bogusTokens, submitFlood, replayFlood] = await Promise.all([
-    slowHeaderSockets({ host: hostname, port: Number(port), ...plan.slowSockets }),
-    pacedRequests({
-      baseUrl,
-      path: () => '/v1/generations?limit=20',
-      headers: () => ({ authorization: `Bearer vg_${randomBytes(24).toString('base64url')}` }),
-      rate: plan.bogusTokens.perSecond,
-      durationMs,
-      connections: plan.bogusTokens.connections,
-      maxPending: plan.bogusTokens.connections * 4,
-    }),
-    pacedRequests({
-      baseUrl,
-      method: 'POST',
-      path: () => '/v1/generations',
-      headers: () => ({ authorization: `Bearer ${plan.submitFlood.apiKey}`, 'idempotency-key': key() }),
-      body: prompt,
-      rate: plan.submitFlood.perSecond,
-      amount: plan.submitFlood.amount,
-      durationMs,
-      connections: plan.submitFlood.connections,
-      maxPending: plan.submitFlood.connections * 4,
-    }),
-    pacedRequests({
-      baseUrl,
-      method: 'POST',
-      path: () => plan.replayFlood.path,
-      headers: () => ({ authorization: `Bearer ${plan.replayFlood.apiKey}` }),
-      rate: plan.replayFlood.perSecond,
-      durationMs,
-      connections: plan.replayFlood.connections,
-      maxPending: plan.replayFlood.connections * 4,
-    }),
+    on('slow')
+      ? slowHeaderSockets({ host: hostname, port: Number(port), ...plan.slowSockets })
+      : { opened: 0, answers: {}, openAfterCheck: 0, firstClosedMs: null, lastClosedMs: null, connectErrors: 0 },
+    on('bogus')
+      ? pacedRequests({
+          baseUrl,
+          path: () => '/v1/generations?limit=20',
+          headers: () => ({ authorization: `Bearer vg_${randomBytes(24).toString('base64url')}` }),
+          rate: plan.bogusTokens.perSecond,
+          durationMs,
+          connections: plan.bogusTokens.connections,
+          maxPending: plan.bogusTokens.connections * 4,
+        })
+      : skipped(),
+    on('flood')
+      ? pacedRequests({
+          baseUrl,
+          method: 'POST',
+          path: () => '/v1/generations',
+          headers: () => ({ authorization: `Bearer ${plan.submitFlood.apiKey}`, 'idempotency-key': key() }),
+          body: prompt,
+          rate: plan.submitFlood.perSecond,
+          amount: plan.submitFlood.amount,
+          durationMs,
+          connections: plan.submitFlood.connections,
+          maxPending: plan.submitFlood.connections * 4,
+        })
+      : skipped(),
+    on('replay')
+      ? pacedRequests({
+          baseUrl,
+          method: 'POST',
+          path: () => plan.replayFlood.path,
+          headers: () => ({ authorization: `Bearer ${plan.replayFlood.apiKey}` }),
+          rate: plan.replayFlood.perSecond,
+          durationMs,
+          connections: plan.replayFlood.connections,
+          maxPending: plan.replayFlood.connections * 4,
+        })
+      : skipped(),
   ]);
   // Whatever the floods took, the streams were open for the whole attack.
-  streams.close();
-  return { streams: streams.figures, bogusTokens, slowSockets, submitFlood, replayFlood };
+  if (streams) {
+    await new Promise((r) => setTimeout(r, Math.max(0, durationMs - (Date.now() - startedAt))));
+    streams.close();
+  }
+  const noStreams = { outcomes: {}, accepted: 0, endedByServer: 0, events: 0, bytes: 0, eventTypes: {} };
+  return { streams: streams?.figures ?? noStreams, bogusTokens, slowSockets, submitFlood, replayFlood };
 }
 
 async function main(): Promise<void> {
   const plan = JSON.parse(process.env.ABUSE_PLAN ?? '{}') as NormalPlan & AttackPlan & { startAt?: number };
   // Both clients of a phase start together, whatever loading each took.
   await new Promise((r) => setTimeout(r, Math.max(0, (plan.startAt ?? 0) - Date.now())));
+  startedAt = Date.now();
   const result = process.argv[2] === 'attack' ? await attack(plan) : await normal(plan);
   process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
 }

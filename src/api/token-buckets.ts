@@ -22,12 +22,11 @@ export class TokenBuckets {
     return level >= 1 ? 0 : (1 - level) / this.limits.perSecond;
   }
 
-  /** Takes a token when there is one; false (and nothing taken) when the bucket is empty. */
+  /** Takes a token when there is one; false (and nothing taken) when the bucket is empty. Either way the key is touched. */
   take(key: string, now = Date.now()): boolean {
     const level = this.level(key, now);
-    if (level < 1) return false;
-    this.set(key, level - 1, now);
-    return true;
+    this.set(key, level >= 1 ? level - 1 : level, now);
+    return level >= 1;
   }
 
   /** Gives back a token taken for something that turned out not to count. */

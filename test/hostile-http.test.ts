@@ -124,6 +124,31 @@ describe('the API under hostile clients', () => {
     expect(none).toBe('0');
   });
 
+  test("one user's concurrent submits wait their turn in the process, not in Postgres, so others' requests still find a connection", async () => {
+    const { url } = await api({});
+    const [flooder, other] = [await stack.createUser('pro'), await stack.createUser('pro')];
+    const holder = await stack.database.sql.reserve();
+    let flood: Promise<unknown> | undefined;
+    try {
+      // The flooder's admissions stall behind its lock, as behind a slow one; more of them than the API's pool (10).
+      await holder`begin`;
+      await holder`select pg_advisory_xact_lock(hashtextextended(${`admission:${flooder.userId}`}, 0))`;
+      const client = apiClient(url, flooder.apiKey);
+      flood = Promise.all(Array.from({ length: 20 }, (_, i) => client.submit({ prompt: `flood ${i}` })));
+      await eventually(async () => {
+        const [{ waiting }] = await stack.database.sql<{ waiting: number }[]>`select count(*)::int as waiting from pg_locks where locktype = 'advisory' and not granted`;
+        return waiting > 0 ? true : undefined;
+      }, { what: 'a flood submit to wait for the lock' });
+      const list = apiClient(url, other.apiKey).list();
+      const res = await Promise.race([list, new Promise<undefined>((r) => setTimeout(() => r(undefined), 5_000))]);
+      expect(res?.status).toBe(200);
+    } finally {
+      await holder`rollback`;
+      holder.release();
+      await flood;
+    }
+  });
+
   test("once a user's bucket is known empty, their submits are refused without a round trip, with the right headers; replays still answer", async () => {
     const { url } = await api({});
     const user = await stack.createUser('pro');

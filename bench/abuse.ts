@@ -26,6 +26,8 @@ const option = (name: string) => {
 };
 /** `--only streams,bogus,slow,flood,replay`: some hostile parts alone, to see what each costs. */
 const PARTS = (option('only')?.split(',') ?? [...ATTACK_PARTS]) as AttackPart[];
+/** `--probe`: also read the API's event-loop delay from its /metrics every second (which costs it a few queries). */
+const PROBE = process.argv.includes('--probe');
 const PLAN = {
   /** The normal user's measurement, alone and under attack, the same length and rates (`--seconds`). */
   seconds: Number(option('seconds') ?? 60),
@@ -111,9 +113,15 @@ async function seedDelivery(stack: Stack, apiUrl: string, apiKey: string, receiv
   return `/v1/webhook-endpoints/${endpoint.id}/deliveries/${deliveryId}/replay`;
 }
 
+/** The client process's own event-loop delay over its run. */
+interface LoopDelay {
+  p99Ms: number;
+  maxMs: number;
+}
 interface NormalFigures {
   list: PacedFigures;
   submit: PacedFigures;
+  loopDelay: LoopDelay;
 }
 interface AttackFigures {
   streams: { outcomes: Record<string, number>; accepted: number; endedByServer: number; events: number; bytes: number; eventTypes: Record<string, number> };
@@ -121,6 +129,7 @@ interface AttackFigures {
   slowSockets: { opened: number; answers: Record<string, number>; openAfterCheck: number; firstClosedMs: number | null; lastClosedMs: number | null; connectErrors: number };
   submitFlood: PacedFigures;
   replayFlood: PacedFigures;
+  loopDelay: LoopDelay;
 }
 
 /** Answers other than the expected success, dropped requests included. */
@@ -198,12 +207,22 @@ async function main(): Promise<number> {
         }, 250);
         // Where the machine's CPU went, second by second: the API process and Postgres, % of one core.
         const pgPids = await postgresPids(stack.database.sql);
-        const cpuTimeline: Array<{ api: number; postgres: number }> = [];
+        const cpuTimeline: Array<{ api: number; postgres: number; api_loop_delay_max_ms?: number }> = [];
         let lastCpu = { api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids) };
         const cpuSampler = setInterval(() => {
           const now = { api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids) };
-          cpuTimeline.push({ api: Math.round((now.api - lastCpu.api) / 10), postgres: Math.round((now.postgres - lastCpu.postgres) / 10) });
+          const second: (typeof cpuTimeline)[number] = { api: Math.round((now.api - lastCpu.api) / 10), postgres: Math.round((now.postgres - lastCpu.postgres) / 10) };
+          cpuTimeline.push(second);
           lastCpu = now;
+          if (PROBE) {
+            void fetch(`${apiUrl}/metrics`)
+              .then((r) => r.text())
+              .then((text) => {
+                const lag = /^vg_process_nodejs_eventloop_lag_max_seconds (\S+)$/m.exec(text)?.[1];
+                if (lag) second.api_loop_delay_max_ms = Math.round(Number(lag) * 1000);
+              })
+              .catch(() => undefined);
+          }
         }, 1_000);
         const xactsAtAttack = await transactions(stack.database.sql);
         const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
@@ -233,6 +252,7 @@ async function main(): Promise<number> {
           details: {
             plan: { ...PLAN, parts: PARTS },
             cpu_percent_per_second_from_3s_before_the_attack: cpuTimeline,
+            normal_loop_delay_ms: { baseline: baseline.loopDelay, under_attack: underAttack.loopDelay },
             list_p99_ratio: round(listRatio),
             submit_p99_ratio: round(submitRatio),
             baseline,
@@ -248,6 +268,7 @@ async function main(): Promise<number> {
             postgres_xacts_per_s_baseline: Math.round(baselineXacts / PLAN.seconds),
             postgres_xacts_per_s_under_attack: Math.round(attackXacts / PLAN.seconds),
             api_exit: apiExit ?? null,
+            attacker_loop_delay_ms: attack.loopDelay,
           },
         };
         const outcomes = (o: Record<string, number>, dropped = 0) =>

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { floodStreams, slowHeaderSockets } from './hostile-clients';
 import { pacedRequests, type PacedFigures } from './paced-http';
 
@@ -118,8 +119,13 @@ async function main(): Promise<void> {
   // Both clients of a phase start together, whatever loading each took.
   await new Promise((r) => setTimeout(r, Math.max(0, (plan.startAt ?? 0) - Date.now())));
   startedAt = Date.now();
+  // How late this process's own event loop ran: a latency it measured includes that much of its own delay.
+  const loop = monitorEventLoopDelay({ resolution: 10 });
+  loop.enable();
   const result = process.argv[2] === 'attack' ? await attack(plan) : await normal(plan);
-  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+  loop.disable();
+  const loopDelay = { p99Ms: Math.round(loop.percentile(99) / 1e5) / 10, maxMs: Math.round(loop.max / 1e5) / 10 };
+  process.stdout.write(`RESULT ${JSON.stringify({ ...result, loopDelay })}\n`);
 }
 
 if (require.main === module) {

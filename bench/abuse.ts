@@ -79,6 +79,13 @@ function rssMib(pid: number): number {
   }
 }
 
+/** Connections the kernel dropped because a listening socket's accept queue was full (this whole machine: TcpExt). */
+function listenOverflows(): number {
+  const [names, values] = fs.readFileSync('/proc/net/netstat', 'utf8').split('\n').filter((line) => line.startsWith('TcpExt:'));
+  const at = names.split(' ').indexOf('ListenOverflows');
+  return at < 0 ? Number.NaN : Number(values.split(' ')[at]);
+}
+
 async function transactions(sql: Sql): Promise<number> {
   const [row] = await sql<{ n: string }[]>`select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()`;
   return Number(row.n);
@@ -225,10 +232,12 @@ async function main(): Promise<number> {
           }
         }, 1_000);
         const xactsAtAttack = await transactions(stack.database.sql);
+        const overflowsBefore = listenOverflows();
         const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
         clearInterval(sampler);
         clearInterval(cpuSampler);
         const attackXacts = (await transactions(stack.database.sql)) - xactsAtAttack;
+        const overflows = listenOverflows() - overflowsBefore;
         const deliveredReplays = receiver.received.length;
 
         const listRatio = underAttack.list.p99Ms / baseline.list.p99Ms;
@@ -269,6 +278,7 @@ async function main(): Promise<number> {
             postgres_xacts_per_s_under_attack: Math.round(attackXacts / PLAN.seconds),
             api_exit: apiExit ?? null,
             attacker_loop_delay_ms: attack.loopDelay,
+            listen_overflows_on_this_machine_during_the_attack: overflows,
           },
         };
         const outcomes = (o: Record<string, number>, dropped = 0) =>

@@ -36,12 +36,15 @@ let startedAt = Date.now();
 const prompt = (n: number) => JSON.stringify({ prompt: `a steady stream of prompts, number ${n}` });
 const key = () => randomBytes(12).toString('hex');
 
-async function normal(plan: NormalPlan) {
+async function normal(plan: NormalPlan, startAt: number) {
   const auth = { authorization: `Bearer ${plan.apiKey}` };
   const durationMs = plan.seconds * 1000;
+  // A user of the service is already connected (keep-alive) when the measurement starts, in both phases alike.
+  const connected = { warmUpPath: '/v1/usage', startAt };
   const [list, submit] = await Promise.all([
-    pacedRequests({ baseUrl: plan.baseUrl, path: () => '/v1/generations?limit=20', headers: () => auth, rate: plan.listPerSecond, durationMs, connections: 4 }),
+    pacedRequests({ baseUrl: plan.baseUrl, path: () => '/v1/generations?limit=20', headers: () => auth, rate: plan.listPerSecond, durationMs, connections: 4, ...connected }),
     pacedRequests({
+      ...connected,
       baseUrl: plan.baseUrl,
       method: 'POST',
       path: () => '/v1/generations',
@@ -116,13 +119,20 @@ async function attack(plan: AttackPlan) {
 
 async function main(): Promise<void> {
   const plan = JSON.parse(process.env.ABUSE_PLAN ?? '{}') as NormalPlan & AttackPlan & { startAt?: number };
-  // Both clients of a phase start together, whatever loading each took.
-  await new Promise((r) => setTimeout(r, Math.max(0, (plan.startAt ?? 0) - Date.now())));
-  startedAt = Date.now();
+  const startAt = plan.startAt ?? Date.now();
   // How late this process's own event loop ran: a latency it measured includes that much of its own delay.
   const loop = monitorEventLoopDelay({ resolution: 10 });
-  loop.enable();
-  const result = process.argv[2] === 'attack' ? await attack(plan) : await normal(plan);
+  let result: object;
+  if (process.argv[2] === 'attack') {
+    // Both clients of a phase start together, whatever loading each took.
+    await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now())));
+    startedAt = Date.now();
+    loop.enable();
+    result = await attack(plan);
+  } else {
+    loop.enable();
+    result = await normal(plan, startAt);
+  }
   loop.disable();
   const loopDelay = { p99Ms: Math.round(loop.percentile(99) / 1e5) / 10, maxMs: Math.round(loop.max / 1e5) / 10 };
   process.stdout.write(`RESULT ${JSON.stringify({ ...result, loopDelay })}\n`);

@@ -23,6 +23,10 @@ export interface PacedOptions {
   maxPending?: number;
   /** Stops scheduling early when it resolves. */
   stop?: Promise<unknown>;
+  /** Opens every connection first with a GET of this path (not counted), as a client already connected would be. */
+  warmUpPath?: string;
+  /** Starts sending at this time (ms since the epoch), after the warm-up. */
+  startAt?: number;
 }
 
 export interface PacedFigures {
@@ -62,6 +66,16 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
   let [sent, answered, dropped, pending] = [0, 0, 0, 0];
   let stopped = false;
   void o.stop?.then(() => (stopped = true));
+  if (o.warmUpPath) {
+    const warmUp = () =>
+      new Promise<void>((resolve) => {
+        const req = http.request({ host: base.hostname, port: base.port, path: o.warmUpPath, headers: o.headers?.(0), agent }, (res) => res.resume().on('end', resolve));
+        req.on('error', () => resolve());
+        req.end();
+      });
+    await Promise.all(Array.from({ length: o.connections }, warmUp));
+  }
+  if (o.startAt !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, o.startAt! - Date.now())));
   const began = performance.now();
   const intervalMs = 1000 / o.rate;
 

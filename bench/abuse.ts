@@ -10,7 +10,7 @@ import { insertFinishedRows } from './lib/bulk-rows';
 import { cpuMsOf, cpuMsOfAll, postgresPids, waitForQuiet } from './lib/costs';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import type { PacedFigures } from './lib/paced-http';
-import { formatMarkdown, formatTable, machineLine, OUT_DIR, writeOut, type Row } from './lib/report';
+import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
 import { spawnService } from './lib/services';
 
 /**
@@ -28,8 +28,6 @@ const option = (name: string) => {
 const PARTS = (option('only')?.split(',') ?? [...ATTACK_PARTS]) as AttackPart[];
 /** `--probe`: also read the API's event-loop delay from its /metrics every second (which costs it a few queries). */
 const PROBE = process.argv.includes('--probe');
-/** `--profile-api`: the API process writes a V8 CPU profile to bench/out/ when it stops. */
-const PROFILE: Record<string, string> = process.argv.includes('--profile-api') ? { NODE_OPTIONS: `--cpu-prof --cpu-prof-dir=${OUT_DIR}` } : {};
 const PLAN = {
   /** The normal user's measurement, alone and under attack, the same length and rates (`--seconds`). */
   seconds: Number(option('seconds') ?? 60),
@@ -164,7 +162,7 @@ async function main(): Promise<number> {
       const apiUrl = `http://127.0.0.1:${port}`;
       // The stack's environment without the tests' own relaxation of the failed-authentication limit: the defaults apply.
       const { AUTH_FAILURE_BURST: _relaxed, ...env } = stack.env;
-      const api: SpawnedProcess = await spawnService('api', 'abuse-api', { ...env, ...PROFILE, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'warn' });
+      const api: SpawnedProcess = await spawnService('api', 'abuse-api', { ...env, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'warn' });
       let apiExit: string | undefined;
       void api.exited.then((e) => (apiExit = `exited with ${e.code ?? e.signal}`));
       try {

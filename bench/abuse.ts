@@ -86,6 +86,22 @@ function listenOverflows(): number {
   return at < 0 ? Number.NaN : Number(values.split(' ')[at]);
 }
 
+/**
+ * How long the API itself took over the normal user's list requests (and every other GET of the route, e.g. bogus keys',
+ * which are answered before the route), by its own histogram: cumulative counts per upper bound in seconds.
+ */
+async function listDurations(apiUrl: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${apiUrl}/metrics`)).text();
+  const counts: Record<string, number> = {};
+  for (const [, le, n] of text.matchAll(/^vg_http_request_duration_seconds_bucket\{le="([^"]+)",method="GET",route="\/v1\/generations\/",status="2xx"\} (\d+)$/gm)) {
+    counts[le] = Number(n);
+  }
+  return counts;
+}
+
+const minus = (after: Record<string, number>, before: Record<string, number>) =>
+  Object.fromEntries(Object.entries(after).map(([le, n]) => [le, n - (before[le] ?? 0)]));
+
 async function transactions(sql: Sql): Promise<number> {
   const [row] = await sql<{ n: string }[]>`select xact_commit + xact_rollback as n from pg_stat_database where datname = current_database()`;
   return Number(row.n);
@@ -188,7 +204,9 @@ async function main(): Promise<number> {
         await waitForQuiet(stack.database.sql);
         step(`baseline: the normal user alone, ${PLAN.listPerSecond} lists/s and ${PLAN.submitsPerSecond} submits/s for ${PLAN.seconds} s`);
         const xactsBefore = await transactions(stack.database.sql);
+        const listsBefore = await listDurations(apiUrl);
         const baseline = await runChild<NormalFigures>('normal', normalPlan(Date.now() + 3_000));
+        const baselineLists = minus(await listDurations(apiUrl), listsBefore);
         const baselineXacts = (await transactions(stack.database.sql)) - xactsBefore;
         const rssBaseline = rssMib(api.pid);
         say(`  list p99 ${baseline.list.p99Ms} ms, submit p99 ${baseline.submit.p99Ms} ms; API RSS ${rssBaseline.toFixed(0)} MiB`);
@@ -232,12 +250,14 @@ async function main(): Promise<number> {
           }
         }, 1_000);
         const xactsAtAttack = await transactions(stack.database.sql);
+        const listsAtAttack = await listDurations(apiUrl);
         const overflowsBefore = listenOverflows();
         const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
         clearInterval(sampler);
         clearInterval(cpuSampler);
         const attackXacts = (await transactions(stack.database.sql)) - xactsAtAttack;
         const overflows = listenOverflows() - overflowsBefore;
+        const attackLists = minus(await listDurations(apiUrl), listsAtAttack);
         const deliveredReplays = receiver.received.length;
 
         const listRatio = underAttack.list.p99Ms / baseline.list.p99Ms;
@@ -262,6 +282,7 @@ async function main(): Promise<number> {
             plan: { ...PLAN, parts: PARTS },
             cpu_percent_per_second_from_3s_before_the_attack: cpuTimeline,
             normal_loop_delay_ms: { baseline: baseline.loopDelay, under_attack: underAttack.loopDelay },
+            api_list_seconds_cumulative_by_bound: { baseline: baselineLists, under_attack: attackLists },
             list_p99_ratio: round(listRatio),
             submit_p99_ratio: round(submitRatio),
             baseline,

@@ -9,10 +9,27 @@ import { createLogger, type Logger } from '../lib/logger';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
 
-/** Starts the API on config.api.port (0 picks a free port); resolves once it listens. */
-export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
+/**
+ * Starts the API on config.api.port (0 picks a free port); resolves once it listens. `warmPool` opens the database pool's
+ * connections first (the service does; tests, which run many APIs on one Postgres, do not).
+ */
+export async function startApi({
+  config,
+  databaseUrl,
+  logger,
+  adminApiKey,
+  warmPool = false,
+}: {
+  config: Config;
+  databaseUrl: string;
+  logger: Logger;
+  adminApiKey: string;
+  warmPool?: boolean;
+}) {
   await runMigrations(databaseUrl);
   const database = createDatabase(databaseUrl, { statementTimeoutMs: config.database.statementTimeoutMs });
+  // An attack's first second (or any burst after a quiet spell) would otherwise wait for connections to be set up.
+  if (warmPool) await database.warm();
   // Lazy: the API starts (and answers 503 on submit) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
@@ -47,7 +64,7 @@ async function main(): Promise<void> {
     // Printed once so an operator can create users; set ADMIN_API_KEY to keep one across restarts.
     process.stdout.write(`ADMIN_API_KEY was not set; this run's admin key is: ${adminApiKey}\n`);
   }
-  const api = await startApi({ config, databaseUrl: requireDatabaseUrl(config), logger, adminApiKey });
+  const api = await startApi({ config, databaseUrl: requireDatabaseUrl(config), logger, adminApiKey, warmPool: true });
   logger.info({ url: api.url }, 'api listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {

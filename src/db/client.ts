@@ -16,7 +16,9 @@ export function createDatabase(url: string, { max = 10, statementTimeoutMs = 0 }
   if (statementTimeoutMs > 0) connection.statement_timeout = String(statementTimeoutMs);
   const sql = postgres(url, { max, onnotice: () => {}, connection });
   const db = drizzle(sql, { schema });
-  return { sql, db, close: () => sql.end({ timeout: 5 }) };
+  /** Opens every connection of the pool now, so the first burst of requests does not wait for their setup. */
+  const warm = async () => void (await Promise.all(Array.from({ length: max }, () => sql`select 1`)));
+  return { sql, db, warm, close: () => sql.end({ timeout: 5 }) };
 }
 
 export type Database = ReturnType<typeof createDatabase>;

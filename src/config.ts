@@ -152,6 +152,24 @@ const envSchema = z.object({
   RETENTION_BATCH_PAUSE_MS: int(10),
   /** The Temporal namespace's retention of closed workflows, applied by the migrate step. */
   TEMPORAL_RETENTION_DAYS: z.coerce.number().int().min(1).default(7),
+  // Hostile clients: HTTP timeouts and caps, bounded SSE, failed authentication, Postgres and DNS time limits.
+  HTTP_HEADERS_TIMEOUT_MS: z.coerce.number().int().min(100).default(10_000),
+  HTTP_REQUEST_TIMEOUT_MS: z.coerce.number().int().min(100).default(30_000),
+  HTTP_MAX_CONNECTIONS: z.coerce.number().int().min(1).default(10_000),
+  /** Express's `trust proxy`: unset, a client's address is the socket's; behind a load balancer, e.g. `loopback` or a hop count. */
+  TRUST_PROXY: z.string().min(1).optional(),
+  AUTH_FAILURE_BURST: z.coerce.number().int().min(1).default(20),
+  AUTH_FAILURES_PER_SECOND: z.coerce.number().positive().default(1),
+  SSE_MAX_STREAMS_PER_USER: z.coerce.number().int().min(1).default(20),
+  SSE_MAX_STREAMS: z.coerce.number().int().min(1).default(5_000),
+  SSE_RESUME_MAX_EVENTS: z.coerce.number().int().min(1).default(1_000),
+  SSE_RESUME_MAX_AGE_MS: z.coerce.number().int().min(1_000).default(60 * 60_000),
+  SSE_SLOW_CLIENT_MS: z.coerce.number().int().min(100).default(30_000),
+  SSE_KEY_CHECK_MS: z.coerce.number().int().min(100).default(2_000),
+  DATABASE_STATEMENT_TIMEOUT_MS: int(30_000),
+  DNS_TIMEOUT_MS: z.coerce.number().int().min(10).default(3_000),
+  WEBHOOK_MAX_REPLAYS: z.coerce.number().int().min(0).default(10),
+  WEBHOOK_REPLAYS_PER_MINUTE: z.coerce.number().positive().default(30),
 });
 
 /** The development-only callback secret: it is in the repository, so no other environment may use it. */
@@ -220,8 +238,16 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       /** The internal listener of admin routes, /metrics and readiness details; undefined: they share the public port. */
       adminListener: e.ADMIN_PORT === undefined ? undefined : { port: e.ADMIN_PORT, host: e.ADMIN_HOST },
       startRelayMaxJobs: e.START_RELAY_MAX_JOBS,
+      /** How long a client may take to send its headers, and its whole request (a stream's response is not bounded). */
+      headersTimeoutMs: e.HTTP_HEADERS_TIMEOUT_MS,
+      requestTimeoutMs: Math.max(e.HTTP_REQUEST_TIMEOUT_MS, e.HTTP_HEADERS_TIMEOUT_MS),
+      maxConnections: e.HTTP_MAX_CONNECTIONS,
+      trustProxy: e.TRUST_PROXY,
+      /** Failed authentications an address may make at once, and per second after that, before unknown keys are refused unread. */
+      authFailureBurst: e.AUTH_FAILURE_BURST,
+      authFailuresPerSecond: e.AUTH_FAILURES_PER_SECOND,
     },
-    database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT },
+    database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT, statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS },
     temporal: {
       address: e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_DEV_PORT}`,
       external: e.TEMPORAL_ADDRESS !== undefined,
@@ -287,6 +313,19 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       webhookRetryScale: e.WEBHOOK_RETRY_SCALE,
       webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
       crashInNotify: e.FAULT_CRASH_IN_NOTIFY && RELAXED_ENVS.includes(e.NODE_ENV),
+      /** Open event streams one user may have on one API process, and all users together. */
+      sseMaxStreamsPerUser: e.SSE_MAX_STREAMS_PER_USER,
+      sseMaxStreams: e.SSE_MAX_STREAMS,
+      /** A Last-Event-ID further back than this many events, or than this age, is not replayed: the client re-lists. */
+      sseResumeMaxEvents: e.SSE_RESUME_MAX_EVENTS,
+      sseResumeMaxAgeMs: e.SSE_RESUME_MAX_AGE_MS,
+      /** A stream whose client reads nothing for this long while events wait is closed. */
+      sseSlowClientMs: e.SSE_SLOW_CLIENT_MS,
+      /** How often an API process checks whether the keys of its open streams were revoked. */
+      sseKeyCheckMs: e.SSE_KEY_CHECK_MS,
+      dnsTimeoutMs: e.DNS_TIMEOUT_MS,
+      webhookMaxReplays: e.WEBHOOK_MAX_REPLAYS,
+      webhookReplaysPerMinute: e.WEBHOOK_REPLAYS_PER_MINUTE,
     },
     retention: {
       jobsDays: e.RETENTION_JOBS_DAYS,

@@ -16,7 +16,7 @@ async function transactions(sql: Sql): Promise<number> {
 }
 
 /** CPU time (user + system) a process has used so far, in ms, from /proc (Linux); NaN where unreadable. */
-function cpuMsOf(pid: number): number {
+export function cpuMsOf(pid: number): number {
   try {
     // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the 12th and 13th.
     const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -42,7 +42,7 @@ function parentOf(pid: number): number | undefined {
 const allPids = () => fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number);
 
 /** The benchmark's Postgres: its postmaster (the parent of this connection's backend) and every process it forked. */
-async function postgresPids(sql: Sql): Promise<number[]> {
+export async function postgresPids(sql: Sql): Promise<number[]> {
   const [{ pid }] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
   const postmaster = parentOf(pid);
   return postmaster === undefined ? [] : [postmaster, ...allPids().filter((p) => parentOf(p) === postmaster)];
@@ -59,7 +59,7 @@ function temporalPids(): number[] {
   });
 }
 
-const cpuMsOfAll = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuMsOf(pid) || 0), 0);
+export const cpuMsOfAll = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuMsOf(pid) || 0), 0);
 
 export interface RequestCost {
   /** Postgres transactions (each autocommit statement is one) per successful request. */

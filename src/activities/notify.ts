@@ -13,6 +13,7 @@ import { startScheduledDelivery, type DeliveryStarter } from '../notifications/d
 import { disableEndpoint, endpointsFor, findEndpoint, requestSecretFor, signingSecrets } from '../notifications/endpoint-store';
 import { deliveryIdFor, endedEventType, notificationIdFor, notificationText, retryScheduleMs, webhookIdFor } from '../notifications/events';
 import { recordNotification } from '../notifications/inbox';
+import { boundedLookup } from '../notifications/destination-guard';
 import { sendWebhook } from '../notifications/webhook-sender';
 
 export interface NotifyActivityDeps {
@@ -58,6 +59,8 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
     scheduleMs: retryScheduleMs(webhookRetryScale),
     timeoutMs: webhookTimeoutMs,
   };
+  // One per worker process: every delivery's look-ups share its time limit and in-flight cap.
+  const lookup = boundedLookup({ timeoutMs: config.notifications.dnsTimeoutMs });
 
   async function notifyGenerationEnded({ jobId, userId, status, webhookUrl, endedAt }: GenerationEndedInput): Promise<void> {
     if (!isTerminal(status)) throw new Error(`notifyGenerationEnded: ${jobId} is ${status}, not terminal`);
@@ -113,6 +116,7 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
       secrets,
       timeoutMs: webhookTimeoutMs,
       allowedHosts: webhookAllowedHosts,
+      lookup,
     });
     const succeeded = response.status !== null && response.status >= 200 && response.status < 300;
     // 410 Gone: the receiver asks us to stop; its endpoint is disabled and nothing more is sent.

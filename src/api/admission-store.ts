@@ -30,6 +30,12 @@ export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCo
   return row;
 }
 
+/** Whether the user's Idempotency-Key names an earlier submit (so a submit with it is a replay, never refused). */
+export async function idempotencyKeyTaken(sql: Sql, userId: string, key: string): Promise<boolean> {
+  const rows = await sql`select 1 from idempotency_keys where user_id = ${userId} and key = ${key}`;
+  return rows.length > 0;
+}
+
 export type AdmissionOutcome =
   | { outcome: 'admitted'; tokens: number; counts: UserJobCounts; available: number; queue: { queuedBefore: number; oldestQueuedAt: Date | null } }
   | { outcome: 'replay'; earlierHash: string; earlierAt: Date }

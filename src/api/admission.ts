@@ -2,7 +2,7 @@ import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
-import { admitSubmission, countUserJobs, peekRequestTokens, type UserJobCounts } from './admission-store';
+import { admitSubmission, countUserJobs, idempotencyKeyTaken, peekRequestTokens, type UserJobCounts } from './admission-store';
 import { ApiError } from './errors';
 import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
 import { rowParams } from '../db/projection';
@@ -28,6 +28,9 @@ export type Admission = ReturnType<typeof createAdmission>;
 
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
+/** Users whose empty buckets one process remembers at most (the one seen longest ago is forgotten first). */
+const EMPTY_BUCKETS_MAX = 100_000;
+
 export function createAdmission({ sql, config, queue }: { sql: Sql; config: Config; queue: QueuePositions }) {
   const { burst, refillPerSecond, tiers } = config.admission;
   const rate = { burst, perSecond: refillPerSecond };
@@ -40,6 +43,66 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   }
 
   const backlogBound = (limits: TierLimits, capacity: number) => Math.max(1, Math.ceil(limits.backlogPerSlot * capacity));
+
+  /**
+   * Users whose token bucket Postgres last said was empty: its level then, and their job counts (for the RateLimit
+   * fields). Until the bucket holds a token again, a submit of theirs would be refused there too — other API instances
+   * can only have taken more — so it is refused here without the round trip, and a flood of submits costs Postgres
+   * nothing after its first refusal. Forgotten once the bucket holds a token.
+   */
+  const emptyBuckets = new Map<string, { tokens: number; at: number; counts: UserJobCounts }>();
+
+  /** The bucket's level now when this process knows it is still below one token. */
+  function knownEmpty(userId: string): { tokens: number; counts: UserJobCounts } | undefined {
+    const seen = emptyBuckets.get(userId);
+    if (!seen) return undefined;
+    const tokens = seen.tokens + ((Date.now() - seen.at) / 1000) * refillPerSecond;
+    if (tokens < 1) return { tokens, counts: seen.counts };
+    emptyBuckets.delete(userId);
+    return undefined;
+  }
+
+  /** `at`: when the statement that saw the level was sent, no later than Postgres's now(), so the level is never under-counted. */
+  function rememberEmpty(userId: string, tokens: number, at: number, counts: UserJobCounts): void {
+    emptyBuckets.delete(userId);
+    if (emptyBuckets.size >= EMPTY_BUCKETS_MAX) emptyBuckets.delete(emptyBuckets.keys().next().value!);
+    emptyBuckets.set(userId, { tokens, at, counts });
+  }
+
+  /** Refuses the submit here when the user's bucket is known to be empty; a replay (a known Idempotency-Key) never is. */
+  async function refuseIfKnownEmpty(submission: Submission, limits: TierLimits): Promise<void> {
+    const empty = knownEmpty(submission.user.id);
+    if (!empty) return;
+    // A keyed submit is refused only once its key is known to be new (one index probe).
+    if (submission.idempotencyKey !== undefined && (await idempotencyKeyTaken(sql, submission.user.id, submission.idempotencyKey))) return;
+    throw rateLimited(limits, empty.tokens, empty.counts);
+  }
+
+  /**
+   * One admission per user at a time in this process. A user's concurrent submits would otherwise each hold a pooled
+   * connection while they wait in Postgres for the user's lock (vg_admit_submission), and a flood of them would take the
+   * whole pool from everyone else; here they wait without one, and the first refusal turns the rest away at once.
+   */
+  const turns = new Map<string, Promise<void>>();
+  async function inTurn<T>(userId: string, run: () => Promise<T>): Promise<T> {
+    const ahead = turns.get(userId);
+    let done!: () => void;
+    const mine = new Promise<void>((resolve) => (done = resolve));
+    const last = (ahead ?? Promise.resolve()).then(() => mine);
+    turns.set(userId, last);
+    try {
+      await ahead;
+      return await run();
+    } finally {
+      done();
+      if (turns.get(userId) === last) turns.delete(userId);
+    }
+  }
+
+  const rateLimited = (limits: TierLimits, tokens: number, counts: UserJobCounts) =>
+    refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - tokens) / refillPerSecond, policyStates(limits, tokens, counts), {
+      limit: burst,
+    });
 
   function policyStates(limits: TierLimits, tokens: number, counts: UserJobCounts): QuotaPolicyState[] {
     return [
@@ -65,6 +128,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
     const limits = limitsOf(user.tier);
+    await refuseIfKnownEmpty(submission, limits);
     const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier)]);
     const bound = backlogBound(limits, estimate.capacity);
     // The summary may be out of date: a full backlog is decided on a fresh count, never on a stale one.
@@ -72,33 +136,39 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     if (backlog >= bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
 
     const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
-    const admission = await admitSubmission(sql, {
-      userId: user.id,
-      bucketKey: bucketKey(user.id),
-      rate,
-      maxActive: limits.maxActiveJobs,
-      dailyQuota: limits.dailyQuota,
-      backlogFull: backlog >= bound,
-      idempotencyKey: submission.idempotencyKey,
-      requestHash: submission.requestHash,
-      jobId: submission.jobId,
-      credits: submission.credits,
-      acceptedAt: submission.acceptedAt,
-      pool: queue.pool,
-      tier: user.tier,
-      fairnessWeight,
-      prompt: submission.request.prompt,
-      params: rowParams(submission.request),
+    const { admission, refusedCounts } = await inTurn(user.id, async () => {
+      // A submit ahead of this one may have found the bucket empty meanwhile.
+      await refuseIfKnownEmpty(submission, limits);
+      const askedAt = Date.now();
+      const outcome = await admitSubmission(sql, {
+        userId: user.id,
+        bucketKey: bucketKey(user.id),
+        rate,
+        maxActive: limits.maxActiveJobs,
+        dailyQuota: limits.dailyQuota,
+        backlogFull: backlog >= bound,
+        idempotencyKey: submission.idempotencyKey,
+        requestHash: submission.requestHash,
+        jobId: submission.jobId,
+        credits: submission.credits,
+        acceptedAt: submission.acceptedAt,
+        pool: queue.pool,
+        tier: user.tier,
+        fairnessWeight,
+        prompt: submission.request.prompt,
+        params: rowParams(submission.request),
+      });
+      if (outcome.outcome !== 'rate_limited') return { admission: outcome };
+      // Whoever is next in line is refused at once, without a round trip.
+      const counts = await countUserJobs(sql, user.id);
+      rememberEmpty(user.id, outcome.tokens, askedAt, counts);
+      return { admission: outcome, refusedCounts: counts };
     });
     switch (admission.outcome) {
       case 'replay':
         return { result: await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt }), headers: {} };
-      case 'rate_limited': {
-        const states = policyStates(limits, admission.tokens, await countUserJobs(sql, user.id));
-        throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - admission.tokens) / refillPerSecond, states, {
-          limit: burst,
-        });
-      }
+      case 'rate_limited':
+        throw rateLimited(limits, admission.tokens, refusedCounts!);
       case 'too_many_active_jobs':
         throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600),
           policyStates(limits, admission.tokens, admission.counts), { limit: limits.maxActiveJobs, active: admission.counts.active });

@@ -285,6 +285,29 @@ export const queuePositionEventData = component(
     .meta({ description: 'The data of `generation.queue_position` events, sent while a job is queued; they carry no id.' }),
 );
 
+export const resyncEventData = component(
+  'ResyncEventData',
+  z
+    .object({
+      type: z.literal('stream.resync_required'),
+      reason: z.enum(['resume_window_exceeded', 'unknown_event_id']),
+      last_event_id: z.int().meta({ description: 'the Last-Event-ID the client sent' }),
+      message: z.string(),
+    })
+    .meta({
+      description:
+        'The data of a `stream.resync_required` event: the Last-Event-ID was not replayed (more events after it than the resume window holds, ' +
+        'the first of them older than it, or no such event). List your generations again; the stream goes on live, and this event\'s id is where a reconnect resumes.',
+    }),
+);
+
+export const streamClosedEventData = component(
+  'StreamClosedEventData',
+  z
+    .object({ type: z.literal('stream.closed'), reason: z.enum(['api_key_revoked']), message: z.string() })
+    .meta({ description: 'The data of a `stream.closed` event, the last of a stream the server ends: its API key was revoked. Do not reconnect with that key.' }),
+);
+
 export const webhookEvent = component(
   'WebhookEvent',
   z.object({

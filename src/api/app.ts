@@ -5,14 +5,13 @@ import type { Database } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
-import { requireUser } from './auth';
+import { limitFailedAuthentication, requireUser } from './auth';
 import { callbacksRouter } from './callbacks-routes';
 import { ApiError, errorMiddleware } from './errors';
 import { generationsRouter } from './generations-routes';
 import { usageRouter } from './usage-routes';
 import { createAdmission } from './admission';
 import { createQueuePositions } from './queue-position';
-import { GenerationEventHub } from '../notifications/event-hub';
 import { eventsRouter } from './events-routes';
 import { notificationsRouter } from './notifications-routes';
 import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoints-routes';
@@ -41,6 +40,9 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   const admission = createAdmission({ sql, config, queue });
   const app = express();
   app.disable('x-powered-by');
+  // A client's address (req.ip) is the socket's unless TRUST_PROXY names the proxies in front.
+  if (config.api.trustProxy !== undefined) app.set('trust proxy', trustProxySetting(config.api.trustProxy));
+  limitFailedAuthentication(db, { burst: config.api.authFailureBurst, perSecond: config.api.authFailuresPerSecond });
   app.set('query parser', 'simple');
   // No ETag on JSON answers: hashing every status body cost more CPU than the list query itself, and job status changes
   // too often for a 304 to save anything (static files keep theirs).
@@ -59,15 +61,7 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.
   // A stream of one job (/v1/generations/:id/events) matches none of these routes and goes on to the events router.
   app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, relay, admission, queue }));
-  app.use(
-    '/v1',
-    eventsRouter({
-      db,
-      hub: new GenerationEventHub(sql, logger, config.notifications.ssePollMs),
-      keepAliveMs: config.notifications.sseKeepAliveMs,
-      queue: { positionsOf: (userId) => queue.positions(userId), pollMs: config.notifications.sseQueuePositionMs },
-    }),
-  );
+  app.use('/v1', eventsRouter({ db, sql, logger, config, positionsOf: (userId) => queue.positions(userId) }));
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
   app.use('/v1', webhookEndpointsRouter({ db, client, config }));
@@ -84,4 +78,10 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
   return app;
+}
+
+/** TRUST_PROXY as Express takes it: `true`/`false`, a hop count, or addresses and names such as `loopback`. */
+function trustProxySetting(value: string): boolean | number | string {
+  if (value === 'true' || value === 'false') return value === 'true';
+  return /^\d+$/.test(value) ? Number(value) : value;
 }

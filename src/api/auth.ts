@@ -1,10 +1,14 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { isIPv6 } from 'node:net';
 import { and, eq, gt, isNull, or, sql, type SQL } from 'drizzle-orm';
 import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import { grantCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { apiKeys, users, type UserRow } from '../db/schema';
+import { apiKeyLookups, clientRefusals } from '../lib/metrics';
+import { canonicalAddress } from '../notifications/destination-guard';
 import { ApiError } from './errors';
+import { TokenBuckets } from './token-buckets';
 
 const KEY_PREFIX = 'vg_';
 
@@ -53,6 +57,7 @@ export async function findApiKey(db: Db, apiKey: string): Promise<{ user: UserRo
     .from(apiKeys)
     .innerJoin(users, eq(users.id, apiKeys.userId))
     .where(and(eq(apiKeys.keyHash, hashApiKey(apiKey)), liveApiKey));
+  apiKeyLookups.inc({ result: row ? 'found' : 'unknown' });
   return row;
 }
 
@@ -74,7 +79,7 @@ const unauthorized = () =>
 declare module 'express-serve-static-core' {
   interface Request {
     user?: UserRow;
-    /** The id of the API key the request authenticated with. */
+    /** The id of the API key the request authenticated with (an event stream ends when it is revoked). */
     apiKeyId?: string;
   }
 }
@@ -82,63 +87,103 @@ declare module 'express-serve-static-core' {
 /**
  * Who holds an API key, remembered for AUTH_CACHE_MS per process: every request authenticates, and a database round trip
  * per request is the largest cost of a status read. Only keys that named a user are remembered (an attacker's guesses
- * are not), never past the moment a rotation retires them, and the cache is bounded. A key revoked through this process
- * is forgotten at once (forgetApiKeys); one revoked through another process stops working here within AUTH_CACHE_MS.
+ * are not), never past the moment a rotation retires them, and the cache is bounded (the key used longest ago goes
+ * first). A key revoked through this process is forgotten at once (forgetApiKeys); one revoked through another process
+ * stops working here within AUTH_CACHE_MS. A key past AUTH_CACHE_MS is looked up again but stays known: that is what
+ * lets it through while its client's address is refused unknown keys (below).
  */
 export const AUTH_CACHE_MS = 5_000;
 const AUTH_CACHE_MAX = 10_000;
+
 interface KnownKey {
   user: UserRow;
   keyId: string;
   until: number;
 }
-interface AuthCache {
-  known: Map<string, KnownKey>;
+
+/** The keys this process knows, keys revoked through it lately, and, once configured, each client address's failures. */
+interface Authentication {
+  keys: Map<string, KnownKey>;
   /** Keys revoked through this process lately (id → when): a lookup that read the row before the revocation must not cache it. */
   forgotten: Map<string, number>;
-}
-const caches = new WeakMap<Db, AuthCache>();
-
-function cacheOf(db: Db): AuthCache {
-  let cache = caches.get(db);
-  if (!cache) caches.set(db, (cache = { known: new Map(), forgotten: new Map() }));
-  return cache;
+  failures?: TokenBuckets;
 }
 
-async function keyHolder(db: Db, apiKey: string): Promise<KnownKey | undefined> {
-  const { known, forgotten } = cacheOf(db);
-  const now = Date.now();
-  const hit = known.get(apiKey);
-  if (hit && hit.until > now) return hit;
-  const found = await findApiKey(db, apiKey);
-  if (!found) {
-    known.delete(apiKey);
-    return undefined;
-  }
-  const holder = { user: found.user, keyId: found.keyId, until: Math.min(now + AUTH_CACHE_MS, found.revokedAt?.getTime() ?? Infinity) };
-  if (forgotten.has(found.keyId)) return holder;
-  if (known.size >= AUTH_CACHE_MAX) known.clear();
-  known.set(apiKey, holder);
-  return holder;
+const authentications = new WeakMap<Db, Authentication>();
+
+function authenticationOf(db: Db): Authentication {
+  let auth = authentications.get(db);
+  if (!auth) authentications.set(db, (auth = { keys: new Map(), forgotten: new Map() }));
+  return auth;
+}
+
+/**
+ * Bounds what failed authentications cost: every failure from a client address takes a token of its bucket (`burst`,
+ * refilled `perSecond`), and while the bucket is empty the address's keys that this process does not know are refused
+ * 429 without a database query. Keys it knows (valid when last looked up) pass as before, so one client guessing keys
+ * from an address does not lock out the users behind it.
+ */
+export function limitFailedAuthentication(db: Db, { burst, perSecond }: { burst: number; perSecond: number }): void {
+  authenticationOf(db).failures = new TokenBuckets({ burst, perSecond, maxKeys: 100_000 });
+}
+
+function rememberKey(keys: Map<string, KnownKey>, apiKey: string, entry: KnownKey): void {
+  keys.delete(apiKey);
+  if (keys.size >= AUTH_CACHE_MAX) keys.delete(keys.keys().next().value!);
+  keys.set(apiKey, entry);
 }
 
 /** Drops these keys from this process's cache, so a revocation holds here from the next request. */
 export function forgetApiKeys(db: Db, keyIds: Iterable<string>): void {
-  const { known, forgotten } = cacheOf(db);
+  const { keys, forgotten } = authenticationOf(db);
   const now = Date.now();
   for (const [id, at] of forgotten) if (at < now - AUTH_CACHE_MS) forgotten.delete(id);
   const ids = new Set(keyIds);
   for (const id of ids) forgotten.set(id, now);
-  for (const [apiKey, holder] of known) if (ids.has(holder.keyId)) known.delete(apiKey);
+  for (const [apiKey, holder] of keys) if (ids.has(holder.keyId)) keys.delete(apiKey);
+}
+
+/** Whose failures a request counts as: an IPv4 address, or an IPv6 address's /64 (a single host is given a whole /64). */
+function clientOf(req: Request): string {
+  const ip = req.ip ?? '';
+  const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
+  if (mapped) return mapped[1];
+  return isIPv6(ip) ? `${canonicalAddress(ip).split(':').slice(0, 4).join(':')}::/64` : ip;
 }
 
 export function requireUser(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     // An outer mount authenticated this request already (a stream of one job passes /v1/generations on its way).
     if (req.user) return next();
+    const { keys, forgotten, failures } = authenticationOf(db);
     const token = bearerToken(req);
-    const known = token && token.length <= 200 ? await keyHolder(db, token) : undefined;
-    if (!known) throw unauthorized();
+    const now = Date.now();
+    if (!token || token.length > 200) {
+      failures?.take(clientOf(req), now);
+      throw unauthorized();
+    }
+    let known = keys.get(token);
+    if (!known || known.until <= now) {
+      // An unknown key may fail: it takes its token before the query (so concurrent guesses cannot all pass on the
+      // last one) and gives it back if it names a user. A known key's look-up takes none.
+      const client = known || !failures ? undefined : clientOf(req);
+      if (client !== undefined && !failures!.take(client, now)) {
+        clientRefusals.inc({ code: 'too_many_failed_auth' });
+        throw new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
+          'Retry-After': String(Math.max(1, Math.ceil(failures!.waitSeconds(client, now)))),
+        });
+      }
+      const found = await findApiKey(db, token);
+      if (!found) {
+        keys.delete(token);
+        // A known key that stopped working (revoked) counts as a failure too.
+        if (client === undefined) failures?.take(clientOf(req), now);
+        throw unauthorized();
+      }
+      if (client !== undefined) failures!.giveBack(client);
+      known = { user: found.user, keyId: found.keyId, until: Math.min(now + AUTH_CACHE_MS, found.revokedAt?.getTime() ?? Infinity) };
+      if (!forgotten.has(found.keyId)) rememberKey(keys, token, known);
+    }
     req.user = known.user;
     req.apiKeyId = known.keyId;
     next();

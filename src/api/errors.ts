@@ -21,13 +21,15 @@ export const notFound = (what = 'resource') => new ApiError(404, 'not_found', `$
 /** Maps every error to a JSON answer; anything unexpected is a 500 with no internals in the body. */
 export function errorMiddleware(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
-    const e = err as { type?: string; status?: number; message?: string };
+    const e = err as { type?: string; status?: number; message?: string; code?: string };
     let apiError: ApiError;
     if (err instanceof ApiError) apiError = err;
     else if (e?.type === 'entity.parse.failed') apiError = new ApiError(400, 'invalid_json', 'the request body is not valid JSON');
     else if (e?.type === 'entity.too.large') apiError = new ApiError(413, 'payload_too_large', 'the request body is too large');
     else if (e?.type === 'encoding.unsupported' || e?.type === 'charset.unsupported')
       apiError = new ApiError(415, 'unsupported_media_type', e.message ?? 'unsupported encoding');
+    // Postgres canceled a statement at DATABASE_STATEMENT_TIMEOUT_MS: nothing was written by it.
+    else if (e?.code === '57014') apiError = new ApiError(503, 'database_timeout', 'the database took too long to answer; retry shortly', undefined, { 'Retry-After': '1' });
     else if (typeof e?.status === 'number' && e.status >= 400 && e.status < 500)
       apiError = new ApiError(e.status, 'bad_request', e.message ?? 'bad request');
     else if (isDatabaseUnavailable(err)) {

@@ -11,7 +11,7 @@ describe('createApiServer', () => {
   const arrivals: Array<{ request: boolean; response: boolean }> = [];
 
   beforeAll(async () => {
-    server = createApiServer(app);
+    server = createApiServer(app, { headersTimeoutMs: 10_000, requestTimeoutMs: 30_000, maxConnections: 100 });
     // Before the app's own listener: what each request and response is made as, before Express touches them.
     server.prependListener('request', (req: IncomingMessage, res: ServerResponse) => {
       arrivals.push({ request: Object.getPrototypeOf(req) === app.request, response: Object.getPrototypeOf(res) === app.response });

@@ -36,8 +36,23 @@ function closeServer(server: Server, graceMs: number): Promise<void> {
  * The database must be migrated already: the migrate step (`npm run migrate`, src/migrate.ts) runs before the services,
  * never on their boot.
  */
-export async function startApi({ config, databaseUrl, logger, adminApiKey }: { config: Config; databaseUrl: string; logger: Logger; adminApiKey: string }) {
-  const database = createDatabase(databaseUrl);
+export async function startApi({
+  config,
+  databaseUrl,
+  logger,
+  adminApiKey,
+  warmPool = false,
+}: {
+  config: Config;
+  databaseUrl: string;
+  logger: Logger;
+  adminApiKey: string;
+  /** Opens the database pool's connections first (the service does; tests, which run many APIs on one Postgres, do not). */
+  warmPool?: boolean;
+}) {
+  const database = createDatabase(databaseUrl, { statementTimeoutMs: config.database.statementTimeoutMs });
+  // An attack's first second (or any burst after a quiet spell) would otherwise wait for connections to be set up.
+  if (warmPool) await database.warm();
   // Lazy: the API starts (and keeps submits for its relay) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
   const client = new Client({ connection, namespace: config.temporal.namespace });
@@ -45,10 +60,10 @@ export async function startApi({ config, databaseUrl, logger, adminApiKey }: { c
   const deps = { config, database, client, logger, adminApiKey, relay };
   const servers: Server[] = [];
   try {
-    const publicSide = await listen(createApiServer(createApp(deps)), config.api.port, '0.0.0.0');
+    const publicSide = await listen(createApiServer(createApp(deps), config.api), config.api.port, '0.0.0.0');
     servers.push(publicSide.server);
     const listener = config.api.adminListener;
-    const adminSide = listener ? await listen(createApiServer(createAdminApp(deps)), listener.port, listener.host) : undefined;
+    const adminSide = listener ? await listen(createApiServer(createAdminApp(deps), config.api), listener.port, listener.host) : undefined;
     if (adminSide) servers.push(adminSide.server);
     const url = `http://127.0.0.1:${publicSide.port}`;
     const adminHost = !listener || listener.host === '0.0.0.0' || listener.host === '::' ? '127.0.0.1' : listener.host;
@@ -80,7 +95,7 @@ async function main(): Promise<void> {
   const admin = resolveAdminApiKey(config);
   const logger = createLogger('api', config.logLevel, { secrets: [...configuredSecrets(config), admin.key] });
   if (admin.file) logger.info({ file: admin.file }, 'ADMIN_API_KEY is not set: the admin key is in this file (development and test only)');
-  const api = await startApi({ config, databaseUrl, logger, adminApiKey: admin.key });
+  const api = await startApi({ config, databaseUrl, logger, adminApiKey: admin.key, warmPool: true });
   logger.info({ url: api.url, adminUrl: api.adminUrl }, 'api listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {

@@ -62,7 +62,15 @@ const sseQuery = z.object({ last_event_id: lastEventIdSchema.optional() });
 const generationEvents = [
   { names: ['queued', 'running', 'succeeded', 'failed', 'canceled', 'updated'].map((s) => `generation.${s}`), data: res.generationEventData },
   { names: ['generation.queue_position'], data: res.queuePositionEventData },
+  { names: ['stream.resync_required'], data: res.resyncEventData },
+  { names: ['stream.closed'], data: res.streamClosedEventData },
 ];
+/** What both event streams say about resuming, limits and their end. */
+const streamRules =
+  ' A resume replays at most SSE_RESUME_MAX_EVENTS events (1,000) no older than SSE_RESUME_MAX_AGE_MS (1 hour); further back, the stream ' +
+  'sends `stream.resync_required` (list your generations again) and goes on live. A client that reads nothing for SSE_SLOW_CLIENT_MS while ' +
+  'events wait is disconnected (resume with Last-Event-ID). A revoked API key ends its streams within seconds with `stream.closed`. ' +
+  'At most SSE_MAX_STREAMS_PER_USER streams per user (20) per API process: beyond, 429 too_many_streams (or stream_capacity_reached).';
 
 export const operations: Operation[] = [
   {
@@ -126,12 +134,12 @@ export const operations: Operation[] = [
     operationId: 'streamEvents',
     tag: 'events',
     summary: "Live events of all my generations (Server-Sent Events)",
-    description: 'Starts from now, or after Last-Event-ID. Comments are keep-alives. Send the API key as a bearer header.',
+    description: 'Starts from now, or after Last-Event-ID. Comments are keep-alives. Send the API key as a bearer header.' + streamRules,
     auth: 'user',
     headers: ['Last-Event-ID'],
     query: sseQuery,
     responses: [{ status: 200, description: 'an event stream', events: generationEvents }],
-    errors: [400],
+    errors: [400, 429],
   },
   {
     method: 'get',
@@ -139,13 +147,13 @@ export const operations: Operation[] = [
     operationId: 'streamGenerationEvents',
     tag: 'events',
     summary: 'Live events of one generation (Server-Sent Events)',
-    description: "Replays the job's events from its first, or after Last-Event-ID, then follows it live.",
+    description: "Replays the job's events from its first, or after Last-Event-ID, then follows it live." + streamRules,
     auth: 'user',
     pathParams: generationId,
     headers: ['Last-Event-ID'],
     query: sseQuery,
     responses: [{ status: 200, description: 'an event stream', events: generationEvents }],
-    errors: [400, 404],
+    errors: [400, 404, 429],
   },
   {
     method: 'get',
@@ -248,9 +256,10 @@ function endpointOperations(): Operation[] {
       path: '/v1/webhook-endpoints/:id/deliveries/:deliveryId/replay',
       operationId: 'replayWebhookDelivery',
       summary: 'Deliver an event again',
+      description: 'At most WEBHOOK_REPLAYS_PER_MINUTE replays per user a minute (429 replay_rate_limited), and WEBHOOK_MAX_REPLAYS of one delivery (409 replay_limit_reached).',
       pathParams: { ...endpointId, deliveryId: 'the delivery id (whd_...)' },
       responses: [{ status: 202, description: 'the replay started', schema: res.webhookDeliveryResource }],
-      errors: [404, 409, 503],
+      errors: [404, 409, 429, 503],
     },
   ];
 }

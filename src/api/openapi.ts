@@ -23,15 +23,22 @@ const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?:
   404: { name: 'NotFound', description: "not_found: it does not exist, or it is another user's" },
   409: {
     name: 'Conflict',
-    description: 'generation_already_finished, too_many_endpoints, endpoint_disabled, delivery_in_progress, too_many_api_keys or api_key_retiring',
+    description: 'generation_already_finished, too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring',
   },
   422: { name: 'IdempotencyKeyReused', description: 'idempotency_key_reused: this Idempotency-Key was used with another body' },
   429: {
     name: 'TooManyRequests',
-    description: 'rate_limited, too_many_active_jobs, daily_quota_exceeded or capacity_exhausted; retry after Retry-After',
+    description:
+      'rate_limited, too_many_active_jobs, daily_quota_exceeded or capacity_exhausted (submits); too_many_streams or stream_capacity_reached (event streams); ' +
+      'replay_rate_limited (webhook replays); too_many_failed_auth (this address failed to authenticate too often: keys the server does not know are refused unread); retry after Retry-After',
     headers: ['Retry-After', 'RateLimit', 'RateLimit-Policy'],
   },
-  503: { name: 'ServiceUnavailable', description: 'temporal_unavailable (Temporal refused or could not take the request) or database_unavailable (Postgres cannot be reached): nothing was done; retry after Retry-After', headers: ['Retry-After'] },
+  503: {
+    name: 'ServiceUnavailable',
+    description:
+      'temporal_unavailable (Temporal refused or could not take the request), database_unavailable (Postgres cannot be reached) or database_timeout: nothing was done; retry after Retry-After (too_many_connections: the server has as many connections as it takes)',
+    headers: ['Retry-After'],
+  },
 };
 
 const HEADERS: Record<string, { description: string; schema: Json }> = {
@@ -122,6 +129,9 @@ function operationObject(op: Operation, refTo: (schema: z.ZodType) => Json): Jso
   for (const response of op.responses) responses[String(response.status)] = successResponse(response, refTo);
   const errors = new Set<ErrorStatus>(op.errors ?? []);
   if (op.auth !== 'none') errors.add(401);
+  // An address that failed to authenticate too often is refused unknown keys (too_many_failed_auth); any query may
+  // outlast DATABASE_STATEMENT_TIMEOUT_MS (database_timeout).
+  if (op.auth === 'user') for (const status of [429, 503] as const) errors.add(status);
   for (const status of [...errors].sort((a, b) => a - b)) responses[String(status)] = ref('responses', ERRORS[status].name);
   return {
     operationId: op.operationId,

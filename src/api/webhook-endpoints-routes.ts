@@ -5,10 +5,9 @@ import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { claimReplay, getDelivery, listEndpointDeliveries, releaseReplay, toDeliveryResource } from '../notifications/delivery-store';
 import { startReplay, type DeliveryStarter } from '../notifications/delivery-starter';
-import { assertDestinationAllowed, RefusedDestinationError, type AllowedHosts } from '../notifications/destination-guard';
+import { assertDestinationAllowed, boundedLookup, RefusedDestinationError, type AllowedHosts, type LookupAll } from '../notifications/destination-guard';
 import {
-  countEndpoints,
-  createEndpoint,
+  createEndpointWithinLimit,
   deleteEndpoint,
   getEndpoint,
   listEndpoints,
@@ -19,7 +18,9 @@ import {
 } from '../notifications/endpoint-store';
 import { retryScheduleMs, WEBHOOK_EVENT_TYPES } from '../notifications/events';
 import { currentUser, requireUser } from './auth';
+import { clientRefusals } from '../lib/metrics';
 import { ApiError, notFound } from './errors';
+import { TokenBuckets } from './token-buckets';
 import { decodeCursor, encodeCursor } from './serialize';
 import { parseOr400 } from './validation';
 
@@ -38,10 +39,18 @@ export const rotateSecretBody = z.object({ overlap_seconds: z.number().int().min
 
 export const deliveriesQuery = z.object({ limit: z.coerce.number().int().min(1).max(100).default(20), cursor: z.string().max(200).optional() }).strict();
 
+/** One bounded DNS lookup per configuration: the API's checks of webhook URLs share its time limit and in-flight cap. */
+const lookups = new WeakMap<Config, LookupAll>();
+function webhookLookup(config: Config): LookupAll {
+  let lookup = lookups.get(config);
+  if (!lookup) lookups.set(config, (lookup = boundedLookup({ timeoutMs: config.notifications.dnsTimeoutMs })));
+  return lookup;
+}
+
 /** Refuses a webhook URL that is not http(s) or whose host is private, loopback or link-local (unless allow-listed). */
-export async function assertWebhookUrlAllowed(field: string, url: string, allowed: AllowedHosts): Promise<void> {
+export async function assertWebhookUrlAllowed(field: string, url: string, allowed: AllowedHosts, lookup?: LookupAll): Promise<void> {
   try {
-    await assertDestinationAllowed(url, allowed);
+    await assertDestinationAllowed(url, allowed, lookup);
   } catch (err) {
     if (err instanceof RefusedDestinationError) throw new ApiError(400, 'invalid_webhook_url', `${field}: ${err.message}`);
     throw err;
@@ -53,7 +62,7 @@ export function requestWebhookUrlGuard(config: Config): RequestHandler {
   return async (req, _res, next) => {
     const url: unknown = req.method === 'POST' && req.path === '/' ? req.body?.webhook_url : undefined;
     // Anything not a URL is left to the request schema, which names the problem.
-    if (typeof url === 'string' && URL.canParse(url)) await assertWebhookUrlAllowed('webhook_url', url, config.notifications.webhookAllowedHosts);
+    if (typeof url === 'string' && URL.canParse(url)) await assertWebhookUrlAllowed('webhook_url', url, config.notifications.webhookAllowedHosts, webhookLookup(config));
     next();
   };
 }
@@ -72,6 +81,9 @@ export function webhookEndpointsRouter({ db, client, config }: { db: Db; client:
     timeoutMs: webhookTimeoutMs,
   };
   router.use(['/webhook-endpoints', '/webhook-secret'], requireUser(db));
+  const { webhookMaxReplays, webhookReplaysPerMinute } = config.notifications;
+  // Each replay is a workflow and a request to someone's server: a user's replays are paced, in this process.
+  const replays = new TokenBuckets({ burst: webhookReplaysPerMinute, perSecond: webhookReplaysPerMinute / 60 });
 
   const ownEndpoint = async (userId: string, id: unknown) => {
     const endpoint = await getEndpoint(db, userId, String(id));
@@ -82,11 +94,13 @@ export function webhookEndpointsRouter({ db, client, config }: { db: Db; client:
   router.post('/webhook-endpoints', async (req, res) => {
     const user = currentUser(req);
     const body = parseOr400(createEndpointBody, req.body ?? {});
-    await assertWebhookUrlAllowed('url', body.url, webhookAllowedHosts);
-    if ((await countEndpoints(db, user.id)) >= MAX_ENDPOINTS_PER_USER) {
-      throw new ApiError(409, 'too_many_endpoints', `at most ${MAX_ENDPOINTS_PER_USER} webhook endpoints per user`);
-    }
-    const endpoint = await createEndpoint(db, { userId: user.id, url: body.url, description: body.description, eventTypes: body.events });
+    await assertWebhookUrlAllowed('url', body.url, webhookAllowedHosts, webhookLookup(config));
+    const endpoint = await createEndpointWithinLimit(
+      db,
+      { userId: user.id, url: body.url, description: body.description, eventTypes: body.events },
+      MAX_ENDPOINTS_PER_USER,
+    );
+    if (!endpoint) throw new ApiError(409, 'too_many_endpoints', `at most ${MAX_ENDPOINTS_PER_USER} webhook endpoints per user`);
     res.status(201).location(`/v1/webhook-endpoints/${endpoint.id}`).json(toEndpointResource(endpoint, { withSecret: true }));
   });
 
@@ -131,11 +145,23 @@ export function webhookEndpointsRouter({ db, client, config }: { db: Db; client:
   });
 
   router.post('/webhook-endpoints/:id/deliveries/:deliveryId/replay', async (req, res) => {
-    const endpoint = await ownEndpoint(currentUser(req).id, req.params.id);
+    const user = currentUser(req);
+    // Before anything is read: a flood of replays costs no query.
+    if (!replays.take(user.id)) {
+      clientRefusals.inc({ code: 'replay_rate_limited' });
+      const retryAfter = Math.max(1, Math.ceil(replays.waitSeconds(user.id)));
+      throw new ApiError(429, 'replay_rate_limited', `at most ${webhookReplaysPerMinute} replays a minute`, { retry_after_seconds: retryAfter }, {
+        'Retry-After': String(retryAfter),
+      });
+    }
+    const endpoint = await ownEndpoint(user.id, req.params.id);
     const delivery = await getDelivery(db, String(req.params.deliveryId));
     if (!delivery || delivery.endpointId !== endpoint.id) throw notFound('webhook delivery');
     if (endpoint.disabledAt) throw new ApiError(409, 'endpoint_disabled', 'the endpoint is disabled; enable it before replaying');
-    const claimed = await claimReplay(db, delivery.id);
+    const claimed = await claimReplay(db, delivery.id, webhookMaxReplays);
+    if (!claimed && delivery.replays >= webhookMaxReplays) {
+      throw new ApiError(409, 'replay_limit_reached', `a delivery may be replayed ${webhookMaxReplays} times`, { limit: webhookMaxReplays });
+    }
     if (!claimed) throw new ApiError(409, 'delivery_in_progress', 'the delivery is still being attempted');
     try {
       await startReplay(starter, claimed.id, claimed.replays, claimed.attempts + 1);

@@ -7,12 +7,21 @@ export type Sql = postgres.Sql;
 
 /**
  * One postgres.js pool and its drizzle wrapper. Every process makes one and passes it down. Sessions run in UTC, so
- * timestamps come back as the text isoFromTimestamptz (src/lib/iso-time.ts) reads without a Date.
+ * timestamps come back as the text isoFromTimestamptz (src/lib/iso-time.ts) reads without a Date. The service's pools
+ * set a statement_timeout (DATABASE_STATEMENT_TIMEOUT_MS), so no request or activity waits on one statement for ever;
+ * the migration step's pool sets none.
  */
-export function createDatabase(url: string, { max = 10, settings = {} }: { max?: number; settings?: Record<string, string> } = {}) {
-  const sql = postgres(url, { max, onnotice: () => {}, connection: { application_name: 'videogen', TimeZone: 'UTC', ...settings } });
+export function createDatabase(
+  url: string,
+  { max = 10, statementTimeoutMs = 0, settings = {} }: { max?: number; statementTimeoutMs?: number; settings?: Record<string, string> } = {},
+) {
+  const connection: Record<string, string> = { application_name: 'videogen', TimeZone: 'UTC', ...settings };
+  if (statementTimeoutMs > 0) connection.statement_timeout = String(statementTimeoutMs);
+  const sql = postgres(url, { max, onnotice: () => {}, connection });
   const db = drizzle(sql, { schema });
-  return { sql, db, close: () => sql.end({ timeout: 5 }) };
+  /** Opens every connection of the pool now, so the first burst of requests does not wait for their setup. */
+  const warm = async () => void (await Promise.all(Array.from({ length: max }, () => sql`select 1`)));
+  return { sql, db, warm, close: () => sql.end({ timeout: 5 }) };
 }
 
 export type Database = ReturnType<typeof createDatabase>;

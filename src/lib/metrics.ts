@@ -93,3 +93,29 @@ export const inFlight = new client.Gauge({ name: 'vg_in_flight_jobs', help: 'Run
 export const stuckJobs = new client.Gauge({ name: 'vg_stuck_jobs', help: 'Running jobs past their expected end', registers: [registry] });
 export const gpuSlotsInUse = new client.Gauge({ name: 'vg_gpu_slots_in_use', help: 'GPU slots leased by dispatchers', registers: [registry] });
 export const gpuCapacity = new client.Gauge({ name: 'vg_gpu_capacity', help: 'Live GPU capacity (slots)', registers: [registry] });
+
+/** What hostile or careless clients cost, and where they were stopped. */
+export const apiKeyLookups = new client.Counter({
+  name: 'vg_api_key_lookups_total',
+  help: 'API keys looked up in Postgres (keys not remembered by this process), by result (found, unknown)',
+  labelNames: ['result'] as const,
+  registers: [registry],
+});
+export const clientRefusals = new client.Counter({
+  name: 'vg_client_refusals_total',
+  help: 'Requests refused to bound what one client costs, by code (too_many_failed_auth, too_many_streams, replay_rate_limited, ...)',
+  labelNames: ['code'] as const,
+  registers: [registry],
+});
+export const sseStreamsOpen = new client.Gauge({ name: 'vg_sse_streams_open', help: 'Event streams open on this process', registers: [registry] });
+export const sseStreamsClosed = new client.Counter({
+  name: 'vg_sse_streams_closed_total',
+  help: 'Event streams ended, by reason (client_gone, slow_client, api_key_revoked)',
+  labelNames: ['reason'] as const,
+  registers: [registry],
+});
+export const queuePositionReads = new client.Counter({
+  name: 'vg_sse_queue_position_reads_total',
+  help: "Reads of a user's queue positions for event streams (one per user per interval, however many streams)",
+  registers: [registry],
+});

@@ -1,4 +1,4 @@
-import { and, asc, desc, eq, inArray, ne, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, inArray, lt, ne, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { afterPosition, exactTime, keysetPage, type KeysetPosition } from '../db/keyset';
 import { webhookDeliveries, webhookDeliveryAttempts, type WebhookDeliveryAttemptRow, type WebhookDeliveryRow } from '../db/schema';
@@ -61,12 +61,15 @@ export async function abandonDelivery(db: Db, id: string, reason: string): Promi
     .where(and(eq(webhookDeliveries.id, id), eq(webhookDeliveries.status, 'pending')));
 }
 
-/** Claims a finished delivery for a manual replay; undefined while it is still pending (its schedule is running). */
-export async function claimReplay(db: Db, id: string): Promise<WebhookDeliveryRow | undefined> {
+/**
+ * Claims a finished delivery for a manual replay; undefined while it is still pending (its schedule is running) or once
+ * it was replayed `maxReplays` times.
+ */
+export async function claimReplay(db: Db, id: string, maxReplays: number): Promise<WebhookDeliveryRow | undefined> {
   const [row] = await db
     .update(webhookDeliveries)
     .set({ status: 'pending', replays: sql`${webhookDeliveries.replays} + 1`, nextAttemptAt: sql`now()`, updatedAt: sql`now()` })
-    .where(and(eq(webhookDeliveries.id, id), ne(webhookDeliveries.status, 'pending')))
+    .where(and(eq(webhookDeliveries.id, id), ne(webhookDeliveries.status, 'pending'), lt(webhookDeliveries.replays, maxReplays)))
     .returning();
   return row;
 }

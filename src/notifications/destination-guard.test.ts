@@ -4,6 +4,7 @@ import {
   addressRefusal,
   allowedHostsSetting,
   assertDestinationAllowed,
+  boundedLookup,
   guardedLookup,
   NO_ALLOWED_HOSTS,
   RefusedDestinationError,
@@ -91,5 +92,41 @@ describe('the webhook destination guard refuses addresses off the public interne
     } finally {
       server.close();
     }
+  });
+});
+
+describe('bounded DNS look-ups', () => {
+  const never: LookupAll = () => new Promise(() => undefined);
+
+  test('a name that does not resolve within the time limit is refused, by the check and at connect time', async () => {
+    const lookup = boundedLookup({ timeoutMs: 50 }, never);
+    await expect(lookup('slow.example')).rejects.toThrow(new RefusedDestinationError('slow.example did not resolve within 50 ms'));
+    await expect(assertDestinationAllowed('https://slow.example/hook', NO_ALLOWED_HOSTS, lookup)).rejects.toThrow('slow.example did not resolve within 50 ms');
+    const failed = await new Promise<NodeJS.ErrnoException | null>((resolve) => guardedLookup(NO_ALLOWED_HOSTS, lookup)('slow.example', {}, (err) => resolve(err)));
+    expect(failed).toBeInstanceOf(RefusedDestinationError);
+  });
+
+  test('at most so many run at once; the others wait for a turn within their own time limit', async () => {
+    const calls: string[] = [];
+    let answer: () => void = () => undefined;
+    const gated: LookupAll = (host) => {
+      calls.push(host);
+      return host === 'hung.example' ? never(host) : new Promise((resolve) => (answer = () => resolve([{ address: '93.184.216.34', family: 4 }])));
+    };
+    const lookup = boundedLookup({ timeoutMs: 200, maxInFlight: 1 }, gated);
+    const first = lookup('quick.example');
+    const second = lookup('queued.example');
+    expect(calls).toEqual(['quick.example']);
+    answer();
+    await expect(first).resolves.toEqual([{ address: '93.184.216.34', family: 4 }]);
+    await new Promise((r) => setImmediate(r));
+    expect(calls).toEqual(['quick.example', 'queued.example']);
+    answer();
+    await expect(second).resolves.toHaveLength(1);
+
+    // A look-up that hangs keeps its turn (its thread is still busy) after its caller gave up: the next one times out waiting.
+    await expect(lookup('hung.example')).rejects.toThrow('did not resolve within 200 ms');
+    await expect(lookup('after.example')).rejects.toThrow('did not resolve within 200 ms');
+    expect(calls).not.toContain('after.example');
   });
 });

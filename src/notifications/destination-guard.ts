@@ -108,6 +108,49 @@ export type LookupAll = (hostname: string) => Promise<Array<{ address: string; f
 
 const systemLookup: LookupAll = (hostname) => dns.promises.lookup(hostname, { all: true, verbatim: true });
 
+/** Look-ups of one bounded lookup that may wait for a turn; more are refused at once. */
+const MAX_WAITING_LOOKUPS = 100;
+
+/**
+ * The system's lookup (or `lookup`), bounded: an answer that takes longer than `timeoutMs` counts as none, and at most
+ * `maxInFlight` look-ups run at once. getaddrinfo runs on libuv's four-thread pool and keeps running after we stop
+ * waiting, so a flood of names that resolve slowly would otherwise hold every thread (file reads, crypto) for the
+ * resolver's own timeout; the others wait for a turn within their own time limit.
+ */
+export function boundedLookup({ timeoutMs, maxInFlight = 2 }: { timeoutMs: number; maxInFlight?: number }, lookup: LookupAll = systemLookup): LookupAll {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  const release = () => {
+    running--;
+    waiting.shift()?.();
+  };
+  return (hostname) =>
+    new Promise((resolve, reject) => {
+      let settled = false;
+      const settle = (finish: () => void) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        finish();
+      };
+      const timer = setTimeout(() => settle(() => reject(new RefusedDestinationError(`${hostname} did not resolve within ${timeoutMs} ms`))), timeoutMs);
+      const run = () => {
+        running++;
+        // Its time ran out while it waited: the turn passes on.
+        if (settled) return release();
+        lookup(hostname)
+          .then(
+            (addresses) => settle(() => resolve(addresses)),
+            (err: unknown) => settle(() => reject(err)),
+          )
+          .finally(release);
+      };
+      if (running < maxInFlight) run();
+      else if (waiting.length < MAX_WAITING_LOOKUPS) waiting.push(run);
+      else settle(() => reject(new RefusedDestinationError(`${hostname} could not be looked up now: too many look-ups waiting`)));
+    });
+}
+
 export class RefusedDestinationError extends Error {
   override name = 'RefusedDestinationError';
 }
@@ -135,7 +178,8 @@ export async function assertDestinationAllowed(rawUrl: string, allowed: AllowedH
   let addresses: Array<{ address: string }>;
   try {
     addresses = await lookup(host);
-  } catch {
+  } catch (err) {
+    if (err instanceof RefusedDestinationError) throw err;
     throw new RefusedDestinationError(`${host} does not resolve`);
   }
   if (addresses.length === 0) throw new RefusedDestinationError(`${host} does not resolve`);

@@ -8,23 +8,28 @@ import { generateWebhookSecret } from '../lib/webhook-signature';
 
 const active = (userId: string, id: string) => and(eq(webhookEndpoints.id, id), eq(webhookEndpoints.userId, userId), isNull(webhookEndpoints.deletedAt));
 
-export async function createEndpoint(
+/**
+ * Creates the endpoint unless the user has `maxPerUser` already (then undefined). A user's creates take turns under a
+ * transaction lock, so concurrent ones never count before each other's insert and pass the cap together.
+ */
+export async function createEndpointWithinLimit(
   db: Db,
   { userId, url, description, eventTypes }: { userId: string; url: string; description: string; eventTypes: string[] },
-): Promise<WebhookEndpointRow> {
-  const [row] = await db
-    .insert(webhookEndpoints)
-    .values({ id: `we_${randomBytes(12).toString('hex')}`, userId, url, description, eventTypes, secret: generateWebhookSecret() })
-    .returning();
-  return row;
-}
-
-export async function countEndpoints(db: Db, userId: string): Promise<number> {
-  const [{ count }] = await db
-    .select({ count: sql<number>`count(*)::int` })
-    .from(webhookEndpoints)
-    .where(and(eq(webhookEndpoints.userId, userId), isNull(webhookEndpoints.deletedAt)));
-  return count;
+  maxPerUser: number,
+): Promise<WebhookEndpointRow | undefined> {
+  return db.transaction(async (tx) => {
+    await tx.execute(sql`select pg_advisory_xact_lock(hashtextextended(${`webhook_endpoints:${userId}`}, 0))`);
+    const [{ count }] = await tx
+      .select({ count: sql<number>`count(*)::int` })
+      .from(webhookEndpoints)
+      .where(and(eq(webhookEndpoints.userId, userId), isNull(webhookEndpoints.deletedAt)));
+    if (count >= maxPerUser) return undefined;
+    const [row] = await tx
+      .insert(webhookEndpoints)
+      .values({ id: `we_${randomBytes(12).toString('hex')}`, userId, url, description, eventTypes, secret: generateWebhookSecret() })
+      .returning();
+    return row;
+  });
 }
 
 export async function listEndpoints(db: Db, userId: string): Promise<WebhookEndpointRow[]> {

@@ -9,10 +9,36 @@ export interface GenerationEvent {
   createdAt: Date;
 }
 
+/** Where a stream's events go. */
+export interface EventSink {
+  send(event: GenerationEvent): void;
+  /** False while the client is behind (its socket's buffer is full): nothing more is read for it until `resume()`. */
+  ready(): boolean;
+}
+
+/** Why a stream does not resume where its client asked, and where it starts instead. */
+export interface Resync {
+  reason: 'resume_window_exceeded' | 'unknown_event_id';
+  /** The user's newest event id: the stream goes on live after it. */
+  cursor: number;
+}
+
 export interface EventSubscription {
+  /** Set when the client's Last-Event-ID is not replayed: it is too far back, or names no event the user had. */
+  resync?: Resync;
+  /** Begins sending: the backlog (a resume, or a job's history), then live events. */
+  start(): void;
+  /** The client caught up: sends what it is owed. */
+  resume(): void;
   /** Reads again when the last read failed (the SSE keep-alive tick calls this). */
   catchUp(): void;
   close(): void;
+}
+
+/** How far back a resume may reach: a Last-Event-ID followed by more events, or by an older one, is not replayed. */
+export interface ResumeWindow {
+  maxEvents: number;
+  maxAgeMs: number;
 }
 
 interface Subscriber {
@@ -23,10 +49,13 @@ interface Subscriber {
   cursor: number;
   /** The user's newest event id when a poll last woke this stream (a job's stream skips the user's other jobs' events). */
   woken: number;
-  send(event: GenerationEvent): void;
+  sink: EventSink;
+  started: boolean;
   pumping: boolean;
   dirty: boolean;
   stale: boolean;
+  /** Stopped because the client was behind; `resume()` starts it again. */
+  paused: boolean;
   closed: boolean;
 }
 
@@ -51,14 +80,28 @@ export class GenerationEventHub {
     private readonly sql: Sql,
     private readonly logger: Logger,
     private readonly pollMs: number,
+    private readonly resumeWindow: ResumeWindow = { maxEvents: 1_000, maxAgeMs: 3_600_000 },
   ) {}
 
-  /** Subscribes from `after` (an event id), or from now when it is undefined; resolves once the backlog was handed to `send`. */
-  async subscribe(
-    { userId, jobId, after }: { userId: string; jobId?: string; after?: number },
-    send: (event: GenerationEvent) => void,
-  ): Promise<EventSubscription> {
-    const subscriber: Subscriber = { userId, jobId, cursor: Number.MAX_SAFE_INTEGER, woken: 0, send, pumping: false, dirty: false, stale: false, closed: false };
+  /**
+   * Subscribes from `after` (an event id), or from now when it is undefined; nothing is sent before `start()`. A resume
+   * further back than the resume window starts from now instead, and says so (`resync`): replaying a long or old history
+   * costs the service more than the client's re-listing its jobs.
+   */
+  async subscribe({ userId, jobId, after }: { userId: string; jobId?: string; after?: number }, sink: EventSink): Promise<EventSubscription> {
+    const subscriber: Subscriber = {
+      userId,
+      jobId,
+      cursor: Number.MAX_SAFE_INTEGER,
+      woken: 0,
+      sink,
+      started: false,
+      pumping: false,
+      dirty: false,
+      stale: false,
+      paused: false,
+      closed: false,
+    };
     const subscribers = this.byUser.get(userId) ?? new Set<Subscriber>();
     this.byUser.set(userId, subscribers);
     subscribers.add(subscriber);
@@ -68,21 +111,51 @@ export class GenerationEventHub {
       subscribers.delete(subscriber);
       if (subscribers.size === 0 && this.byUser.get(userId) === subscribers) this.byUser.delete(userId);
     };
+    let resync: Resync | undefined;
     try {
       // Registered before reading the start so that nothing committed in between slips through.
-      subscriber.cursor = after ?? (jobId ? 0 : ((await this.newestEventIds([userId])).get(userId) ?? 0));
+      if (after === undefined) subscriber.cursor = jobId ? 0 : ((await this.newestEventIds([userId])).get(userId) ?? 0);
+      else {
+        const { newest, replayable } = await this.resumable(userId, jobId, after);
+        if (after > newest) resync = { reason: 'unknown_event_id', cursor: newest };
+        else if (!replayable) resync = { reason: 'resume_window_exceeded', cursor: newest };
+        subscriber.cursor = resync?.cursor ?? after;
+      }
     } catch (err) {
       close();
       throw err;
     }
-    // The backlog (a resume, or a job's history) is read before anything else is sent on the stream.
-    await this.pump(subscriber);
     return {
+      resync,
+      start: () => {
+        subscriber.started = true;
+        void this.pump(subscriber);
+      },
+      resume: () => {
+        if (!subscriber.paused) return;
+        subscriber.paused = false;
+        void this.pump(subscriber);
+      },
       catchUp: () => {
         if (subscriber.stale) void this.pump(subscriber);
       },
       close,
     };
+  }
+
+  /**
+   * The user's newest event id, and whether the events after `after` (of the job, for a job's stream) lie within the
+   * resume window: no more than maxEvents of them, the first no older than maxAgeMs. Index ranges of at most maxEvents + 1
+   * entries (generation_events_user_idx, generation_events_job_idx), however long the history.
+   */
+  private async resumable(userId: string, jobId: string | undefined, after: number): Promise<{ newest: number; replayable: boolean }> {
+    const { maxEvents, maxAgeMs } = this.resumeWindow;
+    const missed = jobId === undefined ? this.sql`user_id = ${userId} and id > ${after}` : this.sql`job_id = ${jobId} and id > ${after}`;
+    const [row] = await this.sql<{ newest: string | null; too_many: boolean; too_old: boolean | null }[]>`
+      select (select max(id) from generation_events where user_id = ${userId}) as newest,
+             exists (select 1 from generation_events where ${missed} order by id offset ${maxEvents} limit 1) as too_many,
+             (select created_at from generation_events where ${missed} order by id limit 1) < now() - ${maxAgeMs}::float8 * interval '1 millisecond' as too_old`;
+    return { newest: Number(row.newest ?? 0), replayable: !row.too_many && !row.too_old };
   }
 
   /** One round of the poll: wakes the streams whose users have events past their cursors; stops once no stream is open. */
@@ -122,8 +195,12 @@ export class GenerationEventHub {
     return new Map(rows.map((row) => [row.user_id, Number(row.id ?? 0)]));
   }
 
-  /** Sends the subscriber every event after its cursor, in id order; one read at a time per subscriber. */
+  /**
+   * Sends the subscriber every event after its cursor, in id order; one read at a time per subscriber. A client that is
+   * behind stops it (paused) until it has read what was sent: the events wait in the table, not in this process.
+   */
   private async pump(s: Subscriber): Promise<void> {
+    if (!s.started || s.closed) return;
     if (s.pumping) {
       s.dirty = true;
       return;
@@ -133,6 +210,10 @@ export class GenerationEventHub {
       do {
         s.dirty = false;
         for (;;) {
+          if (!s.sink.ready()) {
+            s.paused = true;
+            return;
+          }
           // Timestamps arrive as text: drizzle switches off postgres.js's date parsing on the shared client.
           const rows = await this.sql<{ id: string; job_id: string; type: string; payload: Record<string, unknown>; created_at: string | Date }[]>`
             select id, job_id, type, payload, created_at from generation_events
@@ -140,7 +221,11 @@ export class GenerationEventHub {
             order by id limit ${PAGE}`;
           for (const row of rows) {
             if (s.closed) return;
-            s.send({ id: Number(row.id), jobId: row.job_id, type: row.type, payload: row.payload, createdAt: new Date(row.created_at) });
+            if (!s.sink.ready()) {
+              s.paused = true;
+              return;
+            }
+            s.sink.send({ id: Number(row.id), jobId: row.job_id, type: row.type, payload: row.payload, createdAt: new Date(row.created_at) });
             s.cursor = Number(row.id);
           }
           if (rows.length < PAGE) break;

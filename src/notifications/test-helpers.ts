@@ -99,6 +99,8 @@ export interface EventStreamClient {
   events: ServerSentEvent[];
   /** Comment lines (keep-alives) seen so far. */
   comments: number;
+  /** The server ended the stream (not closed by `close()`). */
+  ended: boolean;
   waitFor(predicate: (events: ServerSentEvent[], comments: number) => boolean, timeoutMs?: number): Promise<ServerSentEvent[]>;
   close(): void;
 }
@@ -115,6 +117,7 @@ export async function openEventStream(url: string, apiKey: string, { lastEventId
     headers: res.headers,
     events: [],
     comments: 0,
+    ended: false,
     async waitFor(predicate, timeoutMs = 20_000) {
       await waitUntil(
         (l) => (listeners.add(l), () => listeners.delete(l)),
@@ -155,6 +158,8 @@ export async function openEventStream(url: string, apiKey: string, { lastEventId
           buffer = buffer.slice(end + 2);
         }
       }
+      client.ended = true;
+      for (const listener of listeners) listener();
     } catch {
       // aborted by close()
     }

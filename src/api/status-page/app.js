@@ -125,6 +125,10 @@ async function cancel(id) {
 // ---- live events: fetch() streaming (event-stream.js), because EventSource cannot send the Authorization header ----
 
 function onEvent(type, data) {
+  // The server could not replay what was missed (too long away): today's list is read again; the stream goes on live.
+  if (type === 'stream.resync_required') return void loadToday(state.session);
+  // The key was revoked: the session ends as for a key that is refused.
+  if (type === 'stream.closed') return void keyRejected();
   const id = data.generation_id;
   if (!id) return;
   // A job's end is also an inbox entry: look for it.

@@ -177,7 +177,7 @@ describe('the migrate step', () => {
   test('the API does not migrate on boot', async () => {
     const url = await freshDatabase();
     const port = await freePort();
-    const api = spawnTsProcess({ name: 'api-unmigrated', script: 'src/api/main.ts', env: { DATABASE_URL: url, PORT: String(port), TEMPORAL_ADDRESS: testEnv().temporalAddress, ADMIN_API_KEY: 'test-admin-key-0123456789' } });
+    const api = spawnTsProcess({ name: 'api-unmigrated', script: 'src/api/main.ts', env: { DATABASE_URL: url, PORT: String(port), TEMPORAL_ADDRESS: testEnv().temporalAddress, ADMIN_API_KEY: 'test-admin-key-0123456789-0123456789' } });
     try {
       await eventually(() => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok || undefined, () => undefined), { what: 'the API to listen' });
       const [{ migrated }] = await withSql(url, (sql) => sql<{ migrated: boolean }[]>`select to_regclass('drizzle.__drizzle_migrations') is not null as migrated`);

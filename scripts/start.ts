@@ -4,10 +4,10 @@
  * first start, then runs the backend simulator, the worker (generation + GPU dispatcher) and the API as child processes.
  * Ctrl-C, a failed start or a crash stops everything in reverse order (scripts/lib/supervisor.ts).
  */
-import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
+import { resolveAdminApiKey } from '../src/api/admin-key';
 import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
@@ -73,14 +73,14 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
   await migrate({ databaseUrl, temporal: { ...config.temporal, address: temporalAddress }, logger: createLogger('migrate', 'warn') });
   const demoKeyFile = path.join(dataDir, 'demo-api-key');
   await ensureDemoUser(databaseUrl, demoKeyFile, config.generation.creditGrants.pro ?? 0);
-  const adminKeyFile = path.join(dataDir, 'admin-api-key');
-  const adminApiKey = config.api.adminApiKey ?? keptSecret(adminKeyFile, () => `vgadmin_${randomBytes(24).toString('base64url')}`);
+  // The API's own rule (made once into the data folder when unset), resolved here so every child gets the same key.
+  const admin = resolveAdminApiKey(config);
 
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
     TEMPORAL_ADDRESS: temporalAddress,
     DATABASE_URL: databaseUrl,
-    ADMIN_API_KEY: adminApiKey,
+    ADMIN_API_KEY: admin.key,
     BACKEND_URL: config.backend.url,
     NODE_OPTIONS: serviceNodeOptions(process.env.NODE_OPTIONS),
   };
@@ -126,7 +126,7 @@ Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s.
   Logs          ${rel(logDir)}/
 
   Demo API key  in ${rel(demoKeyFile)}
-  Admin key     ${config.api.adminApiKey ? 'ADMIN_API_KEY' : `in ${rel(adminKeyFile)}`}
+  Admin key     ${admin.file ? `in ${rel(admin.file)}` : 'ADMIN_API_KEY'}
 
 Try it (from the repository's folder):
   curl -s -X POST ${api}/v1/generations -H "Authorization: Bearer ${demoKey}" -H "Content-Type: application/json" -H "Idempotency-Key: $(date +%s)" -d '{"prompt":"a red fox running through snow"}'
@@ -157,14 +157,6 @@ async function checkPorts(config: Config): Promise<void> {
   for (const [port, setting] of ports) {
     if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: stop what listens on it, or set ${setting} to another port`);
   }
-}
-
-/** A secret generated once and kept in a file of the data folder (mode 0600), so restarts keep it and nothing prints it. */
-function keptSecret(file: string, make: () => string): string {
-  if (fs.existsSync(file)) return fs.readFileSync(file, 'utf8').trim();
-  const secret = make();
-  fs.writeFileSync(file, `${secret}\n`, { mode: 0o600 });
-  return secret;
 }
 
 /** The demo user's key is kept in the data folder (git-ignored); the database holds only its hash. */

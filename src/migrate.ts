@@ -3,6 +3,7 @@ import { loadConfig } from './config';
 import { requireDatabaseUrl } from './db/client';
 import { runMigrations } from './db/migrate';
 import { createLogger, type Logger } from './lib/logger';
+import { runProcess } from './lib/run-process';
 import { applyNamespaceRetention } from './retention/namespace';
 
 export interface MigrateStep {
@@ -45,12 +46,5 @@ async function main(): Promise<void> {
   await migrate({ databaseUrl: requireDatabaseUrl(config), temporal: { address, namespace, retentionDays }, logger });
 }
 
-if (require.main === module) {
-  main().then(
-    () => process.exit(0),
-    (err: unknown) => {
-      console.error(err);
-      process.exit(1);
-    },
-  );
-}
+// A bad setting is one line (exit 78); any other failure one scrubbed log line (exit 1), never a URL with its password.
+if (require.main === module) runProcess('migrate', main);

@@ -32,39 +32,35 @@ describe.each(['async', 'sync'] as const)('a prompt goes in and a video URL come
     expect(listed.body.data.map((g: { id: string }) => g.id)).toEqual([submitted.body.id]);
   });
 
+  /** A job submitted while the simulator drops every callback: the job as it ended, and the simulator's callback counts. */
+  async function withEveryCallbackLost() {
+    const { apiKey } = await stack.createUser('free');
+    const api = apiClient(stack.apiUrl, apiKey);
+    stack.setKnobs({ callbackLossRate: 1 });
+    stack.simulator.simulator.resetStats();
+    try {
+      const submitted = await api.submit({ prompt: 'a lighthouse in a storm' });
+      const done = await api.waitForTerminal(submitted.body.id);
+      return { done, stats: stack.simulator.simulator.stats() };
+    } finally {
+      stack.setKnobs({ callbackLossRate: 0 });
+    }
+  }
+
   if (mode === 'async') {
     test('a dropped callback is recovered by polling', async () => {
-      const { apiKey } = await stack.createUser('free');
-      const api = apiClient(stack.apiUrl, apiKey);
-      stack.setKnobs({ callbackLossRate: 1 });
-      stack.simulator.simulator.resetStats();
-      try {
-        const submitted = await api.submit({ prompt: 'a lighthouse in a storm' });
-        const done = await api.waitForTerminal(submitted.body.id);
-        expect(done.status).toBe('succeeded');
-        expect(done.video_url).toEqual(expect.any(String));
-        const stats = stack.simulator.simulator.stats();
-        expect(stats.callbacks_sent).toBe(0);
-        expect(stats.callbacks_dropped).toBeGreaterThanOrEqual(2); // started and succeeded both lost
-      } finally {
-        stack.setKnobs({ callbackLossRate: 0 });
-      }
+      const { done, stats } = await withEveryCallbackLost();
+      expect(done.status).toBe('succeeded');
+      expect(done.video_url).toEqual(expect.any(String));
+      expect(stats.callbacks_sent).toBe(0);
+      expect(stats.callbacks_dropped).toBeGreaterThanOrEqual(2); // started and succeeded both lost
     });
   } else {
     test('no callback is asked for: with every callback lost, the job ends by the call’s own answer', async () => {
-      const { apiKey } = await stack.createUser('free');
-      const api = apiClient(stack.apiUrl, apiKey);
-      stack.setKnobs({ callbackLossRate: 1 });
-      stack.simulator.simulator.resetStats();
-      try {
-        const submitted = await api.submit({ prompt: 'a lighthouse in a storm' });
-        const done = await api.waitForTerminal(submitted.body.id);
-        expect(done).toMatchObject({ status: 'succeeded', video_url: expect.any(String) });
-        // Nothing was even attempted: the synchronous call carries no callback address.
-        expect(stack.simulator.simulator.stats()).toMatchObject({ callbacks_sent: 0, callbacks_dropped: 0, callbacks_failed: 0 });
-      } finally {
-        stack.setKnobs({ callbackLossRate: 0 });
-      }
+      const { done, stats } = await withEveryCallbackLost();
+      expect(done).toMatchObject({ status: 'succeeded', video_url: expect.any(String) });
+      // Nothing was even attempted: the synchronous call carries no callback address.
+      expect(stats).toMatchObject({ callbacks_sent: 0, callbacks_dropped: 0, callbacks_failed: 0 });
     });
   }
 

@@ -3,6 +3,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTE_FLAGS } from '../../src/domain/search-attributes';
+import { stopChild } from './supervisor';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -64,14 +65,8 @@ export async function startTemporalDevServer(options: TemporalDevServerOptions, 
     spawnError = err;
     exited = true;
   });
-  const stop = async (): Promise<void> => {
-    if (exited) return;
-    const gone = new Promise<void>((resolve) => child.once('exit', () => resolve()));
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
-    await gone;
-    clearTimeout(timer);
-  };
+  // A process that never started (a spawn error) has nothing to stop, and would never report an exit.
+  const stop = async (): Promise<void> => (exited ? undefined : stopChild(child, 10_000));
   options.onSpawn?.(child.pid, stop);
   try {
     await waitForTemporal(address, timeoutMs, () => {

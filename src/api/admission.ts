@@ -7,6 +7,7 @@ import { ApiError } from './errors';
 import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
 import { rowParams } from '../db/projection';
 import { firstJobPriority } from '../domain/generation';
+import { setRecent } from '../lib/recent-map';
 import { replaySubmission, startAdmitted, type SubmitDeps, type SubmitResult, type Submission } from './submit';
 
 /**
@@ -64,9 +65,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
 
   /** `at`: when the statement that saw the level was sent, no later than Postgres's now(), so the level is never under-counted. */
   function rememberEmpty(userId: string, tokens: number, at: number, counts: UserJobCounts): void {
-    emptyBuckets.delete(userId);
-    if (emptyBuckets.size >= EMPTY_BUCKETS_MAX) emptyBuckets.delete(emptyBuckets.keys().next().value!);
-    emptyBuckets.set(userId, { tokens, at, counts });
+    setRecent(emptyBuckets, userId, { tokens, at, counts }, EMPTY_BUCKETS_MAX);
   }
 
   /** Refuses the submit here when the user's bucket is known to be empty; a replay (a known Idempotency-Key) never is. */

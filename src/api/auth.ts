@@ -6,6 +6,7 @@ import { grantCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { apiKeys, users, type UserRow } from '../db/schema';
 import { apiKeyLookups, clientRefusals } from '../lib/metrics';
+import { setRecent } from '../lib/recent-map';
 import { canonicalAddress } from '../notifications/destination-guard';
 import { ApiError } from './errors';
 import { TokenBuckets } from './token-buckets';
@@ -127,12 +128,6 @@ export function limitFailedAuthentication(db: Db, { burst, perSecond }: { burst:
   authenticationOf(db).failures = new TokenBuckets({ burst, perSecond, maxKeys: 100_000 });
 }
 
-function rememberKey(keys: Map<string, KnownKey>, apiKey: string, entry: KnownKey): void {
-  keys.delete(apiKey);
-  if (keys.size >= AUTH_CACHE_MAX) keys.delete(keys.keys().next().value!);
-  keys.set(apiKey, entry);
-}
-
 /** Drops these keys from this process's cache, so a revocation holds here from the next request. */
 export function forgetApiKeys(db: Db, keyIds: Iterable<string>): void {
   const { keys, forgotten } = authenticationOf(db);
@@ -182,7 +177,7 @@ export function requireUser(db: Db): RequestHandler {
       }
       if (client !== undefined) failures!.giveBack(client);
       known = { user: found.user, keyId: found.keyId, until: Math.min(now + AUTH_CACHE_MS, found.revokedAt?.getTime() ?? Infinity) };
-      if (!forgotten.has(found.keyId)) rememberKey(keys, token, known);
+      if (!forgotten.has(found.keyId)) setRecent(keys, token, known, AUTH_CACHE_MAX);
     }
     req.user = known.user;
     req.apiKeyId = known.keyId;

@@ -1,3 +1,5 @@
+import { setRecent } from '../lib/recent-map';
+
 /**
  * Token buckets held in this process, one per key (a client address, a user), for limits that bound what one API process
  * does rather than what the service grants (those live in Postgres, shared by every instance: admission). Memory is
@@ -39,9 +41,6 @@ export class TokenBuckets {
   }
 
   private set(key: string, tokens: number, now: number): void {
-    // Re-inserted, so the map's order is the order buckets were last touched.
-    this.buckets.delete(key);
-    if (this.buckets.size >= (this.limits.maxKeys ?? 100_000)) this.buckets.delete(this.buckets.keys().next().value!);
-    this.buckets.set(key, { tokens, at: now });
+    setRecent(this.buckets, key, { tokens, at: now }, this.limits.maxKeys ?? 100_000);
   }
 }

@@ -45,7 +45,10 @@ export function testEnv(): { temporalAddress: string; databaseUrl: string; workf
   return { temporalAddress, databaseUrl, workflowBundle };
 }
 
-/** A new, migrated database on the run's Postgres server, for tests of what is global to a database (the reconciler). */
+/**
+ * A new, migrated database on the run's Postgres server, for tests of what is global to a database (the reconciler). The
+ * stack drops it when it closes: on a shared server (DATABASE_URL) nothing else would.
+ */
 async function freshDatabaseUrl(runDatabaseUrl: string): Promise<string> {
   const name = `vg_own_${randomBytes(6).toString('hex')}`;
   const admin = createDatabase(runDatabaseUrl, { max: 1 });
@@ -154,6 +157,11 @@ export async function startStack({
       await simulator.close();
       await connection.close();
       await database.close();
+      if (ownDatabase) {
+        const admin = createDatabase(run.databaseUrl, { max: 1 });
+        await admin.sql.unsafe(`drop database if exists ${new URL(databaseUrl).pathname.slice(1)} with (force)`);
+        await admin.close();
+      }
     },
   };
 }

@@ -104,6 +104,20 @@ describe('every job reaches one right ending', () => {
     for (const count of counts) expect(count).toMatchObject({ reserves: 1, captures: 0, releases: 1 });
   });
 
+  test('a backend that lost a running job (a restart that kept nothing) gets a new attempt; the job is charged once', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const { id } = (await api.submit({ prompt: 'a long take of a glacier [slow]' })).body;
+    await eventually(async () => ((await api.get(id)).body.status === 'running' ? true : undefined), { what: 'the job running' });
+    expect(stack.simulator.simulator.engine.loseJobs()).toBeGreaterThanOrEqual(1);
+
+    // Its next poll gets a 404 for the job: not the user's invalid input, the backend's loss.
+    expect(await api.waitForTerminal(id)).toMatchObject({ status: 'succeeded', attempt: 2, error: null });
+    expect(stack.simulator.simulator.engine.list(`${id}:`)).toHaveLength(1); // the second attempt's job; the first is gone
+    await eventually(async () => ((await onceCounts(stack, id)).notifications > 0 ? true : undefined));
+    expect(await settled(() => onceCounts(stack, id))).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
+  });
+
   test('cancel works while running, twice harmlessly, and a finished job answers 409', async () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);

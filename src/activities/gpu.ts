@@ -2,6 +2,7 @@ import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activ
 import type { Client } from '@temporalio/client';
 import {
   BackendRejectedError,
+  isJobNotFound,
   BackendUnavailableError,
   TERMINAL_BACKEND_STATUSES,
   type BackendJob,
@@ -102,7 +103,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   async function runAsync(input: GpuAttemptInput, log: Logger): Promise<GpuAttemptResult> {
     const ctx = Context.current();
     const resumed = ctx.info.heartbeatDetails as GpuHeartbeat | undefined;
-    let job = await callBackend(() => (resumed?.backendJobId ? backend.getJob(resumed.backendJobId) : backend.submit(submission(input, true))));
+    let job = await callBackend(() => (resumed?.backendJobId ? backend.getJob(resumed.backendJobId) : backend.submit(submission(input, true))), resumed?.backendJobId ?? undefined);
     log.info({ backendJobId: job.id, status: job.status, resumed: Boolean(resumed?.backendJobId) }, 'backend job accepted');
     ctx.heartbeat({ backendJobId: job.id } satisfies GpuHeartbeat);
     await announceAccepted(input, job.id, job.progress);
@@ -122,6 +123,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
         try {
           job = await backend.getJob(job.id);
         } catch (err) {
+          if (isJobNotFound(err)) throw jobLost(job.id);
           if (!(err instanceof BackendUnavailableError)) throw err;
           log.warn({ backendJobId: job.id, err: err.message }, 'backend poll failed; will poll again');
           continue;
@@ -179,11 +181,21 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   return { runGeneration };
 }
 
-/** A 4xx is final for this request; anything else is left to the activity's retry policy. */
-async function callBackend<T>(call: () => Promise<T>): Promise<T> {
+/**
+ * The backend lost a job of ours (it answers 404 for the id it gave us): this attempt cannot go on, and retrying the same
+ * look-up will not bring the job back. The workflow classifies it as a transient backend failure: a new attempt, with a
+ * new client key, submits a new backend job.
+ */
+function jobLost(backendJobId: string): ApplicationFailure {
+  return ApplicationFailure.create({ type: 'BackendJobLost', message: `the backend no longer knows job ${backendJobId}`, nonRetryable: true });
+}
+
+/** A 4xx is final for this request; anything else is left to the activity's retry policy. `lookingUp`: the job asked for. */
+async function callBackend<T>(call: () => Promise<T>, lookingUp?: string): Promise<T> {
   try {
     return await call();
   } catch (err) {
+    if (lookingUp !== undefined && isJobNotFound(err)) throw jobLost(lookingUp);
     if (err instanceof BackendRejectedError) {
       throw ApplicationFailure.create({ type: 'BackendRejectedError', message: err.message, nonRetryable: true });
     }

@@ -78,3 +78,6 @@ export class BackendRejectedError extends Error {
     this.name = 'BackendRejectedError';
   }
 }
+
+/** The backend does not know a job it gave us (a restart that kept nothing, an expiry): the job is lost, not refused. */
+export const isJobNotFound = (err: unknown): boolean => err instanceof BackendRejectedError && err.status === 404;

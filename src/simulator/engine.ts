@@ -188,6 +188,20 @@ export class SimulatorEngine {
     this.counters = { submitted: 0, maxRunning: this.running.size, succeeded: 0, failed: 0, canceled: 0 };
   }
 
+  /**
+   * A backend restart that kept nothing: every job is gone, with its timers and callbacks, and asking for one is a 404.
+   * Returns how many were lost.
+   */
+  loseJobs(): number {
+    const lost = this.jobs.size;
+    for (const record of this.jobs.values()) this.freeze(record);
+    this.jobs.clear();
+    this.byClientKey.clear();
+    this.queue.length = 0;
+    this.running.clear();
+    return lost;
+  }
+
   /** Stops every timer and fails pending waits; jobs stay where they are. */
   close(): void {
     this.closed = true;

@@ -30,10 +30,10 @@ export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCo
   return row;
 }
 
-/** Whether the user's Idempotency-Key names an earlier submit (so a submit with it is a replay, never refused). */
-export async function idempotencyKeyTaken(sql: Sql, userId: string, key: string): Promise<boolean> {
-  const rows = await sql`select 1 from idempotency_keys where user_id = ${userId} and key = ${key}`;
-  return rows.length > 0;
+/** Which of the user's Idempotency-Keys name an earlier submit (a submit with one is a replay, never refused). */
+export async function idempotencyKeysTaken(sql: Sql, userId: string, keys: string[]): Promise<Set<string>> {
+  const rows = await sql<{ key: string }[]>`select key from idempotency_keys where user_id = ${userId} and key = any(${keys}::text[])`;
+  return new Set(rows.map((row) => row.key));
 }
 
 export type AdmissionOutcome =

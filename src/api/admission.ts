@@ -2,9 +2,10 @@ import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
-import { admitSubmission, countUserJobs, idempotencyKeyTaken, peekRequestTokens, type UserJobCounts } from './admission-store';
+import { admitSubmission, countUserJobs, idempotencyKeysTaken, peekRequestTokens, type UserJobCounts } from './admission-store';
 import { ApiError } from './errors';
 import type { QueueInfo, QueuePositions, ServiceEstimate } from './queue-position';
+import { KeyProbes } from './key-probes';
 import { rowParams } from '../db/projection';
 import { firstJobPriority } from '../domain/generation';
 import { setRecent } from '../lib/recent-map';
@@ -29,6 +30,9 @@ export type Admission = ReturnType<typeof createAdmission>;
 
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
+/** How long the key look-ups of refused submits gather before one statement answers them all (src/api/key-probes.ts). */
+const KEY_PROBE_LINGER_MS = 10;
+
 /** Users whose empty buckets one process remembers at most (the one seen longest ago is forgotten first). */
 const EMPTY_BUCKETS_MAX = 100_000;
 
@@ -51,6 +55,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
    * can only have taken more — so it is refused here without the round trip, and a flood of submits costs Postgres
    * nothing after its first refusal. Forgotten once the bucket holds a token.
    */
+  const keyProbes = new KeyProbes((userId, keys) => idempotencyKeysTaken(sql, userId, keys), KEY_PROBE_LINGER_MS);
   const emptyBuckets = new Map<string, { tokens: number; at: number; counts: UserJobCounts }>();
 
   /** The bucket's level now when this process knows it is still below one token. */
@@ -72,8 +77,8 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   async function refuseIfKnownEmpty(submission: Submission, limits: TierLimits): Promise<void> {
     const empty = knownEmpty(submission.user.id);
     if (!empty) return;
-    // A keyed submit is refused only once its key is known to be new (one index probe).
-    if (submission.idempotencyKey !== undefined && (await idempotencyKeyTaken(sql, submission.user.id, submission.idempotencyKey))) return;
+    // A keyed submit is refused only once its key is known to be new (one index probe for the keys of many refusals).
+    if (submission.idempotencyKey !== undefined && (await keyProbes.taken(submission.user.id, submission.idempotencyKey))) return;
     throw rateLimited(limits, empty.tokens, empty.counts);
   }
 

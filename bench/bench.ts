@@ -4,6 +4,7 @@ import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import type { Stack } from '../test/harness';
 import { costPerRequest, waitForQuiet, type RequestCost } from './lib/costs';
 import { backloggedRun, pollingRun } from './lib/e2e-figures';
+import { engineCost, shippedTimings, type EngineCost } from './lib/engine-cost';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { takeTurns, type LoadFigures } from './lib/load';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
@@ -19,9 +20,14 @@ import { apiSubmits, rawStarts, submitsUnderBacklog, type SubmitTarget } from '.
  *   status   GET /v1/generations?limit=20 beside its SQL through postgres.js
  *   e2e      slot utilisation and handoff while backlogged; backend-done → visible-and-notified by callback and by polling
  *   scale    list p99 at 10 thousand vs 1 million projection rows; submit rate with 10,000 jobs waiting for a slot vs none
+ *   engine   Temporal's own `action` counter and history events per succeeded job, for 30 s and 3 min generations
  * Prints a table and writes bench/out/bench.json and bench/out/bench.md. A missed goal is printed as missed.
+ * `--engine-only`: the engine part alone, written to bench/out/engine-cost.json and engine-cost.md.
  */
 const quick = process.argv.includes('--quick');
+const ENGINE_ONLY = process.argv.includes('--engine-only');
+/** Jobs per engine-cost set: all at once, each on a slot of its own. */
+const ENGINE_JOBS = quick ? 8 : 20;
 const PLAN = quick
   ? { connections: 16, rounds: 2, seconds: 3, smallRows: 10_000, largeRows: 200_000, backlog: 2_000, users: 4, jobsEach: 8, pollUsers: 3, pollJobsEach: 6 }
   : { connections: 16, rounds: 3, seconds: 5, smallRows: 10_000, largeRows: 1_000_000, backlog: 10_000, users: 4, jobsEach: 15, pollUsers: 4, pollJobsEach: 10 };
@@ -55,7 +61,64 @@ async function users(stack: Stack, count: number): Promise<Array<{ userId: strin
   return Promise.all(Array.from({ length: count }, () => stack.createUser('pro')));
 }
 
+/** The engine-cost sets (a 30 s and a 3 min generation), each on a stack of its own with the shipped timings. */
+async function engineFigures(): Promise<{ short: EngineCost; long: EngineCost }> {
+  const metricsUrl = process.env.TEST_TEMPORAL_METRICS_URL;
+  if (!metricsUrl) throw new Error('the Temporal dev server has no metrics endpoint (test/global-setup.ts)');
+  const run = async (generationSeconds: number) => {
+    step(`engine: ${ENGINE_JOBS} jobs of ${generationSeconds} s at once, shipped timings; Temporal's action counter and history per succeeded job`);
+    const cost = await withStack({ env: { ...UNLIMITED_ADMISSION, ...shippedTimings(), GPU_SLOTS: String(ENGINE_JOBS) } }, (stack) =>
+      engineCost(stack, metricsUrl, { jobs: ENGINE_JOBS, generationSeconds }),
+    );
+    say(`  ${cost.actionsPerJob} actions and ${cost.history.events} history events per job (${cost.succeeded} of ${cost.jobs} succeeded in ${cost.wallSeconds} s; ${JSON.stringify(cost.endings)})`);
+    say(`  ${Object.entries(cost.byType).map(([type, n]) => `${type} ${n}`).join(', ')}`);
+    return cost;
+  };
+  return { short: await run(30), long: await run(180) };
+}
+
+const engineRows = ({ short, long }: { short: EngineCost; long: EngineCost }): Row[] => [
+  { section: 'engine', figure: 'Temporal actions per 30 s job', value: String(short.actionsPerJob), goal: '≤ 12', met: short.actionsPerJob <= 12 },
+  { section: 'engine', figure: 'Temporal actions per 3 min job', value: String(long.actionsPerJob), goal: '≤ 16', met: long.actionsPerJob <= 16 },
+  {
+    section: 'engine',
+    figure: 'history events per job (30 s / 3 min)',
+    value: `${short.history.events} / ${long.history.events}`,
+    goal: '≤ 30',
+    met: Math.max(short.history.events, long.history.events) <= 30,
+  },
+  { section: 'engine', figure: 'actions by type, 30 s job', value: Object.entries(short.byType).map(([t, n]) => `${t.replace(/^(grpc|command)_/, '')} ${n}`).join(', ') },
+  { section: 'engine', figure: 'actions by type, 3 min job', value: Object.entries(long.byType).map(([t, n]) => `${t.replace(/^(grpc|command)_/, '')} ${n}`).join(', ') },
+];
+
+const engineJson = ({ short, long }: { short: EngineCost; long: EngineCost }) => ({
+  actions_per_job_30s: short.actionsPerJob,
+  actions_per_job_180s: long.actionsPerJob,
+  history_events_per_job: Math.max(short.history.events, long.history.events),
+});
+
+async function engineOnly(): Promise<number> {
+  const began = Date.now();
+  say(machineLine());
+  const infrastructure = await startTestInfrastructure();
+  try {
+    const engine = await engineFigures();
+    const rows = engineRows(engine);
+    step(`figures after ${Math.round((Date.now() - began) / 1000)} s`);
+    say(formatTable(rows));
+    const json = writeOut('engine-cost.json', `${JSON.stringify({ quick, ...engineJson(engine), details: engine }, null, 2)}\n`);
+    const md = writeOut('engine-cost.md', formatMarkdown('Engine cost', rows, [engineNote]));
+    say(`\nwritten: ${json}, ${md}`);
+    return 0;
+  } finally {
+    await infrastructure.stop();
+  }
+}
+
+const engineNote = `engine: ${ENGINE_JOBS} jobs per set, all running at once (a slot each), callbacks on, with the shipped poll interval, heartbeat timeout and throttle and retry backoff; actions are the Temporal server's own \`action\` counter (namespace default) from before the first submit until it stood still for 3 s after the last job ended, divided by the succeeded jobs; schedules that fired meanwhile (reconciler, retention) are counted too.`;
+
 async function main(): Promise<number> {
+  if (ENGINE_ONLY) return engineOnly();
   const began = Date.now();
   say(`${machineLine()}\n${quick ? 'Quick run (--quick): shorter runs and smaller tables.' : 'Full run.'}`);
   const infrastructure = await startTestInfrastructure();
@@ -120,8 +183,11 @@ async function main(): Promise<number> {
     say(`  API: empty ${rate(backlog.empty)}; with ${backlog.backlogAtStart} waiting ${rate(backlog.loaded)}`);
     say(`  raw start: empty ${rate(backlog.rawEmpty)}; with the backlog ${rate(backlog.rawLoaded)}`);
 
+    const engine = await engineFigures();
+
     const { api, raw, status, submitCost, rawCost } = reads;
     const figures = {
+      ...engineJson(engine),
       quick,
       submit_ratio: round(api.rps / raw.rps),
       status_ratio: round(status.api.rps / status.direct.rps),
@@ -171,6 +237,7 @@ async function main(): Promise<number> {
         cpu_ms_per_direct_list_query: cpuFigures(status.directCost),
         temporal_history_per_job: backlogged.history,
         cpu_ms_per_job_all_processes: Math.round(backlogged.cpuMsPerJob),
+        engine,
       },
     };
     const large = status.largeRows >= 1_000_000 ? `${status.largeRows / 1_000_000}M` : `${status.largeRows / 1000}k`;
@@ -210,12 +277,14 @@ async function main(): Promise<number> {
         figure: 'Temporal history per succeeded job',
         value: `${backlogged.history.events} events: ${backlogged.history.workflowTasks} workflow tasks, ${backlogged.history.activities} activities, ${backlogged.history.signals} signals, ${backlogged.history.timers} timer(s)`,
       },
+      ...engineRows(engine),
     ];
     const goals = rows.filter((r) => r.met !== undefined);
     const notes = [
       `e2e: ${SLOTS} GPU slots, generation time p50 3 s / p99 4.5 s (the simulator's defaults scaled by 1/10); polling run: p50 0.8 s, poll interval ${POLL_INTERVAL_MS} ms, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms (the defaults' 1:2 ratio).`,
       `${PLAN.connections} connections (or calls in flight) on every throughput figure. Each side ran ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up, compared sides taking turns; a rate is the turns' total, a percentile the median of the turns'.`,
       'Every service process, Temporal dev server (SQLite in memory), Postgres and the load generator share this one machine.',
+      engineNote,
       `List rows are finished jobs of the measured user, bulk-loaded with generate_series, then vacuumed, analyzed and checkpointed; ${large} = ${status.largeRows} rows. The list p99 ratio is taken at a steady 100 requests/s (4 connections, ${PLAN.rounds} turns of ${PLAN.seconds * 2} s, before the saturated runs), so it shows what the query costs rather than queueing inside a saturated API.`,
       `The gpu backlog: ${backlog.backlogAtStart} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s, and the stack idle again ${backlog.settleSeconds.toFixed(0)} s later (both submit rates are measured from an idle stack); the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
     ];

@@ -33,10 +33,13 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const logger = createLogger('test-setup', 'warn');
 
+  const metricsPort = await freePort();
   const temporal = await startTemporalDevServer({
     port: await freePort(),
     logFile: path.join(ARTIFACTS, 'temporal.log'),
     singlePartition: true,
+    // The benchmark reads the server's own `action` counter (engine cost per job).
+    metricsPort,
   });
   stoppers.push(temporal.stop);
 
@@ -76,6 +79,7 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   stoppers.push(async () => fs.rmSync(path.dirname(bundlePath), { recursive: true, force: true }));
 
   process.env.TEST_TEMPORAL_ADDRESS = temporal.address;
+  process.env.TEST_TEMPORAL_METRICS_URL = `http://127.0.0.1:${metricsPort}/metrics`;
   process.env.TEST_DATABASE_URL = databaseUrl;
   process.env.TEST_WORKFLOW_BUNDLE = bundlePath;
 }

@@ -20,6 +20,8 @@ export interface TemporalDevServerOptions {
   dbFile?: string;
   /** Where the server's own log goes. */
   logFile: string;
+  /** Serves the server's Prometheus metrics (its `action` counter among them) on this port; omit for none. */
+  metricsPort?: number;
   /**
    * One read/write partition per task queue. Fairness holds within a partition, and the `gpu` queue dispatches at the
    * GPUs' pace; the dev server's flags cannot name a queue, so every queue of the dev server gets one.
@@ -42,6 +44,7 @@ export function devServerArgs(options: TemporalDevServerOptions): string[] {
     String(options.port),
     ...(options.uiPort ? ['--ui-port', String(options.uiPort)] : ['--headless']),
     ...(options.dbFile ? ['--db-filename', options.dbFile] : []),
+    ...(options.metricsPort ? ['--metrics-port', String(options.metricsPort)] : []),
     '--log-level',
     'warn',
     ...dynamic.flatMap((v) => ['--dynamic-config-value', v]),

@@ -5,10 +5,11 @@
  * It starts what the tests start (test/global-setup.ts: a Temporal dev server, a fresh Postgres database, the workflow
  * bundle) and one whole stack on it (test/harness.ts: simulator, API, worker), drives each path as a user or an operator
  * would (the public API, the simulator's knobs, the runbook's own commands), waits for each workflow to close, checks
- * that the path went the way it is named, and writes its history as JSON, with index.json saying when, from which commit
- * and on which SDK and server it was recorded. Every file of the folder is rewritten; one no path names is removed.
+ * that the path went the way it is named, and writes its history as JSON into a new recording's folder,
+ * test/fixtures/histories/<date>-<commit>[-modified]/, with index.json saying when, from which commit and on which SDK
+ * and server it was recorded. Older recordings are left as they are: they stay while runs of their code can be open.
  *
- * Re-record when a path is added or a workflow's commands change on purpose (docs/decisions.md, "Replay safety").
+ * When to record, and when to remove an older recording: docs/decisions.md, "Replay safety".
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -22,7 +23,7 @@ import { retentionScheduleId } from '../src/retention/schedule';
 import globalSetup from '../test/global-setup';
 import globalTeardown from '../test/global-teardown';
 import { apiClient, eventually, startStack, type Stack } from '../test/harness';
-import { HISTORIES_DIR, HISTORIES_INDEX, historyFiles, REPLAY_PATHS, type HistoriesIndex, type RecordedHistory, type ReplayPath } from '../test/replay-histories';
+import { HISTORIES_DIR, recordingName, REPLAY_PATHS, writeRecording, type HistoriesIndex, type RecordedHistory, type ReplayPath } from '../test/replay-histories';
 import { runbookEnv, runRunbook } from '../test/runbook-commands';
 import { temporalBinary } from './lib/temporal-dev-server';
 
@@ -352,11 +353,9 @@ async function main(): Promise<void> {
       temporal: execFileSync(temporalBinary(), ['--version'], { encoding: 'utf8' }).trim(),
       histories,
     };
-    fs.mkdirSync(HISTORIES_DIR, { recursive: true });
-    for (const stale of historyFiles().filter((f) => !files.has(f))) fs.rmSync(path.join(HISTORIES_DIR, stale));
-    for (const [file, text] of files) fs.writeFileSync(path.join(HISTORIES_DIR, file), text);
-    fs.writeFileSync(HISTORIES_INDEX, `${JSON.stringify(index, null, 2)}\n`);
-    console.log(`${histories.length} histories in ${path.relative(ROOT, HISTORIES_DIR)}/ (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
+    const dir = path.join(HISTORIES_DIR, recordingName(index));
+    writeRecording(dir, files, index);
+    console.log(`${histories.length} histories in ${path.relative(ROOT, dir)}/ (${((Date.now() - startedAt) / 1000).toFixed(0)} s)`);
   } finally {
     await stack?.close();
     await globalTeardown();

@@ -5,10 +5,12 @@ import { historyFromJSON } from '@temporalio/common/lib/proto-utils';
 
 /**
  * The recorded histories that every build must replay (test/replay.test.ts): one real history per path a workflow can
- * take, written by `npm run histories:record` (scripts/record-histories.ts) into test/fixtures/histories/.
+ * take, written by `npm run histories:record` (scripts/record-histories.ts). Each recording is a folder of its own,
+ * test/fixtures/histories/<date>-<commit>/, with an index.json; a new recording is added beside the older ones, which
+ * stay for as long as runs of the code they were recorded with can still be open (docs/decisions.md, "Replay safety").
  */
 export const HISTORIES_DIR = path.resolve(__dirname, 'fixtures/histories');
-export const HISTORIES_INDEX = path.join(HISTORIES_DIR, 'index.json');
+const INDEX = 'index.json';
 
 /** Every path the fixtures must cover, with the workflow type whose history records it. */
 export const REPLAY_PATHS = {
@@ -47,25 +49,53 @@ export interface RecordedHistory {
 export interface HistoriesIndex {
   /** When and from which commit the histories were recorded, and with which SDK and Temporal server. */
   recordedAt: string;
+  /** dirty: src/ differed from the commit (a change recorded before it was committed). */
   build: { commit: string; dirty: boolean };
   sdk: string;
   temporal: string;
   histories: RecordedHistory[];
 }
 
-export function readHistoriesIndex(): HistoriesIndex {
-  return JSON.parse(fs.readFileSync(HISTORIES_INDEX, 'utf8')) as HistoriesIndex;
+/** A recording's folder name: the day it was recorded and the commit it was recorded from (with changes to src/ or not). */
+export function recordingName({ recordedAt, build }: HistoriesIndex): string {
+  return `${recordedAt.slice(0, 10)}-${build.commit.slice(0, 7)}${build.dirty ? '-modified' : ''}`;
 }
 
-/** The JSON files in the fixtures folder other than the index. */
-export function historyFiles(): string[] {
+export interface Recording {
+  name: string;
+  dir: string;
+  index: HistoriesIndex;
+}
+
+/** Every recording, oldest first. */
+export function readRecordings(): Recording[] {
   return fs
-    .readdirSync(HISTORIES_DIR)
-    .filter((f) => f.endsWith('.json') && f !== path.basename(HISTORIES_INDEX))
+    .readdirSync(HISTORIES_DIR, { withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => {
+      const dir = path.join(HISTORIES_DIR, entry.name);
+      return { name: entry.name, dir, index: JSON.parse(fs.readFileSync(path.join(dir, INDEX), 'utf8')) as HistoriesIndex };
+    })
+    .sort((a, b) => a.index.recordedAt.localeCompare(b.index.recordedAt));
+}
+
+/** The JSON files of a recording's folder other than its index. */
+export function historyFiles(dir: string): string[] {
+  return fs
+    .readdirSync(dir)
+    .filter((f) => f.endsWith('.json') && f !== INDEX)
     .sort();
 }
 
+/** Writes a recording's folder whole: its histories (file name to JSON text) and its index. */
+export function writeRecording(dir: string, files: Map<string, string>, index: HistoriesIndex): void {
+  fs.rmSync(dir, { recursive: true, force: true });
+  fs.mkdirSync(dir, { recursive: true });
+  for (const [file, text] of files) fs.writeFileSync(path.join(dir, file), text);
+  fs.writeFileSync(path.join(dir, INDEX), `${JSON.stringify(index, null, 2)}\n`);
+}
+
 /** A recorded history as the replayer takes it (Temporal's JSON history format, as `temporal workflow show -o json` writes). */
-export function loadHistory(entry: RecordedHistory): HistoryAndWorkflowId {
-  return { workflowId: entry.workflowId, history: historyFromJSON(JSON.parse(fs.readFileSync(path.join(HISTORIES_DIR, entry.file), 'utf8'))) };
+export function loadHistory(dir: string, entry: RecordedHistory): HistoryAndWorkflowId {
+  return { workflowId: entry.workflowId, history: historyFromJSON(JSON.parse(fs.readFileSync(path.join(dir, entry.file), 'utf8'))) };
 }

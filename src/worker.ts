@@ -1,6 +1,7 @@
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import os from 'node:os';
+import { createEndingActivities } from './activities/ending';
 import { createLifecycleActivities } from './activities/lifecycle';
 import { createProjectionActivities } from './activities/projection';
 import { createReconcileActivities } from './activities/reconcile';
@@ -48,6 +49,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
 
   if (role === 'all' || role === 'generation') {
     const notify = createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) });
+    const ending = createEndingActivities({ db: database.db, notifyEnded: notify.notifyGenerationEnded });
     workers.push(
       await Worker.create({
         connection,
@@ -59,7 +61,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
           ...notify,
-          ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), notifyEnded: notify.notifyGenerationEnded }),
+          ...ending,
+          ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), endGeneration: ending.endGeneration }),
           ...createRetentionActivities({ sql: pruning.sql, config, logger: logger.child({ component: 'retention' }) }),
         },
       }),

@@ -3,7 +3,9 @@ import { createGenerationBody } from '../src/api/generation-schemas';
 import { describeSubmission } from '../src/api/submit';
 import { creditBalance, reserveCredits, undoReservation } from '../src/credits/ledger';
 import { rowParams } from '../src/db/projection';
-import { apiClient, eventually, startStack, type Stack } from './harness';
+import { endToEndTime } from '../src/lib/metrics';
+import { startWebhookReceiver } from '../src/notifications/test-helpers';
+import { apiClient, eventually, settled, startStack, type Stack } from './harness';
 
 /** What an API that dies between admission and the workflow start leaves behind: row, key, credits, queue entry. */
 async function admitWithoutStart(stack: Stack, userId: string, body: Record<string, unknown>, key: string, pool = stack.config.dispatch.pool) {
@@ -79,6 +81,67 @@ describe('the reconciler', () => {
     const [entries] = await stack.database.sql<{ n: number }[]>`
       select count(*)::int as n from credit_ledger where job_id = ${job.id} and kind = 'release'`;
     expect(entries.n).toBe(1);
+  });
+
+  test('ends a terminated workflow’s job through the ending a workflow runs itself: same credits, row, notification, webhook and metrics', async () => {
+    const hooks = await startWebhookReceiver();
+    try {
+      // A tier of its own, so the duration metric's counts are this test's alone.
+      const { apiKey } = await stack.createUser('enterprise');
+      const api = apiClient(stack.apiUrl, apiKey);
+      expect((await api.call('POST', '/v1/webhook-endpoints', { url: hooks.url })).status).toBe(201);
+      const running = async (prompt: string) => {
+        const { id } = (await api.submit({ prompt })).body as { id: string };
+        await eventually(async () => ((await api.get(id)).body.status === 'running' ? true : undefined), { what: `${id} running` });
+        return id;
+      };
+      const observed = async (status: string) =>
+        (await endToEndTime.get()).values.find((v) => v.metricName === 'vg_end_to_end_seconds_count' && v.labels.tier === 'enterprise' && v.labels.status === status)?.value ?? 0;
+      const [canceledBefore, failedBefore] = [await observed('canceled'), await observed('failed')];
+
+      // Ended by its workflow: canceled by its user.
+      const byWorkflow = await running('canceled: its workflow ends it [hang]');
+      expect((await api.call('POST', `/v1/generations/${byWorkflow}/cancel`)).status).toBe(202);
+      // Ended by the reconciler: an operator terminated its workflow, which will never end it.
+      const byReconciler = await running('terminated: the reconciler ends it [hang]');
+      await stack.client.workflow.getHandle(byReconciler).terminate('operator: backend wedged');
+      await stack.database.sql`update generations set updated_at = now() - interval '1 hour' where id = ${byReconciler}`;
+      expect(await api.waitForTerminal(byWorkflow)).toMatchObject({ status: 'canceled' });
+      expect(await api.waitForTerminal(byReconciler)).toMatchObject({ status: 'failed', error: { code: 'backend_unavailable' } });
+
+      /** What a job's ending leaves, its terminal status written as `ended`. */
+      const endingOf = async (jobId: string, metricBefore: number) => {
+        const [row] = await stack.database.sql<{ status: string; completed: boolean; error: boolean }[]>`
+          select status, completed_at is not null as completed, error is not null as error from generations where id = ${jobId}`;
+        const ended = (text: string) => text.replace(row.status, 'ended');
+        const ledger = await stack.database.sql<{ kind: string }[]>`select kind from credit_ledger where job_id = ${jobId} order by kind`;
+        const inbox = await stack.database.sql<{ event: string }[]>`select event from notifications where job_id = ${jobId}`;
+        const deliveries = await stack.database.sql<{ event_type: string; status: string }[]>`
+          select event_type, status from webhook_deliveries where job_id = ${jobId}`;
+        const webhooks = hooks.received.map((r) => JSON.parse(r.raw) as { type: string; data: { id: string } }).filter((e) => e.data.id === jobId);
+        return {
+          row: { completed: row.completed, error: row.error },
+          ledger: ledger.map((e) => e.kind),
+          notifications: inbox.map((n) => ended(n.event)),
+          deliveries: deliveries.map((d) => `${ended(d.event_type)} ${d.status}`),
+          webhooks: webhooks.map((e) => ended(e.type)),
+          durationsObserved: (await observed(row.status)) - metricBefore,
+        };
+      };
+      await hooks.waitFor((received) => received.length >= 2);
+      const workflowEnding = await settled(() => endingOf(byWorkflow, canceledBefore));
+      expect(workflowEnding).toEqual({
+        row: { completed: true, error: true },
+        ledger: ['release', 'reserve'],
+        notifications: ['generation.ended'],
+        deliveries: ['generation.ended succeeded'],
+        webhooks: ['generation.ended'],
+        durationsObserved: 1,
+      });
+      expect(await endingOf(byReconciler, failedBefore)).toEqual(workflowEnding);
+    } finally {
+      await hooks.close();
+    }
   });
 
   test('starts the workflow of a submit admitted by an API that died before starting it; a retry in time starts it instead', async () => {

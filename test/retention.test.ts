@@ -203,7 +203,7 @@ describe('retention pruning', () => {
       what: "A's workflow to be deleted",
       timeoutMs: 60_000,
     });
-    const reconciler = createReconcileActivities({ db: stack.database.db, client: stack.client, config: stack.config, logger: createLogger('test', 'silent'), notifyEnded: async () => {} });
+    const reconciler = createReconcileActivities({ db: stack.database.db, client: stack.client, config: stack.config, logger: createLogger('test', 'silent'), endGeneration: async () => false });
     expect((await reconciler.reconcileProjection({ quietForMs: 60_000, limit: 500 })).orphanReservationsReleased).toBe(0);
     expect(await creditBalance(stack.database.db, userId)).toEqual(balanceBefore);
 

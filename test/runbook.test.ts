@@ -1,43 +1,20 @@
-import { execFile } from 'node:child_process';
-import fs from 'node:fs';
-import path from 'node:path';
-import { promisify } from 'node:util';
-import { temporalBinary } from '../scripts/lib/temporal-dev-server';
 import { loadConfig } from '../src/config';
 import { creditBalance } from '../src/credits/ledger';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';
+import { runbookEnv, runRunbook } from './runbook-commands';
 
 /**
  * Runs the command blocks of docs/runbook.md, exactly as written, with the real `temporal` binary against the run's dev
  * server, and checks what each does to the projection, the credits and the notifications.
  */
-const RUNBOOK = fs.readFileSync(path.resolve(__dirname, '../docs/runbook.md'), 'utf8');
-
-function runbookCommand(name: string): string {
-  const match = new RegExp('```sh runbook:' + name + '\\n([\\s\\S]*?)```').exec(RUNBOOK);
-  if (!match) throw new Error(`docs/runbook.md has no block runbook:${name}`);
-  return match[1];
-}
-
 describe('the operator runbook', () => {
   let stack: Stack;
   let env: Record<string, string>;
-  const run = async (name: string, jobId = '', more: Record<string, string> = {}) => {
-    const { stdout } = await promisify(execFile)('bash', ['-c', runbookCommand(name)], { env: { ...env, JOB_ID: jobId, ...more } });
-    return stdout;
-  };
+  const run = (name: string, jobId = '', more: Record<string, string> = {}) => runRunbook(name, env, jobId, more);
 
   beforeAll(async () => {
     stack = await startStack({ env: { MAX_ATTEMPTS: '1', EXPECTED_RUN_MS: '300', RECONCILE_INTERVAL_MS: '3600000' }, ownDatabase: true });
-    env = {
-      PATH: `${path.dirname(temporalBinary())}:${process.env.PATH}`,
-      HOME: process.env.HOME ?? '/tmp',
-      TEMPORAL_ADDRESS: stack.config.temporal.address,
-      API_URL: stack.apiUrl,
-      ADMIN_URL: stack.adminUrl,
-      ADMIN_API_KEY: stack.adminApiKey,
-      GENERATION_TASK_QUEUE: stack.config.worker.generationTaskQueue,
-    };
+    env = runbookEnv(stack);
   });
   afterAll(async () => {
     await stack?.close();

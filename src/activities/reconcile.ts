@@ -1,6 +1,6 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { and, asc, eq, isNull, lt, sql } from 'drizzle-orm';
-import { settleCredits, undoReservation } from '../credits/ledger';
+import { undoReservation } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { creditLedger, generations } from '../db/schema';
@@ -11,7 +11,7 @@ import type { Config } from '../config';
 import { endingWrite, type GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';
 import type { Logger } from '../lib/logger';
-import type { GenerationEndedInput } from './notify';
+import type { GenerationEnding } from './ending';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
 
 export interface ReconcileReport {
@@ -37,13 +37,13 @@ export interface ReconcileDeps {
   client: Client;
   config: Config;
   logger: Logger;
-  /** The notify step a workflow ended from outside never ran. */
-  notifyEnded: (input: GenerationEndedInput) => Promise<void>;
+  /** The job's one ending (src/activities/ending.ts), which a workflow ended from outside never ran. */
+  endGeneration: (ending: GenerationEnding) => Promise<boolean>;
 }
 
 const TEMPORAL_CALL_MS = 5_000;
 
-export function createReconcileActivities({ db, client, config, logger, notifyEnded }: ReconcileDeps) {
+export function createReconcileActivities({ db, client, config, logger, endGeneration }: ReconcileDeps) {
   // One slow answer must not stall the pass.
   const withDeadline = <T>(call: () => Promise<T>) => client.withDeadline(Date.now() + TEMPORAL_CALL_MS, call);
 
@@ -64,26 +64,29 @@ export function createReconcileActivities({ db, client, config, logger, notifyEn
       const backendJobId = description.typedSearchAttributes.get(SA_BACKEND_JOB_ID) ?? null;
       moved = running && (await applyWrite(db, { jobId, status: 'running', attempt: 0, progress: 0, backendJobId }));
     } else if (status === 'COMPLETED') {
+      // The workflow ran its ending before it completed: only the row can have missed the ending's write since.
       const state = (await withDeadline(() => handle.result())) as GenerationState;
       moved = await applyWrite(db, endingWrite(state, (description.closeTime ?? new Date()).toISOString()));
     } else {
-      // Terminated, timed out or failed as a workflow: it will never settle on its own. Credits first, as the workflow
-      // does: once a client sees the job ended, its usage already shows the release.
-      const canceled = status === 'CANCELLED';
-      await settleCredits(db, jobId, 'release');
-      moved = await applyWrite(db, {
-        jobId,
-        status: canceled ? 'canceled' : 'failed',
-        attempt: 0,
-        progress: 0,
-        error: generationError(canceled ? 'canceled_by_user' : 'backend_unavailable', `the job's workflow ended as ${status.toLowerCase()}`),
-        completedAt: (description.closeTime ?? new Date()).toISOString(),
-      });
+      // Terminated, timed out or failed as a workflow: it will never end the job itself. The reconciler runs the ending
+      // the workflow would have run (credits released, the terminal row, the user notified), not a copy of it.
       const [row] = await db.select().from(generations).where(eq(generations.id, jobId));
-      if (row) {
-        const webhookUrl = (row.params as { webhook_url?: string | null }).webhook_url ?? null;
-        await notifyEnded({ jobId, userId: row.userId, status: row.status, webhookUrl, endedAt: (row.completedAt ?? new Date()).toISOString() });
-      }
+      if (!row) return 'in_step'; // deleted meanwhile (retention): nothing left to end
+      const canceled = status === 'CANCELLED';
+      const endedAt = (description.closeTime ?? new Date()).toISOString();
+      moved = await endGeneration({
+        write: {
+          jobId,
+          status: canceled ? 'canceled' : 'failed',
+          attempt: 0,
+          progress: 0,
+          error: generationError(canceled ? 'canceled_by_user' : 'backend_unavailable', `the job's workflow ended as ${status.toLowerCase()}`),
+          completedAt: endedAt,
+        },
+        userId: row.userId,
+        webhookUrl: (row.params as { webhook_url?: string | null }).webhook_url ?? null,
+        endedAt,
+      });
     }
     return moved ? 'repaired' : 'in_step';
   }

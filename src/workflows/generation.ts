@@ -1,4 +1,5 @@
-import { CancellationScope, condition, log, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, condition, log, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
 import type * as lifecycleActivities from '../activities/lifecycle';
 import type * as notifyActivities from '../activities/notify';
@@ -14,6 +15,7 @@ type ProjectionActivities = ReturnType<typeof projectionActivities.createProject
 type GpuActivities = ReturnType<typeof gpuActivities.createGpuActivities>;
 type LifecycleActivities = ReturnType<typeof lifecycleActivities.createLifecycleActivities>;
 type NotifyActivities = ReturnType<typeof notifyActivities.createNotifyActivities>;
+type EndingActivities = ReturnType<typeof endingActivities.createEndingActivities>;
 
 // Projection writes must land eventually: retried without limit, each one idempotent.
 const projection = proxyActivities<ProjectionActivities>({
@@ -32,6 +34,20 @@ const lifecycle = proxyActivities<LifecycleActivities>({
   startToCloseTimeout: '1m',
   retry: { initialInterval: '1s', maximumInterval: '30s' },
 });
+
+// The job's ending (credits, terminal row, notification), the same the reconciler runs for a workflow ended from
+// outside: each step idempotent, so it is retried until done; it heartbeats between steps and per webhook destination.
+const ending = proxyActivities<EndingActivities>({
+  startToCloseTimeout: '1m',
+  heartbeatTimeout: '10s',
+  retry: { initialInterval: '500ms', maximumInterval: '30s' },
+});
+
+/**
+ * A run that reaches its end on this build ends through one activity; one that ended on an earlier build ran the same
+ * steps as three activities, and replays them. docs/decisions.md ("Replay safety") says when that branch can go.
+ */
+export const ONE_ENDING_PATCH = 'one-ending';
 
 /**
  * One video generation, from acceptance to a terminal state. Holds a GPU slot only through the GPU activity, which the
@@ -148,10 +164,16 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
         transition('canceled');
         break;
     }
-    // Credits first: once a client sees the job ended, its usage already shows the settlement.
-    await lifecycle.settleJobCredits({ jobId, succeeded: state.status === 'succeeded' });
-    await projection.recordTransition(endingWrite(state, completedAt));
-    await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl: input.request.webhook_url ?? null, endedAt: completedAt });
+    const write = endingWrite(state, completedAt);
+    const webhookUrl = input.request.webhook_url ?? null;
+    if (patched(ONE_ENDING_PATCH)) {
+      await ending.endGeneration({ write, userId: input.userId, webhookUrl, endedAt: completedAt });
+    } else {
+      // Credits first: once a client sees the job ended, its usage already shows the settlement.
+      await lifecycle.settleJobCredits({ jobId, succeeded: state.status === 'succeeded' });
+      await projection.recordTransition(write);
+      await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl, endedAt: completedAt });
+    }
     return state;
   }
 }

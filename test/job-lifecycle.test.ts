@@ -107,7 +107,9 @@ describe('every job reaches one right ending', () => {
   test('a backend that lost a running job (a restart that kept nothing) gets a new attempt; the job is charged once', async () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);
-    const { id } = (await api.submit({ prompt: 'a long take of a glacier [slow]' })).body;
+    // [slow] runs ten times the median (~3 s), as long as this stack's MAX_RUN_MS for a default request: a request four
+    // times as large has four times the deadline, so neither attempt meets it.
+    const { id } = (await api.submit({ prompt: 'a long take of a glacier [slow]', duration_seconds: 10, resolution: '1080p' })).body;
     await eventually(async () => ((await api.get(id)).body.status === 'running' ? true : undefined), { what: 'the job running' });
     expect(stack.simulator.simulator.engine.loseJobs()).toBeGreaterThanOrEqual(1);
 

@@ -132,8 +132,6 @@ const envSchema = z.object({
   WEBHOOK_ALLOWED_HOSTS: allowedHostsSetting,
   WEBHOOK_RETRY_SCALE: z.coerce.number().positive().max(1).default(1),
   WEBHOOK_TIMEOUT_MS: z.coerce.number().int().min(100).default(15_000),
-  /** Test-only fault: the notify activity exits the process on its first attempt for a prompt marked [crash:<point>]. */
-  FAULT_CRASH_IN_NOTIFY: flag(false),
   // Retention (src/retention): how long finished things are kept, and how the pruning schedule deletes them.
   /** Finished jobs, with their idempotency keys, and change-feed events; at least a day, so a key lives at least 24 h. */
   RETENTION_JOBS_DAYS: z.coerce.number().int().min(1).default(30),
@@ -312,7 +310,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       webhookAllowedHosts: e.WEBHOOK_ALLOWED_HOSTS,
       webhookRetryScale: e.WEBHOOK_RETRY_SCALE,
       webhookTimeoutMs: e.WEBHOOK_TIMEOUT_MS,
-      crashInNotify: e.FAULT_CRASH_IN_NOTIFY && RELAXED_ENVS.includes(e.NODE_ENV),
       /** Open event streams one user may have on one API process, and all users together. */
       sseMaxStreamsPerUser: e.SSE_MAX_STREAMS_PER_USER,
       sseMaxStreams: e.SSE_MAX_STREAMS,

@@ -4,9 +4,11 @@ import { apiClient, eventually, settled, startStack, testEnv, type Stack } from 
 import { spawnWorker, type SpawnedProcess } from './processes';
 
 /**
- * The generation worker runs as a real child process with the test-only fault FAULT_CRASH_IN_NOTIFY: on its first try,
- * the notify step exits the process at the point the prompt names. Another worker process then finishes the job, and the
- * user still sees exactly one notification and one webhook event. The GPU dispatcher stays in the test process.
+ * The generation worker runs as a real child process, unchanged: the test holds a lock on the table the notify step is
+ * about to write (the inbox, then the webhook deliveries), waits until the worker's write waits on it, and kills the
+ * worker there (SIGKILL; the write it left waiting is ended with it, so it never lands). Another worker process then
+ * finishes the job, and the user still sees exactly one notification and one webhook event. The GPU dispatcher stays in
+ * the test process. No production code knows of the fault.
  */
 describe('a worker that dies around the notify step', () => {
   let stack: Stack;
@@ -42,7 +44,6 @@ describe('a worker that dies around the notify step', () => {
         BACKEND_URL: config.backend.url,
         WEBHOOK_ALLOWED_HOSTS: '127.0.0.0/8',
         WEBHOOK_RETRY_SCALE: String(config.notifications.webhookRetryScale),
-        FAULT_CRASH_IN_NOTIFY: 'true',
       },
       `crash-notify-worker-${workers.length + 1}`,
     );
@@ -55,10 +56,57 @@ describe('a worker that dies around the notify step', () => {
     return stack.database.sql<{ id: string; event: string }[]>`select id, event from notifications where job_id = ${jobId}`;
   }
 
+  /**
+   * Holds a SHARE lock on `table` in a transaction of the test's own: reads go on, the first write to it waits. Returns
+   * the server process of that write once it waits, and a way to let go.
+   */
+  async function holdWritesTo(table: 'notifications' | 'webhook_deliveries') {
+    const holder = await stack.database.sql.reserve();
+    await holder`begin`;
+    await holder.unsafe(`lock table ${table} in share mode`);
+    return {
+      waitingWrite: () =>
+        eventually(
+          async () => {
+            const [waiting] = await stack.database.sql<{ pid: number; query: string }[]>`
+              select l.pid, a.query from pg_locks l join pg_stat_activity a on a.pid = l.pid
+              where l.locktype = 'relation' and not l.granted
+                and l.database = (select oid from pg_database where datname = current_database())
+                and l.relation = ${table}::regclass`;
+            return waiting;
+          },
+          { what: `a write to ${table} waiting for the lock`, timeoutMs: 60_000 },
+        ),
+      async release() {
+        await holder`rollback`;
+        holder.release();
+      },
+    };
+  }
+
+  /** Runs `start`, then kills the worker while its write to `table` waits, ends that write with it, and lets go of the table. */
+  async function killWorkerWhileWriting<T>(worker: SpawnedProcess, table: 'notifications' | 'webhook_deliveries', start: () => Promise<T>): Promise<T> {
+    const hold = await holdWritesTo(table);
+    try {
+      const started = await start();
+      const waiting = await hold.waitingWrite();
+      expect(waiting.query).toMatch(new RegExp(`^insert into "${table}"`));
+      worker.kill('SIGKILL');
+      expect(await worker.exited).toEqual({ code: null, signal: 'SIGKILL' });
+      // Postgres would still carry out a dead client's waiting statement once the lock is free: end it with its client.
+      await stack.database.sql`select pg_terminate_backend(pid, 10000) from pg_stat_activity where pid = ${waiting.pid}`;
+      expect(await stack.database.sql`select 1 from pg_stat_activity where pid = ${waiting.pid}`).toHaveLength(0);
+      return started;
+    } finally {
+      await hold.release();
+    }
+  }
+
   async function runCrashScenario(point: 'before_inbox' | 'after_inbox', api: ReturnType<typeof apiClient>, worker: SpawnedProcess) {
-    const job = await api.submit({ prompt: `a glass of water tipping over [crash:${point}]` });
+    const job = await killWorkerWhileWriting(worker, point === 'before_inbox' ? 'notifications' : 'webhook_deliveries', () =>
+      api.submit({ prompt: 'a glass of water tipping over' }),
+    );
     expect(job.status).toBe(202);
-    expect(await worker.exited).toEqual({ code: 1, signal: null });
 
     // The worker died after the result was recorded: the projection is terminal whatever the inbox holds.
     expect((await api.get(job.body.id)).body.status).toBe('succeeded');

@@ -42,17 +42,12 @@ export interface DeliveryAttemptInput {
 
 export type DeliveryAttemptOutcome = 'succeeded' | 'retry' | 'failed';
 
-/** Test-only fault (FAULT_CRASH_IN_NOTIFY): the process dies at a point named in the prompt, on the first try only. */
-function crashPoint(enabled: boolean, prompt: string, point: 'before_inbox' | 'after_inbox'): void {
-  if (enabled && Context.current().info.attempt === 1 && prompt.includes(`[crash:${point}]`)) process.exit(1);
-}
-
 /**
  * The notify step of a finished generation, and the attempts of its webhook deliveries. Every write is keyed by the job
  * and event, so a retried activity or a re-run workflow task leaves one notification and one delivery per destination.
  */
 export function createNotifyActivities({ db, client, config, logger }: NotifyActivityDeps) {
-  const { webhookAllowedHosts, webhookRetryScale, webhookTimeoutMs, crashInNotify } = config.notifications;
+  const { webhookAllowedHosts, webhookRetryScale, webhookTimeoutMs } = config.notifications;
   const starter: DeliveryStarter = {
     client,
     taskQueue: config.worker.generationTaskQueue,
@@ -69,7 +64,6 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
     const eventType = endedEventType(status);
     const data = toGenerationResource(row);
 
-    crashPoint(crashInNotify, row.prompt, 'before_inbox');
     const created = await recordNotification(db, {
       id: notificationIdFor(jobId, eventType),
       userId,
@@ -78,7 +72,6 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
       ...notificationText(status, row.prompt, row.error?.message ?? null),
       data: { generation_id: jobId, status: data.status, video_url: data.video_url, error: data.error },
     });
-    crashPoint(crashInNotify, row.prompt, 'after_inbox');
 
     const webhookId = webhookIdFor(jobId, eventType);
     const body = JSON.stringify({ type: eventType, timestamp: endedAt, data });

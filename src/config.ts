@@ -1,6 +1,6 @@
 import { z } from 'zod';
+import { allowedHostsSetting } from './lib/ip-addresses';
 import { isWebhookSecret } from './lib/webhook-signature';
-import { allowedHostsSetting } from './notifications/destination-guard';
 import { defaultSimulatorKnobs, simulatorKnobsSchema, type SimulatorKnobs } from './simulator/knobs';
 
 /**

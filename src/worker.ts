@@ -10,7 +10,7 @@ import { ensureReconcilerSchedule } from './reconciler-schedule';
 import { ensureRetentionSchedule } from './retention/schedule';
 import { createNotifyActivities } from './activities/notify';
 import { createGpuActivities } from './activities/gpu';
-import { BackendWakeups } from './activities/backend-wakeups';
+import { BackendWakeups } from './dispatch/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
 import { HttpGenerationBackend } from './backend/http-backend';
 import type { GenerationBackend } from './backend/types';

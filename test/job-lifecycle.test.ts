@@ -1,4 +1,4 @@
-import { generationInput, startGeneration } from '../src/api/generation-start';
+import { generationInput, startGeneration } from '../src/contracts/generation-start';
 import { describeSubmission } from '../src/api/submit';
 import { signWebhook } from '../src/lib/webhook-signature';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';

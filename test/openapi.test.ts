@@ -2,7 +2,7 @@ import { execFileSync } from 'node:child_process';
 import type { Express } from 'express';
 import { z } from 'zod';
 import type { Admission } from '../src/api/admission';
-import * as documented from '../src/api/api-schemas';
+import * as documented from '../src/wire/resources';
 import { createAdminApp } from '../src/api/admin-app';
 import { createApp } from '../src/api/app';
 import { loadConfig } from '../src/config';

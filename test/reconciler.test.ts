@@ -1,5 +1,5 @@
 import { admitSubmission } from '../src/api/admission-store';
-import { createGenerationBody } from '../src/api/generation-schemas';
+import { createGenerationBody } from '../src/wire/requests';
 import { describeSubmission } from '../src/api/submit';
 import { creditBalance, reserveCredits, undoReservation } from '../src/credits/ledger';
 import { rowParams } from '../src/db/projection';

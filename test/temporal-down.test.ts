@@ -6,7 +6,7 @@ import { startTemporalDevServer } from '../scripts/lib/temporal-dev-server';
 import { freePort } from '../scripts/lib/ports';
 import { startApi } from '../src/api/main';
 import { createServiceStartRelay } from '../src/api/start-relay';
-import { generationInput, startGeneration } from '../src/api/generation-start';
+import { generationInput, startGeneration } from '../src/contracts/generation-start';
 import { loadConfig } from '../src/config';
 import { creditBalance } from '../src/credits/ledger';
 import { createLogger } from '../src/lib/logger';

@@ -1,6 +1,6 @@
 import { Webhook } from 'standardwebhooks';
 import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
-import { cancelGenerationSignal } from '../src/workflows/messages';
+import { cancelGenerationSignal } from '../src/contracts/generation';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
 type Api = ReturnType<typeof apiClient>;

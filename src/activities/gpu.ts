@@ -14,8 +14,8 @@ import { applyWrite } from '../db/projection';
 import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
-import { backendEventSignal } from '../workflows/messages';
-import type { BackendWakeups } from './backend-wakeups';
+import { backendEventSignal } from '../contracts/generation';
+import type { BackendWakeups } from '../dispatch/backend-wakeups';
 
 export interface GpuActivityDeps {
   db: Db;

@@ -1,7 +1,7 @@
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
-import { toGenerationResource } from '../api/serialize';
+import { toGenerationResource } from '../wire/serialize';
 import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { generations } from '../db/schema';

@@ -6,7 +6,7 @@ import { applyWrite } from '../db/projection';
 import { creditLedger, generations } from '../db/schema';
 import { listStuckGenerations } from '../db/stuck';
 import { readUnstartedJob } from '../db/submissions';
-import { isTemporalUnreachable, startGeneration, unstartedJobInput } from '../api/generation-start';
+import { isTemporalUnreachable, startGeneration, unstartedJobInput } from '../contracts/generation-start';
 import type { Config } from '../config';
 import { endingWrite, type GenerationState } from '../domain/generation';
 import { generationError } from '../domain/generation-errors';

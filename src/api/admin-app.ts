@@ -1,11 +1,13 @@
 import express, { type Express } from 'express';
+import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
-import type { Db, Sql } from '../db/client';
+import type { Database, Db, Sql } from '../db/client';
+import type { Logger } from '../lib/logger';
 import { adminRouter } from './admin-routes';
-import type { ApiDeps } from './app';
 import { requireAdmin } from './auth';
 import { capacityRouter } from './capacity-routes';
-import { ApiError, errorMiddleware } from './errors';
+import { errorMiddleware } from './errors';
+import { ApiError } from '../wire/errors';
 import { useLeanJson } from './json-response';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
@@ -16,11 +18,21 @@ export function mountAdminRoutes(app: Express, { db, sql, config, adminApiKey }:
   app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
 }
 
+/** What the admin listener needs; the public app (app.ts ApiDeps) needs this and more. */
+export interface AdminAppDeps {
+  config: Config;
+  database: Database;
+  client: Client;
+  logger: Logger;
+  /** The admin bearer key (configured, or in development kept in DATA_DIR). */
+  adminApiKey: string;
+}
+
 /**
  * The internal listener (ADMIN_PORT on ADMIN_HOST): admin routes (still behind the admin key), /metrics, and /readyz
  * with its check details. Operators and Prometheus reach it; clients never do.
  */
-export function createAdminApp({ config, database, client, logger, adminApiKey }: ApiDeps): Express {
+export function createAdminApp({ config, database, client, logger, adminApiKey }: AdminAppDeps): Express {
   const app = express();
   app.disable('x-powered-by');
   app.set('query parser', 'simple');

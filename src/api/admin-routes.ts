@@ -4,8 +4,8 @@ import type { Db } from '../db/client';
 import { listStuckGenerations } from '../db/stuck';
 import { adminApiKeysRouter } from './api-keys-routes';
 import { createUser } from './auth';
-import { ApiError } from './errors';
-import { createUserBody } from './generation-schemas';
+import { ApiError } from '../wire/errors';
+import { createUserBody } from '../wire/requests';
 import { parseOr400 } from './validation';
 
 /** /admin: operator endpoints, behind the admin key. */

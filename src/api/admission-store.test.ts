@@ -4,7 +4,7 @@ import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
 import { creditBalance } from '../credits/ledger';
 import { createUser } from './auth';
 import { undoSubmission } from '../db/submissions';
-import { BACKEND_JOB_CHANNEL } from '../activities/backend-wakeups';
+import { BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
 import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
 import { eventually } from '../../test/eventually';
 import { admitSubmission, countUserJobs, peekRequestTokens, type SubmissionClaim } from './admission-store';

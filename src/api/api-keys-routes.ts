@@ -3,7 +3,7 @@ import { z } from 'zod';
 import type { Db } from '../db/client';
 import { issueApiKey, listApiKeys, MAX_ROTATION_GRACE_SECONDS, revokeApiKeys, rotateApiKey, toApiKeyResource } from './api-keys';
 import { currentUser, requireUser } from './auth';
-import { notFound } from './errors';
+import { notFound } from '../wire/errors';
 import { parseOr400 } from './validation';
 
 export const rotateApiKeyBody = z

@@ -2,7 +2,7 @@ import { and, count, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { apiKeys, users } from '../db/schema';
 import { forgetApiKeys, insertApiKey, liveApiKey, type ApiKeyRow } from './auth';
-import { ApiError } from './errors';
+import { ApiError } from '../wire/errors';
 
 /**
  * The lifecycle of users' API keys: list, issue, rotate, revoke. Every change takes the user's row lock, so the bounds

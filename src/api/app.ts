@@ -1,13 +1,10 @@
-import type { Client } from '@temporalio/client';
 import express, { type Express } from 'express';
-import type { Config } from '../config';
-import type { Database } from '../db/client';
-import type { Logger } from '../lib/logger';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
 import { limitFailedAuthentication, requireUser } from './auth';
 import { callbacksRouter } from './callbacks-routes';
-import { ApiError, errorMiddleware } from './errors';
+import { errorMiddleware } from './errors';
+import { ApiError } from '../wire/errors';
 import { generationsRouter } from './generations-routes';
 import { usageRouter } from './usage-routes';
 import { createAdmission } from './admission';
@@ -19,16 +16,10 @@ import { apiDocsRouter } from './docs-page';
 import { statusPageRouter } from './status-page/router';
 import { useLeanJson } from './json-response';
 import { apiKeysRouter } from './api-keys-routes';
-import { mountAdminRoutes } from './admin-app';
+import { mountAdminRoutes, type AdminAppDeps } from './admin-app';
 import { createServiceStartRelay, type StartRelay } from './start-relay';
 
-export interface ApiDeps {
-  config: Config;
-  database: Database;
-  client: Client;
-  logger: Logger;
-  /** The admin bearer key (configured, or in development kept in DATA_DIR). */
-  adminApiKey: string;
+export interface ApiDeps extends AdminAppDeps {
   /** The start relay of submits kept while Temporal cannot be reached (startApi passes its own, to close it). */
   relay?: StartRelay;
 }

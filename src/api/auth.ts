@@ -7,8 +7,8 @@ import type { Db } from '../db/client';
 import { apiKeys, users, type UserRow } from '../db/schema';
 import { apiKeyLookups, clientRefusals } from '../lib/metrics';
 import { setRecent } from '../lib/recent-map';
-import { canonicalAddress } from '../notifications/destination-guard';
-import { ApiError } from './errors';
+import { canonicalAddress } from '../lib/ip-addresses';
+import { ApiError } from '../wire/errors';
 import { TokenBuckets } from './token-buckets';
 
 const KEY_PREFIX = 'vg_';

@@ -1,16 +1,16 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import express, { Router } from 'express';
 import { z } from 'zod';
-import { announceBackendJobEvent } from '../activities/backend-wakeups';
+import { announceBackendJobEvent } from '../dispatch/backend-wakeups';
 import type { BackendCallback } from '../backend/types';
 import type { Sql } from '../db/client';
 import { parseBackendClientKey } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { callbacks as callbackMetrics, callbacksSignedWithPrevious } from '../lib/metrics';
 import { verifyWebhook, WebhookVerificationError } from '../lib/webhook-signature';
-import { backendEventSignal, type BackendEventType } from '../workflows/messages';
-import { ApiError } from './errors';
-import { withTemporalDeadline } from './temporal-deadline';
+import { backendEventSignal, type BackendEventType } from '../contracts/generation';
+import { ApiError } from '../wire/errors';
+import { withTemporalDeadline } from '../lib/temporal-deadline';
 import { parseOr400 } from './validation';
 
 const callbackSchema = z.object({

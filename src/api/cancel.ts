@@ -4,11 +4,11 @@ import type { Db } from '../db/client';
 import { getGeneration } from '../db/projection';
 import type { GenerationRow, UserRow } from '../db/schema';
 import { isTerminal } from '../domain/generation-state';
-import { cancelGenerationSignal } from '../workflows/messages';
+import { cancelGenerationSignal } from '../contracts/generation';
 import { readUnstartedJob } from '../db/submissions';
-import { ApiError, notFound } from './errors';
-import { startGeneration, unstartedJobInput } from './generation-start';
-import { withTemporalDeadline } from './temporal-deadline';
+import { ApiError, notFound } from '../wire/errors';
+import { startGeneration, unstartedJobInput } from '../contracts/generation-start';
+import { withTemporalDeadline } from '../lib/temporal-deadline';
 
 /**
  * Asks a job's workflow to cancel it. Works queued (the GPU task leaves the backlog) and running (the backend job is

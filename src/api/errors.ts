@@ -1,30 +1,12 @@
 import type { ErrorRequestHandler } from 'express';
 import { isDatabaseUnavailable } from '../db/unavailable';
 import type { Logger } from '../lib/logger';
+import { ApiError } from '../wire/errors';
 
 /**
- * The API's one error type; the middleware below turns it into `{error: {code, message, details?}}`. It is an answer,
- * not a fault: it carries no stack trace, whose capture cost each refusal some 50 µs in a flood of 429s.
+ * Maps every error to a JSON answer (an ApiError, src/wire/errors.ts, as it says); anything unexpected is a 500 with no
+ * internals in the body.
  */
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-    readonly details?: unknown,
-    readonly headers: Record<string, string> = {},
-  ) {
-    const limit = Error.stackTraceLimit;
-    Error.stackTraceLimit = 0;
-    super(message);
-    Error.stackTraceLimit = limit;
-    this.name = 'ApiError';
-  }
-}
-
-export const notFound = (what = 'resource') => new ApiError(404, 'not_found', `${what} not found`);
-
-/** Maps every error to a JSON answer; anything unexpected is a 500 with no internals in the body. */
 export function errorMiddleware(logger: Logger): ErrorRequestHandler {
   return (err: unknown, req, res, _next) => {
     const e = err as { type?: string; status?: number; message?: string; code?: string };

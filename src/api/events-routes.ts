@@ -9,7 +9,7 @@ import { QueuePositionPoller, type QueuePositionsOf } from '../notifications/que
 import { streamGenerationEvents, type EventStreams } from '../notifications/sse';
 import { StreamSlots } from '../notifications/stream-slots';
 import { currentUser, requireUser } from './auth';
-import { notFound } from './errors';
+import { notFound } from '../wire/errors';
 
 /**
  * Server-Sent Events, mounted at /v1: `GET /events` (all of the user's jobs) and `GET /generations/:id/events` (one job,

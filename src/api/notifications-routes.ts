@@ -3,8 +3,8 @@ import { z } from 'zod';
 import type { Db } from '../db/client';
 import { listNotifications, markNotificationRead, toNotificationResource } from '../notifications/inbox';
 import { currentUser } from './auth';
-import { ApiError, notFound } from './errors';
-import { decodeCursor, encodeCursor } from './serialize';
+import { ApiError, notFound } from '../wire/errors';
+import { decodeCursor, encodeCursor } from '../wire/serialize';
 import { parseOr400 } from './validation';
 
 export const listNotificationsQuery = z

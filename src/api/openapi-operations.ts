@@ -1,7 +1,7 @@
 import { z } from 'zod';
-import * as res from './api-schemas';
+import * as res from '../wire/resources';
 import { capacityBody } from './capacity-routes';
-import { createGenerationBody, createUserBody, listGenerationsQuery } from './generation-schemas';
+import { createGenerationBody, createUserBody, listGenerationsQuery } from '../wire/requests';
 import { listNotificationsQuery } from './notifications-routes';
 import { createEndpointBody, deliveriesQuery, rotateSecretBody } from './webhook-endpoints-routes';
 import { rotateApiKeyBody } from './api-keys-routes';

@@ -1,11 +1,11 @@
 import { z } from 'zod';
-import { errorResponse, responseComponents, webhookEvent } from './api-schemas';
-import { idempotencyKeyHeader } from './generation-schemas';
+import { errorResponse, responseComponents, webhookEvent } from '../wire/resources';
+import { idempotencyKeyHeader } from '../wire/requests';
 import { lastEventIdSchema, operations, type ErrorStatus, type Operation, type SuccessResponse } from './openapi-operations';
 
 /**
- * The OpenAPI 3.1 document, generated from the zod schemas the routes validate with (generation-schemas.ts and the route
- * modules), the response schemas in api-schemas.ts and the operation list in openapi-operations.ts. Never hand-written.
+ * The OpenAPI 3.1 document, generated from the zod schemas the routes validate with (src/wire/requests.ts and the route
+ * modules), the response schemas in src/wire/resources.ts and the operation list in openapi-operations.ts. Never hand-written.
  */
 
 type Json = Record<string, unknown>;

@@ -1,6 +1,7 @@
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
 import { readCapacity } from '../dispatch/capacity';
+import type { QueueInfo } from '../wire/serialize';
 import { PoolSummaryCache } from './pool-summary-cache';
 
 /**
@@ -10,12 +11,6 @@ import { PoolSummaryCache } from './pool-summary-cache';
  * as Temporal breaks them by task age). The ETA divides the position by the pool's service rate: live capacity over the
  * mean GPU time of recent completions.
  */
-export interface QueueInfo {
-  /** 1 is next to get a GPU. */
-  position: number;
-  /** null until recent completions give a service rate. */
-  etaSeconds: number | null;
-}
 
 export interface ServiceEstimate {
   capacity: number;

@@ -5,7 +5,7 @@ import { unstartedJobIds } from '../db/submissions';
 import type { GenerationInput } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { keptSubmits, relayWaiting } from '../lib/metrics';
-import { isTemporalUnreachable, startGeneration } from './generation-start';
+import { isTemporalUnreachable, startGeneration } from '../contracts/generation-start';
 
 /**
  * The fast path of the submit outbox: a submit whose admission committed while Temporal could not be reached is kept
@@ -22,7 +22,7 @@ const MAX_RETRY_MS = 2_000;
 const BATCH = 8;
 
 export interface StartRelayDeps {
-  /** Starts the job's workflow, idempotently (generation-start.ts startGeneration). */
+  /** Starts the job's workflow, idempotently (src/contracts/generation-start.ts startGeneration). */
   start: (input: GenerationInput) => Promise<void>;
   /** Which of these jobs are still queued and never opened by a run (src/db/submissions.ts unstartedJobIds). */
   unstarted: (jobIds: string[]) => Promise<Set<string>>;

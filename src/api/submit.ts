@@ -7,8 +7,8 @@ import type { GenerationRow, UserRow } from '../db/schema';
 import { undoSubmission } from '../db/submissions';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
 import { creditsFor } from '../domain/pricing';
-import { ApiError } from './errors';
-import { generationInput, isTemporalUnreachable, startGeneration } from './generation-start';
+import { ApiError } from '../wire/errors';
+import { generationInput, isTemporalUnreachable, startGeneration } from '../contracts/generation-start';
 import type { StartRelay } from './start-relay';
 
 export interface SubmitDeps {

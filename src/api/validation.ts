@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { ApiError } from './errors';
+import { ApiError } from '../wire/errors';
 
 /** Postgres text and jsonb can store neither a NUL nor an unpaired UTF-16 surrogate, so no input may carry one. */
 const UNPAIRED_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;

@@ -5,7 +5,8 @@ import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { claimReplay, getDelivery, listEndpointDeliveries, releaseReplay, toDeliveryResource } from '../notifications/delivery-store';
 import { startReplay, type DeliveryStarter } from '../notifications/delivery-starter';
-import { assertDestinationAllowed, boundedLookup, RefusedDestinationError, type AllowedHosts, type LookupAll } from '../notifications/destination-guard';
+import type { AllowedHosts } from '../lib/ip-addresses';
+import { assertDestinationAllowed, boundedLookup, RefusedDestinationError, type LookupAll } from '../notifications/destination-guard';
 import {
   createEndpointWithinLimit,
   deleteEndpoint,
@@ -19,9 +20,9 @@ import {
 import { retryScheduleMs, WEBHOOK_EVENT_TYPES } from '../notifications/events';
 import { currentUser, requireUser } from './auth';
 import { clientRefusals } from '../lib/metrics';
-import { ApiError, notFound } from './errors';
+import { ApiError, notFound } from '../wire/errors';
 import { TokenBuckets } from './token-buckets';
-import { decodeCursor, encodeCursor } from './serialize';
+import { decodeCursor, encodeCursor } from '../wire/serialize';
 import { parseOr400 } from './validation';
 
 const MAX_ENDPOINTS_PER_USER = 20;

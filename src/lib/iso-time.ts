@@ -37,3 +37,9 @@ export function isoFromTimestamptz(text: string): string {
 export function exactIsoFromTimestamptz(text: string): string {
   return isUtcTimestamptz(text) ? `${text.slice(0, 10)}T${text.slice(11, -3)}Z` : new Date(text).toISOString();
 }
+
+/** A valid Date in years 1–9999, which Postgres timestamptz reads back (year 0 and six-digit years it refuses). */
+export function isStorableTime(date: Date): boolean {
+  const year = date.getUTCFullYear();
+  return !Number.isNaN(date.getTime()) && year >= 1 && year <= 9999;
+}

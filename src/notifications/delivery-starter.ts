@@ -1,5 +1,5 @@
 import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
-import { WEBHOOK_DELIVERY_WORKFLOW_TYPE, type WebhookDeliveryInput } from '../workflows/webhook-delivery';
+import { WEBHOOK_DELIVERY_WORKFLOW_TYPE, type WebhookDeliveryInput } from '../contracts/webhook-delivery';
 
 /** Starts delivery workflows. Ids are deterministic, so starting the same delivery twice runs it once. */
 export interface DeliveryStarter {

@@ -1,15 +1,7 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import {
-  addressRefusal,
-  allowedHostsSetting,
-  assertDestinationAllowed,
-  boundedLookup,
-  guardedLookup,
-  NO_ALLOWED_HOSTS,
-  RefusedDestinationError,
-  type LookupAll,
-} from './destination-guard';
+import { allowedHostsSetting, NO_ALLOWED_HOSTS } from '../lib/ip-addresses';
+import { addressRefusal, assertDestinationAllowed, boundedLookup, guardedLookup, RefusedDestinationError, type LookupAll } from './destination-guard';
 
 const fakeDns =
   (records: Record<string, string[]>): LookupAll =>

@@ -1,5 +1,5 @@
 import type { Request, Response } from 'express';
-import { ApiError } from '../api/errors';
+import { ApiError } from '../wire/errors';
 import { sseStreamsClosed } from '../lib/metrics';
 import type { GenerationEvent, GenerationEventHub, Resync } from './event-hub';
 import type { RevokedKeyWatch } from './key-revocations';

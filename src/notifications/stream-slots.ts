@@ -1,4 +1,4 @@
-import { ApiError } from '../api/errors';
+import { ApiError } from '../wire/errors';
 import { clientRefusals, sseStreamsOpen } from '../lib/metrics';
 
 /** Seconds a refused stream is told to wait: streams end when their clients leave, which nothing here can foresee. */

@@ -1,6 +1,6 @@
 import { Webhook } from 'standardwebhooks';
 import { generateWebhookSecret } from '../lib/webhook-signature';
-import { allowedHostsSetting, NO_ALLOWED_HOSTS } from './destination-guard';
+import { allowedHostsSetting, NO_ALLOWED_HOSTS } from '../lib/ip-addresses';
 import { deliveryIdFor, retryScheduleMs, webhookIdFor, WEBHOOK_RETRY_SCHEDULE_MS } from './events';
 import { startWebhookReceiver, type WebhookReceiver } from './test-helpers';
 import { sendWebhook, signedHeaders } from './webhook-sender';

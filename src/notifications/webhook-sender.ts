@@ -1,7 +1,8 @@
 import http from 'node:http';
 import https from 'node:https';
 import { signWebhook } from '../lib/webhook-signature';
-import { assertDestinationAllowed, guardedLookup, RefusedDestinationError, type AllowedHosts, type LookupAll } from './destination-guard';
+import type { AllowedHosts } from '../lib/ip-addresses';
+import { assertDestinationAllowed, guardedLookup, RefusedDestinationError, type LookupAll } from './destination-guard';
 
 /** One signed webhook POST: no redirects followed, a hard deadline, and the SSRF guard applied at connect time. */
 

@@ -1,7 +1,7 @@
 import { ActivityFailure, ApplicationFailure, isCancellation, TimeoutFailure, type ActivityOptions } from '@temporalio/workflow';
 import type { GenerationInput, GpuAttemptResult } from '../domain/generation';
 import { fromBackendErrorCode, generationError, type GenerationError } from '../domain/generation-errors';
-import type { BackendEvent } from './messages';
+import type { BackendEvent } from '../contracts/generation';
 
 /** How one generation attempt ended, from whichever source spoke first: the GPU activity, a callback, a deadline or a cancel. */
 export type AttemptOutcome =

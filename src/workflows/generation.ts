@@ -9,7 +9,7 @@ import { classifyError, generationError } from '../domain/generation-errors';
 import { assertTransition, isTerminal, type GenerationStatus } from '../domain/generation-state';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
 import { gpuActivityOptions, outcomeOfEvent, outcomeOfFailure, outcomeOfOverdue, outcomeOfResult, type AttemptOutcome } from './attempt-outcome';
-import { backendEventSignal, cancelGenerationSignal, generationStateQuery, type BackendEvent } from './messages';
+import { backendEventSignal, cancelGenerationSignal, generationStateQuery, type BackendEvent } from '../contracts/generation';
 
 type ProjectionActivities = ReturnType<typeof projectionActivities.createProjectionActivities>;
 type GpuActivities = ReturnType<typeof gpuActivities.createGpuActivities>;

@@ -1,21 +1,8 @@
 import { proxyActivities, sleep } from '@temporalio/workflow';
 import type * as notifyActivities from '../activities/notify';
+import type { WebhookDeliveryInput, WebhookDeliveryOutcome } from '../contracts/webhook-delivery';
 
 type NotifyActivities = ReturnType<typeof notifyActivities.createNotifyActivities>;
-
-export const WEBHOOK_DELIVERY_WORKFLOW_TYPE = 'webhookDeliveryWorkflow';
-
-export interface WebhookDeliveryInput {
-  deliveryId: string;
-  /** The attempt number of the first try (a manual replay continues the delivery's numbering). */
-  firstAttempt: number;
-  /** Wait before each attempt: the retry schedule, already scaled; a replay is `[0]`. */
-  scheduleMs: number[];
-  /** Upper bound for one attempt: the HTTP timeout plus the bookkeeping around it. */
-  attemptTimeoutMs: number;
-}
-
-export type WebhookDeliveryOutcome = 'succeeded' | 'failed';
 
 /**
  * Delivers one event to one destination on the retry schedule, as durable timers: a worker restart in the middle of a

@@ -5,8 +5,8 @@ import type { UnstartedJob } from '../db/submissions';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
 import { gpuTimeFactor } from '../domain/pricing';
 import { SA_STATUS, SA_TIER, SA_USER_ID } from '../domain/search-attributes';
-import { GENERATION_WORKFLOW_TYPE } from '../workflows/messages';
-import { withTemporalDeadline } from './temporal-deadline';
+import { GENERATION_WORKFLOW_TYPE } from './generation';
+import { withTemporalDeadline } from '../lib/temporal-deadline';
 
 /**
  * The one way a job's workflow is started — by the submit, by its relay, by the reconciler, by a cancel — and the one

@@ -1,7 +1,7 @@
 import { defineQuery, defineSignal } from '@temporalio/workflow';
 import type { GenerationState } from '../domain/generation';
 
-/** Signal, query and search-attribute definitions, shared by the workflow, the API, the activities and the tests. */
+/** The generation workflow's name, signals and query, shared by the workflow, the API, the activities and the tests. */
 
 export type BackendEventType = 'accepted' | 'started' | 'succeeded' | 'failed' | 'canceled';
 

@@ -1,11 +1,12 @@
 import { z } from 'zod';
 import { GENERATION_ERROR_CODES } from '../domain/generation-errors';
 import { GENERATION_STATUSES } from '../domain/generation-state';
-import { createGenerationBody } from './generation-schemas';
+import { createGenerationBody } from './requests';
 
 /**
- * The API's response resources as zod schemas: the OpenAPI document's components (src/api/openapi.ts) and the types the
- * serializers are checked against (serialize.ts, test/openapi.test.ts), so the document cannot drift from the wire.
+ * The wire's resources as zod schemas — what the API answers, webhooks carry and event streams send: the OpenAPI
+ * document's components (src/api/openapi.ts) and the types the serializers are checked against (serialize.ts,
+ * test/openapi.test.ts), so the document cannot drift from the wire.
  */
 export const responseComponents: Record<string, z.ZodType> = {};
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { GENERATION_STATUSES } from '../domain/generation-state';
-import { isStorableTime } from './serialize';
+import { isStorableTime } from '../lib/iso-time';
 
 /** The wire contract of /v1/generations, in one place (the OpenAPI document is generated from these). */
 export const createGenerationBody = z

@@ -1,15 +1,20 @@
 import type { KeysetPosition } from '../db/keyset';
 import type { ListedGeneration } from '../db/projection';
-import { isoString } from '../lib/iso-time';
+import { isoString, isStorableTime } from '../lib/iso-time';
 import type { GenerationRow } from '../db/schema';
 import type { GenerationRequest } from '../domain/generation';
-import type { GenerationResource } from './api-schemas';
-import type { QueueInfo } from './queue-position';
+import type { GenerationResource } from './resources';
+
+/** A queued job's place (src/api/queue-position.ts computes it): 1 is next to get a GPU; the ETA is null until known. */
+export interface QueueInfo {
+  position: number;
+  etaSeconds: number | null;
+}
 
 // Typed so a non-null column serializes as `string`, as the documented schema says. A list row's times are text already.
 const iso = <D extends Date | string | null>(d: D) => (d === null ? null : typeof d === 'string' ? d : isoString(d)) as D extends Date | string ? string : string | null;
 
-/** A projection row as the API shows it (snake_case); `queue` is the job's place while queued (see queue-position.ts). */
+/** A projection row as the API shows it (snake_case); `queue` is the job's place while queued (src/api/queue-position.ts). */
 export function toGenerationResource(row: GenerationRow | ListedGeneration, queue?: QueueInfo) {
   const params = row.params as Partial<GenerationRequest>;
   return {
@@ -35,12 +40,6 @@ export function toGenerationResource(row: GenerationRow | ListedGeneration, queu
     completed_at: iso(row.completedAt),
     updated_at: iso(row.updatedAt),
   } satisfies GenerationResource;
-}
-
-/** A valid Date in years 1–9999, which Postgres timestamptz reads back (year 0 and six-digit years it refuses). */
-export function isStorableTime(date: Date): boolean {
-  const year = date.getUTCFullYear();
-  return !Number.isNaN(date.getTime()) && year >= 1 && year <= 9999;
 }
 
 /** The opaque keyset cursor: the (created_at, id) of a page's last row, its time exact to the microsecond. */

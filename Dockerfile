@@ -1,8 +1,10 @@
-# The application image: one image, four roles (api, worker, dispatcher, simulator) chosen by the command.
-FROM node:20-bookworm-slim
+# The application image: one image, three roles (api, worker, dispatcher) chosen by the command, holding src/ and its
+# production dependencies only. The backend simulator, a stand-in for a real generation backend that docker-compose.yml
+# runs, is the separate `simulator` target: it adds simulator/ to the same layers, and is never in the production image.
+FROM node:20-bookworm-slim AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
-# The service's Node flags (src/lib/node-options.ts, which a test keeps equal to this line).
+# The service's Node flags (scripts/lib/node-options.ts, which a test keeps equal to this line).
 ENV NODE_OPTIONS="--max-semi-space-size=64"
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund
@@ -10,7 +12,16 @@ COPY tsconfig.json ./
 COPY drizzle ./drizzle
 COPY src ./src
 USER node
-EXPOSE 3000 4000
+EXPOSE 3000
+
+# `docker build --target simulator .`: the backend simulator on port 4000 (docker-compose.yml's `simulator` service).
+FROM runtime AS simulator
+COPY simulator ./simulator
+EXPOSE 4000
+CMD ["node", "--import", "tsx", "simulator/main.ts"]
+
+# The default target, last: the production image.
+FROM runtime AS production
 # node itself with tsx's loader, not tsx's CLI: `docker stop`'s SIGTERM reaches the service, which drains and exits (the CLI
 # would relay it and SIGKILL a child slow to acknowledge).
 CMD ["node", "--import", "tsx", "src/api/main.ts"]

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { freePort } from '../scripts/lib/ports';
 import type { Sql } from '../src/db/client';
-import { startWebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver } from '../test/notification-helpers';
 import { spawnTsProcess, type SpawnedProcess } from '../test/processes';
 import type { Stack } from '../test/harness';
 import { ATTACK_PARTS, type AttackPart, type AttackPlan, type NormalPlan } from './lib/abuse-child';

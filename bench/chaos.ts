@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { createDatabase } from '../src/db/client';
-import { startWebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver } from '../test/notification-helpers';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { ChaosCluster } from './lib/chaos-cluster';
 import { createUsers, newClientStats, submitUntilAnswered, type Submission } from './lib/chaos-clients';

@@ -4,7 +4,7 @@ import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { capacityHalved, equalUsersContend, starvation, weightedShare } from '../test/fairness-scenarios';
 import type { Stack } from '../test/harness';
-import type { SimulatorKnobs } from '../src/simulator/knobs';
+import type { SimulatorKnobs } from '../simulator/knobs';
 
 /**
  * `npm run bench:fairness`: the GPU scheduling benchmark. Starts its own Temporal dev server (fairness on, one partition)

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { PruneReport } from '../src/activities/retention';
 import type { Sql } from '../src/db/client';
-import { percentile } from '../src/dispatch/scheduling-metrics';
+import { percentile } from '../test/scheduling-metrics';
 import { retentionScheduleId } from '../src/retention/schedule';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { eventually, type Stack } from '../test/harness';

@@ -17,7 +17,7 @@ import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
 import { deliveryWorkflowId } from '../src/notifications/delivery-starter';
-import { startWebhookReceiver, type WebhookAnswer } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookAnswer } from '../test/notification-helpers';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { retentionScheduleId } from '../src/retention/schedule';
 import globalSetup from '../test/global-setup';

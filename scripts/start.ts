@@ -11,10 +11,11 @@ import { resolveAdminApiKey } from '../src/api/admin-key';
 import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
-import { startEmbeddedPostgres } from '../src/db/embedded';
+import { startEmbeddedPostgres } from './lib/embedded-postgres';
 import { createLogger } from '../src/lib/logger';
-import { serviceNodeOptions } from '../src/lib/node-options';
+import { serviceNodeOptions } from './lib/node-options';
 import { migrate } from '../src/migrate';
+import { loadSimulatorSettings } from '../simulator/settings';
 import { isPortFree } from './lib/ports';
 import { spawnService, stopChild, Supervisor } from './lib/supervisor';
 import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-server';
@@ -85,7 +86,7 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
     NODE_OPTIONS: serviceNodeOptions(process.env.NODE_OPTIONS),
   };
   for (const [name, entry] of [
-    ['simulator', 'src/simulator/main.ts'],
+    ['simulator', 'simulator/main.ts'],
     ['worker', 'src/worker.ts'],
     ['api', 'src/api/main.ts'],
   ] as const) {
@@ -149,7 +150,7 @@ const rel = (p: string) => path.relative(ROOT, p) || '.';
 async function checkPorts(config: Config): Promise<void> {
   const ports: Array<[number, string]> = [
     [config.api.port, 'PORT'],
-    [config.simulator.port, 'SIMULATOR_PORT'],
+    [loadSimulatorSettings().port, 'SIMULATOR_PORT'],
   ];
   if (!config.temporal.external) ports.push([config.temporal.devPort, 'TEMPORAL_DEV_PORT'], [config.temporal.devUiPort, 'TEMPORAL_DEV_UI_PORT']);
   if (!config.database.url) ports.push([config.database.embeddedPort, 'EMBEDDED_PG_PORT']);

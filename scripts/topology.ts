@@ -112,7 +112,7 @@ async function main(): Promise<number> {
       return child;
     };
 
-    const simulator = launch('simulator', 'src/simulator/main.ts', { SIMULATOR_PORT: String(simulatorPort) });
+    const simulator = launch('simulator', 'simulator/main.ts', { SIMULATOR_PORT: String(simulatorPort) });
     await waitForHttp(`${common.BACKEND_URL}/healthz`, simulator);
 
     // The migrate step, once, before any service: migrations, and the namespace's retention (TEMPORAL_RETENTION_DAYS).

@@ -1,15 +1,15 @@
 import { z } from 'zod';
 import { allowedHostsSetting } from './lib/ip-addresses';
 import { isWebhookSecret } from './lib/webhook-signature';
-import { defaultSimulatorKnobs, simulatorKnobsSchema, type SimulatorKnobs } from './simulator/knobs';
 
 /**
- * All configuration, validated once at boot. Nothing else reads process.env: processes call loadConfig() and pass the
- * result (or the part they need) down; tests build one with overrides.
+ * All configuration of the service, validated once at boot. Nothing else reads process.env: processes call loadConfig()
+ * and pass the result (or the part they need) down; tests build one with overrides. The backend simulator, which is no
+ * part of the service, has settings of its own (simulator/settings.ts) and shares only the process settings below.
  */
-const int = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
-const rate = (fallback: number) => z.coerce.number().min(0).max(1).default(fallback);
-const flag = (fallback: boolean) =>
+/** A whole number of at least 0, and a true/false setting (`true`, `false`, `1`, `0`); shared with the simulator's settings. */
+export const int = (fallback: number) => z.coerce.number().int().min(0).default(fallback);
+export const flag = (fallback: boolean) =>
   z
     .enum(['true', 'false', '1', '0'])
     .default(fallback ? 'true' : 'false')
@@ -46,10 +46,25 @@ const webhookSecretSetting = z.string().refine(isWebhookSecret, 'must be whsec_ 
 /** Environments that may run without secrets of their own; every other NODE_ENV (production, staging...) needs them. */
 const RELAXED_ENVS = ['development', 'test'];
 
-const envSchema = z.object({
+/**
+ * The settings every process reads alike — the API, the workers, and the simulator (simulator/settings.ts): the
+ * environment, the log level and the secrets, with the rules of processSettingProblems().
+ */
+export const processSettings = {
   /** development and test run with development secrets; any other value must set ADMIN_API_KEY and BACKEND_WEBHOOK_SECRET. */
   NODE_ENV: z.string().regex(/^[\w.-]{1,40}$/, 'must be a name such as production').default('development'),
   LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error', 'silent']).default('info'),
+  ADMIN_API_KEY: secretSetting(adminKeySetting),
+  BACKEND_WEBHOOK_SECRET: secretSetting(webhookSecretSetting),
+  /** During a rotation, callbacks signed with the secret being retired are still accepted. */
+  BACKEND_WEBHOOK_SECRET_PREVIOUS: secretSetting(webhookSecretSetting),
+};
+
+type ProcessSettings = z.infer<z.ZodObject<typeof processSettings>>;
+
+const envSchema = z.object({
+  NODE_ENV: processSettings.NODE_ENV,
+  LOG_LEVEL: processSettings.LOG_LEVEL,
   PORT: int(3000),
   /** Base URL the backend uses to reach our callback endpoint. */
   PUBLIC_URL: z.string().url().optional(),
@@ -62,7 +77,7 @@ const envSchema = z.object({
   /** The dev server `npm start` runs when TEMPORAL_ADDRESS is unset: its frontend and Web UI ports. */
   TEMPORAL_DEV_PORT: z.coerce.number().int().min(1).max(65_535).default(7233),
   TEMPORAL_DEV_UI_PORT: z.coerce.number().int().min(1).max(65_535).default(8233),
-  ADMIN_API_KEY: secretSetting(adminKeySetting),
+  ADMIN_API_KEY: processSettings.ADMIN_API_KEY,
   /** Unset: admin routes, /metrics and readiness details share the public port. Set: they are served only here (0: any free port). */
   ADMIN_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
   ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
@@ -71,9 +86,8 @@ const envSchema = z.object({
   /** Submits kept while Temporal cannot be reached that one API process holds for its start relay; the reconciler starts the rest. */
   START_RELAY_MAX_JOBS: z.coerce.number().int().min(1).default(10_000),
   BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
-  BACKEND_WEBHOOK_SECRET: secretSetting(webhookSecretSetting),
-  /** During a rotation, callbacks signed with the secret being retired are still accepted. */
-  BACKEND_WEBHOOK_SECRET_PREVIOUS: secretSetting(webhookSecretSetting),
+  BACKEND_WEBHOOK_SECRET: processSettings.BACKEND_WEBHOOK_SECRET,
+  BACKEND_WEBHOOK_SECRET_PREVIOUS: processSettings.BACKEND_WEBHOOK_SECRET_PREVIOUS,
   BACKEND_TIMEOUT_MS: int(10_000),
   WORKER_ROLE: z.enum(['all', 'generation', 'gpu']).default('all'),
   /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
@@ -109,22 +123,8 @@ const envSchema = z.object({
   /** Expected running time of a 5 s 720p video; past it (scaled) a running job is listed as stuck. */
   EXPECTED_RUN_MS: int(3 * 60_000),
   RECONCILE_INTERVAL_MS: int(60_000),
+  /** The simulator's port (simulator/settings.ts reads it too): the backend's when BACKEND_URL is unset. */
   SIMULATOR_PORT: int(4000),
-  SIMULATOR_HOST: z.string().default('127.0.0.1'),
-  SIM_CAPACITY: int(defaultSimulatorKnobs.capacity),
-  SIM_P50_MS: int(defaultSimulatorKnobs.p50Ms),
-  SIM_P99_MS: int(defaultSimulatorKnobs.p99Ms),
-  SIM_TIME_SCALE: z.coerce.number().positive().default(defaultSimulatorKnobs.timeScale),
-  SIM_TRANSIENT_FAILURE_RATE: rate(0),
-  SIM_PERMANENT_FAILURE_RATE: rate(0),
-  SIM_CALLBACK_LOSS_RATE: rate(0),
-  SIM_CALLBACK_DUPLICATE_RATE: rate(0),
-  SIM_CALLBACK_DELAY_MS: int(0),
-  SIM_CALLBACK_REORDER_RATE: rate(0),
-  SIM_ERROR_RATE: rate(0),
-  SIM_SLOW_RESPONSE_RATE: rate(0),
-  SIM_SLOW_RESPONSE_MS: int(0),
-  SIM_OUTAGE: flag(false),
   // Notifications: SSE keep-alives, webhook delivery (SSRF allow-list, Svix-like retry schedule scaled for tests).
   SSE_KEEPALIVE_MS: z.coerce.number().int().min(100).default(15_000),
   SSE_POLL_MS: z.coerce.number().int().min(10).default(200),
@@ -181,8 +181,17 @@ export class ConfigError extends Error {
   }
 }
 
-/** Rules across settings. Fails closed: outside development and test, a process starts only with secrets of its own. */
-function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
+/** Parses `env` with `schema`; a bad value is a ConfigError naming the setting (never repeating a secret's value). */
+export function parseSettings<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
+  const parsed = schema.safeParse(env);
+  if (!parsed.success) {
+    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
+  }
+  return parsed.data;
+}
+
+/** Rules across the process settings. Fails closed: outside development and test, a process starts only with secrets of its own. */
+export function processSettingProblems(e: ProcessSettings): string[] {
   const problems: string[] = [];
   if (!RELAXED_ENVS.includes(e.NODE_ENV)) {
     const missing = (['BACKEND_WEBHOOK_SECRET', 'ADMIN_API_KEY'] as const).filter((name) => e[name] === undefined);
@@ -197,35 +206,24 @@ function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
   if (e.BACKEND_WEBHOOK_SECRET_PREVIOUS !== undefined && e.BACKEND_WEBHOOK_SECRET_PREVIOUS === e.BACKEND_WEBHOOK_SECRET) {
     problems.push('BACKEND_WEBHOOK_SECRET_PREVIOUS: must differ from BACKEND_WEBHOOK_SECRET');
   }
+  return problems;
+}
+
+/** The secret the backend's callbacks are signed with: the configured one, or in development and test the public development one. */
+export const backendWebhookSecretOf = (e: ProcessSettings): string => e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET;
+
+/** Rules across settings: the process settings', and the service's own. */
+function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
+  const problems = processSettingProblems(e);
   if (e.ADMIN_PORT !== undefined && e.ADMIN_PORT !== 0 && e.ADMIN_PORT === e.PORT) problems.push('ADMIN_PORT: must differ from PORT');
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
 }
 
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
-  const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
-  }
-  const e = parsed.data;
+  const e = parseSettings(envSchema, env);
   checkAcrossSettings(e);
-  const backendWebhookSecret = e.BACKEND_WEBHOOK_SECRET ?? DEV_BACKEND_WEBHOOK_SECRET;
+  const backendWebhookSecret = backendWebhookSecretOf(e);
   checkRetention(e);
-  const simulator: SimulatorKnobs = simulatorKnobsSchema.parse({
-    capacity: Math.max(1, e.SIM_CAPACITY),
-    p50Ms: e.SIM_P50_MS,
-    p99Ms: Math.max(e.SIM_P99_MS, e.SIM_P50_MS),
-    timeScale: e.SIM_TIME_SCALE,
-    transientFailureRate: e.SIM_TRANSIENT_FAILURE_RATE,
-    permanentFailureRate: e.SIM_PERMANENT_FAILURE_RATE,
-    callbackLossRate: e.SIM_CALLBACK_LOSS_RATE,
-    callbackDuplicateRate: e.SIM_CALLBACK_DUPLICATE_RATE,
-    callbackDelayMs: e.SIM_CALLBACK_DELAY_MS,
-    callbackReorderRate: e.SIM_CALLBACK_REORDER_RATE,
-    errorRate: e.SIM_ERROR_RATE,
-    slowResponseRate: e.SIM_SLOW_RESPONSE_RATE,
-    slowResponseMs: e.SIM_SLOW_RESPONSE_MS,
-    outage: e.SIM_OUTAGE,
-  });
   return {
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
@@ -300,7 +298,6 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       tierWeights: e.TIER_WEIGHTS,
       firstJobPriority: e.FIRST_JOB_PRIORITY,
     },
-    simulator: { port: e.SIMULATOR_PORT, host: e.SIMULATOR_HOST, knobs: simulator },
     notifications: {
       sseKeepAliveMs: e.SSE_KEEPALIVE_MS,
       /** How often an API process with open SSE streams looks for new change-feed events of their users. */

@@ -3,7 +3,7 @@ import { loadConfig } from './config';
 import { requireDatabaseUrl } from './db/client';
 import { runMigrations } from './db/migrate';
 import { createLogger, type Logger } from './lib/logger';
-import { runProcess } from './lib/run-process';
+import { runProcess } from './run-process';
 import { applyNamespaceRetention } from './retention/namespace';
 
 export interface MigrateStep {

@@ -18,7 +18,7 @@ import { configuredSecrets, loadConfig, type Config } from './config';
 import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
-import { runProcess } from './lib/run-process';
+import { runProcess } from './run-process';
 
 export interface WorkerDeps {
   config: Config;

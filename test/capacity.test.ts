@@ -1,4 +1,4 @@
-import { inFlightAtSubmissions, maxInFlight } from '../src/dispatch/scheduling-metrics';
+import { inFlightAtSubmissions, maxInFlight } from './scheduling-metrics';
 import { capacityAdmin, holdSlots, runsOf, submitMany, UNLIMITED_ADMISSION, waitForBackendEnds, waitForGpuTasks } from './fairness-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 import { spawnWorker, type SpawnedProcess } from './processes';

@@ -2,13 +2,13 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { freePort } from '../scripts/lib/ports';
-import { EXIT_CONFIG } from '../src/lib/run-process';
+import { EXIT_CONFIG } from '../src/run-process';
 import { generateWebhookSecret } from '../src/lib/webhook-signature';
 import { testEnv } from './harness';
 import { spawnTsProcess } from './processes';
 
 /** The real entry points, spawned with settings they must refuse: each says why in one line and exits non-zero. */
-const ENTRIES = { api: 'src/api/main.ts', worker: 'src/worker.ts', simulator: 'src/simulator/main.ts' } as const;
+const ENTRIES = { api: 'src/api/main.ts', worker: 'src/worker.ts', simulator: 'simulator/main.ts' } as const;
 type Entry = keyof typeof ENTRIES;
 
 async function refusal(entry: Entry, env: Record<string, string>) {

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { temporal } from '@temporalio/proto';
-import { gpuBacklog } from '../src/dispatch/gpu-backlog';
-import { backendRuns, type BackendRun } from '../src/dispatch/scheduling-metrics';
+import { gpuBacklog } from './gpu-backlog';
+import { backendRuns, type BackendRun } from './scheduling-metrics';
 import { apiClient, eventually, type Stack } from './harness';
 
 /**

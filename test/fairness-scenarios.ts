@@ -1,5 +1,5 @@
-import { gpuBacklog } from '../src/dispatch/gpu-backlog';
-import { handoffs, inFlightAtSubmissions, jainIndex, maxInFlight, percentile, utilisation } from '../src/dispatch/scheduling-metrics';
+import { gpuBacklog } from './gpu-backlog';
+import { handoffs, inFlightAtSubmissions, jainIndex, maxInFlight, percentile, utilisation } from './scheduling-metrics';
 import { capacityAdmin, dispatchOrder, holdSlots, ownersOf, runsOf, smallJob, submitMany, waitForBackendEnds, waitForGpuTasks, type Api } from './fairness-helpers';
 import { apiClient, eventually, type Stack } from './harness';
 

@@ -1,4 +1,4 @@
-import { jainIndex } from '../src/dispatch/scheduling-metrics';
+import { jainIndex } from './scheduling-metrics';
 import {
   capacityAdmin,
   dispatchOrder,

@@ -2,7 +2,7 @@ import fc from 'fast-check';
 import { operations } from '../src/api/openapi-operations';
 import fs from 'node:fs';
 import path from 'node:path';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { UNLIMITED_ADMISSION } from './fairness-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 

@@ -5,7 +5,7 @@ import { bundleWorkflowCode } from '@temporalio/worker';
 import postgres from 'postgres';
 import { freePort } from '../scripts/lib/ports';
 import { startTemporalDevServer } from '../scripts/lib/temporal-dev-server';
-import { startEmbeddedPostgres } from '../src/db/embedded';
+import { startEmbeddedPostgres } from '../scripts/lib/embedded-postgres';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
 

@@ -6,8 +6,9 @@ import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
-import { startSimulator, type RunningSimulator } from '../src/simulator/app';
-import type { SimulatorKnobs } from '../src/simulator/knobs';
+import { startSimulator, type RunningSimulator } from '../simulator/app';
+import type { SimulatorKnobs } from '../simulator/knobs';
+import { loadSimulatorSettings } from '../simulator/settings';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { retentionScheduleId } from '../src/retention/schedule';
 import { createWorkers } from '../src/worker';
@@ -114,7 +115,7 @@ export async function startStack({
   const base = loadConfig(baseEnv);
   const simulator = await startSimulator({
     port: 0,
-    knobs: { ...base.simulator.knobs, ...knobs },
+    knobs: { ...loadSimulatorSettings(baseEnv).knobs, ...knobs },
     webhookSecret: simulatorWebhookSecret ?? base.backend.webhookSecret,
     logger: logger.child({ process: 'simulator' }),
   });

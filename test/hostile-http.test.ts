@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { createDatabase } from '../src/db/client';
-import { openEventStream, type EventStreamClient } from '../src/notifications/test-helpers';
+import { openEventStream, type EventStreamClient } from './notification-helpers';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-helpers';
 

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { openEventStream, type EventStreamClient } from '../src/notifications/test-helpers';
+import { openEventStream, type EventStreamClient } from './notification-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-helpers';
 

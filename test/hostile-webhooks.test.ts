@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 import { startApiWith, type ApiProcess } from './hostile-helpers';
 

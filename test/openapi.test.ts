@@ -14,7 +14,7 @@ import { createLogger } from '../src/lib/logger';
 import type { toDeliveryResource } from '../src/notifications/delivery-store';
 import type { toEndpointResource } from '../src/notifications/endpoint-store';
 import type { toNotificationResource } from '../src/notifications/inbox';
-import { openEventStream, startWebhookReceiver, type EventStreamClient, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { openEventStream, startWebhookReceiver, type EventStreamClient, type WebhookReceiver } from './notification-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
 // Compile-time: what the serializers return is what the document says, with no undocumented field.

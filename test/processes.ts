@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { serviceNodeOptions } from '../src/lib/node-options';
+import { serviceNodeOptions } from '../scripts/lib/node-options';
 
 /**
  * Real child processes for tests that kill things: a worker that dies mid-step, an API that restarts. Each process runs
@@ -52,7 +52,7 @@ export function spawnTsProcess({ name, script, args = [], env }: SpawnOptions): 
   const log = fs.createWriteStream(logFile, { flags: 'w' });
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
     cwd: ROOT,
-    // The service's Node flags, as `npm start` and the image give them (src/lib/node-options.ts).
+    // The service's Node flags, as `npm start` and the image give them (scripts/lib/node-options.ts).
     // No fixed port unless the test asks for one: the workers' metrics endpoint otherwise takes 9464.
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', METRICS_PORT: '0', ...env, NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS) },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -4,7 +4,7 @@ import { describeSubmission } from '../src/api/submit';
 import { creditBalance, reserveCredits, undoReservation } from '../src/credits/ledger';
 import { rowParams } from '../src/db/projection';
 import { endToEndTime } from '../src/lib/metrics';
-import { startWebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver } from './notification-helpers';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';
 
 /** What an API that dies between admission and the workflow start leaves behind: row, key, credits, queue entry. */

@@ -5,7 +5,7 @@ import type { PruneReport } from '../src/activities/retention';
 import { createLogger } from '../src/lib/logger';
 import { creditBalance } from '../src/credits/ledger';
 import { creditsFor } from '../src/domain/pricing';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { retentionScheduleId } from '../src/retention/schedule';
 import { capacityAdmin } from './fairness-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';

@@ -5,7 +5,7 @@ import { newApiKey } from '../src/api/auth';
 import { loadConfig } from '../src/config';
 import { createDatabase } from '../src/db/client';
 import { generateWebhookSecret, signWebhook } from '../src/lib/webhook-signature';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { apiClient, eventually, testEnv } from './harness';
 import { spawnTsProcess, type SpawnedProcess } from './processes';
@@ -66,7 +66,7 @@ describe('no secret is ever printed or logged', () => {
       WEBHOOK_RETRY_SCALE: '0.00002',
       WEBHOOK_TIMEOUT_MS: '2000',
     };
-    const simulator = spawnTsProcess({ name: 'leak-simulator', script: 'src/simulator/main.ts', env });
+    const simulator = spawnTsProcess({ name: 'leak-simulator', script: 'simulator/main.ts', env });
     const api = spawnTsProcess({ name: 'leak-api', script: 'src/api/main.ts', env });
     processes.push(simulator, api);
     await simulator.waitForOutput(/backend simulator listening/);

@@ -1,4 +1,4 @@
-import { openEventStream, type EventStreamClient } from '../src/notifications/test-helpers';
+import { openEventStream, type EventStreamClient } from './notification-helpers';
 import { waitForGpuTasks } from './fairness-helpers';
 import { apiClient, startStack, type Stack } from './harness';
 

@@ -1,6 +1,6 @@
 import { startApi } from '../src/api/main';
 import { createLogger } from '../src/lib/logger';
-import { openEventStream, type EventStreamClient, type ServerSentEvent } from '../src/notifications/test-helpers';
+import { openEventStream, type EventStreamClient, type ServerSentEvent } from './notification-helpers';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 
 const TERMINAL_EVENTS = ['generation.succeeded', 'generation.failed', 'generation.canceled'];

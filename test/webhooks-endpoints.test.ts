@@ -1,5 +1,5 @@
 import { Webhook } from 'standardwebhooks';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { cancelGenerationSignal } from '../src/contracts/generation';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 

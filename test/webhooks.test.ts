@@ -1,6 +1,6 @@
 import { Webhook } from 'standardwebhooks';
 import { signedHeaders } from '../src/notifications/webhook-sender';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
 type Api = ReturnType<typeof apiClient>;

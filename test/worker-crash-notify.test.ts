@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { startWebhookReceiver, type WebhookReceiver } from '../src/notifications/test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { apiClient, eventually, settled, startStack, testEnv, type Stack } from './harness';
 import { spawnWorker, type SpawnedProcess } from './processes';
 

@@ -1,7 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Sql } from '../../src/db/client';
 import type { GenerationState } from '../../src/domain/generation';
-import type { ReceivedWebhook } from '../../src/notifications/test-helpers';
+import type { ReceivedWebhook } from '../../test/notification-helpers';
 
 /**
  * What must hold once the service has converged after chaos, read from Postgres (projection, ledger, inbox, webhook

@@ -1,5 +1,5 @@
 import { parseBackendClientKey } from '../../src/domain/generation';
-import { percentile } from '../../src/dispatch/scheduling-metrics';
+import { percentile } from '../../test/scheduling-metrics';
 import { submitMany } from '../../test/fairness-helpers';
 import { equalUsersContend } from '../../test/fairness-scenarios';
 import { apiClient, eventually, type Stack } from '../../test/harness';

@@ -1,7 +1,7 @@
 import globalSetup from '../../test/global-setup';
 import globalTeardown from '../../test/global-teardown';
 import { startStack, type Stack } from '../../test/harness';
-import type { SimulatorKnobs } from '../../src/simulator/knobs';
+import type { SimulatorKnobs } from '../../simulator/knobs';
 
 /**
  * Startup shared by the benchmarks (`npm run bench`, `npm run bench:fairness`): the tests' own infrastructure — a real

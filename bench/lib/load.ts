@@ -1,5 +1,5 @@
 import autocannon from 'autocannon';
-import { percentile } from '../../src/dispatch/scheduling-metrics';
+import { percentile } from '../../test/scheduling-metrics';
 
 /**
  * Load at a fixed concurrency, measured the same way on both sides of a comparison: HTTP through autocannon, anything

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { percentile } from '../../src/dispatch/scheduling-metrics';
+import { percentile } from '../../test/scheduling-metrics';
 
 /**
  * Requests sent at a fixed rate whatever the answers do (open loop), over a few keep-alive connections. A latency runs

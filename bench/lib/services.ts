@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { startTemporalDevServer } from '../../scripts/lib/temporal-dev-server';
-import { startEmbeddedPostgres } from '../../src/db/embedded';
+import { startEmbeddedPostgres } from '../../scripts/lib/embedded-postgres';
 import { createLogger } from '../../src/lib/logger';
 import { spawnTsProcess, type SpawnedProcess } from '../../test/processes';
 
@@ -15,7 +15,7 @@ const ENTRY: Record<ServiceRole, string> = {
   api: 'src/api/main.ts',
   generation: 'src/worker.ts',
   gpu: 'src/worker.ts',
-  simulator: 'src/simulator/main.ts',
+  simulator: 'simulator/main.ts',
 };
 
 /** Starts one service process and resolves once it serves: HTTP ones answer /healthz, workers log that they started. */
@@ -74,7 +74,7 @@ export async function startDurableTemporal({ dir, port, logFile }: { dir: string
   };
 }
 
-/** The embedded Postgres of `npm start` (src/db/embedded.ts), in `dir`: a restart is a real server shutdown and start. */
+/** The embedded Postgres of `npm start` (scripts/lib/embedded-postgres.ts), in `dir`: a restart is a real server shutdown and start. */
 export async function startDurablePostgres({ dir, port }: { dir: string; port: number }): Promise<Restartable & { url: string }> {
   const logger = createLogger('bench-postgres', 'warn');
   let pg = await startEmbeddedPostgres({ dataDir: dir, port, logger });

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { SA_STATUS, SA_TIER, SA_USER_ID } from '../../src/domain/search-attributes';
 import type { GenerationInput } from '../../src/domain/generation';
-import { gpuBacklog } from '../../src/dispatch/gpu-backlog';
+import { gpuBacklog } from '../../test/gpu-backlog';
 import { GENERATION_WORKFLOW_TYPE } from '../../src/contracts/generation';
 import { smallJob } from '../../test/fairness-helpers';
 import { eventually, type Stack } from '../../test/harness';

@@ -4,7 +4,7 @@ import { configuredSecrets, loadConfig, type Config } from '../config';
 import { createDatabase } from '../db/client';
 import { requireDatabaseUrl } from '../db/client';
 import { createLogger, type Logger } from '../lib/logger';
-import { runProcess } from '../lib/run-process';
+import { runProcess } from '../run-process';
 import { createAdminApp } from './admin-app';
 import { resolveAdminApiKey } from './admin-key';
 import { createApp } from './app';

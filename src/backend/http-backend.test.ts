@@ -2,9 +2,9 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { createLogger } from '../lib/logger';
 import { generateWebhookSecret } from '../lib/webhook-signature';
-import { startSimulator, type RunningSimulator } from '../simulator/app';
-import { defaultSimulatorKnobs, type SimulatorKnobs } from '../simulator/knobs';
-import { pollUntil, startCallbackReceiver } from '../simulator/test-helpers';
+import { startSimulator, type RunningSimulator } from '../../simulator/app';
+import { defaultSimulatorKnobs, type SimulatorKnobs } from '../../simulator/knobs';
+import { pollUntil, startCallbackReceiver } from '../../test/simulator-helpers';
 import { HttpGenerationBackend } from './http-backend';
 import { BackendRejectedError, BackendUnavailableError, type BackendSubmitRequest } from './types';
 

@@ -1,6 +1,6 @@
 /**
  * The generation backend's contract, as an adapter the GPU activity talks to. The simulator implements the async HTTP
- * form of it (src/simulator); a real provider plugs in behind the same interface.
+ * form of it (simulator/); a real provider plugs in behind the same interface.
  */
 export type BackendJobStatus = 'queued' | 'running' | 'succeeded' | 'failed' | 'canceled';
 

@@ -2,7 +2,7 @@ import { Webhook } from 'standardwebhooks';
 import { generateWebhookSecret } from '../lib/webhook-signature';
 import { allowedHostsSetting, NO_ALLOWED_HOSTS } from '../lib/ip-addresses';
 import { deliveryIdFor, retryScheduleMs, webhookIdFor, WEBHOOK_RETRY_SCHEDULE_MS } from './events';
-import { startWebhookReceiver, type WebhookReceiver } from './test-helpers';
+import { startWebhookReceiver, type WebhookReceiver } from '../../test/notification-helpers';
 import { sendWebhook, signedHeaders } from './webhook-sender';
 
 const loopback = allowedHostsSetting.parse('127.0.0.0/8');

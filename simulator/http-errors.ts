@@ -1,6 +1,6 @@
 import type { ErrorRequestHandler, Response } from 'express';
 import type { z } from 'zod';
-import type { Logger } from '../lib/logger';
+import type { Logger } from '../src/lib/logger';
 
 /** The simulator's error body: `{error: {code, message}}`, the shape the HTTP backend adapter reads. */
 export function sendError(res: Response, status: number, code: string, message: string): void {

@@ -1,4 +1,4 @@
-import type { BackendJob } from '../backend/types';
+import type { BackendJob } from '../src/backend/types';
 
 interface Waiter {
   resolve: (job: BackendJob) => void;

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { BackendCallback, BackendEventType } from '../backend/types';
-import type { Logger } from '../lib/logger';
-import { signWebhook } from '../lib/webhook-signature';
+import type { BackendCallback, BackendEventType } from '../src/backend/types';
+import type { Logger } from '../src/lib/logger';
+import { signWebhook } from '../src/lib/webhook-signature';
 import { systemClock, TimerSet, type Clock, type Random } from './clock';
 import type { JobEvent } from './engine';
 import type { SimulatorKnobs } from './knobs';

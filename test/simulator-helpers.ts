@@ -1,7 +1,7 @@
 import { createServer, type IncomingHttpHeaders, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { BackendCallback } from '../backend/types';
-import { verifyWebhook } from '../lib/webhook-signature';
+import type { BackendCallback } from '../src/backend/types';
+import { verifyWebhook } from '../src/lib/webhook-signature';
 
 /** Helpers for tests that drive the simulator over real HTTP: a callback receiver and deadline polling. */
 

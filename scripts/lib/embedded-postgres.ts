@@ -4,7 +4,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
-import type { Logger } from '../lib/logger';
+import type { Logger } from '../../src/lib/logger';
 
 const USER = 'videogen';
 const PASSWORD = 'videogen';

@@ -1,6 +1,6 @@
 import express, { type Express } from 'express';
 import type { AddressInfo } from 'node:net';
-import type { Logger } from '../lib/logger';
+import type { Logger } from '../src/lib/logger';
 import { adminRoutes } from './admin-routes';
 import { apiRoutes } from './api-routes';
 import { CallbackDispatcher, type CallbackStats } from './callbacks';

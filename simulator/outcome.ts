@@ -1,4 +1,4 @@
-import type { BackendErrorCode, BackendJobError } from '../backend/types';
+import type { BackendErrorCode, BackendJobError } from '../src/backend/types';
 import type { Random } from './clock';
 import type { SimulatorKnobs } from './knobs';
 

@@ -3,9 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
-import { freePort } from '../../scripts/lib/ports';
-import { createLogger } from '../lib/logger';
-import { startEmbeddedPostgres } from './embedded';
+import { freePort } from '../scripts/lib/ports';
+import { createLogger } from '../src/lib/logger';
+import { startEmbeddedPostgres } from '../scripts/lib/embedded-postgres';
 
 /**
  * The embedded Postgres as root: Postgres refuses to run as root, so it runs as the system user `postgres`, which cannot

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import type { BackendJob, BackendJobError, BackendJobStatus, BackendSubmitRequest } from '../backend/types';
-import type { Logger } from '../lib/logger';
+import type { BackendJob, BackendJobError, BackendJobStatus, BackendSubmitRequest } from '../src/backend/types';
+import type { Logger } from '../src/lib/logger';
 import { systemClock, type Clock, type Random, type TimerHandle } from './clock';
 import type { SimulatorKnobs } from './knobs';
 import { planRun, type RunPlan } from './outcome';

@@ -1,5 +1,5 @@
-import type { BackendJob } from '../backend/types';
-import { parseBackendClientKey } from '../domain/generation';
+import type { BackendJob } from '../src/backend/types';
+import { parseBackendClientKey } from '../src/domain/generation';
 
 /**
  * Figures of GPU scheduling, computed from the backend's own record of our jobs (submission, start and end times): who

@@ -1,6 +1,6 @@
 import { Router, type RequestHandler, type Response } from 'express';
 import { z } from 'zod';
-import type { BackendSubmitRequest } from '../backend/types';
+import type { BackendSubmitRequest } from '../src/backend/types';
 import type { Random, TimerSet } from './clock';
 import { EngineClosedError, type SimulatorEngine } from './engine';
 import { describeIssues, sendError } from './http-errors';

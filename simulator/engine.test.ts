@@ -1,4 +1,4 @@
-import type { BackendSubmitRequest } from '../backend/types';
+import type { BackendSubmitRequest } from '../src/backend/types';
 import { seededRandom, type Clock, type TimerHandle } from './clock';
 import { EngineClosedError, SimulatorEngine, type JobEvent } from './engine';
 import { defaultSimulatorKnobs, type SimulatorKnobs } from './knobs';

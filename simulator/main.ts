@@ -1,21 +1,21 @@
-import { configuredSecrets, loadConfig } from '../config';
-import { createLogger } from '../lib/logger';
-import { runProcess } from '../lib/run-process';
+import { createLogger } from '../src/lib/logger';
+import { runProcess } from '../src/run-process';
 import { startSimulator } from './app';
+import { loadSimulatorSettings, simulatorSecrets } from './settings';
 
 /** Process entry for the backend simulator: `npm run simulator`. It signs callbacks with BACKEND_WEBHOOK_SECRET. */
 async function main(): Promise<void> {
-  const config = loadConfig();
-  const logger = createLogger('simulator', config.logLevel, { secrets: configuredSecrets(config) });
+  const settings = loadSimulatorSettings();
+  const logger = createLogger('simulator', settings.logLevel, { secrets: simulatorSecrets(settings) });
   const running = await startSimulator({
-    port: config.simulator.port,
-    host: config.simulator.host,
-    knobs: config.simulator.knobs,
-    webhookSecret: config.backend.webhookSecret,
-    adminApiKey: config.api.adminApiKey,
+    port: settings.port,
+    host: settings.host,
+    knobs: settings.knobs,
+    webhookSecret: settings.webhookSecret,
+    adminApiKey: settings.adminApiKey,
     logger,
   });
-  logger.info({ url: running.url, knobs: config.simulator.knobs }, 'backend simulator listening');
+  logger.info({ url: running.url, knobs: settings.knobs }, 'backend simulator listening');
 
   let stopping = false;
   const stop = (signal: string) => {
@@ -34,4 +34,4 @@ async function main(): Promise<void> {
   process.once('SIGTERM', () => stop('SIGTERM'));
 }
 
-runProcess('simulator', main);
+runProcess('simulator', main, () => simulatorSecrets(loadSimulatorSettings()));

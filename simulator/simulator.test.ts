@@ -1,9 +1,9 @@
-import type { BackendCallback, BackendJob } from '../backend/types';
-import { createLogger } from '../lib/logger';
-import { generateWebhookSecret } from '../lib/webhook-signature';
+import type { BackendCallback, BackendJob } from '../src/backend/types';
+import { createLogger } from '../src/lib/logger';
+import { generateWebhookSecret } from '../src/lib/webhook-signature';
 import { startSimulator, type RunningSimulator } from './app';
 import { defaultSimulatorKnobs, type SimulatorKnobs } from './knobs';
-import { pollUntil, startCallbackReceiver, type CallbackReceiver } from './test-helpers';
+import { pollUntil, startCallbackReceiver, type CallbackReceiver } from '../test/simulator-helpers';
 
 // Jobs take ~10-30ms: median 1s and p99 3s, scaled by 0.01.
 const fast: SimulatorKnobs = { ...defaultSimulatorKnobs, capacity: 4, p50Ms: 1_000, p99Ms: 3_000, timeScale: 0.01 };

@@ -1,6 +1,6 @@
 /**
  * The Node flags every service process (API, workers, simulator) runs with, wherever it is started: `npm start`
- * (scripts/start.ts), the image (Dockerfile, which repeats them: src/lib/node-options.test.ts keeps the two equal), and the
+ * (scripts/start.ts), the image (Dockerfile, which repeats them: test/node-options.test.ts keeps the two equal), and the
  * tests', benchmark's and chaos campaign's child processes (test/processes.ts).
  *
  * `--max-semi-space-size=64`: a young generation of up to 2 × 64 MiB instead of V8's 2 × 16 MiB. A request's objects

@@ -32,7 +32,10 @@ export default tseslint.config(
             })),
           ],
           patterns: [
-            { group: ['../db/*', '../api/*', '../backend/http-*', '../lib/logger'], message: 'workflows must not import I/O modules' },
+            {
+              group: ['../db/*', '../api/*', '../backend/http-*', '../lib/logger', '../contracts/*-start', '../notifications/*', '../dispatch/*', '../wire/*'],
+              message: 'workflows must not import I/O modules (the layers: scripts/lib/layers.ts)',
+            },
             { group: ['../activities/*'], allowTypeImports: true, message: 'import activities as types only' },
           ],
         },

@@ -13,6 +13,8 @@ npx tsc --noEmit -p .
 # The benchmarks and the chaos campaign share the service's code: they must keep compiling with it.
 npx tsc --noEmit -p bench
 npx eslint .
+# The layers point one way, no import cycles, src/ is production code, every package declared (scripts/lib/layers.ts).
+npx tsx scripts/layers.ts
 # The self-hosting compose file: no docker engine runs here, so it is linted, not started.
 npx dclint docker-compose.yml
 # --forceExit: the Temporal native runtime keeps a handle open after its workers have shut down.

@@ -3,11 +3,10 @@ import { createDatabase, type Database } from '../db/client';
 import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
 import { creditBalance } from '../credits/ledger';
 import { createUser } from './auth';
-import { undoSubmission } from '../db/submissions';
 import { BACKEND_JOB_CHANNEL } from '../activities/backend-wakeups';
 import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
 import { eventually } from '../../test/eventually';
-import { admitSubmission, countUserJobs, peekRequestTokens, type SubmissionClaim } from './admission-store';
+import { admitSubmission, countUserJobs, peekRequestTokens, undoSubmission, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {

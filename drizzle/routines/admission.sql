@@ -118,12 +118,12 @@ BEGIN
     RETURN;
   END IF;
 
-  -- The submit's reservation (credit_reservation.sql): refused when the credits are short, even when its key is held
-  -- (a job under the id of one retention pruned: the ledger keeps the earlier job's key, and the run reserves under
-  -- its own).
+  -- The submit's reservation (credit_reservation.sql). A submit whose key is held already still needs its price in
+  -- credits: it is a job under the id of one retention pruned (the ledger keeps the earlier job's key), and its run
+  -- will reserve under its own key.
   v_reservation := vg_reserve_credits(claim.user_id, claim.job_id, claim.reservation_key, claim.credits);
   available := v_reservation.available;
-  IF v_reservation.outcome = 'insufficient' THEN
+  IF v_reservation.outcome = 'insufficient' OR (v_reservation.outcome = 'held' AND available < claim.credits) THEN
     outcome := 'insufficient_credits';
     RETURN;
   END IF;

@@ -5,9 +5,10 @@
 -- (src/db/routines.ts): every statement here must be safe to run again.
 
 -- Moves `p_amount` credits from the user's available to reserved for the job, once per key (the ledger row's
--- entry_key), under the account row's lock. The credits are checked first: when they are short nothing is written
--- ('insufficient'), even if the key is held already. A held key moves nothing ('held'); otherwise the ledger row is
--- written and the balances moved ('reserved'). `available` is the user's available credits after the call.
+-- entry_key), under the account row's lock: 'reserved' when it did; 'held' when the key holds a reservation already
+-- (nothing moves, whatever the credits); 'insufficient' when the credits are short, and then nothing is written.
+-- `available` is the user's available credits after the call. The key is probed only when the credits are short: the
+-- insert finds it otherwise.
 CREATE OR REPLACE FUNCTION vg_reserve_credits(
   p_user_id text, p_job_id text, p_entry_key text, p_amount int, OUT outcome text, OUT available int
 )
@@ -17,7 +18,7 @@ BEGIN
   SELECT a.available INTO available FROM credit_accounts a WHERE a.user_id = p_user_id FOR UPDATE;
   available := coalesce(available, 0);
   IF available < p_amount THEN
-    outcome := 'insufficient';
+    outcome := CASE WHEN EXISTS (SELECT 1 FROM credit_ledger l WHERE l.entry_key = p_entry_key) THEN 'held' ELSE 'insufficient' END;
     RETURN;
   END IF;
   INSERT INTO credit_ledger (user_id, job_id, kind, amount, entry_key)

@@ -18,6 +18,14 @@ export default tseslint.config(
     },
   },
   {
+    // src/db is the layer below the ledger: the ledger imports it, never the other way (an import cycle between them).
+    files: ['src/db/**/*.ts'],
+    ignores: ['src/db/**/*.test.ts'],
+    rules: {
+      'no-restricted-imports': ['error', { patterns: [{ group: ['../credits/*', '../api/*'], message: 'src/db imports neither the ledger nor the API' }] }],
+    },
+  },
+  {
     // The determinism wall: workflow code runs in Temporal's sandbox and is replayed; no I/O, no Node built-ins.
     files: ['src/workflows/**/*.ts'],
     rules: {

@@ -14,13 +14,14 @@ export interface MigrateStep {
 
 /**
  * The migrate step (`npm run migrate`), run once before the services start — by `npm start`, the topology and the
- * `migrate` service of docker-compose.yml — never by the services themselves: applies every pending migration, then
- * sets the Temporal namespace's retention if Temporal answers (a Temporal that is down, or a namespace not there yet, is
+ * `migrate` service of docker-compose.yml — never by the services themselves: applies every pending migration and every
+ * SQL routine whose file changed (src/db/routines.ts), then sets the Temporal namespace's retention if Temporal answers (a Temporal that is down, or a namespace not there yet, is
  * a warning: it does not hold up the services, and the next run sets it).
  */
 export async function migrate({ databaseUrl, temporal, logger }: MigrateStep): Promise<void> {
-  const applied = await runMigrations(databaseUrl);
-  logger.info({ applied }, applied.length > 0 ? `applied ${applied.length} migrations` : 'no migration pending');
+  const { migrations, routines } = await runMigrations(databaseUrl);
+  logger.info({ applied: migrations }, migrations.length > 0 ? `applied ${migrations.length} migrations` : 'no migration pending');
+  logger.info({ routines }, routines.length > 0 ? `applied ${routines.length} routines` : 'no routine changed');
 
   let connection: Connection;
   try {

@@ -3,11 +3,12 @@ import { createDatabase, type Database } from '../db/client';
 import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
 import { creditBalance } from '../credits/ledger';
 import { createUser } from './auth';
-import { undoSubmission } from '../db/submissions';
 import { BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
 import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
 import { eventually } from '../../test/eventually';
-import { admitSubmission, countUserJobs, peekRequestTokens, type SubmissionClaim } from './admission-store';
+import { getGeneration, queuedRow, rowParams } from '../db/projection';
+import type { GenerationInput } from '../domain/generation';
+import { admitSubmission, claimRecord, countUserJobs, peekRequestTokens, undoSubmission, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {
@@ -122,6 +123,34 @@ describe('admission state in Postgres', () => {
     expect((await admit(101)).outcome).toBe('admitted');
     expect((await admit(102)).outcome).toBe('too_many_active_jobs');
     expect(await countUserJobs(database.sql, user.id)).toEqual({ active: 3, today: 5 });
+  });
+
+  test("the claim the API sends has exactly the fields of vg_admission_claim; one that lacks a field is refused", async () => {
+    const [{ fields }] = await database.sql<{ fields: string }[]>`
+      select string_agg(a.attname, ',' order by a.attnum) as fields from pg_type t join pg_attribute a on a.attrelid = t.typrelid
+      where t.typname = 'vg_admission_claim' and a.attnum > 0 and not a.attisdropped`;
+    const record = claimRecord(claim('nobody', 0, {}));
+    expect(Object.keys(record).sort()).toEqual(fields.split(',').sort());
+    const { credits: _credits, ...lacking } = record;
+    await expect(database.sql`select * from vg_admit_submission(${JSON.stringify(lacking)}::jsonb)`).rejects.toThrow(/the claim lacks a field/);
+  });
+
+  test('the queued row admission writes is the row the submit answers with without reading it (queuedRow)', async () => {
+    const { user } = await createUser(database.db, { name: 'answered', tier: 'pro', credits: 100 });
+    const input: GenerationInput = {
+      jobId: `gen_${user.id}_answered`,
+      userId: user.id,
+      tier: 'pro',
+      acceptedAt: new Date().toISOString(),
+      request: { prompt: 'a row', duration_seconds: 4, resolution: '1080p', aspect_ratio: '9:16', seed: 7, webhook_url: 'https://hooks.test/x', metadata: { a: 'b' } },
+      settings: { gpuTaskQueue: 'gpu-test', fairnessWeight: 1, heartbeatTimeoutMs: 1000, maxAttempts: 3, retryBackoffMs: 10, maxQueueMs: 60_000, maxRunMs: 60_000, expectedRunMs: 1000 },
+    };
+    const outcome = await admitSubmission(
+      database.sql,
+      claim(user.id, 0, { jobId: input.jobId, acceptedAt: new Date(input.acceptedAt), prompt: input.request.prompt, params: rowParams(input.request) }),
+    );
+    expect(outcome.outcome).toBe('admitted');
+    expect(await getGeneration(database.db, user.id, input.jobId)).toEqual(queuedRow(input));
   });
 
   test('undoing a submit whose workflow never started takes back everything admission wrote', async () => {

@@ -1,4 +1,7 @@
-import type { Sql } from '../db/client';
+import { and, eq, isNull } from 'drizzle-orm';
+import { reservationKey, undoReservation } from '../credits/ledger';
+import type { Db, Sql } from '../db/client';
+import { generations, gpuQueueEntries, idempotencyKeys } from '../db/schema';
 
 /**
  * The SQL of admission control, written once. All state lives in Postgres so every API instance sees the same buckets,
@@ -24,7 +27,7 @@ export interface UserJobCounts {
   today: number;
 }
 
-/** countUserJobs: the user's active and today's jobs (vg_user_job_counts, drizzle/0013: kept by triggers, O(1)). */
+/** countUserJobs: the user's active and today's jobs (vg_user_job_counts, drizzle/routines/user_job_counts.sql: kept by triggers, O(1)). */
 export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
   const [row] = await sql<UserJobCounts[]>`select active, today from vg_user_job_counts(${userId})`;
   return row;
@@ -43,6 +46,7 @@ export type AdmissionOutcome =
   | { outcome: 'too_many_active_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted'; tokens: number; counts: UserJobCounts }
   | { outcome: 'insufficient_credits'; tokens: number; counts: UserJobCounts; available: number };
 
+/** What a submit asks admission: one object, sent to vg_admit_submission (drizzle/routines/admission.sql) as its claim. */
 export interface SubmissionClaim {
   userId: string;
   bucketKey: string;
@@ -64,6 +68,35 @@ export interface SubmissionClaim {
   params: Record<string, unknown>;
 }
 
+/**
+ * The claim as SQL reads it: one key per field of the type vg_admission_claim (drizzle/routines/admission.sql), which
+ * the function fills from this object by name. The one place a SubmissionClaim meets SQL; a test holds its keys equal
+ * to the type's fields.
+ */
+export function claimRecord(c: SubmissionClaim) {
+  return {
+    user_id: c.userId,
+    bucket_key: c.bucketKey,
+    burst: c.rate.burst,
+    per_second: c.rate.perSecond,
+    max_active: c.maxActive,
+    daily_quota: c.dailyQuota,
+    backlog_full: c.backlogFull,
+    idempotency_key: c.idempotencyKey ?? null,
+    request_hash: c.requestHash,
+    job_id: c.jobId,
+    credits: c.credits,
+    // The submit's reservation is the job's first run's, settled and undone by this key.
+    reservation_key: reservationKey(c.jobId),
+    accepted_at: c.acceptedAt.toISOString(),
+    pool: c.pool,
+    tier: c.tier,
+    fairness_weight: c.fairnessWeight,
+    prompt: c.prompt,
+    params: c.params,
+  };
+}
+
 interface AdmissionRow {
   outcome: AdmissionOutcome['outcome'];
   tokens: number | null;
@@ -79,17 +112,13 @@ interface AdmissionRow {
 const asDate = (value: Date | string | null) => (value === null ? null : new Date(value));
 
 /**
- * admitSubmission: the whole admission of a submit in one round trip (vg_admit_submission, drizzle/0013). Under the user's
- * lock it tells a replay, takes a request token, checks the limits and the credits, and when all pass writes the key,
- * the credit reservation, the gpu queue entry and the queued row (undoSubmission takes them back).
+ * admitSubmission: the whole admission of a submit in one round trip (vg_admit_submission,
+ * drizzle/routines/admission.sql). Under the user's lock it tells a replay, takes a request token, checks the limits
+ * and the credits, and when all pass writes the credit reservation, the key, the gpu queue entry and the queued row
+ * (undoSubmission takes them back).
  */
 export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<AdmissionOutcome> {
-  const [row] = await sql<AdmissionRow[]>`
-    select * from vg_admit_submission(
-      ${c.userId}, ${c.bucketKey}, ${c.rate.burst}::float8, ${c.rate.perSecond}::float8, ${c.maxActive}::int, ${c.dailyQuota}::int,
-      ${c.backlogFull}, ${c.idempotencyKey ?? null}, ${c.requestHash}, ${c.jobId}, ${c.credits}::int,
-      ${c.acceptedAt.toISOString()}::timestamptz, ${c.pool}, ${c.tier}, ${c.fairnessWeight}::real, ${c.prompt},
-      ${JSON.stringify(c.params)}::jsonb)`;
+  const [row] = await sql<AdmissionRow[]>`select * from vg_admit_submission(${JSON.stringify(claimRecord(c))}::jsonb)`;
   const tokens = row.tokens ?? 0;
   const counts = { active: row.active ?? 0, today: row.today ?? 0 };
   switch (row.outcome) {
@@ -110,4 +139,24 @@ export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<Adm
     default:
       return { outcome: row.outcome, tokens, counts };
   }
+}
+
+/**
+ * undoSubmission, admitSubmission's inverse: undoes an admitted submit whose workflow Temporal refused to start (it
+ * answered; a submit it could not be reached for is kept instead): its queued row, queue entry, idempotency key and credit
+ * reservation, in one transaction, as if it had never been made, so the client's retry starts afresh. Only a row no
+ * workflow run has opened (run_opened_at is null) is undone; returns whether it was.
+ */
+export async function undoSubmission(db: Db, jobId: string): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const removed = await tx
+      .delete(generations)
+      .where(and(eq(generations.id, jobId), isNull(generations.runOpenedAt), eq(generations.status, 'queued')))
+      .returning({ id: generations.id });
+    if (removed.length === 0) return false;
+    await tx.delete(gpuQueueEntries).where(eq(gpuQueueEntries.jobId, jobId));
+    await tx.delete(idempotencyKeys).where(eq(idempotencyKeys.jobId, jobId));
+    await undoReservation(tx, jobId);
+    return true;
+  });
 }

@@ -1,4 +1,4 @@
-import { and, eq, gte, inArray, sql } from 'drizzle-orm';
+import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { creditAccounts, creditLedger } from '../db/schema';
 
@@ -12,10 +12,15 @@ export class InsufficientCreditsError extends Error {
   }
 }
 
-/** The API reserves a job's first run; a run an operator starts again (a reset) reserves under its own key. */
-const reserveKey = (jobId: string, run?: string) => (run ? `${jobId}:reserve:${run}` : `${jobId}:reserve`);
+/**
+ * The ledger key of a job's reservation: the submit's (its first run's, which admission makes: the API puts this key
+ * in its claim, src/api/admission-store.ts) or, for a run an operator starts again (a reset) or a job under the id of
+ * one retention pruned, that run's own. Reservations are made in one place, vg_reserve_credits
+ * (drizzle/routines/credit_reservation.sql), by admission and by reserveCredits below.
+ */
+export const reservationKey = (jobId: string, run?: string) => (run ? `${jobId}:reserve:${run}` : `${jobId}:reserve`);
 /** One settlement per reservation: capture and release share the key, so they exclude each other. */
-const settleKey = (reservationKey: string) => `${reservationKey}:settle`;
+const settleKey = (reservation: string) => `${reservation}:settle`;
 
 /** Adds credits once per `grantKey`. */
 export async function grantCredits(tx: Tx, userId: string, amount: number, grantKey: string): Promise<void> {
@@ -31,23 +36,15 @@ export async function grantCredits(tx: Tx, userId: string, amount: number, grant
     .onConflictDoUpdate({ target: creditAccounts.userId, set: { available: sql`${creditAccounts.available} + ${amount}`, updatedAt: sql`now()` } });
 }
 
-/** Moves `amount` from available to reserved for a job, once. Throws InsufficientCreditsError when it cannot be paid for. */
+/**
+ * Moves `amount` from available to reserved for a job, once (vg_reserve_credits). Throws InsufficientCreditsError when it
+ * cannot be paid for, and then writes nothing.
+ */
 export async function reserveCredits(tx: Tx, userId: string, jobId: string, amount: number, run?: string): Promise<void> {
-  const [entry] = await tx
-    .insert(creditLedger)
-    .values({ userId, jobId, kind: 'reserve', amount, entryKey: reserveKey(jobId, run) })
-    .onConflictDoNothing()
-    .returning({ id: creditLedger.id });
-  if (!entry) return; // already reserved for this job
-  const moved = await tx
-    .update(creditAccounts)
-    .set({ available: sql`${creditAccounts.available} - ${amount}`, reserved: sql`${creditAccounts.reserved} + ${amount}`, updatedAt: sql`now()` })
-    .where(and(eq(creditAccounts.userId, userId), gte(creditAccounts.available, amount)))
-    .returning({ userId: creditAccounts.userId });
-  if (moved.length === 0) {
-    const [account] = await tx.select().from(creditAccounts).where(eq(creditAccounts.userId, userId));
-    throw new InsufficientCreditsError(amount, account?.available ?? 0);
-  }
+  const [reservation] = await tx.execute<{ outcome: 'reserved' | 'held' | 'insufficient'; available: number }>(
+    sql`select outcome, available from vg_reserve_credits(${userId}, ${jobId}, ${reservationKey(jobId, run)}, ${amount}::int)`,
+  );
+  if (reservation.outcome === 'insufficient') throw new InsufficientCreditsError(amount, reservation.available);
 }
 
 /**
@@ -55,7 +52,7 @@ export async function reserveCredits(tx: Tx, userId: string, jobId: string, amou
  * one is never undone: its job ran.
  */
 export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
-  const key = reserveKey(jobId);
+  const key = reservationKey(jobId);
   const [entry] = await tx
     .delete(creditLedger)
     .where(and(eq(creditLedger.entryKey, key), sql`not exists (select 1 from credit_ledger s where s.entry_key = ${settleKey(key)})`))
@@ -90,7 +87,7 @@ export async function ensureRunReservation(
 ): Promise<'held' | 'reserved'> {
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
-    const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reserveKey(jobId)));
+    const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reservationKey(jobId)));
     if (first) await reserveCredits(tx, userId, jobId, credits, run);
     else await reserveCredits(tx, userId, jobId, credits);
     return 'reserved';

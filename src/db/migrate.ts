@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import path from 'node:path';
 import postgres from 'postgres';
+import { applyRoutines, readRoutines } from './routines';
 
 const MIGRATION_LOCK_ID = 727_001;
 const LOCK_POLL_MS = 100;
@@ -40,14 +41,23 @@ export function readMigrations(folder: string = MIGRATIONS_FOLDER): Migration[] 
   });
 }
 
+export interface MigrationRun {
+  /** Tags of the numbered migrations applied. */
+  migrations: string[];
+  /** Names of the routines (src/db/routines.ts) applied. */
+  routines: string[];
+}
+
 /**
- * Applies the pending migrations of `folder` and returns their tags. The bookkeeping is drizzle's own table
- * (drizzle.__drizzle_migrations), so a database migrated by drizzle's migrator carries on where it stopped. Each
- * migration runs in a transaction of its own, except those marked NO_TRANSACTION_MARKER. Several processes may run this
- * at once: one applies, the others wait for its advisory lock and then find nothing pending.
+ * Applies the pending migrations of `folder`, then its routines (`folder/routines`, src/db/routines.ts), and returns
+ * what it applied. The bookkeeping of migrations is drizzle's own table (drizzle.__drizzle_migrations), so a database
+ * migrated by drizzle's migrator carries on where it stopped. Each migration runs in a transaction of its own, except
+ * those marked NO_TRANSACTION_MARKER. Several processes may run this at once: one applies, the others wait for its
+ * advisory lock and then find nothing pending.
  */
-export async function runMigrations(url: string, { folder = MIGRATIONS_FOLDER }: { folder?: string } = {}): Promise<string[]> {
+export async function runMigrations(url: string, { folder = MIGRATIONS_FOLDER }: { folder?: string } = {}): Promise<MigrationRun> {
   const migrations = readMigrations(folder);
+  const routines = readRoutines(folder);
   // One connection: the session's advisory lock covers everything this run does.
   const sql = postgres(url, { max: 1, onnotice: () => {}, connection: { application_name: 'videogen-migrate' } });
   try {
@@ -74,7 +84,8 @@ export async function runMigrations(url: string, { folder = MIGRATIONS_FOLDER }:
         }
         applied.push(migration.tag);
       }
-      return applied;
+      // After any migration every routine is applied again: a migration may have replaced or dropped one.
+      return { migrations: applied, routines: await applyRoutines(sql, routines, { all: applied.length > 0 }) };
     } finally {
       await sql`select pg_advisory_unlock(${MIGRATION_LOCK_ID})`;
     }

@@ -4,7 +4,7 @@ import { createUser } from '../api/auth';
 import { endingWrite, type GenerationInput } from '../domain/generation';
 import { createDatabase, type Database } from './client';
 import { applyWrite, insertQueued, openRun } from './projection';
-import { undoSubmission } from './submissions';
+import { undoSubmission } from '../api/admission-store';
 import { generations } from './schema';
 
 /** The projection writer's guard against the run's real Postgres: what lands on a row, and what does not. */

@@ -1,4 +1,4 @@
-import { and, eq, inArray, isNull, lt, or, sql } from 'drizzle-orm';
+import { and, eq, inArray, lt, sql } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
 import { exactIsoFromTimestamptz, isoFromTimestamptz, isoString } from '../lib/iso-time';
@@ -80,7 +80,10 @@ export function rowParams(request: GenerationInput['request']): Record<string, u
   };
 }
 
-/** The queued row as insertQueued (and admission, drizzle/0009) write it: what a submit answers without reading it back. */
+/**
+ * The queued row as vg_write_queued_generation (drizzle/routines/queued_generation.sql) writes it for a submit: what a
+ * submit answers without reading it back (a test reads it back and compares).
+ */
 export function queuedRow(input: GenerationInput): GenerationRow {
   const acceptedAt = new Date(input.acceptedAt);
   return {
@@ -106,55 +109,37 @@ export function queuedRow(input: GenerationInput): GenerationRow {
   };
 }
 
+/** The queued row's one writer (vg_write_queued_generation), as the submit (no run) or a run's first step calls it. */
+async function writeQueued(db: Db, input: GenerationInput, runOpenedAt: string | null): Promise<boolean> {
+  const { request } = input;
+  const [row] = await db.execute<{ wrote: boolean }>(sql`
+    select vg_write_queued_generation(${input.jobId}, ${input.userId}, ${input.tier}, ${request.prompt},
+      ${JSON.stringify(rowParams(request))}::jsonb, ${input.acceptedAt}::timestamptz, ${runOpenedAt}::timestamptz) as wrote`);
+  return row.wrote;
+}
+
 /**
- * The projection writer. Two statements, both idempotent:
- * - insertQueued creates the row once (admission writes it first, drizzle/0009; the workflow's first step, and a replay
- *   whose first submit left none, call it, and then it is a no-op) and returns it to the one that created it;
+ * The projection writer. The queued row is written in one place, drizzle/routines/queued_generation.sql, whose function
+ * the submit's admission calls first (in SQL), and:
+ * - insertQueued creates the row once (a replay whose first submit left none calls it; then it is a no-op when the row
+ *   is there) and returns it to the one that created it;
+ * - openRun, the workflow's first step, stamps it with the run (below);
  * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
  *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
  */
 export async function insertQueued(db: Db, input: GenerationInput): Promise<GenerationRow | undefined> {
-  const { request } = input;
-  const acceptedAt = new Date(input.acceptedAt);
-  const [row] = await db
-    .insert(generations)
-    .values({
-      id: input.jobId,
-      userId: input.userId,
-      tier: input.tier,
-      status: 'queued',
-      statusRank: STATUS_RANK.queued,
-      prompt: request.prompt,
-      params: rowParams(request),
-      createdAt: acceptedAt,
-      updatedAt: acceptedAt,
-    })
-    .onConflictDoNothing({ target: generations.id })
-    .returning();
-  return row; // undefined: the row was there already
+  return (await writeQueued(db, input, null)) ? queuedRow(input) : undefined; // undefined: the row was there already
 }
 
 /**
  * The workflow's first step: ties the row to this workflow run. For the first run it only stamps the row (creating it when
  * admission's is gone); for a newer run (an operator reset the workflow to retry the job) it reopens the row as queued. A
- * replayed call changes nothing. One statement, so an undo of the submit (src/db/submissions.ts, which takes only rows no
- * run has opened) either comes first and the row is made again, or finds the row opened and leaves it.
+ * replayed call changes nothing. One statement, so an undo of the submit (src/api/admission-store.ts undoSubmission,
+ * which takes only rows no run has opened) either comes first and the row is made again, or finds the row opened and
+ * leaves it.
  */
 export async function openRun(db: Db, input: GenerationInput, runOpenedAt: string): Promise<boolean> {
-  const opened = new Date(runOpenedAt);
-  const queued = { ...queuedRow(input), runOpenedAt: opened, updatedAt: sql`now()` };
-  // A newer run reopens the row as queued: every column the queued row sets, but the job's identity and its request.
-  const { id: _id, userId: _userId, tier: _tier, prompt: _prompt, params: _params, createdAt: _createdAt, ...reopen } = queued;
-  const reopened = await db
-    .insert(generations)
-    .values(queued)
-    .onConflictDoUpdate({
-      target: generations.id,
-      set: reopen,
-      setWhere: or(isNull(generations.runOpenedAt), lt(generations.runOpenedAt, opened)),
-    })
-    .returning({ id: generations.id });
-  return reopened.length > 0;
+  return writeQueued(db, input, runOpenedAt);
 }
 
 /** Returns true when the write moved the row. */

@@ -62,8 +62,9 @@ export const rateLimitBuckets = pgTable('rate_limit_buckets', {
 });
 
 /**
- * Each user's job counts, kept by triggers on generations (drizzle/0013) so admission reads them in O(1) however many jobs
- * the user has queued or made today: `active` (queued + running), `queued`, and `today`, the jobs created on `day` (UTC).
+ * Each user's job counts, kept by triggers on generations (drizzle/routines/user_job_counts.sql) so admission reads them
+ * in O(1) however many jobs the user has queued or made today: `active` (queued + running), `queued`, and `today`, the
+ * jobs created on `day` (UTC).
  */
 export const userJobCounts = pgTable('user_job_counts', {
   userId: text('user_id').primaryKey(),

@@ -3,7 +3,7 @@ import { bigserial, index, integer, jsonb, pgTable, primaryKey, text, timestamp,
 
 /**
  * Notifications: the change feed behind SSE, the in-app inbox, and webhook endpoints with their delivery log.
- * `generation_events` is written only by the trigger on `generations` (drizzle/*_generation_events_feed.sql).
+ * `generation_events` is written only by the trigger on `generations` (drizzle/routines/change_feed.sql).
  */
 
 /** Every visible change of a generation, in per-user commit order; the id is the SSE event id. */

@@ -1,7 +1,6 @@
 import { and, eq, isNull } from 'drizzle-orm';
-import { undoReservation } from '../credits/ledger';
 import type { Db, Sql } from './client';
-import { generations, gpuQueueEntries, idempotencyKeys } from './schema';
+import { generations, gpuQueueEntries } from './schema';
 
 /**
  * What Postgres holds of an admitted submit whose workflow has not opened its row yet — the queued row (who, the request,
@@ -32,24 +31,4 @@ export type UnstartedJob = NonNullable<Awaited<ReturnType<typeof readUnstartedJo
 export async function unstartedJobIds(sql: Sql, jobIds: string[]): Promise<Set<string>> {
   const rows = await sql<{ id: string }[]>`select id from generations where id = any(${jobIds}) and status = 'queued' and run_opened_at is null`;
   return new Set(rows.map((r) => r.id));
-}
-
-/**
- * Undoes an admitted submit whose workflow Temporal refused to start (it answered; a submit it could not be reached for
- * is kept instead): its queued row, queue entry, idempotency key and credit reservation, in one transaction, as if it
- * had never been made, so the client's retry starts afresh. Only a row no workflow run has opened (run_opened_at is null) is undone; returns whether
- * it was.
- */
-export async function undoSubmission(db: Db, jobId: string): Promise<boolean> {
-  return db.transaction(async (tx) => {
-    const removed = await tx
-      .delete(generations)
-      .where(and(eq(generations.id, jobId), isNull(generations.runOpenedAt), eq(generations.status, 'queued')))
-      .returning({ id: generations.id });
-    if (removed.length === 0) return false;
-    await tx.delete(gpuQueueEntries).where(eq(gpuQueueEntries.jobId, jobId));
-    await tx.delete(idempotencyKeys).where(eq(idempotencyKeys.jobId, jobId));
-    await undoReservation(tx, jobId);
-    return true;
-  });
 }

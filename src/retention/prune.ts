@@ -61,7 +61,7 @@ export const PRUNE_STEPS: PruneStep[] = [
     // A finished job, oldest completion first, with what hangs off its id: its idempotency key (a key lives exactly as
     // long as its job: reused after, it names the same id, which is then free), queue entry, notification and finished
     // deliveries with their attempts. Its ledger entries stay for the ledger's window. Deleting it changes no count
-    // (drizzle/0016) and writes no change-feed event (the feed's trigger is on insert and update).
+    // (drizzle/routines/user_job_counts.sql) and writes no change-feed event (the feed's trigger is on insert and update).
     table: 'generations',
     async batch(sql, w, rowLimit) {
       // Each job goes with about four rows of other tables: a quarter as many jobs keeps the statement to its rows.

@@ -1,0 +1,88 @@
+import { createUser } from '../api/auth';
+import { admitSubmission, type SubmissionClaim } from '../api/admission-store';
+import { createDatabase, type Database } from '../db/client';
+import { creditBalance, ensureRunReservation, InsufficientCreditsError, reservationKey, reserveCredits, settleCredits, undoReservation } from './ledger';
+
+/**
+ * A credit reservation is made in one place (vg_reserve_credits, drizzle/routines/credit_reservation.sql) under the
+ * ledger's key: the submit's admission and the ledger make the same one, and the ledger finds, settles and undoes the
+ * admission's. Against the run's real Postgres.
+ */
+describe('one credit reservation for admission and the ledger', () => {
+  let database: Database;
+  beforeAll(() => {
+    const url = process.env.TEST_DATABASE_URL;
+    if (!url) throw new Error('run through jest (test/global-setup.ts)');
+    database = createDatabase(url, { max: 4 });
+  });
+  afterAll(async () => {
+    await database?.close();
+  });
+
+  const admit = (userId: string, jobId: string, credits: number) => {
+    const claim: SubmissionClaim = {
+      userId,
+      bucketKey: `test:${userId}`,
+      rate: { burst: 100, perSecond: 100 },
+      maxActive: 100,
+      dailyQuota: 100,
+      backlogFull: false,
+      idempotencyKey: undefined,
+      requestHash: 'h',
+      jobId,
+      credits,
+      acceptedAt: new Date(),
+      pool: 'gpu-test',
+      tier: 'pro',
+      fairnessWeight: 1,
+      prompt: 'a test',
+      params: {},
+    };
+    return admitSubmission(database.sql, claim);
+  };
+  const entries = (jobId: string) =>
+    database.sql<{ kind: string; amount: number; entry_key: string }[]>`select kind, amount, entry_key from credit_ledger where job_id = ${jobId} order by id`;
+
+  test("admission reserves what reserveCredits reserves, under the ledger's key; the ledger finds, settles and undoes it", async () => {
+    const { user } = await createUser(database.db, { name: 'reserving', tier: 'pro', credits: 100 });
+    const [admitted, reserved, undone] = ['admitted', 'reserved', 'undone'].map((name) => `gen_${user.id}_${name}`);
+
+    expect(await admit(user.id, admitted, 30)).toMatchObject({ outcome: 'admitted', available: 70 });
+    await database.db.transaction((tx) => reserveCredits(tx, user.id, reserved, 30));
+    expect(await entries(admitted)).toEqual([{ kind: 'reserve', amount: 30, entry_key: reservationKey(admitted) }]);
+    expect(await entries(reserved)).toEqual([{ kind: 'reserve', amount: 30, entry_key: reservationKey(reserved) }]);
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 40, reserved: 60, used: 0 });
+
+    // The job's first run finds the submit's reservation and reserves nothing; the workflow's end settles it.
+    expect(await ensureRunReservation(database.db, { jobId: admitted, userId: user.id, credits: 30 }, 'run-1')).toBe('held');
+    expect(await settleCredits(database.db, admitted, 'capture')).toBe('capture');
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 40, reserved: 30, used: 30 });
+
+    // An undone submit gives its reservation back; a settled one is never undone.
+    expect(await admit(user.id, undone, 10)).toMatchObject({ outcome: 'admitted', available: 30 });
+    await database.db.transaction(async (tx) => {
+      await undoReservation(tx, undone);
+      await undoReservation(tx, admitted);
+    });
+    expect(await entries(undone)).toEqual([]);
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 40, reserved: 30, used: 30 });
+  });
+
+  test('a reservation is made once per key, and when the credits are short neither writes anything', async () => {
+    const { user } = await createUser(database.db, { name: 'short', tier: 'pro', credits: 20 });
+    const job = `gen_${user.id}_once`;
+    await database.db.transaction((tx) => reserveCredits(tx, user.id, job, 15));
+    await database.db.transaction((tx) => reserveCredits(tx, user.id, job, 15));
+    expect(await admit(user.id, job, 5)).toMatchObject({ outcome: 'admitted', available: 5 });
+    expect(await entries(job)).toEqual([{ kind: 'reserve', amount: 15, entry_key: reservationKey(job) }]);
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 5, reserved: 15, used: 0 });
+
+    const dear = `gen_${user.id}_dear`;
+    await expect(database.db.transaction((tx) => reserveCredits(tx, user.id, dear, 6))).rejects.toEqual(new InsufficientCreditsError(6, 5));
+    expect(await admit(user.id, dear, 6)).toMatchObject({ outcome: 'insufficient_credits', available: 5 });
+    // Short credits refuse even a key already held (a job under the id of one retention pruned): admission's rule.
+    expect(await admit(user.id, job, 6)).toMatchObject({ outcome: 'insufficient_credits', available: 5 });
+    expect(await entries(dear)).toEqual([]);
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 5, reserved: 15, used: 0 });
+  });
+});

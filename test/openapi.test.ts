@@ -199,6 +199,9 @@ describe('the OpenAPI document at /openapi.json', () => {
     const id: string = submitted.body.id;
     expectDocumented('getGeneration', await api.get(id));
     expectDocumented('getGeneration', await api.get('gen_unknown'));
+    expectDocumented('retryGeneration', await api.call('POST', `/v1/generations/${id}/retry`, undefined, { 'idempotency-key': 'docs-rerun-1' }));
+    expectDocumented('retryGeneration', await api.call('POST', `/v1/generations/${id}/retry`, undefined, { 'idempotency-key': 'docs-1' }));
+    expectDocumented('retryGeneration', await api.call('POST', '/v1/generations/gen_unknown/retry'));
     expectDocumented('listGenerations', await api.list('?limit=1'));
     expectDocumented('listGenerations', await api.list('?limit=0'));
     const jobEvents = await openEventStream(`${stack.apiUrl}/v1/generations/${id}/events`, apiKey);

@@ -66,6 +66,8 @@ export interface SubmissionClaim {
   /** The queued row's prompt and params (projection.ts rowParams). */
   prompt: string;
   params: Record<string, unknown>;
+  /** The job a rerun repeats (its queued row's retry_of); unset for a submit. */
+  retryOf?: string;
 }
 
 /**
@@ -94,6 +96,7 @@ export function claimRecord(c: SubmissionClaim) {
     fairness_weight: c.fairnessWeight,
     prompt: c.prompt,
     params: c.params,
+    retry_of: c.retryOf ?? null,
   };
 }
 

@@ -162,6 +162,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
         fairnessWeight,
         prompt: submission.request.prompt,
         params: rowParams(submission.request),
+        retryOf: submission.retryOf,
       });
       if (outcome.outcome !== 'rate_limited') return { admission: outcome };
       // Whoever is next in line is refused at once, without a round trip.

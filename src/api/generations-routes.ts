@@ -1,7 +1,8 @@
-import { Router } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { getGeneration, listGenerations, type ListedGeneration } from '../db/projection';
 import type { Sql } from '../db/client';
-import type { GenerationRow } from '../db/schema';
+import type { GenerationRow, UserRow } from '../db/schema';
+import { requestFromRow } from '../contracts/generation-start';
 import type { GenerationRequest } from '../domain/generation';
 import { refusals, submissions } from '../lib/metrics';
 import type { Admission } from './admission';
@@ -25,16 +26,19 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
     return rows.map((row) => toGenerationResource(row, positions?.get(row.id)));
   }
 
-  router.post('/', async (req, res) => {
+  /**
+   * A submit, or a rerun of an earlier job (`retryOf`): the same admission, answer and headers. `requestOf` reads the
+   * request (the body, or the earlier job's row) inside the refusal count, so a bad body or an unknown job counts as one.
+   */
+  async function submit(req: Request, res: Response, requestOf: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>) {
     const user = currentUser(req);
     const key = req.get('idempotency-key');
     const idempotencyKey = key === undefined ? undefined : parseOr400(idempotencyKeyHeader, key, 'invalid_idempotency_key');
     let submitted;
     try {
-      const body = parseOr400(createGenerationBody, req.body ?? {});
-      const request: GenerationRequest = { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) };
+      const { request, retryOf } = await requestOf(user);
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
-      submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey), deps);
+      submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey, retryOf), deps);
     } catch (err) {
       refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
       throw err;
@@ -46,7 +50,23 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
     if (replayed) res.set('Idempotent-Replayed', 'true');
     const [resource] = queue ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
     res.status(202).location(`/v1/generations/${generation.id}`).json(resource);
-  });
+  }
+
+  router.post('/', (req, res) =>
+    submit(req, res, async () => {
+      const body = parseOr400(createGenerationBody, req.body ?? {});
+      return { request: { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) } };
+    }),
+  );
+
+  /** A new job with the request of one of mine, linked to it by retry_of; admitted, answered and idempotent like a submit. */
+  router.post('/:id/retry', (req, res) =>
+    submit(req, res, async (user) => {
+      const earlier = await getGeneration(deps.db, user.id, req.params.id);
+      if (!earlier) throw notFound('generation');
+      return { request: requestFromRow(earlier), retryOf: earlier.id };
+    }),
+  );
 
   router.get('/', async (req, res) => {
     const user = currentUser(req);

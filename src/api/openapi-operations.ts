@@ -129,6 +129,25 @@ export const operations: Operation[] = [
     errors: [404, 409, 503],
   },
   {
+    method: 'post',
+    path: '/v1/generations/:id/retry',
+    operationId: 'retryGeneration',
+    tag: 'generations',
+    summary: 'Run one of my generations again',
+    description:
+      'A new job with the same request as the one named (whatever its status), its `retry_of` naming it; answered 202 like a ' +
+      'submit, under the same admission (rate, active jobs, daily quota, backlog, credits: 402/429). With an Idempotency-Key of ' +
+      'its own, a retry of the call returns the same new job (Idempotent-Replayed: true); a key used for a submit or a rerun ' +
+      'of another job is 422; without a key every call makes a new job.',
+    auth: 'user',
+    pathParams: generationId,
+    headers: ['Idempotency-Key'],
+    responses: [
+      { status: 202, description: 'the new job (or the replayed one)', schema: res.generationResource, headers: ['Location', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'] },
+    ],
+    errors: [400, 402, 404, 422, 429, 503],
+  },
+  {
     method: 'get',
     path: '/v1/events',
     operationId: 'streamEvents',

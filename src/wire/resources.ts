@@ -65,6 +65,7 @@ export const generationResource = component(
       started_at: timestamp.nullable(),
       completed_at: timestamp.nullable(),
       updated_at: timestamp,
+      retry_of: z.string().nullable().meta({ description: 'the generation this one reruns (POST /v1/generations/{id}/retry); null for a submit' }),
     })
     .meta({ description: 'One text-to-video job, as projected from its workflow.' }),
 );

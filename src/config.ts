@@ -104,6 +104,9 @@ const envSchema = z.object({
   GPU_CAPACITY_REFRESH_MS: z.coerce.number().int().min(100).default(5_000),
   RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(20),
   RATE_LIMIT_PER_SECOND: z.coerce.number().positive().default(2),
+  /** POST /v1/generations/estimate per user and API process (they take no submit token, but each costs an admission). */
+  ESTIMATE_BURST: z.coerce.number().int().min(1).default(20),
+  ESTIMATES_PER_SECOND: z.coerce.number().positive().default(5),
   TIER_MAX_ACTIVE_JOBS: tierNumbers('free:10,pro:50,enterprise:200', { min: 1 }),
   TIER_DAILY_QUOTA: tierNumbers('free:200,pro:5000,enterprise:50000', { min: 1 }),
   TIER_BACKLOG_PER_SLOT: tierNumbers('free:10,pro:50,enterprise:100', { min: 0.01 }),
@@ -282,6 +285,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     admission: {
       burst: e.RATE_LIMIT_BURST,
       refillPerSecond: e.RATE_LIMIT_PER_SECOND,
+      estimates: { burst: e.ESTIMATE_BURST, perSecond: e.ESTIMATES_PER_SECOND },
       tiers: tierLimits(e),
       etaWindowMs: e.QUEUE_ETA_WINDOW_MS,
     },

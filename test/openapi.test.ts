@@ -192,6 +192,8 @@ describe('the OpenAPI document at /openapi.json', () => {
     const events = await openEventStream(`${stack.apiUrl}/v1/events`, apiKey);
     streams.push(events);
 
+    expectDocumented('estimateGeneration', await api.call('POST', '/v1/generations/estimate', { prompt: 'a kite over the dunes' }));
+    expectDocumented('estimateGeneration', await api.call('POST', '/v1/generations/estimate', { prompt: 'a kite', duration_seconds: 0 }));
     const submitted = await api.submit({ prompt: 'a kite over the dunes' }, 'docs-1');
     expectDocumented('createGeneration', submitted);
     expectDocumented('createGeneration', await api.submit({ prompt: 'another body' }, 'docs-1'));

@@ -11,9 +11,16 @@ import { cancelGeneration } from './cancel';
 import { ApiError, notFound } from '../wire/errors';
 import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from '../wire/requests';
 import { decodeCursor, encodeCursor, toGenerationResource } from '../wire/serialize';
+import type { GenerationEstimate } from '../wire/resources';
 import type { QueuePositions } from './queue-position';
 import { describeSubmission, type SubmitDeps } from './submit';
 import { parseOr400 } from './validation';
+
+/** A submit's body as the request it asks for (its metadata in key order, so equal requests hash alike). */
+function requestOf(body: unknown): GenerationRequest {
+  const parsed = parseOr400(createGenerationBody, body ?? {});
+  return { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
+}
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
 export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admission; queue: QueuePositions }): Router {
@@ -53,11 +60,24 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
   }
 
   router.post('/', (req, res) =>
-    submit(req, res, async () => {
-      const body = parseOr400(createGenerationBody, req.body ?? {});
-      return { request: { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) } };
-    }),
+    submit(req, res, async () => ({ request: requestOf(req.body) })),
   );
+
+  /**
+   * What a submit of this body would get now, changing nothing: its price, whether it would be admitted (and if not, the
+   * code and message a submit would be refused with), and where it would start in the queue.
+   */
+  router.post('/estimate', async (req, res) => {
+    const user = currentUser(req);
+    const estimate = await deps.admission.estimate(describeSubmission(user, requestOf(req.body), undefined));
+    res.json({
+      credits: estimate.credits,
+      admitted: estimate.admitted,
+      refusal: estimate.refusal,
+      queue_position: estimate.queue?.position ?? null,
+      eta_seconds: estimate.queue?.etaSeconds ?? null,
+    } satisfies GenerationEstimate);
+  });
 
   /** A new job with the request of one of mine, linked to it by retry_of; admitted, answered and idempotent like a submit. */
   router.post('/:id/retry', (req, res) =>

@@ -91,6 +91,22 @@ export const operations: Operation[] = [
     errors: [400, 402, 422, 429, 503],
   },
   {
+    method: 'post',
+    path: '/v1/generations/estimate',
+    operationId: 'estimateGeneration',
+    tag: 'generations',
+    summary: 'What a submit of this body would get now',
+    description:
+      'Takes a submit body and answers its price, whether a submit would be admitted now and, if not, the code and message it ' +
+      'would be refused with (the same admission runs and is rolled back: no rate-limit token is taken, nothing is reserved or ' +
+      'written), and the queue position and ETA it would start with. At most ESTIMATE_BURST estimates at once per user and ' +
+      'ESTIMATES_PER_SECOND after (429 estimate_rate_limited). A body a submit would refuse as invalid is 400 here too.',
+    auth: 'user',
+    body: { id: 'CreateGenerationRequest', schema: createGenerationBody },
+    responses: [{ status: 200, description: 'the estimate', schema: res.generationEstimate }],
+    errors: [400],
+  },
+  {
     method: 'get',
     path: '/v1/generations',
     operationId: 'listGenerations',

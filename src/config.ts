@@ -163,6 +163,8 @@ const envSchema = z.object({
   AUTH_FAILURES_PER_SECOND: z.coerce.number().positive().default(1),
   SSE_MAX_STREAMS_PER_USER: z.coerce.number().int().min(1).default(20),
   SSE_MAX_STREAMS: z.coerce.number().int().min(1).default(5_000),
+  PREFER_WAIT_MAX_PER_USER: z.coerce.number().int().min(1).default(20),
+  PREFER_WAIT_MAX: z.coerce.number().int().min(1).default(2_000),
   SSE_RESUME_MAX_EVENTS: z.coerce.number().int().min(1).default(1_000),
   SSE_RESUME_MAX_AGE_MS: z.coerce.number().int().min(1_000).default(60 * 60_000),
   SSE_SLOW_CLIENT_MS: z.coerce.number().int().min(100).default(30_000),
@@ -314,6 +316,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       /** Open event streams one user may have on one API process, and all users together. */
       sseMaxStreamsPerUser: e.SSE_MAX_STREAMS_PER_USER,
       sseMaxStreams: e.SSE_MAX_STREAMS,
+      /** Requests waiting under Prefer: wait one user may have on one API process, and all users together. */
+      preferWaitMaxPerUser: e.PREFER_WAIT_MAX_PER_USER,
+      preferWaitMax: e.PREFER_WAIT_MAX,
       /** A Last-Event-ID further back than this many events, or than this age, is not replayed: the client re-lists. */
       sseResumeMaxEvents: e.SSE_RESUME_MAX_EVENTS,
       sseResumeMaxAgeMs: e.SSE_RESUME_MAX_AGE_MS,

@@ -198,6 +198,10 @@ describe('the OpenAPI document at /openapi.json', () => {
     expectDocumented('createGeneration', submitted);
     expectDocumented('createGeneration', await api.submit({ prompt: 'another body' }, 'docs-1'));
     expectDocumented('createGeneration', await api.submit({ prompt: '' }));
+    const waited = await api.call('POST', '/v1/generations', { prompt: 'a kite that lands' }, { prefer: 'wait=30' });
+    expectDocumented('createGeneration', waited);
+    expect(waited.headers.get('preference-applied')).toBe('wait=30');
+    expectDocumented('getGeneration', await api.call('GET', `/v1/generations/${waited.body.id}`, undefined, { prefer: 'wait=5' }));
     const id: string = submitted.body.id;
     expectDocumented('getGeneration', await api.get(id));
     expectDocumented('getGeneration', await api.get('gen_unknown'));

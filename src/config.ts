@@ -104,6 +104,9 @@ const envSchema = z.object({
   GPU_CAPACITY_REFRESH_MS: z.coerce.number().int().min(100).default(5_000),
   RATE_LIMIT_BURST: z.coerce.number().int().min(1).default(20),
   RATE_LIMIT_PER_SECOND: z.coerce.number().positive().default(2),
+  /** POST /v1/generations/estimate per user and API process (they take no submit token, but each costs an admission). */
+  ESTIMATE_BURST: z.coerce.number().int().min(1).default(20),
+  ESTIMATES_PER_SECOND: z.coerce.number().positive().default(5),
   TIER_MAX_ACTIVE_JOBS: tierNumbers('free:10,pro:50,enterprise:200', { min: 1 }),
   TIER_DAILY_QUOTA: tierNumbers('free:200,pro:5000,enterprise:50000', { min: 1 }),
   TIER_BACKLOG_PER_SLOT: tierNumbers('free:10,pro:50,enterprise:100', { min: 0.01 }),
@@ -160,6 +163,8 @@ const envSchema = z.object({
   AUTH_FAILURES_PER_SECOND: z.coerce.number().positive().default(1),
   SSE_MAX_STREAMS_PER_USER: z.coerce.number().int().min(1).default(20),
   SSE_MAX_STREAMS: z.coerce.number().int().min(1).default(5_000),
+  PREFER_WAIT_MAX_PER_USER: z.coerce.number().int().min(1).default(20),
+  PREFER_WAIT_MAX: z.coerce.number().int().min(1).default(2_000),
   SSE_RESUME_MAX_EVENTS: z.coerce.number().int().min(1).default(1_000),
   SSE_RESUME_MAX_AGE_MS: z.coerce.number().int().min(1_000).default(60 * 60_000),
   SSE_SLOW_CLIENT_MS: z.coerce.number().int().min(100).default(30_000),
@@ -282,6 +287,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     admission: {
       burst: e.RATE_LIMIT_BURST,
       refillPerSecond: e.RATE_LIMIT_PER_SECOND,
+      estimates: { burst: e.ESTIMATE_BURST, perSecond: e.ESTIMATES_PER_SECOND },
       tiers: tierLimits(e),
       etaWindowMs: e.QUEUE_ETA_WINDOW_MS,
     },
@@ -310,6 +316,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       /** Open event streams one user may have on one API process, and all users together. */
       sseMaxStreamsPerUser: e.SSE_MAX_STREAMS_PER_USER,
       sseMaxStreams: e.SSE_MAX_STREAMS,
+      /** Requests waiting under Prefer: wait one user may have on one API process, and all users together. */
+      preferWaitMaxPerUser: e.PREFER_WAIT_MAX_PER_USER,
+      preferWaitMax: e.PREFER_WAIT_MAX,
       /** A Last-Event-ID further back than this many events, or than this age, is not replayed: the client re-lists. */
       sseResumeMaxEvents: e.SSE_RESUME_MAX_EVENTS,
       sseResumeMaxAgeMs: e.SSE_RESUME_MAX_AGE_MS,

@@ -192,13 +192,22 @@ describe('the OpenAPI document at /openapi.json', () => {
     const events = await openEventStream(`${stack.apiUrl}/v1/events`, apiKey);
     streams.push(events);
 
+    expectDocumented('estimateGeneration', await api.call('POST', '/v1/generations/estimate', { prompt: 'a kite over the dunes' }));
+    expectDocumented('estimateGeneration', await api.call('POST', '/v1/generations/estimate', { prompt: 'a kite', duration_seconds: 0 }));
     const submitted = await api.submit({ prompt: 'a kite over the dunes' }, 'docs-1');
     expectDocumented('createGeneration', submitted);
     expectDocumented('createGeneration', await api.submit({ prompt: 'another body' }, 'docs-1'));
     expectDocumented('createGeneration', await api.submit({ prompt: '' }));
+    const waited = await api.call('POST', '/v1/generations', { prompt: 'a kite that lands' }, { prefer: 'wait=30' });
+    expectDocumented('createGeneration', waited);
+    expect(waited.headers.get('preference-applied')).toBe('wait=30');
+    expectDocumented('getGeneration', await api.call('GET', `/v1/generations/${waited.body.id}`, undefined, { prefer: 'wait=5' }));
     const id: string = submitted.body.id;
     expectDocumented('getGeneration', await api.get(id));
     expectDocumented('getGeneration', await api.get('gen_unknown'));
+    expectDocumented('retryGeneration', await api.call('POST', `/v1/generations/${id}/retry`, undefined, { 'idempotency-key': 'docs-rerun-1' }));
+    expectDocumented('retryGeneration', await api.call('POST', `/v1/generations/${id}/retry`, undefined, { 'idempotency-key': 'docs-1' }));
+    expectDocumented('retryGeneration', await api.call('POST', '/v1/generations/gen_unknown/retry'));
     expectDocumented('listGenerations', await api.list('?limit=1'));
     expectDocumented('listGenerations', await api.list('?limit=0'));
     const jobEvents = await openEventStream(`${stack.apiUrl}/v1/generations/${id}/events`, apiKey);

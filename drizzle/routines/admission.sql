@@ -38,7 +38,9 @@ CREATE TYPE vg_admission_claim AS (
   fairness_weight real,
   -- Its queued row's request: the prompt, and the rest as src/db/projection.ts rowParams keeps it.
   prompt text,
-  params jsonb
+  params jsonb,
+  -- The job a rerun repeats (POST /v1/generations/:id/retry); null for a submit.
+  retry_of text
 );
 
 -- Under the user's advisory lock (so concurrent submits of one user, on any API instance, are decided one after another):
@@ -141,7 +143,7 @@ BEGIN
     SELECT g.created_at INTO oldest_queued_at FROM generations g
     WHERE g.user_id = claim.user_id AND g.status_rank = 0 ORDER BY g.created_at LIMIT 1;
   END IF;
-  PERFORM vg_write_queued_generation(claim.job_id, claim.user_id, claim.tier, claim.prompt, claim.params, claim.accepted_at);
+  PERFORM vg_write_queued_generation(claim.job_id, claim.user_id, claim.tier, claim.prompt, claim.params, claim.accepted_at, NULL, claim.retry_of);
   outcome := 'admitted';
 END
 $$;

@@ -10,21 +10,26 @@
 -- is reset to it (for the first run that only stamps it; a newer run, after an operator's reset, reopens the job as
 -- queued). One statement, so an undo of the submit (src/db/submissions.ts, which takes only rows no run has opened)
 -- either comes first and the row is made again, or finds it opened and leaves it. Returns whether it wrote.
+-- p_retry_of: the job a rerun repeats (POST /v1/generations/:id/retry), written with the row and never changed.
+
+-- The version without p_retry_of: an overload beside the new one would make a call of seven arguments ambiguous.
+DROP FUNCTION IF EXISTS vg_write_queued_generation(text, text, text, text, jsonb, timestamptz, timestamptz);
 CREATE OR REPLACE FUNCTION vg_write_queued_generation(
   p_job_id text, p_user_id text, p_tier text, p_prompt text, p_params jsonb, p_accepted_at timestamptz,
-  p_run_opened_at timestamptz DEFAULT NULL
+  p_run_opened_at timestamptz DEFAULT NULL, p_retry_of text DEFAULT NULL
 ) RETURNS boolean
 LANGUAGE plpgsql AS $$
 BEGIN
   INSERT INTO generations AS g (
     id, user_id, tier, status, status_rank, prompt, params, attempt, progress, backend_job_id, dispatcher, run_opened_at,
-    expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at
+    expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at, retry_of
   )
   VALUES (
     p_job_id, p_user_id, p_tier, 'queued', 0, p_prompt, p_params, 0, 0, NULL, NULL, p_run_opened_at,
-    NULL, NULL, NULL, p_accepted_at, NULL, NULL, CASE WHEN p_run_opened_at IS NULL THEN p_accepted_at ELSE now() END
+    NULL, NULL, NULL, p_accepted_at, NULL, NULL, CASE WHEN p_run_opened_at IS NULL THEN p_accepted_at ELSE now() END,
+    p_retry_of
   )
-  -- Every column of the queued row but the job's identity and its request. A run-less write never gets past the WHERE
+  -- Every column of the queued row but the job's identity and its request (retry_of among them). A run-less write never gets past the WHERE
   -- (a job that has a row keeps it as it is).
   ON CONFLICT (id) DO UPDATE SET (
     status, status_rank, attempt, progress, backend_job_id, dispatcher, run_opened_at, expected_done_at, video_url,

@@ -66,6 +66,8 @@ export interface SubmissionClaim {
   /** The queued row's prompt and params (projection.ts rowParams). */
   prompt: string;
   params: Record<string, unknown>;
+  /** The job a rerun repeats (its queued row's retry_of); unset for a submit. */
+  retryOf?: string;
 }
 
 /**
@@ -94,6 +96,7 @@ export function claimRecord(c: SubmissionClaim) {
     fairness_weight: c.fairnessWeight,
     prompt: c.prompt,
     params: c.params,
+    retry_of: c.retryOf ?? null,
   };
 }
 
@@ -119,6 +122,19 @@ const asDate = (value: Date | string | null) => (value === null ? null : new Dat
  */
 export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<AdmissionOutcome> {
   const [row] = await sql<AdmissionRow[]>`select * from vg_admit_submission(${JSON.stringify(claimRecord(c))}::jsonb)`;
+  return outcomeOf(row, c);
+}
+
+/**
+ * estimateSubmission: what admitSubmission would answer for the claim now, with nothing written and no token taken
+ * (vg_estimate_submission, drizzle/routines/estimate.sql: the same function, its writes rolled back).
+ */
+export async function estimateSubmission(sql: Sql, c: SubmissionClaim): Promise<AdmissionOutcome> {
+  const [row] = await sql<AdmissionRow[]>`select * from vg_estimate_submission(${JSON.stringify(claimRecord(c))}::jsonb)`;
+  return outcomeOf(row, c);
+}
+
+function outcomeOf(row: AdmissionRow, c: SubmissionClaim): AdmissionOutcome {
   const tokens = row.tokens ?? 0;
   const counts = { active: row.active ?? 0, today: row.today ?? 0 };
   switch (row.outcome) {

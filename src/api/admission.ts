@@ -2,7 +2,8 @@ import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
-import { admitSubmission, countUserJobs, idempotencyKeysTaken, peekRequestTokens, type UserJobCounts } from './admission-store';
+import { admitSubmission, countUserJobs, estimateSubmission, idempotencyKeysTaken, peekRequestTokens, type AdmissionOutcome, type SubmissionClaim, type UserJobCounts } from './admission-store';
+import { TokenBuckets } from './token-buckets';
 import { ApiError } from '../wire/errors';
 import type { QueuePositions, ServiceEstimate } from './queue-position';
 import type { QueueInfo } from '../wire/serialize';
@@ -28,6 +29,16 @@ export interface Admitted {
 }
 
 export type Admission = ReturnType<typeof createAdmission>;
+
+/** What a submit would get now (POST /v1/generations/estimate). */
+export interface SubmissionEstimate {
+  credits: number;
+  admitted: boolean;
+  /** The refusal a submit would get now: its code and message, as the submit's error would carry them. */
+  refusal: { code: string; message: string } | null;
+  /** Where it would start in the queue, when admitted. */
+  queue: QueueInfo | null;
+}
 
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
@@ -58,6 +69,8 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
    */
   const keyProbes = new KeyProbes((userId, keys) => idempotencyKeysTaken(sql, userId, keys), KEY_PROBE_LINGER_MS);
   const emptyBuckets = new Map<string, { tokens: number; at: number; counts: UserJobCounts }>();
+  /** Estimates per user in this process (bounded memory: TokenBuckets forgets the idlest users first). */
+  const estimates = new TokenBuckets({ ...config.admission.estimates, maxKeys: EMPTY_BUCKETS_MAX });
 
   /** The bucket's level now when this process knows it is still below one token. */
   function knownEmpty(userId: string): { tokens: number; counts: UserJobCounts } | undefined {
@@ -126,11 +139,11 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   const slotTurnover = (e: ServiceEstimate) => (e.meanRunSeconds === null ? 10 : e.meanRunSeconds / Math.max(1, e.capacity));
 
   /**
-   * Admits a submit and starts it, or refuses it. One round trip to Postgres (vg_admit_submission: replay, token bucket,
-   * limits, key, credits, queue entry and queued row, decided under the user's lock and written together), then the
-   * workflow start; the tier's backlog and the answer's queue position come from the pool's queue summary.
+   * What admission decides for a submit: `ask` puts the claim to Postgres (the real admission, or its rolled-back estimate)
+   * and the answer is mapped to the refusal a client gets, so a submit and an estimate are refused alike. The tier's
+   * backlog comes from the pool's queue summary, decided on a fresh count when it looks full.
    */
-  async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
+  async function decide(submission: Submission, ask: (claim: SubmissionClaim) => Promise<AdmissionOutcome>) {
     const { user } = submission;
     const limits = limitsOf(user.tier);
     await refuseIfKnownEmpty(submission, limits);
@@ -145,7 +158,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       // A submit ahead of this one may have found the bucket empty meanwhile.
       await refuseIfKnownEmpty(submission, limits);
       const askedAt = Date.now();
-      const outcome = await admitSubmission(sql, {
+      const outcome = await ask({
         userId: user.id,
         bucketKey: bucketKey(user.id),
         rate,
@@ -162,6 +175,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
         fairnessWeight,
         prompt: submission.request.prompt,
         params: rowParams(submission.request),
+        retryOf: submission.retryOf,
       });
       if (outcome.outcome !== 'rate_limited') return { admission: outcome };
       // Whoever is next in line is refused at once, without a round trip.
@@ -169,42 +183,93 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       rememberEmpty(user.id, outcome.tokens, askedAt, counts);
       return { admission: outcome, refusedCounts: counts };
     });
-    switch (admission.outcome) {
-      case 'replay':
-        return { result: await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt }), headers: {} };
-      case 'rate_limited':
-        throw rateLimited(limits, admission.tokens, refusedCounts!);
-      case 'too_many_active_jobs':
-        throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600),
-          policyStates(limits, admission.tokens, admission.counts), { limit: limits.maxActiveJobs, active: admission.counts.active });
-      case 'daily_quota_exceeded':
-        throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(),
-          policyStates(limits, admission.tokens, admission.counts), { limit: limits.dailyQuota });
-      case 'capacity_exhausted':
-        throw refuse('capacity_exhausted', `the ${user.tier} tier's queue is full (${bound} jobs at the current GPU capacity)`,
-          clamp((backlog - bound + 1) * slotTurnover(estimate), 1, 3_600), policyStates(limits, admission.tokens, admission.counts),
-          { tier: user.tier, backlog, bound, capacity: estimate.capacity });
-      case 'insufficient_credits':
-        throw new ApiError(402, 'insufficient_credits', `this generation costs ${submission.credits} credits; ${admission.available} available`, {
-          needed: submission.credits,
-          available: admission.available,
-        });
+    const refusal = ((): ApiError | undefined => {
+      switch (admission.outcome) {
+        case 'replay':
+        case 'admitted':
+          return undefined;
+        case 'rate_limited':
+          return rateLimited(limits, admission.tokens, refusedCounts!);
+        case 'too_many_active_jobs':
+          return refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600),
+            policyStates(limits, admission.tokens, admission.counts), { limit: limits.maxActiveJobs, active: admission.counts.active });
+        case 'daily_quota_exceeded':
+          return refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(),
+            policyStates(limits, admission.tokens, admission.counts), { limit: limits.dailyQuota });
+        case 'capacity_exhausted':
+          return refuse('capacity_exhausted', `the ${user.tier} tier's queue is full (${bound} jobs at the current GPU capacity)`,
+            clamp((backlog - bound + 1) * slotTurnover(estimate), 1, 3_600), policyStates(limits, admission.tokens, admission.counts),
+            { tier: user.tier, backlog, bound, capacity: estimate.capacity });
+        case 'insufficient_credits':
+          return new ApiError(402, 'insufficient_credits', `this generation costs ${submission.credits} credits; ${admission.available} available`, {
+            needed: submission.credits,
+            available: admission.available,
+          });
+      }
+    })();
+    return { admission, refusal, limits, fairnessWeight };
+  }
+
+  /** A new job's place in the queue, from what admission read under the user's lock (no query of its own). */
+  function placeOfNew(userId: string, fairnessWeight: number, admitted: Extract<AdmissionOutcome, { outcome: 'admitted' }>, createdAt: Date): Promise<QueueInfo> {
+    return queue.positionOfNew(userId, {
+      weight: fairnessWeight,
+      queuedBefore: admitted.queue.queuedBefore,
+      oldestAt: (admitted.queue.oldestQueuedAt ?? createdAt).getTime(),
+    });
+  }
+
+  /**
+   * Admits a submit and starts it, or refuses it. One round trip to Postgres (vg_admit_submission: replay, token bucket,
+   * limits, key, credits, queue entry and queued row, decided under the user's lock and written together), then the
+   * workflow start; the tier's backlog and the answer's queue position come from the pool's queue summary.
+   */
+  async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
+    const { user } = submission;
+    const { admission, refusal, limits, fairnessWeight } = await decide(submission, (claim) => admitSubmission(sql, claim));
+    if (refusal) throw refusal;
+    if (admission.outcome === 'replay') {
+      return { result: await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt }), headers: {} };
     }
+    if (admission.outcome !== 'admitted') throw new Error(`admission answered ${admission.outcome} without a refusal`);
 
     const priorityKey = firstJobPriority(admission.counts.active, config.generation.firstJobPriority);
     const generation = await startAdmitted(deps, submission, { priorityKey });
     queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt });
     const { counts } = admission;
-    const place = await queue.positionOfNew(user.id, {
-      weight: fairnessWeight,
-      queuedBefore: admission.queue.queuedBefore,
-      oldestAt: (admission.queue.oldestQueuedAt ?? generation.createdAt).getTime(),
-    });
+    const place = await placeOfNew(user.id, fairnessWeight, admission, generation.createdAt);
     return {
       result: { generation, replayed: false },
       queue: place,
       headers: rateLimitHeaders(policyStates(limits, admission.tokens, { active: counts.active + 1, today: counts.today + 1 })),
     };
+  }
+
+  /**
+   * What a submit of this request would get now, changing nothing (POST /v1/generations/estimate): its price, and either
+   * the place it would start at or the refusal (code and message) a submit would get. The same decision as admit's, put
+   * to vg_estimate_submission, which runs the admission and rolls its writes back: no token is taken, nothing is kept.
+   * Estimates are paced per user in this process (they take no submit token, but each costs Postgres an admission).
+   */
+  async function estimateOf(submission: Submission): Promise<SubmissionEstimate> {
+    const { user } = submission;
+    if (!estimates.take(user.id)) {
+      const retryAfter = Math.max(1, Math.ceil(estimates.waitSeconds(user.id)));
+      throw new ApiError(429, 'estimate_rate_limited', `at most ${config.admission.estimates.burst} estimates at once and ${config.admission.estimates.perSecond} per second`,
+        { retry_after_seconds: retryAfter }, { 'Retry-After': String(retryAfter) });
+    }
+    let decided;
+    try {
+      decided = await decide(submission, (claim) => estimateSubmission(sql, claim));
+    } catch (err) {
+      // Refused in this process (the user's bucket is known to be empty): the refusal a submit would get.
+      if (err instanceof ApiError && err.code === 'rate_limited') return { credits: submission.credits, admitted: false, refusal: { code: err.code, message: err.message }, queue: null };
+      throw err;
+    }
+    const { admission, refusal, fairnessWeight } = decided;
+    if (refusal) return { credits: submission.credits, admitted: false, refusal: { code: refusal.code, message: refusal.message }, queue: null };
+    if (admission.outcome !== 'admitted') throw new Error(`an estimate's admission answered ${admission.outcome}`);
+    return { credits: submission.credits, admitted: true, refusal: null, queue: await placeOfNew(user.id, fairnessWeight, admission, submission.acceptedAt) };
   }
 
   /** The user's limits and what is left of them (GET /v1/usage). */
@@ -234,5 +299,5 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     };
   }
 
-  return { admit, usage };
+  return { admit, estimate: estimateOf, usage };
 }

@@ -9,7 +9,8 @@ import { generationsRouter } from './generations-routes';
 import { usageRouter } from './usage-routes';
 import { createAdmission } from './admission';
 import { createQueuePositions } from './queue-position';
-import { eventsRouter } from './events-routes';
+import { eventHub, eventsRouter } from './events-routes';
+import { WaitSlots } from './prefer-wait';
 import { notificationsRouter } from './notifications-routes';
 import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoints-routes';
 import { apiDocsRouter } from './docs-page';
@@ -29,6 +30,9 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   const relay = given ?? createServiceStartRelay({ client, config, sql, logger });
   const queue = createQueuePositions({ sql, config });
   const admission = createAdmission({ sql, config, queue });
+  // One change-feed reader per process, for event streams and for waits (Prefer: wait) alike.
+  const hub = eventHub(sql, logger, config);
+  const waits = new WaitSlots({ perUser: config.notifications.preferWaitMaxPerUser, total: config.notifications.preferWaitMax });
   const app = express();
   app.disable('x-powered-by');
   // A client's address (req.ip) is the socket's unless TRUST_PROXY names the proxies in front.
@@ -51,8 +55,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
 
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.
   // A stream of one job (/v1/generations/:id/events) matches none of these routes and goes on to the events router.
-  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, relay, admission, queue }));
-  app.use('/v1', eventsRouter({ db, sql, logger, config, positionsOf: (userId) => queue.positions(userId) }));
+  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, relay, admission, queue, hub, waits }));
+  app.use('/v1', eventsRouter({ db, sql, logger, config, positionsOf: (userId) => queue.positions(userId), hub }));
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
   app.use('/v1', webhookEndpointsRouter({ db, client, config }));

@@ -17,12 +17,27 @@ import { notFound } from '../wire/errors';
  * `stream.resync_required` event tells the client to re-list); queued jobs' positions are polled once per user and sent
  * as `generation.queue_position` events, which carry no id. Streams are capped per user and per process (429).
  */
-export function eventsRouter({ db, sql, logger, config, positionsOf }: { db: Db; sql: Sql; logger: Logger; config: Config; positionsOf?: QueuePositionsOf }): Router {
+export function eventsRouter({
+  db,
+  sql,
+  logger,
+  config,
+  positionsOf,
+  hub,
+}: {
+  db: Db;
+  sql: Sql;
+  logger: Logger;
+  config: Config;
+  positionsOf?: QueuePositionsOf;
+  /** The process's change-feed reader, shared with the waits of Prefer: wait (one poll for both); made here when not given. */
+  hub?: GenerationEventHub;
+}): Router {
   const router = Router();
   const n = config.notifications;
   const slots = new StreamSlots({ perUser: n.sseMaxStreamsPerUser, total: n.sseMaxStreams });
   const streams: EventStreams = {
-    hub: new GenerationEventHub(sql, logger, n.ssePollMs, { maxEvents: n.sseResumeMaxEvents, maxAgeMs: n.sseResumeMaxAgeMs }),
+    hub: hub ?? eventHub(sql, logger, config),
     revocations: new RevokedKeyWatch(sql, logger, n.sseKeyCheckMs),
     queue: positionsOf ? new QueuePositionPoller(positionsOf, n.sseQueuePositionMs) : undefined,
     keepAliveMs: n.sseKeepAliveMs,
@@ -46,4 +61,10 @@ export function eventsRouter({ db, sql, logger, config, positionsOf }: { db: Db;
   });
 
   return router;
+}
+
+/** The change-feed reader of an API process, as the settings make it. */
+export function eventHub(sql: Sql, logger: Logger, config: Config): GenerationEventHub {
+  const n = config.notifications;
+  return new GenerationEventHub(sql, logger, n.ssePollMs, { maxEvents: n.sseResumeMaxEvents, maxAgeMs: n.sseResumeMaxAgeMs });
 }

@@ -1,7 +1,8 @@
-import { Router } from 'express';
+import { Router, type Request, type Response } from 'express';
 import { getGeneration, listGenerations, type ListedGeneration } from '../db/projection';
 import type { Sql } from '../db/client';
-import type { GenerationRow } from '../db/schema';
+import type { GenerationRow, UserRow } from '../db/schema';
+import { requestFromRow } from '../contracts/generation-start';
 import type { GenerationRequest } from '../domain/generation';
 import { refusals, submissions } from '../lib/metrics';
 import type { Admission } from './admission';
@@ -10,12 +11,24 @@ import { cancelGeneration } from './cancel';
 import { ApiError, notFound } from '../wire/errors';
 import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from '../wire/requests';
 import { decodeCursor, encodeCursor, toGenerationResource } from '../wire/serialize';
+import type { GenerationEstimate } from '../wire/resources';
 import type { QueuePositions } from './queue-position';
 import { describeSubmission, type SubmitDeps } from './submit';
 import { parseOr400 } from './validation';
+import { isTerminal } from '../domain/generation-state';
+import type { GenerationEventHub } from '../notifications/event-hub';
+import { preferredWait, waitForEnd, type WaitSlots } from './prefer-wait';
+
+/** A submit's body as the request it asks for (its metadata in key order, so equal requests hash alike). */
+function requestOf(body: unknown): GenerationRequest {
+  const parsed = parseOr400(createGenerationBody, body ?? {});
+  return { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
+}
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
-export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admission; queue: QueuePositions }): Router {
+export function generationsRouter(
+  deps: SubmitDeps & { sql: Sql; admission: Admission; queue: QueuePositions; hub: GenerationEventHub; waits: WaitSlots },
+): Router {
   const router = Router();
 
   /** Resources, with queue position and ETA for the queued ones (looked up only when one is queued). */
@@ -25,28 +38,95 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
     return rows.map((row) => toGenerationResource(row, positions?.get(row.id)));
   }
 
-  router.post('/', async (req, res) => {
+  /**
+   * A submit, or a rerun of an earlier job (`retryOf`): the same admission, answer and headers. `requestOf` reads the
+   * request (the body, or the earlier job's row) inside the refusal count, so a bad body or an unknown job counts as one.
+   */
+  async function submit(req: Request, res: Response, requestOf: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>) {
     const user = currentUser(req);
     const key = req.get('idempotency-key');
     const idempotencyKey = key === undefined ? undefined : parseOr400(idempotencyKeyHeader, key, 'invalid_idempotency_key');
+    // A wait's slot is taken before admission: a submit refused for want of one leaves nothing behind.
+    const wait = preferredWait(req.get('prefer'));
+    const release = wait === undefined ? undefined : deps.waits.take(user.id);
+    try {
+      await admitAndAnswer(res, user, idempotencyKey, wait, requestOf);
+    } finally {
+      release?.();
+    }
+  }
+
+  async function admitAndAnswer(
+    res: Response,
+    user: UserRow,
+    idempotencyKey: string | undefined,
+    wait: number | undefined,
+    requestOf: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>,
+  ) {
     let submitted;
     try {
-      const body = parseOr400(createGenerationBody, req.body ?? {});
-      const request: GenerationRequest = { ...body, metadata: Object.fromEntries(Object.entries(body.metadata).sort()) };
+      const { request, retryOf } = await requestOf(user);
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
-      submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey), deps);
+      submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey, retryOf), deps);
     } catch (err) {
       refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
       throw err;
     }
     const { result, headers, queue } = submitted;
-    const { generation, replayed } = result;
+    const { replayed } = result;
     submissions.inc({ tier: user.tier, outcome: replayed ? 'replayed' : 'accepted' });
     res.set(headers);
     if (replayed) res.set('Idempotent-Replayed', 'true');
-    const [resource] = queue ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
-    res.status(202).location(`/v1/generations/${generation.id}`).json(resource);
+    const generation = wait === undefined ? result.generation : await waited(res, user.id, result.generation, wait);
+    if (!generation) return;
+    const [resource] = queue && generation === result.generation ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
+    // An ended job is the final answer (RFC 7240's example of wait): 200; one still under way is accepted, 202.
+    res.status(isTerminal(generation.status) ? 200 : 202).location(`/v1/generations/${generation.id}`).json(resource);
+  }
+
+  /**
+   * Prefer: wait=N honoured: the job as it is once it ended or N seconds passed (re-read), with Preference-Applied;
+   * undefined when the client went away meanwhile (nothing is answered).
+   */
+  async function waited(res: Response, userId: string, generation: GenerationRow, seconds: number): Promise<GenerationRow | undefined> {
+    res.vary('Prefer');
+    if (!isTerminal(generation.status)) {
+      const outcome = await waitForEnd(deps.hub, res, { userId, jobId: generation.id, seconds });
+      if (outcome === 'gone') return undefined;
+      generation = (await getGeneration(deps.db, userId, generation.id)) ?? generation;
+    }
+    res.set('Preference-Applied', `wait=${seconds}`);
+    return generation;
+  }
+
+  router.post('/', (req, res) =>
+    submit(req, res, async () => ({ request: requestOf(req.body) })),
+  );
+
+  /**
+   * What a submit of this body would get now, changing nothing: its price, whether it would be admitted (and if not, the
+   * code and message a submit would be refused with), and where it would start in the queue.
+   */
+  router.post('/estimate', async (req, res) => {
+    const user = currentUser(req);
+    const estimate = await deps.admission.estimate(describeSubmission(user, requestOf(req.body), undefined));
+    res.json({
+      credits: estimate.credits,
+      admitted: estimate.admitted,
+      refusal: estimate.refusal,
+      queue_position: estimate.queue?.position ?? null,
+      eta_seconds: estimate.queue?.etaSeconds ?? null,
+    } satisfies GenerationEstimate);
   });
+
+  /** A new job with the request of one of mine, linked to it by retry_of; admitted, answered and idempotent like a submit. */
+  router.post('/:id/retry', (req, res) =>
+    submit(req, res, async (user) => {
+      const earlier = await getGeneration(deps.db, user.id, req.params.id);
+      if (!earlier) throw notFound('generation');
+      return { request: requestFromRow(earlier), retryOf: earlier.id };
+    }),
+  );
 
   router.get('/', async (req, res) => {
     const user = currentUser(req);
@@ -73,8 +153,20 @@ export function generationsRouter(deps: SubmitDeps & { sql: Sql; admission: Admi
   });
 
   router.get('/:id', async (req, res) => {
-    const generation = await getGeneration(deps.db, currentUser(req).id, req.params.id);
-    if (!generation) throw notFound('generation');
+    const found = await getGeneration(deps.db, currentUser(req).id, req.params.id);
+    if (!found) throw notFound('generation');
+    const wait = preferredWait(req.get('prefer'));
+    let generation: GenerationRow | undefined = found;
+    if (wait !== undefined) {
+      // A job already ended needs no wait, nor a slot.
+      const release = isTerminal(found.status) ? undefined : deps.waits.take(found.userId);
+      try {
+        generation = await waited(res, found.userId, found, wait);
+      } finally {
+        release?.();
+      }
+      if (!generation) return;
+    }
     const [resource] = await resources(generation.userId, [generation]);
     res.json(resource);
   });

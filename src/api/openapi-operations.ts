@@ -14,7 +14,7 @@ import { AUTH_CACHE_MS } from './auth';
  */
 export type HttpMethod = 'get' | 'post' | 'put' | 'delete';
 export type ErrorStatus = 400 | 401 | 402 | 404 | 409 | 422 | 429 | 503;
-export type ResponseHeader = 'Location' | 'Idempotent-Replayed' | 'RateLimit' | 'RateLimit-Policy';
+export type ResponseHeader = 'Location' | 'Idempotent-Replayed' | 'RateLimit' | 'RateLimit-Policy' | 'Preference-Applied';
 
 export interface SuccessResponse {
   /** 503 only where the route answers it with its own body (GET /readyz), not the error shape. */
@@ -41,7 +41,7 @@ export interface Operation {
   /** A description of each `:param`. */
   pathParams?: Record<string, string>;
   query?: z.ZodObject;
-  headers?: Array<'Idempotency-Key' | 'Last-Event-ID'>;
+  headers?: Array<'Idempotency-Key' | 'Last-Event-ID' | 'Prefer'>;
   body?: { id: string; schema: z.ZodType };
   responses: SuccessResponse[];
   /** Error answers besides 401, which every operation with a key has. */
@@ -57,6 +57,12 @@ export const lastEventIdSchema = z
   .meta({ description: 'resume after this event id (what EventSource sends on reconnect)' });
 
 const generationId = { id: 'the generation id (gen_...)' };
+/** What Prefer: wait does on a submit (and a rerun). */
+const submitWait =
+  ' With `Prefer: wait=N` (1 ≤ N ≤ 60; any other value is ignored, RFC 7240) the answer waits up to N seconds for the job to end: ' +
+  '200 with the ended job, or 202 with its state after N seconds, either with `Preference-Applied: wait=N`. At most ' +
+  'PREFER_WAIT_MAX_PER_USER waiting requests per user (20) per API process: beyond, 429 too_many_waits (or wait_capacity_reached) and nothing is submitted.';
+const submitHeaders: ResponseHeader[] = ['Location', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy', 'Preference-Applied'];
 const endpointId = { id: 'the webhook endpoint id' };
 const sseQuery = z.object({ last_event_id: lastEventIdSchema.optional() });
 const generationEvents = [
@@ -81,14 +87,32 @@ export const operations: Operation[] = [
     summary: 'Submit a prompt',
     description:
       'Answers 202 at once with the queued job and its Location. With an Idempotency-Key, a retry returns the same job ' +
-      '(Idempotent-Replayed: true) and the same key with another body is 422. Admission limits answer 429 with Retry-After.',
+      '(Idempotent-Replayed: true) and the same key with another body is 422. Admission limits answer 429 with Retry-After.' +
+      submitWait,
     auth: 'user',
-    headers: ['Idempotency-Key'],
+    headers: ['Idempotency-Key', 'Prefer'],
     body: { id: 'CreateGenerationRequest', schema: createGenerationBody },
     responses: [
-      { status: 202, description: 'accepted (or replayed)', schema: res.generationResource, headers: ['Location', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'] },
+      { status: 200, description: 'accepted, and ended within Prefer: wait', schema: res.generationResource, headers: submitHeaders },
+      { status: 202, description: 'accepted (or replayed)', schema: res.generationResource, headers: submitHeaders },
     ],
     errors: [400, 402, 422, 429, 503],
+  },
+  {
+    method: 'post',
+    path: '/v1/generations/estimate',
+    operationId: 'estimateGeneration',
+    tag: 'generations',
+    summary: 'What a submit of this body would get now',
+    description:
+      'Takes a submit body and answers its price, whether a submit would be admitted now and, if not, the code and message it ' +
+      'would be refused with (the same admission runs and is rolled back: no rate-limit token is taken, nothing is reserved or ' +
+      'written), and the queue position and ETA it would start with. At most ESTIMATE_BURST estimates at once per user and ' +
+      'ESTIMATES_PER_SECOND after (429 estimate_rate_limited). A body a submit would refuse as invalid is 400 here too.',
+    auth: 'user',
+    body: { id: 'CreateGenerationRequest', schema: createGenerationBody },
+    responses: [{ status: 200, description: 'the estimate', schema: res.generationEstimate }],
+    errors: [400],
   },
   {
     method: 'get',
@@ -108,10 +132,15 @@ export const operations: Operation[] = [
     operationId: 'getGeneration',
     tag: 'generations',
     summary: 'Read one generation',
+    description:
+      'With `Prefer: wait=N` (1 ≤ N ≤ 60; any other value is ignored, RFC 7240) the answer waits up to N seconds for the job to ' +
+      'end, woken by the change feed, and carries `Preference-Applied: wait=N`: the ended job, or its state after N seconds. At ' +
+      'most PREFER_WAIT_MAX_PER_USER waiting requests per user (20) per API process: beyond, 429 too_many_waits (or wait_capacity_reached).',
     auth: 'user',
     pathParams: generationId,
-    responses: [{ status: 200, description: 'the generation', schema: res.generationResource }],
-    errors: [404],
+    headers: ['Prefer'],
+    responses: [{ status: 200, description: 'the generation', schema: res.generationResource, headers: ['Preference-Applied'] }],
+    errors: [404, 429],
   },
   {
     method: 'post',
@@ -127,6 +156,27 @@ export const operations: Operation[] = [
       { status: 202, description: 'cancellation requested', schema: res.generationResource },
     ],
     errors: [404, 409, 503],
+  },
+  {
+    method: 'post',
+    path: '/v1/generations/:id/retry',
+    operationId: 'retryGeneration',
+    tag: 'generations',
+    summary: 'Run one of my generations again',
+    description:
+      'A new job with the same request as the one named (whatever its status), its `retry_of` naming it; answered 202 like a ' +
+      'submit, under the same admission (rate, active jobs, daily quota, backlog, credits: 402/429). With an Idempotency-Key of ' +
+      'its own, a retry of the call returns the same new job (Idempotent-Replayed: true); a key used for a submit or a rerun ' +
+      'of another job is 422; without a key every call makes a new job.' +
+      submitWait,
+    auth: 'user',
+    pathParams: generationId,
+    headers: ['Idempotency-Key', 'Prefer'],
+    responses: [
+      { status: 200, description: 'the new job, ended within Prefer: wait', schema: res.generationResource, headers: submitHeaders },
+      { status: 202, description: 'the new job (or the replayed one)', schema: res.generationResource, headers: submitHeaders },
+    ],
+    errors: [400, 402, 404, 422, 429, 503],
   },
   {
     method: 'get',

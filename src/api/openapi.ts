@@ -2,6 +2,7 @@ import { z } from 'zod';
 import { errorResponse, responseComponents, webhookEvent } from '../wire/resources';
 import { idempotencyKeyHeader } from '../wire/requests';
 import { lastEventIdSchema, operations, type ErrorStatus, type Operation, type SuccessResponse } from './openapi-operations';
+import { MAX_WAIT_SECONDS } from './prefer-wait';
 
 /**
  * The OpenAPI 3.1 document, generated from the zod schemas the routes validate with (src/wire/requests.ts and the route
@@ -29,7 +30,8 @@ const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?:
   429: {
     name: 'TooManyRequests',
     description:
-      'rate_limited, too_many_active_jobs, daily_quota_exceeded or capacity_exhausted (submits); too_many_streams or stream_capacity_reached (event streams); ' +
+      'rate_limited, too_many_active_jobs, daily_quota_exceeded or capacity_exhausted (submits); estimate_rate_limited (estimates); too_many_streams or stream_capacity_reached (event streams); ' +
+      'too_many_waits or wait_capacity_reached (Prefer: wait); ' +
       'replay_rate_limited (webhook replays); too_many_failed_auth (this address failed to authenticate too often: keys the server does not know are refused unread); retry after Retry-After',
     headers: ['Retry-After', 'RateLimit', 'RateLimit-Policy'],
   },
@@ -47,6 +49,7 @@ const HEADERS: Record<string, { description: string; schema: Json }> = {
   RateLimit: { description: 'what is left of each quota (draft-ietf-httpapi-ratelimit-headers)', schema: { type: 'string' } },
   'RateLimit-Policy': { description: 'the quota policies', schema: { type: 'string' } },
   'Retry-After': { description: 'seconds to wait before retrying', schema: { type: 'integer' } },
+  'Preference-Applied': { description: '`wait=N` when the Prefer: wait=N of the request was honoured (RFC 7240)', schema: { type: 'string' } },
   'WWW-Authenticate': { description: '`Bearer`', schema: { type: 'string' } },
 };
 
@@ -85,6 +88,8 @@ function components() {
   return { schemas: tidy(schemas) as Record<string, Json>, refTo };
 }
 
+const HEADER_PARAMETERS: Record<NonNullable<Operation['headers']>[number], string> = { 'Idempotency-Key': 'IdempotencyKey', 'Last-Event-ID': 'LastEventId', Prefer: 'Prefer' };
+
 function parameters(op: Operation): Json[] {
   const path = [...op.path.matchAll(/:(\w+)/g)].map(([, name]) => ({
     name,
@@ -93,7 +98,7 @@ function parameters(op: Operation): Json[] {
     description: op.pathParams?.[name],
     schema: { type: 'string' },
   }));
-  const headers = (op.headers ?? []).map((name) => ref('parameters', name === 'Idempotency-Key' ? 'IdempotencyKey' : 'LastEventId'));
+  const headers = (op.headers ?? []).map((name) => ref('parameters', HEADER_PARAMETERS[name]));
   const query: Json[] = [];
   if (op.query) {
     const schema = jsonSchema(op.query) as { properties?: Record<string, Json>; required?: string[] };
@@ -202,6 +207,13 @@ function buildDocument(): Json {
           schema: jsonSchema(idempotencyKeyHeader),
         },
         LastEventId: { name: 'Last-Event-ID', in: 'header', required: false, description: lastEventIdSchema.description, schema: jsonSchema(lastEventIdSchema) },
+        Prefer: {
+          name: 'Prefer',
+          in: 'header',
+          required: false,
+          description: `RFC 7240 preferences; \`wait=N\` (an integer of seconds, 1 to ${MAX_WAIT_SECONDS}) waits up to N seconds for the job to end. Other values and preferences are ignored`,
+          schema: { type: 'string', examples: ['wait=30'] },
+        },
       },
       headers: HEADERS,
       responses: Object.fromEntries(

@@ -31,8 +31,9 @@ export function jobIdFor(userId: string, idempotencyKey: string | undefined): st
   return `gen_${createHash('sha256').update(`${userId}\n${idempotencyKey}`).digest('hex').slice(0, 32)}`;
 }
 
-function requestHash(request: GenerationRequest): string {
-  return createHash('sha256').update(JSON.stringify(request)).digest('hex');
+/** A rerun's hash covers the job it repeats: one key cannot name a submit and a rerun, or reruns of two jobs. */
+function requestHash(request: GenerationRequest, retryOf: string | undefined): string {
+  return createHash('sha256').update(JSON.stringify(retryOf === undefined ? request : { ...request, retry_of: retryOf })).digest('hex');
 }
 
 /** A submit before admission: its job id, what it costs, and the workflow input it will start with. */
@@ -44,17 +45,20 @@ export interface Submission {
   requestHash: string;
   credits: number;
   acceptedAt: Date;
+  /** The job a rerun repeats (POST /v1/generations/:id/retry); unset for a submit. */
+  retryOf?: string;
 }
 
-export function describeSubmission(user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined): Submission {
+export function describeSubmission(user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined, retryOf?: string): Submission {
   return {
     user,
     request,
     idempotencyKey,
     jobId: jobIdFor(user.id, idempotencyKey),
-    requestHash: requestHash(request),
+    requestHash: requestHash(request, retryOf),
     credits: creditsFor(request),
     acceptedAt: new Date(),
+    ...(retryOf === undefined ? {} : { retryOf }),
   };
 }
 
@@ -98,8 +102,8 @@ export async function replaySubmission(deps: SubmitDeps, submission: Submission,
   return { generation: existing ?? (await insertQueued(db, input)) ?? queuedRow(input), replayed: true };
 }
 
-function submissionInput(config: Config, { user, jobId, request }: Submission, acceptedAt: Date, priorityKey?: number): GenerationInput {
-  return generationInput(config, { jobId, userId: user.id, tier: user.tier, request, acceptedAt, priorityKey });
+function submissionInput(config: Config, { user, jobId, request, retryOf }: Submission, acceptedAt: Date, priorityKey?: number): GenerationInput {
+  return generationInput(config, { jobId, userId: user.id, tier: user.tier, request, acceptedAt, priorityKey, retryOf });
 }
 
 /** Starts the job's workflow or, when Temporal cannot be reached (or is known not to be), keeps it for the relay. */

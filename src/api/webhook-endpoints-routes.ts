@@ -61,7 +61,8 @@ export async function assertWebhookUrlAllowed(field: string, url: string, allowe
 /** Guards `webhook_url` on POST /v1/generations; mounted before the generations router, after requireUser. */
 export function requestWebhookUrlGuard(config: Config): RequestHandler {
   return async (req, _res, next) => {
-    const url: unknown = req.method === 'POST' && req.path === '/' ? req.body?.webhook_url : undefined;
+    // A submit's body, and an estimate's (which answers what the submit would).
+    const url: unknown = req.method === 'POST' && (req.path === '/' || req.path === '/estimate') ? req.body?.webhook_url : undefined;
     // Anything not a URL is left to the request schema, which names the problem.
     if (typeof url === 'string' && URL.canParse(url)) await assertWebhookUrlAllowed('webhook_url', url, config.notifications.webhookAllowedHosts, webhookLookup(config));
     next();

@@ -25,6 +25,8 @@ export interface InputSource {
   fairnessWeight?: number;
   /** Temporal priority key of the job's tasks (domain/generation.ts firstJobPriority); unset: the default level. */
   priorityKey?: number;
+  /** The job a rerun repeats. */
+  retryOf?: string;
 }
 
 export function generationInput(config: Config, source: InputSource): GenerationInput {
@@ -47,6 +49,7 @@ export function generationInput(config: Config, source: InputSource): Generation
       maxRunMs: Math.round(generation.maxRunMs * scale),
       expectedRunMs: Math.round(generation.expectedRunMs * scale),
     },
+    ...(source.retryOf === undefined ? {} : { retryOf: source.retryOf }),
   };
 }
 
@@ -63,8 +66,8 @@ export function unstartedJobInput(config: Config, job: UnstartedJob): Generation
   });
 }
 
-/** The request as the queued row keeps it (prompt, and rowParams in params): everything a kept job's input needs. */
-function requestFromRow(row: Pick<GenerationRow, 'prompt' | 'params'>): GenerationRequest {
+/** The request as the queued row keeps it (prompt, and rowParams in params): what a kept job's input and a rerun need. */
+export function requestFromRow(row: Pick<GenerationRow, 'prompt' | 'params'>): GenerationRequest {
   const p = row.params as Partial<GenerationRequest>;
   return {
     prompt: row.prompt,

@@ -9,7 +9,7 @@ import { generations, type GenerationRow } from './schema';
 /** The projection's columns, in the order GenerationRow names them. */
 const COLUMNS =
   'id, user_id, tier, status, status_rank, prompt, params, attempt, progress, backend_job_id, dispatcher, run_opened_at, ' +
-  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at';
+  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at, retry_of';
 
 interface GenerationRecord {
   id: string;
@@ -31,6 +31,7 @@ interface GenerationRecord {
   started_at: Date | string | null;
   completed_at: Date | string | null;
   updated_at: Date | string;
+  retry_of: string | null;
 }
 
 // drizzle's driver turns postgres.js's own timestamp parsing off on the shared client; raw reads get text back.
@@ -66,6 +67,7 @@ const toListed = (r: GenerationRecord): ListedGeneration => ({
   startedAt: isoOrNull(r.started_at),
   completedAt: isoOrNull(r.completed_at),
   updatedAt: isoOrNull(r.updated_at) as string,
+  retryOf: r.retry_of,
 });
 
 /** What the row keeps of a request besides its prompt. */
@@ -106,6 +108,7 @@ export function queuedRow(input: GenerationInput): GenerationRow {
     startedAt: null,
     completedAt: null,
     updatedAt: acceptedAt,
+    retryOf: input.retryOf ?? null,
   };
 }
 
@@ -114,7 +117,8 @@ async function writeQueued(db: Db, input: GenerationInput, runOpenedAt: string |
   const { request } = input;
   const [row] = await db.execute<{ wrote: boolean }>(sql`
     select vg_write_queued_generation(${input.jobId}, ${input.userId}, ${input.tier}, ${request.prompt},
-      ${JSON.stringify(rowParams(request))}::jsonb, ${input.acceptedAt}::timestamptz, ${runOpenedAt}::timestamptz) as wrote`);
+      ${JSON.stringify(rowParams(request))}::jsonb, ${input.acceptedAt}::timestamptz, ${runOpenedAt}::timestamptz,
+      ${input.retryOf ?? null}::text) as wrote`);
   return row.wrote;
 }
 

@@ -72,6 +72,8 @@ export const generations = pgTable(
     startedAt: timestamp('started_at', { withTimezone: true }),
     completedAt: timestamp('completed_at', { withTimezone: true }),
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+    /** The job this one reruns (POST /v1/generations/:id/retry); written with the queued row, never changed. */
+    retryOf: text('retry_of'),
   },
   (t) => [
     // Serves "my jobs, newest first" as a keyset scan; NULLS FIRST matches ORDER BY ... DESC, so no sort is needed.

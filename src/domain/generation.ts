@@ -40,6 +40,8 @@ export interface GenerationInput {
   /** ISO time the API accepted the job; the projection's created_at. */
   acceptedAt: string;
   settings: GenerationSettings;
+  /** The job this one reruns (POST /v1/generations/:id/retry): its queued row's retry_of. */
+  retryOf?: string;
 }
 
 /** Temporal's default priority level, and the one above it that a user's only active job takes. */

@@ -65,10 +65,28 @@ export const generationResource = component(
       started_at: timestamp.nullable(),
       completed_at: timestamp.nullable(),
       updated_at: timestamp,
+      retry_of: z.string().nullable().meta({ description: 'the generation this one reruns (POST /v1/generations/{id}/retry); null for a submit' }),
     })
     .meta({ description: 'One text-to-video job, as projected from its workflow.' }),
 );
 export type GenerationResource = z.infer<typeof generationResource>;
+
+export const generationEstimate = component(
+  'GenerationEstimate',
+  z
+    .object({
+      credits: z.int().min(0).meta({ description: 'what the generation would cost' }),
+      admitted: z.boolean().meta({ description: 'whether a submit of it would be admitted now' }),
+      refusal: z
+        .object({ code: z.string(), message: z.string() })
+        .nullable()
+        .meta({ description: "when not admitted: the code and message a submit's error would carry now (insufficient_credits, rate_limited, too_many_active_jobs, daily_quota_exceeded, capacity_exhausted)" }),
+      queue_position: z.int().min(1).nullable().meta({ description: 'when admitted: the queue position it would start at (1 is next to get a GPU)' }),
+      eta_seconds: z.number().nullable().meta({ description: 'when admitted: estimated seconds until a GPU, when known' }),
+    })
+    .meta({ description: 'What a submit of this request would get now. Nothing is reserved, counted or written.' }),
+);
+export type GenerationEstimate = z.infer<typeof generationEstimate>;
 
 const page = <S extends z.ZodType>(item: S) =>
   z.object({

@@ -39,6 +39,7 @@ export function toGenerationResource(row: GenerationRow | ListedGeneration, queu
     started_at: iso(row.startedAt),
     completed_at: iso(row.completedAt),
     updated_at: iso(row.updatedAt),
+    retry_of: row.retryOf ?? null,
   } satisfies GenerationResource;
 }
 

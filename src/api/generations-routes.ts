@@ -80,8 +80,9 @@ export function generationsRouter(
     const generation = wait === undefined ? result.generation : await waited(res, user.id, result.generation, wait);
     if (!generation) return;
     const [resource] = queue && generation === result.generation ? [toGenerationResource(generation, queue)] : await resources(user.id, [generation]);
-    // An ended job is the final answer (RFC 7240's example of wait): 200; one still under way is accepted, 202.
-    res.status(isTerminal(generation.status) ? 200 : 202).location(`/v1/generations/${generation.id}`).json(resource);
+    // A wait that saw the job end gives the final answer (RFC 7240's example of wait): 200. Otherwise, as without a
+    // wait (a replay of a submit whose job has ended included), the submit was accepted: 202.
+    res.status(wait !== undefined && isTerminal(generation.status) ? 200 : 202).location(`/v1/generations/${generation.id}`).json(resource);
   }
 
   /**

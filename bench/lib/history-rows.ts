@@ -1,4 +1,5 @@
 import type { Sql } from '../../src/db/client';
+import { RESERVATION_KEY_SUFFIX, SETTLEMENT_KEY_SUFFIX } from '../../src/db/ledger-keys';
 
 /**
  * A service's history written straight into Postgres with generate_series, as `bulk-rows.ts` does for the projection:
@@ -127,9 +128,9 @@ export async function loadHistory(sql: Sql, plan: HistoryPlan, log: (line: strin
         (
           await tx`
             insert into credit_ledger (user_id, job_id, kind, amount, entry_key, created_at)
-            select user_id, id, 'reserve', ${CREDITS}::int, id || ':reserve', t from day_jobs
+            select user_id, id, 'reserve', ${CREDITS}::int, id || ${RESERVATION_KEY_SUFFIX}::text, t from day_jobs
             union all
-            select user_id, id, case when status = 'succeeded' then 'capture' else 'release' end, ${CREDITS}::int, id || ':reserve:settle', t + interval '65 seconds'
+            select user_id, id, case when status = 'succeeded' then 'capture' else 'release' end, ${CREDITS}::int, id || ${RESERVATION_KEY_SUFFIX + SETTLEMENT_KEY_SUFFIX}::text, t + interval '65 seconds'
             from day_jobs`
         ).count,
       );

@@ -4,6 +4,7 @@ import { undoReservation } from '../credits/ledger';
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { creditLedger, generations } from '../db/schema';
+import { SETTLEMENT_KEY_SUFFIX } from '../db/ledger-keys';
 import { listStuckGenerations } from '../db/stuck';
 import { readUnstartedJob } from '../db/submissions';
 import { isTemporalUnreachable, startGeneration, unstartedJobInput } from '../contracts/generation-start';
@@ -141,7 +142,7 @@ export function createReconcileActivities({ db, client, config, logger, endGener
             eq(creditLedger.kind, 'reserve'),
             isNull(generations.id),
             lt(creditLedger.createdAt, quietSince),
-            sql`not exists (select 1 from credit_ledger s where s.entry_key = ${creditLedger.entryKey} || ':settle')`,
+            sql`not exists (select 1 from credit_ledger s where s.entry_key = ${creditLedger.entryKey} || ${SETTLEMENT_KEY_SUFFIX}::text)`,
           ),
         )
         .limit(limit);

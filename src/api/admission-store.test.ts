@@ -1,26 +1,18 @@
 import { randomBytes } from 'node:crypto';
-import { createDatabase, type Database } from '../db/client';
 import { rateLimitHeaders, secondsUntilUtcMidnight } from './admission-headers';
 import { creditBalance } from '../credits/ledger';
 import { createUser } from './auth';
 import { BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
 import { GPU_SLOTS_CHANNEL } from '../dispatch/capacity';
 import { eventually } from '../../test/eventually';
+import { useRunDatabase } from '../../test/run-database';
 import { getGeneration, queuedRow, rowParams } from '../db/projection';
 import type { GenerationInput } from '../domain/generation';
 import { admitSubmission, claimRecord, countUserJobs, peekRequestTokens, undoSubmission, type SubmissionClaim } from './admission-store';
 
 /** The token bucket and the per-user admission lock against the run's real Postgres. */
 describe('admission state in Postgres', () => {
-  let database: Database;
-  beforeAll(() => {
-    const url = process.env.TEST_DATABASE_URL;
-    if (!url) throw new Error('run through jest (test/global-setup.ts)');
-    database = createDatabase(url, { max: 12 });
-  });
-  afterAll(async () => {
-    await database?.close();
-  });
+  const database = useRunDatabase({ max: 12 });
   const bucket = () => `test:${randomBytes(6).toString('hex')}`;
   /** The i-th submit of a user (job gen_<user>_<i>): 10 credits, at most 3 active jobs. */
   const claim = (userId: string, i: number, overrides: Partial<SubmissionClaim>): SubmissionClaim => ({

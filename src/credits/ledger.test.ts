@@ -1,6 +1,6 @@
 import { createUser } from '../api/auth';
 import { admitSubmission, type SubmissionClaim } from '../api/admission-store';
-import { createDatabase, type Database } from '../db/client';
+import { useRunDatabase } from '../../test/run-database';
 import { creditBalance, ensureRunReservation, InsufficientCreditsError, reservationKey, reserveCredits, settleCredits, undoReservation } from './ledger';
 
 /**
@@ -9,15 +9,7 @@ import { creditBalance, ensureRunReservation, InsufficientCreditsError, reservat
  * admission's. Against the run's real Postgres.
  */
 describe('one credit reservation for admission and the ledger', () => {
-  let database: Database;
-  beforeAll(() => {
-    const url = process.env.TEST_DATABASE_URL;
-    if (!url) throw new Error('run through jest (test/global-setup.ts)');
-    database = createDatabase(url, { max: 4 });
-  });
-  afterAll(async () => {
-    await database?.close();
-  });
+  const database = useRunDatabase({ max: 4 });
 
   const admit = (userId: string, jobId: string, credits: number) => {
     const claim: SubmissionClaim = {

@@ -1,6 +1,7 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { creditAccounts, creditLedger } from '../db/schema';
+import { reservationKey, settlementKey } from '../db/ledger-keys';
 
 /** A transaction or the database itself: every ledger movement runs inside the caller's transaction when given one. */
 type Tx = Parameters<Parameters<Db['transaction']>[0]>[0] | Db;
@@ -12,15 +13,8 @@ export class InsufficientCreditsError extends Error {
   }
 }
 
-/**
- * The ledger key of a job's reservation: the submit's (its first run's, which admission makes: the API puts this key
- * in its claim, src/api/admission-store.ts) or, for a run an operator starts again (a reset) or a job under the id of
- * one retention pruned, that run's own. Reservations are made in one place, vg_reserve_credits
- * (drizzle/routines/credit_reservation.sql), by admission and by reserveCredits below.
- */
-export const reservationKey = (jobId: string, run?: string) => (run ? `${jobId}:reserve:${run}` : `${jobId}:reserve`);
-/** One settlement per reservation: capture and release share the key, so they exclude each other. */
-const settleKey = (reservation: string) => `${reservation}:settle`;
+/** How a job's reservation and settlement are keyed is defined beside the schema, for retention too (src/db/ledger-keys.ts). */
+export { reservationKey };
 
 /** Adds credits once per `grantKey`. */
 export async function grantCredits(tx: Tx, userId: string, amount: number, grantKey: string): Promise<void> {
@@ -55,7 +49,7 @@ export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
   const key = reservationKey(jobId);
   const [entry] = await tx
     .delete(creditLedger)
-    .where(and(eq(creditLedger.entryKey, key), sql`not exists (select 1 from credit_ledger s where s.entry_key = ${settleKey(key)})`))
+    .where(and(eq(creditLedger.entryKey, key), sql`not exists (select 1 from credit_ledger s where s.entry_key = ${settlementKey(key)})`))
     .returning();
   if (!entry) return;
   await tx
@@ -68,7 +62,7 @@ export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
 async function openReservation(tx: Tx, jobId: string) {
   const rows = await tx.select().from(creditLedger).where(and(eq(creditLedger.jobId, jobId), inArray(creditLedger.kind, ['reserve', 'capture', 'release'])));
   const settled = new Set(rows.filter((r) => r.kind !== 'reserve').map((r) => r.entryKey));
-  return rows.find((r) => r.kind === 'reserve' && !settled.has(settleKey(r.entryKey)));
+  return rows.find((r) => r.kind === 'reserve' && !settled.has(settlementKey(r.entryKey)));
 }
 
 /**
@@ -104,7 +98,7 @@ export async function settleCredits(db: Db, jobId: string, outcome: 'capture' | 
     if (!reserve) return 'already_settled';
     const [entry] = await tx
       .insert(creditLedger)
-      .values({ userId: reserve.userId, jobId, kind: outcome, amount: reserve.amount, entryKey: settleKey(reserve.entryKey) })
+      .values({ userId: reserve.userId, jobId, kind: outcome, amount: reserve.amount, entryKey: settlementKey(reserve.entryKey) })
       .onConflictDoNothing()
       .returning({ id: creditLedger.id });
     if (!entry) return 'already_settled';

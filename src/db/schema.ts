@@ -113,7 +113,7 @@ export const creditLedger = pgTable(
     jobId: text('job_id'),
     kind: text('kind').$type<CreditEntryKind>().notNull(),
     amount: integer('amount').notNull(),
-    /** Idempotency key of the movement: `${jobId}:reserve`, `${jobId}:settle`, or a grant's own key. */
+    /** Idempotency key of the movement: a job's reservation or settlement key (./ledger-keys.ts), or a grant's own key. */
     entryKey: text('entry_key').notNull(),
     createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
   },

@@ -1,19 +1,11 @@
 import { randomBytes } from 'node:crypto';
-import { createDatabase, type Database } from '../db/client';
+import { useRunDatabase } from '../../test/run-database';
 import { ensurePool, readCapacity, readSlotUse, reportBackendCapacity, setAdminCapacity } from './capacity';
 import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, type LeaseRef } from './slot-leases';
 
 /** The lease SQL against the run's real Postgres; each test has a pool of its own. */
 describe('GPU slot leases in Postgres', () => {
-  let database: Database;
-  beforeAll(() => {
-    const url = process.env.TEST_DATABASE_URL;
-    if (!url) throw new Error('run through jest (test/global-setup.ts)');
-    database = createDatabase(url, { max: 12 });
-  });
-  afterAll(async () => {
-    await database?.close();
-  });
+  const database = useRunDatabase({ max: 12 });
 
   const newPool = () => `pool-${randomBytes(4).toString('hex')}`;
   const lease = (pool: string, dispatcherId: string, ttlMs = 10_000): LeaseRef => ({

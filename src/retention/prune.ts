@@ -1,4 +1,5 @@
 import type { Sql } from '../db/client';
+import { SETTLEMENT_KEY_SUFFIX } from '../db/ledger-keys';
 
 /**
  * What retention deletes, table by table, as the SQL of one batch each (written once here, tested against real
@@ -195,7 +196,7 @@ export const PRUNE_STEPS: PruneStep[] = [
           order by created_at limit ${limit}
         ), reserves as (
           delete from credit_ledger
-          where entry_key = any(array(select left(entry_key, -length(':settle')) from settled)) and kind = 'reserve' returning 1
+          where entry_key = any(array(select left(entry_key, -length(${SETTLEMENT_KEY_SUFFIX}::text)) from settled)) and kind = 'reserve' returning 1
         ), gone as (
           delete from credit_ledger where id = any(array(select id from settled)) returning 1
         )

@@ -37,7 +37,8 @@ CREATE TABLE IF NOT EXISTS "email_notifications" (
   "email" text,
   "created_at" timestamp with time zone DEFAULT now() NOT NULL,
   "sent_at" timestamp with time zone,
-  CONSTRAINT "email_notifications_pk" PRIMARY KEY ("user_id", "job_id", "event")
+  -- The job first: retention deletes a job's rows with the job, by this key.
+  CONSTRAINT "email_notifications_pk" PRIMARY KEY ("job_id", "event", "user_id")
 );
 --> statement-breakpoint
 CREATE INDEX IF NOT EXISTS "email_notifications_pending_idx" ON "email_notifications" USING btree ("user_id", "created_at") WHERE status = 'pending';

@@ -45,7 +45,7 @@ export const emailNotifications = pgTable(
     sentAt: timestamp('sent_at', { withTimezone: true }),
   },
   (t) => [
-    primaryKey({ name: 'email_notifications_pk', columns: [t.userId, t.jobId, t.event] }),
+    primaryKey({ name: 'email_notifications_pk', columns: [t.jobId, t.event, t.userId] }),
     index('email_notifications_pending_idx').on(t.userId, t.createdAt).where(sql`status = 'pending'`),
     index('email_notifications_claim_idx').on(t.claim).where(sql`status = 'sending'`),
     index('email_notifications_created_idx').on(t.createdAt),

@@ -17,6 +17,8 @@ import path from 'node:path';
 import type { Client } from '@temporalio/client';
 import { historyToJSON, type History } from '@temporalio/common/lib/proto-utils';
 import { deliveryWorkflowId } from '../src/notifications/delivery-starter';
+import { emailDigestWorkflowId } from '../src/contracts/email-digest';
+import { mailTo, readMail } from '../test/mailpit';
 import { startWebhookReceiver, type WebhookAnswer } from '../test/notification-helpers';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { retentionScheduleId } from '../src/retention/schedule';
@@ -240,6 +242,23 @@ async function webhookPaths(r: Recorder): Promise<void> {
   }
 }
 
+/** A user with a verified address and a 5 s digest window: two jobs end, one mail lists both, the run ends when idle. */
+async function emailPaths(r: Recorder): Promise<void> {
+  const { api, userId } = await r.user();
+  const email = `recording-${Date.now()}@mail.test`;
+  const put = await api.call('PUT', '/v1/notification-settings', { email, digest_seconds: 5 });
+  check(put.status === 200, `notification settings answered ${put.status} ${put.text}`);
+  const verification = await eventually(async () => (await mailTo(email))[0], { timeoutMs: PATH_DEADLINE_MS, what: 'the verification mail' });
+  const link = /(http:\/\/\S+\/v1\/notification-settings\/verify\?token=\S+)/.exec((await readMail(verification.ID)).Text)?.[1];
+  check(link && (await fetch(link)).status === 200, 'the verification link did not verify');
+  const ids = [await r.submit(api, { prompt: 'a mailed postcard', duration_seconds: 2 }), await r.submit(api, { prompt: 'another mailed postcard', duration_seconds: 2 })];
+  for (const id of ids) await r.ended(api, id);
+  const digest = await eventually(async () => (await mailTo(email)).find((m) => m.ID !== verification.ID), { timeoutMs: PATH_DEADLINE_MS, what: 'the digest mail' });
+  const text = (await readMail(digest.ID)).Text;
+  check(ids.every((id) => text.includes(id)), 'the digest does not list both jobs');
+  r.record('email-digest', emailDigestWorkflowId(userId));
+}
+
 /** The newest run a schedule started whose result passes `test`. */
 async function scheduledRun(r: Recorder, scheduleId: string, test: (result: unknown) => boolean, what: string): Promise<string> {
   return eventually(
@@ -325,6 +344,7 @@ async function main(): Promise<void> {
     await generationPaths(r);
     await operatorPaths(r);
     await webhookPaths(r);
+    await emailPaths(r);
     await operatorTerminateAndSchedules(r);
 
     const missing = Object.keys(REPLAY_PATHS).filter((name) => !r.recorded.has(name as ReplayPath));

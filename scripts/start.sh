@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `npm start`: installs what is missing (npm packages, the Temporal CLI), then runs everything in the foreground.
+# `npm start`: installs what is missing (npm packages, the Temporal CLI, Mailpit unless SMTP_URL is set), then runs everything in the foreground.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ ! -x node_modules/.bin/tsx ]; then
@@ -7,5 +7,6 @@ if [ ! -x node_modules/.bin/tsx ]; then
   npm ci --no-audit --no-fund
 fi
 bash scripts/temporal.sh install
+[ -n "${SMTP_URL:-}" ] || bash scripts/mailpit.sh install
 # node itself, with tsx's loader: a signal reaches the supervisor directly (tsx's CLI would put a relaying parent between).
 exec node --import tsx scripts/start.ts

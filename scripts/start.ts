@@ -12,6 +12,7 @@ import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig, type Config } from '../src/config';
 import { createDatabase } from '../src/db/client';
 import { startEmbeddedPostgres } from './lib/embedded-postgres';
+import { startMailpit } from './lib/mailpit';
 import { createLogger } from '../src/lib/logger';
 import { serviceNodeOptions } from './lib/node-options';
 import { migrate } from '../src/migrate';
@@ -71,6 +72,23 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
     databaseUrl = pg.url;
   }
   if (supervisor.isStopping) return;
+
+  // Mail: a local Mailpit catches what the service sends, unless SMTP_URL names a real mail server.
+  let mailUi: string | undefined;
+  if (config.mail.external) {
+    step('Mail: using SMTP_URL');
+  } else {
+    step(`Mail: starting Mailpit (SMTP on ${config.mail.mailpitSmtpPort}, mail in ${rel(dataDir)}/mailpit.db)`);
+    const mailpit = await startMailpit({
+      smtpPort: config.mail.mailpitSmtpPort,
+      uiPort: config.mail.mailpitUiPort,
+      dbFile: path.join(dataDir, 'mailpit.db'),
+      logFile: path.join(logDir, 'mailpit.log'),
+      onSpawn: (pid, stop) => supervisor.add({ name: 'mailpit', pid, stop }),
+    });
+    mailUi = mailpit.uiUrl;
+  }
+  if (supervisor.isStopping) return;
   await migrate({ databaseUrl, temporal: { ...config.temporal, address: temporalAddress }, logger: createLogger('migrate', 'warn') });
   const demoKeyFile = path.join(dataDir, 'demo-api-key');
   await ensureDemoUser(databaseUrl, demoKeyFile, config.generation.creditGrants.pro ?? 0);
@@ -124,6 +142,7 @@ Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s.
   Temporal UI   ${temporalUi ?? '(external Temporal: its own UI)'}
   Temporal      ${temporalAddress}
   Simulator     ${config.backend.url}
+  Mailpit       ${mailUi ? `${mailUi}  (the mail the service sent; SMTP on 127.0.0.1:${config.mail.mailpitSmtpPort})` : '(not started: mail goes to SMTP_URL)'}
   Logs          ${rel(logDir)}/
 
   Demo API key  in ${rel(demoKeyFile)}
@@ -154,6 +173,7 @@ async function checkPorts(config: Config): Promise<void> {
   ];
   if (!config.temporal.external) ports.push([config.temporal.devPort, 'TEMPORAL_DEV_PORT'], [config.temporal.devUiPort, 'TEMPORAL_DEV_UI_PORT']);
   if (!config.database.url) ports.push([config.database.embeddedPort, 'EMBEDDED_PG_PORT']);
+  if (!config.mail.external) ports.push([config.mail.mailpitSmtpPort, 'MAILPIT_SMTP_PORT'], [config.mail.mailpitUiPort, 'MAILPIT_UI_PORT']);
   if (config.worker.metricsPort !== 0) ports.push([config.worker.metricsPort, 'METRICS_PORT']);
   for (const [port, setting] of ports) {
     if (!(await isPortFree(port))) throw new Error(`port ${port} is taken: stop what listens on it, or set ${setting} to another port`);

@@ -5,6 +5,8 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 [ -d node_modules ] || npm ci
 bash scripts/temporal.sh install
+# The tests that read mail read it from a Mailpit of their own (test/global-setup.ts).
+bash scripts/mailpit.sh install
 # test/status-page.test.ts drives Debian's headless Chromium.
 command -v chromium >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y chromium; }
 # test/alert-rules.test.ts checks deploy/prometheus/ with promtool (Debian's prometheus package).

@@ -173,6 +173,15 @@ const envSchema = z.object({
   DNS_TIMEOUT_MS: z.coerce.number().int().min(10).default(3_000),
   WEBHOOK_MAX_REPLAYS: z.coerce.number().int().min(0).default(10),
   WEBHOOK_REPLAYS_PER_MINUTE: z.coerce.number().positive().default(30),
+  // Email (src/notifications/mailer.ts). Unset SMTP_URL: the Mailpit `npm start` runs on MAILPIT_SMTP_PORT.
+  SMTP_URL: z
+    .string()
+    .url()
+    .refine((v) => /^smtps?:$/.test(new URL(v).protocol), 'must be an smtp:// or smtps:// URL')
+    .optional(),
+  MAILPIT_SMTP_PORT: z.coerce.number().int().min(1).max(65_535).default(1025),
+  MAILPIT_UI_PORT: z.coerce.number().int().min(1).max(65_535).default(8025),
+  MAIL_FROM: z.string().min(3).max(200).default('Videogen <notifications@videogen.localhost>'),
 });
 
 /** The development-only callback secret: it is in the repository, so no other environment may use it. */
@@ -330,6 +339,14 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       webhookMaxReplays: e.WEBHOOK_MAX_REPLAYS,
       webhookReplaysPerMinute: e.WEBHOOK_REPLAYS_PER_MINUTE,
     },
+    mail: {
+      smtpUrl: e.SMTP_URL ?? `smtp://127.0.0.1:${e.MAILPIT_SMTP_PORT}`,
+      /** SMTP_URL names a mail server of its own: `npm start` then runs no Mailpit. */
+      external: e.SMTP_URL !== undefined,
+      mailpitSmtpPort: e.MAILPIT_SMTP_PORT,
+      mailpitUiPort: e.MAILPIT_UI_PORT,
+      from: e.MAIL_FROM,
+    },
     retention: {
       jobsDays: e.RETENTION_JOBS_DAYS,
       notificationsDays: e.RETENTION_NOTIFICATIONS_DAYS,
@@ -369,7 +386,8 @@ export function configuredSecrets(config: Config): string[] {
   } catch {
     // Not valid percent-encoding: the password is what the URL says.
   }
-  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, password, databasePassword].filter((secret) => secret.length > 0);
+  const smtpPassword = config.mail.external ? new URL(config.mail.smtpUrl).password : '';
+  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, password, databasePassword, smtpPassword].filter((secret) => secret.length > 0);
 }
 
 export interface TierLimits {

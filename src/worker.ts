@@ -9,6 +9,8 @@ import { createRetentionActivities, RETENTION_SESSION } from './activities/reten
 import { ensureReconcilerSchedule } from './reconciler-schedule';
 import { ensureRetentionSchedule } from './retention/schedule';
 import { createNotifyActivities } from './activities/notify';
+import { createEmailActivities } from './activities/email';
+import { createMailer } from './notifications/mailer';
 import { createGpuActivities } from './activities/gpu';
 import { BackendWakeups } from './dispatch/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
@@ -47,6 +49,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
   const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
 
+  const mailer = role === 'all' || role === 'generation' ? createMailer(config.mail) : undefined;
   if (role === 'all' || role === 'generation') {
     const notify = createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) });
     const ending = createEndingActivities({ db: database.db, notifyEnded: notify.notifyGenerationEnded });
@@ -64,6 +67,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
           ...ending,
           ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), endGeneration: ending.endGeneration }),
           ...createRetentionActivities({ sql: pruning.sql, config, logger: logger.child({ component: 'retention' }) }),
+          ...createEmailActivities({ sql: database.sql, mailer: mailer!, config, logger: logger.child({ component: 'email' }) }),
         },
       }),
     );
@@ -112,6 +116,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
       } finally {
         await gpuDispatch?.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
         await wakeups.stop().catch(() => undefined);
+        mailer?.close();
         await connection.close().catch(() => undefined);
         await pruning.close();
         await database.close();

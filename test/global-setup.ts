@@ -6,12 +6,13 @@ import postgres from 'postgres';
 import { freePort } from '../scripts/lib/ports';
 import { startTemporalDevServer } from '../scripts/lib/temporal-dev-server';
 import { startEmbeddedPostgres } from '../scripts/lib/embedded-postgres';
+import { startMailpit } from '../scripts/lib/mailpit';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
 
 /**
- * One real Temporal dev server (fairness on, one partition) and one fresh Postgres database per test run, plus the
- * workflow bundle built once. Test files read where they are from TEST_* variables.
+ * One real Temporal dev server (fairness on, one partition), one fresh Postgres database and one Mailpit (an SMTP server
+ * whose API shows what arrived) per test run, plus the workflow bundle built once. Test files read where they are from TEST_* variables.
  */
 export const ARTIFACTS = path.resolve(__dirname, 'artifacts');
 
@@ -69,6 +70,10 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   }
   await runMigrations(databaseUrl);
 
+  // Mail the stacks send goes here; tests read it through Mailpit's API. Its store is a temporary file it deletes.
+  const mailpit = await startMailpit({ smtpPort: await freePort(), uiPort: await freePort(), logFile: path.join(ARTIFACTS, 'mailpit.log') });
+  stoppers.push(mailpit.stop);
+
   const { code } = await bundleWorkflowCode({
     workflowsPath: require.resolve('../src/workflows'),
     logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} } as never,
@@ -82,4 +87,6 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   process.env.TEST_TEMPORAL_METRICS_URL = `http://127.0.0.1:${metricsPort}/metrics`;
   process.env.TEST_DATABASE_URL = databaseUrl;
   process.env.TEST_WORKFLOW_BUNDLE = bundlePath;
+  process.env.TEST_SMTP_URL = mailpit.smtpUrl;
+  process.env.TEST_MAILPIT_URL = mailpit.uiUrl;
 }

@@ -109,6 +109,8 @@ export async function startStack({
     SSE_KEEPALIVE_MS: '1000',
     // Every test client comes from 127.0.0.1 and some send bad keys on purpose: tests of the limit set it themselves.
     AUTH_FAILURE_BURST: '1000000',
+    // The run's Mailpit (test/global-setup.ts); test/mailpit.ts reads what arrived.
+    ...(process.env.TEST_SMTP_URL ? { SMTP_URL: process.env.TEST_SMTP_URL } : {}),
     ...env,
   };
   const logger = createLogger('test', baseEnv.LOG_LEVEL);

@@ -30,8 +30,8 @@ describe('npm start, as a person runs it', () => {
   let running: Start | undefined;
 
   beforeAll(async () => {
-    ports = await Promise.all(Array.from({ length: 6 }, () => freePort()));
-    const [api, simulator, temporal, temporalUi, postgres, metrics] = ports;
+    ports = await Promise.all(Array.from({ length: 8 }, () => freePort()));
+    const [api, simulator, temporal, temporalUi, postgres, metrics, smtp, mailUi] = ports;
     env = {
       PATH: process.env.PATH ?? '',
       HOME: process.env.HOME ?? '',
@@ -42,10 +42,13 @@ describe('npm start, as a person runs it', () => {
       TEMPORAL_DEV_UI_PORT: String(temporalUi),
       EMBEDDED_PG_PORT: String(postgres),
       METRICS_PORT: String(metrics),
+      MAILPIT_SMTP_PORT: String(smtp),
+      MAILPIT_UI_PORT: String(mailUi),
       ADMIN_API_KEY,
       // Generation takes a tenth of its real time: seconds, not minutes.
       SIM_TIME_SCALE: '0.1',
       ...(process.env.TEMPORAL_BIN ? { TEMPORAL_BIN: process.env.TEMPORAL_BIN } : {}),
+      ...(process.env.MAILPIT_BIN ? { MAILPIT_BIN: process.env.MAILPIT_BIN } : {}),
     };
   });
 
@@ -126,9 +129,13 @@ describe('npm start, as a person runs it', () => {
   test('Ctrl-C stops every process it started, in order, and frees every port', async () => {
     const s = running!;
     const processes = descendants(s.npm.pid!);
-    expect(processes.map((p) => p.comm)).toEqual(expect.arrayContaining(['temporal', 'postgres', 'node']));
+    expect(processes.map((p) => p.comm)).toEqual(expect.arrayContaining(['temporal', 'postgres', 'mailpit', 'node']));
+    // The banner names Mailpit's web UI, and it answers there.
+    const mailUi = `http://127.0.0.1:${env.MAILPIT_UI_PORT}`;
+    expect(s.output()).toContain(`Mailpit       ${mailUi}`);
+    expect((await fetch(`${mailUi}/api/v1/info`)).status).toBe(200);
     await ctrlC(s);
-    expect(s.output()).toMatch(/api stopped\s+worker stopped\s+simulator stopped\s+postgres stopped\s+temporal stopped/);
+    expect(s.output()).toMatch(/api stopped\s+worker stopped\s+simulator stopped\s+mailpit stopped\s+postgres stopped\s+temporal stopped/);
     const survivors = processes.filter((p) => alive(p.pid));
     expect(survivors).toEqual([]);
     for (const port of ports) expect({ port, free: await isPortFree(port) }).toEqual({ port, free: true });

@@ -231,6 +231,17 @@ describe('the OpenAPI document at /openapi.json', () => {
     expectDocumented('markNotificationRead', await api.call('POST', `/v1/notifications/${inbox.body.data[0].id}/read`));
     expectDocumented('getUsage', await api.call('GET', '/v1/usage'));
 
+    // Email notifications: the settings, and the two links their mails carry (a bad token here; test/email-notifications.test.ts follows real ones).
+    expectDocumented('getNotificationSettings', await api.call('GET', '/v1/notification-settings'));
+    expectDocumented('putNotificationSettings', await api.call('PUT', '/v1/notification-settings', { email: `docs-${Date.now()}@mail.test`, on: ['failed'], digest_seconds: 60 }));
+    expectDocumented('putNotificationSettings', await api.call('PUT', '/v1/notification-settings', { email: 'nope', digest_seconds: 99999 }));
+    expectDocumented('verifyNotificationEmail', await api.call('GET', '/v1/notification-settings/verify?token=an-unknown-token-of-some-length'));
+    expectDocumented('verifyNotificationEmail', await api.call('GET', '/v1/notification-settings/verify'));
+    const [settingsRow] = await stack.database.sql<{ token: string }[]>`select unsubscribe_token as token from notification_settings order by updated_at desc limit 1`;
+    expectDocumented('unsubscribeNotificationEmail', await api.call('GET', `/v1/notification-settings/unsubscribe?token=${settingsRow.token}`));
+    expectDocumented('unsubscribeNotificationEmailOneClick', await api.call('POST', `/v1/notification-settings/unsubscribe?token=${settingsRow.token}`));
+    expectDocumented('unsubscribeNotificationEmail', await api.call('GET', '/v1/notification-settings/unsubscribe?token=an-unknown-token-of-some-length'));
+
     const endpointPath = `/v1/webhook-endpoints/${endpoint.body.id}`;
     expectDocumented('listWebhookEndpoints', await api.call('GET', '/v1/webhook-endpoints'));
     expectDocumented('getWebhookEndpoint', await api.call('GET', endpointPath));

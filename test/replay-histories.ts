@@ -30,6 +30,7 @@ export const REPLAY_PATHS = {
   'webhook-exhausted': { workflowType: 'webhookDeliveryWorkflow', what: 'a webhook whose receiver never answered 2xx: the whole retry schedule, then failed' },
   'reconciler-pass': { workflowType: 'reconcilerWorkflow', what: 'a reconciler pass that ended a terminated job' },
   'retention-pass': { workflowType: 'retentionWorkflow', what: 'a retention pass' },
+  'email-digest': { workflowType: 'emailDigestWorkflow', what: 'two endings of a user mailed in one digest, then idle: the run ends' },
 } as const;
 
 export type ReplayPath = keyof typeof REPLAY_PATHS;

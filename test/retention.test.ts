@@ -114,6 +114,11 @@ describe('retention pruning', () => {
     // Notifications: B's past its window, E's just inside. Deliveries: B's past, E's just inside, and a pending one.
     await sql`update notifications set created_at = now() - interval '10 days 1 hour' where job_id = ${B}`;
     await sql`update notifications set created_at = now() - interval '10 days -1 hour' where job_id = ${E}`;
+    // Endings queued for mail (the notifications' window): A's goes with its job, B's past the window, E's just inside.
+    await sql`insert into email_notifications (user_id, job_id, event, status, created_at) values
+              (${userId}, ${A}, 'generation.succeeded', 'sent', now() - interval '1 hour'),
+              (${userId}, ${B}, 'generation.succeeded', 'sent', now() - interval '10 days 1 hour'),
+              (${userId}, ${E}, 'generation.succeeded', 'pending', now() - interval '10 days -1 hour')`;
     await sql`update webhook_deliveries set updated_at = now() - interval '20 days 1 hour' where job_id = ${B}`;
     await sql`update webhook_deliveries set updated_at = now() - interval '20 days -1 hour' where job_id = ${E}`;
     const [bDelivery] = await sql<{ id: string }[]>`select id from webhook_deliveries where job_id = ${B}`;
@@ -160,6 +165,7 @@ describe('retention pruning', () => {
     // Queue entries: the backlog (D), the running job (C) and a fresh completion the ETA still reads (E).
     expect(await present(stack, 'gpu_queue_entries', 'job_id', [A, B, C, D, E, F, G])).toEqual(sorted([C, D, E]));
     expect(await present(stack, 'notifications', 'job_id', [A, B, E, F, G])).toEqual([E]);
+    expect(await present(stack, 'email_notifications', 'job_id', [A, B, E])).toEqual([E]);
     expect(await present(stack, 'webhook_deliveries', 'id', [bDelivery.id, eDelivery.id, pendingDelivery])).toEqual(sorted([eDelivery.id, pendingDelivery]));
     expect(await present(stack, 'webhook_delivery_attempts', 'delivery_id', [bDelivery.id, eDelivery.id])).toEqual([eDelivery.id]);
     expect(await present(stack, 'webhook_endpoints', 'id', Object.values(endpoints))).toEqual(sorted([endpoints.withDelivery, endpoints.recent]));

@@ -13,6 +13,7 @@ import { startScheduledDelivery, type DeliveryStarter } from '../notifications/d
 import { disableEndpoint, endpointsFor, findEndpoint, requestSecretFor, signingSecrets } from '../notifications/endpoint-store';
 import { deliveryIdFor, endedEventType, notificationIdFor, notificationText, retryScheduleMs, webhookIdFor } from '../notifications/events';
 import { recordNotification } from '../notifications/inbox';
+import { queueEndingForEmail } from '../notifications/email-queue';
 import { boundedLookup } from '../notifications/destination-guard';
 import { sendWebhook } from '../notifications/webhook-sender';
 
@@ -83,7 +84,9 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
       if (delivery.status === 'pending') await startScheduledDelivery(starter, delivery.id);
       Context.current().heartbeat();
     }
-    logger.info({ jobId, workflowId: jobId, event: eventType, notified: created, webhooks: targets.length }, 'generation end notified');
+    // Email: queued when the user asked for this ending; their digest workflow mails it (src/workflows/email-digest.ts).
+    const emailed = await queueEndingForEmail({ sql: db.$client, client, taskQueue: starter.taskQueue }, { userId, jobId, event: eventType, status });
+    logger.info({ jobId, workflowId: jobId, event: eventType, notified: created, webhooks: targets.length, emailed }, 'generation end notified');
   }
 
   async function attemptWebhookDelivery({ deliveryId, attempt, nextDelayMs }: DeliveryAttemptInput): Promise<DeliveryAttemptOutcome> {

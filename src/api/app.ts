@@ -12,6 +12,7 @@ import { createQueuePositions } from './queue-position';
 import { eventHub, eventsRouter } from './events-routes';
 import { WaitSlots } from './prefer-wait';
 import { notificationsRouter } from './notifications-routes';
+import { notificationSettingsRouter } from './notification-settings-routes';
 import { requestWebhookUrlGuard, webhookEndpointsRouter } from './webhook-endpoints-routes';
 import { apiDocsRouter } from './docs-page';
 import { statusPageRouter } from './status-page/router';
@@ -59,6 +60,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   app.use('/v1', eventsRouter({ db, sql, logger, config, positionsOf: (userId) => queue.positions(userId), hub }));
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));
+  // Its own key check: the links in the mails (verify, unsubscribe) work without a key.
+  app.use('/v1/notification-settings', notificationSettingsRouter({ db, sql, config, logger }));
   app.use('/v1', webhookEndpointsRouter({ db, client, config }));
   app.use('/v1/api-keys', apiKeysRouter({ db }));
   // With an admin listener (ADMIN_PORT), admin routes, /metrics and readiness details are served there only (admin-app.ts).

@@ -3,6 +3,7 @@ import * as res from '../wire/resources';
 import { capacityBody } from './capacity-routes';
 import { createGenerationBody, createUserBody, listGenerationsQuery } from '../wire/requests';
 import { listNotificationsQuery } from './notifications-routes';
+import { emailLinkQuery, notificationSettingsBody } from './notification-settings-routes';
 import { createEndpointBody, deliveriesQuery, rotateSecretBody } from './webhook-endpoints-routes';
 import { rotateApiKeyBody } from './api-keys-routes';
 import { MAX_LIVE_KEYS } from './api-keys';
@@ -227,6 +228,68 @@ export const operations: Operation[] = [
     pathParams: { id: 'the notification id' },
     responses: [{ status: 200, description: 'the notification', schema: res.notificationResource }],
     errors: [404],
+  },
+  {
+    method: 'get',
+    path: '/v1/notification-settings',
+    operationId: 'getNotificationSettings',
+    tag: 'notifications',
+    summary: 'My email notifications',
+    description: 'Unset, no mail is sent: `email` null, every ending in `on`, a 300 s digest.',
+    auth: 'user',
+    responses: [{ status: 200, description: 'the settings', schema: res.notificationSettingsResource }],
+  },
+  {
+    method: 'put',
+    path: '/v1/notification-settings',
+    operationId: 'putNotificationSettings',
+    tag: 'notifications',
+    summary: 'Set my email notifications',
+    description:
+      'A new address is unverified: a link is mailed to it (one per minute at most), which verifies it with a plain GET, once, within 24 hours; nothing else is mailed before. ' +
+      'Each ending in `on` is then mailed at most once; endings within `digest_seconds` of the first share one mail (a batch of 100 is one mail). ' +
+      'Every mail carries an unsubscribe link (and `List-Unsubscribe`). Omitted `on` and `digest_seconds` keep their values. ' +
+      '503 `mail_unavailable`: saved, but the verification mail could not be sent (PUT again).',
+    auth: 'user',
+    body: { id: 'NotificationSettingsRequest', schema: notificationSettingsBody },
+    responses: [{ status: 200, description: 'the settings', schema: res.notificationSettingsResource }],
+    errors: [400, 503],
+  },
+  {
+    method: 'get',
+    path: '/v1/notification-settings/verify',
+    operationId: 'verifyNotificationEmail',
+    tag: 'notifications',
+    summary: "Verify an address (the link mailed to it)",
+    description: 'No key: the token is the proof. Single use, 24 hours. A browser (Accept: text/html) gets a line of HTML.',
+    auth: 'none',
+    query: emailLinkQuery,
+    responses: [{ status: 200, description: 'verified', schema: res.emailLinkResult }],
+    errors: [400, 404],
+  },
+  {
+    method: 'get',
+    path: '/v1/notification-settings/unsubscribe',
+    operationId: 'unsubscribeNotificationEmail',
+    tag: 'notifications',
+    summary: 'Stop email notifications (the link every mail carries)',
+    description: 'No key: the token is the proof. Sets `on` to []; a new address gets a new token. A browser (Accept: text/html) gets a line of HTML.',
+    auth: 'none',
+    query: emailLinkQuery,
+    responses: [{ status: 200, description: 'unsubscribed', schema: res.emailLinkResult }],
+    errors: [400, 404],
+  },
+  {
+    method: 'post',
+    path: '/v1/notification-settings/unsubscribe',
+    operationId: 'unsubscribeNotificationEmailOneClick',
+    tag: 'notifications',
+    summary: 'Stop email notifications, one click (RFC 8058)',
+    description: 'What a mail client POSTs for `List-Unsubscribe-Post: List-Unsubscribe=One-Click`; the same as the GET.',
+    auth: 'none',
+    query: emailLinkQuery,
+    responses: [{ status: 200, description: 'unsubscribed', schema: res.emailLinkResult }],
+    errors: [400, 404],
   },
   {
     method: 'get',

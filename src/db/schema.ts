@@ -89,6 +89,7 @@ export const generations = pgTable(
 
 export * from './schema-notifications';
 export * from './schema-dispatch';
+export * from './schema-email';
 
 /** Each user's credit balances; changed only together with a ledger row, in one transaction. */
 export const creditAccounts = pgTable('credit_accounts', {

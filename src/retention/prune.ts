@@ -67,7 +67,7 @@ export const PRUNE_STEPS: PruneStep[] = [
     async batch(sql, w, rowLimit) {
       // Each job goes with about four rows of other tables: a quarter as many jobs keeps the statement to its rows.
       const limit = Math.max(1, Math.floor(rowLimit / JOB_ROWS));
-      const [r] = await sql<Record<'n' | 'keys' | 'entries' | 'inbox' | 'deliveries' | 'attempts', number>[]>`
+      const [r] = await sql<Record<'n' | 'keys' | 'entries' | 'inbox' | 'emails' | 'deliveries' | 'attempts', number>[]>`
         with doomed as (
           select id from generations
           where completed_at < now() - ${days(w.jobsDays)}::interval and status_rank = 2
@@ -82,6 +82,8 @@ export const PRUNE_STEPS: PruneStep[] = [
           delete from gpu_queue_entries where job_id = any((select ids from ids)::text[]) returning 1
         ), inbox as (
           delete from notifications where job_id = any((select ids from ids)::text[]) returning 1
+        ), emails as (
+          delete from email_notifications where job_id = any((select ids from ids)::text[]) returning 1
         ), finished as (
           select coalesce(array_agg(id), '{}') as ids from webhook_deliveries where job_id = any((select ids from ids)::text[]) and status <> 'pending'
         ), attempts as (
@@ -92,12 +94,13 @@ export const PRUNE_STEPS: PruneStep[] = [
           delete from generations where id = any((select ids from ids)::text[]) returning 1
         )
         select (select count(*) from gone)::int as n, (select count(*) from keys)::int as keys, (select count(*) from entries)::int as entries,
-               (select count(*) from inbox)::int as inbox, (select count(*) from deliveries)::int as deliveries,
+               (select count(*) from inbox)::int as inbox, (select count(*) from emails)::int as emails, (select count(*) from deliveries)::int as deliveries,
                (select count(*) from attempts)::int as attempts`;
       return ordered('generations', r.n, limit, {
         idempotency_keys: r.keys,
         gpu_queue_entries: r.entries,
         notifications: r.inbox,
+        email_notifications: r.emails,
         webhook_deliveries: r.deliveries,
         webhook_delivery_attempts: r.attempts,
       });
@@ -116,6 +119,24 @@ export const PRUNE_STEPS: PruneStep[] = [
         )
         select count(*)::int as n from gone`;
       return ordered('notifications', r.n, limit);
+    },
+  },
+  {
+    // Endings queued for mail, by when they were queued, whatever became of them (one still pending after the window is
+    // not worth a mail any more). Within the jobs' window, and deleted with their job too: a reused Idempotency-Key's
+    // job must find its (job, event) free. Settings stay: one row per user who set an address.
+    table: 'email_notifications',
+    async batch(sql, w, limit) {
+      const [r] = await sql<{ n: number }[]>`
+        with doomed as materialized (
+          select job_id, event, user_id from email_notifications
+          where created_at < now() - ${days(w.notificationsDays)}::interval order by created_at limit ${limit}
+        ), gone as (
+          delete from email_notifications e using doomed d
+          where e.job_id = d.job_id and e.event = d.event and e.user_id = d.user_id returning 1
+        )
+        select count(*)::int as n from gone`;
+      return ordered('email_notifications', r.n, limit);
     },
   },
   {

@@ -114,6 +114,29 @@ export const notificationResource = component(
 );
 export const notificationList = component('NotificationList', page(notificationResource));
 
+const emailOnStatuses = z.array(z.enum(['succeeded', 'failed', 'expired', 'canceled']));
+
+export const notificationSettingsResource = component(
+  'NotificationSettings',
+  z.object({
+    object: z.literal('notification_settings'),
+    email: z.string().nullable().meta({ description: 'where endings are mailed; null: no mail' }),
+    email_verified: z.boolean().meta({ description: 'read-only: the link mailed to the address was opened. Nothing is mailed before' }),
+    on: emailOnStatuses.meta({ description: 'which endings are mailed' }),
+    digest_seconds: z.number().int().meta({ description: 'endings within this many seconds of the first go in one mail; 0: each on its own' }),
+  }),
+);
+
+export const emailLinkResult = component(
+  'EmailLinkResult',
+  z.object({
+    object: z.enum(['email_verification', 'email_unsubscribe']),
+    email: z.string().nullable(),
+    email_verified: z.boolean().optional(),
+    on: emailOnStatuses.optional(),
+  }),
+);
+
 export const webhookEndpointResource = component(
   'WebhookEndpoint',
   z.object({

@@ -2,3 +2,4 @@ export { generationWorkflow } from './generation';
 export { webhookDeliveryWorkflow } from './webhook-delivery';
 export { reconcilerWorkflow } from './reconciler';
 export { retentionWorkflow } from './retention';
+export { emailDigestWorkflow } from './email-digest';

@@ -1,4 +1,4 @@
-import { CancellationScope, condition, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
@@ -44,20 +44,28 @@ const ending = proxyActivities<EndingActivities>({
   retry: { initialInterval: '500ms', maximumInterval: '30s' },
 });
 
-// The lean run's short steps (its opening: projection row and credit reservation; stopping an attempt): local
-// activities, recorded as markers in the workflow task that asked for them rather than scheduled as activities, each
-// of which costs an action and a workflow task more. Each is idempotent and takes milliseconds.
-const quick = proxyLocalActivities<LifecycleActivities>({
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '500ms', maximumInterval: '30s' },
-});
+// The lean run's short steps (its opening: projection row and credit reservation; stopping an attempt; its ending) run
+// first as local activities: markers in the workflow task that asked for them, rather than scheduled activities, each
+// of which costs an action and a workflow task more. Each is idempotent and takes milliseconds. A local activity holds
+// its workflow task open (and its worker's shutdown) while it retries, so it gets a few seconds only; past them the
+// same step runs as an ordinary activity, retried by the server until done (`durably`).
+const LOCAL_STEP = {
+  scheduleToCloseTimeout: '15s',
+  retry: { initialInterval: '200ms', maximumInterval: '2s' },
+} as const;
+const quick = proxyLocalActivities<LifecycleActivities>(LOCAL_STEP);
+const endingNow = proxyLocalActivities<EndingActivities>(LOCAL_STEP);
 
-// The lean run's ending, the same steps as `ending`'s, as a local activity: the workflow task that decides how the job
-// ended runs it and completes the workflow, so a GPU activity that returns after that adds nothing to the history.
-const endingNow = proxyLocalActivities<EndingActivities>({
-  startToCloseTimeout: '1m',
-  retry: { initialInterval: '500ms', maximumInterval: '30s' },
-});
+/** A local activity's step, or, if it did not succeed within its few seconds, the same step as an ordinary activity. */
+async function durably<T>(local: () => Promise<T>, ordinary: () => Promise<T>): Promise<T> {
+  try {
+    return await local();
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    log.warn('a local step did not succeed in time; running it as an activity', { error: err instanceof Error ? err.message : String(err) });
+    return ordinary();
+  }
+}
 
 /**
  * A run that reaches its end on this build ends through one activity; one that ended on an earlier build ran the same
@@ -138,7 +146,11 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   const reservation = { jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt };
   let funded: Awaited<ReturnType<LifecycleActivities['ensureRunReservation']>>;
   if (lean) {
-    funded = await quick.openFundedRun({ input, runOpenedAt });
+    const opening = { input, runOpenedAt };
+    funded = await durably(
+      () => quick.openFundedRun(opening),
+      () => lifecycle.openFundedRun(opening),
+    );
   } else {
     await projection.openRun({ input, runOpenedAt });
     funded = await lifecycle.ensureRunReservation(reservation);
@@ -199,11 +211,18 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       // Also abort from here, in case the dispatcher holding the job is gone. The lean run wakes that dispatcher too
       // (its heartbeats, which would carry the cancellation, are ~40 s apart), whether or not the backend accepted yet.
       const backendJobId = acceptedAttempt === attempt ? state.backendJobId : null;
-      if (lean) await quick.stopAttempt({ jobId, attempt, backendJobId });
+      if (lean) await stopAttempt({ jobId, attempt, backendJobId });
       else if (backendJobId) await lifecycle.cancelBackendJob({ backendJobId });
       return { kind: 'canceled' };
     }
     return outcomeOfFailure(failure);
+  }
+
+  function stopAttempt(stop: { jobId: string; attempt: number; backendJobId: string | null }): Promise<void> {
+    return durably(
+      () => quick.stopAttempt(stop),
+      () => lifecycle.stopAttempt(stop),
+    );
   }
 
   async function finish(outcome: AttemptOutcome): Promise<GenerationState> {
@@ -233,7 +252,11 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     const webhookUrl = input.request.webhook_url ?? null;
     if (lean) {
       // A local activity: it runs in the workflow task that decided the ending, which then completes the workflow.
-      await endingNow.endGeneration({ write, userId: input.userId, webhookUrl, endedAt: completedAt });
+      const end = { write, userId: input.userId, webhookUrl, endedAt: completedAt };
+      await durably(
+        () => endingNow.endGeneration(end),
+        () => ending.endGeneration(end),
+      );
     } else if (patched(ONE_ENDING_PATCH)) {
       await ending.endGeneration({ write, userId: input.userId, webhookUrl, endedAt: completedAt });
     } else {
@@ -242,7 +265,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       await projection.recordTransition(write);
       await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl, endedAt: completedAt });
     }
-    if (lateAccepted !== undefined) await quick.stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted });
+    if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted });
     return state;
   }
 }

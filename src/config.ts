@@ -94,7 +94,8 @@ const envSchema = z.object({
   METRICS_PORT: int(9464),
   GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
   GPU_TASK_QUEUE: z.string().min(1).default('gpu'),
-  HEARTBEAT_THROTTLE_MS: int(1_000),
+  /** The most the SDK holds back a heartbeat; it never waits past 0.8 of the activity's heartbeat timeout either. */
+  HEARTBEAT_THROTTLE_MS: int(60_000),
   GPU_SLOTS: int(4),
   GPU_SUBMITS_PER_SECOND: z.coerce.number().positive().default(20),
   // GPU dispatch and admission (src/dispatch, src/api/admission.ts). GPU_SLOTS seeds the pool's live capacity.
@@ -112,7 +113,8 @@ const envSchema = z.object({
   TIER_BACKLOG_PER_SLOT: tierNumbers('free:10,pro:50,enterprise:100', { min: 0.01 }),
   QUEUE_ETA_WINDOW_MS: z.coerce.number().int().min(1_000).default(10 * 60_000),
   POLL_INTERVAL_MS: int(5_000),
-  HEARTBEAT_TIMEOUT_MS: int(10_000),
+  /** A GPU dispatcher that stops heartbeating is given up after this; its job resumes on another (within a minute). */
+  HEARTBEAT_TIMEOUT_MS: int(50_000),
   MAX_ATTEMPTS: int(3),
   RETRY_BACKOFF_MS: int(2_000),
   TIER_WEIGHTS: tierNumbers('free:1,pro:4,enterprise:8', { min: 0.001 }),

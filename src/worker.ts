@@ -99,7 +99,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         ...gpuDispatch.workerOptions,
         // The backend's submission rate, enforced by the server across every dispatcher.
         maxTaskQueueActivitiesPerSecond: config.worker.gpuSubmitsPerSecond,
-        // Cancellation reaches an activity only in a heartbeat's answer: keep heartbeats frequent.
+        // Heartbeats only keep an attempt alive (each is a billable action): the SDK sends one per 0.8 heartbeat timeout
+        // at most. Cancels and deadlines reach the activity through its wake-up (src/dispatch/backend-wakeups.ts).
         maxHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
         defaultHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
       }),

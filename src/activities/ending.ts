@@ -1,4 +1,3 @@
-import { Context } from '@temporalio/activity';
 import { settleCredits } from '../credits/ledger';
 import type { Db } from '../db/client';
 import type { ProjectionWrite } from '../domain/generation';
@@ -17,15 +16,6 @@ export interface GenerationEnding {
   endedAt: string;
 }
 
-/** Heartbeats when run as an activity; called by the reconciler's own activity, it heartbeats that one. */
-function heartbeat(): void {
-  try {
-    Context.current().heartbeat();
-  } catch {
-    // not in an activity
-  }
-}
-
 /**
  * A job's ending, the only one: the generation workflow runs it as its last activity, and the reconciler runs it for a
  * job whose workflow was ended from outside (terminated, timed out) and so never will. Each step is idempotent (one
@@ -40,9 +30,7 @@ export function createEndingActivities({ db, notifyEnded }: { db: Db; notifyEnde
       if (!isTerminal(write.status)) throw new Error(`endGeneration: ${write.jobId} is ${write.status}, not terminal`);
       // Credits first: once a client sees the job ended, its usage already shows the settlement.
       await settleCredits(db, write.jobId, write.status === 'succeeded' ? 'capture' : 'release');
-      heartbeat();
       const moved = await recordTransition(write);
-      heartbeat();
       await notifyEnded({ jobId: write.jobId, userId, status: write.status, webhookUrl, endedAt });
       return moved;
     },

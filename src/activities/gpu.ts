@@ -1,5 +1,5 @@
 import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
-import type { Client } from '@temporalio/client';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import {
   BackendRejectedError,
   isJobNotFound,
@@ -11,11 +11,13 @@ import {
 } from '../backend/types';
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
+import { generations } from '../db/schema';
+import { and, eq } from 'drizzle-orm';
 import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
-import { backendEventSignal } from '../contracts/generation';
-import type { BackendWakeups } from '../dispatch/backend-wakeups';
+import { backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
+import { attemptStopKey, type BackendWakeups } from '../dispatch/backend-wakeups';
 
 export interface GpuActivityDeps {
   db: Db;
@@ -43,11 +45,37 @@ export interface GpuAttemptInput {
   acceptedAt: string;
   request: GenerationRequest;
   expectedRunMs: number;
+  /**
+   * The attempt's running deadline, from the backend's acceptance: past it the backend job is asked once more, canceled
+   * if still running, and the attempt fails with generation_timeout. Unset by a run begun before LEAN_RUN_PATCH, whose
+   * workflow keeps that deadline on a timer of its own.
+   */
+  maxRunMs?: number;
+}
+
+/** Returns a function to call often: it heartbeats once 0.7 of the heartbeat timeout has passed since the last one. */
+function heartbeatWhenDue(details: () => GpuHeartbeat): () => void {
+  const ctx = Context.current();
+  const everyMs = (ctx.info.heartbeatTimeoutMs ?? 10_000) * 0.7;
+  let last = Date.now();
+  return () => {
+    if (Date.now() - last < everyMs) return;
+    last = Date.now();
+    ctx.heartbeat(details());
+  };
+}
+
+/** The workflow's "stop this attempt" (its cancel or deadline), heard through the wake-up channel. */
+interface AttemptStop {
+  requested: boolean;
+  woken: Promise<void>;
 }
 
 /** Heartbeat details: what a retried attempt needs to resume the same backend job instead of submitting a new one. */
 interface GpuHeartbeat {
   backendJobId: string | null;
+  /** When the backend accepted this attempt (epoch ms): its running deadline counts from there. */
+  acceptedAtMs?: number;
 }
 
 /**
@@ -69,11 +97,14 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     };
   }
 
-  /** Marks the job running in the projection and tells the workflow which backend job this attempt is. */
-  async function announceAccepted(input: GpuAttemptInput, backendJobId: string | null, progress: number) {
+  /**
+   * Marks the job running in the projection and tells the workflow which backend job this attempt is. Returns false when
+   * the workflow has already ended (canceled while this attempt was being submitted): nobody wants the backend job.
+   */
+  async function announceAccepted(input: GpuAttemptInput, backendJobId: string | null, progress: number, acceptedAtMs: number): Promise<boolean> {
     const { jobId, attempt, runOpenedAt, expectedRunMs } = input;
-    const now = Date.now();
-    if (attempt === 1 && !Context.current().info.heartbeatDetails) timeInQueue.observe({ tier: input.tier }, (now - Date.parse(input.acceptedAt)) / 1000);
+    const now = acceptedAtMs;
+    if (attempt === 1 && Context.current().info.attempt === 1) timeInQueue.observe({ tier: input.tier }, (now - Date.parse(input.acceptedAt)) / 1000);
     await applyWrite(db, {
       jobId,
       runOpenedAt,
@@ -85,10 +116,13 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       startedAt: new Date(now).toISOString(),
       expectedDoneAt: new Date(now + expectedRunMs).toISOString(),
     });
-    await client.workflow
-      .getHandle(jobId)
-      .signal(backendEventSignal, { run: runTag(runOpenedAt), attempt, type: 'accepted', backendJobId: backendJobId ?? '' })
-      .catch((err: unknown) => deps.logger.warn({ jobId, backendJobId, err }, 'could not signal acceptance'));
+    try {
+      await client.workflow.getHandle(jobId).signal(backendEventSignal, { run: runTag(runOpenedAt), attempt, type: 'accepted', backendJobId: backendJobId ?? '' });
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return false;
+      deps.logger.warn({ jobId, backendJobId, err }, 'could not signal acceptance');
+    }
+    return true;
   }
 
   function result(job: BackendJob): GpuAttemptResult {
@@ -100,24 +134,56 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     };
   }
 
-  async function runAsync(input: GpuAttemptInput, log: Logger): Promise<GpuAttemptResult> {
+  /**
+   * The backend job an earlier try of this attempt started: from its last heartbeat, or, before it ever heartbeated,
+   * from the projection row it wrote when the backend accepted the job.
+   */
+  async function startedBackendJob({ jobId, runOpenedAt, attempt, expectedRunMs }: GpuAttemptInput): Promise<{ backendJobId: string; acceptedAtMs: number } | null> {
     const ctx = Context.current();
-    const resumed = ctx.info.heartbeatDetails as GpuHeartbeat | undefined;
-    let job = await callBackend(() => (resumed?.backendJobId ? backend.getJob(resumed.backendJobId) : backend.submit(submission(input, true))), resumed?.backendJobId ?? undefined);
-    log.info({ backendJobId: job.id, status: job.status, resumed: Boolean(resumed?.backendJobId) }, 'backend job accepted');
-    ctx.heartbeat({ backendJobId: job.id } satisfies GpuHeartbeat);
-    await announceAccepted(input, job.id, job.progress);
+    const beat = ctx.info.heartbeatDetails as GpuHeartbeat | undefined;
+    if (beat?.backendJobId) return { backendJobId: beat.backendJobId, acceptedAtMs: beat.acceptedAtMs ?? Date.now() };
+    if (ctx.info.attempt === 1) return null;
+    const [row] = await db
+      .select({ backendJobId: generations.backendJobId, expectedDoneAt: generations.expectedDoneAt })
+      .from(generations)
+      .where(and(eq(generations.id, jobId), eq(generations.runOpenedAt, new Date(runOpenedAt)), eq(generations.attempt, attempt)));
+    if (!row?.backendJobId) return null;
+    // announceAccepted wrote expectedDoneAt as the acceptance plus expectedRunMs.
+    return { backendJobId: row.backendJobId, acceptedAtMs: row.expectedDoneAt ? row.expectedDoneAt.getTime() - expectedRunMs : Date.now() };
+  }
 
-    // Heartbeat often enough to hear a cancellation and to stay alive; poll the backend at its own pace.
+  async function runAsync(input: GpuAttemptInput, stop: AttemptStop, log: Logger): Promise<GpuAttemptResult> {
+    const ctx = Context.current();
+    const resumed = await startedBackendJob(input);
+    const resumedId = resumed?.backendJobId;
+    let job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : backend.submit(submission(input, true))), resumedId);
+    const acceptedAtMs = resumed?.acceptedAtMs ?? Date.now();
+    log.info({ backendJobId: job.id, status: job.status, resumed: Boolean(resumedId) }, 'backend job accepted');
+    if (!(await announceAccepted(input, job.id, job.progress, acceptedAtMs))) stop.requested = true;
+    const deadlineAt = input.maxRunMs === undefined ? Infinity : acceptedAtMs + input.maxRunMs;
+
+    // Each heartbeat is a billable action: they only keep the attempt alive, the first when 0.7 of the heartbeat
+    // timeout has passed (a job shorter than that sends none), then as the SDK's throttle (0.8 of it) lets them through.
+    // The workflow's cancel or deadline arrives as a wake-up (stop), the backend's word as a callback's wake-up or a
+    // poll, whichever is first.
+    const beat = heartbeatWhenDue(() => ({ backendJobId: job.id, acceptedAtMs }));
     const tickMs = Math.max(50, Math.min(pollIntervalMs, (ctx.info.heartbeatTimeoutMs ?? pollIntervalMs * 3) / 3));
     let lastPoll = Date.now();
     let progress = job.progress;
     try {
       while (!TERMINAL_BACKEND_STATUSES.has(job.status)) {
-        // Wake for the heartbeat or when the next poll is due, whichever is sooner, so polls keep their interval.
+        if (stop.requested) {
+          log.info({ backendJobId: job.id }, 'the workflow stopped this attempt: aborting the backend job');
+          job = await backend.cancel(job.id);
+          continue;
+        }
+        if (Date.now() >= deadlineAt) return await overdue(job.id, log);
+        // Wake for the heartbeat, the deadline or when the next poll is due, whichever is sooner, so polls keep their interval.
         const untilPoll = lastPoll + pollIntervalMs - Date.now();
-        const woken = await Promise.race([wakeups.wait(job.id, Math.max(1, Math.min(tickMs, untilPoll))), ctx.cancelled]);
-        ctx.heartbeat({ backendJobId: job.id } satisfies GpuHeartbeat);
+        const waitMs = Math.max(1, Math.min(tickMs, untilPoll, deadlineAt - Date.now()));
+        const woken = await Promise.race([wakeups.wait(job.id, waitMs), stop.woken.then(() => true), ctx.cancelled]);
+        beat();
+        if (stop.requested) continue;
         if (!woken && Date.now() - lastPoll < pollIntervalMs) continue;
         lastPoll = Date.now();
         try {
@@ -137,25 +203,52 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       throw await onInterrupted(err, job.id, log);
     }
     log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
+    // Canceled at the deadline by an earlier try of this attempt, which did not live to say so.
+    if (job.status === 'canceled' && Date.now() >= deadlineAt && !stop.requested) throw generationTimeout();
     return result(job);
   }
 
   /** Synchronous backends: one blocking call (idempotent by client key, so a retry re-attaches), heartbeating meanwhile. */
-  async function runSync(input: GpuAttemptInput, log: Logger): Promise<GpuAttemptResult> {
+  async function runSync(input: GpuAttemptInput, stop: AttemptStop, log: Logger): Promise<GpuAttemptResult> {
     const ctx = Context.current();
     if (!backend.generate) throw ApplicationFailure.nonRetryable('this backend has no synchronous mode', 'BackendRejectedError');
-    ctx.heartbeat({ backendJobId: null } satisfies GpuHeartbeat);
-    await announceAccepted(input, null, 0);
-    const beat = setInterval(() => ctx.heartbeat({ backendJobId: null } satisfies GpuHeartbeat), Math.max(50, (ctx.info.heartbeatTimeoutMs ?? 3000) / 3));
+    const acceptedAtMs = Date.now();
+    if (!(await announceAccepted(input, null, 0, acceptedAtMs))) stop.requested = true;
+    const beat = setInterval(heartbeatWhenDue(() => ({ backendJobId: null })), Math.max(50, (ctx.info.heartbeatTimeoutMs ?? 3000) / 3));
+    // The call ends when Temporal cancels the activity or when the workflow's stop arrives, whichever is first.
+    const abort = new AbortController();
+    const aborted = AbortSignal.any([ctx.cancellationSignal, abort.signal]);
+    const stopped = stop.woken.then((): BackendJob => {
+      abort.abort();
+      const now = new Date().toISOString();
+      return { id: '', client_key: backendClientKey(input.jobId, input.runOpenedAt, input.attempt), status: 'canceled', progress: 0, video_url: null, error: null, created_at: now, started_at: null, completed_at: now };
+    });
+    if (stop.requested) abort.abort();
+    const deadline = input.maxRunMs === undefined ? undefined : setTimeout(() => abort.abort(), input.maxRunMs);
+    const overran = () => deadline !== undefined && abort.signal.aborted && !stop.requested;
     try {
-      const job = await Promise.race([callBackend(() => backend.generate!(submission(input, false), ctx.cancellationSignal)), ctx.cancelled]);
+      const job = await Promise.race([callBackend(() => backend.generate!(submission(input, false), aborted)), stopped, ctx.cancelled]).catch((err: unknown) => {
+        throw overran() ? generationTimeout() : err;
+      });
       log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
       return result(job);
     } catch (err) {
       throw await onInterrupted(err, null, log);
     } finally {
       clearInterval(beat);
+      clearTimeout(deadline);
     }
+  }
+
+  /** The running deadline has passed: the backend's last word if it has just finished, else its job is canceled. */
+  async function overdue(backendJobId: string, log: Logger): Promise<GpuAttemptResult> {
+    let job = await backend.getJob(backendJobId);
+    if (!TERMINAL_BACKEND_STATUSES.has(job.status)) {
+      log.warn({ backendJobId }, 'the generation ran past its deadline: canceling the backend job');
+      job = await backend.cancel(backendJobId);
+    }
+    if (job.status === 'succeeded' || job.status === 'failed') return result(job);
+    throw generationTimeout();
   }
 
   /** What an interrupted attempt throws, after aborting the backend job when the workflow asked for it. */
@@ -175,10 +268,23 @@ export function createGpuActivities(deps: GpuActivityDeps) {
 
   async function runGeneration(input: GpuAttemptInput): Promise<GpuAttemptResult> {
     const log = deps.logger.child({ jobId: input.jobId, workflowId: input.jobId, attempt: input.attempt });
-    return deps.mode === 'sync' ? runSync(input, log) : runAsync(input, log);
+    // Listening from the first moment, so a stop sent while the backend is still being asked is heard.
+    const wake = wakeups.once(attemptStopKey(input.jobId, input.attempt));
+    const stop: AttemptStop = { requested: false, woken: wake.woken };
+    void wake.woken.then(() => (stop.requested = true));
+    try {
+      return await (deps.mode === 'sync' ? runSync(input, stop, log) : runAsync(input, stop, log));
+    } finally {
+      wake.cancel();
+    }
   }
 
   return { runGeneration };
+}
+
+/** The attempt ran past its running deadline; the workflow reads it as generation_timeout (attempt-outcome.ts). */
+function generationTimeout(): ApplicationFailure {
+  return ApplicationFailure.create({ type: GENERATION_TIMEOUT_FAILURE, message: 'the generation ran past its deadline', nonRetryable: true });
 }
 
 /**

@@ -1,7 +1,10 @@
 import { TERMINAL_BACKEND_STATUSES, type GenerationBackend } from '../backend/types';
 import { ensureRunReservation, InsufficientCreditsError, settleCredits } from '../credits/ledger';
+import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import type { GenerationRequest, GpuAttemptResult } from '../domain/generation';
+import { attemptStopKey, BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
+import { openRun } from '../db/projection';
+import type { GenerationInput, GenerationRequest, GpuAttemptResult } from '../domain/generation';
 import { creditsFor } from '../domain/pricing';
 
 export interface RunReservationInput {
@@ -14,6 +17,17 @@ export interface RunReservationInput {
 
 /** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
 export function createLifecycleActivities({ db, backend }: { db: Db; backend: GenerationBackend }) {
+  /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
+  async function reserveForRun({ jobId, userId, request, runOpenedAt }: RunReservationInput): Promise<{ ok: true } | { ok: false; message: string }> {
+    try {
+      await ensureRunReservation(db, { jobId, userId, credits: creditsFor(request) }, runOpenedAt);
+      return { ok: true };
+    } catch (err) {
+      if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
+      throw err;
+    }
+  }
+
   return {
     /**
      * A running attempt passed its deadline: poll the backend once more (it may have just finished), and cancel the
@@ -30,20 +44,28 @@ export function createLifecycleActivities({ db, backend }: { db: Db; backend: Ge
       };
     },
 
+    /**
+     * The workflow no longer wants attempt N (canceled, or past its deadline): wakes the GPU activity running it, which
+     * aborts its backend job and frees its slot, and aborts the backend job from here too, in case that dispatcher is gone.
+     */
+    async stopAttempt({ jobId, attempt, backendJobId }: { jobId: string; attempt: number; backendJobId: string | null }): Promise<void> {
+      await db.execute(sql`select pg_notify(${BACKEND_JOB_CHANNEL}, ${attemptStopKey(jobId, attempt)})`);
+      if (backendJobId) await backend.cancel(backendJobId);
+    },
+
     /** Aborts a backend job the workflow no longer wants; a job already ended is left as it is. */
     async cancelBackendJob({ backendJobId }: { backendJobId: string }): Promise<void> {
       await backend.cancel(backendJobId);
     },
 
-    /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
-    async ensureRunReservation({ jobId, userId, request, runOpenedAt }: RunReservationInput): Promise<{ ok: true } | { ok: false; message: string }> {
-      try {
-        await ensureRunReservation(db, { jobId, userId, credits: creditsFor(request) }, runOpenedAt);
-        return { ok: true };
-      } catch (err) {
-        if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
-        throw err;
-      }
+    /** The reservation step of a run begun before the lean run (LEAN_RUN_PATCH), which replays it as an activity. */
+    ensureRunReservation: reserveForRun,
+
+    /** A run's opening, as one local activity: its projection row for this run, then its credit reservation. */
+    async openFundedRun({ input, runOpenedAt }: { input: GenerationInput; runOpenedAt: string }): Promise<{ ok: true } | { ok: false; message: string }> {
+      await openRun(db, input, runOpenedAt);
+      const { duration_seconds, resolution } = input.request;
+      return reserveForRun({ jobId: input.jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt });
     },
 
     /** Captures the job's reserved credits on success, releases them otherwise — once, whoever retries. */

@@ -1,4 +1,3 @@
-import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import { eq } from 'drizzle-orm';
 import { toGenerationResource } from '../wire/serialize';
@@ -82,7 +81,6 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
       const delivery = await ensureDelivery(db, { id: deliveryIdFor(webhookId, endpointId), userId, jobId, endpointId, eventType, webhookId, url, body });
       // Finished already (an earlier run of this step got that far): nothing to start.
       if (delivery.status === 'pending') await startScheduledDelivery(starter, delivery.id);
-      Context.current().heartbeat();
     }
     // Email: queued when the user asked for this ending; their digest workflow mails it (src/workflows/email-digest.ts).
     const emailed = await queueEndingForEmail({ sql: db.$client, client, taskQueue: starter.taskQueue }, { userId, jobId, event: eventType, status });

@@ -34,8 +34,10 @@ const EVENT_TYPES: Record<BackendCallback['type'], BackendEventType> = {
 };
 
 /**
- * POST /internal/backend/callbacks: the backend's signed webhook becomes a signal to the job's workflow. It answers 2xx
- * only once the signal was accepted (or the job is long gone), so a failed signal makes the backend retry.
+ * POST /internal/backend/callbacks: the backend's signed webhook that a job ended becomes a signal to the job's workflow
+ * (and a wake-up of the GPU activity holding its slot). It answers 2xx only once the signal was accepted (or the job is
+ * long gone), so a failed signal makes the backend retry. `job.started` is acknowledged only: the GPU activity announced
+ * the acceptance itself.
  * `webhookSecrets` is the current secret, then during a rotation the previous one: a signature by either is accepted.
  */
 export function callbacksRouter({ client, sql, webhookSecrets, logger }: { client: Client; sql: Sql; webhookSecrets: string[]; logger: Logger }): Router {
@@ -62,6 +64,13 @@ export function callbacksRouter({ client, sql, webhookSecrets, logger }: { clien
     const target = parseBackendClientKey(callback.job.client_key);
     if (!target) throw new ApiError(400, 'unknown_client_key', 'job.client_key: not a key this service issued');
     const log = logger.child({ jobId: target.jobId, workflowId: target.jobId, backendJobId: callback.job.id, eventId: callback.event_id });
+    if (callback.type === 'job.started') {
+      // The GPU activity told the workflow already, when the backend accepted the job: a second signal would cost an
+      // action and a workflow task for nothing. The callbacks that end a job are the ones the workflow waits for.
+      callbackMetrics.inc({ outcome: 'ignored' });
+      res.status(200).json({ received: true, applied: false });
+      return;
+    }
     try {
       await withTemporalDeadline(client, () =>
         client.workflow.getHandle(target.jobId).signal(backendEventSignal, {

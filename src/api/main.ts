@@ -10,6 +10,7 @@ import { resolveAdminApiKey } from './admin-key';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
 import { createServiceStartRelay } from './start-relay';
+import { temporalCallsSettled } from '../lib/temporal-deadline';
 
 function listen(server: Server, port: number, host: string): Promise<{ server: Server; port: number }> {
   return new Promise((resolve, reject) => {
@@ -75,6 +76,8 @@ export async function startApi({
       async close({ graceMs = 5_000 }: { graceMs?: number } = {}) {
         await Promise.all(servers.map((server) => closeServer(server, graceMs)));
         relay.close();
+        // A request cut off by the close may still be waiting on Temporal (5 s at most): let it end first.
+        await temporalCallsSettled(client);
         await connection.close().catch(() => undefined);
         await database.close();
       },

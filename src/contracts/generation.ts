@@ -21,3 +21,6 @@ export const cancelGenerationSignal = defineSignal<[{ reason?: string }]>('cance
 export const generationStateQuery = defineQuery<GenerationState>('generationState');
 
 export const GENERATION_WORKFLOW_TYPE = 'generationWorkflow';
+
+/** The GPU activity's failure type when an attempt ran past its running deadline. */
+export const GENERATION_TIMEOUT_FAILURE = 'GenerationTimeout';

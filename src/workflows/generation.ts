@@ -1,4 +1,5 @@
-import { CancellationScope, condition, log, patched, proxyActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
 import type * as lifecycleActivities from '../activities/lifecycle';
@@ -36,18 +37,48 @@ const lifecycle = proxyActivities<LifecycleActivities>({
 });
 
 // The job's ending (credits, terminal row, notification), the same the reconciler runs for a workflow ended from
-// outside: each step idempotent, so it is retried until done; it heartbeats between steps and per webhook destination.
+// outside: each step idempotent, so it is retried until done. Its steps take milliseconds: no heartbeat (each would be
+// a billable action); a worker lost mid-way is given up after the start-to-close timeout.
 const ending = proxyActivities<EndingActivities>({
   startToCloseTimeout: '1m',
-  heartbeatTimeout: '10s',
   retry: { initialInterval: '500ms', maximumInterval: '30s' },
 });
+
+// The lean run's short steps (its opening: projection row and credit reservation; stopping an attempt; its ending) run
+// first as local activities: markers in the workflow task that asked for them, rather than scheduled activities, each
+// of which costs an action and a workflow task more. Each is idempotent and takes milliseconds. A local activity holds
+// its workflow task open (and its worker's shutdown) while it retries, so it gets a few seconds only; past them the
+// same step runs as an ordinary activity, retried by the server until done (`durably`).
+const LOCAL_STEP = {
+  scheduleToCloseTimeout: '15s',
+  retry: { initialInterval: '200ms', maximumInterval: '2s' },
+} as const;
+const quick = proxyLocalActivities<LifecycleActivities>(LOCAL_STEP);
+const endingNow = proxyLocalActivities<EndingActivities>(LOCAL_STEP);
+
+/** A local activity's step, or, if it did not succeed within its few seconds, the same step as an ordinary activity. */
+async function durably<T>(local: () => Promise<T>, ordinary: () => Promise<T>): Promise<T> {
+  try {
+    return await local();
+  } catch (err) {
+    if (isCancellation(err)) throw err;
+    log.warn('a local step did not succeed in time; running it as an activity', { error: err instanceof Error ? err.message : String(err) });
+    return ordinary();
+  }
+}
 
 /**
  * A run that reaches its end on this build ends through one activity; one that ended on an earlier build ran the same
  * steps as three activities, and replays them. docs/decisions.md ("Replay safety") says when that branch can go.
  */
 export const ONE_ENDING_PATCH = 'one-ending';
+
+/**
+ * The lean run: local activities open and end it, the search attributes are written once when it runs and once when it
+ * ends, the GPU activity keeps the running deadline (no timer), and a canceled attempt is stopped through the GPU
+ * activity's wake-up. A run begun on an earlier build replays what it did. docs/decisions.md ("Engine cost per job").
+ */
+export const LEAN_RUN_PATCH = 'lean-run';
 
 /**
  * One video generation, from acceptance to a terminal state. Holds a GPU slot only through the GPU activity, which the
@@ -64,14 +95,22 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   /** The latest attempt the backend has accepted: its running deadline is on. */
   let acceptedAttempt = 0;
 
+  const lean = patched(LEAN_RUN_PATCH);
+  /** A backend job accepted after this run was canceled, which nothing else would abort. */
+  let lateAccepted: string | undefined;
+
   setHandler(generationStateQuery, () => state);
   setHandler(cancelGenerationSignal, () => {
     if (!isTerminal(state.status)) cancelRequested = true;
   });
   setHandler(backendEventSignal, (event) => {
+    const acceptance = event.type === 'accepted' || event.type === 'started';
+    if (lean && acceptance && event.run === runTag(runOpenedAt) && event.attempt === state.attempt && acceptedAttempt !== event.attempt && cancelRequested && event.backendJobId) {
+      lateAccepted = event.backendJobId;
+    }
     // Events of another run or attempt, or after the end, are stale: ignored.
     if (event.run !== runTag(runOpenedAt) || event.attempt !== state.attempt || isTerminal(state.status)) return;
-    if (event.type === 'accepted' || event.type === 'started') {
+    if (acceptance) {
       acceptedAttempt = event.attempt;
       markRunning(event.backendJobId);
     } else if (!terminalEvents.has(event.attempt)) {
@@ -80,6 +119,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   });
 
   function markRunning(backendJobId: string): void {
+    if (lean) return transition(state.status === 'queued' ? 'running' : undefined, backendJobId);
     if (state.status === 'queued') transition('running');
     if (backendJobId && state.backendJobId !== backendJobId) {
       state.backendJobId = backendJobId;
@@ -87,15 +127,34 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     }
   }
 
-  function transition(to: GenerationStatus): void {
-    assertTransition(state.status, to);
-    state.status = to;
-    upsertSearchAttributes([{ key: SA_STATUS, value: to }]);
+  /** Moves the status and records a new backend job id; the lean run writes both search attributes in one upsert. */
+  function transition(to: GenerationStatus | undefined, backendJobId?: string | null): void {
+    const updates: SearchAttributeUpdatePair[] = [];
+    if (to !== undefined) {
+      assertTransition(state.status, to);
+      state.status = to;
+      updates.push({ key: SA_STATUS, value: to });
+    }
+    if (lean && backendJobId && state.backendJobId !== backendJobId) {
+      state.backendJobId = backendJobId;
+      updates.push({ key: SA_BACKEND_JOB_ID, value: backendJobId });
+    }
+    if (updates.length > 0) upsertSearchAttributes(updates);
   }
 
-  await projection.openRun({ input, runOpenedAt });
   const { duration_seconds, resolution } = input.request;
-  const funded = await lifecycle.ensureRunReservation({ jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt });
+  const reservation = { jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt };
+  let funded: Awaited<ReturnType<LifecycleActivities['ensureRunReservation']>>;
+  if (lean) {
+    const opening = { input, runOpenedAt };
+    funded = await durably(
+      () => quick.openFundedRun(opening),
+      () => lifecycle.openFundedRun(opening),
+    );
+  } else {
+    await projection.openRun({ input, runOpenedAt });
+    funded = await lifecycle.ensureRunReservation(reservation);
+  }
   if (!funded.ok) return finish({ kind: 'failed', backendJobId: null, error: generationError('insufficient_credits', funded.message) });
 
   for (;;) {
@@ -114,43 +173,68 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   async function runAttempt(attempt: number): Promise<AttemptOutcome> {
     const gpu = proxyActivities<GpuActivities>(gpuActivityOptions(input, attempt));
     const scope = new CancellationScope();
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs }));
+    // The lean run's running deadline is kept by the GPU activity (maxRunMs), not by a timer here (an action per job).
+    const maxRunMs = lean ? settings.maxRunMs : undefined;
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(
       (r) => (result = r),
       (e) => (failure = e ?? new Error('GPU activity failed')),
     );
-    const decided = () => result !== undefined || failure !== undefined || terminalEvents.has(attempt) || cancelRequested;
+    // A backend job canceled that the user did not cancel was canceled by the GPU activity at the running deadline (the
+    // lean run keeps it there): its word, generation_timeout, follows at once.
+    const eventDecides = (event: BackendEvent | undefined) => event !== undefined && !(lean && event.type === 'canceled' && !cancelRequested);
+    const decided = () => result !== undefined || failure !== undefined || eventDecides(terminalEvents.get(attempt)) || cancelRequested;
 
     // The running deadline counts from the backend's acceptance; the queue deadline is the activity's schedule-to-start.
-    await condition(() => decided() || acceptedAttempt === attempt);
-    if (!decided() && !(await condition(decided, settings.maxRunMs))) {
-      const backendJobId = state.backendJobId;
-      const last = backendJobId ? await lifecycle.finalizeOverdueAttempt({ backendJobId }) : undefined;
-      scope.cancel();
-      return outcomeOfOverdue(last);
+    if (lean) {
+      await condition(decided);
+    } else {
+      await condition(() => decided() || acceptedAttempt === attempt);
+      if (!decided() && !(await condition(decided, settings.maxRunMs))) {
+        const backendJobId = state.backendJobId;
+        const last = backendJobId ? await lifecycle.finalizeOverdueAttempt({ backendJobId }) : undefined;
+        scope.cancel();
+        return outcomeOfOverdue(last);
+      }
     }
 
     if (result) return outcomeOfResult(result);
     const event = terminalEvents.get(attempt);
-    if (event) {
+    if (eventDecides(event) && event) {
       scope.cancel(); // the backend has finished: free the GPU slot now
       return outcomeOfEvent(event);
     }
     if (cancelRequested) {
       scope.cancel(); // queued: the task leaves the backlog; running: the activity aborts the backend job
-      // Also abort from here, in case the dispatcher holding the job is gone.
-      if (acceptedAttempt === attempt && state.backendJobId) await lifecycle.cancelBackendJob({ backendJobId: state.backendJobId });
+      // Also abort from here, in case the dispatcher holding the job is gone. The lean run wakes that dispatcher too
+      // (its heartbeats, which would carry the cancellation, are ~40 s apart), whether or not the backend accepted yet.
+      const backendJobId = acceptedAttempt === attempt ? state.backendJobId : null;
+      if (lean) await stopAttempt({ jobId, attempt, backendJobId });
+      else if (backendJobId) await lifecycle.cancelBackendJob({ backendJobId });
       return { kind: 'canceled' };
     }
     return outcomeOfFailure(failure);
+  }
+
+  function stopAttempt(stop: { jobId: string; attempt: number; backendJobId: string | null }): Promise<void> {
+    return durably(
+      () => quick.stopAttempt(stop),
+      () => lifecycle.stopAttempt(stop),
+    );
   }
 
   async function finish(outcome: AttemptOutcome): Promise<GenerationState> {
     const completedAt = new Date().toISOString();
     switch (outcome.kind) {
       case 'succeeded':
+        if (lean) {
+          if (state.status === 'queued') state.status = 'running'; // a sync backend's first word is its result
+          state.videoUrl = outcome.videoUrl;
+          transition('succeeded', outcome.backendJobId);
+          break;
+        }
         markRunning(outcome.backendJobId);
         state.videoUrl = outcome.videoUrl;
         transition('succeeded');
@@ -166,7 +250,14 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     }
     const write = endingWrite(state, completedAt);
     const webhookUrl = input.request.webhook_url ?? null;
-    if (patched(ONE_ENDING_PATCH)) {
+    if (lean) {
+      // A local activity: it runs in the workflow task that decided the ending, which then completes the workflow.
+      const end = { write, userId: input.userId, webhookUrl, endedAt: completedAt };
+      await durably(
+        () => endingNow.endGeneration(end),
+        () => ending.endGeneration(end),
+      );
+    } else if (patched(ONE_ENDING_PATCH)) {
       await ending.endGeneration({ write, userId: input.userId, webhookUrl, endedAt: completedAt });
     } else {
       // Credits first: once a client sees the job ended, its usage already shows the settlement.
@@ -174,6 +265,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       await projection.recordTransition(write);
       await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl, endedAt: completedAt });
     }
+    if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted });
     return state;
   }
 }

@@ -208,7 +208,7 @@ describe('deadlines in the queue', () => {
     await stack?.close();
   });
 
-  test('a job that waits for a slot past its queue deadline fails with queue_timeout; a queued cancel leaves the backlog', async () => {
+  test('a job that waits for a slot past its queue deadline expires (queue_timeout); a queued cancel leaves the backlog', async () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);
     const hog = (await api.submit({ prompt: 'holds the only GPU [hang]' })).body;
@@ -219,7 +219,7 @@ describe('deadlines in the queue', () => {
     expect(cancel.status).toBe(202);
 
     expect(await api.waitForTerminal(canceledInQueue.id)).toMatchObject({ status: 'canceled', attempt: 1, backend_job_id: null });
-    expect(await api.waitForTerminal(waiting.id)).toMatchObject({ status: 'failed', error: { code: 'queue_timeout' }, backend_job_id: null });
+    expect(await api.waitForTerminal(waiting.id)).toMatchObject({ status: 'expired', error: { code: 'queue_timeout', retryable: true }, backend_job_id: null });
     expect(stack.simulator.simulator.engine.list(`${waiting.id}:`)).toHaveLength(0);
     expect(stack.simulator.simulator.engine.list(`${canceledInQueue.id}:`)).toHaveLength(0);
     await api.call('POST', `/v1/generations/${hog.id}/cancel`);

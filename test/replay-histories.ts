@@ -20,7 +20,7 @@ export const REPLAY_PATHS = {
   'permanent-failure': { workflowType: 'generationWorkflow', what: 'a permanent backend failure: failed at once, no second attempt' },
   'cancel-while-queued': { workflowType: 'generationWorkflow', what: 'canceled by its user while waiting for a GPU slot' },
   'cancel-while-running': { workflowType: 'generationWorkflow', what: 'canceled by its user while the backend runs it' },
-  'queue-timeout': { workflowType: 'generationWorkflow', what: 'no GPU slot within MAX_QUEUE_MS: queue_timeout' },
+  'queue-timeout': { workflowType: 'generationWorkflow', what: 'no GPU slot within MAX_QUEUE_MS: expired, queue_timeout' },
   'run-timeout': { workflowType: 'generationWorkflow', what: 'a backend job that hangs past MAX_RUN_MS: last poll, backend cancel, generation_timeout' },
   'insufficient-credits': { workflowType: 'generationWorkflow', what: 'an operator’s retry (reset) of a job whose user can no longer pay: insufficient_credits' },
   'operator-reset': { workflowType: 'generationWorkflow', what: 'a job failed in a backend outage, retried by an operator’s reset, then succeeding' },

@@ -13,15 +13,17 @@ import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from
 import { decodeCursor, encodeCursor, toGenerationResource } from '../wire/serialize';
 import type { GenerationEstimate } from '../wire/resources';
 import type { QueuePositions } from './queue-position';
-import { describeSubmission, type SubmitDeps } from './submit';
+import { checkTimeLimits, describeSubmission, type SubmitDeps } from './submit';
+import type { Config } from '../config';
 import { parseOr400 } from './validation';
 import { isTerminal } from '../domain/generation-state';
 import type { GenerationEventHub } from '../notifications/event-hub';
 import { preferredWait, waitForEnd, type WaitSlots } from './prefer-wait';
 
 /** A submit's body as the request it asks for (its metadata in key order, so equal requests hash alike). */
-function requestOf(body: unknown): GenerationRequest {
+function requestOf(body: unknown, config: Config): GenerationRequest {
   const parsed = parseOr400(createGenerationBody, body ?? {});
+  checkTimeLimits(config, parsed);
   return { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
 }
 
@@ -101,7 +103,7 @@ export function generationsRouter(
   }
 
   router.post('/', (req, res) =>
-    submit(req, res, async () => ({ request: requestOf(req.body) })),
+    submit(req, res, async () => ({ request: requestOf(req.body, deps.config) })),
   );
 
   /**
@@ -110,7 +112,7 @@ export function generationsRouter(
    */
   router.post('/estimate', async (req, res) => {
     const user = currentUser(req);
-    const estimate = await deps.admission.estimate(describeSubmission(user, requestOf(req.body), undefined));
+    const estimate = await deps.admission.estimate(describeSubmission(user, requestOf(req.body, deps.config), undefined));
     res.json({
       credits: estimate.credits,
       admitted: estimate.admitted,

@@ -67,7 +67,7 @@ const submitHeaders: ResponseHeader[] = ['Location', 'Idempotent-Replayed', 'Rat
 const endpointId = { id: 'the webhook endpoint id' };
 const sseQuery = z.object({ last_event_id: lastEventIdSchema.optional() });
 const generationEvents = [
-  { names: ['queued', 'running', 'succeeded', 'failed', 'canceled', 'updated'].map((s) => `generation.${s}`), data: res.generationEventData },
+  { names: ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired', 'updated'].map((s) => `generation.${s}`), data: res.generationEventData },
   { names: ['generation.queue_position'], data: res.queuePositionEventData },
   { names: ['stream.resync_required'], data: res.resyncEventData },
   { names: ['stream.closed'], data: res.streamClosedEventData },

@@ -5,7 +5,7 @@ import type { Db } from '../db/client';
 import { getGeneration, insertQueued, queuedRow } from '../db/projection';
 import type { GenerationRow, UserRow } from '../db/schema';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
-import { creditsFor } from '../domain/pricing';
+import { creditsFor, gpuTimeFactor } from '../domain/pricing';
 import { undoSubmission } from './admission-store';
 import { ApiError } from '../wire/errors';
 import { generationInput, isTemporalUnreachable, startGeneration } from '../contracts/generation-start';
@@ -23,6 +23,18 @@ export interface SubmitResult {
   generation: GenerationRow;
   /** True when this answer replays an earlier submit with the same Idempotency-Key. */
   replayed: boolean;
+}
+
+/** A request's own time limits must lie within the server's: a 400 that names the limit otherwise. */
+export function checkTimeLimits(config: Config, request: Pick<GenerationRequest, 'max_queue_seconds' | 'max_run_seconds' | 'duration_seconds' | 'resolution'>): void {
+  const queueLimit = Math.floor(config.generation.maxQueueMs / 1000);
+  if (request.max_queue_seconds !== undefined && request.max_queue_seconds > queueLimit) {
+    throw new ApiError(400, 'invalid_request', `max_queue_seconds: at most ${queueLimit} (this server's limit)`);
+  }
+  const runLimit = Math.floor((config.generation.maxRunMs * gpuTimeFactor(request)) / 1000);
+  if (request.max_run_seconds !== undefined && request.max_run_seconds > runLimit) {
+    throw new ApiError(400, 'invalid_request', `max_run_seconds: at most ${runLimit} for this duration and resolution (this server's limit)`);
+  }
 }
 
 /** The job id for (user, idempotency key): every retry of one submit names the same workflow. */

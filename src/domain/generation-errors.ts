@@ -25,7 +25,7 @@ export interface GenerationError {
 }
 
 export interface ErrorClass {
-  status: Extract<TerminalStatus, 'failed' | 'canceled'>;
+  status: Extract<TerminalStatus, 'failed' | 'canceled' | 'expired'>;
   /** True when a new generation attempt within the same job may succeed. */
   retryAttempt: boolean;
   retryable: boolean;
@@ -41,6 +41,7 @@ export function classifyError(code: GenerationErrorCode): ErrorClass {
     case 'backend_unavailable':
       return { status: 'failed', retryAttempt: true, retryable: true };
     case 'queue_timeout':
+      return { status: 'expired', retryAttempt: false, retryable: true };
     case 'generation_timeout':
       return { status: 'failed', retryAttempt: false, retryable: true };
     case 'canceled_by_user':

@@ -1,23 +1,27 @@
 /**
  * The job's state machine, shared by the workflow and the projection writer. Pure: safe inside the workflow sandbox.
  *
- *   queued → running → succeeded | failed | canceled      (queued → failed | canceled too: cancelled or timed out in queue)
+ *   queued → running → succeeded | failed | canceled | expired   (queued → failed | canceled | expired too)
+ *
+ * `expired`: no GPU slot took the job (or its retried attempt) within its queue limit; never charged.
  */
-export const GENERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled'] as const;
+export const GENERATION_STATUSES = ['queued', 'running', 'succeeded', 'failed', 'canceled', 'expired'] as const;
 export type GenerationStatus = (typeof GENERATION_STATUSES)[number];
-export type TerminalStatus = Extract<GenerationStatus, 'succeeded' | 'failed' | 'canceled'>;
+export type TerminalStatus = Extract<GenerationStatus, 'succeeded' | 'failed' | 'canceled' | 'expired'>;
 
 const TRANSITIONS: Record<GenerationStatus, readonly GenerationStatus[]> = {
-  queued: ['running', 'failed', 'canceled'],
-  // running → running: a new attempt or more progress within the same state.
-  running: ['running', 'succeeded', 'failed', 'canceled'],
+  queued: ['running', 'failed', 'canceled', 'expired'],
+  // running → running: a new attempt or more progress within the same state. running → expired: a retried attempt
+  // that found no slot in time.
+  running: ['running', 'succeeded', 'failed', 'canceled', 'expired'],
   succeeded: [],
   failed: [],
   canceled: [],
+  expired: [],
 };
 
 /** Rank orders states for the monotonic projection: a write never lowers a job's rank, and terminal is final. */
-export const STATUS_RANK: Record<GenerationStatus, number> = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2 };
+export const STATUS_RANK: Record<GenerationStatus, number> = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2, expired: 2 };
 export const TERMINAL_RANK = 2;
 
 export function isTerminal(status: GenerationStatus): status is TerminalStatus {

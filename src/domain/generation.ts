@@ -10,6 +10,9 @@ export interface GenerationRequest {
   seed: number | null;
   webhook_url: string | null;
   metadata: Record<string, string>;
+  /** The client's own limits, within the server's (absent: the server's). */
+  max_queue_seconds?: number;
+  max_run_seconds?: number;
 }
 
 /** Settings the API hands each workflow, so timing knobs are injected rather than read inside the workflow. */

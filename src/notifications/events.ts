@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { TerminalStatus } from '../domain/generation-state';
 
 /** What a user is told about, by inbox and webhook. `generation.started` is accepted in filters but not yet emitted. */
-export const WEBHOOK_EVENT_TYPES = ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.started'] as const;
+export const WEBHOOK_EVENT_TYPES = ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired', 'generation.started'] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
 export function endedEventType(status: TerminalStatus): WebhookEventType {
@@ -43,5 +43,7 @@ export function notificationText(status: TerminalStatus, prompt: string, errorMe
       return { title: 'Your video could not be generated', message: `"${subject}" failed: ${errorMessage ?? 'unknown error'}` };
     case 'canceled':
       return { title: 'Generation canceled', message: `"${subject}" was canceled.` };
+    case 'expired':
+      return { title: 'Generation expired', message: `"${subject}" found no GPU in time and was not charged: ${errorMessage ?? 'queue limit reached'}` };
   }
 }

@@ -15,6 +15,19 @@ export const createGenerationBody = z
       .record(z.string().max(64), z.string().max(500))
       .refine((m) => Object.keys(m).length <= 16, 'at most 16 keys')
       .default({}),
+    // Absent unless given, so a request without them hashes as before (idempotency keys of earlier submits still match).
+    max_queue_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .meta({ description: "Longest the job may wait for a GPU slot; past it the job ends `expired` (code `queue_timeout`), never charged. At most the server's limit (default 1800)." }),
+    max_run_seconds: z
+      .number()
+      .int()
+      .min(1)
+      .optional()
+      .meta({ description: "Longest the generation may run once the backend accepted it; past it the job fails with `generation_timeout`. At most the server's limit for the request's duration and resolution." }),
   })
   .strict();
 

@@ -46,7 +46,7 @@ export const generationResource = component(
     .object({
       id: z.string().meta({ examples: ['gen_3f2a...'] }),
       object: z.literal('generation'),
-      status: z.enum(GENERATION_STATUSES).meta({ description: 'queued → running → succeeded | failed | canceled; terminal states are final' }),
+      status: z.enum(GENERATION_STATUSES).meta({ description: 'queued → running → succeeded | failed | canceled | expired; terminal states are final. expired: no GPU slot within the queue limit (code queue_timeout), never charged' }),
       prompt: z.string(),
       duration_seconds: createGenerationBody.shape.duration_seconds.unwrap().optional(),
       resolution: createGenerationBody.shape.resolution.unwrap().optional(),
@@ -102,7 +102,7 @@ export const notificationResource = component(
   z.object({
     id: z.string(),
     object: z.literal('notification'),
-    event: z.string().meta({ examples: ['generation.succeeded', 'generation.failed', 'generation.canceled'] }),
+    event: z.string().meta({ examples: ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired'] }),
     generation_id: z.string(),
     title: z.string(),
     message: z.string(),
@@ -353,7 +353,7 @@ export const streamClosedEventData = component(
 export const webhookEvent = component(
   'WebhookEvent',
   z.object({
-    type: z.enum(['generation.succeeded', 'generation.failed', 'generation.canceled']),
+    type: z.enum(['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired']),
     timestamp,
     data: generationResource,
   }),

@@ -3,7 +3,7 @@
 import { readEventStream } from './event-stream.js';
 
 const KEY_STORAGE = 'videogen.apiKey';
-const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2 };
+const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2, expired: 2 };
 const isTerminal = (status) => RANK[status] === 2;
 const $ = (id) => document.getElementById(id);
 
@@ -276,6 +276,8 @@ async function submit(event) {
   button.disabled = true;
   try {
     const body = { prompt: $('prompt').value, duration_seconds: Number($('duration').value), resolution: $('resolution').value };
+    // Left empty, the server's queue limit applies; past the limit the job ends "expired", never charged.
+    if ($('max-queue').value) body.max_queue_seconds = Number($('max-queue').value);
     const res = await api('POST', '/v1/generations', body, { 'idempotency-key': idempotencyKey() });
     if (res.status !== 202) {
       const retry = res.headers.get('retry-after');

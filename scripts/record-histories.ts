@@ -97,7 +97,7 @@ class Recorder {
   }
 
   ended(api: Api, id: string): Promise<Job> {
-    return this.job(api, id, (j) => ['succeeded', 'failed', 'canceled'].includes(j.status), 'to end');
+    return this.job(api, id, (j) => ['succeeded', 'failed', 'canceled', 'expired'].includes(j.status), 'to end');
   }
 
   backendJobs(id: string) {
@@ -179,7 +179,7 @@ async function generationPaths(r: Recorder): Promise<void> {
     const c = await r.ended(api, canceled);
     check(c.status === 'canceled' && c.backend_job_id === null, `cancel-while-queued ended ${c.status} (backend job ${c.backend_job_id})`);
     const w = await r.ended(api, waiting);
-    check(w.error?.code === 'queue_timeout', `queue-timeout ended ${w.status} ${w.error?.code}`);
+    check(w.status === 'expired' && w.error?.code === 'queue_timeout', `queue-timeout ended ${w.status} ${w.error?.code}`);
     const h = await r.ended(api, hog);
     check(h.error?.code === 'generation_timeout', `run-timeout ended ${h.status} ${h.error?.code}`);
     r.record('cancel-while-queued', canceled);

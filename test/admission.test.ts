@@ -35,7 +35,7 @@ describe('admission control', () => {
     await eventually(async () => {
       for (const id of ids) for (const job of engine.list(`${id}:`)) if (job.status === 'running') engine.cancel(job.id);
       const statuses = await Promise.all(ids.map(async (id) => (await api.get(id)).body.status));
-      return statuses.every((s) => ['succeeded', 'failed', 'canceled'].includes(s)) ? true : undefined;
+      return statuses.every((s) => ['succeeded', 'failed', 'canceled', 'expired'].includes(s)) ? true : undefined;
     }, { what: 'hanging jobs to end' });
   }
 

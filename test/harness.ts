@@ -197,7 +197,7 @@ export function apiClient(baseUrl: string, apiKey: string) {
       eventually(
         async () => {
           const res = await call('GET', `/v1/generations/${id}`);
-          return ['succeeded', 'failed', 'canceled'].includes(res.body?.status) ? res.body : undefined;
+          return ['succeeded', 'failed', 'canceled', 'expired'].includes(res.body?.status) ? res.body : undefined;
         },
         { timeoutMs, what: `job ${id} to end` },
       ),

@@ -94,7 +94,7 @@ describe('email notifications', () => {
 
     // A retried notify step (the same endings queued again) mails nothing more, and neither does the settle window.
     for (const id of ids) {
-      await queueEndingForEmail({ sql: stack.database.sql, client: stack.client, taskQueue: stack.config.worker.generationTaskQueue }, { userId, jobId: id, event: endedEventType('succeeded'), status: 'succeeded' });
+      await queueEndingForEmail({ sql: stack.database.sql, client: stack.client, taskQueue: stack.config.worker.generationTaskQueue }, { userId, jobId: id, event: endedEventType('succeeded'), status: 'succeeded', endedAt: new Date().toISOString() });
     }
     expect(await settled(() => endingMails(email), 6_000)).toHaveLength(1);
     const rows = await stack.database.sql<{ status: string; n: number }[]>`
@@ -113,7 +113,7 @@ describe('email notifications', () => {
     const queue = { sql: stack.database.sql, client: stack.client, taskQueue: stack.config.worker.generationTaskQueue };
     const woke: boolean[] = [];
     for (let i = 0; i < ids.length; i += 4) {
-      woke.push(...(await Promise.all(ids.slice(i, i + 4).map((jobId) => queueEndingForEmail(queue, { userId, jobId, event: endedEventType('failed'), status: 'failed' })))));
+      woke.push(...(await Promise.all(ids.slice(i, i + 4).map((jobId) => queueEndingForEmail(queue, { userId, jobId, event: endedEventType('failed'), status: 'failed', endedAt: new Date().toISOString() })))));
     }
     // Only the first ending since the last mail signals the workflow: one signal for the whole window.
     expect(woke.filter(Boolean)).toHaveLength(1);

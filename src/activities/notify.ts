@@ -83,7 +83,7 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
       if (delivery.status === 'pending') await startScheduledDelivery(starter, delivery.id);
     }
     // Email: queued when the user asked for this ending; their digest workflow mails it (src/workflows/email-digest.ts).
-    const emailed = await queueEndingForEmail({ sql: db.$client, client, taskQueue: starter.taskQueue }, { userId, jobId, event: eventType, status });
+    const emailed = await queueEndingForEmail({ sql: db.$client, client, taskQueue: starter.taskQueue }, { userId, jobId, event: eventType, status, endedAt });
     logger.info({ jobId, workflowId: jobId, event: eventType, notified: created, webhooks: targets.length, emailed }, 'generation end notified');
   }
 

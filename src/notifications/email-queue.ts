@@ -9,7 +9,7 @@ import { queueEndingEmail } from './email-store';
  */
 export async function queueEndingForEmail(
   { sql, client, taskQueue }: { sql: Sql; client: Client; taskQueue: string },
-  ending: { userId: string; jobId: string; event: string; status: string },
+  ending: { userId: string; jobId: string; event: string; status: string; endedAt: string },
 ): Promise<boolean> {
   const wake = await queueEndingEmail(sql, ending);
   if (!wake) return false;

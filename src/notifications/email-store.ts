@@ -117,19 +117,20 @@ export async function unsubscribe(sql: Sql, token: string): Promise<{ email: str
 }
 
 /**
- * Queues one ending for mail when its user asked for it (a verified address, the ending's status in `on`). Returns the
+ * Queues one ending for mail when its user asked for it (an address verified before the job ended, the ending's status
+ * in `on`: an ending from before the verification is not mailed, however late its notify step runs). Returns the
  * user's digest window when this call must wake the digest workflow: for the first ending since the last digest claimed,
  * and again for a retry of that same ending's notify step (its first signal may not have been sent). Keyed by
  * (user, job, event): queued once however often the notify step runs.
  */
 export async function queueEndingEmail(
   sql: Sql,
-  { userId, jobId, event, status }: { userId: string; jobId: string; event: string; status: string },
+  { userId, jobId, event, status, endedAt }: { userId: string; jobId: string; event: string; status: string; endedAt: string },
 ): Promise<{ digestSeconds: number } | undefined> {
   return sql.begin(async (tx) => {
     const [settings] = await tx<Array<{ digest_seconds: number; due: boolean; wake_job: string | null }>>`
       select digest_seconds, digest_due_at is not null as due, digest_wake_job as wake_job from notification_settings
-      where user_id = ${userId} and email is not null and email_verified_at is not null and ${status} = any(on_statuses)
+      where user_id = ${userId} and email is not null and email_verified_at <= ${endedAt}::timestamptz and ${status} = any(on_statuses)
       for update`;
     if (!settings) return undefined;
     await tx`insert into email_notifications (user_id, job_id, event) values (${userId}, ${jobId}, ${event}) on conflict do nothing`;

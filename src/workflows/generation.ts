@@ -1,4 +1,4 @@
-import { CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ActivityCancellationType, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
@@ -96,6 +96,8 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   let acceptedAttempt = 0;
 
   const lean = patched(LEAN_RUN_PATCH);
+  /** Every attempt's GPU activity, settled: the lean run waits for them before completing (see runAttempt). */
+  let gpuSettled: Promise<void> | undefined;
   /** A backend job accepted after this run was canceled, which nothing else would abort. */
   let lateAccepted: string | undefined;
 
@@ -171,7 +173,10 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
 
   /** Runs attempt N on a GPU slot and waits for the first terminal word on it: activity, callback, deadline or cancel. */
   async function runAttempt(attempt: number): Promise<AttemptOutcome> {
-    const gpu = proxyActivities<GpuActivities>(gpuActivityOptions(input, attempt));
+    // The lean run's GPU activity, once canceled, counts as ended only when Temporal says so (its completion, or the
+    // cancellation confirmed): the run completes after it, so that completion never lands on the run's last workflow task.
+    const options = gpuActivityOptions(input, attempt);
+    const gpu = proxyActivities<GpuActivities>(lean ? { ...options, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : options);
     const scope = new CancellationScope();
     // The lean run's running deadline is kept by the GPU activity (maxRunMs), not by a timer here (an action per job).
     const maxRunMs = lean ? settings.maxRunMs : undefined;
@@ -182,6 +187,12 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       (r) => (result = r),
       (e) => (failure = e ?? new Error('GPU activity failed')),
     );
+    const settled = onGpu.then(
+      () => undefined,
+      () => undefined,
+    );
+    const earlier = gpuSettled;
+    gpuSettled = earlier ? earlier.then(() => settled) : settled;
     // A backend job canceled that the user did not cancel was canceled by the GPU activity at the running deadline (the
     // lean run keeps it there): its word, generation_timeout, follows at once.
     const eventDecides = (event: BackendEvent | undefined) => event !== undefined && !(lean && event.type === 'canceled' && !cancelRequested);
@@ -266,6 +277,9 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl, endedAt: completedAt });
     }
     if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted });
+    // The user has their ending already; the run itself closes once its GPU activity has (it wakes on the same callback
+    // or stop within milliseconds; a dispatcher lost meanwhile is given up after its heartbeat timeout).
+    if (lean && gpuSettled) await gpuSettled;
     return state;
   }
 }

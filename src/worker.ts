@@ -19,6 +19,7 @@ import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
 import { runProcess } from './run-process';
+import { deploymentOptions, makeCurrentIfFirst } from './worker-deployment';
 
 export interface WorkerDeps {
   config: Config;
@@ -46,6 +47,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
   const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
+  // Every worker of the process polls as one deployment version (src/worker-deployment.ts); none when versioning is off.
+  const workerDeploymentOptions = deploymentOptions(config.worker.versioning);
 
   if (role === 'all' || role === 'generation') {
     const notify = createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) });
@@ -56,6 +59,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         namespace: config.temporal.namespace,
         taskQueue: generationTaskQueue,
         identity: workerIdentity,
+        workerDeploymentOptions,
         ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
         activities: {
           ...createProjectionActivities({ db: database.db }),
@@ -80,6 +84,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         namespace: config.temporal.namespace,
         taskQueue: gpuTaskQueue,
         identity: workerIdentity,
+        workerDeploymentOptions,
         activities: createGpuActivities({
           db: database.db,
           backend: backendAdapter,
@@ -104,13 +109,26 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   }
 
   let stopped = false;
+  const stopping = new AbortController();
   return {
     workers,
+    /** The deployment version the workers poll as, when versioning is on. */
+    version: workerDeploymentOptions?.version,
     /** Runs until shutdown() (or a fatal worker error), then releases connections. */
     async run(): Promise<void> {
+      const running = Promise.all(workers.map((w) => w.run()));
+      // A brand-new deployment's first version makes itself current once the server has seen it poll.
+      const firstVersion = workerDeploymentOptions
+        ? makeCurrentIfFirst(client, { ...workerDeploymentOptions.version, identity: workerIdentity, logger, signal: stopping.signal }).then(
+            (outcome) => outcome === 'gave-up' && !stopping.signal.aborted && logger.warn(workerDeploymentOptions.version, 'the server did not list this worker version in time: not made current'),
+            (err: unknown) => logger.error({ err }, "could not read or set the worker deployment's current version"),
+          )
+        : undefined;
       try {
-        await Promise.all(workers.map((w) => w.run()));
+        await running;
       } finally {
+        stopping.abort();
+        await firstVersion;
         await gpuDispatch?.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
         await wakeups.stop().catch(() => undefined);
         await connection.close().catch(() => undefined);
@@ -145,7 +163,10 @@ async function main(): Promise<void> {
     });
   }
   const metrics = config.worker.metricsPort > 0 ? await startMetricsServer(config.worker.metricsPort) : undefined;
-  logger.info({ role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address, metricsPort: metrics?.port }, 'worker started');
+  logger.info(
+    { role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address, metricsPort: metrics?.port, deploymentVersion: running.version ?? 'unversioned' },
+    'worker started',
+  );
   await running.run();
   await metrics?.close();
   logger.info('worker stopped');

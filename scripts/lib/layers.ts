@@ -49,7 +49,7 @@ export const LAYERS: Layer[] = [
   { name: 'api', paths: ['src/api/'], mayImport: [...BASE, 'db', 'credits', 'backend', 'wire', 'contracts', 'dispatch', 'notifications'] },
   {
     name: 'processes',
-    paths: ['src/worker.ts', 'src/migrate.ts', 'src/reconciler-schedule.ts'],
+    paths: ['src/worker.ts', 'src/worker-deployment.ts', 'src/migrate.ts', 'src/reconciler-schedule.ts'],
     mayImport: [...BASE, 'db', 'credits', 'backend', 'wire', 'contracts', 'dispatch', 'retention', 'notifications', 'activities', 'workflows', 'api'],
   },
   // The stand-in generation backend: the backend contract, the shared helpers and settings; never in the production image.

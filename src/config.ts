@@ -100,6 +100,8 @@ const envSchema = z.object({
   WORKER_BUILD_ID: emptyIsUnset(z.string().regex(/^(?!__)[\x21-\x7e]{1,100}$/, 'must be 1-100 printable characters without spaces, not starting with __')),
   /** The commit an image was built from (the Dockerfile's GIT_SHA build argument), for machines without git. */
   BUILD_GIT_SHA: emptyIsUnset(z.string().regex(/^[0-9a-f]{7,40}$/, 'must be a git commit id (7-40 hex digits)')),
+  /** Postgres connections of a worker process's pool: during a rolling upgrade two versions' workers hold theirs at once. */
+  WORKER_DATABASE_POOL_SIZE: z.coerce.number().int().min(2).max(100).default(10),
   /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
   METRICS_PORT: int(9464),
   GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
@@ -288,6 +290,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       gpuSubmitsPerSecond: e.GPU_SUBMITS_PER_SECOND,
       /** Off: unversioned workers (a server without Worker Deployments). */
       versioning: { enabled: e.WORKER_VERSIONING, deploymentName: e.WORKER_DEPLOYMENT_NAME, buildId: e.WORKER_BUILD_ID, gitSha: e.BUILD_GIT_SHA },
+      databasePoolSize: e.WORKER_DATABASE_POOL_SIZE,
     },
     dispatch: {
       /** A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). */

@@ -38,7 +38,7 @@ export interface WorkerDeps {
  */
 export async function createWorkers({ config, databaseUrl, logger, workflowBundle, backend, identity }: WorkerDeps) {
   const { role, generationTaskQueue, gpuTaskQueue } = config.worker;
-  const database = createDatabase(databaseUrl, { statementTimeoutMs: config.database.statementTimeoutMs });
+  const database = createDatabase(databaseUrl, { max: config.worker.databasePoolSize, statementTimeoutMs: config.database.statementTimeoutMs });
   // Retention's batches on a connection of their own, so they never take the pool the job activities use.
   const pruning = createDatabase(databaseUrl, { max: 1, settings: RETENTION_SESSION });
   const connection = await NativeConnection.connect({ address: config.temporal.address });

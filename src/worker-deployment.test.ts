@@ -11,7 +11,7 @@ const version = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.j
 describe('worker deployment versioning', () => {
   test('on by default: deployment videogen, the package version and the checkout commit as build id', () => {
     const options = deploymentOptions(versioning());
-    expect(options).toMatchObject({ useWorkerVersioning: true, defaultVersioningBehavior: 'AUTO_UPGRADE', version: { deploymentName: 'videogen' } });
+    expect(options).toMatchObject({ useWorkerVersioning: true, defaultVersioningBehavior: 'PINNED', version: { deploymentName: 'videogen' } });
     expect(options?.version.buildId).toMatch(new RegExp(`^${version.replace(/\./g, '\\.')}-[0-9a-f]{12}$`));
   });
 

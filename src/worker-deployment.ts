@@ -36,16 +36,19 @@ function gitHead(root: string): string | undefined {
 }
 
 /**
- * The options every Worker of the process gets; undefined when versioning is off. Workflows declare their own behaviour;
- * one that does not is AUTO_UPGRADE, like the unversioned workers before (test/workflow-versioning.test.ts keeps every
- * workflow declared).
+ * The options every Worker of the process gets; undefined when versioning is off. Workflows declare their own behaviour
+ * (src/workflows/index.ts; src/worker-deployment.test.ts keeps every one declared). The default is PINNED because the
+ * SDK reports it, not the workflow's own, for a workflow task it completes without running the workflow's code: seen in
+ * the rolling-upgrade test, one such task of a generation reported AUTO_UPGRADE and the job moved to v2 halfway. A
+ * default of PINNED keeps a generation pinned; an auto-upgrading workflow that gets it stays on its version until its
+ * next task reports AUTO_UPGRADE again, which at worst delays that version's drain (and its workers stop only drained).
  */
 export function deploymentOptions(versioning: Versioning): WorkerDeploymentOptions | undefined {
   if (!versioning.enabled) return undefined;
   return {
     version: { deploymentName: versioning.deploymentName, buildId: buildIdOf(versioning) },
     useWorkerVersioning: true,
-    defaultVersioningBehavior: 'AUTO_UPGRADE',
+    defaultVersioningBehavior: 'PINNED',
   };
 }
 

@@ -3,7 +3,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { loadConfig } from './config';
 import { buildIdOf, deploymentOptions } from './worker-deployment';
-import * as workflows from './workflows';
+import * as unversioned from './workflows';
+import * as workflows from './workflows/versioned';
 
 const versioning = (env: Record<string, string> = {}) => loadConfig(env).worker.versioning;
 const version = JSON.parse(fs.readFileSync(path.resolve(__dirname, '../package.json'), 'utf8')).version as string;
@@ -43,10 +44,10 @@ describe('worker deployment versioning', () => {
     expect(versioning({ WORKER_BUILD_ID: '', BUILD_GIT_SHA: '' })).toMatchObject({ buildId: undefined, gitSha: undefined });
   });
 
-  test('every workflow declares its versioning behaviour: generations pinned, the rest auto-upgrade', () => {
-    const declared = Object.fromEntries(
-      Object.entries(workflows).map(([name, fn]) => [name, (fn as { workflowDefinitionOptions?: { versioningBehavior?: string } }).workflowDefinitionOptions?.versioningBehavior]),
-    );
+  test('every workflow of the versioned entry declares its versioning behaviour: generations pinned, the rest auto-upgrade', () => {
+    const behaviourOf = (fn: unknown) => (fn as { workflowDefinitionOptions?: { versioningBehavior?: string } }).workflowDefinitionOptions?.versioningBehavior;
+    const declared = Object.fromEntries(Object.entries(workflows).map(([name, fn]) => [name, behaviourOf(fn)]));
+    expect(Object.keys(declared).sort()).toEqual(Object.keys(unversioned).sort());
     expect(declared).toEqual({
       generationWorkflow: 'PINNED',
       webhookDeliveryWorkflow: 'AUTO_UPGRADE',

@@ -10,7 +10,7 @@ import type { Logger } from './lib/logger';
  * Worker Deployment Versioning (docs/decisions.md, "Worker Deployment Versioning"). Every worker process of one build
  * polls as one version (deployment name + build id) of the deployment: the generation worker and the GPU dispatcher
  * alike, so a pinned job's GPU activity runs on the dispatcher of the code that scheduled it. Which workflows are pinned
- * and which move to the current version is declared beside them (src/workflows/index.ts); new jobs go to the
+ * and which move to the current version is declared in the entry a versioned worker loads (src/workflows/versioned.ts); new jobs go to the
  * deployment's current version, which an operator sets (docs/runbook.md, "Roll out new worker code").
  */
 
@@ -37,7 +37,7 @@ function gitHead(root: string): string | undefined {
 
 /**
  * The options every Worker of the process gets; undefined when versioning is off. Workflows declare their own behaviour
- * (src/workflows/index.ts; src/worker-deployment.test.ts keeps every one declared). The default is PINNED because the
+ * (src/workflows/versioned.ts; src/worker-deployment.test.ts keeps every one declared). The default is PINNED because the
  * SDK reports it, not the workflow's own, for a workflow task it completes without running the workflow's code: seen in
  * the rolling-upgrade test, one such task of a generation reported AUTO_UPGRADE and the job moved to v2 halfway. A
  * default of PINNED keeps a generation pinned; an auto-upgrading workflow that gets it stays on its version until its

@@ -25,7 +25,10 @@ export interface WorkerDeps {
   config: Config;
   databaseUrl: string;
   logger: Logger;
-  /** Pre-built workflow code (tests bundle once per run); otherwise the workflows are bundled at start. */
+  /**
+   * Pre-built workflow code (tests bundle once per run: src/workflows, which declares no versioning behaviour, so a
+   * versioned test worker runs every workflow with the default, PINNED); otherwise the workflows are bundled at start.
+   */
   workflowBundle?: WorkflowBundleOption;
   backend?: GenerationBackend;
   /** Overrides the process's Temporal worker identity (shown in the Web UI next to each activity). */
@@ -60,7 +63,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         taskQueue: generationTaskQueue,
         identity: workerIdentity,
         workerDeploymentOptions,
-        ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+        // A versioned worker runs the workflows with their versioning behaviours declared (src/workflows/versioned.ts).
+        ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve(workerDeploymentOptions ? './workflows/versioned' : './workflows') }),
         activities: {
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),

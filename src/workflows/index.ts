@@ -1,17 +1,4 @@
-import { setWorkflowOptions } from '@temporalio/workflow';
-import { generationWorkflow } from './generation';
-import { reconcilerWorkflow } from './reconciler';
-import { retentionWorkflow } from './retention';
-import { webhookDeliveryWorkflow } from './webhook-delivery';
-
-export { generationWorkflow, webhookDeliveryWorkflow, reconcilerWorkflow, retentionWorkflow };
-
-// Worker Deployment Versioning (src/worker-deployment.ts; docs/decisions.md, "Worker Deployment Versioning"). A job
-// runs for minutes and is billed once: it ends on the code it began with, and a version drains when its jobs have.
-setWorkflowOptions({ versioningBehavior: 'PINNED' }, generationWorkflow);
-// A delivery sleeps up to 28 hours through its retry schedule, and the schedules start a run every interval: pinned, they
-// would keep an old version from draining for a day. They move to the current version at their next workflow task,
-// where a change to their commands goes behind patched() (docs/decisions.md, "Replay safety").
-setWorkflowOptions({ versioningBehavior: 'AUTO_UPGRADE' }, webhookDeliveryWorkflow);
-setWorkflowOptions({ versioningBehavior: 'AUTO_UPGRADE' }, reconcilerWorkflow);
-setWorkflowOptions({ versioningBehavior: 'AUTO_UPGRADE' }, retentionWorkflow);
+export { generationWorkflow } from './generation';
+export { webhookDeliveryWorkflow } from './webhook-delivery';
+export { reconcilerWorkflow } from './reconciler';
+export { retentionWorkflow } from './retention';

@@ -11,6 +11,10 @@ RUN npm ci --omit=dev --no-audit --no-fund
 COPY tsconfig.json ./
 COPY drizzle ./drizzle
 COPY src ./src
+# The commit the image is built from (`--build-arg GIT_SHA=$(git rev-parse HEAD)`): part of the workers' build id, as the
+# image has no git (src/worker-deployment.ts). Last, so a new commit rebuilds no earlier layer.
+ARG GIT_SHA=""
+ENV BUILD_GIT_SHA=${GIT_SHA}
 USER node
 EXPOSE 3000
 

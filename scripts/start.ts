@@ -16,6 +16,7 @@ import { startMailpit } from './lib/mailpit';
 import { createLogger } from '../src/lib/logger';
 import { serviceNodeOptions } from './lib/node-options';
 import { migrate } from '../src/migrate';
+import { buildIdOf } from '../src/worker-deployment';
 import { loadSimulatorSettings } from '../simulator/settings';
 import { isPortFree } from './lib/ports';
 import { spawnService, stopChild, Supervisor } from './lib/supervisor';
@@ -132,6 +133,7 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
   await waitForHttp(`http://127.0.0.1:${config.api.port}/healthz`, 30_000);
   await waitForPoller(temporalAddress, config.temporal.namespace, config.worker.generationTaskQueue, 60_000);
   if (supervisor.isStopping) return;
+  const version = config.worker.versioning.enabled ? await makeCurrent(temporalAddress, config) : undefined;
 
   const api = `http://127.0.0.1:${config.api.port}`;
   const demoKey = `$(cat ${rel(demoKeyFile)})`;
@@ -140,7 +142,7 @@ Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s.
 
   API           ${api}  (status page: ${api}/, reference: ${api}/docs)
   Temporal UI   ${temporalUi ?? '(external Temporal: its own UI)'}
-  Temporal      ${temporalAddress}
+  Temporal      ${temporalAddress}${version ? `  (workers: ${version})` : ''}
   Simulator     ${config.backend.url}
   Mailpit       ${mailUi ? `${mailUi}  (the mail the service sent; SMTP on 127.0.0.1:${config.mail.mailpitSmtpPort})` : '(not started: mail goes to SMTP_URL)'}
   Logs          ${rel(logDir)}/
@@ -201,6 +203,40 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
     await new Promise((r) => setTimeout(r, 200));
   }
   throw new Error(`${url} did not answer within ${timeoutMs} ms`);
+}
+
+/**
+ * The one worker `npm start` runs is the only version there is: it is made current, whatever was current before (a
+ * start of an earlier commit: the dev server keeps its state in DATA_DIR). A first start's worker has made itself current
+ * already (src/worker-deployment.ts); a rolling upgrade, with old and new workers side by side, is the runbook's.
+ */
+async function makeCurrent(address: string, config: Config): Promise<string> {
+  const { deploymentName } = config.worker.versioning;
+  const buildId = buildIdOf(config.worker.versioning);
+  const { namespace } = config.temporal;
+  const connection = await Connection.connect({ address });
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const described = await connection.workflowService.describeWorkerDeployment({ namespace, deploymentName }).catch(() => undefined);
+      const info = described?.workerDeploymentInfo;
+      if (info?.routingConfig?.currentDeploymentVersion?.buildId === buildId) break;
+      if (described && info?.versionSummaries?.some((v) => v.deploymentVersion?.buildId === buildId)) {
+        const set = await connection.workflowService
+          .setWorkerDeploymentCurrentVersion({ namespace, deploymentName, buildId, conflictToken: described.conflictToken, identity: 'npm start', ignoreMissingTaskQueues: true })
+          .then(() => true, () => false);
+        if (set) {
+          step(`worker version ${deploymentName}:${buildId} made current (jobs pinned to an earlier build wait for it: docs/runbook.md, "Roll out new worker code")`);
+          break;
+        }
+      }
+      if (Date.now() > deadline) throw new Error(`could not make the worker's version ${deploymentName}:${buildId} current`);
+      await new Promise((r) => setTimeout(r, 250));
+    }
+  } finally {
+    await connection.close();
+  }
+  return `${deploymentName}:${buildId}`;
 }
 
 /** The worker is ready when Temporal sees it polling the generation task queue. */

@@ -34,8 +34,10 @@ const tierNumbers = (fallback: string, { min = 0 } = {}) =>
       return numbers;
     });
 
-/** A secret setting: an empty value counts as unset (compose's `${X:-}`), and no message ever repeats the value. */
-const secretSetting = <S extends z.ZodType>(schema: S) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
+/** An optional setting where an empty value counts as unset (compose's `${X:-}`). */
+const emptyIsUnset = <S extends z.ZodType>(schema: S) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
+/** A secret setting: an empty value counts as unset, and no message ever repeats the value. */
+const secretSetting = emptyIsUnset;
 const adminKeySetting = z
   .string()
   .min(32, 'must be at least 32 characters')
@@ -90,6 +92,16 @@ const envSchema = z.object({
   BACKEND_WEBHOOK_SECRET_PREVIOUS: processSettings.BACKEND_WEBHOOK_SECRET_PREVIOUS,
   BACKEND_TIMEOUT_MS: int(10_000),
   WORKER_ROLE: z.enum(['all', 'generation', 'gpu']).default('all'),
+  // Worker Deployment Versioning (src/worker-deployment.ts): a job ends on the code it began with.
+  WORKER_VERSIONING: flag(true),
+  /** Temporal forbids `.` and `:` in a deployment name, and a leading `__` in either part of a version. */
+  WORKER_DEPLOYMENT_NAME: z.string().regex(/^(?!__)[A-Za-z0-9_-]{1,100}$/, 'must be 1-100 letters, digits, _ or -, not starting with __').default('videogen'),
+  /** Unset: the package version and the code's git commit (BUILD_GIT_SHA, else `git rev-parse`, else "dev"). */
+  WORKER_BUILD_ID: emptyIsUnset(z.string().regex(/^(?!__)[\x21-\x7e]{1,100}$/, 'must be 1-100 printable characters without spaces, not starting with __')),
+  /** The commit an image was built from (the Dockerfile's GIT_SHA build argument), for machines without git. */
+  BUILD_GIT_SHA: emptyIsUnset(z.string().regex(/^[0-9a-f]{7,40}$/, 'must be a git commit id (7-40 hex digits)')),
+  /** Postgres connections of a worker process's pool: during a rolling upgrade two versions' workers hold theirs at once. */
+  WORKER_DATABASE_POOL_SIZE: z.coerce.number().int().min(2).max(100).default(10),
   /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
   METRICS_PORT: int(9464),
   GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
@@ -285,6 +297,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       heartbeatThrottleMs: e.HEARTBEAT_THROTTLE_MS,
       gpuSlots: e.GPU_SLOTS,
       gpuSubmitsPerSecond: e.GPU_SUBMITS_PER_SECOND,
+      /** Off: unversioned workers (a server without Worker Deployments). */
+      versioning: { enabled: e.WORKER_VERSIONING, deploymentName: e.WORKER_DEPLOYMENT_NAME, buildId: e.WORKER_BUILD_ID, gitSha: e.BUILD_GIT_SHA },
+      databasePoolSize: e.WORKER_DATABASE_POOL_SIZE,
     },
     dispatch: {
       /** A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). */

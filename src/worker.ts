@@ -21,12 +21,16 @@ import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
 import { runProcess } from './run-process';
+import { deploymentOptions, makeCurrentIfFirst } from './worker-deployment';
 
 export interface WorkerDeps {
   config: Config;
   databaseUrl: string;
   logger: Logger;
-  /** Pre-built workflow code (tests bundle once per run); otherwise the workflows are bundled at start. */
+  /**
+   * Pre-built workflow code (tests bundle once per run: src/workflows, which declares no versioning behaviour, so a
+   * versioned test worker runs every workflow with the default, PINNED); otherwise the workflows are bundled at start.
+   */
   workflowBundle?: WorkflowBundleOption;
   backend?: GenerationBackend;
   /** Overrides the process's Temporal worker identity (shown in the Web UI next to each activity). */
@@ -39,7 +43,7 @@ export interface WorkerDeps {
  */
 export async function createWorkers({ config, databaseUrl, logger, workflowBundle, backend, identity }: WorkerDeps) {
   const { role, generationTaskQueue, gpuTaskQueue } = config.worker;
-  const database = createDatabase(databaseUrl, { statementTimeoutMs: config.database.statementTimeoutMs });
+  const database = createDatabase(databaseUrl, { max: config.worker.databasePoolSize, statementTimeoutMs: config.database.statementTimeoutMs });
   // Retention's batches on a connection of their own, so they never take the pool the job activities use.
   const pruning = createDatabase(databaseUrl, { max: 1, settings: RETENTION_SESSION });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
@@ -48,6 +52,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
   const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
+  // Every worker of the process polls as one deployment version (src/worker-deployment.ts); none when versioning is off.
+  const workerDeploymentOptions = deploymentOptions(config.worker.versioning);
 
   const mailer = role === 'all' || role === 'generation' ? createMailer(config.mail) : undefined;
   if (role === 'all' || role === 'generation') {
@@ -59,7 +65,9 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         namespace: config.temporal.namespace,
         taskQueue: generationTaskQueue,
         identity: workerIdentity,
-        ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve('./workflows') }),
+        workerDeploymentOptions,
+        // A versioned worker runs the workflows with their versioning behaviours declared (src/workflows/versioned.ts).
+        ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve(workerDeploymentOptions ? './workflows/versioned' : './workflows') }),
         activities: {
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
@@ -84,6 +92,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         namespace: config.temporal.namespace,
         taskQueue: gpuTaskQueue,
         identity: workerIdentity,
+        workerDeploymentOptions,
         activities: createGpuActivities({
           db: database.db,
           backend: backendAdapter,
@@ -108,13 +117,26 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   }
 
   let stopped = false;
+  const stopping = new AbortController();
   return {
     workers,
+    /** The deployment version the workers poll as, when versioning is on. */
+    version: workerDeploymentOptions?.version,
     /** Runs until shutdown() (or a fatal worker error), then releases connections. */
     async run(): Promise<void> {
+      const running = Promise.all(workers.map((w) => w.run()));
+      // A brand-new deployment's first version makes itself current once the server has seen it poll.
+      const firstVersion = workerDeploymentOptions
+        ? makeCurrentIfFirst(client, { ...workerDeploymentOptions.version, identity: workerIdentity, logger, signal: stopping.signal }).then(
+            (outcome) => outcome === 'gave-up' && !stopping.signal.aborted && logger.warn(workerDeploymentOptions.version, 'the server did not list this worker version in time: not made current'),
+            (err: unknown) => logger.error({ err }, "could not read or set the worker deployment's current version"),
+          )
+        : undefined;
       try {
-        await Promise.all(workers.map((w) => w.run()));
+        await running;
       } finally {
+        stopping.abort();
+        await firstVersion;
         await gpuDispatch?.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
         await wakeups.stop().catch(() => undefined);
         mailer?.close();
@@ -150,7 +172,10 @@ async function main(): Promise<void> {
     });
   }
   const metrics = config.worker.metricsPort > 0 ? await startMetricsServer(config.worker.metricsPort) : undefined;
-  logger.info({ role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address, metricsPort: metrics?.port }, 'worker started');
+  logger.info(
+    { role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address, metricsPort: metrics?.port, deploymentVersion: running.version ?? 'unversioned' },
+    'worker started',
+  );
   await running.run();
   await metrics?.close();
   logger.info('worker stopped');

@@ -94,6 +94,10 @@ export async function startStack({
     PORT: '0',
     GENERATION_TASK_QUEUE: `generation-${id}`,
     GPU_TASK_QUEUE: `gpu-${id}`,
+    // Unversioned: the run's stacks share one server, and a deployment version takes at most 100 task queues (two a
+    // stack). Tests of versioning turn it on with a deployment of their own (test/runbook.test.ts; the rolling upgrade:
+    // npm run topology:test).
+    WORKER_VERSIONING: 'false',
     POLL_INTERVAL_MS: '500',
     HEARTBEAT_TIMEOUT_MS: '3000',
     HEARTBEAT_THROTTLE_MS: '300',

@@ -44,14 +44,16 @@ export interface SpawnOptions {
   args?: string[];
   /** The child's whole environment beyond PATH and HOME: nothing else leaks in from the test process. */
   env: Record<string, string>;
+  /** The checkout the script is in and the child runs in; the repository by default (another: an older version's code). */
+  root?: string;
 }
 
-export function spawnTsProcess({ name, script, args = [], env }: SpawnOptions): SpawnedProcess {
+export function spawnTsProcess({ name, script, args = [], env, root = ROOT }: SpawnOptions): SpawnedProcess {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const logFile = path.join(ARTIFACTS, `${name}.log`);
   const log = fs.createWriteStream(logFile, { flags: 'w' });
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(ROOT, script), ...args], {
-    cwd: ROOT,
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, script), ...args], {
+    cwd: root,
     // The service's Node flags, as `npm start` and the image give them (scripts/lib/node-options.ts).
     // No fixed port unless the test asks for one: the workers' metrics endpoint otherwise takes 9464.
     env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', METRICS_PORT: '0', ...env, NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS) },

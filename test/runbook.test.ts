@@ -1,4 +1,5 @@
 import { loadConfig } from '../src/config';
+import { buildIdOf } from '../src/worker-deployment';
 import { creditBalance } from '../src/credits/ledger';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';
 import { runbookEnv, runRunbook } from './runbook-commands';
@@ -13,7 +14,9 @@ describe('the operator runbook', () => {
   const run = (name: string, jobId = '', more: Record<string, string> = {}) => runRunbook(name, env, jobId, more);
 
   beforeAll(async () => {
-    stack = await startStack({ env: { MAX_ATTEMPTS: '1', EXPECTED_RUN_MS: '300', RECONCILE_INTERVAL_MS: '3600000' }, ownDatabase: true });
+    // Versioned, as in production, with a deployment of its own on the run's shared server.
+    const versioning = { WORKER_VERSIONING: 'true', WORKER_DEPLOYMENT_NAME: `runbook-${Date.now().toString(36)}` };
+    stack = await startStack({ env: { MAX_ATTEMPTS: '1', EXPECTED_RUN_MS: '300', RECONCILE_INTERVAL_MS: '3600000', ...versioning }, ownDatabase: true });
     env = runbookEnv(stack);
   });
   afterAll(async () => {
@@ -114,6 +117,16 @@ describe('the operator runbook', () => {
     expect((await usage(apiKey)).status).toBe(401);
     const issued = JSON.parse(await run('issue-key', '', { USER_ID: userId }));
     expect((await usage(issued.api_key)).status).toBe(200);
+  });
+
+  test("the rollout's commands read and set the deployment's versions (the whole upgrade: npm run topology:test)", async () => {
+    const { versioning } = stack.config.worker;
+    const version = { WORKER_DEPLOYMENT_NAME: versioning.deploymentName, OLD_BUILD_ID: buildIdOf(versioning), NEW_BUILD_ID: buildIdOf(versioning) };
+    expect(await run('deployment-describe', '', version)).toMatch(new RegExp(`CurrentVersionBuildID\\s+${version.NEW_BUILD_ID.replace(/\./g, '\\.')}`));
+    const described = await run('describe-new-version', '', version);
+    for (const queue of [stack.config.worker.generationTaskQueue, stack.config.worker.gpuTaskQueue]) expect(described).toContain(queue);
+    await run('set-current-version', '', version);
+    expect(await run('old-version-open-jobs', '', version)).toMatch(/\d+/);
   });
 
   test('the new backend secret the runbook makes is one a production process accepts', async () => {

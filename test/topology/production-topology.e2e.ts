@@ -3,20 +3,14 @@ import { Client, Connection } from '@temporalio/client';
 import postgres from 'postgres';
 import { readMigrations } from '../../src/db/migrate';
 import { apiClient, eventually } from '../harness';
+import { createUser, note, setting } from './topology-env';
 
 /**
  * The production topology as one service: a Temporal server on Postgres with fairness on, two API processes and two
  * worker processes on one app database. Started by scripts/topology.ts (`npm run topology:test`), which passes where
  * everything is in TOPOLOGY_* variables; this file is not part of `npm test`.
  */
-function setting(name: string): string {
-  const value = process.env[name];
-  if (!value) throw new Error(`${name} is not set: run this suite with \`npm run topology:test\` (scripts/topology.ts)`);
-  return value;
-}
-
 const apiUrls = setting('TOPOLOGY_API_URLS').split(',');
-const adminApiKey = setting('TOPOLOGY_ADMIN_API_KEY');
 const workerIdentities = setting('TOPOLOGY_WORKER_IDENTITIES').split(',');
 const namespace = setting('TOPOLOGY_TEMPORAL_NAMESPACE');
 const VIDEO_URL = /^https:\/\/videos\.sim\.local\/.+\.mp4$/;
@@ -38,22 +32,6 @@ afterAll(async () => {
   await appDb?.end({ timeout: 5 });
   await temporalDb?.end({ timeout: 5 });
 });
-
-/** A new user, created through the given API (the admin key is the same on every API). */
-async function createUser(apiUrl: string, tier = 'pro'): Promise<{ userId: string; apiKey: string }> {
-  const res = await fetch(`${apiUrl}/admin/users`, {
-    method: 'POST',
-    headers: { authorization: `Bearer ${adminApiKey}`, 'content-type': 'application/json' },
-    body: JSON.stringify({ name: `topology-${randomBytes(3).toString('hex')}`, tier }),
-  });
-  if (res.status !== 201) throw new Error(`create user: ${res.status} ${await res.text()}`);
-  const body = (await res.json()) as { user: { id: string }; api_key: string };
-  return { userId: body.user.id, apiKey: body.api_key };
-}
-
-function note(line: string): void {
-  process.stdout.write(`    ${line}\n`);
-}
 
 describe('the production topology works as one service', () => {
   const [api1Url, api2Url] = apiUrls;
@@ -175,8 +153,10 @@ describe('the production topology works as one service', () => {
     note(`gpu activity queue partitions in the fair backlog (task_queues_v2): ${fair.join(', ')}`);
     expect(await partitionsOf('task_queues', 'gpu', 2)).toEqual([]);
     // Fairness holds per partition: the gpu queue has one (a taskQueueName constraint in the dynamic config), while the
-    // generation queue keeps the default four, which the workers poll.
-    expect(fair).toEqual(['gpu']);
+    // generation queue keeps the default four, which the workers poll. Each worker deployment version has a queue of its
+    // own within that partition (`/_sys/gpu/<deployment>|<build id>#0`, base64), beside the unversioned one.
+    expect(fair).toContain('gpu');
+    for (const partition of fair.filter((p) => p !== 'gpu')) expect(partition).toMatch(/^\/_sys\/gpu\/[A-Za-z0-9+/=]+\|[A-Za-z0-9+/=]+#0$/);
     expect((await partitionsOf('task_queues_v2', 'generation', 1)).length).toBeGreaterThan(1);
   });
 });

@@ -53,6 +53,7 @@ describe('worker deployment versioning', () => {
       webhookDeliveryWorkflow: 'AUTO_UPGRADE',
       reconcilerWorkflow: 'AUTO_UPGRADE',
       retentionWorkflow: 'AUTO_UPGRADE',
+      emailDigestWorkflow: 'AUTO_UPGRADE',
     });
   });
 });

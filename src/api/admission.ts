@@ -227,6 +227,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
     const { admission, refusal, limits, fairnessWeight } = await decide(submission, (claim) => admitSubmission(sql, claim));
+    const committedAt = Date.now();
     if (refusal) throw refusal;
     if (admission.outcome === 'replay') {
       return { result: await replaySubmission(deps, submission, { requestHash: admission.earlierHash, acceptedAt: admission.earlierAt }), headers: {} };
@@ -235,7 +236,8 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
 
     const priorityKey = firstJobPriority(admission.counts.active, config.generation.firstJobPriority);
     const generation = await startAdmitted(deps, submission, { priorityKey });
-    queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt });
+    // A summary read since the commit (a background refresh during the workflow start) counts this job already.
+    queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt, committedAt });
     const { counts } = admission;
     const place = await placeOfNew(user.id, fairnessWeight, admission, generation.createdAt);
     return {

@@ -43,9 +43,9 @@ describe('the pool summary cache', () => {
   test('the first caller reads, and the summary carries the feed position read just before it', async () => {
     const { world, cache } = setup();
     world.feed = 7;
-    expect(cache.inHand()).toBeUndefined();
+    expect(cache.inHand(Infinity)).toBeUndefined();
     expect(await cache.get('current')).toEqual({ at: 10_000, eventId: 7, value: 1 });
-    expect(cache.inHand()).toBe(1);
+    expect(cache.inHand(Infinity)).toBe(1);
   });
 
   test('an event that commits during a read makes the next check read again', async () => {
@@ -181,7 +181,7 @@ describe('the pool summary cache', () => {
     world.now += SUMMARY_MAX_AGE_MS;
     world.failNext = true;
     await expect(value('current')).rejects.toThrow('the read failed');
-    expect(cache.inHand()).toBe(1);
+    expect(cache.inHand(Infinity)).toBe(1);
     expect(await value('current')).toBe(2);
 
     // On the submit path the failure is swallowed: the summary in hand serves, and the next caller tries again.
@@ -198,8 +198,19 @@ describe('the pool summary cache', () => {
     const world = { now: 0 };
     const cache = new PoolSummaryCache<{ queued: number }>({ newestEventId: async () => 1, read: async () => ({ queued: 5 }) }, () => world.now);
     await cache.get('current');
-    cache.inHand()!.queued += 1;
+    world.now = 10; // the admission commits after the read started
+    cache.inHand(world.now)!.queued += 1;
     expect((await cache.get('cached')).value).toEqual({ queued: 6 });
     expect((await cache.get('fresh')).value).toEqual({ queued: 5 });
+  });
+
+  test('a summary whose read started after an admission committed already counts it: nothing is added to it', async () => {
+    const world = { now: 0 };
+    const cache = new PoolSummaryCache<{ queued: number }>({ newestEventId: async () => 1, read: async () => ({ queued: 5 }) }, () => world.now);
+    const committedAt = world.now;
+    world.now = 10; // e.g. a background refresh while the admitted job's workflow was being started
+    await cache.get('fresh');
+    expect(cache.inHand(committedAt)).toBeUndefined();
+    expect(cache.inHand(world.now + 1)).toEqual({ queued: 5 });
   });
 });

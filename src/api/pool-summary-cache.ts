@@ -46,9 +46,13 @@ export class PoolSummaryCache<T> {
     private readonly clock: () => number = Date.now,
   ) {}
 
-  /** The summary in hand, if one was read (what this process admits since is added to it in place). */
-  inHand(): T | undefined {
-    return this.held?.value;
+  /**
+   * The summary in hand, to add what this process admitted in place: only one whose read started before `committedAt`
+   * (clock ms), when the admission committed. A read that started later already counts the job.
+   */
+  inHand(committedAt: number): T | undefined {
+    const held = this.held;
+    return held && held.at < committedAt ? held.value : undefined;
   }
 
   async get(mode: 'current' | 'cached' | 'fresh'): Promise<HeldSummary<T>> {

@@ -131,8 +131,8 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * admits is never missing from its own summary (another instance's admits, and jobs leaving the queue, show at the next
    * read).
    */
-  function noteAdmitted({ userId, tier, weight, createdAt }: { userId: string; tier: string; weight: number; createdAt: Date }): void {
-    const summary = summaries.inHand();
+  function noteAdmitted({ userId, tier, weight, createdAt, committedAt }: { userId: string; tier: string; weight: number; createdAt: Date; committedAt: number }): void {
+    const summary = summaries.inHand(committedAt);
     if (summary) addQueued(summary, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
   }
 

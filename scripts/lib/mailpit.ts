@@ -1,7 +1,6 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { stopChild } from './supervisor';
+import { startTool } from './supervisor';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -50,35 +49,18 @@ export function mailpitArgs(options: MailpitOptions): string[] {
 
 /** Starts Mailpit and resolves once its API answers. */
 export async function startMailpit(options: MailpitOptions, { timeoutMs = 30_000 } = {}): Promise<RunningMailpit> {
-  const bin = mailpitBinary();
-  fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
-  if (options.dbFile) fs.mkdirSync(path.dirname(options.dbFile), { recursive: true });
-  const log = fs.openSync(options.logFile, 'a');
-  // A process group of its own, like every process `npm start` supervises: a terminal's Ctrl-C reaches only the supervisor.
-  const child: ChildProcess = spawn(bin, mailpitArgs(options), { stdio: ['ignore', log, log], detached: true });
-  fs.closeSync(log);
-  let exited = false;
-  let spawnError: Error | undefined;
-  child.once('exit', () => (exited = true));
-  child.once('error', (err) => {
-    spawnError = err;
-    exited = true;
-  });
-  const stop = async (): Promise<void> => (exited ? undefined : stopChild(child, 10_000));
-  options.onSpawn?.(child.pid, stop);
   const uiUrl = `http://127.0.0.1:${options.uiPort}`;
-  try {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      if (spawnError) throw new Error(`could not start ${bin}: ${spawnError.message}`);
-      if (exited) throw new Error(`mailpit exited during start; see ${options.logFile}`);
-      if (await fetch(`${uiUrl}/readyz`).then((r) => r.ok, () => false)) break;
-      if (Date.now() > deadline) throw new Error(`mailpit at ${uiUrl} not ready after ${timeoutMs} ms; see ${options.logFile}`);
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  } catch (err) {
-    if (!options.onSpawn) await stop();
-    throw err;
-  }
-  return { smtpUrl: `smtp://127.0.0.1:${options.smtpPort}`, uiUrl, pid: child.pid, stop };
+  const { pid, stop } = await startTool(
+    { name: 'mailpit', bin: mailpitBinary(), args: mailpitArgs(options), logFile: options.logFile, dbFile: options.dbFile, onSpawn: options.onSpawn },
+    async (alive) => {
+      const deadline = Date.now() + timeoutMs;
+      for (;;) {
+        alive();
+        if (await fetch(`${uiUrl}/readyz`).then((r) => r.ok, () => false)) return;
+        if (Date.now() > deadline) throw new Error(`mailpit at ${uiUrl} not ready after ${timeoutMs} ms; see ${options.logFile}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    },
+  );
+  return { smtpUrl: `smtp://127.0.0.1:${options.smtpPort}`, uiUrl, pid, stop };
 }

@@ -1,5 +1,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 
 /**
  * What `npm start` runs, and how it stops. Every process it starts lives in a process group of its own, so a terminal's
@@ -122,6 +123,51 @@ export function spawnService(entry: string, { cwd, env, logFile }: { cwd: string
   const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd, env, stdio: ['ignore', log, log], detached: true });
   fs.closeSync(log);
   return child;
+}
+
+export interface ToolStart {
+  /** How errors name it. */
+  name: string;
+  bin: string;
+  args: string[];
+  logFile: string;
+  /** A data file whose folder must exist. */
+  dbFile?: string;
+  /** Called as soon as the process exists, so a caller can stop it even if the start then fails. */
+  onSpawn?: (pid: number | undefined, stop: () => Promise<void>) => void;
+}
+
+/**
+ * Starts a tool's binary (the Temporal dev server, Mailpit) in a process group of its own, its output in its log, and
+ * waits for `ready`, which is handed a check that throws once the process failed to spawn or exited. A start that fails
+ * stops the process, unless the caller took its stop through `onSpawn`.
+ */
+export async function startTool(start: ToolStart, ready: (alive: () => void) => Promise<void>): Promise<{ pid: number | undefined; stop: () => Promise<void> }> {
+  fs.mkdirSync(path.dirname(start.logFile), { recursive: true });
+  if (start.dbFile) fs.mkdirSync(path.dirname(start.dbFile), { recursive: true });
+  const log = fs.openSync(start.logFile, 'a');
+  const child: ChildProcess = spawn(start.bin, start.args, { stdio: ['ignore', log, log], detached: true });
+  fs.closeSync(log);
+  let exited = false;
+  let spawnError: Error | undefined;
+  child.once('exit', () => (exited = true));
+  child.once('error', (err) => {
+    spawnError = err;
+    exited = true;
+  });
+  // A process that never started (a spawn error) has nothing to stop, and would never report an exit.
+  const stop = async (): Promise<void> => (exited ? undefined : stopChild(child, 10_000));
+  start.onSpawn?.(child.pid, stop);
+  try {
+    await ready(() => {
+      if (spawnError) throw new Error(`could not start ${start.bin}: ${spawnError.message}`);
+      if (exited) throw new Error(`${start.name} exited during start; see ${start.logFile}`);
+    });
+  } catch (err) {
+    if (!start.onSpawn) await stop();
+    throw err;
+  }
+  return { pid: child.pid, stop };
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited. */

@@ -1,9 +1,8 @@
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import fs from 'node:fs';
+import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { SEARCH_ATTRIBUTE_FLAGS } from '../../src/domain/search-attributes';
-import { stopChild } from './supervisor';
+import { startTool } from './supervisor';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -54,33 +53,12 @@ export function devServerArgs(options: TemporalDevServerOptions): string[] {
 
 /** Starts `temporal server start-dev` and resolves once its frontend answers and the default namespace exists. */
 export async function startTemporalDevServer(options: TemporalDevServerOptions, { timeoutMs = 60_000 } = {}) {
-  const bin = temporalBinary();
-  fs.mkdirSync(path.dirname(options.logFile), { recursive: true });
-  if (options.dbFile) fs.mkdirSync(path.dirname(options.dbFile), { recursive: true });
-  const log = fs.openSync(options.logFile, 'a');
-  const child: ChildProcess = spawn(bin, devServerArgs(options), { stdio: ['ignore', log, log], detached: true });
-  fs.closeSync(log);
   const address = `127.0.0.1:${options.port}`;
-  let exited = false;
-  let spawnError: Error | undefined;
-  child.once('exit', () => (exited = true));
-  child.once('error', (err) => {
-    spawnError = err;
-    exited = true;
-  });
-  // A process that never started (a spawn error) has nothing to stop, and would never report an exit.
-  const stop = async (): Promise<void> => (exited ? undefined : stopChild(child, 10_000));
-  options.onSpawn?.(child.pid, stop);
-  try {
-    await waitForTemporal(address, timeoutMs, () => {
-      if (spawnError) throw new Error(`could not start ${bin}: ${spawnError.message}`);
-      if (exited) throw new Error(`temporal server exited during start; see ${options.logFile}`);
-    });
-  } catch (err) {
-    if (!options.onSpawn) await stop();
-    throw err;
-  }
-  return { address, uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined, pid: child.pid, stop };
+  const { pid, stop } = await startTool(
+    { name: 'temporal server', bin: temporalBinary(), args: devServerArgs(options), logFile: options.logFile, dbFile: options.dbFile, onSpawn: options.onSpawn },
+    (alive) => waitForTemporal(address, timeoutMs, alive),
+  );
+  return { address, uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined, pid, stop };
 }
 
 export async function waitForTemporal(address: string, timeoutMs: number, check: () => void = () => {}): Promise<void> {

@@ -1,6 +1,6 @@
 import os from 'node:os';
 import { apiClient, eventually, startStack, type Stack } from './harness';
-import { spawnWorker, type SpawnedProcess } from './processes';
+import { dispatcherProcesses } from './processes';
 
 /**
  * GPU dispatchers run as real child processes; the generation worker stays in the test process. A dispatcher killed
@@ -8,22 +8,16 @@ import { spawnWorker, type SpawnedProcess } from './processes';
  */
 describe('a GPU dispatcher that dies mid-generation', () => {
   let stack: Stack;
-  const dispatchers: SpawnedProcess[] = [];
+  const dispatchers = dispatcherProcesses(() => stack.env);
 
   beforeAll(async () => {
     stack = await startStack({ env: { WORKER_ROLE: 'generation', HEARTBEAT_TIMEOUT_MS: '2000' }, knobs: { p50Ms: 8_000, p99Ms: 9_000 } });
   });
   afterAll(async () => {
-    await Promise.all(dispatchers.map((d) => d.stop()));
+    await dispatchers.stopAll();
     await stack?.close();
   });
-
-  async function startDispatcher(name: string): Promise<SpawnedProcess> {
-    const dispatcher = spawnWorker({ ...stack.env, WORKER_ROLE: 'gpu', LOG_LEVEL: 'info' }, name);
-    dispatchers.push(dispatcher);
-    await dispatcher.waitForOutput(/worker started/, 60_000);
-    return dispatcher;
-  }
+  const startDispatcher = (name: string) => dispatchers.start(name);
 
   test('the job resumes the same backend job on another dispatcher, and ends once', async () => {
     const first = await startDispatcher('dispatcher-a');
@@ -53,7 +47,7 @@ describe('a GPU dispatcher that dies mid-generation', () => {
   });
 
   test('a dispatcher stopped with SIGTERM hands its job back at once; the next one resumes the same backend job', async () => {
-    await Promise.all(dispatchers.map((d) => d.stop())); // only the one we stop, then its successor, serve the GPU queue
+    await dispatchers.stopAll(); // only the one we stop, then its successor, serve the GPU queue
     const leaving = await startDispatcher('dispatcher-leaving');
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);

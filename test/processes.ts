@@ -123,3 +123,23 @@ export function spawnTsProcess({ name, script, args = [], env, root = ROOT }: Sp
 export function spawnWorker(env: Record<string, string>, name = 'worker'): SpawnedProcess {
   return spawnTsProcess({ name, script: 'src/worker.ts', env });
 }
+
+/**
+ * GPU dispatchers in processes of their own (as `WORKER_ROLE=gpu npm run worker` runs them), on a stack's settings
+ * (`env` is read at each start: the stack is made in a beforeAll). `start` resolves once one polls; `stopAll` stops
+ * every one started so far.
+ */
+export function dispatcherProcesses(env: () => Record<string, string>) {
+  const started: SpawnedProcess[] = [];
+  return {
+    async start(name: string): Promise<SpawnedProcess> {
+      const dispatcher = spawnWorker({ ...env(), WORKER_ROLE: 'gpu', LOG_LEVEL: 'info' }, name);
+      started.push(dispatcher);
+      await dispatcher.waitForOutput(/worker started/, 60_000);
+      return dispatcher;
+    },
+    async stopAll(): Promise<void> {
+      await Promise.all(started.splice(0).map((d) => d.stop()));
+    },
+  };
+}

@@ -1,6 +1,6 @@
 import { loadConfig } from '../src/config';
 import { apiClient, eventually, startStack, type Stack } from './harness';
-import { spawnWorker, type SpawnedProcess } from './processes';
+import { dispatcherProcesses } from './processes';
 
 /**
  * The lean run on the shipped heartbeat and poll settings (the other tests shorten them): a GPU activity heartbeats about
@@ -17,22 +17,16 @@ const SHIPPED_TIMINGS = {
 
 describe('on the shipped heartbeat timings', () => {
   let stack: Stack;
-  const dispatchers: SpawnedProcess[] = [];
+  const dispatchers = dispatcherProcesses(() => stack.env);
 
   beforeAll(async () => {
     stack = await startStack({ env: { ...SHIPPED_TIMINGS, WORKER_ROLE: 'generation', GPU_SLOTS: '1' }, knobs: { p50Ms: 45_000, p99Ms: 46_000 } });
   });
   afterAll(async () => {
-    await Promise.all(dispatchers.map((d) => d.stop()));
+    await dispatchers.stopAll();
     await stack?.close();
   });
-
-  async function startDispatcher(name: string): Promise<SpawnedProcess> {
-    const dispatcher = spawnWorker({ ...stack.env, WORKER_ROLE: 'gpu', LOG_LEVEL: 'info' }, name);
-    dispatchers.push(dispatcher);
-    await dispatcher.waitForOutput(/worker started/, 60_000);
-    return dispatcher;
-  }
+  const startDispatcher = (name: string) => dispatchers.start(name);
 
   test('a cancel reaches the running backend job within 2 s and frees its GPU slot', async () => {
     expect(shipped.generation.heartbeatTimeoutMs).toBeGreaterThanOrEqual(30_000); // what makes this test mean anything
@@ -60,7 +54,7 @@ describe('on the shipped heartbeat timings', () => {
     console.log(`cancel reached the backend job in ${reachedMs} ms; the slot went to the next job ${Date.now() - asked} ms after the cancel`);
     await api.call('POST', `/v1/generations/${waiting.id}/cancel`);
     await api.waitForTerminal(waiting.id);
-    await Promise.all(dispatchers.splice(0).map((d) => d.stop()));
+    await dispatchers.stopAll();
   });
 
   test('a dispatcher killed mid-generation: another resumes the same backend job within 60 s, and it succeeds once', async () => {

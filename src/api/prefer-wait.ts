@@ -1,8 +1,7 @@
 import type { Response } from 'express';
 import { GENERATION_STATUSES, isTerminal, type GenerationStatus } from '../domain/generation-state';
-import { clientRefusals } from '../lib/metrics';
+import { UserSlots } from '../notifications/stream-slots';
 import type { GenerationEventHub } from '../notifications/event-hub';
-import { ApiError } from '../wire/errors';
 
 /**
  * `Prefer: wait=N` (RFC 7240) on a submit and on a read of one generation: the answer waits up to N seconds for the job
@@ -34,41 +33,19 @@ export function preferredWait(header: string | undefined): number | undefined {
   return undefined;
 }
 
-const RETRY_AFTER_SECONDS = 5;
-
 /**
- * The open waits of this API process: at most `perUser` of one user and `total` in all, each a socket, a timer and a
- * share of the change-feed poll. Counted apart from event streams: a wait lasts at most a minute, and a status page's
- * open streams should not keep its user from waiting for a submit. Per process, as the streams' caps are.
+ * The open waits of this API process, each a socket, a timer and a share of the change-feed poll. Counted apart from
+ * event streams: a wait lasts at most a minute, and a status page's open streams should not keep its user from waiting
+ * for a submit. Per process, as the streams' caps are.
  */
-export class WaitSlots {
-  private total = 0;
-  private readonly byUser = new Map<string, number>();
-
-  constructor(private readonly limits: { perUser: number; total: number }) {}
-
-  /** Takes a slot, or throws the 429 that says why not. The returned function frees it (once). */
-  take(userId: string): () => void {
-    const mine = this.byUser.get(userId) ?? 0;
-    if (mine >= this.limits.perUser) throw refusal('too_many_waits', `at most ${this.limits.perUser} waiting requests (Prefer: wait) per user at once`, this.limits.perUser);
-    if (this.total >= this.limits.total) throw refusal('wait_capacity_reached', 'this server has as many waiting requests (Prefer: wait) as it takes; retry shortly, or without the preference', this.limits.total);
-    this.byUser.set(userId, mine + 1);
-    this.total++;
-    let freed = false;
-    return () => {
-      if (freed) return;
-      freed = true;
-      this.total--;
-      const left = (this.byUser.get(userId) ?? 1) - 1;
-      if (left > 0) this.byUser.set(userId, left);
-      else this.byUser.delete(userId);
-    };
+export class WaitSlots extends UserSlots {
+  constructor(limits: { perUser: number; total: number }) {
+    super(limits, {
+      perUser: { code: 'too_many_waits', message: (limit) => `at most ${limit} waiting requests (Prefer: wait) per user at once` },
+      total: { code: 'wait_capacity_reached', message: 'this server has as many waiting requests (Prefer: wait) as it takes; retry shortly, or without the preference' },
+      retryAfterSeconds: 5,
+    });
   }
-}
-
-function refusal(code: 'too_many_waits' | 'wait_capacity_reached', message: string, limit: number): ApiError {
-  clientRefusals.inc({ code });
-  return new ApiError(429, code, message, { limit, retry_after_seconds: RETRY_AFTER_SECONDS }, { 'Retry-After': String(RETRY_AFTER_SECONDS) });
 }
 
 const STATUSES = new Set<string>(GENERATION_STATUSES);

@@ -2,6 +2,7 @@ import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activ
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import {
   BackendRejectedError,
+  endOverdueJob,
   isJobNotFound,
   BackendUnavailableError,
   TERMINAL_BACKEND_STATUSES,
@@ -242,11 +243,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
 
   /** The running deadline has passed: the backend's last word if it has just finished, else its job is canceled. */
   async function overdue(backendJobId: string, log: Logger): Promise<GpuAttemptResult> {
-    let job = await backend.getJob(backendJobId);
-    if (!TERMINAL_BACKEND_STATUSES.has(job.status)) {
-      log.warn({ backendJobId }, 'the generation ran past its deadline: canceling the backend job');
-      job = await backend.cancel(backendJobId);
-    }
+    const job = await endOverdueJob(backend, backendJobId, () => log.warn({ backendJobId }, 'the generation ran past its deadline: canceling the backend job'));
     if (job.status === 'succeeded' || job.status === 'failed') return result(job);
     throw generationTimeout();
   }

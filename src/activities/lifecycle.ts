@@ -1,4 +1,4 @@
-import { TERMINAL_BACKEND_STATUSES, type GenerationBackend } from '../backend/types';
+import { endOverdueJob, type GenerationBackend } from '../backend/types';
 import { ensureRunReservation, InsufficientCreditsError, settleCredits } from '../credits/ledger';
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
@@ -34,8 +34,7 @@ export function createLifecycleActivities({ db, backend }: { db: Db; backend: Ge
      * backend job if it has not. Returns the job's last word.
      */
     async finalizeOverdueAttempt({ backendJobId }: { backendJobId: string }): Promise<GpuAttemptResult> {
-      let job = await backend.getJob(backendJobId);
-      if (!TERMINAL_BACKEND_STATUSES.has(job.status)) job = await backend.cancel(backendJobId);
+      const job = await endOverdueJob(backend, backendJobId);
       return {
         backendJobId,
         status: job.status === 'succeeded' || job.status === 'failed' ? job.status : 'canceled',

@@ -54,6 +54,17 @@ export interface BackendCallback {
 
 export const TERMINAL_BACKEND_STATUSES: ReadonlySet<BackendJobStatus> = new Set(['succeeded', 'failed', 'canceled']);
 
+/**
+ * A backend job past its deadline: its last word if it has just ended (asked once more), else it is canceled. Returns the
+ * job as it then stands; `onCancel` is told before the cancel.
+ */
+export async function endOverdueJob(backend: GenerationBackend, backendJobId: string, onCancel?: () => void): Promise<BackendJob> {
+  const job = await backend.getJob(backendJobId);
+  if (TERMINAL_BACKEND_STATUSES.has(job.status)) return job;
+  onCancel?.();
+  return backend.cancel(backendJobId);
+}
+
 export interface GenerationBackend {
   /** Idempotent by `client_key`. */
   submit(request: BackendSubmitRequest): Promise<BackendJob>;

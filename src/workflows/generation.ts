@@ -195,7 +195,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     gpuSettled = earlier ? earlier.then(() => settled) : settled;
     // A backend job canceled that the user did not cancel was canceled by the GPU activity at the running deadline (the
     // lean run keeps it there): its word, generation_timeout, follows at once.
-    const eventDecides = (event: BackendEvent | undefined) => event !== undefined && !(lean && event.type === 'canceled' && !cancelRequested);
+    const eventDecides = (event: BackendEvent | undefined): event is BackendEvent => event !== undefined && !(lean && event.type === 'canceled' && !cancelRequested);
     const decided = () => result !== undefined || failure !== undefined || eventDecides(terminalEvents.get(attempt)) || cancelRequested;
 
     // The running deadline counts from the backend's acceptance; the queue deadline is the activity's schedule-to-start.
@@ -213,7 +213,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
 
     if (result) return outcomeOfResult(result);
     const event = terminalEvents.get(attempt);
-    if (eventDecides(event) && event) {
+    if (eventDecides(event)) {
       scope.cancel(); // the backend has finished: free the GPU slot now
       return outcomeOfEvent(event);
     }

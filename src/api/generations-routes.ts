@@ -41,10 +41,10 @@ export function generationsRouter(
   }
 
   /**
-   * A submit, or a rerun of an earlier job (`retryOf`): the same admission, answer and headers. `requestOf` reads the
+   * A submit, or a rerun of an earlier job (`retryOf`): the same admission, answer and headers. `readRequest` reads the
    * request (the body, or the earlier job's row) inside the refusal count, so a bad body or an unknown job counts as one.
    */
-  async function submit(req: Request, res: Response, requestOf: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>) {
+  async function submit(req: Request, res: Response, readRequest: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>) {
     const user = currentUser(req);
     const key = req.get('idempotency-key');
     const idempotencyKey = key === undefined ? undefined : parseOr400(idempotencyKeyHeader, key, 'invalid_idempotency_key');
@@ -52,7 +52,7 @@ export function generationsRouter(
     const wait = preferredWait(req.get('prefer'));
     const release = wait === undefined ? undefined : deps.waits.take(user.id);
     try {
-      await admitAndAnswer(res, user, idempotencyKey, wait, requestOf);
+      await admitAndAnswer(res, user, idempotencyKey, wait, readRequest);
     } finally {
       release?.();
     }
@@ -63,11 +63,11 @@ export function generationsRouter(
     user: UserRow,
     idempotencyKey: string | undefined,
     wait: number | undefined,
-    requestOf: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>,
+    readRequest: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>,
   ) {
     let submitted;
     try {
-      const { request, retryOf } = await requestOf(user);
+      const { request, retryOf } = await readRequest(user);
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
       submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey, retryOf), deps);
     } catch (err) {

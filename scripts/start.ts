@@ -25,8 +25,16 @@ import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-serv
 const ROOT = path.resolve(__dirname, '..');
 let supervisor: Supervisor | undefined;
 
+/**
+ * The build id of the one worker `npm start` runs, unless WORKER_BUILD_ID says otherwise: one version across restarts,
+ * so the jobs a start left running (pinned to its version) go on after a pull and a new start, their new code replaying
+ * them behind patches (docs/decisions.md, "Replay safety"). Commit-named versions are for rolling deploys.
+ */
+const LOCAL_BUILD_ID = 'local';
+
 async function main(): Promise<void> {
   const startedAt = Date.now();
+  process.env.WORKER_BUILD_ID ||= LOCAL_BUILD_ID;
   const config = loadConfig();
   const dataDir = path.resolve(ROOT, config.database.dataDir);
   const logDir = path.join(dataDir, 'logs');

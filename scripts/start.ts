@@ -6,7 +6,7 @@
  */
 import fs from 'node:fs';
 import path from 'node:path';
-import { Connection } from '@temporalio/client';
+import { Client, Connection } from '@temporalio/client';
 import { resolveAdminApiKey } from '../src/api/admin-key';
 import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig, type Config } from '../src/config';
@@ -16,7 +16,7 @@ import { startMailpit } from './lib/mailpit';
 import { createLogger } from '../src/lib/logger';
 import { serviceNodeOptions } from './lib/node-options';
 import { migrate } from '../src/migrate';
-import { buildIdOf } from '../src/worker-deployment';
+import { buildIdOf, makeVersionCurrent } from '../src/worker-deployment';
 import { loadSimulatorSettings } from '../simulator/settings';
 import { isPortFree } from './lib/ports';
 import { spawnService, stopChild, Supervisor } from './lib/supervisor';
@@ -215,31 +215,20 @@ async function waitForHttp(url: string, timeoutMs: number): Promise<void> {
 
 /**
  * The one worker `npm start` runs is the only version there is: it is made current, whatever was current before (a
- * start of an earlier commit: the dev server keeps its state in DATA_DIR). A first start's worker has made itself current
- * already (src/worker-deployment.ts); a rolling upgrade, with old and new workers side by side, is the runbook's.
+ * start with another WORKER_BUILD_ID: the dev server keeps its state in DATA_DIR). A first start's worker has made itself
+ * current already (src/worker-deployment.ts); a rolling upgrade, with old and new workers side by side, is the runbook's.
  */
 async function makeCurrent(address: string, config: Config): Promise<string> {
   const { deploymentName } = config.worker.versioning;
   const buildId = buildIdOf(config.worker.versioning);
-  const { namespace } = config.temporal;
   const connection = await Connection.connect({ address });
   try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const described = await connection.workflowService.describeWorkerDeployment({ namespace, deploymentName }).catch(() => undefined);
-      const info = described?.workerDeploymentInfo;
-      if (info?.routingConfig?.currentDeploymentVersion?.buildId === buildId) break;
-      if (described && info?.versionSummaries?.some((v) => v.deploymentVersion?.buildId === buildId)) {
-        const set = await connection.workflowService
-          .setWorkerDeploymentCurrentVersion({ namespace, deploymentName, buildId, conflictToken: described.conflictToken, identity: 'npm start', ignoreMissingTaskQueues: true })
-          .then(() => true, () => false);
-        if (set) {
-          step(`worker version ${deploymentName}:${buildId} made current (jobs pinned to an earlier build wait for it: docs/runbook.md, "Roll out new worker code")`);
-          break;
-        }
-      }
-      if (Date.now() > deadline) throw new Error(`could not make the worker's version ${deploymentName}:${buildId} current`);
-      await new Promise((r) => setTimeout(r, 250));
+    const client = new Client({ connection, namespace: config.temporal.namespace });
+    const logger = createLogger('start', 'silent');
+    const outcome = await makeVersionCurrent(client, { deploymentName, buildId, identity: 'npm start', logger, timeoutMs: 30_000, evenIfAnotherIs: true });
+    if (outcome === 'gave-up') throw new Error(`could not make the worker's version ${deploymentName}:${buildId} current`);
+    if (outcome === 'made-current') {
+      step(`worker version ${deploymentName}:${buildId} made current (jobs pinned to an earlier build wait for it: docs/runbook.md, "Roll out new worker code")`);
     }
   } finally {
     await connection.close();

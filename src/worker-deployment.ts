@@ -59,12 +59,14 @@ export type FirstVersionOutcome = 'made-current' | 'has-current' | 'gave-up';
  * workers, of which there are none: the first version to poll makes itself current. Once a deployment has had a
  * current version (its routing config has a change time), choosing one is the operator's, and this does nothing.
  * Waits until the server lists this version (it does once a poll arrives); two workers racing resolve by conflict token.
+ * `evenIfAnotherIs` (npm start's single worker, the only version there is): made current unless it already is,
+ * even where its task queues have no poller yet (a GPU dispatcher polls only once it holds a slot lease).
  */
-export async function makeCurrentIfFirst(
+export async function makeVersionCurrent(
   client: Client,
-  options: { deploymentName: string; buildId: string; identity: string; logger: Logger; timeoutMs?: number; signal?: AbortSignal },
+  options: { deploymentName: string; buildId: string; identity: string; logger: Logger; timeoutMs?: number; signal?: AbortSignal; evenIfAnotherIs?: boolean },
 ): Promise<FirstVersionOutcome> {
-  const { deploymentName, buildId, identity, logger, timeoutMs = 120_000, signal } = options;
+  const { deploymentName, buildId, identity, logger, timeoutMs = 120_000, signal, evenIfAnotherIs = false } = options;
   const { namespace } = client.options;
   const service = client.workflowService;
   const deadline = Date.now() + timeoutMs;
@@ -77,11 +79,19 @@ export async function makeCurrentIfFirst(
       if (!(isGrpcServiceError(err) && err.code === 5)) throw err;
     }
     const info = described?.workerDeploymentInfo;
-    if (info?.routingConfig?.currentVersionChangedTime) return 'has-current';
+    const current = info?.routingConfig;
+    if (evenIfAnotherIs ? current?.currentDeploymentVersion?.buildId === buildId : current?.currentVersionChangedTime) return 'has-current';
     const listed = info?.versionSummaries?.some((v) => v.deploymentVersion?.buildId === buildId) ?? false;
     if (described && listed) {
       try {
-        await service.setWorkerDeploymentCurrentVersion({ namespace, deploymentName, buildId, conflictToken: described.conflictToken, identity });
+        await service.setWorkerDeploymentCurrentVersion({
+          namespace,
+          deploymentName,
+          buildId,
+          conflictToken: described.conflictToken,
+          identity,
+          ignoreMissingTaskQueues: evenIfAnotherIs,
+        });
         logger.info({ deploymentName, buildId }, 'made this worker version current: the deployment had none');
         return 'made-current';
       } catch (err) {

@@ -21,7 +21,7 @@ import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
 import { runProcess } from './run-process';
-import { deploymentOptions, makeCurrentIfFirst } from './worker-deployment';
+import { deploymentOptions, makeVersionCurrent } from './worker-deployment';
 
 export interface WorkerDeps {
   config: Config;
@@ -127,7 +127,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
       const running = Promise.all(workers.map((w) => w.run()));
       // A brand-new deployment's first version makes itself current once the server has seen it poll.
       const firstVersion = workerDeploymentOptions
-        ? makeCurrentIfFirst(client, { ...workerDeploymentOptions.version, identity: workerIdentity, logger, signal: stopping.signal }).then(
+        ? makeVersionCurrent(client, { ...workerDeploymentOptions.version, identity: workerIdentity, logger, signal: stopping.signal }).then(
             (outcome) => outcome === 'gave-up' && !stopping.signal.aborted && logger.warn(workerDeploymentOptions.version, 'the server did not list this worker version in time: not made current'),
             (err: unknown) => logger.error({ err }, "could not read or set the worker deployment's current version"),
           )

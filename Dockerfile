@@ -11,6 +11,9 @@ RUN npm ci --omit=dev --no-audit --no-fund
 COPY tsconfig.json ./
 COPY drizzle ./drizzle
 COPY src ./src
+# The workflow code, bundled once here (dist/workflows): a worker loads it instead of bundling at every start, and
+# refuses to start outside development without it (src/workflow-bundle.ts).
+RUN node --import tsx src/build-workflows.ts
 # The commit the image is built from (`--build-arg GIT_SHA=$(git rev-parse HEAD)`): part of the workers' build id, as the
 # image has no git (src/worker-deployment.ts). Last, so a new commit rebuilds no earlier layer.
 ARG GIT_SHA=""

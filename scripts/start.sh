@@ -8,5 +8,7 @@ if [ ! -x node_modules/.bin/tsx ]; then
 fi
 bash scripts/temporal.sh install
 [ -n "${SMTP_URL:-}" ] || bash scripts/mailpit.sh install
+# The workflow bundle the worker loads (dist/workflows), rebuilt only when the sources changed since the last build.
+node --import tsx src/build-workflows.ts --if-stale
 # node itself, with tsx's loader: a signal reaches the supervisor directly (tsx's CLI would put a relaying parent between).
 exec node --import tsx scripts/start.ts

@@ -23,6 +23,7 @@ import { Connection } from '@temporalio/client';
 import { temporal } from '@temporalio/proto';
 import { loadConfig } from '../src/config';
 import { buildIdOf } from '../src/worker-deployment';
+import { buildWorkflowBundles } from '../src/workflow-bundle';
 import { spawnTsProcess, type SpawnedProcess } from '../test/processes';
 import { freePort } from './lib/ports';
 import { temporalBinary } from './lib/temporal-dev-server';
@@ -86,6 +87,9 @@ async function main(): Promise<number> {
     const v1Code = materialiseOldVersion();
     stoppers.push({ name: 'v1 code', stop: async () => v1Code.remove(), done: `removed ${v1Code.dir}` });
     step(`v1 code: ${v1Code.sha.slice(0, 12)} (the commit before the lean run) + worker versioning (${v1Code.applied.map((c) => c.slice(0, 12)).join(', ')}) in ${v1Code.dir}`);
+    // This checkout's workflow code, bundled as the image's build does: its workers (NODE_ENV=production) start only with it.
+    const bundled = await buildWorkflowBundles();
+    step(`workflow code bundled into ${rel(bundled.dir)} in ${(bundled.ms / 1000).toFixed(1)} s (npm run build)`);
 
     const pg = postgresServer(loadConfig().database.url ?? DEFAULT_POSTGRES_URL);
     const version = await checkPostgres(pg);

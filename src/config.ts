@@ -47,6 +47,8 @@ const webhookSecretSetting = z.string().refine(isWebhookSecret, 'must be whsec_ 
 
 /** Environments that may run without secrets of their own; every other NODE_ENV (production, staging...) needs them. */
 const RELAXED_ENVS = ['development', 'test'];
+/** development and test: the environments that may make their own secrets and cut corners a deployment may not. */
+export const isRelaxedEnv = (env: string): boolean => RELAXED_ENVS.includes(env);
 
 /**
  * The settings every process reads alike — the API, the workers, and the simulator (simulator/settings.ts): the
@@ -100,6 +102,8 @@ const envSchema = z.object({
   WORKER_BUILD_ID: emptyIsUnset(z.string().regex(/^(?!__)[\x21-\x7e]{1,100}$/, 'must be 1-100 printable characters without spaces, not starting with __')),
   /** The commit an image was built from (the Dockerfile's GIT_SHA build argument), for machines without git. */
   BUILD_GIT_SHA: emptyIsUnset(z.string().regex(/^[0-9a-f]{7,40}$/, 'must be a git commit id (7-40 hex digits)')),
+  /** Where `npm run build` put the workflow bundles (src/workflow-bundle.ts); unset: dist/workflows of this checkout. */
+  WORKFLOW_BUNDLE_DIR: emptyIsUnset(z.string().min(1)),
   /** Postgres connections of a worker process's pool: during a rolling upgrade two versions' workers hold theirs at once. */
   WORKER_DATABASE_POOL_SIZE: z.coerce.number().int().min(2).max(100).default(10),
   /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
@@ -221,7 +225,7 @@ export function parseSettings<S extends z.ZodType>(schema: S, env: Record<string
 /** Rules across the process settings. Fails closed: outside development and test, a process starts only with secrets of its own. */
 export function processSettingProblems(e: ProcessSettings): string[] {
   const problems: string[] = [];
-  if (!RELAXED_ENVS.includes(e.NODE_ENV)) {
+  if (!isRelaxedEnv(e.NODE_ENV)) {
     const missing = (['BACKEND_WEBHOOK_SECRET', 'ADMIN_API_KEY'] as const).filter((name) => e[name] === undefined);
     if (missing.length > 0) problems.push(`${missing.join(' and ')} must be set when NODE_ENV=${e.NODE_ENV} (only development and test run without)`);
     for (const name of ['BACKEND_WEBHOOK_SECRET', 'BACKEND_WEBHOOK_SECRET_PREVIOUS'] as const) {
@@ -300,6 +304,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       /** Off: unversioned workers (a server without Worker Deployments). */
       versioning: { enabled: e.WORKER_VERSIONING, deploymentName: e.WORKER_DEPLOYMENT_NAME, buildId: e.WORKER_BUILD_ID, gitSha: e.BUILD_GIT_SHA },
       databasePoolSize: e.WORKER_DATABASE_POOL_SIZE,
+      workflowBundleDir: e.WORKFLOW_BUNDLE_DIR,
     },
     dispatch: {
       /** A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). */

@@ -16,12 +16,13 @@ import { BackendWakeups } from './dispatch/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
 import { HttpGenerationBackend } from './backend/http-backend';
 import type { GenerationBackend } from './backend/types';
-import { configuredSecrets, loadConfig, type Config } from './config';
+import { ConfigError, configuredSecrets, isRelaxedEnv, loadConfig, type Config } from './config';
 import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
 import { runProcess } from './run-process';
 import { deploymentOptions, makeVersionCurrent } from './worker-deployment';
+import { prebuiltBundle, WORKFLOW_ENTRIES, type WorkflowEntry } from './workflow-bundle';
 
 export interface WorkerDeps {
   config: Config;
@@ -29,7 +30,8 @@ export interface WorkerDeps {
   logger: Logger;
   /**
    * Pre-built workflow code (tests bundle once per run: src/workflows, which declares no versioning behaviour, so a
-   * versioned test worker runs every workflow with the default, PINNED); otherwise the workflows are bundled at start.
+   * versioned test worker runs every workflow with the default, PINNED); otherwise the bundle `npm run build` made
+   * (src/workflow-bundle.ts), or — outside production, when there is none for the current sources — bundled at start.
    */
   workflowBundle?: WorkflowBundleOption;
   backend?: GenerationBackend;
@@ -43,6 +45,10 @@ export interface WorkerDeps {
  */
 export async function createWorkers({ config, databaseUrl, logger, workflowBundle, backend, identity }: WorkerDeps) {
   const { role, generationTaskQueue, gpuTaskQueue } = config.worker;
+  // Every worker of the process polls as one deployment version (src/worker-deployment.ts); none when versioning is off.
+  const workerDeploymentOptions = deploymentOptions(config.worker.versioning);
+  // Before any connection: a worker that may not run without a built bundle stops here, holding nothing.
+  const code = role === 'all' || role === 'generation' ? workflowCode(workflowBundle, workerDeploymentOptions ? 'versioned' : 'plain', { config, logger }) : undefined;
   const database = createDatabase(databaseUrl, { max: config.worker.databasePoolSize, statementTimeoutMs: config.database.statementTimeoutMs });
   // Retention's batches on a connection of their own, so they never take the pool the job activities use.
   const pruning = createDatabase(databaseUrl, { max: 1, settings: RETENTION_SESSION });
@@ -52,8 +58,6 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
   const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
-  // Every worker of the process polls as one deployment version (src/worker-deployment.ts); none when versioning is off.
-  const workerDeploymentOptions = deploymentOptions(config.worker.versioning);
 
   const mailer = role === 'all' || role === 'generation' ? createMailer(config.mail) : undefined;
   if (role === 'all' || role === 'generation') {
@@ -67,7 +71,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         identity: workerIdentity,
         workerDeploymentOptions,
         // A versioned worker runs the workflows with their versioning behaviours declared (src/workflows/versioned.ts).
-        ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve(workerDeploymentOptions ? './workflows/versioned' : './workflows') }),
+        ...code,
         activities: {
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
@@ -151,6 +155,20 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
     },
   };
+}
+
+/**
+ * The workflow code a worker runs: the one given, else the built bundle of the current sources. Outside development and
+ * tests a worker refuses to bundle at start (webpack at every start, on every replica, is most of a worker's start-up);
+ * development and tests bundle at start with a warning.
+ */
+function workflowCode(given: WorkflowBundleOption | undefined, entry: WorkflowEntry, { config, logger }: { config: Config; logger: Logger }) {
+  if (given) return { workflowBundle: given };
+  const built = prebuiltBundle(entry, config.worker.workflowBundleDir);
+  if ('codePath' in built) return { workflowBundle: { codePath: built.codePath } };
+  if (!isRelaxedEnv(config.env)) throw new ConfigError(`${built.missing}: run \`npm run build\` (the image does) before starting workers`);
+  logger.warn({ reason: built.missing }, 'bundling the workflow code at start: `npm run build` makes workers start faster');
+  return { workflowsPath: WORKFLOW_ENTRIES[entry] };
 }
 
 async function main(): Promise<void> {

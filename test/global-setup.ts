@@ -1,7 +1,6 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { bundleWorkflowCode } from '@temporalio/worker';
 import postgres from 'postgres';
 import { freePort } from '../scripts/lib/ports';
 import { startTemporalDevServer } from '../scripts/lib/temporal-dev-server';
@@ -9,6 +8,7 @@ import { startEmbeddedPostgres } from '../scripts/lib/embedded-postgres';
 import { startMailpit } from '../scripts/lib/mailpit';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
+import { bundleWorkflows } from '../src/workflow-bundle';
 
 /**
  * One real Temporal dev server (fairness on, one partition), one fresh Postgres database and one Mailpit (an SMTP server
@@ -74,10 +74,7 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   const mailpit = await startMailpit({ smtpPort: await freePort(), uiPort: await freePort(), logFile: path.join(ARTIFACTS, 'mailpit.log') });
   stoppers.push(mailpit.stop);
 
-  const { code } = await bundleWorkflowCode({
-    workflowsPath: require.resolve('../src/workflows'),
-    logger: { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} } as never,
-  });
+  const code = await bundleWorkflows('plain');
   // One file per run: concurrent runs (and the benchmarks, which reuse this setup) must not read each other's half-written bundle.
   const bundlePath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vg-bundle-')), 'workflow-bundle.js');
   fs.writeFileSync(bundlePath, code);

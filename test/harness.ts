@@ -22,6 +22,13 @@ export { eventually, settled, SETTLE_MS } from './eventually';
  */
 let runtimeInstalled = false;
 
+/** The Temporal SDK's own logs, errors only, once per test file (the Runtime is installed once per process). */
+export function installQuietRuntime(): void {
+  if (runtimeInstalled) return;
+  Runtime.install({ logger: new DefaultLogger('ERROR') });
+  runtimeInstalled = true;
+}
+
 export interface Stack {
   config: Config;
   /** The environment the stack's worker was configured from: spawn extra worker processes with it. */
@@ -80,10 +87,7 @@ export async function startStack({
   const { workflowBundle } = run;
   // Other test files leave jobs behind in the run's database; a test of database-wide sweeps gets a database of its own.
   const databaseUrl = ownDatabase ? await freshDatabaseUrl(run.databaseUrl) : run.databaseUrl;
-  if (!runtimeInstalled) {
-    Runtime.install({ logger: new DefaultLogger('ERROR') });
-    runtimeInstalled = true;
-  }
+  installQuietRuntime();
   const id = randomBytes(4).toString('hex');
   const adminApiKey = `test-admin-${randomBytes(12).toString('hex')}`;
   const baseEnv: Record<string, string> = {

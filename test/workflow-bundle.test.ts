@@ -1,0 +1,82 @@
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { ConfigError, loadConfig } from '../src/config';
+import { createLogger } from '../src/lib/logger';
+import { createWorkers } from '../src/worker';
+import { buildWorkflowBundles, prebuiltBundle, sourceFingerprint } from '../src/workflow-bundle';
+import { installQuietRuntime, testEnv } from './harness';
+
+/**
+ * `npm run build` bundles the workflow code once; a worker loads that bundle, and outside development refuses to start
+ * without one built from the sources it runs (src/workflow-bundle.ts).
+ */
+jest.setTimeout(120_000);
+
+const logger = createLogger('test-bundle', 'silent');
+const dirs: string[] = [];
+const tempDir = () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vg-built-'));
+  dirs.push(dir);
+  return dir;
+};
+afterAll(() => dirs.forEach((dir) => fs.rmSync(dir, { recursive: true, force: true })));
+
+/** A production worker's settings, on this run's Temporal and Postgres, with task queues and a deployment of its own. */
+function productionConfig(bundleDir: string) {
+  const { temporalAddress, databaseUrl } = testEnv();
+  const own = randomBytes(4).toString('hex');
+  return loadConfig({
+    NODE_ENV: 'production',
+    ADMIN_API_KEY: `vgadmin_${randomBytes(24).toString('base64url')}`,
+    BACKEND_WEBHOOK_SECRET: `whsec_${randomBytes(24).toString('base64')}`,
+    DATABASE_URL: databaseUrl,
+    TEMPORAL_ADDRESS: temporalAddress,
+    WORKER_ROLE: 'generation',
+    GENERATION_TASK_QUEUE: `bundle-${own}`,
+    GPU_TASK_QUEUE: `bundle-gpu-${own}`,
+    WORKER_DEPLOYMENT_NAME: `bundle-${own}`,
+    WORKER_BUILD_ID: 'built',
+    WORKFLOW_BUNDLE_DIR: bundleDir,
+  });
+}
+
+describe('the workflow bundle built once', () => {
+  let built: string;
+  beforeAll(async () => {
+    built = tempDir();
+    await buildWorkflowBundles(built);
+  });
+
+  it('is taken only while the sources are the ones it was built from', () => {
+    const versioned = prebuiltBundle('versioned', built);
+    const plain = prebuiltBundle('plain', built);
+    expect(versioned).toEqual({ codePath: path.join(built, 'versioned.js') });
+    expect(plain).toEqual({ codePath: path.join(built, 'plain.js') });
+    // The versioned entry declares each workflow's versioning behaviour; the plain one does not.
+    expect(fs.readFileSync(path.join(built, 'versioned.js'), 'utf8')).toContain('AUTO_UPGRADE');
+
+    const edited = prebuiltBundle('versioned', built, sourceFingerprint() + '0');
+    expect(edited).toEqual({ missing: expect.stringContaining('built from other sources') });
+    expect(prebuiltBundle('versioned', tempDir())).toEqual({ missing: expect.stringContaining('no workflow bundle') });
+  });
+
+  it('is what a production worker loads, and a production worker without one stops before connecting to anything', async () => {
+    installQuietRuntime();
+    const unbuilt = productionConfig(tempDir());
+    // No Temporal answers on port 1: the refusal must come before any connection is tried.
+    const unreachable = { ...unbuilt, temporal: { ...unbuilt.temporal, address: '127.0.0.1:1' } };
+    const refused = createWorkers({ config: unreachable, databaseUrl: unbuilt.database.url!, logger });
+    await expect(refused).rejects.toThrow(ConfigError);
+    await expect(refused).rejects.toThrow(/npm run build/);
+
+    const config = productionConfig(built);
+    const workers = await createWorkers({ config, databaseUrl: config.database.url!, logger });
+    const running = workers.run();
+    await new Promise((resolve) => setImmediate(resolve));
+    workers.shutdown();
+    await running;
+    expect(workers.version).toEqual({ deploymentName: config.worker.versioning.deploymentName, buildId: 'built' });
+  });
+});

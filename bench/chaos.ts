@@ -5,7 +5,7 @@ import { startWebhookReceiver } from '../test/notification-helpers';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { ChaosCluster } from './lib/chaos-cluster';
 import { createUsers, newClientStats, submitUntilAnswered, type Submission } from './lib/chaos-clients';
-import { checkInvariants, countTerminal, pendingDeliveries, unfinishedWorkflows, type InvariantCounts } from './lib/chaos-invariants';
+import { checkInvariants, checkMail, countTerminal, pendingDeliveries, pendingMail, unfinishedWorkflows, type InvariantCounts, type MailCounts } from './lib/chaos-invariants';
 import { runMain, stopOnSignal } from './lib/infra';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
 
@@ -15,7 +15,8 @@ import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './
  * submit N jobs (500; --short: 60 over a shorter timeline) while workers and dispatchers are SIGKILLed over and over, the
  * Temporal server is restarted once and Postgres once, and the simulator drops 30% of callbacks, duplicates 30% and fails
  * 10% of generations transiently. Then it waits for convergence and checks, from Postgres and Temporal, that nothing was
- * lost, notified twice, delivered under two webhook ids, charged twice or left diverged, and that no submit answered 5xx
+ * lost, notified twice, mailed twice (each user has a verified address and a 2 s digest, on a Mailpit of the run's own),
+ * delivered under two webhook ids, charged twice or left diverged, and that no submit answered 5xx
  * from Temporal's stop until it answered again. Exits 1 if anything was.
  */
 const argv = process.argv.slice(2);
@@ -67,7 +68,7 @@ async function main(): Promise<number> {
   stopOnSignal(() => cluster.stop());
   say(`• started in ${((Date.now() - began) / 1000).toFixed(0)} s (state in ${cluster.dir})`);
   try {
-    const users = await createUsers(cluster.apiUrl, cluster.adminApiKey, USERS, receiver.url);
+    const users = await createUsers(cluster.apiUrl, cluster.adminApiKey, USERS, receiver.url, cluster.mailpit.uiUrl);
     const stats = newClientStats();
     const run = randomBytes(3).toString('hex');
     const t0 = Date.now();
@@ -112,9 +113,10 @@ async function main(): Promise<number> {
       cluster.record(convergedIn === null ? `NOT converged within ${PLAN.convergeMs / 1000} s` : `converged: every accepted job terminal after ${(convergedIn / 1000).toFixed(0)} s`);
       const replayMismatches = await replayEverySubmit(cluster.apiUrl, accepted);
       const counts = await checkInvariants(database.sql, client, ids, users.map((u) => u.userId), receiver.received);
+      const mail = await checkMail(database.sql, ids, cluster.mailpit.uiUrl);
       const simulator = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/stats`)).json()) as Record<string, number>;
       const kept = await keptSubmits(cluster.apiUrl);
-      return report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
+      return report({ counts, mail, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
     } finally {
       await connection.close();
       await database.close();
@@ -133,11 +135,11 @@ async function converge(sql: ReturnType<typeof createDatabase>['sql'], client: C
   const from = Date.now();
   let lastSaid = 0;
   while (Date.now() - from < PLAN.convergeMs) {
-    const [terminal, pending] = [await countTerminal(sql, ids), await pendingDeliveries(sql, ids)];
-    const unfinished = terminal === ids.length && pending === 0 ? await unfinishedWorkflows(client, ids) : undefined;
+    const [terminal, pending, mailing] = [await countTerminal(sql, ids), await pendingDeliveries(sql, ids), await pendingMail(sql, ids)];
+    const unfinished = terminal === ids.length && pending === 0 && mailing === 0 ? await unfinishedWorkflows(client, ids) : undefined;
     if (unfinished === 0) return Date.now() - from;
     if (Date.now() - lastSaid > 10_000) {
-      say(`  … ${terminal} of ${ids.length} jobs terminal, ${pending} webhook deliveries pending${unfinished ? `, ${unfinished} workflows still open` : ''}`);
+      say(`  … ${terminal} of ${ids.length} jobs terminal, ${pending} webhook deliveries pending, ${mailing} endings waiting for mail${unfinished ? `, ${unfinished} workflows still open` : ''}`);
       lastSaid = Date.now();
     }
     await sleep(1_000);
@@ -171,6 +173,7 @@ async function keptSubmits(apiUrl: string): Promise<number | null> {
 
 interface Outcome {
   counts: InvariantCounts;
+  mail: MailCounts;
   submissions: Submission[];
   replayMismatches: number;
   stats: ReturnType<typeof newClientStats>;
@@ -183,7 +186,7 @@ interface Outcome {
   seconds: number;
 }
 
-function report({ counts, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks, seconds }: Outcome): number {
+function report({ counts, mail, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks, seconds }: Outcome): number {
   const notAccepted = submissions.filter((s) => s.outcome !== 'accepted');
   // A submit whose admission committed is kept while Temporal is away: no 5xx from its stop until it answers again.
   const { serverErrorSpans, ...clientStats } = stats;
@@ -198,6 +201,8 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     must('submits never accepted', notAccepted.length),
     must('duplicate in-app notifications', counts.duplicate_notifications),
     must('terminal jobs without a notification', counts.missing_notifications),
+    must('endings mailed more than once', mail.endings_mailed_twice),
+    must('endings recorded as mailed that never arrived', mail.sent_not_arrived),
     must('webhook events with more than one id', counts.multi_id_webhook_events),
     must('double charges', counts.double_charges),
     must('unsettled reservations', counts.unsettled_charges),
@@ -214,6 +219,8 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     info('clients', 'submit requests (5xx / connection errors / 429)', `${stats.requests} (${stats.serverErrors} / ${stats.connectionErrors} / ${stats.throttled})`),
     info('clients', 'submits kept while Temporal was away (started later)', kept ?? '?'),
     info('clients', 'webhook requests received', webhooks),
+    info('mail', 'digest mails received / endings in them', `${mail.mails} / ${mail.endings_mailed}`),
+    info('mail', 'endings queued for mail, by outcome', Object.entries(mail.queued).map(([status, n]) => `${status} ${n}`).join(', ') || 'none'),
     info('time', 'convergence after chaos', convergedIn === null ? 'not within the deadline' : `${(convergedIn / 1000).toFixed(0)} s`),
     info('time', 'whole run', `${seconds.toFixed(0)} s`),
   ];
@@ -235,6 +242,7 @@ function report({ counts, submissions, replayMismatches, stats, kills, cluster, 
     client: clientStats,
     simulator,
     webhook_requests_received: webhooks,
+    mail,
     converged_after_ms: convergedIn,
     seconds: Math.round(seconds),
     short,

@@ -19,16 +19,16 @@ export function mailpitUrl(): string {
 }
 
 /** Every message to `address`, oldest first. */
-export async function mailTo(address: string): Promise<MailSummary[]> {
-  const res = await fetch(`${mailpitUrl()}/api/v1/search?query=${encodeURIComponent(`to:"${address}"`)}&limit=1000`);
+export async function mailTo(address: string, base = mailpitUrl()): Promise<MailSummary[]> {
+  const res = await fetch(`${base}/api/v1/search?query=${encodeURIComponent(`to:"${address}"`)}&limit=1000`);
   if (!res.ok) throw new Error(`mailpit search: ${res.status} ${await res.text()}`);
   const body = (await res.json()) as { messages: MailSummary[] };
   // The search matches by substring; keep the exact address only.
   return body.messages.filter((m) => m.To.some((t) => t.Address.toLowerCase() === address.toLowerCase())).reverse();
 }
 
-export async function readMail(id: string): Promise<Mail> {
-  const res = await fetch(`${mailpitUrl()}/api/v1/message/${id}`);
+export async function readMail(id: string, base = mailpitUrl()): Promise<Mail> {
+  const res = await fetch(`${base}/api/v1/message/${id}`);
   if (!res.ok) throw new Error(`mailpit message ${id}: ${res.status}`);
   return (await res.json()) as Mail;
 }

@@ -1,3 +1,5 @@
+import { mailTo, readMail } from '../../test/mailpit';
+
 /**
  * Clients that keep the API's contract under chaos: every submit carries an Idempotency-Key, and a 5xx, a 429 or a
  * connection error is retried with the same key and body (after Retry-After, capped) until a definite answer.
@@ -44,7 +46,7 @@ async function admin(apiUrl: string, adminKey: string, body: unknown) {
 }
 
 /** Users of mixed tiers, each with a webhook endpoint pointing at `webhookUrl`. */
-export async function createUsers(apiUrl: string, adminKey: string, count: number, webhookUrl: string): Promise<ChaosUser[]> {
+export async function createUsers(apiUrl: string, adminKey: string, count: number, webhookUrl: string, mailpitUrl: string): Promise<ChaosUser[]> {
   const tiers = ['free', 'pro', 'pro', 'enterprise'];
   const users: ChaosUser[] = [];
   for (let i = 0; i < count; i++) {
@@ -56,9 +58,35 @@ export async function createUsers(apiUrl: string, adminKey: string, count: numbe
       body: JSON.stringify({ url: webhookUrl, description: 'chaos receiver' }),
     });
     if (endpoint.status !== 201) throw new Error(`create webhook endpoint: ${endpoint.status} ${await endpoint.text()}`);
+    await verifyEmail(apiUrl, created.api_key, chaosEmail(i), mailpitUrl);
     users.push({ userId: created.user.id, apiKey: created.api_key, tier });
   }
   return users;
+}
+
+/** Where user `i`'s endings are mailed. */
+export const chaosEmail = (i: number) => `chaos-${i}@chaos.test`;
+
+/** Sets the user's address with a short digest window and opens the verification link Mailpit received. */
+async function verifyEmail(apiUrl: string, apiKey: string, email: string, mailpitUrl: string): Promise<void> {
+  const put = await fetch(`${apiUrl}/v1/notification-settings`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ email, digest_seconds: 2 }),
+  });
+  if (put.status !== 200) throw new Error(`notification settings: ${put.status} ${await put.text()}`);
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const [mail] = await mailTo(email, mailpitUrl);
+    const link = mail && /(http:\/\/\S+\/v1\/notification-settings\/verify\?token=\S+)/.exec((await readMail(mail.ID, mailpitUrl)).Text)?.[1];
+    if (link) {
+      const opened = await fetch(link);
+      if (opened.status !== 200) throw new Error(`verification link: ${opened.status} ${await opened.text()}`);
+      return;
+    }
+    if (Date.now() > deadline) throw new Error(`no verification mail to ${email} within 30 s`);
+    await new Promise((r) => setTimeout(r, 250));
+  }
 }
 
 /** One job's submit, retried per the contract until accepted, refused (a 4xx other than 429), or `deadline`. */

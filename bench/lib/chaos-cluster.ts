@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { freePort } from '../../scripts/lib/ports';
+import { startMailpit, type RunningMailpit } from '../../scripts/lib/mailpit';
 import { runMigrations } from '../../src/db/migrate';
 import type { SpawnedProcess } from '../../test/processes';
 import { spawnService, startDurablePostgres, startDurableTemporal, type ServiceRole } from './services';
@@ -51,6 +52,8 @@ export class ChaosCluster {
     readonly env: Record<string, string>,
     readonly temporal: Awaited<ReturnType<typeof startDurableTemporal>>,
     readonly postgres: Awaited<ReturnType<typeof startDurablePostgres>>,
+    /** The users' mail server: never killed (it is theirs, not the service's); its API shows what was mailed. */
+    readonly mailpit: RunningMailpit,
   ) {}
 
   static async start(options: ClusterOptions): Promise<ChaosCluster> {
@@ -61,6 +64,7 @@ export class ChaosCluster {
     const temporal = await startDurableTemporal({ dir, port: temporalPort, logFile });
     const postgres = await startDurablePostgres({ dir: path.join(dir, 'pg'), port: pgPort });
     await runMigrations(postgres.url);
+    const mailpit = await startMailpit({ smtpPort: await freePort(), uiPort: await freePort(), logFile: path.resolve(__dirname, '../../test/artifacts/chaos-mailpit.log') });
     const env = {
       ...options.env,
       TEMPORAL_ADDRESS: temporal.address,
@@ -71,8 +75,9 @@ export class ChaosCluster {
       BACKEND_URL: `http://127.0.0.1:${simulatorPort}`,
       ADMIN_API_KEY: `chaos-admin-${randomBytes(12).toString('hex')}`,
       METRICS_PORT: '0',
+      SMTP_URL: mailpit.smtpUrl,
     };
-    const cluster = new ChaosCluster(options, dir, env, temporal, postgres);
+    const cluster = new ChaosCluster(options, dir, env, temporal, postgres, mailpit);
     cluster.slots.push({ role: 'simulator', name: 'chaos-simulator', starts: 0, expectingExit: false });
     cluster.slots.push({ role: 'api', name: 'chaos-api', starts: 0, expectingExit: false });
     for (let i = 1; i <= options.generationWorkers; i++) cluster.slots.push({ role: 'generation', name: `chaos-worker-${i}`, starts: 0, expectingExit: false });
@@ -148,6 +153,7 @@ export class ChaosCluster {
     }
     await this.temporal.stop().catch((err: unknown) => this.options.log(`  Temporal stop: ${String(err)}`));
     await this.postgres.stop().catch((err: unknown) => this.options.log(`  Postgres stop: ${String(err)}`));
+    await this.mailpit.stop().catch((err: unknown) => this.options.log(`  Mailpit stop: ${String(err)}`));
     if (!keepState) fs.rmSync(this.dir, { recursive: true, force: true });
   }
 

@@ -157,3 +157,49 @@ export async function checkInvariants(sql: Sql, client: Client, ids: string[], u
     diverged_examples: examples,
   };
 }
+
+/** What became of the endings queued for mail, read from Postgres, and what Mailpit received, read through its API. */
+export interface MailCounts {
+  /** Messages that arrived, verification mails aside. */
+  mails: number;
+  /** Endings that appeared in a mail. */
+  endings_mailed: number;
+  /** Endings that appeared in more than one mail: at most once means none. */
+  endings_mailed_twice: number;
+  /** Endings queued for mail, by status (pending, sending, sent, skipped, unknown). */
+  queued: Record<string, number>;
+  /** Endings recorded as sent that never arrived. */
+  sent_not_arrived: number;
+}
+
+/** Endings of these jobs still waiting for their digest (for the convergence wait). */
+export async function pendingMail(sql: Sql, ids: string[]): Promise<number> {
+  const [row] = await sql<{ n: number }[]>`select count(*)::int as n from email_notifications where job_id = any(${ids}) and status = 'pending'`;
+  return row.n;
+}
+
+export async function checkMail(sql: Sql, ids: string[], mailpitUrl: string): Promise<MailCounts> {
+  const mailedIn = new Map<string, number>();
+  let mails = 0;
+  for (let start = 0; ; start += 200) {
+    const page = (await (await fetch(`${mailpitUrl}/api/v1/messages?start=${start}&limit=200`)).json()) as { messages: Array<{ ID: string; Subject: string }>; total: number };
+    for (const message of page.messages) {
+      if (/Confirm your address/.test(message.Subject)) continue;
+      mails++;
+      const { Text } = (await (await fetch(`${mailpitUrl}/api/v1/message/${message.ID}`)).json()) as { Text: string };
+      // Each ending is a line "- [status] "prompt" (job id)"; a job ends once, so its id names its ending.
+      for (const [, id] of Text.matchAll(/\((gen_[\w-]+)\)/g)) mailedIn.set(id, (mailedIn.get(id) ?? 0) + 1);
+    }
+    if (page.messages.length < 200 || start + 200 >= page.total) break;
+  }
+  const queued = await sql<{ status: string; n: number }[]>`
+    select status, count(*)::int as n from email_notifications where job_id = any(${ids}) group by status`;
+  const sent = await sql<{ job_id: string }[]>`select job_id from email_notifications where job_id = any(${ids}) and status = 'sent'`;
+  return {
+    mails,
+    endings_mailed: mailedIn.size,
+    endings_mailed_twice: [...mailedIn.values()].filter((n) => n > 1).length,
+    queued: Object.fromEntries(queued.map((q) => [q.status, q.n])),
+    sent_not_arrived: sent.filter((s) => !mailedIn.has(s.job_id)).length,
+  };
+}

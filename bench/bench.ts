@@ -3,7 +3,7 @@ import { freePort } from '../scripts/lib/ports';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import type { Stack } from '../test/harness';
 import { costPerRequest, waitForQuiet, type RequestCost } from './lib/costs';
-import { backloggedRun, pollingRun } from './lib/e2e-figures';
+import { backloggedRun, pollingRun, workerCpuRun } from './lib/e2e-figures';
 import { engineCost, shippedTimings, type EngineCost } from './lib/engine-cost';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { takeTurns, type LoadFigures } from './lib/load';
@@ -131,6 +131,13 @@ async function main(): Promise<number> {
     );
     say(`  utilisation ${round(backlogged.utilisation, 4)}, handoff p50 ${backlogged.handoffP50Ms} ms p99 ${backlogged.handoffP99Ms} ms, visible p99 ${backlogged.visible.p99Ms.toFixed(0)} ms`);
 
+    step(`cost: ${PLAN.users} users × ${PLAN.jobsEach} jobs on ${SLOTS} slots with the generation worker and the GPU dispatcher as processes of their own; their CPU per succeeded job`);
+    const workerCpu = await withStack(
+      { env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), SIM_P50_MS: '3000', SIM_P99_MS: '4500' }, knobs: { capacity: 100 }, inProcessWorkers: false },
+      (stack) => workerCpuRun(stack, { users: PLAN.users, jobsEach: PLAN.jobsEach }),
+    );
+    say(`  ${workerCpu.msPerJob} ms per job: generation worker ${workerCpu.generationMsPerJob} ms + dispatcher ${workerCpu.dispatcherMsPerJob} ms (${workerCpu.succeeded} of ${workerCpu.jobs} succeeded)`);
+
     step(`e2e: every callback lost; poll interval ${POLL_INTERVAL_MS} ms, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms`);
     const polled = await withStack(
       {
@@ -198,6 +205,9 @@ async function main(): Promise<number> {
       poll_interval_ms: POLL_INTERVAL_MS,
       list_p99_ratio_1m_vs_10k: round(status.steadyLarge.p99Ms / status.steady.p99Ms),
       submit_ratio_backlog_vs_empty: round(backlog.loaded.rps / backlog.empty.rps),
+      // Jobs per second reaching the GPU backlog during the fill, over bare workflow starts per second in this run.
+      intake_ratio: round(backlog.backlogAtStart / backlog.fillSeconds / backlog.rawEmpty.rps),
+      worker_cpu_ms_per_job: workerCpu.msPerJob,
       details: {
         connections: PLAN.connections,
         turns: PLAN.rounds,
@@ -214,7 +224,9 @@ async function main(): Promise<number> {
         list_rows_small: status.smallRows,
         list_rows_large: status.largeRows,
         backlog_jobs: backlog.backlogAtStart,
+        backlog_start_seconds: round(backlog.startSeconds, 1),
         backlog_fill_seconds: round(backlog.fillSeconds, 1),
+        worker_cpu: workerCpu,
         backlog_settle_seconds: round(backlog.settleSeconds, 1),
         submit_api_empty_backlog: backlog.empty,
         submit_api_with_backlog: backlog.loaded,
@@ -266,6 +278,20 @@ async function main(): Promise<number> {
       { section: 'scale', figure: `submit, ${backlog.backlogAtStart} jobs waiting for a slot`, value: rate(backlog.loaded) },
       { section: 'scale', figure: 'submit ratio backlog / empty', value: String(figures.submit_ratio_backlog_vs_empty), goal: '≥ 0.8', met: figures.submit_ratio_backlog_vs_empty >= 0.8 },
       { section: 'scale', figure: 'raw client.workflow.start ratio backlog / empty (Temporal alone)', value: String(figures.details.raw_start_ratio_backlog_vs_empty) },
+      {
+        section: 'scale',
+        figure: `intake: jobs/s reaching the gpu backlog during the fill / raw starts/s`,
+        value: `${figures.intake_ratio} (${(backlog.backlogAtStart / backlog.fillSeconds).toFixed(1)}/s vs ${backlog.rawEmpty.rps.toFixed(1)}/s)`,
+        goal: '≥ 0.3',
+        met: figures.intake_ratio >= 0.3,
+      },
+      {
+        section: 'cost',
+        figure: 'CPU per succeeded job: generation worker + GPU dispatcher',
+        value: `${workerCpu.msPerJob} ms (${workerCpu.generationMsPerJob} + ${workerCpu.dispatcherMsPerJob})`,
+        goal: '≤ 40 ms',
+        met: workerCpu.msPerJob <= 40,
+      },
       { section: 'cost', figure: 'CPU per job: API + worker + dispatcher + simulator (upper bound)', value: `${Math.round(backlogged.cpuMsPerJob)} ms` },
       { section: 'cost', figure: 'Postgres transactions per submit / per list', value: `${submitCost.transactions.toFixed(1)} / ${status.listCost.transactions.toFixed(1)}` },
       { section: 'cost', figure: 'CPU per API submit', value: cpuLine(submitCost) },

@@ -74,6 +74,7 @@ export async function startStack({
   ownDatabase = false,
   simulatorWebhookSecret,
   temporalAddress = testEnv().temporalAddress,
+  inProcessWorkers = true,
 }: {
   env?: Record<string, string>;
   knobs?: Partial<SimulatorKnobs>;
@@ -82,6 +83,8 @@ export async function startStack({
   simulatorWebhookSecret?: string;
   /** A Temporal server of the test's own (one it stops and starts); the run's by default. */
   temporalAddress?: string;
+  /** false: no worker in this process; the caller runs worker processes configured from the stack's `env`. */
+  inProcessWorkers?: boolean;
 } = {}): Promise<Stack> {
   const run = testEnv();
   const { workflowBundle } = run;
@@ -133,8 +136,8 @@ export async function startStack({
   const api = await startApi({ config: apiConfig, databaseUrl, logger: logger.child({ process: 'api' }), adminApiKey });
   const workerEnv = { ...baseEnv, BACKEND_URL: simulator.url, PUBLIC_URL: api.url };
   const config = loadConfig(workerEnv);
-  const workers = await createWorkers({ config, databaseUrl, logger: logger.child({ process: 'worker' }), workflowBundle: { codePath: workflowBundle } });
-  const running = workers.run();
+  const workers = inProcessWorkers ? await createWorkers({ config, databaseUrl, logger: logger.child({ process: 'worker' }), workflowBundle: { codePath: workflowBundle } }) : undefined;
+  const running = workers?.run();
   const connection = await Connection.connect({ address: temporalAddress });
   const client = new Client({ connection });
   const database = createDatabase(databaseUrl, { max: 4 });
@@ -162,7 +165,7 @@ export async function startStack({
     async close() {
       await client.schedule.getHandle(reconcilerScheduleId(config)).delete().catch(() => undefined);
       await client.schedule.getHandle(retentionScheduleId(config)).delete().catch(() => undefined);
-      workers.shutdown();
+      workers?.shutdown();
       await running;
       await api.close({ graceMs: 0 });
       await simulator.close();

@@ -3,7 +3,8 @@ import { percentile } from '../../test/scheduling-metrics';
 import { submitMany } from '../../test/fairness-helpers';
 import { equalUsersContend } from '../../test/fairness-scenarios';
 import { apiClient, eventually, type Stack } from '../../test/harness';
-import { historyCost } from './costs';
+import { cpuMsOf, historyCost } from './costs';
+import { spawnService } from './services';
 
 /**
  * End to end with the backend simulator, time-scaled: how busy the GPU slots stay while a backlog waits, how fast a freed
@@ -68,4 +69,31 @@ export async function pollingRun(stack: Stack, { users, jobsEach }: { users: num
     { timeoutMs: 5 * 60_000, intervalMs: 500, what: `${ids.length} polled jobs to end` },
   );
   return visibleAfterBackendDone(stack);
+}
+
+/**
+ * The CPU the generation worker and the GPU dispatcher spend per succeeded job, each in a process of its own (the API
+ * and the simulator stay in this process, apart): from /proc, from when both are polling until every job has ended.
+ */
+export async function workerCpuRun(stack: Stack, { users, jobsEach }: { users: number; jobsEach: number }) {
+  const env = { ...stack.env, LOG_LEVEL: 'warn' };
+  const [generation, dispatcher] = [await spawnService('generation', 'bench-cpu-generation', env), await spawnService('gpu', 'bench-cpu-dispatcher', env)];
+  try {
+    const before = { generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) };
+    const clients = await Promise.all(Array.from({ length: users }, async () => apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey)));
+    const ids = (await Promise.all(clients.map((api, i) => submitMany(api, jobsEach, { prompt: `cpu ${i}` })))).flat();
+    const ended = await eventually(
+      async () => {
+        const rows = await stack.database.sql<{ status: string }[]>`select status from generations where id = any(${ids}) and status_rank = 2`;
+        return rows.length === ids.length ? rows : undefined;
+      },
+      { timeoutMs: 10 * 60_000, intervalMs: 500, what: `${ids.length} jobs to end` },
+    );
+    const succeeded = ended.filter((r) => r.status === 'succeeded').length;
+    const used = { generation: cpuMsOf(generation.pid) - before.generation, dispatcher: cpuMsOf(dispatcher.pid) - before.dispatcher };
+    const per = (ms: number) => Math.round((ms / Math.max(1, succeeded)) * 10) / 10;
+    return { jobs: ids.length, succeeded, generationMsPerJob: per(used.generation), dispatcherMsPerJob: per(used.dispatcher), msPerJob: per(used.generation + used.dispatcher) };
+  } finally {
+    await Promise.all([generation.stop(20_000), dispatcher.stop(20_000)]);
+  }
 }

@@ -15,8 +15,11 @@ export async function startTestInfrastructure(): Promise<{ stop(): Promise<void>
 }
 
 /** Runs `run` on a stack of its own (simulator, API, worker in this process), closed afterwards whatever happens. */
-export async function withStack<T>({ env = {}, knobs = {} }: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs> }, run: (stack: Stack) => Promise<T>): Promise<T> {
-  const stack = await startStack({ env, knobs });
+export async function withStack<T>(
+  { env = {}, knobs = {}, inProcessWorkers }: { env?: Record<string, string>; knobs?: Partial<SimulatorKnobs>; inProcessWorkers?: boolean },
+  run: (stack: Stack) => Promise<T>,
+): Promise<T> {
+  const stack = await startStack({ env, knobs, inProcessWorkers });
   try {
     return await run(stack);
   } finally {

@@ -114,6 +114,9 @@ export interface BacklogFigures {
   rawLoaded: LoadFigures;
   /** Tasks in the gpu queue's backlog (Temporal's count) when the loaded run began. */
   backlogAtStart: number;
+  /** How long starting the fill's workflows took, s. */
+  startSeconds: number;
+  /** From the fill's first start until every one of its jobs was in the gpu backlog, s. */
   fillSeconds: number;
   /** How long the stack kept working after the backlog was full (Temporal writing the fill's visibility and transfer
    * tasks), waited out before measuring, s. */
@@ -145,7 +148,8 @@ export async function submitsUnderBacklog(
   log(`  empty backlog: ${empty.rps.toFixed(1)} submits/s; filling the gpu backlog with ${backlog} jobs…`);
   const began = Date.now();
   await fillGpuBacklog(stack, fill, backlog);
-  log(`  ${backlog} workflows started in ${((Date.now() - began) / 1000).toFixed(0)} s; waiting for them to reach the gpu backlog…`);
+  const startSeconds = (Date.now() - began) / 1000;
+  log(`  ${backlog} workflows started in ${startSeconds.toFixed(0)} s; waiting for them to reach the gpu backlog…`);
   const backlogAtStart = await eventually(
     async () => {
       const n = await gpuBacklog(stack.client, queue);
@@ -161,5 +165,5 @@ export async function submitsUnderBacklog(
   log(`  ${settled.quiet ? 'idle' : 'still busy'} after ${(settled.waitedMs / 1000).toFixed(0)} s more (${settled.cpuMsPerS.toFixed(0)} ms of CPU per second); measuring again…`);
   const loaded = await runs(viaApi);
   const rawLoaded = await runs(raw);
-  return { empty, loaded, rawEmpty, rawLoaded, backlogAtStart, fillSeconds, settleSeconds: settled.waitedMs / 1000 };
+  return { empty, loaded, rawEmpty, rawLoaded, backlogAtStart, startSeconds, fillSeconds, settleSeconds: settled.waitedMs / 1000 };
 }

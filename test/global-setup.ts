@@ -8,7 +8,7 @@ import { startEmbeddedPostgres } from '../scripts/lib/embedded-postgres';
 import { startMailpit } from '../scripts/lib/mailpit';
 import { runMigrations } from '../src/db/migrate';
 import { createLogger } from '../src/lib/logger';
-import { bundleWorkflows } from '../src/workflow-bundle';
+import { buildWorkflowBundles, prebuiltBundle } from '../src/workflow-bundle';
 
 /**
  * One real Temporal dev server (fairness on, one partition), one fresh Postgres database and one Mailpit (an SMTP server
@@ -74,16 +74,21 @@ async function setUp(stoppers: Array<() => Promise<void>>): Promise<void> {
   const mailpit = await startMailpit({ smtpPort: await freePort(), uiPort: await freePort(), logFile: path.join(ARTIFACTS, 'mailpit.log') });
   stoppers.push(mailpit.stop);
 
-  const code = await bundleWorkflows('plain');
-  // One file per run: concurrent runs (and the benchmarks, which reuse this setup) must not read each other's half-written bundle.
-  const bundlePath = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'vg-bundle-')), 'workflow-bundle.js');
-  fs.writeFileSync(bundlePath, code);
-  stoppers.push(async () => fs.rmSync(path.dirname(bundlePath), { recursive: true, force: true }));
+  // Built as `npm run build` builds (both entries and their manifest), in a folder per run: concurrent runs (and the
+  // benchmarks, which reuse this setup) must not read each other's half-written bundle. Stacks load the plain entry;
+  // worker processes the tests spawn load the folder (test/processes.ts), as a deployed worker does.
+  const bundleDir = fs.mkdtempSync(path.join(os.tmpdir(), 'vg-bundle-'));
+  stoppers.push(async () => fs.rmSync(bundleDir, { recursive: true, force: true }));
+  await buildWorkflowBundles(bundleDir);
+  const built = prebuiltBundle('plain', bundleDir);
+  if (!('codePath' in built)) throw new Error(built.missing);
+  const bundlePath = built.codePath;
 
   process.env.TEST_TEMPORAL_ADDRESS = temporal.address;
   process.env.TEST_TEMPORAL_METRICS_URL = `http://127.0.0.1:${metricsPort}/metrics`;
   process.env.TEST_DATABASE_URL = databaseUrl;
   process.env.TEST_WORKFLOW_BUNDLE = bundlePath;
+  process.env.TEST_WORKFLOW_BUNDLE_DIR = bundleDir;
   process.env.TEST_SMTP_URL = mailpit.smtpUrl;
   process.env.TEST_MAILPIT_URL = mailpit.uiUrl;
 }

@@ -56,7 +56,16 @@ export function spawnTsProcess({ name, script, args = [], env, root = ROOT }: Sp
     cwd: root,
     // The service's Node flags, as `npm start` and the image give them (scripts/lib/node-options.ts).
     // No fixed port unless the test asks for one: the workers' metrics endpoint otherwise takes 9464.
-    env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '', METRICS_PORT: '0', ...env, NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS) },
+    env: {
+      PATH: process.env.PATH ?? '',
+      HOME: process.env.HOME ?? '',
+      METRICS_PORT: '0',
+      // The run's built workflow bundle (test/global-setup.ts), for workers of this checkout's code: a production worker
+      // starts only with one, and any other starts faster with it.
+      ...(process.env.TEST_WORKFLOW_BUNDLE_DIR && root === ROOT ? { WORKFLOW_BUNDLE_DIR: process.env.TEST_WORKFLOW_BUNDLE_DIR } : {}),
+      ...env,
+      NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS),
+    },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   if (child.pid === undefined) throw new Error(`${name}: could not spawn ${script}`);

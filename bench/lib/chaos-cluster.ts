@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { freePort } from '../../scripts/lib/ports';
 import { startMailpit, type RunningMailpit } from '../../scripts/lib/mailpit';
 import { runMigrations } from '../../src/db/migrate';
+import { buildWorkflowBundles } from '../../src/workflow-bundle';
 import type { SpawnedProcess } from '../../test/processes';
 import { spawnService, startDurablePostgres, startDurableTemporal, type ServiceRole } from './services';
 
@@ -64,6 +65,9 @@ export class ChaosCluster {
     const temporal = await startDurableTemporal({ dir, port: temporalPort, logFile });
     const postgres = await startDurablePostgres({ dir: path.join(dir, 'pg'), port: pgPort });
     await runMigrations(postgres.url);
+    // Workers load a built bundle, as deployed ones do: a killed one is back in seconds, not after bundling again.
+    const bundleDir = path.join(dir, 'workflows');
+    await buildWorkflowBundles(bundleDir);
     const mailpit = await startMailpit({ smtpPort: await freePort(), uiPort: await freePort(), logFile: path.resolve(__dirname, '../../test/artifacts/chaos-mailpit.log') });
     const env = {
       ...options.env,
@@ -76,6 +80,7 @@ export class ChaosCluster {
       ADMIN_API_KEY: `chaos-admin-${randomBytes(12).toString('hex')}`,
       METRICS_PORT: '0',
       SMTP_URL: mailpit.smtpUrl,
+      WORKFLOW_BUNDLE_DIR: bundleDir,
     };
     const cluster = new ChaosCluster(options, dir, env, temporal, postgres, mailpit);
     cluster.slots.push({ role: 'simulator', name: 'chaos-simulator', starts: 0, expectingExit: false });

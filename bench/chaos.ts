@@ -3,6 +3,7 @@ import { Client, Connection } from '@temporalio/client';
 import { createDatabase } from '../src/db/client';
 import { startWebhookReceiver } from '../test/notification-helpers';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
+import { testDataConverter } from '../test/payload-keys';
 import { ChaosCluster } from './lib/chaos-cluster';
 import { createUsers, newClientStats, submitUntilAnswered, type Submission } from './lib/chaos-clients';
 import { checkInvariants, checkMail, countTerminal, pendingDeliveries, pendingMail, unfinishedWorkflows, type InvariantCounts, type MailCounts } from './lib/chaos-invariants';
@@ -107,7 +108,8 @@ async function main(): Promise<number> {
     const ids = [...new Set(accepted.map((s) => s.id!))];
     const database = createDatabase(cluster.postgres.url, { max: 4 });
     const connection = await Connection.connect({ address: cluster.temporal.address });
-    const client = new Client({ connection });
+    // The jobs' results are sealed with the cluster's payload key.
+    const client = new Client({ connection, dataConverter: testDataConverter(cluster.env.PAYLOAD_KEYS) });
     try {
       const convergedIn = await converge(database.sql, client, ids);
       cluster.record(convergedIn === null ? `NOT converged within ${PLAN.convergeMs / 1000} s` : `converged: every accepted job terminal after ${(convergedIn / 1000).toFixed(0)} s`);

@@ -10,6 +10,7 @@ import { Client, Connection } from '@temporalio/client';
 import { resolveAdminApiKey } from '../src/api/admin-key';
 import { createUser, findUserByApiKey } from '../src/api/auth';
 import { loadConfig, type Config } from '../src/config';
+import { resolvePayloadKeys } from '../src/payload-keys';
 import { createDatabase } from '../src/db/client';
 import { startEmbeddedPostgres } from './lib/embedded-postgres';
 import { startMailpit } from './lib/mailpit';
@@ -31,6 +32,9 @@ let supervisor: Supervisor | undefined;
  * them behind patches (docs/decisions.md, "Replay safety"). Commit-named versions are for rolling deploys.
  */
 const LOCAL_BUILD_ID = 'local';
+
+/** Where the codec endpoint is served: the admin listener when there is one, else the API. */
+const codecBase = (config: Config) => `http://127.0.0.1:${config.api.adminListener?.port || config.api.port}`;
 
 async function main(): Promise<void> {
   const startedAt = Date.now();
@@ -62,6 +66,8 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
       dbFile: path.join(dataDir, 'temporal.db'),
       logFile: path.join(logDir, 'temporal.log'),
       singlePartition: true,
+      // The Web UI shows payloads (encrypted in Temporal) through the API's codec endpoint, once an operator signs in.
+      uiCodecEndpoint: `${codecBase(config)}/codec`,
       onSpawn: (pid, stop) => supervisor.add({ name: 'temporal', pid, stop }),
     });
     temporalAddress = temporal.address;
@@ -103,6 +109,8 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
   await ensureDemoUser(databaseUrl, demoKeyFile, config.generation.creditGrants.pro ?? 0);
   // The API's own rule (made once into the data folder when unset), resolved here so every child gets the same key.
   const admin = resolveAdminApiKey(config);
+  // Likewise the payload key (made once into the data folder when PAYLOAD_KEYS is unset), before any child reads it.
+  resolvePayloadKeys(config);
 
   const env: Record<string, string> = {
     ...(process.env as Record<string, string>),
@@ -156,7 +164,7 @@ Ready in ${((Date.now() - startedAt) / 1000).toFixed(1)} s.
   Logs          ${rel(logDir)}/
 
   Demo API key  in ${rel(demoKeyFile)}
-  Admin key     ${admin.file ? `in ${rel(admin.file)}` : 'ADMIN_API_KEY'}
+  Admin key     ${admin.file ? `in ${rel(admin.file)}` : 'ADMIN_API_KEY'}  (sign in at ${codecBase(config)}/codec/login to read job payloads in the Temporal UI)
 
 Try it (from the repository's folder):
   curl -s -X POST ${api}/v1/generations -H "Authorization: Bearer ${demoKey}" -H "Content-Type: application/json" -H "Idempotency-Key: $(date +%s)" -d '{"prompt":"a red fox running through snow"}'

@@ -1,8 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { ConfigError, configuredSecrets, loadConfig } from './config';
 import { generateWebhookSecret, isWebhookSecret } from './lib/webhook-signature';
+import { newPayloadKey } from './lib/payload-codec';
 
-const production = { NODE_ENV: 'production', ADMIN_API_KEY: `admin-${randomBytes(16).toString('hex')}`, BACKEND_WEBHOOK_SECRET: generateWebhookSecret() };
+const production = {
+  NODE_ENV: 'production',
+  ADMIN_API_KEY: `admin-${randomBytes(16).toString('hex')}`,
+  BACKEND_WEBHOOK_SECRET: generateWebhookSecret(),
+  PAYLOAD_KEYS: newPayloadKey('k1'),
+};
 const problemOf = (env: Record<string, string>) => {
   try {
     loadConfig(env);
@@ -42,7 +48,8 @@ describe('the secret settings', () => {
   test('the log scrubber is given every configured secret, the database password included', () => {
     const previous = generateWebhookSecret();
     const config = loadConfig({ ...production, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous, DATABASE_URL: 'postgres://app:p%40ss-word-1234@db:5432/videogen' });
-    expect(configuredSecrets(config).sort()).toEqual([production.ADMIN_API_KEY, production.BACKEND_WEBHOOK_SECRET, previous, 'p%40ss-word-1234', 'p@ss-word-1234'].sort());
+    const payloadKey = production.PAYLOAD_KEYS.split(':')[1];
+    expect(configuredSecrets(config).sort()).toEqual([production.ADMIN_API_KEY, production.BACKEND_WEBHOOK_SECRET, previous, payloadKey, 'p%40ss-word-1234', 'p@ss-word-1234'].sort());
   });
 });
 

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import { allowedHostsSetting } from './lib/ip-addresses';
 import { isWebhookSecret } from './lib/webhook-signature';
+import { parsePayloadKeys } from './lib/payload-codec';
 
 /**
  * All configuration of the service, validated once at boot. Nothing else reads process.env: processes call loadConfig()
@@ -82,9 +83,27 @@ const envSchema = z.object({
   TEMPORAL_DEV_PORT: z.coerce.number().int().min(1).max(65_535).default(7233),
   TEMPORAL_DEV_UI_PORT: z.coerce.number().int().min(1).max(65_535).default(8233),
   ADMIN_API_KEY: processSettings.ADMIN_API_KEY,
+  /**
+   * The keys Temporal payloads (prompts, results, signals) are encrypted with: `id:base64,id:base64…`, each 32 random
+   * bytes; the first encrypts, all decrypt (rotation: put a new key first, drop the old one once no history needs it).
+   * Required outside development and test; there, unset, a key kept in DATA_DIR is used (src/payload-keys.ts).
+   */
+  PAYLOAD_KEYS: secretSetting(z.string().transform((value, ctx) => {
+    try {
+      return parsePayloadKeys(value);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', message: (err as Error).message });
+      return z.NEVER;
+    }
+  })),
   /** Unset: admin routes, /metrics and readiness details share the public port. Set: they are served only here (0: any free port). */
   ADMIN_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
   ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
+  /** Origins whose pages may call the codec endpoint from a browser: the Temporal Web UI's (src/api/codec-routes.ts). */
+  CODEC_CORS_ORIGINS: z
+    .string()
+    .default('http://127.0.0.1:8233,http://localhost:8233')
+    .transform((v) => v.split(',').map((o) => o.trim()).filter(Boolean)),
   /** Unset: the simulator on SIMULATOR_PORT (what `npm start` runs). */
   BACKEND_URL: z.string().url().optional(),
   /** Submits kept while Temporal cannot be reached that one API process holds for its start relay; the reconciler starts the rest. */
@@ -248,6 +267,7 @@ export const backendWebhookSecretOf = (e: ProcessSettings): string => e.BACKEND_
 function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
   const problems = processSettingProblems(e);
   if (e.ADMIN_PORT !== undefined && e.ADMIN_PORT !== 0 && e.ADMIN_PORT === e.PORT) problems.push('ADMIN_PORT: must differ from PORT');
+  if (!isRelaxedEnv(e.NODE_ENV) && e.PAYLOAD_KEYS === undefined) problems.push(`PAYLOAD_KEYS must be set when NODE_ENV=${e.NODE_ENV}: Temporal keeps prompts and results only encrypted (openssl rand -base64 32 makes a key)`);
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
 }
 
@@ -263,6 +283,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       port: e.PORT,
       publicUrl: e.PUBLIC_URL ?? `http://127.0.0.1:${e.PORT}`,
       adminApiKey: e.ADMIN_API_KEY,
+      codecCorsOrigins: e.CODEC_CORS_ORIGINS,
       /** The internal listener of admin routes, /metrics and readiness details; undefined: they share the public port. */
       adminListener: e.ADMIN_PORT === undefined ? undefined : { port: e.ADMIN_PORT, host: e.ADMIN_HOST },
       startRelayMaxJobs: e.START_RELAY_MAX_JOBS,
@@ -283,6 +304,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       devPort: e.TEMPORAL_DEV_PORT,
       devUiPort: e.TEMPORAL_DEV_UI_PORT,
       retentionDays: e.TEMPORAL_RETENTION_DAYS,
+      /** Unset in development and test: src/payload-keys.ts keeps one in DATA_DIR. */
+      payloadKeys: e.PAYLOAD_KEYS,
     },
     backend: {
       url: e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`,
@@ -409,7 +432,8 @@ export function configuredSecrets(config: Config): string[] {
     // Not valid percent-encoding: the password is what the URL says.
   }
   const smtpPassword = config.mail.external ? new URL(config.mail.smtpUrl).password : '';
-  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, password, databasePassword, smtpPassword].filter((secret) => secret.length > 0);
+  const payloadKeys = (config.temporal.payloadKeys ?? []).map((k) => k.key.toString('base64'));
+  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, ...payloadKeys, password, databasePassword, smtpPassword].filter((secret) => secret.length > 0);
 }
 
 export interface TierLimits {

@@ -22,6 +22,7 @@ import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
 import { runProcess } from './run-process';
 import { deploymentOptions, makeVersionCurrent } from './worker-deployment';
+import { serviceDataConverter } from './payload-keys';
 import { prebuiltBundle, WORKFLOW_ENTRIES, type WorkflowEntry } from './workflow-bundle';
 
 export interface WorkerDeps {
@@ -53,7 +54,9 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   // Retention's batches on a connection of their own, so they never take the pool the job activities use.
   const pruning = createDatabase(databaseUrl, { max: 1, settings: RETENTION_SESSION });
   const connection = await NativeConnection.connect({ address: config.temporal.address });
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  // Every payload the workers write to Temporal is sealed, and every one they read opened (src/lib/payload-codec.ts).
+  const dataConverter = serviceDataConverter(config);
+  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter });
   const wakeups = new BackendWakeups(database.sql);
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
@@ -70,6 +73,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         taskQueue: generationTaskQueue,
         identity: workerIdentity,
         workerDeploymentOptions,
+        dataConverter,
         // A versioned worker runs the workflows with their versioning behaviours declared (src/workflows/versioned.ts).
         ...code,
         activities: {
@@ -97,6 +101,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         taskQueue: gpuTaskQueue,
         identity: workerIdentity,
         workerDeploymentOptions,
+        dataConverter,
         activities: createGpuActivities({
           db: database.db,
           backend: backendAdapter,

@@ -50,6 +50,17 @@ describe('outside development and test, the API, the worker and the simulator fa
     expect(result.output).not.toContain(notBase64);
   });
 
+  test('the API and the worker refuse to start without PAYLOAD_KEYS, and never repeat a malformed one', async () => {
+    const secretsSet = { NODE_ENV: 'production', BACKEND_WEBHOOK_SECRET: generateWebhookSecret(), ADMIN_API_KEY: `prod-admin-${'k'.repeat(30)}` };
+    for (const entry of ['api', 'worker'] as const) expectOneLine(await refusal(entry, secretsSet), /PAYLOAD_KEYS must be set when NODE_ENV=production/);
+    const short = Buffer.from('sixteen bytes!!!').toString('base64');
+    for (const entry of ['api', 'worker'] as const) {
+      const result = await refusal(entry, { ...secretsSet, PAYLOAD_KEYS: `k1:${short}` });
+      expectOneLine(result, /PAYLOAD_KEYS: key k1: must be the base64 of 32 random bytes/);
+      expect(result.output).not.toContain(short);
+    }
+  });
+
   test("the repository's development callback secret is refused in production", async () => {
     const result = await refusal('api', {
       NODE_ENV: 'production',

@@ -12,6 +12,8 @@ import { loadSimulatorSettings } from '../simulator/settings';
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { retentionScheduleId } from '../src/retention/schedule';
 import { createWorkers } from '../src/worker';
+import { serviceDataConverter } from '../src/payload-keys';
+import { TEST_PAYLOAD_KEYS } from './payload-keys';
 import { eventually } from './eventually';
 
 export { eventually, settled, SETTLE_MS } from './eventually';
@@ -120,6 +122,8 @@ export async function startStack({
     SSE_KEEPALIVE_MS: '1000',
     // Every test client comes from 127.0.0.1 and some send bad keys on purpose: tests of the limit set it themselves.
     AUTH_FAILURE_BURST: '1000000',
+    // Payloads sealed with the tests' key, which the recorded histories and the replay test share.
+    PAYLOAD_KEYS: TEST_PAYLOAD_KEYS,
     // The run's Mailpit (test/global-setup.ts); test/mailpit.ts reads what arrived.
     ...(process.env.TEST_SMTP_URL ? { SMTP_URL: process.env.TEST_SMTP_URL } : {}),
     ...env,
@@ -139,7 +143,7 @@ export async function startStack({
   const workers = inProcessWorkers ? await createWorkers({ config, databaseUrl, logger: logger.child({ process: 'worker' }), workflowBundle: { codePath: workflowBundle } }) : undefined;
   const running = workers?.run();
   const connection = await Connection.connect({ address: temporalAddress });
-  const client = new Client({ connection });
+  const client = new Client({ connection, dataConverter: serviceDataConverter(config) });
   const database = createDatabase(databaseUrl, { max: 4 });
 
   return {

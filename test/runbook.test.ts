@@ -1,3 +1,4 @@
+import { TEST_PAYLOAD_KEYS } from './payload-keys';
 import { loadConfig } from '../src/config';
 import { buildIdOf } from '../src/worker-deployment';
 import { creditBalance } from '../src/credits/ledger';
@@ -132,7 +133,7 @@ describe('the operator runbook', () => {
   test('the new backend secret the runbook makes is one a production process accepts', async () => {
     const [secret, previous] = [(await run('new-backend-secret')).trim(), (await run('new-backend-secret')).trim()];
     expect(secret).not.toBe(previous);
-    const config = loadConfig({ NODE_ENV: 'production', BACKEND_WEBHOOK_SECRET: secret, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous, ADMIN_API_KEY: stack.adminApiKey });
+    const config = loadConfig({ NODE_ENV: 'production', BACKEND_WEBHOOK_SECRET: secret, BACKEND_WEBHOOK_SECRET_PREVIOUS: previous, ADMIN_API_KEY: stack.adminApiKey, PAYLOAD_KEYS: TEST_PAYLOAD_KEYS });
     expect(config.backend.webhookSecrets).toEqual([secret, previous]);
   });
 });

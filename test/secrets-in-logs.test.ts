@@ -21,6 +21,7 @@ describe('no secret is ever printed or logged', () => {
     backendSecret: generateWebhookSecret(),
     backendPrevious: generateWebhookSecret(),
     databasePassword: `pw-${randomBytes(12).toString('hex')}`,
+    payloadKey: randomBytes(32).toString('base64'),
   };
   const role = `vg_leak_${id}`;
   const processes: SpawnedProcess[] = [];
@@ -49,6 +50,7 @@ describe('no secret is ever printed or logged', () => {
       ADMIN_API_KEY: secrets.adminKey,
       BACKEND_WEBHOOK_SECRET: secrets.backendSecret,
       BACKEND_WEBHOOK_SECRET_PREVIOUS: secrets.backendPrevious,
+      PAYLOAD_KEYS: `leak1:${secrets.payloadKey}`,
       PORT: String(apiPort),
       ADMIN_PORT: String(adminPort),
       PUBLIC_URL: apiUrl,

@@ -7,6 +7,7 @@ import { createLogger } from '../src/lib/logger';
 import { createWorkers } from '../src/worker';
 import { buildWorkflowBundles, prebuiltBundle, sourceFingerprint } from '../src/workflow-bundle';
 import { installQuietRuntime, testEnv } from './harness';
+import { TEST_PAYLOAD_KEYS } from './payload-keys';
 
 /**
  * `npm run build` bundles the workflow code once; a worker loads that bundle, and outside development refuses to start
@@ -39,6 +40,7 @@ function productionConfig(bundleDir: string) {
     WORKER_DEPLOYMENT_NAME: `bundle-${own}`,
     WORKER_BUILD_ID: 'built',
     WORKFLOW_BUNDLE_DIR: bundleDir,
+    PAYLOAD_KEYS: TEST_PAYLOAD_KEYS,
   });
 }
 

@@ -5,6 +5,7 @@ import { randomBytes } from 'node:crypto';
 import { freePort } from '../../scripts/lib/ports';
 import { startMailpit, type RunningMailpit } from '../../scripts/lib/mailpit';
 import { runMigrations } from '../../src/db/migrate';
+import { newPayloadKey } from '../../src/lib/payload-codec';
 import { buildWorkflowBundles } from '../../src/workflow-bundle';
 import type { SpawnedProcess } from '../../test/processes';
 import { spawnService, startDurablePostgres, startDurableTemporal, type ServiceRole } from './services';
@@ -78,6 +79,7 @@ export class ChaosCluster {
       SIMULATOR_PORT: String(simulatorPort),
       BACKEND_URL: `http://127.0.0.1:${simulatorPort}`,
       ADMIN_API_KEY: `chaos-admin-${randomBytes(12).toString('hex')}`,
+      PAYLOAD_KEYS: newPayloadKey('chaos1'),
       METRICS_PORT: '0',
       SMTP_URL: mailpit.smtpUrl,
       WORKFLOW_BUNDLE_DIR: bundleDir,

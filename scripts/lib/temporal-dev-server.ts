@@ -26,6 +26,8 @@ export interface TemporalDevServerOptions {
    * GPUs' pace; the dev server's flags cannot name a queue, so every queue of the dev server gets one.
    */
   singlePartition?: boolean;
+  /** The codec endpoint the Web UI decodes payloads with (src/api/codec-routes.ts); omit for none. */
+  uiCodecEndpoint?: string;
   /** Called as soon as the server process exists, so a caller can stop it even if the start then fails. */
   onSpawn?: (pid: number | undefined, stop: () => Promise<void>) => void;
 }
@@ -42,6 +44,7 @@ export function devServerArgs(options: TemporalDevServerOptions): string[] {
     '--port',
     String(options.port),
     ...(options.uiPort ? ['--ui-port', String(options.uiPort)] : ['--headless']),
+    ...(options.uiPort && options.uiCodecEndpoint ? ['--ui-codec-endpoint', options.uiCodecEndpoint] : []),
     ...(options.dbFile ? ['--db-filename', options.dbFile] : []),
     ...(options.metricsPort ? ['--metrics-port', String(options.metricsPort)] : []),
     '--log-level',

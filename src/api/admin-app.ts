@@ -4,6 +4,7 @@ import type { Config } from '../config';
 import type { Database, Db, Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { adminRouter } from './admin-routes';
+import { mountCodecRoutes } from './codec-routes';
 import { requireAdmin } from './auth';
 import { capacityRouter } from './capacity-routes';
 import { errorMiddleware } from './errors';
@@ -39,6 +40,7 @@ export function createAdminApp({ config, database, client, logger, adminApiKey }
   app.set('etag', false);
   useLeanJson(app);
   app.use(requestLog(logger));
+  mountCodecRoutes(app, { config, adminApiKey });
   app.use(express.json({ limit: '64kb' }));
   mountAdminRoutes(app, { db: database.db, sql: database.sql, config, adminApiKey });
   app.use(opsRouter({ database, client, config, internal: true }));

@@ -19,6 +19,7 @@ import { statusPageRouter } from './status-page/router';
 import { useLeanJson } from './json-response';
 import { apiKeysRouter } from './api-keys-routes';
 import { mountAdminRoutes, type AdminAppDeps } from './admin-app';
+import { mountCodecRoutes } from './codec-routes';
 import { createServiceStartRelay, type StartRelay } from './start-relay';
 
 export interface ApiDeps extends AdminAppDeps {
@@ -52,6 +53,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
 
   // Raw body for signature verification: mounted before the JSON parser.
   app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger }));
+  // The codec endpoint (admin only, like the other admin routes) parses bodies of its own size.
+  if (config.api.adminListener === undefined) mountCodecRoutes(app, { config, adminApiKey });
   app.use(express.json({ limit: '64kb' }));
 
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.

@@ -1,4 +1,5 @@
 import type { Server } from 'node:http';
+import { serviceDataConverter } from '../payload-keys';
 import { Client, Connection } from '@temporalio/client';
 import { configuredSecrets, loadConfig, type Config } from '../config';
 import { createDatabase } from '../db/client';
@@ -56,7 +57,7 @@ export async function startApi({
   if (warmPool) await database.warm();
   // Lazy: the API starts (and keeps submits for its relay) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
-  const client = new Client({ connection, namespace: config.temporal.namespace });
+  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: serviceDataConverter(config) });
   const relay = createServiceStartRelay({ client, config, sql: database.sql, logger: logger.child({ component: 'start-relay' }) });
   const deps = { config, database, client, logger, adminApiKey, relay };
   const servers: Server[] = [];

@@ -24,6 +24,7 @@ import { temporal } from '@temporalio/proto';
 import { loadConfig } from '../src/config';
 import { buildIdOf } from '../src/worker-deployment';
 import { buildWorkflowBundles } from '../src/workflow-bundle';
+import { newPayloadKey } from '../src/lib/payload-codec';
 import { spawnTsProcess, type SpawnedProcess } from '../test/processes';
 import { freePort } from './lib/ports';
 import { temporalBinary } from './lib/temporal-dev-server';
@@ -123,6 +124,10 @@ async function main(): Promise<number> {
       BACKEND_URL: `http://127.0.0.1:${simulatorPort}`,
       BACKEND_WEBHOOK_SECRET: `whsec_${randomBytes(24).toString('base64')}`,
       ADMIN_API_KEY: `vgadmin_${randomBytes(24).toString('base64url')}`,
+      // v1 predates the payload codec: as a real cluster turning it on would, everything opens sealed payloads and none
+      // seals them until no v1 worker is left (docs/runbook.md). Sealing itself: test/payload-encryption.test.ts.
+      PAYLOAD_KEYS: newPayloadKey('topology1'),
+      PAYLOAD_ENCRYPT: 'false',
       WORKER_DEPLOYMENT_NAME: DEPLOYMENT_NAME,
       // Seconds, not minutes, per video; everything else is the production default.
       SIM_P50_MS: '400',

@@ -96,6 +96,11 @@ const envSchema = z.object({
       return z.NEVER;
     }
   })),
+  /**
+   * false: payloads are opened but not sealed — the first step of turning encryption on in a running cluster, until
+   * every worker that may read a job has PAYLOAD_KEYS (docs/runbook.md, "Read encrypted payloads").
+   */
+  PAYLOAD_ENCRYPT: flag(true),
   /** Unset: admin routes, /metrics and readiness details share the public port. Set: they are served only here (0: any free port). */
   ADMIN_PORT: z.coerce.number().int().min(0).max(65_535).optional(),
   ADMIN_HOST: z.string().min(1).default('127.0.0.1'),
@@ -306,6 +311,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retentionDays: e.TEMPORAL_RETENTION_DAYS,
       /** Unset in development and test: src/payload-keys.ts keeps one in DATA_DIR. */
       payloadKeys: e.PAYLOAD_KEYS,
+      sealPayloads: e.PAYLOAD_ENCRYPT,
     },
     backend: {
       url: e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`,

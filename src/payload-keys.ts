@@ -30,5 +30,5 @@ export function resolvePayloadKeys(config: Config): PayloadKey[] {
 
 /** What every Temporal client and worker of the service converts payloads with: JSON, then sealed (src/lib/payload-codec.ts). */
 export function serviceDataConverter(config: Config): DataConverter {
-  return { payloadCodecs: [new EncryptionCodec(resolvePayloadKeys(config))] };
+  return { payloadCodecs: [new EncryptionCodec(resolvePayloadKeys(config), config.temporal.sealPayloads)] };
 }

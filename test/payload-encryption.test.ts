@@ -132,6 +132,11 @@ describe('keys rotate', () => {
     await expect(rotated.decode([tampered])).rejects.toThrow();
     expect(await rotated.decode([plain])).toEqual([plain]);
     expect(TEST_PAYLOAD_KEYS).toMatch(/^fixture1:/);
+
+    // Decrypt only (PAYLOAD_ENCRYPT=false, the first step of turning encryption on): opens sealed payloads, seals none.
+    const openingOnly = new EncryptionCodec(parsePayloadKeys(`${newKey},${oldKey}`), false);
+    expect(await openingOnly.encode([plain])).toEqual([plain]);
+    expect(await openingOnly.decode([sealedByNew])).toEqual([plain]);
   });
 
   test('a malformed key list is refused with the reason, never the key', () => {

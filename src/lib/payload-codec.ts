@@ -57,13 +57,18 @@ export class EncryptionCodec implements PayloadCodec {
   private readonly byId: Map<string, Buffer>;
   private readonly sealing: PayloadKey;
 
-  constructor(keys: PayloadKey[]) {
+  /** seal false: decrypt only (a cluster turning encryption on, whose older workers cannot open sealed payloads yet). */
+  constructor(
+    keys: PayloadKey[],
+    private readonly seal = true,
+  ) {
     if (keys.length === 0) throw new Error('an encryption codec needs a key');
     this.sealing = keys[0];
     this.byId = new Map(keys.map((k) => [k.id, k.key]));
   }
 
   async encode(payloads: Payload[]): Promise<Payload[]> {
+    if (!this.seal) return payloads;
     return payloads.map((payload) => {
       const iv = randomBytes(IV_BYTES);
       const cipher = createCipheriv('aes-256-gcm', this.sealing.key, iv);

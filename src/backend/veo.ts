@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { ConfiguredBackend } from '../config';
 import { backendJob, callProvider, checkRenders, classifyFailure, jobError } from './provider-http';
 import type { ProviderOptions } from './replicate';
-import { BackendRejectedError, type BackendJob, type BackendJobError, type BackendSubmitRequest, type GenerationBackend } from './types';
+import { BackendRejectedError, BackendUnavailableError, type BackendJob, type BackendJobError, type BackendSubmitRequest, type GenerationBackend } from './types';
 
 /**
  * Google Veo through the Gemini API: `models/{model}:predictLongRunning` starts a long-running operation, which is
@@ -71,8 +71,16 @@ export class VeoBackend implements GenerationBackend {
   }
 
   private async call(method: string, url: string, body?: unknown): Promise<unknown> {
-    const { json } = await callProvider({ method, url, body, headers: { 'x-goog-api-key': this.spec.credentials ?? '' }, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
-    return json;
+    try {
+      const { json } = await callProvider({ method, url, body, headers: { 'x-goog-api-key': this.spec.credentials ?? '' }, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
+      return json;
+    } catch (err) {
+      // The Gemini API answers a refused key 400 INVALID_ARGUMENT: the operator's to fix, not the user's input.
+      if (err instanceof BackendRejectedError && /API key not valid|API_KEY_INVALID|PERMISSION_DENIED|UNAUTHENTICATED/i.test(err.message)) {
+        throw new BackendUnavailableError(err.message, err.status);
+      }
+      throw err;
+    }
   }
 
   private read(json: unknown, clientKey?: string): BackendJob {

@@ -1,4 +1,7 @@
 import { signWebhook } from '../src/lib/webhook-signature';
+import path from 'node:path';
+import { startComfyUiFake, type ComfyUiFake } from './fakes/comfyui';
+import { startFalFake, type FalFake } from './fakes/fal';
 import { startReplicateFake, type ReplicateFake } from './fakes/replicate';
 import { startVeoFake, type VeoFake } from './fakes/veo';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';
@@ -141,5 +144,89 @@ describe('Veo, end to end (polling a long-running operation; no cancel)', () => 
     const after = reads();
     // Three poll intervals: a poll still going on would show.
     expect(await settled(async () => reads(), 1_500)).toBe(after);
+  });
+});
+
+describe('fal, end to end (signed webhooks, polling only as the fallback)', () => {
+  let fake: FalFake;
+  let stack: Stack;
+  beforeAll(async () => {
+    fake = await startFalFake({ runMs: 400 });
+    const fal = { name: 'fal', kind: 'fal', base_url: fake.url, credentials_env: 'FAL_KEY', capacity: 4, model: 'fal-ai/wan/v2.2-a14b/text-to-video', jwks_url: fake.jwksUrl };
+    stack = await startStack({ env: { ...stackEnv(fal, { FAL_KEY: fake.key }), POLL_INTERVAL_MS: '60000' } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await fake?.close();
+  });
+
+  test('a job succeeds through the ED25519-signed webhook', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const jobId = (await api.submit({ prompt: 'a heron taking off' })).body.id;
+    const done = await api.waitForTerminal(jobId, 15_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempt: 1 });
+    expect(done.video_url).toBe(`${fake.url}/files/${done.backend_job_id}/video.mp4`);
+    expect(fake.webhooks.delivered).toBeGreaterThanOrEqual(1);
+  });
+
+  test('a request the model refuses fails the job with invalid_input, not retried', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const jobId = (await api.submit({ prompt: 'a heron [fake:fail=input]' })).body.id;
+    expect(await api.waitForTerminal(jobId, 15_000)).toMatchObject({ status: 'failed', attempt: 1, error: { code: 'invalid_input', retryable: false } });
+  });
+
+  test('a cancel cancels the request in fal\u2019s queue', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const jobId = (await api.submit({ prompt: 'a very long take [fake:hang]' })).body.id;
+    const running = await waitRunning(api, jobId);
+    expect((await api.call('POST', `/v1/generations/${jobId}/cancel`)).headers.get('backend-cancel')).toBeNull();
+    expect((await api.waitForTerminal(jobId, 15_000)).status).toBe('canceled');
+    await eventually(async () => (fake.requestsById.get(running.backend_job_id)?.canceled ? true : undefined), { timeoutMs: 10_000, what: 'the fal request canceled' });
+  });
+});
+
+describe('ComfyUI, end to end (polling its history)', () => {
+  let fake: ComfyUiFake;
+  let stack: Stack;
+  beforeAll(async () => {
+    fake = await startComfyUiFake({ runMs: 400 });
+    const comfy = { name: 'comfy', kind: 'comfyui', base_url: fake.url, capacity: 2, workflow_path: path.join(__dirname, 'fixtures/comfyui/wan-t2v.json') };
+    stack = await startStack({ env: stackEnv(comfy, {}) });
+  });
+  afterAll(async () => {
+    await stack?.close();
+    await fake?.close();
+  });
+
+  test('a job succeeds with the workflow\u2019s video', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const jobId = (await api.submit({ prompt: 'a paper boat on a river', resolution: '480p' })).body.id;
+    const done = await api.waitForTerminal(jobId, 15_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempt: 1 });
+    expect(done.video_url).toMatch(new RegExp(`^${fake.url}/view\\?filename=`));
+    const graph = fake.prompts.get(done.backend_job_id)!.graph as Record<string, { inputs: Record<string, unknown> }>;
+    expect(graph['4'].inputs.text).toBe('a paper boat on a river');
+  });
+
+  test('a GPU out of memory is retried as a new attempt, then fails with gpu_unavailable', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const jobId = (await api.submit({ prompt: 'too large [fake:fail=oom]' })).body.id;
+    expect(await api.waitForTerminal(jobId, 20_000)).toMatchObject({ status: 'failed', attempt: 2, error: { code: 'gpu_unavailable', retryable: true } });
+  });
+
+  test('a cancel interrupts the running prompt', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const jobId = (await api.submit({ prompt: 'a very long take [fake:hang]' })).body.id;
+    const running = await waitRunning(api, jobId);
+    await api.call('POST', `/v1/generations/${jobId}/cancel`);
+    expect((await api.waitForTerminal(jobId, 15_000)).status).toBe('canceled');
+    await eventually(async () => (fake.prompts.get(running.backend_job_id)?.state === 'ended' ? true : undefined), { timeoutMs: 10_000, what: 'the prompt interrupted' });
+    expect(fake.requests.some((r) => r.path === '/interrupt')).toBe(true);
   });
 });

@@ -83,7 +83,9 @@ export class ComfyUiBackend implements GenerationBackend {
     const queue = queueSchema.parse(await this.call('GET', '/queue'));
     if (queue.queue_running.some((item) => item[1] === promptId)) return backendJob({ id: promptId, status: 'running' });
     if (queue.queue_pending.some((item) => item[1] === promptId)) return backendJob({ id: promptId, status: 'queued' });
-    return null;
+    // It may have left the queue for the history between the two reads.
+    const late = await this.history(promptId);
+    return late ? this.read(promptId, late) : null;
   }
 
   private async history(promptId: string): Promise<HistoryEntry | null> {

@@ -67,6 +67,7 @@ export class FalBackend implements GenerationBackend {
     const status = statusSchema.parse(await this.call('GET', `${this.requestUrl(backendJobId)}/status`));
     if (status.status === 'IN_QUEUE') return backendJob({ id: backendJobId, status: 'queued' });
     if (status.status === 'IN_PROGRESS') return backendJob({ id: backendJobId, status: 'running' });
+    if (status.error && /cancel/i.test(`${status.error_type ?? ''} ${status.error}`)) return backendJob({ id: backendJobId, status: 'canceled' });
     if (status.error) return backendJob({ id: backendJobId, status: 'failed', error: falError(status.error, status.error_type) });
     return this.result(backendJobId);
   }
@@ -152,7 +153,8 @@ function falError(message: string, errorType: string | null | undefined, payload
   const detail = payload && typeof payload === 'object' && 'detail' in payload ? ` ${JSON.stringify((payload as { detail: unknown }).detail)}` : '';
   const text = `${message}${detail}`;
   const status = /status code:?\s*(\d{3})/i.exec(message)?.[1] ?? /backend answered (\d{3})/.exec(message)?.[1];
-  const read = classifyFailure(`${errorType ?? ''} ${text}`);
+  // fal's own wrapper words ("Invalid status code: 500") say nothing of the input: only the status in them counts.
+  const read = classifyFailure(`${errorType ?? ''} ${text.replace(/invalid status code:?\s*\d{3}/gi, '')}`);
   if (read.code === 'content_policy_violation') return { ...read, message: text };
   if (status && status.startsWith('4') && status !== '429' && status !== '408') return jobError('invalid_input', text);
   return { ...read, message: text };

@@ -103,8 +103,8 @@ export const jobError = (code: BackendJobError['code'], message: string): Backen
  * an internal error, also worth one.
  */
 export function classifyFailure(message: string): BackendJobError {
-  if (/nsfw|safety|content polic|moderation|flagged|prohibited|responsible ai|\brai\b/i.test(message)) return jobError('content_policy_violation', message);
-  if (/out of memory|\boom\b|cuda error|no (gpu|capacity)|capacity|overloaded|resource.?exhausted/i.test(message)) return jobError('gpu_unavailable', message);
+  if (/nsfw|safety|content.?polic|moderation|flagged|prohibited|responsible ai|\brai\b/i.test(message)) return jobError('content_policy_violation', message);
+  if (/out.of.memory|\boom\b|cuda error|no (gpu|capacity)|capacity|overloaded|resource.?exhausted/i.test(message)) return jobError('gpu_unavailable', message);
   if (/invalid|validation|must be|is required|unprocessable|not supported/i.test(message)) return jobError('invalid_input', message);
   return jobError('internal_error', message);
 }

@@ -95,5 +95,6 @@ describe('BACKENDS', () => {
     const { credentials_env: _omitted, ...keyless } = replicate;
     expect(problemOf({ BACKENDS: JSON.stringify([keyless]) })).toMatch(/\[0\]\.credentials_env: a replicate backend needs/);
     expect(problemOf({ BACKENDS: JSON.stringify([replicate]) })).toBe('invalid configuration: BACKENDS[0].credentials_env: REPLICATE_API_TOKEN is not set');
+    expect(problemOf({ BACKENDS: JSON.stringify([replicate]), REPLICATE_API_TOKEN: 'x', GPU_CAPACITY_FROM_BACKEND: 'true' })).toMatch(/GPU_CAPACITY_FROM_BACKEND: only the simulator/);
   });
 });

@@ -294,6 +294,10 @@ function configuredBackends(e: z.infer<typeof envSchema>, env: Record<string, st
     credentials: read(i, 'credentials_env', spec.credentials_env),
     webhookSecret: spec.kind === 'replicate' ? read(i, 'webhook_secret_env', spec.webhook_secret_env) : undefined,
   }));
+  // The capacity watcher asks the simulator's /admin/config; a provider's pool is its `capacity`.
+  if (e.GPU_CAPACITY_FROM_BACKEND && backends[0].kind !== 'simulator') {
+    problems.push(`GPU_CAPACITY_FROM_BACKEND: only the simulator reports its capacity; ${backends[0].kind} backends set theirs in BACKENDS`);
+  }
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
   return backends;
 }

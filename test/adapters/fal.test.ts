@@ -116,6 +116,22 @@ describe('fal queue adapter', () => {
     expect((await backend.cancel(quick.id)).status).toBe('succeeded');
   });
 
+  it('with webhooks lost, polling still finds the ending; a duplicated webhook verifies and reads the same', async () => {
+    fake.set({ loseCallbacks: true });
+    const lost = await backend.submit(request());
+    expect((await ended(lost.id)).status).toBe('succeeded');
+    expect(fake.webhooks.sent).toBe(0);
+
+    fake.set({ loseCallbacks: false, duplicateCallbacks: true });
+    const twice = await backend.submit(request());
+    const hooks = await inbox.waitFor((r) => r.length >= 2);
+    const read = await Promise.all(hooks.map((h) => backend.verifyCallback(h)));
+    expect(read.map((r) => [r.type, r.job.id])).toEqual([
+      ['job.succeeded', twice.id],
+      ['job.succeeded', twice.id],
+    ]);
+  });
+
   it('types HTTP failures: 422 rejected, a refused key/5xx/outage/slow unavailable, an unknown id lost', async () => {
     expect(await rejection(backend.submit(request('')))).toMatchObject({ name: 'BackendRejectedError', status: 422 });
     const wrongKey = new FalBackend(spec({ credentials: 'nope' }), { callbackUrl: inbox.url, timeoutMs: 1_000 });

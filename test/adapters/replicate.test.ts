@@ -122,6 +122,22 @@ describe('Replicate adapter', () => {
     expect((await backend.verifyCallback(hooks[1])).type).toBe('job.canceled');
   });
 
+  it('with webhooks lost, polling still finds the ending; duplicated webhooks carry one id per event', async () => {
+    fake.set({ loseCallbacks: true });
+    const lost = await backend.submit(request());
+    expect((await ended(lost.id)).status).toBe('succeeded');
+    expect(fake.webhooks.sent).toBe(0);
+
+    fake.set({ loseCallbacks: false, duplicateCallbacks: true });
+    await backend.submit(request());
+    const hooks = await inbox.waitFor((r) => r.length >= 4);
+    const ids = hooks.map((h) => h.headers['webhook-id']);
+    expect(new Set(ids).size).toBe(2);
+    const read = await Promise.all(hooks.map((h) => backend.verifyCallback(h)));
+    expect(read.filter((r) => r.type === 'job.succeeded').map((r) => r.eventId)).toHaveLength(2);
+    expect(new Set(read.filter((r) => r.type === 'job.succeeded').map((r) => r.eventId)).size).toBe(1);
+  });
+
   it('types HTTP failures: 422 rejected, 401/5xx/outage/slow unavailable, an unknown id lost', async () => {
     expect(await rejection(backend.submit(request('')))).toMatchObject({ name: 'BackendRejectedError', status: 422 });
     const wrongKey = new ReplicateBackend(spec({ credentials: 'r8_wrong' }), { callbackUrl: inbox.url, timeoutMs: 1_000 });

@@ -57,6 +57,27 @@ describe('Replicate, end to end (webhooks, polling only as the fallback)', () =>
     expect(fake.webhooks.delivered).toBeGreaterThanOrEqual(2);
   });
 
+  test('webhooks sent twice change nothing: charged once, notified once', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    fake.set({ duplicateCallbacks: true });
+    try {
+      const jobId = (await api.submit({ prompt: 'a fox, told twice' })).body.id;
+      expect((await api.waitForTerminal(jobId, 15_000)).status).toBe('succeeded');
+      const { sql } = stack.database;
+      const counts = async () => {
+        const [row] = await sql`
+          select (select count(*) from credit_ledger where job_id = ${jobId} and kind = 'capture')::int as captures,
+                 (select count(*) from notifications where job_id = ${jobId})::int as notifications`;
+        return row as { captures: number; notifications: number };
+      };
+      await eventually(async () => ((await counts()).notifications > 0 ? true : undefined));
+      expect(await settled(counts)).toEqual({ captures: 1, notifications: 1 });
+    } finally {
+      fake.set({ duplicateCallbacks: false });
+    }
+  });
+
   test('a safety-filtered prediction fails the job at once with content_policy_violation, not retried', async () => {
     const { apiKey } = await stack.createUser('pro');
     const api = apiClient(stack.apiUrl, apiKey);

@@ -70,3 +70,38 @@ describe('retention settings', () => {
     expect(() => loadConfig(env)).toThrow(message);
   });
 });
+
+describe('BACKENDS', () => {
+  const replicate = { name: 'replicate-wan', kind: 'replicate', base_url: 'https://api.replicate.com', credentials_env: 'REPLICATE_API_TOKEN', capacity: 3, model: 'wan-video/wan-2.2-t2v-fast' };
+
+  test('unset, the one backend is the simulator at BACKEND_URL with the pool of GPU_SLOTS', () => {
+    const config = loadConfig({ BACKEND_URL: 'http://sim.test:4000', GPU_SLOTS: '6' });
+    expect(config.backend.backends).toEqual([
+      { name: 'simulator', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 6, cost_factor: 1, renders: { image_input: false } },
+    ]);
+    expect(config.dispatch.initialCapacity).toBe(6);
+  });
+
+  test('a list is read with each key from the variable it names; the first backend seeds the pool; the keys are secrets', () => {
+    const config = loadConfig({
+      BACKENDS: JSON.stringify([{ ...replicate, cost_factor: 1.5, renders: { resolutions: ['720p'], durations_seconds: [5], image_input: true } }]),
+      REPLICATE_API_TOKEN: 'r8_secret_token_value',
+    });
+    expect(config.backend.backends[0]).toMatchObject({ kind: 'replicate', credentials: 'r8_secret_token_value', cost_factor: 1.5, renders: { resolutions: ['720p'], image_input: true } });
+    expect(config.dispatch.initialCapacity).toBe(3);
+    expect(configuredSecrets(config)).toContain('r8_secret_token_value');
+  });
+
+  test('a bad list stops the process with the setting and the field named, never a key', () => {
+    expect(problemOf({ BACKENDS: '[{' })).toMatch(/^invalid configuration: BACKENDS: must be a JSON array of backends/);
+    expect(problemOf({ BACKENDS: '[]' })).toMatch(/BACKENDS: must list at least one backend/);
+    expect(problemOf({ BACKENDS: JSON.stringify([{ ...replicate, kind: 'runway' }]) })).toMatch(/BACKENDS: \[0\]\.kind: /);
+    expect(problemOf({ BACKENDS: JSON.stringify([{ ...replicate, capacity: -1 }]), REPLICATE_API_TOKEN: 'x' })).toMatch(/BACKENDS: \[0\]\.capacity: /);
+    expect(problemOf({ BACKENDS: JSON.stringify([{ ...replicate, renders: { resolutions: ['4k'] } }]), REPLICATE_API_TOKEN: 'x' })).toMatch(/BACKENDS: \[0\]\.renders\.resolutions\[0\]: /);
+    expect(problemOf({ BACKENDS: JSON.stringify([replicate, replicate]), REPLICATE_API_TOKEN: 'x' })).toMatch(/\[1\]\.name: "replicate-wan" is listed twice/);
+    const { credentials_env: _omitted, ...keyless } = replicate;
+    expect(problemOf({ BACKENDS: JSON.stringify([keyless]) })).toMatch(/\[0\]\.credentials_env: a replicate backend needs/);
+    expect(problemOf({ BACKENDS: JSON.stringify([replicate]) })).toBe('invalid configuration: BACKENDS[0].credentials_env: REPLICATE_API_TOKEN is not set');
+    expect(problemOf({ BACKENDS: JSON.stringify([replicate]), REPLICATE_API_TOKEN: 'x', GPU_CAPACITY_FROM_BACKEND: 'true' })).toMatch(/GPU_CAPACITY_FROM_BACKEND: only the simulator/);
+  });
+});

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { backendSpecsSchema, type BackendSpec } from './domain/backend-specs';
 import { allowedHostsSetting } from './lib/ip-addresses';
 import { isWebhookSecret } from './lib/webhook-signature';
 import { parsePayloadKeys } from './lib/payload-codec';
@@ -114,6 +115,25 @@ const envSchema = z.object({
   /** Submits kept while Temporal cannot be reached that one API process holds for its start relay; the reconciler starts the rest. */
   START_RELAY_MAX_JOBS: z.coerce.number().int().min(1).default(10_000),
   BACKEND_MODE: z.enum(['async', 'sync']).default('async'),
+  /** The backends, as a JSON array (src/domain/backend-specs.ts, docs/backends.md). Unset: the simulator at BACKEND_URL. */
+  BACKENDS: emptyIsUnset(
+    z.string().transform((value, ctx): BackendSpec[] => {
+      let json: unknown;
+      try {
+        json = JSON.parse(value);
+      } catch (err) {
+        ctx.addIssue({ code: 'custom', message: `must be a JSON array of backends (${(err as Error).message})` });
+        return z.NEVER;
+      }
+      const parsed = backendSpecsSchema.safeParse(json);
+      if (parsed.success) return parsed.data;
+      for (const issue of parsed.error.issues) {
+        const where = issue.path.map((p) => (typeof p === 'number' ? `[${p}]` : `.${String(p)}`)).join('');
+        ctx.addIssue({ code: 'custom', message: where ? `${where}: ${issue.message}` : issue.message });
+      }
+      return z.NEVER;
+    }),
+  ),
   BACKEND_WEBHOOK_SECRET: processSettings.BACKEND_WEBHOOK_SECRET,
   BACKEND_WEBHOOK_SECRET_PREVIOUS: processSettings.BACKEND_WEBHOOK_SECRET_PREVIOUS,
   BACKEND_TIMEOUT_MS: int(10_000),
@@ -276,11 +296,44 @@ function checkAcrossSettings(e: z.infer<typeof envSchema>): void {
   if (problems.length > 0) throw new ConfigError(problems.join('; '));
 }
 
+/** A configured backend with its secrets read from the variables it names. */
+export type ConfiguredBackend = BackendSpec & { credentials?: string; webhookSecret?: string };
+
+/**
+ * The BACKENDS list with each backend's key read from its `credentials_env` (and a Replicate signing secret from its
+ * `webhook_secret_env`); unset, today's one backend: the simulator at BACKEND_URL, with the pool's GPU_SLOTS.
+ */
+function configuredBackends(e: z.infer<typeof envSchema>, env: Record<string, string | undefined>, simulatorUrl: string): ConfiguredBackend[] {
+  if (e.BACKENDS === undefined) {
+    return [{ name: 'simulator', kind: 'simulator', base_url: simulatorUrl, capacity: e.GPU_SLOTS, cost_factor: 1, renders: { image_input: false } }];
+  }
+  const problems: string[] = [];
+  const read = (i: number, field: string, name: string | undefined): string | undefined => {
+    if (name === undefined) return undefined;
+    const value = env[name];
+    if (value === undefined || value === '') problems.push(`BACKENDS[${i}].${field}: ${name} is not set`);
+    return value;
+  };
+  const backends = e.BACKENDS.map((spec, i) => ({
+    ...spec,
+    credentials: read(i, 'credentials_env', spec.credentials_env),
+    webhookSecret: spec.kind === 'replicate' ? read(i, 'webhook_secret_env', spec.webhook_secret_env) : undefined,
+  }));
+  // The capacity watcher asks the simulator's /admin/config; a provider's pool is its `capacity`.
+  if (e.GPU_CAPACITY_FROM_BACKEND && backends[0].kind !== 'simulator') {
+    problems.push(`GPU_CAPACITY_FROM_BACKEND: only the simulator reports its capacity; ${backends[0].kind} backends set theirs in BACKENDS`);
+  }
+  if (problems.length > 0) throw new ConfigError(problems.join('; '));
+  return backends;
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
   const e = parseSettings(envSchema, env);
   checkAcrossSettings(e);
   const backendWebhookSecret = backendWebhookSecretOf(e);
   checkRetention(e);
+  const backendUrl = e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`;
+  const backends = configuredBackends(e, env, backendUrl);
   return {
     env: e.NODE_ENV,
     logLevel: e.LOG_LEVEL,
@@ -314,8 +367,10 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       sealPayloads: e.PAYLOAD_ENCRYPT,
     },
     backend: {
-      url: e.BACKEND_URL ?? `http://127.0.0.1:${e.SIMULATOR_PORT}`,
+      url: backendUrl,
       mode: e.BACKEND_MODE,
+      /** Every backend, the one jobs go to first (until routing across them: issue 22). */
+      backends,
       /** Signs the simulator's callbacks. */
       webhookSecret: backendWebhookSecret,
       /** Verify the backend's callbacks: the current secret, and during a rotation the previous one. */
@@ -338,7 +393,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     dispatch: {
       /** A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). */
       pool: e.GPU_TASK_QUEUE,
-      initialCapacity: e.GPU_SLOTS,
+      /** GPU_SLOTS, or with BACKENDS the capacity of the backend jobs go to. */
+      initialCapacity: e.BACKENDS === undefined ? e.GPU_SLOTS : backends[0].capacity,
       leaseTtlMs: e.GPU_LEASE_TTL_MS,
       pollers: e.GPU_DISPATCH_POLLERS,
       capacityFromBackend: e.GPU_CAPACITY_FROM_BACKEND,
@@ -439,7 +495,10 @@ export function configuredSecrets(config: Config): string[] {
   }
   const smtpPassword = config.mail.external ? new URL(config.mail.smtpUrl).password : '';
   const payloadKeys = (config.temporal.payloadKeys ?? []).map((k) => k.key.toString('base64'));
-  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, ...payloadKeys, password, databasePassword, smtpPassword].filter((secret) => secret.length > 0);
+  const backendSecrets = config.backend.backends.flatMap((b) => [b.credentials ?? '', b.webhookSecret ?? '']);
+  return [config.api.adminApiKey ?? '', ...config.backend.webhookSecrets, ...payloadKeys, ...backendSecrets, password, databasePassword, smtpPassword].filter(
+    (secret) => secret.length > 0,
+  );
 }
 
 export interface TierLimits {

@@ -14,7 +14,7 @@ import { createMailer } from './notifications/mailer';
 import { createGpuActivities } from './activities/gpu';
 import { BackendWakeups } from './dispatch/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
-import { HttpGenerationBackend } from './backend/http-backend';
+import { createBackend } from './backend/registry';
 import type { GenerationBackend } from './backend/types';
 import { ConfigError, configuredSecrets, isRelaxedEnv, loadConfig, type Config } from './config';
 import { createDatabase, requireDatabaseUrl } from './db/client';
@@ -60,7 +60,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const wakeups = new BackendWakeups(database.sql);
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
-  const backendAdapter = backend ?? new HttpGenerationBackend({ baseUrl: config.backend.url, timeoutMs: config.backend.timeoutMs });
+  // Jobs go to the first configured backend (BACKENDS; unset, the simulator at BACKEND_URL).
+  const backendAdapter = backend ?? createBackend(config.backend.backends[0], { publicUrl: config.api.publicUrl, timeoutMs: config.backend.timeoutMs });
 
   const mailer = role === 'all' || role === 'generation' ? createMailer(config.mail) : undefined;
   if (role === 'all' || role === 'generation') {

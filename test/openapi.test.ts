@@ -36,6 +36,7 @@ void _serializersConform;
 /** Routes served on purpose without a place in the document, and why. */
 const UNDOCUMENTED: Record<string, string> = {
   'POST /internal/backend/callbacks': "the generation backend's signed callbacks: the backend's contract, not the client API",
+  'POST /internal/backend/callbacks/{backend}': "a provider's own signed webhooks (Replicate, fal): the provider's contract, docs/backends.md",
   'GET /': 'the status page (HTML)',
   'GET /status-page/app.js': "the status page's script",
   'GET /status-page/event-stream.js': "the status page's event-stream reader",

@@ -2,6 +2,7 @@ import express, { type Express } from 'express';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
 import { limitFailedAuthentication, requireUser } from './auth';
+import { createBackends } from '../backend/registry';
 import { callbacksRouter } from './callbacks-routes';
 import { errorMiddleware } from './errors';
 import { ApiError } from '../wire/errors';
@@ -52,7 +53,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   app.use((req, _res, next) => next(/%00/i.test(req.path) ? new ApiError(404, 'not_found', `no resource at ${req.method} ${req.path}`) : undefined));
 
   // Raw body for signature verification: mounted before the JSON parser.
-  app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger }));
+  const backends = createBackends(config.backend.backends, { publicUrl: config.api.publicUrl, timeoutMs: config.backend.timeoutMs });
+  app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger, backends }));
   // The codec endpoint (admin only, like the other admin routes) parses bodies of its own size.
   if (config.api.adminListener === undefined) mountCodecRoutes(app, { config, adminApiKey });
   app.use(express.json({ limit: '64kb' }));

@@ -2,7 +2,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import express, { Router } from 'express';
 import { z } from 'zod';
 import { announceBackendJobEvent } from '../dispatch/backend-wakeups';
-import type { BackendCallback } from '../backend/types';
+import { BackendUnavailableError, type BackendCallback, type GenerationBackend } from '../backend/types';
 import type { Sql } from '../db/client';
 import { parseBackendClientKey } from '../domain/generation';
 import type { Logger } from '../lib/logger';
@@ -33,26 +33,47 @@ const EVENT_TYPES: Record<BackendCallback['type'], BackendEventType> = {
   'job.canceled': 'canceled',
 };
 
+/** A callback, verified and read, from the simulator's contract or a provider adapter's. */
+interface ReadCallback {
+  eventId: string;
+  type: BackendCallback['type'];
+  clientKey: string;
+  job: { id: string; video_url?: string | null; error?: { code: string; message: string } | null };
+}
+
 /**
  * POST /internal/backend/callbacks: the backend's signed webhook that a job ended becomes a signal to the job's workflow
  * (and a wake-up of the GPU activity holding its slot). It answers 2xx only once the signal was accepted (or the job is
  * long gone), so a failed signal makes the backend retry. `job.started` is acknowledged only: the GPU activity announced
  * the acceptance itself.
  * `webhookSecrets` is the current secret, then during a rotation the previous one: a signature by either is accepted.
+ * POST /internal/backend/callbacks/<backend name>: a provider's own webhook (Replicate, fal), verified and read by that
+ * backend's adapter (`verifyCallback`), then the same path.
  */
-export function callbacksRouter({ client, sql, webhookSecrets, logger }: { client: Client; sql: Sql; webhookSecrets: string[]; logger: Logger }): Router {
+export function callbacksRouter({
+  client,
+  sql,
+  webhookSecrets,
+  logger,
+  backends = new Map(),
+}: {
+  client: Client;
+  sql: Sql;
+  webhookSecrets: string[];
+  logger: Logger;
+  /** The configured backends by name: those with webhooks of their own verify them. */
+  backends?: ReadonlyMap<string, GenerationBackend>;
+}): Router {
   const router = Router();
-  router.post('/', express.raw({ type: () => true, limit: '256kb' }), async (req, res) => {
+  const rawBody = express.raw({ type: () => true, limit: '256kb' });
+
+  router.post('/', rawBody, async (req, res) => {
     const raw = Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '';
     try {
       // Counted so the operator knows when the backend has stopped using the old secret and it can be dropped.
       if (verifyWebhook(webhookSecrets, req.headers, raw) > 0) callbacksSignedWithPrevious.inc();
     } catch (err) {
-      if (err instanceof WebhookVerificationError) {
-        callbackMetrics.inc({ outcome: 'invalid_signature' });
-        throw new ApiError(401, 'invalid_signature', err.message);
-      }
-      throw err;
+      throw invalidSignature(err);
     }
     let json: unknown;
     try {
@@ -61,15 +82,41 @@ export function callbacksRouter({ client, sql, webhookSecrets, logger }: { clien
       throw new ApiError(400, 'invalid_json', 'the callback body is not valid JSON');
     }
     const callback = parseOr400(callbackSchema, json);
-    const target = parseBackendClientKey(callback.job.client_key);
+    const answer = await apply({ eventId: callback.event_id, type: callback.type, clientKey: callback.job.client_key, job: callback.job });
+    res.status(200).json(answer);
+  });
+
+  router.post('/:backend', rawBody, async (req, res) => {
+    const backend = backends.get(req.params.backend);
+    if (!backend?.verifyCallback) throw new ApiError(404, 'not_found', `no backend named ${req.params.backend} calls back here`);
+    const raw = Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '';
+    let callback: ReadCallback;
+    try {
+      callback = await backend.verifyCallback({ headers: req.headers, rawBody: raw, query: req.query as Record<string, unknown> });
+    } catch (err) {
+      if (err instanceof WebhookVerificationError) throw invalidSignature(err);
+      // Our side could not check it (the provider's keys out of reach): the provider retries.
+      if (err instanceof BackendUnavailableError) throw new ApiError(503, 'verification_unavailable', 'the callback could not be verified now; retry', undefined, { 'Retry-After': '5' });
+      throw new ApiError(400, 'invalid_callback', 'the callback body is not one this backend sends');
+    }
+    res.status(200).json(await apply(callback));
+  });
+
+  function invalidSignature(err: unknown): unknown {
+    if (!(err instanceof WebhookVerificationError)) return err;
+    callbackMetrics.inc({ outcome: 'invalid_signature' });
+    return new ApiError(401, 'invalid_signature', err.message);
+  }
+
+  async function apply(callback: ReadCallback): Promise<{ received: true; applied: boolean }> {
+    const target = parseBackendClientKey(callback.clientKey);
     if (!target) throw new ApiError(400, 'unknown_client_key', 'job.client_key: not a key this service issued');
-    const log = logger.child({ jobId: target.jobId, workflowId: target.jobId, backendJobId: callback.job.id, eventId: callback.event_id });
+    const log = logger.child({ jobId: target.jobId, workflowId: target.jobId, backendJobId: callback.job.id, eventId: callback.eventId });
     if (callback.type === 'job.started') {
       // The GPU activity told the workflow already, when the backend accepted the job: a second signal would cost an
       // action and a workflow task for nothing. The callbacks that end a job are the ones the workflow waits for.
       callbackMetrics.inc({ outcome: 'ignored' });
-      res.status(200).json({ received: true, applied: false });
-      return;
+      return { received: true, applied: false };
     }
     try {
       await withTemporalDeadline(client, () =>
@@ -86,8 +133,7 @@ export function callbacksRouter({ client, sql, webhookSecrets, logger }: { clien
       if (err instanceof WorkflowNotFoundError) {
         log.info({ type: callback.type }, 'callback for a finished or unknown job ignored');
         callbackMetrics.inc({ outcome: 'ignored' });
-        res.status(200).json({ received: true, applied: false });
-        return;
+        return { received: true, applied: false };
       }
       log.warn({ err }, 'callback could not be signalled; the backend will retry');
       callbackMetrics.inc({ outcome: 'unavailable' });
@@ -97,7 +143,8 @@ export function callbacksRouter({ client, sql, webhookSecrets, logger }: { clien
     await announceBackendJobEvent(sql, callback.job.id).catch((err: unknown) => log.warn({ err }, 'wakeup notify failed'));
     log.debug({ type: callback.type }, 'callback signalled');
     callbackMetrics.inc({ outcome: 'signalled' });
-    res.status(200).json({ received: true, applied: true });
-  });
+    return { received: true, applied: true };
+  }
+
   return router;
 }

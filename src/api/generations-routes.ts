@@ -8,6 +8,7 @@ import { refusals, submissions } from '../lib/metrics';
 import type { Admission } from './admission';
 import { currentUser } from './auth';
 import { cancelGeneration } from './cancel';
+import { backendCancels } from '../domain/backend-specs';
 import { ApiError, notFound } from '../wire/errors';
 import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from '../wire/requests';
 import { decodeCursor, encodeCursor, toGenerationResource } from '../wire/serialize';
@@ -152,6 +153,8 @@ export function generationsRouter(
 
   router.post('/:id/cancel', async (req, res) => {
     const generation = await cancelGeneration(deps, currentUser(req), req.params.id);
+    // A job already handed to a backend without a cancel (Veo) ends here, but may be rendered there to its end.
+    if (generation.backendJobId && !backendCancels(deps.config.backend.backends[0].kind)) res.setHeader('Backend-Cancel', 'unsupported');
     res.status(generation.status === 'canceled' ? 200 : 202).json(toGenerationResource(generation));
   });
 

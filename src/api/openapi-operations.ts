@@ -15,7 +15,7 @@ import { AUTH_CACHE_MS } from './auth';
  */
 export type HttpMethod = 'get' | 'post' | 'put' | 'delete';
 export type ErrorStatus = 400 | 401 | 402 | 404 | 409 | 422 | 429 | 503;
-export type ResponseHeader = 'Location' | 'Idempotent-Replayed' | 'RateLimit' | 'RateLimit-Policy' | 'Preference-Applied';
+export type ResponseHeader = 'Location' | 'Idempotent-Replayed' | 'RateLimit' | 'RateLimit-Policy' | 'Preference-Applied' | 'Backend-Cancel';
 
 export interface SuccessResponse {
   /** 503 only where the route answers it with its own body (GET /readyz), not the error shape. */
@@ -149,12 +149,14 @@ export const operations: Operation[] = [
     operationId: 'cancelGeneration',
     tag: 'generations',
     summary: 'Cancel a queued or running generation',
-    description: '202 while the cancellation is on its way, 200 once canceled; 409 when it already succeeded or failed.',
+    description:
+      '202 while the cancellation is on its way, 200 once canceled; 409 when it already succeeded or failed. `Backend-Cancel: unsupported` ' +
+      'says the job had reached a backend without a cancel (Veo): the job ends canceled and is not charged, but the backend may render it to its end.',
     auth: 'user',
     pathParams: generationId,
     responses: [
-      { status: 200, description: 'canceled', schema: res.generationResource },
-      { status: 202, description: 'cancellation requested', schema: res.generationResource },
+      { status: 200, description: 'canceled', schema: res.generationResource, headers: ['Backend-Cancel'] },
+      { status: 202, description: 'cancellation requested', schema: res.generationResource, headers: ['Backend-Cancel'] },
     ],
     errors: [404, 409, 503],
   },

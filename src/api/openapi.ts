@@ -51,6 +51,10 @@ const HEADERS: Record<string, { description: string; schema: Json }> = {
   'Retry-After': { description: 'seconds to wait before retrying', schema: { type: 'integer' } },
   'Preference-Applied': { description: '`wait=N` when the Prefer: wait=N of the request was honoured (RFC 7240)', schema: { type: 'string' } },
   'WWW-Authenticate': { description: '`Bearer`', schema: { type: 'string' } },
+  'Backend-Cancel': {
+    description: '`unsupported`: the job had reached a backend that cannot stop it (Veo); it ends canceled here and is not charged, while the backend may render it to its end',
+    schema: { type: 'string', enum: ['unsupported'] },
+  },
 };
 
 /** Drops what JSON Schema output adds but a reader does not need: $schema/$id, date-time regexes, ±2^53 integer bounds. */

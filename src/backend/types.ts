@@ -65,13 +65,38 @@ export async function endOverdueJob(backend: GenerationBackend, backendJobId: st
   return backend.cancel(backendJobId);
 }
 
+/** A provider's webhook as it reached us: verified and read by the adapter that asked for it. */
+export interface IncomingCallback {
+  headers: Record<string, string | string[] | undefined>;
+  /** The body exactly as received: signatures are over its bytes. */
+  rawBody: string;
+  /** The callback URL's query: the adapter put the attempt's client key there when it submitted. */
+  query: Record<string, unknown>;
+}
+
+/** What a verified provider webhook says, in the simulator's callback terms (the workflow's backend event follows). */
+export interface VerifiedCallback {
+  eventId: string;
+  type: BackendEventType;
+  clientKey: string;
+  job: Pick<BackendJob, 'id' | 'video_url' | 'error'>;
+}
+
 export interface GenerationBackend {
-  /** Idempotent by `client_key`. */
+  /** Idempotent by `client_key` (where the provider has no idempotency key, see docs/backends.md). */
   submit(request: BackendSubmitRequest): Promise<BackendJob>;
   getJob(backendJobId: string): Promise<BackendJob>;
+  /** Stops the job and answers it as it then stands. A provider without a cancel answers it `canceled` at once: we stop following it. */
   cancel(backendJobId: string): Promise<BackendJob>;
+  /** False when the provider has no cancel: a canceled job of ours may run on there to its end, unobserved. */
+  readonly cancelStopsWork?: boolean;
   /** Synchronous mode: one call that returns when the job has ended. Idempotent by `client_key`. */
   generate?(request: BackendSubmitRequest, signal?: AbortSignal): Promise<BackendJob>;
+  /**
+   * Providers that sign webhooks of their own (POSTed to /internal/backend/callbacks/<backend name>): verifies one and
+   * reads it, throwing WebhookVerificationError (src/lib/webhook-signature.ts) when its signature does not hold.
+   */
+  verifyCallback?(callback: IncomingCallback): Promise<VerifiedCallback>;
 }
 
 /** A backend HTTP failure that is worth retrying (5xx, timeout, connection refused). */

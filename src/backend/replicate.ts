@@ -1,0 +1,137 @@
+import { z } from 'zod';
+import type { ConfiguredBackend } from '../config';
+import { verifyWebhook } from '../lib/webhook-signature';
+import {
+  attemptCallbackUrl,
+  backendJob,
+  callProvider,
+  checkRenders,
+  classifyFailure,
+  clientKeyOf,
+  firstUrl,
+  headerOf,
+  jobError,
+} from './provider-http';
+import type { BackendEventType, BackendJob, BackendSubmitRequest, GenerationBackend, IncomingCallback, VerifiedCallback } from './types';
+
+/**
+ * Replicate predictions (HTTP API, docs/backends.md): created with a webhook and an events filter (start, completed),
+ * followed by the signed webhooks (Standard Webhooks) and by polling, canceled with POST …/cancel.
+ */
+export interface ProviderOptions {
+  /** This backend's own callback path: <PUBLIC_URL>/internal/backend/callbacks/<name>. */
+  callbackUrl: string;
+  timeoutMs: number;
+  fetch?: typeof fetch;
+}
+
+const predictionSchema = z.object({
+  id: z.string().min(1),
+  status: z.enum(['starting', 'processing', 'succeeded', 'failed', 'canceled', 'aborted']),
+  output: z.unknown().optional(),
+  error: z.unknown().optional(),
+  logs: z.string().nullable().optional(),
+  created_at: z.string().nullable().optional(),
+  started_at: z.string().nullable().optional(),
+  completed_at: z.string().nullable().optional(),
+});
+type Prediction = z.infer<typeof predictionSchema>;
+
+const secretSchema = z.object({ key: z.string().min(1) });
+
+export class ReplicateBackend implements GenerationBackend {
+  readonly cancelStopsWork = true;
+  private readonly base: string;
+  private readonly fetch: typeof fetch;
+  private signingSecret?: Promise<string>;
+
+  constructor(
+    private readonly spec: Extract<ConfiguredBackend, { kind: 'replicate' }>,
+    private readonly options: ProviderOptions,
+  ) {
+    this.base = spec.base_url.replace(/\/+$/, '');
+    this.fetch = options.fetch ?? fetch;
+  }
+
+  async submit(request: BackendSubmitRequest): Promise<BackendJob> {
+    checkRenders(this.spec.name, this.spec.renders, request);
+    const [model, version] = this.spec.model.split(':');
+    const input = {
+      prompt: request.prompt,
+      duration: request.duration_seconds,
+      resolution: request.resolution,
+      aspect_ratio: request.aspect_ratio,
+      ...(request.seed === null ? {} : { seed: request.seed }),
+    };
+    const webhook = request.callback_url ? { webhook: attemptCallbackUrl(this.options.callbackUrl, request.client_key), webhook_events_filter: ['start', 'completed'] } : {};
+    // An official model is created by name; a pinned version through /v1/predictions.
+    const url = version ? `${this.base}/v1/predictions` : `${this.base}/v1/models/${model}/predictions`;
+    const body = { ...(version ? { version } : {}), input, ...webhook };
+    return this.read(await this.call('POST', url, body), request.client_key);
+  }
+
+  async getJob(backendJobId: string): Promise<BackendJob> {
+    return this.read(await this.call('GET', `${this.base}/v1/predictions/${encodeURIComponent(backendJobId)}`));
+  }
+
+  async cancel(backendJobId: string): Promise<BackendJob> {
+    return this.read(await this.call('POST', `${this.base}/v1/predictions/${encodeURIComponent(backendJobId)}/cancel`));
+  }
+
+  async verifyCallback({ headers, rawBody, query }: IncomingCallback): Promise<VerifiedCallback> {
+    verifyWebhook(await this.secret(), headers, rawBody);
+    const prediction = predictionSchema.parse(JSON.parse(rawBody));
+    const job = this.read(prediction);
+    const type: BackendEventType = job.status === 'succeeded' ? 'job.succeeded' : job.status === 'failed' ? 'job.failed' : job.status === 'canceled' ? 'job.canceled' : 'job.started';
+    return { eventId: headerOf(headers, 'webhook-id') ?? prediction.id, type, clientKey: clientKeyOf(query), job };
+  }
+
+  /** The account's signing secret: configured, or asked of Replicate once (it is the same for every webhook). */
+  private secret(): Promise<string> {
+    if (this.spec.webhookSecret) return Promise.resolve(this.spec.webhookSecret);
+    this.signingSecret ??= this.call('GET', `${this.base}/v1/webhooks/default/secret`).then((json) => secretSchema.parse(json).key);
+    // A failed ask is asked again by the next webhook (which Replicate retries), not remembered.
+    this.signingSecret.catch(() => (this.signingSecret = undefined));
+    return this.signingSecret;
+  }
+
+  private async call(method: string, url: string, body?: unknown): Promise<unknown> {
+    const { json } = await callProvider({ method, url, body, headers: { authorization: `Bearer ${this.spec.credentials ?? ''}` }, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
+    return json;
+  }
+
+  private read(json: unknown, clientKey?: string): BackendJob {
+    const parsed = predictionSchema.safeParse(json);
+    if (!parsed.success) return backendJob({ id: '', status: 'failed', error: jobError('internal_error', 'Replicate answered a malformed prediction') });
+    return toJob(parsed.data, clientKey);
+  }
+}
+
+function toJob(p: Prediction, clientKey?: string): BackendJob {
+  const times = { createdAt: p.created_at, startedAt: p.started_at, completedAt: p.completed_at, clientKey };
+  switch (p.status) {
+    case 'starting':
+      return backendJob({ id: p.id, status: 'queued', ...times });
+    case 'processing':
+      return backendJob({ id: p.id, status: 'running', progress: logProgress(p.logs), ...times });
+    case 'succeeded': {
+      const videoUrl = firstUrl(p.output);
+      if (!videoUrl) return backendJob({ id: p.id, status: 'failed', error: jobError('internal_error', 'the prediction succeeded without a video URL'), ...times });
+      return backendJob({ id: p.id, status: 'succeeded', videoUrl, ...times });
+    }
+    case 'failed':
+      return backendJob({ id: p.id, status: 'failed', error: classifyFailure(typeof p.error === 'string' ? p.error : JSON.stringify(p.error ?? 'the prediction failed')), ...times });
+    case 'aborted':
+      // Ended by Replicate before it ran (not by us: our cancels end `canceled`): worth another attempt.
+      return backendJob({ id: p.id, status: 'failed', error: jobError('gpu_unavailable', 'Replicate aborted the prediction before it ran'), ...times });
+    case 'canceled':
+      return backendJob({ id: p.id, status: 'canceled', ...times });
+  }
+}
+
+/** Video models print a progress bar to their logs: the last `NN%` on it is the best progress there is. */
+function logProgress(logs: string | null | undefined): number {
+  const matches = logs?.match(/(\d{1,3})%/g);
+  const last = matches?.at(-1);
+  return last ? Math.min(99, Number(last.slice(0, -1))) / 100 : 0;
+}

@@ -42,6 +42,14 @@ const UNDOCUMENTED: Record<string, string> = {
   'GET /status-page/event-stream.js': "the status page's event-stream reader",
   'GET /status-page/style.css': "the status page's style sheet",
   'GET /docs': 'this document, rendered as HTML',
+  ...Object.fromEntries(
+    ['/codec/decode', '/codec/encode', '/codec/{namespace}/decode', '/codec/{namespace}/encode'].flatMap((path) => [
+      [`POST ${path}`, "Temporal's codec server protocol, for operators' Web UI and CLI (admin only; docs/runbook.md)"],
+      [`OPTIONS ${path}`, "the Web UI's CORS preflight of the codec endpoint"],
+    ]),
+  ),
+  'GET /codec/login': "the codec endpoint's sign-in form for the Web UI (admin key)",
+  'POST /codec/login': "the codec endpoint's sign-in (admin key)",
 };
 
 interface Layer {
@@ -148,7 +156,11 @@ describe('the OpenAPI document at /openapi.json', () => {
     const documented = (ops: typeof operations) => ops.map((o) => `${o.method.toUpperCase()} ${openApiPath(o.path)}`).sort();
     const publicRoutes = mountedRoutes(createApp(deps)).filter((route) => !(route in UNDOCUMENTED));
     expect(publicRoutes).toEqual(documented(operations.filter((o) => !o.adminListener)));
-    expect(mountedRoutes(createAdminApp(deps))).toEqual(documented(operations.filter((o) => o.adminListener || ['health', 'readiness'].includes(o.operationId))));
+    const adminRoutes = mountedRoutes(createAdminApp(deps));
+    expect(adminRoutes.filter((route) => !(route in UNDOCUMENTED))).toEqual(documented(operations.filter((o) => o.adminListener || ['health', 'readiness'].includes(o.operationId))));
+    // The codec endpoint is an admin route: on the admin listener only, once there is one.
+    expect(adminRoutes).toContain('POST /codec/decode');
+    expect(publicRoutes.concat(mountedRoutes(createApp(deps))).filter((route) => route.includes('/codec'))).toEqual([]);
     expect(operations.filter((o) => o.auth === 'admin' && !o.adminListener)).toEqual([]);
   });
 

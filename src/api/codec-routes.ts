@@ -85,8 +85,7 @@ export function mountCodecRoutes(app: Express, { config, adminApiKey }: { config
   ] as const) {
     // Also under a namespace segment: the CLI's --codec-endpoint may be templated with {namespace}. Any content type:
     // the CLI sends its JSON without one.
-    app.all([`/codec/${operation}`, `/codec/:namespace/${operation}`], cors, admin, express.json({ limit: '8mb', type: () => true }), async (req, res) => {
-      if (req.method !== 'POST') throw new ApiError(405, 'method_not_allowed', `POST /codec/${operation}`);
+    const handle: RequestHandler = async (req, res) => {
       // No payloads is `{}` (protobuf's JSON leaves an empty list out): the CLI encodes a query without arguments so.
       const payloads = (req.body as { payloads?: unknown } | undefined)?.payloads ?? [];
       if (!Array.isArray(payloads)) throw new ApiError(400, 'invalid_request', 'body: {"payloads": [{"metadata": {...}, "data": "<base64>"}]}');
@@ -97,7 +96,12 @@ export function mountCodecRoutes(app: Express, { config, adminApiKey }: { config
         throw new ApiError(400, 'codec_failed', (err as Error).message);
       }
       res.json({ payloads: out.map(toJson) });
-    });
+    };
+    for (const route of [`/codec/${operation}`, `/codec/:namespace/${operation}`]) {
+      // The Web UI's preflight carries no credentials: it is answered before the admin check.
+      app.options(route, cors);
+      app.post(route, cors, admin, express.json({ limit: '8mb', type: () => true }), handle);
+    }
   }
 
   app.get('/codec/login', (_req, res) => {

@@ -70,7 +70,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         ...(workflowBundle ? { workflowBundle } : { workflowsPath: require.resolve(workerDeploymentOptions ? './workflows/versioned' : './workflows') }),
         activities: {
           ...createProjectionActivities({ db: database.db }),
-          ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
+          ...createLifecycleActivities({ db: database.db, backend: backendAdapter, pricing: config.generation.pricing }),
           ...notify,
           ...ending,
           ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), endGeneration: ending.endGeneration }),

@@ -28,6 +28,12 @@ async function main(): Promise<void> {
   const began = Date.now();
   const infrastructure = await startTestInfrastructure();
   try {
+    step(`lanes: users A and C queue ${LANE_BATCH_JOBS} + ${LANE_BATCH_JOBS / 2} batch jobs, then user B submits ${LANE_INTERACTIVE_JOBS} interactive ones, on ${CAPACITY} slots`);
+    const laned = await onStack({ SIM_P50_MS: '1000', SIM_P99_MS: '2000' }, {}, (stack) =>
+      lanes(stack, { batchJobs: LANE_BATCH_JOBS, interactiveJobs: LANE_INTERACTIVE_JOBS, capacity: CAPACITY }),
+    );
+    show(laned);
+
     step(`equal users: 4 users × 25 jobs on ${CAPACITY} slots (generation p50 4 s) — Jain's index, utilisation, handoff`);
     const equal = await onStack({ SIM_P50_MS: '4000', SIM_P99_MS: '6000' }, {}, (stack) =>
       equalUsersContend(stack, { users: 4, jobsEach: 25, capacity: CAPACITY }),
@@ -52,11 +58,6 @@ async function main(): Promise<void> {
     );
     show(halved);
 
-    step(`lanes: users A and C queue ${LANE_BATCH_JOBS} + ${LANE_BATCH_JOBS / 2} batch jobs, then user B submits ${LANE_INTERACTIVE_JOBS} interactive ones, on ${CAPACITY} slots`);
-    const laned = await onStack({ SIM_P50_MS: '1000', SIM_P99_MS: '2000' }, {}, (stack) =>
-      lanes(stack, { batchJobs: LANE_BATCH_JOBS, interactiveJobs: LANE_INTERACTIVE_JOBS, capacity: CAPACITY }),
-    );
-    show(laned);
 
     const figures = {
       jain_index: round(equal.jain, 4),

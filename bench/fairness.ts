@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
-import { capacityHalved, equalUsersContend, starvation, weightedShare } from '../test/fairness-scenarios';
+import { capacityHalved, equalUsersContend, lanes, starvation, weightedShare } from '../test/fairness-scenarios';
 import type { Stack } from '../test/harness';
 import type { SimulatorKnobs } from '../simulator/knobs';
 
@@ -14,6 +14,8 @@ import type { SimulatorKnobs } from '../simulator/knobs';
  */
 const OUT = path.resolve(__dirname, 'out', 'fairness.json');
 const CAPACITY = 4;
+const LANE_BATCH_JOBS = 120;
+const LANE_INTERACTIVE_JOBS = 12;
 
 async function onStack<T>(env: Record<string, string>, knobs: Partial<SimulatorKnobs>, run: (stack: Stack) => Promise<T>): Promise<T> {
   return withStack({ env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(CAPACITY), ...env }, knobs: { capacity: 100, ...knobs } }, run);
@@ -26,6 +28,12 @@ async function main(): Promise<void> {
   const began = Date.now();
   const infrastructure = await startTestInfrastructure();
   try {
+    step(`lanes: users A and C queue ${LANE_BATCH_JOBS} + ${LANE_BATCH_JOBS / 2} batch jobs, then user B submits ${LANE_INTERACTIVE_JOBS} interactive ones, on ${CAPACITY} slots`);
+    const laned = await onStack({ SIM_P50_MS: '1000', SIM_P99_MS: '2000' }, {}, (stack) =>
+      lanes(stack, { batchJobs: LANE_BATCH_JOBS, interactiveJobs: LANE_INTERACTIVE_JOBS, capacity: CAPACITY }),
+    );
+    show(laned);
+
     step(`equal users: 4 users × 25 jobs on ${CAPACITY} slots (generation p50 4 s) — Jain's index, utilisation, handoff`);
     const equal = await onStack({ SIM_P50_MS: '4000', SIM_P99_MS: '6000' }, {}, (stack) =>
       equalUsersContend(stack, { users: 4, jobsEach: 25, capacity: CAPACITY }),
@@ -50,6 +58,7 @@ async function main(): Promise<void> {
     );
     show(halved);
 
+
     const figures = {
       jain_index: round(equal.jain, 4),
       weight_ratio_expected: weights.expected,
@@ -59,6 +68,17 @@ async function main(): Promise<void> {
       starvation_wait_s: round(starved.waitSeconds, 3),
       max_in_flight: equal.maxInFlight,
       capacity: CAPACITY,
+      lanes: {
+        interactive_start_positions: laned.interactiveStartPositions,
+        batch_dispatched_while_interactive_waited: laned.batchDispatchedWhileInteractiveWaited,
+        interactive_gpu_queue_wait_p95_ms: Math.round(laned.interactiveGpuQueueWaitP95Ms),
+        slot_turnover_ms: Math.round(laned.slotTurnoverMs),
+        batch_lane_jain_index: round(laned.batchLaneShare.jain, 4),
+        batch_left_after_interactive: laned.batchLeftAfterInteractive,
+        batch_finish_s: round(laned.batchFinishSeconds, 1),
+        batch_finish_ideal_s: round(laned.batchFinishIdealSeconds, 1),
+        batch_succeeded: `${laned.batchSucceeded}/${laned.batchJobs}`,
+      },
     };
     fs.mkdirSync(path.dirname(OUT), { recursive: true });
     fs.writeFileSync(OUT, `${JSON.stringify(figures, null, 2)}\n`);

@@ -171,6 +171,11 @@ const envSchema = z.object({
   TIER_MAX_ACTIVE_JOBS: tierNumbers('free:10,pro:50,enterprise:200', { min: 1 }),
   TIER_DAILY_QUOTA: tierNumbers('free:200,pro:5000,enterprise:50000', { min: 1 }),
   TIER_BACKLOG_PER_SLOT: tierNumbers('free:10,pro:50,enterprise:100', { min: 0.01 }),
+  // The batch lane (priority: "batch"): its own active-job limits and backlog bound per tier, a lower price, a longer queue.
+  TIER_MAX_ACTIVE_BATCH_JOBS: tierNumbers('free:50,pro:500,enterprise:2000', { min: 1 }),
+  TIER_BATCH_BACKLOG_PER_SLOT: tierNumbers('free:100,pro:500,enterprise:1000', { min: 0.01 }),
+  /** A batch job's price as a share of an interactive one's (rounded up, at least 1 credit). */
+  BATCH_PRICE_FACTOR: z.coerce.number().gt(0).max(1).default(0.5),
   QUEUE_ETA_WINDOW_MS: z.coerce.number().int().min(1_000).default(10 * 60_000),
   POLL_INTERVAL_MS: int(5_000),
   /** A GPU dispatcher that stops heartbeating is given up after this; its job resumes on another (within a minute). */
@@ -183,6 +188,8 @@ const envSchema = z.object({
   // Job lifecycle: credits, deadlines, reconciliation.
   CREDIT_GRANTS: tierNumbers('free:1000,pro:20000,enterprise:200000'),
   MAX_QUEUE_MS: int(30 * 60_000),
+  /** The batch lane's MAX_QUEUE_MS: a batch job waits behind every interactive one, so it may wait longer. */
+  MAX_BATCH_QUEUE_MS: int(24 * 60 * 60_000),
   /** Running-time limit of a 5 s 720p video; scaled by duration and resolution. */
   MAX_RUN_MS: int(15 * 60_000),
   /** Expected running time of a 5 s 720p video; past it (scaled) a running job is listed as stuck. */
@@ -414,6 +421,9 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       retryBackoffMs: e.RETRY_BACKOFF_MS,
       maxRunMs: e.MAX_RUN_MS,
       maxQueueMs: e.MAX_QUEUE_MS,
+      /** The batch lane's queue limit (its jobs' max_queue_seconds may be up to this). */
+      maxBatchQueueMs: e.MAX_BATCH_QUEUE_MS,
+      pricing: { batchPriceFactor: e.BATCH_PRICE_FACTOR },
       expectedRunMs: e.EXPECTED_RUN_MS,
       creditGrants: e.CREDIT_GRANTS,
       reconcileIntervalMs: e.RECONCILE_INTERVAL_MS,
@@ -506,6 +516,8 @@ export interface TierLimits {
   dailyQuota: number;
   /** The tier's backlog bound is this many queued jobs per GPU slot of live capacity. */
   backlogPerSlot: number;
+  /** The batch lane's: its jobs count against these instead (the daily quota is shared). */
+  batch: { maxActiveJobs: number; backlogPerSlot: number };
 }
 
 /** Admission limits of every tier that has a fairness weight; a tier left out is a configuration error. */
@@ -513,10 +525,13 @@ function tierLimits(e: z.infer<typeof envSchema>): Record<string, TierLimits> {
   const limits: Record<string, TierLimits> = {};
   for (const tier of Object.keys(e.TIER_WEIGHTS)) {
     const [maxActiveJobs, dailyQuota, backlogPerSlot] = [e.TIER_MAX_ACTIVE_JOBS[tier], e.TIER_DAILY_QUOTA[tier], e.TIER_BACKLOG_PER_SLOT[tier]];
-    if (maxActiveJobs === undefined || dailyQuota === undefined || backlogPerSlot === undefined) {
-      throw new Error(`invalid configuration: tier "${tier}" needs TIER_MAX_ACTIVE_JOBS, TIER_DAILY_QUOTA and TIER_BACKLOG_PER_SLOT entries`);
+    const [batchActive, batchBacklog] = [e.TIER_MAX_ACTIVE_BATCH_JOBS[tier], e.TIER_BATCH_BACKLOG_PER_SLOT[tier]];
+    if (maxActiveJobs === undefined || dailyQuota === undefined || backlogPerSlot === undefined || batchActive === undefined || batchBacklog === undefined) {
+      throw new Error(
+        `invalid configuration: tier "${tier}" needs TIER_MAX_ACTIVE_JOBS, TIER_DAILY_QUOTA, TIER_BACKLOG_PER_SLOT, TIER_MAX_ACTIVE_BATCH_JOBS and TIER_BATCH_BACKLOG_PER_SLOT entries`,
+      );
     }
-    limits[tier] = { maxActiveJobs, dailyQuota, backlogPerSlot };
+    limits[tier] = { maxActiveJobs, dailyQuota, backlogPerSlot, batch: { maxActiveJobs: batchActive, backlogPerSlot: batchBacklog } };
   }
   return limits;
 }

@@ -79,7 +79,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         ...code,
         activities: {
           ...createProjectionActivities({ db: database.db }),
-          ...createLifecycleActivities({ db: database.db, backend: backendAdapter }),
+          ...createLifecycleActivities({ db: database.db, backend: backendAdapter, pricing: config.generation.pricing }),
           ...notify,
           ...ending,
           ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), endGeneration: ending.endGeneration }),

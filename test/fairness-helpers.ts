@@ -14,6 +14,8 @@ export const UNLIMITED_ADMISSION: Record<string, string> = {
   RATE_LIMIT_BURST: '1000000',
   RATE_LIMIT_PER_SECOND: '1000000',
   TIER_MAX_ACTIVE_JOBS: 'free:1000000,pro:1000000,enterprise:1000000',
+  TIER_MAX_ACTIVE_BATCH_JOBS: 'free:1000000,pro:1000000,enterprise:1000000',
+  TIER_BATCH_BACKLOG_PER_SLOT: 'free:1000000,pro:1000000,enterprise:1000000',
   TIER_DAILY_QUOTA: 'free:1000000,pro:1000000,enterprise:1000000',
   TIER_BACKLOG_PER_SLOT: 'free:1000000,pro:1000000,enterprise:1000000',
   CREDIT_GRANTS: 'free:100000000,pro:100000000,enterprise:100000000',
@@ -26,13 +28,20 @@ export const smallJob = (prompt: string) => ({ prompt, duration_seconds: 1, reso
 
 export type Api = ReturnType<typeof apiClient>;
 
-/** Submits `count` jobs, `concurrency` at a time; every one must be accepted. Returns their ids in submission order. */
-export async function submitMany(api: Api, count: number, { prompt = 'a flood job', concurrency = 4 } = {}): Promise<string[]> {
+/**
+ * Submits `count` jobs, `concurrency` at a time; every one must be accepted. Returns their ids in submission order.
+ * `priority`: the jobs' lane (unset: none is sent, which is interactive).
+ */
+export async function submitMany(
+  api: Api,
+  count: number,
+  { prompt = 'a flood job', concurrency = 4, priority }: { prompt?: string; concurrency?: number; priority?: 'interactive' | 'batch' } = {},
+): Promise<string[]> {
   const ids: string[] = new Array(count);
   let next = 0;
   const lanes = Array.from({ length: Math.min(concurrency, count) }, async () => {
     for (let i = next++; i < count; i = next++) {
-      const res = await api.submit(smallJob(`${prompt} #${i}`));
+      const res = await api.submit({ ...smallJob(`${prompt} #${i}`), ...(priority === undefined ? {} : { priority }) });
       if (res.status !== 202) throw new Error(`submit ${i}: ${res.status} ${res.text}`);
       ids[i] = res.body.id;
     }

@@ -189,3 +189,63 @@ export async function capacityHalved(
     otherRefusals: log.filter((s) => s.status !== 202 && s.code !== 'capacity_exhausted').map((s) => `${s.status} ${s.code}`),
   };
 }
+
+/**
+ * Priority lanes on a busy pool: users A and C fill the batch lane (A first, C once A's backlog waits), the GPUs busy
+ * with it, then user B submits interactive jobs one after another. Where B's jobs started among the dispatches that
+ * followed its first submit (1 is the next free slot), how many batch jobs went out while one of B's waited in the gpu
+ * queue (0 under strict lanes), how A and C shared the batch lane while both waited, and how long the batch backlog
+ * took to finish once B's jobs were out, against its ideal (what was left × mean GPU time ÷ slots).
+ */
+export async function lanes(stack: Stack, { batchJobs, interactiveJobs, capacity }: { batchJobs: number; interactiveJobs: number; capacity: number }) {
+  const [a, c, b] = [await newApi(stack, 'pro'), await newApi(stack, 'pro'), await newApi(stack, 'pro')];
+  const aJobs = await submitMany(a, batchJobs, { prompt: 'batch A', priority: 'batch', concurrency: 8 });
+  const cJobs = await submitMany(c, batchJobs / 2, { prompt: 'batch C', priority: 'batch', concurrency: 8 });
+  const batch = [...aJobs, ...cJobs];
+  await eventually(
+    async () => {
+      const backlog = await gpuBacklog(stack.client, stack.config.worker.gpuTaskQueue);
+      return backlog + runsOf(stack, batch).length >= batch.length ? true : undefined;
+    },
+    { timeoutMs: 10 * 60_000, intervalMs: 500, what: 'the whole batch backlog in the gpu queue' },
+  );
+  const interactiveFrom = Date.now();
+  const interactive = await submitMany(b, interactiveJobs, { prompt: 'interactive', concurrency: 1 });
+  const iRuns = await waitForBackendEnds(stack, interactive, 10 * 60_000);
+  const bRuns = await waitForBackendEnds(stack, batch, 60 * 60_000);
+  const queuedAt = await Promise.all(interactive.map((id) => gpuTaskScheduledAt(stack, id)));
+  const dispatchedAt = new Map(iRuns.map((r) => [r.jobId, r.submittedAt]));
+
+  const after = runsOf(stack, [...batch, ...interactive]).filter((r) => r.submittedAt >= interactiveFrom);
+  const startPositions = interactive.map((id) => after.findIndex((r) => r.jobId === id) + 1);
+  const batchAhead = interactive.map((id, i) => bRuns.filter((r) => r.submittedAt > queuedAt[i] && r.submittedAt < dispatchedAt.get(id)!).length);
+  const gpuQueueWaits = interactive.map((id, i) => dispatchedAt.get(id)! - queuedAt[i]);
+
+  // The batch lane's share while both batch users waited: the dispatches from C's first to C's last (A, with twice as
+  // many, waited throughout).
+  const owners = ownersOf({ A: aJobs, C: cJobs });
+  const cDispatches = bRuns.filter((r) => owners.get(r.jobId) === 'C').map((r) => r.submittedAt);
+  const [cFirst, cLast] = [Math.min(...cDispatches), Math.max(...cDispatches)];
+  const contended = bRuns.filter((r) => r.submittedAt >= cFirst && r.submittedAt <= cLast).map((r) => owners.get(r.jobId)!);
+  const share = ['A', 'C'].map((u) => contended.filter((x) => x === u).length);
+
+  const lastInteractive = Math.max(...iRuns.map((r) => r.submittedAt));
+  const left = bRuns.filter((r) => r.submittedAt > lastInteractive);
+  const done = bRuns.filter((r) => r.completedAt !== null && r.startedAt !== null);
+  const meanRunMs = done.reduce((s, r) => s + (r.completedAt! - r.startedAt!), 0) / Math.max(1, done.length);
+  const batchEnd = Math.max(...bRuns.map((r) => r.completedAt ?? 0));
+  const cSet = new Set(cJobs);
+  const statuses = await Promise.all(batch.map(async (id) => (await (cSet.has(id) ? c : a).get(id)).body.status as string));
+  return {
+    interactiveStartPositions: startPositions,
+    batchDispatchedWhileInteractiveWaited: batchAhead.reduce((s, n) => s + n, 0),
+    interactiveGpuQueueWaitP95Ms: percentile(gpuQueueWaits, 95),
+    slotTurnoverMs: meanRunMs / capacity,
+    batchLaneShare: { A: share[0], C: share[1], jain: jainIndex(share) },
+    batchLeftAfterInteractive: left.length,
+    batchFinishSeconds: (batchEnd - lastInteractive) / 1000,
+    batchFinishIdealSeconds: (left.length * meanRunMs) / capacity / 1000,
+    batchSucceeded: statuses.filter((s) => s === 'succeeded').length,
+    batchJobs: batch.length,
+  };
+}

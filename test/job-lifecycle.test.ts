@@ -188,7 +188,7 @@ describe('every job reaches one right ending', () => {
     const api = apiClient(stack.apiUrl, apiKey);
     const before = (await api.call('GET', '/v1/usage')).body.credits;
     const request = { prompt: 'started after all', duration_seconds: 2, resolution: '720p' as const, aspect_ratio: '16:9' as const, seed: null, webhook_url: null, metadata: {} };
-    const submission = describeSubmission({ id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, 'timed-out-1');
+    const submission = describeSubmission(stack.config, { id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, 'timed-out-1');
     const { jobId, request: req, acceptedAt } = submission;
     await startGeneration(stack.client, stack.config, generationInput(stack.config, { jobId, userId, tier: 'pro', request: req, acceptedAt }));
 

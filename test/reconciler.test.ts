@@ -11,7 +11,7 @@ import { apiClient, eventually, settled, startStack, type Stack } from './harnes
 async function admitWithoutStart(stack: Stack, userId: string, body: Record<string, unknown>, key: string, pool = stack.config.dispatch.pool) {
   const parsed = createGenerationBody.parse(body);
   const request = { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
-  const submission = describeSubmission({ id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, key);
+  const submission = describeSubmission(stack.config, { id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, key);
   const outcome = await admitSubmission(stack.database.sql, {
     userId,
     bucketKey: `user:${userId}`,

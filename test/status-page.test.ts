@@ -58,9 +58,10 @@ describe('the status page at /, in headless Chromium', () => {
       return seen.filter((status, i) => status !== seen[i - 1]);
     })()`);
 
-  async function submitThroughPage(prompt: string): Promise<string> {
+  async function submitThroughPage(prompt: string, lane: 'interactive' | 'batch' = 'interactive'): Promise<string> {
     const before = await page.locator('#generations tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-id')));
     await page.getByLabel('Prompt').fill(prompt);
+    await page.getByLabel('Lane').selectOption(lane);
     await page.getByRole('button', { name: 'Generate' }).click();
     const fresh = page.locator('#generations tbody tr', { hasText: prompt });
     await fresh.first().waitFor(WAIT);
@@ -145,6 +146,14 @@ describe('the status page at /, in headless Chromium', () => {
     const statuses = await page.locator('#generations tbody tr').evaluateAll((rows) => rows.map((r) => r.getAttribute('data-status')));
     // Newest first: the failure, the lighthouse, the second and first hanging jobs, the fox.
     expect(statuses).toEqual(['failed', 'succeeded', 'running', 'canceled', 'succeeded']);
+    expect(pageErrors).toEqual([]);
+  });
+
+  test('the lane selector submits a batch job, and its row says so', async () => {
+    const id = await submitThroughPage('a meadow at dawn, whenever a GPU is spare', 'batch');
+    await row(id).locator('small.lane', { hasText: 'batch' }).waitFor(WAIT);
+    await row(id).locator('a.video-link').waitFor(WAIT);
+    expect((await apiClient(stack.apiUrl, apiKey).get(id)).body).toMatchObject({ priority: 'batch', status: 'succeeded' });
     expect(pageErrors).toEqual([]);
   });
 });

@@ -40,7 +40,10 @@ CREATE TYPE vg_admission_claim AS (
   prompt text,
   params jsonb,
   -- The job a rerun repeats (POST /v1/generations/:id/retry); null for a submit.
-  retry_of text
+  retry_of text,
+  -- The job's lane, 'interactive' or 'batch': max_active is that lane's limit, counted against the user's jobs in the
+  -- lane, and the answer's queue figures are the lane's.
+  priority text
 );
 
 -- Under the user's advisory lock (so concurrent submits of one user, on any API instance, are decided one after another):
@@ -69,7 +72,7 @@ BEGIN
   IF num_nulls(
     claim.user_id, claim.bucket_key, claim.burst, claim.per_second, claim.max_active, claim.daily_quota,
     claim.backlog_full, claim.request_hash, claim.job_id, claim.credits, claim.reservation_key, claim.accepted_at,
-    claim.pool, claim.tier, claim.fairness_weight, claim.prompt, claim.params
+    claim.pool, claim.tier, claim.fairness_weight, claim.prompt, claim.params, claim.priority
   ) > 0 THEN
     RAISE EXCEPTION 'vg_admit_submission: the claim lacks a field: %', p_claim - 'prompt' - 'params';
   END IF;
@@ -100,8 +103,11 @@ BEGIN
     RETURN;
   END IF;
 
-  -- The user's active, queued and today's jobs: one row, which user_job_counts.sql's triggers keep.
-  SELECT c.active, c.queued, CASE WHEN c.day = (now() AT TIME ZONE 'UTC')::date THEN c.today ELSE 0 END
+  -- The user's active and queued jobs in the claim's lane, and today's jobs (both lanes): one row, which
+  -- user_job_counts.sql's triggers keep.
+  SELECT CASE WHEN claim.priority = 'batch' THEN c.batch_active ELSE c.active - c.batch_active END,
+         CASE WHEN claim.priority = 'batch' THEN c.batch_queued ELSE c.queued - c.batch_queued END,
+         CASE WHEN c.day = (now() AT TIME ZONE 'UTC')::date THEN c.today ELSE 0 END
   INTO active, v_queued, today
   FROM user_job_counts c WHERE c.user_id = claim.user_id;
   IF NOT FOUND THEN
@@ -137,11 +143,13 @@ BEGIN
   INSERT INTO gpu_queue_entries (job_id, pool, user_id, tier, fairness_weight, admitted_at)
   VALUES (claim.job_id, claim.pool, claim.user_id, claim.tier, claim.fairness_weight, claim.accepted_at)
   ON CONFLICT (job_id) DO NOTHING;
-  -- The user's oldest queued job: the first queued row of generations_user_active_idx (running ones are few).
+  -- The user's oldest queued job in the lane: the first such row of generations_user_active_idx (running ones are
+  -- few; the other lane's queued rows older than it are passed over).
   queued_before := v_queued;
   IF v_queued > 0 THEN
     SELECT g.created_at INTO oldest_queued_at FROM generations g
-    WHERE g.user_id = claim.user_id AND g.status_rank = 0 ORDER BY g.created_at LIMIT 1;
+    WHERE g.user_id = claim.user_id AND g.status_rank = 0 AND coalesce(g.params->>'priority', 'interactive') = claim.priority
+    ORDER BY g.created_at LIMIT 1;
   END IF;
   PERFORM vg_write_queued_generation(claim.job_id, claim.user_id, claim.tier, claim.prompt, claim.params, claim.accepted_at, NULL, claim.retry_of);
   outcome := 'admitted';

@@ -1,6 +1,6 @@
 -- A user's job counts (docs/decisions.md, "A user's job counts are kept by triggers"): the trigger function, its two
 -- triggers on generations, and the read admission and GET /v1/usage share. The table and its first fill are
--- drizzle/0013's. Applied by the migrate step whenever this file changes (src/db/routines.ts): every statement here
+-- drizzle/0013's; the batch lane's columns drizzle/0021's. Applied by the migrate step whenever this file changes (src/db/routines.ts): every statement here
 -- must be safe to run again.
 
 -- Kept from every insert, delete and change of status_rank of a generation, whoever writes it (the API's admission,
@@ -8,13 +8,22 @@
 -- inserted with triggers disabled (session_replication_role = replica) is not counted.
 CREATE OR REPLACE FUNCTION count_user_jobs() RETURNS trigger
 LANGUAGE plpgsql AS $$
+DECLARE
+  -- The row is a batch job (params.priority, written only for the batch lane): its counts go to the batch_ columns too.
+  v_batch boolean;
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    INSERT INTO user_job_counts AS c (user_id, active, queued, day, today)
-    VALUES (NEW.user_id, (NEW.status_rank < 2)::int, (NEW.status_rank = 0)::int, (NEW.created_at AT TIME ZONE 'UTC')::date, 1)
+    v_batch := coalesce(NEW.params->>'priority' = 'batch', false);
+    INSERT INTO user_job_counts AS c (user_id, active, queued, day, today, batch_active, batch_queued)
+    VALUES (
+      NEW.user_id, (NEW.status_rank < 2)::int, (NEW.status_rank = 0)::int, (NEW.created_at AT TIME ZONE 'UTC')::date, 1,
+      (v_batch AND NEW.status_rank < 2)::int, (v_batch AND NEW.status_rank = 0)::int
+    )
     ON CONFLICT (user_id) DO UPDATE SET
       active = c.active + excluded.active,
       queued = c.queued + excluded.queued,
+      batch_active = c.batch_active + excluded.batch_active,
+      batch_queued = c.batch_queued + excluded.batch_queued,
       -- A job of a later day starts that day's count; one of an earlier day (a backfill) changes none.
       today = CASE WHEN excluded.day = c.day THEN c.today + 1 WHEN excluded.day > c.day THEN 1 ELSE c.today END,
       day = greatest(c.day, excluded.day);
@@ -25,15 +34,22 @@ BEGIN
     IF OLD.status_rank >= 2 AND (OLD.created_at AT TIME ZONE 'UTC')::date < (now() AT TIME ZONE 'UTC')::date THEN
       RETURN NULL;
     END IF;
+    v_batch := coalesce(OLD.params->>'priority' = 'batch', false);
     UPDATE user_job_counts AS c SET
       active = c.active - (OLD.status_rank < 2)::int,
       queued = c.queued - (OLD.status_rank = 0)::int,
+      batch_active = c.batch_active - (v_batch AND OLD.status_rank < 2)::int,
+      batch_queued = c.batch_queued - (v_batch AND OLD.status_rank = 0)::int,
       today = c.today - (c.day = (OLD.created_at AT TIME ZONE 'UTC')::date)::int
     WHERE c.user_id = OLD.user_id;
   ELSE
+    -- A job's lane is part of its request (params), which no write after the queued row's changes.
+    v_batch := coalesce(NEW.params->>'priority' = 'batch', false);
     UPDATE user_job_counts AS c SET
       active = c.active + (NEW.status_rank < 2)::int - (OLD.status_rank < 2)::int,
-      queued = c.queued + (NEW.status_rank = 0)::int - (OLD.status_rank = 0)::int
+      queued = c.queued + (NEW.status_rank = 0)::int - (OLD.status_rank = 0)::int,
+      batch_active = c.batch_active + (v_batch AND NEW.status_rank < 2)::int - (v_batch AND OLD.status_rank < 2)::int,
+      batch_queued = c.batch_queued + (v_batch AND NEW.status_rank = 0)::int - (v_batch AND OLD.status_rank = 0)::int
     WHERE c.user_id = NEW.user_id;
   END IF;
   RETURN NULL;

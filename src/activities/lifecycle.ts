@@ -5,22 +5,22 @@ import type { Db } from '../db/client';
 import { attemptStopKey, BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
 import { openRun } from '../db/projection';
 import type { GenerationInput, GenerationRequest, GpuAttemptResult } from '../domain/generation';
-import { creditsFor } from '../domain/pricing';
+import { creditsFor, type PriceRules } from '../domain/pricing';
 
 export interface RunReservationInput {
   jobId: string;
   userId: string;
   /** What the job costs is the request's price (src/domain/pricing.ts), as quoted at submit. */
-  request: Pick<GenerationRequest, 'duration_seconds' | 'resolution'>;
+  request: Pick<GenerationRequest, 'duration_seconds' | 'resolution' | 'priority'>;
   runOpenedAt: string;
 }
 
 /** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
-export function createLifecycleActivities({ db, backend }: { db: Db; backend: GenerationBackend }) {
+export function createLifecycleActivities({ db, backend, pricing }: { db: Db; backend: GenerationBackend; pricing: PriceRules }) {
   /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
   async function reserveForRun({ jobId, userId, request, runOpenedAt }: RunReservationInput): Promise<{ ok: true } | { ok: false; message: string }> {
     try {
-      await ensureRunReservation(db, { jobId, userId, credits: creditsFor(request) }, runOpenedAt);
+      await ensureRunReservation(db, { jobId, userId, credits: creditsFor(request, pricing) }, runOpenedAt);
       return { ok: true };
     } catch (err) {
       if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
@@ -63,8 +63,8 @@ export function createLifecycleActivities({ db, backend }: { db: Db; backend: Ge
     /** A run's opening, as one local activity: its projection row for this run, then its credit reservation. */
     async openFundedRun({ input, runOpenedAt }: { input: GenerationInput; runOpenedAt: string }): Promise<{ ok: true } | { ok: false; message: string }> {
       await openRun(db, input, runOpenedAt);
-      const { duration_seconds, resolution } = input.request;
-      return reserveForRun({ jobId: input.jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt });
+      const { duration_seconds, resolution, priority } = input.request;
+      return reserveForRun({ jobId: input.jobId, userId: input.userId, request: { duration_seconds, resolution, ...(priority === undefined ? {} : { priority }) }, runOpenedAt });
     },
 
     /** Captures the job's reserved credits on success, releases them otherwise — once, whoever retries. */

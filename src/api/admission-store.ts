@@ -1,6 +1,7 @@
 import { and, eq, isNull } from 'drizzle-orm';
 import { reservationKey, undoReservation } from '../credits/ledger';
 import type { Db, Sql } from '../db/client';
+import type { Priority } from '../domain/generation';
 import { generations, gpuQueueEntries, idempotencyKeys } from '../db/schema';
 
 /**
@@ -21,7 +22,7 @@ export async function peekRequestTokens(sql: Sql, bucketKey: string, { burst, pe
 }
 
 export interface UserJobCounts {
-  /** queued + running: projection rows below the terminal rank. */
+  /** queued + running: projection rows below the terminal rank (an admission's answer: of the submit's lane). */
   active: number;
   /** Jobs created since midnight UTC, whatever became of them. */
   today: number;
@@ -31,6 +32,12 @@ export interface UserJobCounts {
 export async function countUserJobs(sql: Sql, userId: string): Promise<UserJobCounts> {
   const [row] = await sql<UserJobCounts[]>`select active, today from vg_user_job_counts(${userId})`;
   return row;
+}
+
+/** countBatchJobs: the user's batch jobs queued or running (the batch lane's part of countUserJobs' active; O(1)). */
+export async function countBatchJobs(sql: Sql, userId: string): Promise<number> {
+  const [row] = await sql<{ active: number }[]>`select coalesce(max(batch_active), 0)::int as active from user_job_counts where user_id = ${userId}`;
+  return row.active;
 }
 
 /** Which of the user's Idempotency-Keys name an earlier submit (a submit with one is a replay, never refused). */
@@ -68,6 +75,8 @@ export interface SubmissionClaim {
   params: Record<string, unknown>;
   /** The job a rerun repeats (its queued row's retry_of); unset for a submit. */
   retryOf?: string;
+  /** The job's lane (unset: interactive): maxActive is its limit, and the answer's counts and queue figures are its. */
+  priority?: Priority;
 }
 
 /**
@@ -97,6 +106,7 @@ export function claimRecord(c: SubmissionClaim) {
     prompt: c.prompt,
     params: c.params,
     retry_of: c.retryOf ?? null,
+    priority: c.priority ?? 'interactive',
   };
 }
 

@@ -2,14 +2,14 @@ import type { Config, TierLimits } from '../config';
 import type { Sql } from '../db/client';
 import type { UserRow } from '../db/schema';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
-import { admitSubmission, countUserJobs, estimateSubmission, idempotencyKeysTaken, peekRequestTokens, type AdmissionOutcome, type SubmissionClaim, type UserJobCounts } from './admission-store';
+import { admitSubmission, countBatchJobs, countUserJobs, estimateSubmission, idempotencyKeysTaken, peekRequestTokens, type AdmissionOutcome, type SubmissionClaim, type UserJobCounts } from './admission-store';
 import { TokenBuckets } from './token-buckets';
 import { ApiError } from '../wire/errors';
 import type { QueuePositions, ServiceEstimate } from './queue-position';
 import type { QueueInfo } from '../wire/serialize';
 import { KeyProbes } from './key-probes';
 import { rowParams } from '../db/projection';
-import { firstJobPriority } from '../domain/generation';
+import { firstJobPriority, priorityOf, type Priority } from '../domain/generation';
 import { setRecent } from '../lib/recent-map';
 import { replaySubmission, startAdmitted, type SubmitDeps, type SubmitResult, type Submission } from './submit';
 
@@ -19,7 +19,7 @@ import { replaySubmission, startAdmitted, type SubmitDeps, type SubmitResult, ty
  * smallest bound, the free tier's, is hit first). Every refusal is a 429 with a typed code, Retry-After and the IETF
  * RateLimit-Policy / RateLimit fields. A replay of an earlier submit (same Idempotency-Key) is neither refused nor counted.
  */
-export type AdmissionRefusal = 'rate_limited' | 'too_many_active_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted';
+export type AdmissionRefusal = 'rate_limited' | 'too_many_active_jobs' | 'too_many_active_batch_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted';
 
 export interface Admitted {
   result: SubmitResult;
@@ -59,7 +59,10 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     return limits;
   }
 
-  const backlogBound = (limits: TierLimits, capacity: number) => Math.max(1, Math.ceil(limits.backlogPerSlot * capacity));
+  /** The limits a job of the lane counts against: the batch lane has its own active-job limit and backlog bound. */
+  const laneLimits = (limits: TierLimits, priority: Priority) => (priority === 'batch' ? limits.batch : limits);
+  const backlogBound = (limits: TierLimits, capacity: number, priority: Priority = 'interactive') =>
+    Math.max(1, Math.ceil(laneLimits(limits, priority).backlogPerSlot * capacity));
 
   /**
    * Users whose token bucket Postgres last said was empty: its level then, and their job counts (for the RateLimit
@@ -122,10 +125,12 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       limit: burst,
     });
 
-  function policyStates(limits: TierLimits, tokens: number, counts: UserJobCounts): QuotaPolicyState[] {
+  /** `counts.active` is the lane's when `priority` is given (an admission's answer), and so is the active quota. */
+  function policyStates(limits: TierLimits, tokens: number, counts: UserJobCounts, priority: Priority = 'interactive'): QuotaPolicyState[] {
+    const maxActive = laneLimits(limits, priority).maxActiveJobs;
     return [
       { policy: 'burst', quota: burst, windowSeconds: Math.ceil(burst / refillPerSecond), remaining: tokens, resetSeconds: (burst - tokens) / refillPerSecond },
-      { policy: 'active', quota: limits.maxActiveJobs, unit: 'concurrent-requests', remaining: limits.maxActiveJobs - counts.active },
+      { policy: 'active', quota: maxActive, unit: 'concurrent-requests', remaining: maxActive - counts.active },
       { policy: 'daily', quota: limits.dailyQuota, windowSeconds: 86_400, remaining: limits.dailyQuota - counts.today, resetSeconds: secondsUntilUtcMidnight() },
     ];
   }
@@ -146,12 +151,14 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
   async function decide(submission: Submission, ask: (claim: SubmissionClaim) => Promise<AdmissionOutcome>) {
     const { user } = submission;
     const limits = limitsOf(user.tier);
+    // A job counts against its lane's limits and backlog only: a batch backlog never refuses an interactive job.
+    const priority = priorityOf(submission.request);
     await refuseIfKnownEmpty(submission, limits);
-    const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier)]);
-    const bound = backlogBound(limits, estimate.capacity);
+    const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier, { priority })]);
+    const bound = backlogBound(limits, estimate.capacity, priority);
     // The summary may be out of date: a full backlog is decided on a fresh count, never on a stale one.
     let backlog = summarized;
-    if (backlog >= bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
+    if (backlog >= bound) backlog = await queue.tierBacklog(user.tier, { fresh: true, priority });
 
     const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
     const { admission, refusedCounts } = await inTurn(user.id, async () => {
@@ -162,7 +169,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
         userId: user.id,
         bucketKey: bucketKey(user.id),
         rate,
-        maxActive: limits.maxActiveJobs,
+        maxActive: laneLimits(limits, priority).maxActiveJobs,
         dailyQuota: limits.dailyQuota,
         backlogFull: backlog >= bound,
         idempotencyKey: submission.idempotencyKey,
@@ -176,6 +183,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
         prompt: submission.request.prompt,
         params: rowParams(submission.request),
         retryOf: submission.retryOf,
+        priority,
       });
       if (outcome.outcome !== 'rate_limited') return { admission: outcome };
       // Whoever is next in line is refused at once, without a round trip.
@@ -190,16 +198,26 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
           return undefined;
         case 'rate_limited':
           return rateLimited(limits, admission.tokens, refusedCounts!);
-        case 'too_many_active_jobs':
-          return refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running`, clamp(estimate.meanRunSeconds ?? 10, 1, 600),
-            policyStates(limits, admission.tokens, admission.counts), { limit: limits.maxActiveJobs, active: admission.counts.active });
+        case 'too_many_active_jobs': {
+          const { maxActiveJobs } = laneLimits(limits, priority);
+          const states = policyStates(limits, admission.tokens, admission.counts, priority);
+          const wait = clamp(estimate.meanRunSeconds ?? 10, 1, 600);
+          if (priority === 'batch') {
+            return refuse('too_many_active_batch_jobs', `a ${user.tier} user may have ${maxActiveJobs} batch jobs queued or running`, wait, states, {
+              limit: maxActiveJobs,
+              active: admission.counts.active,
+              priority,
+            });
+          }
+          return refuse('too_many_active_jobs', `a ${user.tier} user may have ${maxActiveJobs} jobs queued or running`, wait, states, { limit: maxActiveJobs, active: admission.counts.active });
+        }
         case 'daily_quota_exceeded':
           return refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC)`, secondsUntilUtcMidnight(),
-            policyStates(limits, admission.tokens, admission.counts), { limit: limits.dailyQuota });
+            policyStates(limits, admission.tokens, admission.counts, priority), { limit: limits.dailyQuota });
         case 'capacity_exhausted':
-          return refuse('capacity_exhausted', `the ${user.tier} tier's queue is full (${bound} jobs at the current GPU capacity)`,
-            clamp((backlog - bound + 1) * slotTurnover(estimate), 1, 3_600), policyStates(limits, admission.tokens, admission.counts),
-            { tier: user.tier, backlog, bound, capacity: estimate.capacity });
+          return refuse('capacity_exhausted', `the ${user.tier} tier's ${priority === 'batch' ? 'batch ' : ''}queue is full (${bound} jobs at the current GPU capacity)`,
+            clamp((backlog - bound + 1) * slotTurnover(estimate), 1, 3_600), policyStates(limits, admission.tokens, admission.counts, priority),
+            { tier: user.tier, priority, backlog, bound, capacity: estimate.capacity });
         case 'insufficient_credits':
           return new ApiError(402, 'insufficient_credits', `this generation costs ${submission.credits} credits; ${admission.available} available`, {
             needed: submission.credits,
@@ -207,15 +225,16 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
           });
       }
     })();
-    return { admission, refusal, limits, fairnessWeight };
+    return { admission, refusal, limits, fairnessWeight, priority };
   }
 
   /** A new job's place in the queue, from what admission read under the user's lock (no query of its own). */
-  function placeOfNew(userId: string, fairnessWeight: number, admitted: Extract<AdmissionOutcome, { outcome: 'admitted' }>, createdAt: Date): Promise<QueueInfo> {
+  function placeOfNew(userId: string, fairnessWeight: number, priority: Priority, admitted: Extract<AdmissionOutcome, { outcome: 'admitted' }>, createdAt: Date): Promise<QueueInfo> {
     return queue.positionOfNew(userId, {
       weight: fairnessWeight,
       queuedBefore: admitted.queue.queuedBefore,
       oldestAt: (admitted.queue.oldestQueuedAt ?? createdAt).getTime(),
+      priority,
     });
   }
 
@@ -226,7 +245,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
    */
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
-    const { admission, refusal, limits, fairnessWeight } = await decide(submission, (claim) => admitSubmission(sql, claim));
+    const { admission, refusal, limits, fairnessWeight, priority } = await decide(submission, (claim) => admitSubmission(sql, claim));
     const committedAt = Date.now();
     if (refusal) throw refusal;
     if (admission.outcome === 'replay') {
@@ -234,16 +253,17 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     }
     if (admission.outcome !== 'admitted') throw new Error(`admission answered ${admission.outcome} without a refusal`);
 
-    const priorityKey = firstJobPriority(admission.counts.active, config.generation.firstJobPriority);
+    // The admission's counts are the lane's: a user's first job in a lane is raised within it.
+    const priorityKey = firstJobPriority(admission.counts.active, config.generation.firstJobPriority, priority);
     const generation = await startAdmitted(deps, submission, { priorityKey });
     // A summary read since the commit (a background refresh during the workflow start) counts this job already.
-    queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt, committedAt });
+    queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt, committedAt, priority });
     const { counts } = admission;
-    const place = await placeOfNew(user.id, fairnessWeight, admission, generation.createdAt);
+    const place = await placeOfNew(user.id, fairnessWeight, priority, admission, generation.createdAt);
     return {
       result: { generation, replayed: false },
       queue: place,
-      headers: rateLimitHeaders(policyStates(limits, admission.tokens, { active: counts.active + 1, today: counts.today + 1 })),
+      headers: rateLimitHeaders(policyStates(limits, admission.tokens, { active: counts.active + 1, today: counts.today + 1 }, priority)),
     };
   }
 
@@ -268,33 +288,46 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
       if (err instanceof ApiError && err.code === 'rate_limited') return { credits: submission.credits, admitted: false, refusal: { code: err.code, message: err.message }, queue: null };
       throw err;
     }
-    const { admission, refusal, fairnessWeight } = decided;
+    const { admission, refusal, fairnessWeight, priority } = decided;
     if (refusal) return { credits: submission.credits, admitted: false, refusal: { code: refusal.code, message: refusal.message }, queue: null };
     if (admission.outcome !== 'admitted') throw new Error(`an estimate's admission answered ${admission.outcome}`);
-    return { credits: submission.credits, admitted: true, refusal: null, queue: await placeOfNew(user.id, fairnessWeight, admission, submission.acceptedAt) };
+    return { credits: submission.credits, admitted: true, refusal: null, queue: await placeOfNew(user.id, fairnessWeight, priority, admission, submission.acceptedAt) };
   }
 
   /** The user's limits and what is left of them (GET /v1/usage). */
   async function usage(user: UserRow) {
     const limits = limitsOf(user.tier);
-    const [tokens, counts, estimate] = await Promise.all([peekRequestTokens(sql, bucketKey(user.id), rate), countUserJobs(sql, user.id), queue.serviceEstimate()]);
+    const [tokens, counts, batchActive, estimate] = await Promise.all([
+      peekRequestTokens(sql, bucketKey(user.id), rate),
+      countUserJobs(sql, user.id),
+      countBatchJobs(sql, user.id),
+      queue.serviceEstimate(),
+    ]);
     const bound = backlogBound(limits, estimate.capacity);
+    const batchBound = backlogBound(limits, estimate.capacity, 'batch');
     const backlog = await queue.tierBacklog(user.tier, { fresh: true });
+    const batchBacklog = await queue.tierBacklog(user.tier, { priority: 'batch' });
+    const interactiveActive = counts.active - batchActive;
     return {
       limits: {
         requests_burst: burst,
         requests_per_second: refillPerSecond,
         max_active_jobs: limits.maxActiveJobs,
+        max_active_batch_jobs: limits.batch.maxActiveJobs,
         daily_quota: limits.dailyQuota,
         tier_backlog_bound: bound,
+        tier_batch_backlog_bound: batchBound,
       },
       active_jobs: counts.active,
+      active_batch_jobs: batchActive,
       used_today: counts.today,
       remaining: {
         requests: Math.max(0, Math.floor(tokens)),
-        active_jobs: Math.max(0, limits.maxActiveJobs - counts.active),
+        active_jobs: Math.max(0, limits.maxActiveJobs - interactiveActive),
+        active_batch_jobs: Math.max(0, limits.batch.maxActiveJobs - batchActive),
         daily_quota: Math.max(0, limits.dailyQuota - counts.today),
         tier_backlog: Math.max(0, bound - backlog),
+        tier_batch_backlog: Math.max(0, batchBound - batchBacklog),
       },
       daily_quota_resets_in_seconds: secondsUntilUtcMidnight(),
       gpu_capacity: estimate.capacity,

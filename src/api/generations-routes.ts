@@ -23,9 +23,11 @@ import { preferredWait, waitForEnd, type WaitSlots } from './prefer-wait';
 
 /** A submit's body as the request it asks for (its metadata in key order, so equal requests hash alike). */
 function requestOf(body: unknown, config: Config): GenerationRequest {
-  const parsed = parseOr400(createGenerationBody, body ?? {});
-  checkTimeLimits(config, parsed);
-  return { ...parsed, metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
+  const { priority, ...parsed } = parseOr400(createGenerationBody, body ?? {});
+  // Only the batch lane is written: an interactive request is the request as it was before lanes (its hash included).
+  const request = { ...parsed, ...(priority === 'batch' ? { priority } : {}), metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
+  checkTimeLimits(config, request);
+  return request;
 }
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
@@ -70,7 +72,7 @@ export function generationsRouter(
     try {
       const { request, retryOf } = await readRequest(user);
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
-      submitted = await deps.admission.admit(describeSubmission(user, request, idempotencyKey, retryOf), deps);
+      submitted = await deps.admission.admit(describeSubmission(deps.config, user, request, idempotencyKey, retryOf), deps);
     } catch (err) {
       refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
       throw err;
@@ -113,7 +115,7 @@ export function generationsRouter(
    */
   router.post('/estimate', async (req, res) => {
     const user = currentUser(req);
-    const estimate = await deps.admission.estimate(describeSubmission(user, requestOf(req.body, deps.config), undefined));
+    const estimate = await deps.admission.estimate(describeSubmission(deps.config, user, requestOf(req.body, deps.config), undefined));
     res.json({
       credits: estimate.credits,
       admitted: estimate.admitted,

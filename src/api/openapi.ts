@@ -30,7 +30,7 @@ const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?:
   429: {
     name: 'TooManyRequests',
     description:
-      'rate_limited, too_many_active_jobs, daily_quota_exceeded or capacity_exhausted (submits); estimate_rate_limited (estimates); too_many_streams or stream_capacity_reached (event streams); ' +
+      'rate_limited, too_many_active_jobs, too_many_active_batch_jobs, daily_quota_exceeded or capacity_exhausted (submits); estimate_rate_limited (estimates); too_many_streams or stream_capacity_reached (event streams); ' +
       'too_many_waits or wait_capacity_reached (Prefer: wait); ' +
       'replay_rate_limited (webhook replays); too_many_failed_auth (this address failed to authenticate too often: keys the server does not know are refused unread); retry after Retry-After',
     headers: ['Retry-After', 'RateLimit', 'RateLimit-Policy'],

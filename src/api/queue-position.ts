@@ -3,6 +3,9 @@ import type { Sql } from '../db/client';
 import { readCapacity } from '../dispatch/capacity';
 import type { QueueInfo } from '../wire/serialize';
 import { PoolSummaryCache } from './pool-summary-cache';
+import type { Priority } from '../domain/generation';
+
+const laneOf = (lane: string): Priority => (lane === 'batch' ? 'batch' : 'interactive');
 
 /**
  * Queue position and ETA of queued jobs, computed when read. Temporal's fairness serves backlogged users in proportion to
@@ -43,21 +46,32 @@ export function etaSeconds(position: number, estimate: ServiceEstimate): number 
 const ESTIMATE_CACHE_MS = 1_000;
 /** Completions the mean GPU time is taken over (the latest ones within the window). */
 const ESTIMATE_SAMPLE = 200;
-/** Each user's queued jobs, and each tier's total; what this process admitted since the read is added to both. */
-interface PoolSummary {
+/** One lane's queue: each user's queued jobs, each tier's total, and the whole lane's. */
+interface LaneSummary {
   users: Map<string, UserQueue>;
   byTier: Map<string, number>;
+  queued: number;
 }
 
-/** Adds queued jobs to a user's queue in a summary: counts add up, the weight is the highest, the oldest the earliest. */
-function addQueued(summary: PoolSummary, userId: string, tier: string, jobs: UserQueue): void {
-  const seen = summary.users.get(userId);
-  summary.users.set(userId, {
+/** The pool's queue by lane; what this process admitted since the read is added to it. */
+type PoolSummary = Record<Priority, LaneSummary>;
+
+const emptySummary = (): PoolSummary => ({
+  interactive: { users: new Map(), byTier: new Map(), queued: 0 },
+  batch: { users: new Map(), byTier: new Map(), queued: 0 },
+});
+
+/** Adds queued jobs to a user's queue in a lane: counts add up, the weight is the highest, the oldest the earliest. */
+function addQueued(summary: PoolSummary, priority: Priority, userId: string, tier: string, jobs: UserQueue): void {
+  const lane = summary[priority];
+  const seen = lane.users.get(userId);
+  lane.users.set(userId, {
     weight: Math.max(seen?.weight ?? 0, jobs.weight),
     queued: (seen?.queued ?? 0) + jobs.queued,
     oldestAt: Math.min(seen?.oldestAt ?? Infinity, jobs.oldestAt),
   });
-  summary.byTier.set(tier, (summary.byTier.get(tier) ?? 0) + jobs.queued);
+  lane.byTier.set(tier, (lane.byTier.get(tier) ?? 0) + jobs.queued);
+  lane.queued += jobs.queued;
 }
 
 export type QueuePositions = ReturnType<typeof createQueuePositions>;
@@ -95,16 +109,16 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
     return value;
   }
 
-  /** Each user's queued jobs in the pool (how many, their weight, since when) and each tier's total; one grouped read. */
+  /** Each user's queued jobs in the pool by lane (how many, their weight, since when) and each tier's total; one grouped read. */
   async function readSummary(): Promise<PoolSummary> {
-    const rows = await sql<{ user_id: string; tier: string; weight: number; queued: number; oldest_ms: number }[]>`
-      select e.user_id, e.tier, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
+    const rows = await sql<{ user_id: string; tier: string; lane: Priority; weight: number; queued: number; oldest_ms: number }[]>`
+      select e.user_id, e.tier, coalesce(g.params->>'priority', 'interactive') as lane, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
              (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
       from generations g join gpu_queue_entries e on e.job_id = g.id
       where g.status_rank = 0 and e.pool = ${pool}
-      group by e.user_id, e.tier`;
-    const read: PoolSummary = { users: new Map(), byTier: new Map() };
-    for (const row of rows) addQueued(read, row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
+      group by e.user_id, e.tier, lane`;
+    const read = emptySummary();
+    for (const row of rows) addQueued(read, laneOf(row.lane), row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
     return read;
   }
 
@@ -122,8 +136,8 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * `fresh` reads the summary now; admission does so before refusing, so a stale summary never refuses a job there is
    * room for.
    */
-  async function tierBacklog(tier: string, { fresh = false } = {}): Promise<number> {
-    return (await poolSummary(fresh ? 'fresh' : 'cached')).byTier.get(tier) ?? 0;
+  async function tierBacklog(tier: string, { fresh = false, priority = 'interactive' }: { fresh?: boolean; priority?: Priority } = {}): Promise<number> {
+    return (await poolSummary(fresh ? 'fresh' : 'cached'))[priority].byTier.get(tier) ?? 0;
   }
 
   /**
@@ -131,9 +145,9 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * admits is never missing from its own summary (another instance's admits, and jobs leaving the queue, show at the next
    * read).
    */
-  function noteAdmitted({ userId, tier, weight, createdAt, committedAt }: { userId: string; tier: string; weight: number; createdAt: Date; committedAt: number }): void {
+  function noteAdmitted({ userId, tier, weight, createdAt, committedAt, priority = 'interactive' }: { userId: string; tier: string; weight: number; createdAt: Date; committedAt: number; priority?: Priority }): void {
     const summary = summaries.inHand(committedAt);
-    if (summary) addQueued(summary, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
+    if (summary) addQueued(summary, priority, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
   }
 
   /**
@@ -142,24 +156,26 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    */
   async function positions(userId: string, only?: { id: string }): Promise<Map<string, QueueInfo>> {
     const [mine, byUser, estimate] = await Promise.all([
-      sql<{ id: string; ahead: number; queued: number; weight: number; oldest_ms: number }[]>`
-        select g.id, (row_number() over (order by g.created_at, g.id) - 1)::int as ahead, (count(*) over ())::int as queued,
-               (max(e.fairness_weight) over ())::float8 as weight, (extract(epoch from min(g.created_at) over ()) * 1000)::float8 as oldest_ms
+      // Per lane: a job waits only behind the user's earlier jobs of its own lane.
+      sql<{ id: string; lane: Priority; ahead: number; queued: number; weight: number; oldest_ms: number }[]>`
+        select g.id, l.lane, (row_number() over w_order - 1)::int as ahead, (count(*) over w_lane)::int as queued,
+               (max(e.fairness_weight) over w_lane)::float8 as weight, (extract(epoch from min(g.created_at) over w_lane) * 1000)::float8 as oldest_ms
         from generations g
         -- The user's queued rows (generations_user_active_idx), then each one's entry by key (LIMIT keeps it a lookup
         -- per row: a plain join was planned as a scan of the whole pool's entries).
         cross join lateral (
           select q.fairness_weight from gpu_queue_entries q where q.job_id = g.id and q.pool = ${pool} limit 1
         ) as e
-        where g.user_id = ${userId} and g.status_rank = 0`,
+        -- Its lane (params.priority is written only for the batch lane).
+        cross join lateral (select coalesce(g.params->>'priority', 'interactive') as lane) as l
+        where g.user_id = ${userId} and g.status_rank = 0
+        window w_lane as (partition by l.lane), w_order as (partition by l.lane order by g.created_at, g.id)`,
       poolSummary('current'),
       serviceEstimate(),
     ]);
-    if (mine.length === 0) return new Map();
-    const self: UserQueue = { weight: mine[0].weight, queued: mine[0].queued, oldestAt: mine[0].oldest_ms };
     const result = new Map<string, QueueInfo>();
-    for (const { id, ahead: k } of mine) {
-      if (!only || id === only.id) result.set(id, place(userId, k, self, byUser, estimate));
+    for (const { id, lane, ahead: k, weight, queued, oldest_ms } of mine) {
+      if (!only || id === only.id) result.set(id, place(userId, laneOf(lane), k, { weight, queued, oldestAt: oldest_ms }, byUser, estimate));
     }
     return result;
   }
@@ -168,14 +184,24 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * The place of a job admitted just now, from what admission read under the user's lock: `queuedBefore` of the user's
    * jobs wait ahead of it, the oldest since `oldestAt` (ms). No query of its own.
    */
-  async function positionOfNew(userId: string, { weight, queuedBefore, oldestAt }: { weight: number; queuedBefore: number; oldestAt: number }): Promise<QueueInfo> {
+  async function positionOfNew(
+    userId: string,
+    { weight, queuedBefore, oldestAt, priority = 'interactive' }: { weight: number; queuedBefore: number; oldestAt: number; priority?: Priority },
+  ): Promise<QueueInfo> {
     const [byUser, estimate] = await Promise.all([poolSummary('cached'), serviceEstimate()]);
-    return place(userId, queuedBefore, { weight, queued: queuedBefore + 1, oldestAt }, byUser, estimate);
+    return place(userId, priority, queuedBefore, { weight, queued: queuedBefore + 1, oldestAt }, byUser, estimate);
   }
 
-  function place(userId: string, k: number, self: UserQueue, byUser: PoolSummary, estimate: ServiceEstimate): QueueInfo {
-    const others = [...byUser.users].filter(([id]) => id !== userId).map(([, queue]) => queue);
-    const position = jobsAhead(k, self, others) + 1;
+  /**
+   * A job's place in its lane, under fair dispatch among the lane's users. An interactive job counts no batch job: the
+   * batch lane waits while any interactive job does. A batch job has every waiting interactive job ahead of it too (one
+   * submitted later will pass it as well: the position is where it stands now).
+   */
+  function place(userId: string, priority: Priority, k: number, self: UserQueue, summary: PoolSummary, estimate: ServiceEstimate): QueueInfo {
+    const lane = summary[priority];
+    const others = [...lane.users].filter(([id]) => id !== userId).map(([, queue]) => queue);
+    const above = priority === 'batch' ? summary.interactive.queued : 0;
+    const position = above + jobsAhead(k, self, others) + 1;
     return { position, etaSeconds: etaSeconds(position, estimate) };
   }
 

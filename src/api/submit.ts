@@ -4,11 +4,11 @@ import type { Config } from '../config';
 import type { Db } from '../db/client';
 import { getGeneration, insertQueued, queuedRow } from '../db/projection';
 import type { GenerationRow, UserRow } from '../db/schema';
-import type { GenerationInput, GenerationRequest } from '../domain/generation';
+import { priorityOf, type GenerationInput, type GenerationRequest } from '../domain/generation';
 import { creditsFor, gpuTimeFactor } from '../domain/pricing';
 import { undoSubmission } from './admission-store';
 import { ApiError } from '../wire/errors';
-import { generationInput, isTemporalUnreachable, startGeneration } from '../contracts/generation-start';
+import { generationInput, isTemporalUnreachable, queueLimitMs, startGeneration } from '../contracts/generation-start';
 import type { StartRelay } from './start-relay';
 
 export interface SubmitDeps {
@@ -26,10 +26,13 @@ export interface SubmitResult {
 }
 
 /** A request's own time limits must lie within the server's: a 400 that names the limit otherwise. */
-export function checkTimeLimits(config: Config, request: Pick<GenerationRequest, 'max_queue_seconds' | 'max_run_seconds' | 'duration_seconds' | 'resolution'>): void {
-  const queueLimit = Math.floor(config.generation.maxQueueMs / 1000);
+export function checkTimeLimits(
+  config: Config,
+  request: Pick<GenerationRequest, 'max_queue_seconds' | 'max_run_seconds' | 'duration_seconds' | 'resolution' | 'priority'>,
+): void {
+  const queueLimit = Math.floor(queueLimitMs(config, request) / 1000);
   if (request.max_queue_seconds !== undefined && request.max_queue_seconds > queueLimit) {
-    throw new ApiError(400, 'invalid_request', `max_queue_seconds: at most ${queueLimit} (this server's limit)`);
+    throw new ApiError(400, 'invalid_request', `max_queue_seconds: at most ${queueLimit} for the ${priorityOf(request)} lane (this server's limit)`);
   }
   const runLimit = Math.floor((config.generation.maxRunMs * gpuTimeFactor(request)) / 1000);
   if (request.max_run_seconds !== undefined && request.max_run_seconds > runLimit) {
@@ -61,14 +64,14 @@ export interface Submission {
   retryOf?: string;
 }
 
-export function describeSubmission(user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined, retryOf?: string): Submission {
+export function describeSubmission(config: Config, user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined, retryOf?: string): Submission {
   return {
     user,
     request,
     idempotencyKey,
     jobId: jobIdFor(user.id, idempotencyKey),
     requestHash: requestHash(request, retryOf),
-    credits: creditsFor(request),
+    credits: creditsFor(request, config.generation.pricing),
     acceptedAt: new Date(),
     ...(retryOf === undefined ? {} : { retryOf }),
   };

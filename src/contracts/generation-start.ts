@@ -2,7 +2,7 @@ import { isGrpcServiceError, WorkflowExecutionAlreadyStartedError, type Client }
 import type { Config } from '../config';
 import type { GenerationRow } from '../db/schema';
 import type { UnstartedJob } from '../db/submissions';
-import type { GenerationInput, GenerationRequest } from '../domain/generation';
+import { BATCH_PRIORITY, priorityOf, type GenerationInput, type GenerationRequest } from '../domain/generation';
 import { gpuTimeFactor } from '../domain/pricing';
 import { SA_STATUS, SA_TIER, SA_USER_ID } from '../domain/search-attributes';
 import { GENERATION_WORKFLOW_TYPE } from './generation';
@@ -23,15 +23,22 @@ export interface InputSource {
   /** The gpu queue entry's pool and weight (admission wrote them); the configured ones when there is none. */
   gpuTaskQueue?: string;
   fairnessWeight?: number;
-  /** Temporal priority key of the job's tasks (domain/generation.ts firstJobPriority); unset: the default level. */
+  /** Temporal priority key of the job's tasks (domain/generation.ts firstJobPriority); unset: its lane's default level. */
   priorityKey?: number;
   /** The job a rerun repeats. */
   retryOf?: string;
 }
 
+/** The server's queue limit for the request's lane (MAX_QUEUE_MS, or MAX_BATCH_QUEUE_MS for a batch job). */
+export function queueLimitMs(config: Config, request: Pick<GenerationRequest, 'priority'>): number {
+  return priorityOf(request) === 'batch' ? config.generation.maxBatchQueueMs : config.generation.maxQueueMs;
+}
+
 export function generationInput(config: Config, source: InputSource): GenerationInput {
   const { generation } = config;
   const scale = gpuTimeFactor(source.request);
+  // An interactive job's tasks take the server's default level unless raised; a batch job's are always below them.
+  const priorityKey = source.priorityKey ?? (priorityOf(source.request) === 'batch' ? BATCH_PRIORITY : undefined);
   return {
     jobId: source.jobId,
     userId: source.userId,
@@ -41,11 +48,11 @@ export function generationInput(config: Config, source: InputSource): Generation
     settings: {
       gpuTaskQueue: source.gpuTaskQueue ?? config.worker.gpuTaskQueue,
       fairnessWeight: source.fairnessWeight ?? generation.tierWeights[source.tier] ?? 1,
-      ...(source.priorityKey === undefined ? {} : { priorityKey: source.priorityKey }),
+      ...(priorityKey === undefined ? {} : { priorityKey }),
       heartbeatTimeoutMs: generation.heartbeatTimeoutMs,
       maxAttempts: generation.maxAttempts,
       retryBackoffMs: generation.retryBackoffMs,
-      maxQueueMs: Math.min(generation.maxQueueMs, (source.request.max_queue_seconds ?? Infinity) * 1000),
+      maxQueueMs: Math.min(queueLimitMs(config, source.request), (source.request.max_queue_seconds ?? Infinity) * 1000),
       maxRunMs: Math.min(Math.round(generation.maxRunMs * scale), (source.request.max_run_seconds ?? Infinity) * 1000),
       expectedRunMs: Math.round(generation.expectedRunMs * scale),
     },
@@ -77,6 +84,7 @@ export function requestFromRow(row: Pick<GenerationRow, 'prompt' | 'params'>): G
     seed: p.seed ?? null,
     webhook_url: p.webhook_url ?? null,
     metadata: p.metadata ?? {},
+    ...(p.priority === 'batch' ? { priority: 'batch' as const } : {}),
   };
 }
 

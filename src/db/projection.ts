@@ -79,6 +79,8 @@ export function rowParams(request: GenerationInput['request']): Record<string, u
     seed: request.seed,
     webhook_url: request.webhook_url,
     metadata: request.metadata,
+    // Only a batch job's row names its lane: an interactive row is as it was before lanes.
+    ...(request.priority === 'batch' ? { priority: request.priority } : {}),
   };
 }
 

@@ -64,7 +64,7 @@ export const rateLimitBuckets = pgTable('rate_limit_buckets', {
 /**
  * Each user's job counts, kept by triggers on generations (drizzle/routines/user_job_counts.sql) so admission reads them
  * in O(1) however many jobs the user has queued or made today: `active` (queued + running), `queued`, and `today`, the
- * jobs created on `day` (UTC).
+ * jobs created on `day` (UTC). `batch_active` and `batch_queued` are the batch lane's part of `active` and `queued`.
  */
 export const userJobCounts = pgTable('user_job_counts', {
   userId: text('user_id').primaryKey(),
@@ -72,4 +72,6 @@ export const userJobCounts = pgTable('user_job_counts', {
   queued: integer('queued').notNull().default(0),
   day: date('day').notNull(),
   today: integer('today').notNull().default(0),
+  batchActive: integer('batch_active').notNull().default(0),
+  batchQueued: integer('batch_queued').notNull().default(0),
 });

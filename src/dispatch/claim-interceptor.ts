@@ -1,6 +1,6 @@
 import { ApplicationFailure } from '@temporalio/common';
 import type { ActivityInterceptorsFactory } from '@temporalio/worker';
-import { FIRST_JOB_PRIORITY } from '../domain/generation';
+import { RAISED_PRIORITIES } from '../domain/generation';
 import type { GpuSlots } from './gpu-slots';
 
 /** How soon a task handed back is in Temporal's queue again. */
@@ -14,9 +14,9 @@ const handBack = (reason: string) => ApplicationFailure.create({ type: 'GpuTaskH
  * (a retry of the same activity, so the workflow sees nothing), and back in the queue Temporal's priority and fairness
  * decide again who gets the slot:
  * - capacity fell after the slot was reserved, and the pool already runs as many jobs as the new number;
- * - a job raised to the first-job priority whose user already had a later job served: the raise went to the wrong job
- *   (a free slot takes whichever task of a burst arrives first, and that one may not be the raised one), and would put
- *   this one ahead of another user's first job. Handed back once; its second dispatch is kept.
+ * - a job raised to its lane's first-job priority whose user already had a later job of that lane served: the raise went
+ *   to the wrong job (a free slot takes whichever task of a burst arrives first, and that one may not be the raised one),
+ *   and would put this one ahead of another user's first job. Handed back once; its second dispatch is kept.
  */
 export function gpuSlotClaims(slots: GpuSlots): ActivityInterceptorsFactory {
   return (ctx) => ({
@@ -27,8 +27,9 @@ export function gpuSlotClaims(slots: GpuSlots): ActivityInterceptorsFactory {
         // A retried attempt that heartbeated its backend job resumes it: that job is in flight whatever the capacity.
         const resumed = heartbeatDetails !== undefined && heartbeatDetails !== null;
         const gpuInput = input.args[0] as { acceptedAt?: string } | undefined;
-        if (!resumed && attempt === 1 && priority?.priorityKey === FIRST_JOB_PRIORITY && priority.fairnessKey && gpuInput?.acceptedAt) {
-          if (await slots.firstJobRaiseSpent(jobId, priority.fairnessKey, new Date(gpuInput.acceptedAt))) {
+        const raisedIn = priority?.priorityKey === undefined ? undefined : RAISED_PRIORITIES.get(priority.priorityKey);
+        if (!resumed && attempt === 1 && raisedIn !== undefined && priority?.fairnessKey && gpuInput?.acceptedAt) {
+          if (await slots.firstJobRaiseSpent(jobId, priority.fairnessKey, new Date(gpuInput.acceptedAt), raisedIn)) {
             throw handBack('a later job of this user was served first, so this one is no longer its first');
           }
         }

@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ActivitySlotInfo, CustomSlotSupplier, SlotPermit, SlotReleaseContext } from '@temporalio/worker';
 import type { Sql } from '../db/client';
+import type { Priority } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { GPU_SLOTS_CHANNEL } from './capacity';
 import { GpuSlotBook, type SlotCommand, type SlotEffect } from './gpu-slot-book';
@@ -140,9 +141,9 @@ export class GpuSlots implements CustomSlotSupplier<ActivitySlotInfo> {
     return undefined;
   }
 
-  /** Whether a job raised to the first-job priority finds its raise spent: a later job of its user got a slot first. */
-  firstJobRaiseSpent(jobId: string, userId: string, admittedAt: Date): Promise<boolean> {
-    return userServedSince(this.sql, { pool: this.options.pool, jobId, userId, since: admittedAt });
+  /** Whether a job raised to its lane's first-job priority finds its raise spent: a later job of its user and lane got a slot first. */
+  firstJobRaiseSpent(jobId: string, userId: string, admittedAt: Date, priority: Priority): Promise<boolean> {
+    return userServedSince(this.sql, { pool: this.options.pool, jobId, userId, since: admittedAt, priority });
   }
 
   unclaim(leaseId: string): void {

@@ -1,5 +1,6 @@
 import type { TransactionSql } from 'postgres';
 import type { Sql } from '../db/client';
+import type { Priority } from '../domain/generation';
 import { EFFECTIVE_CAPACITY, GPU_SLOTS_CHANNEL } from './capacity';
 
 /**
@@ -97,16 +98,21 @@ export async function releaseDispatcherLeases(sql: Sql, dispatcherId: string): P
 
 /**
  * userServedSince: whether another job of the user has been given a GPU since `since` (it holds a claimed lease of the
- * pool now, or the backend accepted it after that instant). A job raised to FIRST_JOB_PRIORITY was its user's only active
- * one when admitted at `since`; once another job of the user got a slot first, the raise is spent (claim-interceptor.ts).
+ * pool now, or the backend accepted it after that instant). A job raised to its lane's first-job level was its user's only
+ * active one in the lane when admitted at `since`; once another job of the user got a slot first, the raise is spent (claim-interceptor.ts).
  * Jobs admitted after it may carry an earlier created_at (taken before they queued for the user's admission lock), so the
  * user's rows are read from a few minutes earlier.
  */
-export async function userServedSince(sql: Sql, { pool, jobId, userId, since }: { pool: string; jobId: string; userId: string; since: Date }): Promise<boolean> {
+export async function userServedSince(
+  sql: Sql,
+  { pool, jobId, userId, since, priority = 'interactive' }: { pool: string; jobId: string; userId: string; since: Date; priority?: Priority },
+): Promise<boolean> {
+  // Only the job's own lane counts: a raise is the user's first job in that lane (their other lane runs apart).
   const [row] = await sql<{ served: boolean }[]>`
     select exists (
       select 1 from generations g
       where g.user_id = ${userId} and g.created_at >= ${since.toISOString()}::timestamptz - interval '5 minutes' and g.id <> ${jobId}
+        and coalesce(g.params->>'priority', 'interactive') = ${priority}
         and (g.started_at >= ${since.toISOString()}::timestamptz or exists (select 1 from gpu_slot_leases l where l.job_id = g.id and l.pool = ${pool}))
     ) as served`;
   return row.served;

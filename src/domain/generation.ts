@@ -13,6 +13,20 @@ export interface GenerationRequest {
   /** The client's own limits, within the server's (absent: the server's). */
   max_queue_seconds?: number;
   max_run_seconds?: number;
+  /**
+   * The job's lane; absent is interactive. The API keeps only `batch` (an interactive request carries no field), so an
+   * interactive request hashes, prices and runs exactly as one made before lanes existed (see priorityOf).
+   */
+  priority?: Priority;
+}
+
+/** The lanes of the GPU queue: interactive jobs go first, batch jobs wait while any interactive job waits. */
+export const PRIORITIES = ['interactive', 'batch'] as const;
+export type Priority = (typeof PRIORITIES)[number];
+
+/** A request's lane: one without the field (every request made before lanes) is interactive. */
+export function priorityOf(request: Pick<GenerationRequest, 'priority'>): Priority {
+  return request.priority === 'batch' ? 'batch' : 'interactive';
 }
 
 /** Settings the API hands each workflow, so timing knobs are injected rather than read inside the workflow. */
@@ -21,7 +35,7 @@ export interface GenerationSettings {
   fairnessWeight: number;
   /**
    * Temporal priority key of the job's tasks (1 first … 5 last; unset is 3). A job admitted while its user had no other
-   * job queued or running gets FIRST_JOB_PRIORITY (see firstJobPriority).
+   * job queued or running in its lane gets its lane's raised level (see firstJobPriority); batch jobs take 4 and 5.
    */
   priorityKey?: number;
   heartbeatTimeoutMs: number;
@@ -50,6 +64,18 @@ export interface GenerationInput {
 /** Temporal's default priority level, and the one above it that a user's only active job takes. */
 export const DEFAULT_PRIORITY = 3;
 export const FIRST_JOB_PRIORITY = 2;
+/**
+ * The batch lane's two levels, both below every interactive one: Temporal's priority keys are strict, so a batch task
+ * is dispatched only while no interactive task waits. Inside the lane, as inside the interactive one, a user's only
+ * active batch job goes one level up, and fairness keys (user, tier weight) share the rest.
+ */
+export const BATCH_FIRST_JOB_PRIORITY = 4;
+export const BATCH_PRIORITY = 5;
+/** The levels a user's first job in a lane takes (claim-interceptor.ts hands one back when its raise is spent). */
+export const RAISED_PRIORITIES: ReadonlyMap<number, Priority> = new Map([
+  [FIRST_JOB_PRIORITY, 'interactive'],
+  [BATCH_FIRST_JOB_PRIORITY, 'batch'],
+]);
 
 /**
  * A user with nothing queued or running goes ahead of other users' backlogs: the next free GPU slot is theirs. Temporal's
@@ -57,8 +83,10 @@ export const FIRST_JOB_PRIORITY = 2;
  * fairness counter, so a flood's first waiting task ties a newcomer's and wins on age (docs/decisions.md). A user holds at
  * most one such job at a time, so the level above is bounded by the number of users, each with one job.
  */
-export function firstJobPriority(activeBefore: number, enabled: boolean): number {
-  return enabled && activeBefore === 0 ? FIRST_JOB_PRIORITY : DEFAULT_PRIORITY;
+export function firstJobPriority(activeBefore: number, enabled: boolean, priority: Priority = 'interactive'): number {
+  const first = enabled && activeBefore === 0;
+  if (priority === 'batch') return first ? BATCH_FIRST_JOB_PRIORITY : BATCH_PRIORITY;
+  return first ? FIRST_JOB_PRIORITY : DEFAULT_PRIORITY;
 }
 
 /** One write to the projection. Monotonic by (rank, attempt, progress): older writes never overwrite newer ones. */

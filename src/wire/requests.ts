@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PRIORITIES } from '../domain/generation';
 import { GENERATION_STATUSES } from '../domain/generation-state';
 import { isStorableTime } from '../lib/iso-time';
 
@@ -21,13 +22,20 @@ export const createGenerationBody = z
       .int()
       .min(1)
       .optional()
-      .meta({ description: "Longest the job may wait for a GPU slot; past it the job ends `expired` (code `queue_timeout`), never charged. At most the server's limit (default 1800)." }),
+      .meta({ description: "Longest the job may wait for a GPU slot; past it the job ends `expired` (code `queue_timeout`), never charged. At most the server's limit for the job's lane (default 1800 interactive, 86400 batch)." }),
     max_run_seconds: z
       .number()
       .int()
       .min(1)
       .optional()
       .meta({ description: "Longest the generation may run once the backend accepted it; past it the job fails with `generation_timeout`. At most the server's limit for the request's duration and resolution." }),
+    priority: z
+      .enum(PRIORITIES)
+      .optional()
+      .meta({
+        description:
+          'The lane. `interactive` (the default) goes first; `batch` waits while interactive jobs of any user wait, costs less (BATCH_PRICE_FACTOR), may wait longer (MAX_BATCH_QUEUE_MS) and counts against its own active-job limits. Users share each lane fairly.',
+      }),
   })
   .strict();
 

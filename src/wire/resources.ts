@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { PRIORITIES } from '../domain/generation';
 import { GENERATION_ERROR_CODES } from '../domain/generation-errors';
 import { GENERATION_STATUSES } from '../domain/generation-state';
 import { createGenerationBody } from './requests';
@@ -54,6 +55,7 @@ export const generationResource = component(
       seed: z.int().nullable(),
       webhook_url: z.string().nullable(),
       metadata: z.record(z.string(), z.string()),
+      priority: z.enum(PRIORITIES).meta({ description: 'the lane: `interactive` goes first, `batch` waits while interactive jobs wait (queue_position counts only what is ahead in the job\'s lane and above it)' }),
       attempt: z.int().min(0).meta({ description: 'the current attempt; transient backend failures start a new one' }),
       progress: z.number().min(0).max(1),
       backend_job_id: z.string().nullable(),
@@ -80,7 +82,7 @@ export const generationEstimate = component(
       refusal: z
         .object({ code: z.string(), message: z.string() })
         .nullable()
-        .meta({ description: "when not admitted: the code and message a submit's error would carry now (insufficient_credits, rate_limited, too_many_active_jobs, daily_quota_exceeded, capacity_exhausted)" }),
+        .meta({ description: "when not admitted: the code and message a submit's error would carry now (insufficient_credits, rate_limited, too_many_active_jobs, too_many_active_batch_jobs, daily_quota_exceeded, capacity_exhausted)" }),
       queue_position: z.int().min(1).nullable().meta({ description: 'when admitted: the queue position it would start at (1 is next to get a GPU)' }),
       eta_seconds: z.number().nullable().meta({ description: 'when admitted: estimated seconds until a GPU, when known' }),
     })
@@ -200,13 +202,23 @@ export const usage = component(
     limits: z.object({
       requests_burst: z.number(),
       requests_per_second: z.number(),
-      max_active_jobs: z.number(),
-      daily_quota: z.number(),
+      max_active_jobs: z.number().meta({ description: 'interactive jobs queued or running' }),
+      max_active_batch_jobs: z.number().meta({ description: 'batch jobs queued or running (a limit of their own)' }),
+      daily_quota: z.number().meta({ description: 'jobs created a day, both lanes' }),
       tier_backlog_bound: z.number(),
+      tier_batch_backlog_bound: z.number(),
     }),
-    active_jobs: z.number(),
+    active_jobs: z.number().meta({ description: 'queued or running, both lanes' }),
+    active_batch_jobs: z.number(),
     used_today: z.number(),
-    remaining: z.object({ requests: z.number(), active_jobs: z.number(), daily_quota: z.number(), tier_backlog: z.number() }),
+    remaining: z.object({
+      requests: z.number(),
+      active_jobs: z.number().meta({ description: 'interactive' }),
+      active_batch_jobs: z.number(),
+      daily_quota: z.number(),
+      tier_backlog: z.number(),
+      tier_batch_backlog: z.number(),
+    }),
     daily_quota_resets_in_seconds: z.number(),
     gpu_capacity: z.number(),
   }),

@@ -2,7 +2,7 @@ import type { KeysetPosition } from '../db/keyset';
 import type { ListedGeneration } from '../db/projection';
 import { isoString, isStorableTime } from '../lib/iso-time';
 import type { GenerationRow } from '../db/schema';
-import type { GenerationRequest } from '../domain/generation';
+import { priorityOf, type GenerationRequest } from '../domain/generation';
 import type { GenerationResource } from './resources';
 
 /** A queued job's place (src/api/queue-position.ts computes it): 1 is next to get a GPU; the ETA is null until known. */
@@ -28,6 +28,7 @@ export function toGenerationResource(row: GenerationRow | ListedGeneration, queu
     seed: params.seed ?? null,
     webhook_url: params.webhook_url ?? null,
     metadata: params.metadata ?? {},
+    priority: priorityOf(params),
     attempt: row.attempt,
     progress: row.progress,
     backend_job_id: row.backendJobId,

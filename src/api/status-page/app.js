@@ -58,7 +58,13 @@ function renderRow(g) {
   row.replaceChildren(
     el('td', { className: 'created', textContent: time(g.created_at) }),
     el('td', { className: 'prompt', textContent: g.prompt, title: g.prompt }),
-    el('td', {}, el('span', { className: `status status-${g.status}`, textContent: g.status }), g.attempt > 1 ? el('small', { textContent: ` attempt ${g.attempt}` }) : null),
+    el(
+      'td',
+      {},
+      el('span', { className: `status status-${g.status}`, textContent: g.status }),
+      g.priority === 'batch' ? el('small', { className: 'lane', textContent: ' batch' }) : null,
+      g.attempt > 1 ? el('small', { textContent: ` attempt ${g.attempt}` }) : null,
+    ),
     el('td', { className: 'queue', textContent: queue }),
     el('td', { className: 'progress' }, progress, el('span', { textContent: ` ${percent}%` })),
     el('td', { className: 'result' }, result),
@@ -278,6 +284,8 @@ async function submit(event) {
     const body = { prompt: $('prompt').value, duration_seconds: Number($('duration').value), resolution: $('resolution').value };
     // Left empty, the server's queue limit applies; past the limit the job ends "expired", never charged.
     if ($('max-queue').value) body.max_queue_seconds = Number($('max-queue').value);
+    // Batch: cheaper, waits while interactive jobs wait (and may wait longer); interactive is the default, sent as nothing.
+    if ($('priority').value === 'batch') body.priority = 'batch';
     const res = await api('POST', '/v1/generations', body, { 'idempotency-key': idempotencyKey() });
     if (res.status !== 202) {
       const retry = res.headers.get('retry-after');

@@ -119,7 +119,7 @@ function submissionInput(config: Config, { user, jobId, request, retryOf }: Subm
 }
 
 /** Starts the job's workflow or, when Temporal cannot be reached (or is known not to be), keeps it for the relay. */
-async function startOrKeep({ client, config, relay }: SubmitDeps, input: GenerationInput): Promise<void> {
+export async function startOrKeep({ client, config, relay }: SubmitDeps, input: GenerationInput): Promise<void> {
   if (relay.temporalUnreachable) {
     relay.keep(input);
     return;

@@ -1,5 +1,9 @@
 import { Webhook } from 'standardwebhooks';
+import { createReconcileActivities } from '../src/activities/reconcile';
+import { admitBatch, describeBatch } from '../src/api/batch-admission';
+import { createQueuePositions } from '../src/api/queue-position';
 import { cancelGenerationSignal } from '../src/contracts/generation';
+import { createLogger } from '../src/lib/logger';
 import { creditBalance } from '../src/credits/ledger';
 import { PRUNE_STEPS, retentionWindows } from '../src/retention/prune';
 import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
@@ -290,4 +294,39 @@ describe('batches', () => {
     expect(pruned.deleted).toMatchObject({ batches: 1, idempotency_keys: 1, notifications: 1 });
     expect(await userRows(userId)).toMatchObject({ jobs: 0, batches: 0, keys: 0 });
   }, 240_000);
+});
+
+describe('a batch whose API died after the admission', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // The reconciler sweeps the whole database: one of its own.
+    stack = await startStack({ ownDatabase: true });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  test('is started whole by the reconciler from its rows, and completes', async () => {
+    const { userId, apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const [user] = await stack.database.sql<{ id: string; name: string; tier: string; created_at: Date }[]>`select * from users where id = ${userId}`;
+    const items = Array.from({ length: 5 }, (_, i) => ({ prompt: `orphaned item ${i}`, duration_seconds: 1, resolution: '480p' as const, aspect_ratio: '16:9' as const, seed: null, webhook_url: null, metadata: {} }));
+    // What POST /v1/batches commits before it starts anything; the process "dies" there.
+    const batch = describeBatch({ id: user.id, name: user.name, tier: user.tier, createdAt: user.created_at }, items, 'orphaned');
+    const queue = createQueuePositions({ sql: stack.database.sql, config: stack.config });
+    expect((await admitBatch({ sql: stack.database.sql, config: stack.config, queue }, batch)).outcome).toBe('admitted');
+    expect((await api.call('GET', `/v1/batches/${batch.batchId}`)).body.counts.queued).toBe(5);
+
+    const reconciler = createReconcileActivities({ db: stack.database.db, client: stack.client, config: stack.config, logger: createLogger('test', 'silent'), endGeneration: async () => false });
+    const report = await reconciler.reconcileProjection({ quietForMs: 0, limit: 500 });
+    expect(report.startedSubmissions).toBe(5);
+    const done = await eventually(
+      async () => {
+        const res = await api.call('GET', `/v1/batches/${batch.batchId}`);
+        return res.body.status === 'completed' ? res.body : undefined;
+      },
+      { timeoutMs: 60_000, what: 'the batch to complete' },
+    );
+    expect(done.counts.succeeded).toBe(5);
+  }, 90_000);
 });

@@ -154,7 +154,7 @@ describe('the migrate step', () => {
     const after = await definitions(upgraded);
     expect(after).toEqual(await definitions(fresh));
     expect(after.functions.filter((f) => f.includes('FUNCTION public.vg_admit_submission('))).toEqual([expect.stringContaining('vg_admit_submission(p_claim jsonb')]);
-    expect(after.triggers).toHaveLength(3);
+    expect(after.triggers).toHaveLength(4); // the change feed, the two counts, the batch tally
   });
 
   test('a routine is applied again when its file changes, and after any new migration; a failed one is not recorded', async () => {

@@ -14,6 +14,7 @@ import { createLogger } from '../src/lib/logger';
 import type { toDeliveryResource } from '../src/notifications/delivery-store';
 import type { toEndpointResource } from '../src/notifications/endpoint-store';
 import type { toNotificationResource } from '../src/notifications/inbox';
+import type { toBatchResource, batchResource } from '../src/wire/batches';
 import { openEventStream, startWebhookReceiver, type EventStreamClient, type WebhookReceiver } from './notification-helpers';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
@@ -30,7 +31,8 @@ const _serializersConform: [
   Conforms<ReturnType<typeof toDeliveryResource>, z.infer<typeof documented.webhookDeliveryResource>>,
   Conforms<Usage, z.infer<typeof documented.usage>>,
   Conforms<ReturnType<typeof toApiKeyResource>, z.infer<typeof documented.apiKeyResource>>,
-] = [true, true, true, true, true];
+  Conforms<ReturnType<typeof toBatchResource>, z.infer<typeof batchResource>>,
+] = [true, true, true, true, true, true];
 void _serializersConform;
 
 /** Routes served on purpose without a place in the document, and why. */
@@ -221,6 +223,16 @@ describe('the OpenAPI document at /openapi.json', () => {
     expectDocumented('retryGeneration', await api.call('POST', `/v1/generations/${id}/retry`, undefined, { 'idempotency-key': 'docs-rerun-1' }));
     expectDocumented('retryGeneration', await api.call('POST', `/v1/generations/${id}/retry`, undefined, { 'idempotency-key': 'docs-1' }));
     expectDocumented('retryGeneration', await api.call('POST', '/v1/generations/gen_unknown/retry'));
+    const batch = await api.call('POST', '/v1/batches', { items: [{ prompt: 'a batch of one' }] }, { 'idempotency-key': 'docs-batch-1' });
+    expectDocumented('createBatch', batch);
+    expectDocumented('createBatch', await api.call('POST', '/v1/batches', { items: [{ prompt: 'a batch of one' }] }, { 'idempotency-key': 'docs-batch-1' }));
+    expectDocumented('createBatch', await api.call('POST', '/v1/batches', { items: [{ prompt: '' }] }));
+    expectDocumented('getBatch', await api.call('GET', `/v1/batches/${batch.body.id}`));
+    expectDocumented('getBatch', await api.call('GET', '/v1/batches/batch_unknown'));
+    expectDocumented('listBatches', await api.call('GET', '/v1/batches?limit=1'));
+    expectDocumented('listBatches', await api.call('GET', '/v1/batches?limit=0'));
+    expectDocumented('listGenerations', await api.list(`?batch_id=${batch.body.id}`));
+    expectDocumented('cancelBatch', await api.call('POST', `/v1/batches/${batch.body.id}/cancel`));
     expectDocumented('listGenerations', await api.list('?limit=1'));
     expectDocumented('listGenerations', await api.list('?limit=0'));
     const jobEvents = await openEventStream(`${stack.apiUrl}/v1/generations/${id}/events`, apiKey);

@@ -15,6 +15,7 @@ import { recordNotification } from '../notifications/inbox';
 import { queueEndingForEmail } from '../notifications/email-queue';
 import { boundedLookup } from '../notifications/destination-guard';
 import { sendWebhook } from '../notifications/webhook-sender';
+import { notifyBatchCompleted } from '../notifications/batch-completed';
 
 export interface NotifyActivityDeps {
   db: Db;
@@ -85,6 +86,8 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
     // Email: queued when the user asked for this ending; their digest workflow mails it (src/workflows/email-digest.ts).
     const emailed = await queueEndingForEmail({ sql: db.$client, client, taskQueue: starter.taskQueue }, { userId, jobId, event: eventType, status, endedAt });
     logger.info({ jobId, workflowId: jobId, event: eventType, notified: created, webhooks: targets.length, emailed }, 'generation end notified');
+    // The item that ended its batch (or any item's retried step after it) announces the batch, once.
+    if (row.batchId !== null && (await notifyBatchCompleted({ db, starter }, row.batchId))) logger.info({ jobId, batchId: row.batchId }, 'batch completion notified');
   }
 
   async function attemptWebhookDelivery({ deliveryId, attempt, nextDelayMs }: DeliveryAttemptInput): Promise<DeliveryAttemptOutcome> {

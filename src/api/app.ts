@@ -22,6 +22,7 @@ import { apiKeysRouter } from './api-keys-routes';
 import { mountAdminRoutes, type AdminAppDeps } from './admin-app';
 import { mountCodecRoutes } from './codec-routes';
 import { createServiceStartRelay, type StartRelay } from './start-relay';
+import { batchesRouter } from './batches-routes';
 
 export interface ApiDeps extends AdminAppDeps {
   /** The start relay of submits kept while Temporal cannot be reached (startApi passes its own, to close it). */
@@ -57,6 +58,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger, backends }));
   // The codec endpoint (admin only, like the other admin routes) parses bodies of its own size.
   if (config.api.adminListener === undefined) mountCodecRoutes(app, { config, adminApiKey });
+  // Batches parse their larger bodies themselves, once the key was checked (src/api/batches-routes.ts).
+  app.use('/v1/batches', requireUser(db), batchesRouter({ db, sql, client, config, relay, queue, logger }));
   app.use(express.json({ limit: '64kb' }));
 
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.

@@ -33,7 +33,7 @@ export async function cancelGeneration({ db, client, config }: { db: Db; client:
   return (await getGeneration(db, user.id, jobId)) ?? row;
 }
 
-async function deliverCancel({ db, client, config }: { db: Db; client: Client; config: Config }, jobId: string): Promise<void> {
+export async function deliverCancel({ db, client, config }: { db: Db; client: Client; config: Config }, jobId: string): Promise<void> {
   const signal = () => withTemporalDeadline(client, () => client.workflow.getHandle(jobId).signal(cancelGenerationSignal, { reason: 'requested by the user' }));
   try {
     await signal();

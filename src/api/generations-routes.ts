@@ -10,25 +10,17 @@ import { currentUser } from './auth';
 import { cancelGeneration } from './cancel';
 import { backendCancels } from '../domain/backend-specs';
 import { ApiError, notFound } from '../wire/errors';
-import { createGenerationBody, idempotencyKeyHeader, listGenerationsQuery } from '../wire/requests';
+import { idempotencyKeyHeader, listGenerationsQuery } from '../wire/requests';
 import { decodeCursor, encodeCursor, toGenerationResource } from '../wire/serialize';
 import type { GenerationEstimate } from '../wire/resources';
 import type { QueuePositions } from './queue-position';
-import { checkTimeLimits, describeSubmission, type SubmitDeps } from './submit';
-import type { Config } from '../config';
+import { describeSubmission, parseGenerationRequest, type SubmitDeps } from './submit';
 import { parseOr400 } from './validation';
 import { isTerminal } from '../domain/generation-state';
 import type { GenerationEventHub } from '../notifications/event-hub';
 import { preferredWait, waitForEnd, type WaitSlots } from './prefer-wait';
 
 /** A submit's body as the request it asks for (its metadata in key order, so equal requests hash alike). */
-function requestOf(body: unknown, config: Config): GenerationRequest {
-  const { priority, ...parsed } = parseOr400(createGenerationBody, body ?? {});
-  // Only the batch lane is written: an interactive request is the request as it was before lanes (its hash included).
-  const request = { ...parsed, ...(priority === 'batch' ? { priority } : {}), metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
-  checkTimeLimits(config, request);
-  return request;
-}
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
 export function generationsRouter(
@@ -106,7 +98,7 @@ export function generationsRouter(
   }
 
   router.post('/', (req, res) =>
-    submit(req, res, async () => ({ request: requestOf(req.body, deps.config) })),
+    submit(req, res, async () => ({ request: parseGenerationRequest(req.body, deps.config) })),
   );
 
   /**
@@ -115,7 +107,7 @@ export function generationsRouter(
    */
   router.post('/estimate', async (req, res) => {
     const user = currentUser(req);
-    const estimate = await deps.admission.estimate(describeSubmission(deps.config, user, requestOf(req.body, deps.config), undefined));
+    const estimate = await deps.admission.estimate(describeSubmission(deps.config, user, parseGenerationRequest(req.body, deps.config), undefined));
     res.json({
       credits: estimate.credits,
       admitted: estimate.admitted,

@@ -2,6 +2,7 @@ import { z } from 'zod';
 import * as res from '../wire/resources';
 import { capacityBody } from './capacity-routes';
 import { createGenerationBody, createUserBody, listGenerationsQuery } from '../wire/requests';
+import { batchList, batchResource, createBatchBody, listBatchesQuery, MAX_BATCH_ITEMS } from '../wire/batches';
 import { listNotificationsQuery } from './notifications-routes';
 import { emailLinkQuery, notificationSettingsBody } from './notification-settings-routes';
 import { createEndpointBody, deliveriesQuery, rotateSecretBody } from './webhook-endpoints-routes';
@@ -35,7 +36,7 @@ export interface Operation {
   /** As Express mounts it: `/v1/generations/:id`. */
   path: string;
   operationId: string;
-  tag: 'generations' | 'events' | 'notifications' | 'webhooks' | 'usage' | 'api-keys' | 'admin' | 'meta';
+  tag: 'generations' | 'batches' | 'events' | 'notifications' | 'webhooks' | 'usage' | 'api-keys' | 'admin' | 'meta';
   summary: string;
   description?: string;
   auth: 'user' | 'admin' | 'none';
@@ -181,6 +182,7 @@ export const operations: Operation[] = [
     ],
     errors: [400, 402, 404, 422, 429, 503],
   },
+  ...batchOperations(),
   {
     method: 'get',
     path: '/v1/events',
@@ -336,6 +338,73 @@ export const operations: Operation[] = [
   },
   ...adminOperations(),
 ];
+
+/** Batches: submit many bodies at once, all admitted or none; read, list, cancel. */
+function batchOperations(): Operation[] {
+  const base = { tag: 'batches', auth: 'user' } as const;
+  const batchId = { id: 'the batch id (batch_...)' };
+  return [
+    {
+      ...base,
+      method: 'post',
+      path: '/v1/batches',
+      operationId: 'createBatch',
+      summary: `Submit up to ${MAX_BATCH_ITEMS} prompts at once, all admitted or none`,
+      description:
+        'Each item is a submit body (CreateGenerationRequest) and becomes a generation carrying the batch id as `batch_id`. ' +
+        'The batch is admitted whole or refused whole with the refusal a submit would get, counting every item: it takes one ' +
+        'rate-limit token, and its items count against the active jobs, the daily quota, the tier backlog (429) and the credits ' +
+        '(402, details.needed is the whole batch); a refused batch creates nothing and holds no credits. With an Idempotency-Key, ' +
+        'a retry returns the same batch (Idempotent-Replayed: true); another body, or a key used for a submit, is 422. A bad item ' +
+        'is 400 invalid_batch_item, its index in details.index (and its own error code in details.code); an empty batch or one of ' +
+        `more than ${MAX_BATCH_ITEMS} items is 400 invalid_request. The body may be up to 4 MB (413 beyond). Answered once the ` +
+        "batch is admitted and its first item started; the other items' workflows start right after (their generations read queued). " +
+        'When the last item ends, one `batch.completed` notification and webhook event follow, besides each item\'s own.',
+      headers: ['Idempotency-Key'],
+      body: { id: 'CreateBatchRequest', schema: createBatchBody },
+      responses: [{ status: 202, description: 'admitted (or replayed)', schema: batchResource, headers: ['Location', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'] }],
+      errors: [400, 402, 409, 422, 429, 503],
+    },
+    {
+      ...base,
+      method: 'get',
+      path: '/v1/batches',
+      operationId: 'listBatches',
+      summary: 'List my batches, newest first',
+      description: 'Keyset-paginated: pass next_cursor as cursor while has_more. The items of one: GET /v1/generations?batch_id=.',
+      query: listBatchesQuery,
+      responses: [{ status: 200, description: 'one page', schema: batchList }],
+      errors: [400],
+    },
+    {
+      ...base,
+      method: 'get',
+      path: '/v1/batches/:id',
+      operationId: 'getBatch',
+      summary: 'Read one batch: its items counted by status',
+      pathParams: batchId,
+      responses: [{ status: 200, description: 'the batch', schema: batchResource }],
+      errors: [404],
+    },
+    {
+      ...base,
+      method: 'post',
+      path: '/v1/batches/:id/cancel',
+      operationId: 'cancelBatch',
+      summary: 'Cancel the items of a batch that have not ended',
+      description:
+        'Each queued or running item is canceled as POST /v1/generations/{id}/cancel would; ended items stay as they are. 202 ' +
+        'while items are still ending (the batch reads `canceling`), 200 once every item ended (`canceled`); a second cancel is ' +
+        'harmless. 409 batch_already_completed when every item had ended before the cancel.',
+      pathParams: batchId,
+      responses: [
+        { status: 200, description: 'every item ended', schema: batchResource },
+        { status: 202, description: 'cancellation requested', schema: batchResource },
+      ],
+      errors: [404, 409, 503],
+    },
+  ];
+}
 
 /** One endpoint's operations: read, delete, rotate the secret, re-enable, delivery log, replay. */
 function endpointOperations(): Operation[] {

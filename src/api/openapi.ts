@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { errorResponse, responseComponents, webhookEvent } from '../wire/resources';
+import { batchWebhookEvent } from '../wire/batches';
 import { idempotencyKeyHeader } from '../wire/requests';
 import { lastEventIdSchema, operations, type ErrorStatus, type Operation, type SuccessResponse } from './openapi-operations';
 import { MAX_WAIT_SECONDS } from './prefer-wait';
@@ -18,13 +19,13 @@ export function openApiPath(expressPath: string): string {
 }
 
 const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?: string[] }> = {
-  400: { name: 'BadRequest', description: 'invalid_request (the message names the field; details.issues lists every one), invalid_json, invalid_cursor, ...' },
+  400: { name: 'BadRequest', description: 'invalid_request (the message names the field; details.issues lists every one), invalid_batch_item (details.index names the item), invalid_json, invalid_cursor, ...' },
   401: { name: 'Unauthorized', description: 'unauthorized: a valid API key is required', headers: ['WWW-Authenticate'] },
   402: { name: 'InsufficientCredits', description: 'insufficient_credits: details.needed and details.available' },
   404: { name: 'NotFound', description: "not_found: it does not exist, or it is another user's" },
   409: {
     name: 'Conflict',
-    description: 'generation_already_finished, too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring',
+    description: 'generation_already_finished, batch_already_completed, batch_in_progress (a replay met its batch being undone), too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring',
   },
   422: { name: 'IdempotencyKeyReused', description: 'idempotency_key_reused: this Idempotency-Key was used with another body' },
   429: {
@@ -177,6 +178,7 @@ function buildDocument(): Json {
     },
     tags: [
       { name: 'generations', description: 'submit, read, list and cancel jobs' },
+      { name: 'batches', description: 'many jobs admitted together, counted and canceled together' },
       { name: 'events', description: 'live updates over Server-Sent Events' },
       { name: 'notifications', description: 'the in-app inbox' },
       { name: 'webhooks', description: 'webhook endpoints and their delivery log (Standard Webhooks signatures)' },
@@ -192,6 +194,14 @@ function buildDocument(): Json {
           summary: 'A generation ended (sent to webhook endpoints and to a request webhook_url)',
           description: 'Signed per Standard Webhooks: webhook-id (stable across retries), webhook-timestamp, webhook-signature. Answer 2xx; 410 disables the endpoint.',
           requestBody: { required: true, content: { 'application/json': { schema: refTo(webhookEvent) } } },
+          responses: { '2XX': { description: 'received' } },
+        },
+      },
+      batchCompleted: {
+        post: {
+          summary: "A batch's last item ended (sent to webhook endpoints; once per batch, besides each item's own event)",
+          description: 'Signed as every webhook. The data is the batch as GET /v1/batches/{id} reads it when it completed.',
+          requestBody: { required: true, content: { 'application/json': { schema: refTo(batchWebhookEvent) } } },
           responses: { '2XX': { description: 'received' } },
         },
       },

@@ -1,3 +1,5 @@
+import { parseOr400 } from './validation';
+import { createGenerationBody } from '../wire/requests';
 import { createHash, randomBytes } from 'node:crypto';
 import type { Client } from '@temporalio/client';
 import type { Config } from '../config';
@@ -122,7 +124,7 @@ function submissionInput(config: Config, { user, jobId, request, retryOf }: Subm
 }
 
 /** Starts the job's workflow or, when Temporal cannot be reached (or is known not to be), keeps it for the relay. */
-async function startOrKeep({ client, config, relay }: SubmitDeps, input: GenerationInput): Promise<void> {
+export async function startOrKeep({ client, config, relay }: SubmitDeps, input: GenerationInput): Promise<void> {
   if (relay.temporalUnreachable) {
     relay.keep(input);
     return;
@@ -138,4 +140,13 @@ async function startOrKeep({ client, config, relay }: SubmitDeps, input: Generat
 function notStarted(err: unknown): ApiError {
   if (err instanceof ApiError) return err;
   return new ApiError(503, 'temporal_unavailable', 'Temporal refused to start the job; nothing was kept, retry shortly', undefined, { 'Retry-After': '5' });
+}
+
+/** A submit body as the request it stands for (400 on a bad one). */
+export function parseGenerationRequest(body: unknown, config: Config): GenerationRequest {
+  const { priority, ...parsed } = parseOr400(createGenerationBody, body ?? {});
+  // Only the batch lane is written: an interactive request is the request as it was before lanes (its hash included).
+  const request = { ...parsed, ...(priority === 'batch' ? { priority } : {}), metadata: Object.fromEntries(Object.entries(parsed.metadata).sort()) };
+  checkTimeLimits(config, request);
+  return request;
 }

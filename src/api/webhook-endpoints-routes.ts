@@ -42,7 +42,7 @@ export const deliveriesQuery = z.object({ limit: z.coerce.number().int().min(1).
 
 /** One bounded DNS lookup per configuration: the API's checks of webhook URLs share its time limit and in-flight cap. */
 const lookups = new WeakMap<Config, LookupAll>();
-function webhookLookup(config: Config): LookupAll {
+export function webhookLookup(config: Config): LookupAll {
   let lookup = lookups.get(config);
   if (!lookup) lookups.set(config, (lookup = boundedLookup({ timeoutMs: config.notifications.dnsTimeoutMs })));
   return lookup;

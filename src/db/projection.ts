@@ -9,7 +9,7 @@ import { generations, type GenerationRow } from './schema';
 /** The projection's columns, in the order GenerationRow names them. */
 const COLUMNS =
   'id, user_id, tier, status, status_rank, prompt, params, attempt, progress, backend_job_id, dispatcher, run_opened_at, ' +
-  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at, retry_of';
+  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at, retry_of, batch_id';
 
 interface GenerationRecord {
   id: string;
@@ -32,6 +32,7 @@ interface GenerationRecord {
   completed_at: Date | string | null;
   updated_at: Date | string;
   retry_of: string | null;
+  batch_id: string | null;
 }
 
 // drizzle's driver turns postgres.js's own timestamp parsing off on the shared client; raw reads get text back.
@@ -68,6 +69,7 @@ const toListed = (r: GenerationRecord): ListedGeneration => ({
   completedAt: isoOrNull(r.completed_at),
   updatedAt: isoOrNull(r.updated_at) as string,
   retryOf: r.retry_of,
+  batchId: r.batch_id,
 });
 
 /** What the row keeps of a request besides its prompt. */
@@ -111,6 +113,7 @@ export function queuedRow(input: GenerationInput): GenerationRow {
     completedAt: null,
     updatedAt: acceptedAt,
     retryOf: input.retryOf ?? null,
+    batchId: null,
   };
 }
 
@@ -197,6 +200,8 @@ export interface ListQuery {
   limit: number;
   /** Keyset position: the (created_at, id) of the last row of the previous page. */
   after?: KeysetPosition;
+  /** Only the items of this batch (served by generations_batch_idx). */
+  batchId?: string;
 }
 
 /**
@@ -210,6 +215,7 @@ export function pageStatement(userId: string, query: ListQuery): { text: string;
   const param = (value: string | number) => `$${params.push(value)}`;
   const where = ['user_id = $1'];
   if (query.status) where.push(`status = ${param(query.status)}`);
+  if (query.batchId) where.push(`batch_id = ${param(query.batchId)}`);
   if (query.createdAfter) where.push(`created_at > ${param(query.createdAfter.toISOString())}::timestamptz`);
   if (query.createdBefore) where.push(`created_at < ${param(query.createdBefore.toISOString())}::timestamptz`);
   if (query.after) {

@@ -74,6 +74,8 @@ export const generations = pgTable(
     updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
     /** The job this one reruns (POST /v1/generations/:id/retry); written with the queued row, never changed. */
     retryOf: text('retry_of'),
+    /** The batch this job is an item of (POST /v1/batches); written with the queued row, never changed. */
+    batchId: text('batch_id'),
   },
   (t) => [
     // Serves "my jobs, newest first" as a keyset scan; NULLS FIRST matches ORDER BY ... DESC, so no sort is needed.
@@ -84,12 +86,14 @@ export const generations = pgTable(
     index('generations_user_active_idx').on(t.userId, t.createdAt, t.id).where(sql`status_rank < 2`),
     // The latest completions first (the queue ETA's mean GPU time), read from the newest end however large the table.
     index('generations_completed_idx').on(t.completedAt.desc()).where(sql`completed_at is not null`),
+    index('generations_batch_idx').on(t.batchId, t.createdAt.desc(), t.id.desc()).where(sql`batch_id is not null`),
   ],
 );
 
 export * from './schema-notifications';
 export * from './schema-dispatch';
 export * from './schema-email';
+export * from './schema-batches';
 
 /** Each user's credit balances; changed only together with a ledger row, in one transaction. */
 export const creditAccounts = pgTable('credit_accounts', {

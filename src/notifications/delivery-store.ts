@@ -2,6 +2,7 @@ import { and, asc, desc, eq, inArray, lt, ne, sql, type SQL } from 'drizzle-orm'
 import type { Db } from '../db/client';
 import { afterPosition, exactTime, keysetPage, type KeysetPosition } from '../db/keyset';
 import { webhookDeliveries, webhookDeliveryAttempts, type WebhookDeliveryAttemptRow, type WebhookDeliveryRow } from '../db/schema';
+import { eventSubject } from './events';
 
 /** Webhook deliveries and their attempt log. Every write is keyed so that a retried activity rewrites the same row. */
 
@@ -112,7 +113,7 @@ export function toDeliveryResource(delivery: WebhookDeliveryRow, attempts: Webho
     endpoint_id: delivery.endpointId,
     webhook_id: delivery.webhookId,
     event_type: delivery.eventType,
-    generation_id: delivery.jobId,
+    ...eventSubject(delivery.eventType, delivery.jobId),
     url: delivery.url,
     status: delivery.status,
     attempt_count: delivery.attempts,

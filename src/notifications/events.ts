@@ -2,11 +2,21 @@ import { createHash } from 'node:crypto';
 import type { TerminalStatus } from '../domain/generation-state';
 
 /** What a user is told about, by inbox and webhook. `generation.started` is accepted in filters but not yet emitted. */
-export const WEBHOOK_EVENT_TYPES = ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired', 'generation.started'] as const;
+export const WEBHOOK_EVENT_TYPES = ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired', 'generation.started', 'batch.completed'] as const;
 export type WebhookEventType = (typeof WEBHOOK_EVENT_TYPES)[number];
 
-export function endedEventType(status: TerminalStatus): WebhookEventType {
+export function endedEventType(status: TerminalStatus): Extract<WebhookEventType, `generation.${string}`> {
   return `generation.${status}`;
+}
+
+/** The last item of a batch ended (once per batch, besides each item's own ending). */
+export const BATCH_COMPLETED = 'batch.completed';
+
+/**
+ * What a notification or delivery is about: its job_id column holds the generation's id, or a batch event's batch id.
+ */
+export function eventSubject(eventType: string, subjectId: string): { generation_id: string | null; batch_id: string | null } {
+  return eventType.startsWith('batch.') ? { generation_id: null, batch_id: subjectId } : { generation_id: subjectId, batch_id: null };
 }
 
 const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 32);

@@ -2,6 +2,7 @@ import { and, desc, eq, isNull, sql, type SQL } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { afterPosition, exactTime, keysetPage, type KeysetPosition } from '../db/keyset';
 import { notifications, type NotificationRow } from '../db/schema';
+import { eventSubject } from './events';
 
 /**
  * The in-app inbox. `recordNotification` is the one write: unique on (job, event), so however often the notify step
@@ -51,7 +52,7 @@ export function toNotificationResource(row: NotificationRow) {
     id: row.id,
     object: 'notification' as const,
     event: row.event,
-    generation_id: row.jobId,
+    ...eventSubject(row.event, row.jobId),
     title: row.title,
     message: row.message,
     data: row.data,

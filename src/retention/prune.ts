@@ -303,6 +303,45 @@ export const PRUNE_STEPS: PruneStep[] = [
       return ordered('webhook_endpoints', r.n, limit);
     },
   },
+  {
+    // Last, so a resumed run's step numbers stay as they were. A completed batch, once past the jobs' window and once retention has taken its last item (items end before their
+    // batch, so they go first): with its idempotency key (a reused key names the same batch and item ids, which must be
+    // free), its batch.completed notification and its finished deliveries with their attempts.
+    table: 'batches',
+    async batch(sql, w, rowLimit) {
+      const limit = Math.max(1, Math.floor(rowLimit / JOB_ROWS));
+      const [r] = await sql<Record<'n' | 'keys' | 'inbox' | 'deliveries' | 'attempts', number>[]>`
+        with doomed as (
+          select b.id from batches b
+          where b.completed_at < now() - ${days(w.jobsDays)}::interval
+            and not exists (select 1 from generations g where g.batch_id = b.id)
+          order by b.completed_at limit ${limit}
+          for update skip locked
+        ), ids as (
+          select coalesce(array_agg(id), '{}') as ids from doomed
+        ), keys as (
+          delete from idempotency_keys where job_id = any((select ids from ids)::text[]) returning 1
+        ), inbox as (
+          delete from notifications where job_id = any((select ids from ids)::text[]) returning 1
+        ), finished as (
+          select coalesce(array_agg(id), '{}') as ids from webhook_deliveries where job_id = any((select ids from ids)::text[]) and status <> 'pending'
+        ), attempts as (
+          delete from webhook_delivery_attempts where delivery_id = any((select ids from finished)::text[]) returning 1
+        ), deliveries as (
+          delete from webhook_deliveries where id = any((select ids from finished)::text[]) and status <> 'pending' returning 1
+        ), gone as (
+          delete from batches where id = any((select ids from ids)::text[]) returning 1
+        )
+        select (select count(*) from gone)::int as n, (select count(*) from keys)::int as keys, (select count(*) from inbox)::int as inbox,
+               (select count(*) from deliveries)::int as deliveries, (select count(*) from attempts)::int as attempts`;
+      return ordered('batches', r.n, limit, {
+        idempotency_keys: r.keys,
+        notifications: r.inbox,
+        webhook_deliveries: r.deliveries,
+        webhook_delivery_attempts: r.attempts,
+      });
+    },
+  },
 ];
 
 /** The windows of a configuration. */

@@ -55,6 +55,7 @@ export const listGenerationsQuery = z
     created_before: listTime.optional(),
     limit: z.coerce.number().int().min(1).max(100).default(20),
     cursor: z.string().max(200).optional(),
+    batch_id: z.string().min(1).max(100).optional().meta({ description: 'only the items of this batch (POST /v1/batches)' }),
   })
   .strict();
 

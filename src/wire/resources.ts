@@ -68,6 +68,7 @@ export const generationResource = component(
       completed_at: timestamp.nullable(),
       updated_at: timestamp,
       retry_of: z.string().nullable().meta({ description: 'the generation this one reruns (POST /v1/generations/{id}/retry); null for a submit' }),
+      batch_id: z.string().nullable().meta({ description: 'the batch this generation is an item of (POST /v1/batches); null otherwise' }),
     })
     .meta({ description: 'One text-to-video job, as projected from its workflow.' }),
 );
@@ -104,11 +105,12 @@ export const notificationResource = component(
   z.object({
     id: z.string(),
     object: z.literal('notification'),
-    event: z.string().meta({ examples: ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired'] }),
-    generation_id: z.string(),
+    event: z.string().meta({ examples: ['generation.succeeded', 'generation.failed', 'generation.canceled', 'generation.expired', 'batch.completed'] }),
+    generation_id: z.string().nullable().meta({ description: 'the generation that ended; null for a batch event' }),
+    batch_id: z.string().nullable().meta({ description: 'the batch of a batch event (batch.completed); null otherwise' }),
     title: z.string(),
     message: z.string(),
-    data: z.record(z.string(), z.unknown()).meta({ description: 'generation_id, status, video_url and error when the generation ended' }),
+    data: z.record(z.string(), z.unknown()).meta({ description: 'generation_id, status, video_url and error when the generation ended; the batch (as GET /v1/batches/{id} reads) when a batch completed' }),
     read: z.boolean(),
     read_at: timestamp.nullable(),
     created_at: timestamp,
@@ -170,7 +172,8 @@ export const webhookDeliveryResource = component(
     endpoint_id: z.string().nullable(),
     webhook_id: z.string().meta({ description: 'the Standard Webhooks message id, the same on every attempt and replay' }),
     event_type: z.string(),
-    generation_id: z.string(),
+    generation_id: z.string().nullable().meta({ description: 'the generation the event is about; null for a batch event' }),
+    batch_id: z.string().nullable().meta({ description: 'the batch a batch event (batch.completed) is about; null otherwise' }),
     url: z.string(),
     status: z.enum(['pending', 'succeeded', 'failed']),
     attempt_count: z.int(),

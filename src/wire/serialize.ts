@@ -41,6 +41,7 @@ export function toGenerationResource(row: GenerationRow | ListedGeneration, queu
     completed_at: iso(row.completedAt),
     updated_at: iso(row.updatedAt),
     retry_of: row.retryOf ?? null,
+    batch_id: row.batchId ?? null,
   } satisfies GenerationResource;
 }
 

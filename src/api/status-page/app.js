@@ -57,7 +57,7 @@ function renderRow(g) {
   progress.setAttribute('aria-label', `Progress of “${g.prompt}”`);
   row.replaceChildren(
     el('td', { className: 'created', textContent: time(g.created_at) }),
-    el('td', { className: 'prompt', textContent: g.prompt, title: g.prompt }),
+    el('td', { className: 'prompt', textContent: g.prompt, title: g.batch_id ? `${g.prompt} (an item of ${g.batch_id})` : g.prompt }),
     el(
       'td',
       {},
@@ -196,7 +196,8 @@ function renderNotification(n) {
   read.setAttribute('aria-label', `Mark “${n.title}” read`);
   const item = el('li', { className: n.read ? 'read' : 'unread' }, el('strong', { textContent: n.title }), el('p', { textContent: n.message }), el('small', { textContent: time(n.created_at) }), n.read ? null : read);
   item.dataset.id = n.id;
-  item.dataset.generationId = n.generation_id;
+  // A batch's notification (batch.completed) names no generation.
+  if (n.generation_id) item.dataset.generationId = n.generation_id;
   return item;
 }
 

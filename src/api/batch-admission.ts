@@ -1,0 +1,185 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { eq, inArray, sql as raw } from 'drizzle-orm';
+import type { Config, TierLimits } from '../config';
+import { reservationKey, undoReservation } from '../credits/ledger';
+import type { Db, Sql } from '../db/client';
+import { rowParams } from '../db/projection';
+import { batches, generations, gpuQueueEntries, idempotencyKeys, type UserRow } from '../db/schema';
+import type { GenerationRequest } from '../domain/generation';
+import { creditsFor } from '../domain/pricing';
+import { ApiError } from '../wire/errors';
+import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
+import type { QueuePositions } from './queue-position';
+
+/**
+ * A batch's admission: all items or none. One round trip (vg_admit_batch, drizzle/routines/batches.sql) decides and
+ * writes the whole batch under the user's admission lock, with the refusals a submit gets (the same codes, messages,
+ * Retry-After and RateLimit fields), each counting every item: the batch takes one request token, and its items count
+ * against the active jobs, the daily quota, the tier's backlog bound and the credits together.
+ */
+
+/** A batch before admission: its id, its items' job ids and prices, and its request's hash. */
+export interface BatchSubmission {
+  user: UserRow;
+  items: GenerationRequest[];
+  idempotencyKey: string | undefined;
+  batchId: string;
+  jobIds: string[];
+  credits: number[];
+  requestHash: string;
+  acceptedAt: Date;
+}
+
+const digest = (text: string) => createHash('sha256').update(text).digest('hex').slice(0, 32);
+
+/**
+ * Ids from (user, key): every retry of one batch names the same batch and the same item jobs. The item ids cannot meet
+ * a submit's (src/api/submit.ts jobIdFor hashes `user\nkey`, and a key holds no newline).
+ */
+export function describeBatch(user: UserRow, items: GenerationRequest[], idempotencyKey: string | undefined): BatchSubmission {
+  const seed = idempotencyKey === undefined ? randomBytes(16).toString('hex') : digest(`${user.id}\nbatch\n${idempotencyKey}`);
+  return {
+    user,
+    items,
+    idempotencyKey,
+    batchId: `batch_${seed}`,
+    jobIds: items.map((_, i) => `gen_${digest(`${seed}\nitem\n${i}`)}`),
+    credits: items.map((item) => creditsFor(item)),
+    // `batch` keeps a batch's hash apart from any submit's: one key cannot name both.
+    requestHash: createHash('sha256').update(JSON.stringify({ batch: items })).digest('hex'),
+    acceptedAt: new Date(),
+  };
+}
+
+export type BatchAdmission =
+  | { outcome: 'admitted'; tokens: number; active: number; today: number }
+  | { outcome: 'replay'; earlierHash: string; earlierId: string };
+
+interface BatchAdmissionRow {
+  outcome: 'admitted' | 'replay' | 'rate_limited' | 'too_many_active_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted' | 'insufficient_credits';
+  tokens: number | null;
+  active: number | null;
+  today: number | null;
+  available: number | null;
+  needed: number | null;
+  earlier_hash: string | null;
+  earlier_id: string | null;
+}
+
+const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
+
+/** Admits the batch (everything written) or throws the refusal the whole batch gets. */
+export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Config; queue: QueuePositions }, batch: BatchSubmission): Promise<BatchAdmission> {
+  const { user } = batch;
+  const { burst, refillPerSecond } = config.admission;
+  const limits: TierLimits | undefined = config.admission.tiers[user.tier];
+  if (!limits) throw new Error(`no admission limits for tier "${user.tier}"`);
+  const count = batch.items.length;
+  const estimate = await queue.serviceEstimate();
+  const bound = Math.max(1, Math.ceil(limits.backlogPerSlot * estimate.capacity));
+  // A full backlog is decided on a fresh count, never on a stale summary.
+  let backlog = await queue.tierBacklog(user.tier);
+  if (backlog + count > bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
+  const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
+
+  const claim = {
+    user_id: user.id,
+    bucket_key: `user:${user.id}`,
+    burst,
+    per_second: refillPerSecond,
+    max_active: limits.maxActiveJobs,
+    daily_quota: limits.dailyQuota,
+    backlog_full: backlog + count > bound,
+    idempotency_key: batch.idempotencyKey ?? null,
+    request_hash: batch.requestHash,
+    batch_id: batch.batchId,
+    accepted_at: batch.acceptedAt.toISOString(),
+    pool: queue.pool,
+    tier: user.tier,
+    fairness_weight: fairnessWeight,
+  };
+  const items = batch.items.map((request, i) => ({
+    job_id: batch.jobIds[i],
+    prompt: request.prompt,
+    params: rowParams(request),
+    credits: batch.credits[i],
+    reservation_key: reservationKey(batch.jobIds[i]),
+  }));
+  const [row] = await sql<BatchAdmissionRow[]>`
+    select * from vg_admit_batch(${JSON.stringify(claim)}::jsonb, ${JSON.stringify(items)}::jsonb)`;
+
+  const tokens = row.tokens ?? 0;
+  const active = row.active ?? 0;
+  const today = row.today ?? 0;
+  const states = (): QuotaPolicyState[] => [
+    { policy: 'burst', quota: burst, windowSeconds: Math.ceil(burst / refillPerSecond), remaining: tokens, resetSeconds: (burst - tokens) / refillPerSecond },
+    { policy: 'active', quota: limits.maxActiveJobs, unit: 'concurrent-requests', remaining: limits.maxActiveJobs - active },
+    { policy: 'daily', quota: limits.dailyQuota, windowSeconds: 86_400, remaining: limits.dailyQuota - today, resetSeconds: secondsUntilUtcMidnight() },
+  ];
+  const refuse = (code: string, message: string, retryAfterSeconds: number, details: Record<string, unknown>) => {
+    const retryAfter = Math.max(1, Math.ceil(retryAfterSeconds));
+    return new ApiError(429, code, message, { ...details, items: count, retry_after_seconds: retryAfter }, { 'Retry-After': String(retryAfter), ...rateLimitHeaders(states()) });
+  };
+  switch (row.outcome) {
+    case 'admitted':
+      return { outcome: 'admitted', tokens, active, today };
+    case 'replay':
+      return { outcome: 'replay', earlierHash: row.earlier_hash ?? '', earlierId: row.earlier_id ?? '' };
+    case 'rate_limited':
+      throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - tokens) / refillPerSecond, { limit: burst });
+    case 'too_many_active_jobs':
+      throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running; this batch would make ${active + count}`,
+        clamp(estimate.meanRunSeconds ?? 10, 1, 600), { limit: limits.maxActiveJobs, active });
+    case 'daily_quota_exceeded':
+      throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC); this batch would make ${today + count}`,
+        secondsUntilUtcMidnight(), { limit: limits.dailyQuota });
+    case 'capacity_exhausted': {
+      const turnover = estimate.meanRunSeconds === null ? 10 : estimate.meanRunSeconds / Math.max(1, estimate.capacity);
+      throw refuse('capacity_exhausted', `the ${user.tier} tier's queue cannot take ${count} more jobs (${bound} at the current GPU capacity)`,
+        clamp((backlog + count - bound) * turnover, 1, 3_600), { tier: user.tier, backlog, bound, capacity: estimate.capacity });
+    }
+    case 'insufficient_credits':
+      throw new ApiError(402, 'insufficient_credits', `this batch costs ${row.needed} credits; ${row.available} available`, {
+        needed: row.needed,
+        available: row.available,
+      });
+  }
+}
+
+/** The RateLimit fields of an admitted batch's answer (its items counted). */
+export function admittedBatchHeaders(config: Config, batch: BatchSubmission, admitted: Extract<BatchAdmission, { outcome: 'admitted' }>): Record<string, string> {
+  const { burst, refillPerSecond } = config.admission;
+  const limits = config.admission.tiers[batch.user.tier];
+  const count = batch.items.length;
+  return rateLimitHeaders([
+    { policy: 'burst', quota: burst, windowSeconds: Math.ceil(burst / refillPerSecond), remaining: admitted.tokens, resetSeconds: (burst - admitted.tokens) / refillPerSecond },
+    { policy: 'active', quota: limits.maxActiveJobs, unit: 'concurrent-requests', remaining: limits.maxActiveJobs - admitted.active - count },
+    { policy: 'daily', quota: limits.dailyQuota, windowSeconds: 86_400, remaining: limits.dailyQuota - admitted.today - count, resetSeconds: secondsUntilUtcMidnight() },
+  ]);
+}
+
+/**
+ * A whole batch undone, as if it had never been admitted (Temporal refused to start its first item, so none runs): its
+ * rows, queue entries, reservations, key and batch row, in one transaction. Only when no item has been opened by a run
+ * (a concurrent replay may have started some); otherwise nothing is undone and false is answered.
+ */
+export async function undoBatch(db: Db, batchId: string): Promise<boolean> {
+  return db.transaction(async (tx) => {
+    const [batch] = await tx.select({ id: batches.id }).from(batches).where(eq(batches.id, batchId)).for('update');
+    if (!batch) return false;
+    const items = await tx
+      .select({ id: generations.id, opened: raw<boolean>`${generations.runOpenedAt} is not null or ${generations.status} <> 'queued'` })
+      .from(generations)
+      .where(eq(generations.batchId, batchId));
+    if (items.some((item) => item.opened)) return false;
+    const ids = items.map((item) => item.id);
+    if (ids.length > 0) {
+      await tx.delete(generations).where(inArray(generations.id, ids));
+      await tx.delete(gpuQueueEntries).where(inArray(gpuQueueEntries.jobId, ids));
+      for (const id of ids) await undoReservation(tx, id);
+    }
+    await tx.delete(idempotencyKeys).where(eq(idempotencyKeys.jobId, batchId));
+    await tx.delete(batches).where(eq(batches.id, batchId));
+    return true;
+  });
+}

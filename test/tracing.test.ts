@@ -26,7 +26,8 @@ describe('tracing', () => {
 
   beforeAll(async () => {
     startTracing({ serviceName: 'videogen-test' }, exporter);
-    stack = await startStack();
+    // A job past 1.5 s of running is stuck (the admin view); a hung one ends at 20 s.
+    stack = await startStack({ env: { EXPECTED_RUN_MS: '1500', MAX_RUN_MS: '20000' } });
     receiver = http.createServer((req, res) => {
       req.resume();
       req.on('end', () => {
@@ -111,6 +112,24 @@ describe('tracing', () => {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     fs.writeFileSync(path.join(ARTIFACTS, 'trace-of-one-job.txt'), `${tree}\n`);
     console.log(`trace ${spans[0].traceId} of job ${jobId} (${spans.length} spans):\n${tree}`);
+  });
+
+  test("the admin view of a stuck job names the job's trace", async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const job = (await api.submit({ prompt: 'a render that hangs [hang]' })).body;
+    const stuck = await eventually(
+      async () => {
+        const res = await fetch(`${stack.adminUrl}/admin/generations/stuck`, { headers: { authorization: `Bearer ${stack.adminApiKey}` } });
+        const body = (await res.json()) as { data: Array<Record<string, unknown>> };
+        return body.data.find((s) => s.id === job.id);
+      },
+      { what: 'the job to be listed as stuck' },
+    );
+    const traceId = traceOfJob(exported(), job.id)[0]?.traceId;
+    expect(traceId).toMatch(/^[0-9a-f]{32}$/);
+    expect(stuck.trace_id).toBe(traceId);
+    expect((await api.call('POST', `/v1/generations/${job.id}/cancel`)).status).toBe(202);
   });
 
   describe('a GPU dispatcher in a process of its own, exporting over OTLP/HTTP', () => {

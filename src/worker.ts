@@ -202,7 +202,7 @@ async function main(): Promise<void> {
   const config = loadConfig();
   const databaseUrl = requireDatabaseUrl(config);
   const logger = createLogger(`worker-${config.worker.role}`, config.logLevel, { secrets: configuredSecrets(config) });
-  startTracing({ tracesUrl: config.tracing.tracesUrl, serviceName: `videogen-worker-${config.worker.role}` });
+  await startTracing({ tracesUrl: config.tracing.tracesUrl, serviceName: `videogen-worker-${config.worker.role}` });
   // The SDK's own metrics (task slots, poll and schedule-to-start latencies, workflow task failures...) come from its
   // core, which serves them on a loopback port of its own: the worker's /metrics appends them to ours.
   const sdkMetricsPort = config.worker.metricsPort > 0 ? await freeLoopbackPort() : undefined;

@@ -25,7 +25,7 @@ describe('tracing', () => {
   let delivered = 0;
 
   beforeAll(async () => {
-    startTracing({ serviceName: 'videogen-test' }, exporter);
+    await startTracing({ serviceName: 'videogen-test' }, exporter);
     // A job past 1.5 s of running is stuck (the admin view); a hung one ends at 20 s.
     stack = await startStack({ env: { EXPECTED_RUN_MS: '1500', MAX_RUN_MS: '20000' } });
     receiver = http.createServer((req, res) => {

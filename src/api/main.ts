@@ -99,7 +99,7 @@ async function main(): Promise<void> {
   const databaseUrl = requireDatabaseUrl(config);
   const admin = resolveAdminApiKey(config);
   const logger = createLogger('api', config.logLevel, { secrets: [...configuredSecrets(config), admin.key] });
-  startTracing({ tracesUrl: config.tracing.tracesUrl, serviceName: 'videogen-api' });
+  await startTracing({ tracesUrl: config.tracing.tracesUrl, serviceName: 'videogen-api' });
   if (admin.file) logger.info({ file: admin.file }, 'ADMIN_API_KEY is not set: the admin key is in this file (development and test only)');
   const api = await startApi({ config, databaseUrl, logger, adminApiKey: admin.key, warmPool: true });
   logger.info({ url: api.url, adminUrl: api.adminUrl }, 'api listening');

@@ -1,21 +1,13 @@
 import { context, isSpanContextValid, propagation, ROOT_CONTEXT, SpanKind, SpanStatusCode, trace } from '@opentelemetry/api';
-import { registerInstrumentations } from '@opentelemetry/instrumentation';
-import { UndiciInstrumentation } from '@opentelemetry/instrumentation-undici';
-import { OTLPTraceExporter } from '@opentelemetry/exporter-trace-otlp-http';
-import { detectResourcesSync, envDetectorSync, Resource } from '@opentelemetry/resources';
-import { BatchSpanProcessor, SimpleSpanProcessor, type SpanExporter, type SpanProcessor } from '@opentelemetry/sdk-trace-base';
-import { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
+import type { Resource } from '@opentelemetry/resources';
+import type { SpanExporter, SpanProcessor } from '@opentelemetry/sdk-trace-base';
+import type { NodeTracerProvider } from '@opentelemetry/sdk-trace-node';
 import type { Client, ClientInterceptors } from '@temporalio/client';
 import type { Headers } from '@temporalio/common';
-import {
-  makeWorkflowExporter,
-  OpenTelemetryActivityInboundInterceptor,
-  OpenTelemetryActivityOutboundInterceptor,
-  OpenTelemetryWorkflowClientInterceptor,
-} from '@temporalio/interceptors-opentelemetry';
-import { extractContextFromHeaders } from '@temporalio/interceptors-opentelemetry/lib/instrumentation';
-import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
+import type * as temporalTracing from '@temporalio/interceptors-opentelemetry';
+import type * as instrumentation from '@temporalio/interceptors-opentelemetry/lib/instrumentation';
 import type { OpenTelemetryWorkflowExporter } from '@temporalio/interceptors-opentelemetry/lib/workflow/definitions';
+import type { ActivityInterceptorsFactory, InjectedSinks } from '@temporalio/worker';
 import type { RequestHandler } from 'express';
 
 /**
@@ -30,6 +22,9 @@ interface Tracing {
   processor: SpanProcessor;
   resource: Resource;
   stopInstrumentations: () => void;
+  interceptors: typeof temporalTracing;
+  /** Reads the trace context Temporal's interceptors put in a header. */
+  extractContextFromHeaders: typeof instrumentation.extractContextFromHeaders;
 }
 
 let active: Tracing | undefined;
@@ -44,19 +39,32 @@ export interface TracingSettings {
 /**
  * Installs tracing for the process, once: the global tracer provider, context manager (AsyncLocalStorage) and W3C
  * propagator, and the fetch instrumentation. `exporter` replaces OTLP (tests keep spans in memory) and exports each span
- * as it ends. Returns whether tracing is on.
+ * as it ends. Resolves to whether tracing is on. The SDK is loaded only then: it would add most of a second to every
+ * process's start.
  */
-export function startTracing({ tracesUrl, serviceName }: TracingSettings, exporter?: SpanExporter): boolean {
+export async function startTracing({ tracesUrl, serviceName }: TracingSettings, exporter?: SpanExporter): Promise<boolean> {
   if (active) return true;
   if (!exporter && !tracesUrl) return false;
+  const [{ BatchSpanProcessor, SimpleSpanProcessor }, { NodeTracerProvider }, { OTLPTraceExporter }, resources, { registerInstrumentations }, { UndiciInstrumentation }, interceptors] =
+    await Promise.all([
+      import('@opentelemetry/sdk-trace-base'),
+      import('@opentelemetry/sdk-trace-node'),
+      import('@opentelemetry/exporter-trace-otlp-http'),
+      import('@opentelemetry/resources'),
+      import('@opentelemetry/instrumentation'),
+      import('@opentelemetry/instrumentation-undici'),
+      import('@temporalio/interceptors-opentelemetry'),
+    ]);
+  const { extractContextFromHeaders } = await import('@temporalio/interceptors-opentelemetry/lib/instrumentation.js');
+  if (active) return true;
   // The exporter reads the rest of its settings (OTEL_EXPORTER_OTLP_HEADERS, _TIMEOUT, _COMPRESSION...) itself.
   const processor = exporter ? new SimpleSpanProcessor(exporter) : new BatchSpanProcessor(new OTLPTraceExporter({ url: tracesUrl }));
-  const resource = new Resource({ 'service.name': serviceName }).merge(detectResourcesSync({ detectors: [envDetectorSync] }));
+  const resource = new resources.Resource({ 'service.name': serviceName }).merge(resources.detectResourcesSync({ detectors: [resources.envDetectorSync] }));
   const provider = new NodeTracerProvider({ resource, spanProcessors: [processor] });
   provider.register();
   // Only calls made within a trace (an activity's, a request's): a metrics scrape or a capacity poll makes no trace.
   const stopInstrumentations = registerInstrumentations({ tracerProvider: provider, instrumentations: [new UndiciInstrumentation({ requireParentforSpans: true })] });
-  active = { provider, processor, resource, stopInstrumentations };
+  active = { provider, processor, resource, stopInstrumentations, interceptors, extractContextFromHeaders };
   return true;
 }
 
@@ -85,7 +93,7 @@ export function activeTraceId(): string | undefined {
 
 /** The Temporal client's interceptors: each start, signal and query carries the caller's trace to the workflow. */
 export function temporalClientInterceptors(): ClientInterceptors | undefined {
-  return active ? { workflow: [new OpenTelemetryWorkflowClientInterceptor()] } : undefined;
+  return active ? { workflow: [new active.interceptors.OpenTelemetryWorkflowClientInterceptor()] } : undefined;
 }
 
 /**
@@ -96,6 +104,7 @@ export function temporalClientInterceptors(): ClientInterceptors | undefined {
  */
 export function workerTracing(): { activity: ActivityInterceptorsFactory[]; sinks: InjectedSinks<{ exporter: OpenTelemetryWorkflowExporter }> } {
   if (!active) return { activity: [], sinks: { exporter: { export: { fn: () => undefined } } } };
+  const { OpenTelemetryActivityInboundInterceptor, OpenTelemetryActivityOutboundInterceptor, makeWorkflowExporter } = active.interceptors;
   return {
     activity: [(ctx) => ({ inbound: new OpenTelemetryActivityInboundInterceptor(ctx), outbound: new OpenTelemetryActivityOutboundInterceptor(ctx) })],
     sinks: { exporter: makeWorkflowExporter(active.processor, active.resource) },
@@ -147,14 +156,15 @@ export function requestTracing(): RequestHandler {
  * Undefined when tracing is off here or the start carried none.
  */
 export async function workflowTraceId(client: Client, workflowId: string): Promise<string | undefined> {
-  if (!active) return undefined;
+  const tracing = active;
+  if (!tracing) return undefined;
   const { history } = await client.workflowService.getWorkflowExecutionHistory({
     namespace: client.options.namespace,
     execution: { workflowId },
     maximumPageSize: 1,
   });
   const fields = history?.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields;
-  const started = fields ? extractContextFromHeaders(fields as Headers) : undefined;
+  const started = fields ? tracing.extractContextFromHeaders(fields as Headers) : undefined;
   const spanContext = started ? trace.getSpanContext(started) : undefined;
   return spanContext && isSpanContextValid(spanContext) ? spanContext.traceId : undefined;
 }

@@ -7,7 +7,7 @@ import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { Worker } from '@temporalio/worker';
 import { startTracing, stopTracing, workerTracing } from '../src/lib/tracing';
 import { freePort } from '../scripts/lib/ports';
-import { spawnWorker, type SpawnedProcess } from './processes';
+import { spawnTsProcess, spawnWorker, type SpawnedProcess } from './processes';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { traceOfJob, traceTree, type TraceSpan } from './trace-helpers';
 
@@ -132,12 +132,14 @@ describe('tracing', () => {
     expect((await api.call('POST', `/v1/generations/${job.id}/cancel`)).status).toBe(202);
   });
 
-  describe('a GPU dispatcher in a process of its own, exporting over OTLP/HTTP', () => {
+  describe('an API and a GPU dispatcher in processes of their own, exporting over OTLP/HTTP', () => {
     let split: Stack;
     let dispatcher: SpawnedProcess;
+    let apiProcess: SpawnedProcess;
+    let apiUrl: string;
     let collector: http.Server;
     let metricsPort: number;
-    /** Spans the dispatcher exported (OTLP/JSON, as its exporter sends them). */
+    /** Spans the processes exported (OTLP/JSON, as their exporter sends them). */
     const received: TraceSpan[] = [];
 
     beforeAll(async () => {
@@ -152,35 +154,35 @@ describe('tracing', () => {
       await new Promise<void>((resolve) => collector.listen(0, '127.0.0.1', resolve));
       split = await startStack({ env: { WORKER_ROLE: 'generation' } });
       metricsPort = await freePort();
-      dispatcher = spawnWorker(
-        {
-          ...split.env,
-          WORKER_ROLE: 'gpu',
-          LOG_LEVEL: 'info',
-          METRICS_PORT: String(metricsPort),
-          OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
-          OTEL_SERVICE_NAME: 'videogen-dispatcher-under-test',
-          OTEL_BSP_SCHEDULE_DELAY: '100',
-        },
-        'traced-dispatcher',
-      );
-      await dispatcher.waitForOutput(/worker started/, 60_000);
+      const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`, OTEL_BSP_SCHEDULE_DELAY: '100', LOG_LEVEL: 'info' };
+      dispatcher = spawnWorker({ ...split.env, ...otel, WORKER_ROLE: 'gpu', METRICS_PORT: String(metricsPort), OTEL_SERVICE_NAME: 'dispatcher-under-test' }, 'traced-dispatcher');
+      const port = await freePort();
+      apiUrl = `http://127.0.0.1:${port}`;
+      // Callbacks still reach the stack's own API (PUBLIC_URL): the job's trace crosses three processes and back.
+      apiProcess = spawnTsProcess({ name: 'traced-api', script: 'src/api/main.ts', env: { ...split.env, ...otel, PORT: String(port), ADMIN_API_KEY: split.adminApiKey, OTEL_SERVICE_NAME: 'api-under-test' } });
+      await Promise.all([dispatcher.waitForOutput(/worker started/, 60_000), apiProcess.waitForOutput(/api listening/, 60_000)]);
     });
     afterAll(async () => {
+      await apiProcess?.stop();
       await dispatcher?.stop();
       await split?.close();
       await new Promise((resolve) => collector?.close(resolve));
     });
 
-    test("the job's trace crosses processes; the dispatcher's log lines of the job carry its trace id; its /metrics carries the SDK's", async () => {
+    test("the job's trace crosses processes; their log lines of the job carry its trace id; the dispatcher's /metrics carries the SDK's", async () => {
       const { apiKey } = await split.createUser('pro');
-      const api = apiClient(split.apiUrl, apiKey);
+      const api = apiClient(apiUrl, apiKey);
       const submitted = await api.submit({ prompt: 'a traced lighthouse at dusk' });
       expect(submitted.status).toBe(202);
       const done = await api.waitForTerminal(submitted.body.id);
       expect(done.status).toBe('succeeded');
 
-      const traceId = await eventually(async () => traceOfJob(exported(), done.id)[0]?.traceId, { what: "the job's trace in this process" });
+      // The API process began the trace: its request span and the workflow start came to the collector.
+      const traceId = await eventually(async () => traceOfJob(received, done.id)[0]?.traceId, { what: "the API's spans of the job at the collector" });
+      const request = received.find((s) => s.traceId === traceId && s.name === 'POST /v1/generations/');
+      expect(request).toMatchObject({ service: 'api-under-test', parentSpanId: undefined });
+      // The run, on this process's generation worker, is in the same trace.
+      await eventually(async () => exported().find((s) => s.traceId === traceId && s.name === 'RunWorkflow:generationWorkflow'), { what: 'the run in the trace' });
       const remote = await eventually(
         async () => {
           const mine = received.filter((s) => s.traceId === traceId);
@@ -189,13 +191,14 @@ describe('tracing', () => {
         { what: "the dispatcher's spans of the job at the collector" },
       );
       const gpu = remote.find((s) => s.name === 'RunActivity:runGeneration')!;
-      expect(gpu.service).toBe('videogen-dispatcher-under-test');
+      expect(gpu.service).toBe('dispatcher-under-test');
       // Its parent is the workflow's StartActivity span, exported by this process's generation worker.
-      const parent = await eventually(async () => traceOfJob(exported(), done.id).find((s) => s.spanId === gpu.parentSpanId), { what: "the GPU activity's parent span" });
+      const parent = await eventually(async () => exported().find((s) => s.traceId === traceId && s.spanId === gpu.parentSpanId), { what: "the GPU activity's parent span" });
       expect(parent.name).toBe('StartActivity:runGeneration');
       expect(remote.filter((s) => s.parentSpanId === gpu.spanId && s.name === 'POST').length).toBeGreaterThan(0);
 
-      // Every line the dispatcher wrote about the job, found by its text, names the job's trace.
+      // Every line the dispatcher wrote about the job, found by its text, names the job's trace; so does the API's
+      // line of the submit.
       const lines = dispatcher
         .output()
         .trim()
@@ -204,6 +207,16 @@ describe('tracing', () => {
         .map((line) => JSON.parse(line) as Record<string, unknown>);
       expect(lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['backend job accepted', 'backend job ended']));
       for (const line of lines) expect(line).toMatchObject({ jobId: done.id, traceId });
+      const apiLines = apiProcess
+        .output()
+        .trim()
+        .split('\n')
+        .map((line) => JSON.parse(line) as Record<string, unknown>);
+      expect(apiLines).toContainEqual(expect.objectContaining({ msg: 'request', method: 'POST', route: '/v1/generations/', status: 202, traceId }));
+
+      const merged = [...received.filter((s) => s.traceId === traceId), ...exported().filter((s) => s.traceId === traceId).map((s) => ({ ...s, service: 'test process: generation worker, callback API' }))];
+      fs.writeFileSync(path.join(ARTIFACTS, 'trace-across-processes.txt'), `${traceTree(merged)}\n`);
+      console.log(`trace ${traceId} of job ${done.id} across processes (${merged.length} spans):\n${traceTree(merged)}`);
 
       const metrics = await (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).text();
       expect(metrics).toMatch(/^vg_time_in_queue_seconds_count\{tier="pro"\} [1-9]/m);

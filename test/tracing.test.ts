@@ -4,7 +4,7 @@ import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { SpanKind } from '@opentelemetry/api';
 import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
-import { Worker } from '@temporalio/worker';
+import { bundleWorkflowCode, Worker } from '@temporalio/worker';
 import { startTracing, stopTracing, workerTracing } from '../src/lib/tracing';
 import { freePort } from '../scripts/lib/ports';
 import { spawnTsProcess, spawnWorker, type SpawnedProcess } from './processes';
@@ -12,6 +12,7 @@ import { apiClient, eventually, startStack, testEnv, type Stack } from './harnes
 import { traceOfJob, traceTree, type TraceSpan } from './trace-helpers';
 
 const ARTIFACTS = path.resolve(__dirname, 'artifacts');
+const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error() {}, log() {} } as never;
 
 /**
  * One job's OpenTelemetry trace through the real stack (API, Temporal, workers, the simulator over HTTP), its spans kept
@@ -104,9 +105,12 @@ describe('tracing', () => {
     const delivery = one('StartWorkflow:webhookDeliveryWorkflow', one('RunActivity:endGeneration'));
     one('RunActivity:attemptWebhookDelivery', one('StartActivity:attemptWebhookDelivery', one('RunWorkflow:webhookDeliveryWorkflow', delivery)));
 
-    // The traced run replays against the same code: its spans and headers change none of its commands.
+    // The traced run replays against the same code, with the tracing module and without (a bundle built before it):
+    // its spans and headers change none of its commands.
     const history = await stack.client.workflow.getHandle(jobId).fetchHistory();
     await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().workflowBundle }, sinks: workerTracing().sinks, replayName: 'traced' }, history, jobId);
+    const untracedBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../src/workflows'), logger: quiet });
+    await Worker.runReplayHistory({ workflowBundle: untracedBundle, replayName: 'traced-on-untraced' }, history, jobId);
 
     const tree = traceTree(spans);
     fs.mkdirSync(ARTIFACTS, { recursive: true });

@@ -7,6 +7,7 @@ import { InMemorySpanExporter } from '@opentelemetry/sdk-trace-base';
 import { bundleWorkflowCode, Worker } from '@temporalio/worker';
 import { startTracing, stopTracing, workerTracing } from '../src/lib/tracing';
 import { freePort } from '../scripts/lib/ports';
+import { testDataConverter } from './payload-keys';
 import { spawnTsProcess, spawnWorker, type SpawnedProcess } from './processes';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { traceOfJob, traceTree, type TraceSpan } from './trace-helpers';
@@ -108,9 +109,10 @@ describe('tracing', () => {
     // The traced run replays against the same code, with the tracing module and without (a bundle built before it):
     // its spans and headers change none of its commands.
     const history = await stack.client.workflow.getHandle(jobId).fetchHistory();
-    await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().workflowBundle }, sinks: workerTracing().sinks, replayName: 'traced' }, history, jobId);
+    const dataConverter = testDataConverter();
+    await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().workflowBundle }, dataConverter, sinks: workerTracing().sinks, replayName: 'traced' }, history, jobId);
     const untracedBundle = await bundleWorkflowCode({ workflowsPath: require.resolve('../src/workflows'), logger: quiet });
-    await Worker.runReplayHistory({ workflowBundle: untracedBundle, replayName: 'traced-on-untraced' }, history, jobId);
+    await Worker.runReplayHistory({ workflowBundle: untracedBundle, dataConverter, replayName: 'traced-on-untraced' }, history, jobId);
 
     const tree = traceTree(spans);
     fs.mkdirSync(ARTIFACTS, { recursive: true });

@@ -150,8 +150,14 @@ const envSchema = z.object({
   WORKFLOW_BUNDLE_DIR: emptyIsUnset(z.string().min(1)),
   /** Postgres connections of a worker process's pool: during a rolling upgrade two versions' workers hold theirs at once. */
   WORKER_DATABASE_POOL_SIZE: z.coerce.number().int().min(2).max(100).default(10),
-  /** The workers' Prometheus endpoint (/metrics); 0 turns it off. */
+  /** The workers' Prometheus endpoint (/metrics, with the Temporal SDK's own metrics); 0 turns it off. */
   METRICS_PORT: int(9464),
+  // Tracing (src/lib/tracing.ts), by the standard OpenTelemetry settings: off unless an OTLP/HTTP endpoint is set. The
+  // exporter reads its other OTEL_EXPORTER_OTLP_* settings, and the resource OTEL_SERVICE_NAME, themselves.
+  OTEL_SDK_DISABLED: flag(false),
+  OTEL_TRACES_EXPORTER: emptyIsUnset(z.enum(['otlp', 'none'])),
+  OTEL_EXPORTER_OTLP_ENDPOINT: emptyIsUnset(z.url({ protocol: /^https?$/ })),
+  OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: emptyIsUnset(z.url({ protocol: /^https?$/ })),
   GENERATION_TASK_QUEUE: z.string().min(1).default('generation'),
   GPU_TASK_QUEUE: z.string().min(1).default('gpu'),
   /** The most the SDK holds back a heartbeat; it never waits past 0.8 of the activity's heartbeat timeout either. */
@@ -334,6 +340,12 @@ function configuredBackends(e: z.infer<typeof envSchema>, env: Record<string, st
   return backends;
 }
 
+/** Where spans go (OTLP/HTTP), or undefined: tracing off. The traces endpoint is used as is; the base one gets /v1/traces. */
+function tracesUrlOf(e: z.infer<typeof envSchema>): string | undefined {
+  if (e.OTEL_SDK_DISABLED || e.OTEL_TRACES_EXPORTER === 'none') return undefined;
+  return e.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT ?? (e.OTEL_EXPORTER_OTLP_ENDPOINT ? `${e.OTEL_EXPORTER_OTLP_ENDPOINT.replace(/\/+$/, '')}/v1/traces` : undefined);
+}
+
 export function loadConfig(env: Record<string, string | undefined> = process.env) {
   const e = parseSettings(envSchema, env);
   checkAcrossSettings(e);
@@ -361,6 +373,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       authFailureBurst: e.AUTH_FAILURE_BURST,
       authFailuresPerSecond: e.AUTH_FAILURES_PER_SECOND,
     },
+    tracing: { tracesUrl: tracesUrlOf(e) },
     database: { url: e.DATABASE_URL, dataDir: e.DATA_DIR, embeddedPort: e.EMBEDDED_PG_PORT, statementTimeoutMs: e.DATABASE_STATEMENT_TIMEOUT_MS },
     temporal: {
       address: e.TEMPORAL_ADDRESS ?? `127.0.0.1:${e.TEMPORAL_DEV_PORT}`,

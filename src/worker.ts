@@ -1,5 +1,6 @@
 import { Client } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
+import net from 'node:net';
 import os from 'node:os';
 import { createEndingActivities } from './activities/ending';
 import { createLifecycleActivities } from './activities/lifecycle';
@@ -20,10 +21,11 @@ import { ConfigError, configuredSecrets, isRelaxedEnv, loadConfig, type Config }
 import { createDatabase, requireDatabaseUrl } from './db/client';
 import { createLogger, type Logger } from './lib/logger';
 import { startMetricsServer } from './lib/metrics-server';
+import { startTracing, stopTracing, temporalClientInterceptors, workerTracing } from './lib/tracing';
 import { runProcess } from './run-process';
 import { deploymentOptions, makeVersionCurrent } from './worker-deployment';
 import { serviceDataConverter } from './payload-keys';
-import { prebuiltBundle, WORKFLOW_ENTRIES, type WorkflowEntry } from './workflow-bundle';
+import { prebuiltBundle, WORKFLOW_ENTRIES, WORKFLOW_INTERCEPTOR_MODULES, type WorkflowEntry } from './workflow-bundle';
 
 export interface WorkerDeps {
   config: Config;
@@ -56,7 +58,10 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const connection = await NativeConnection.connect({ address: config.temporal.address });
   // Every payload the workers write to Temporal is sealed, and every one they read opened (src/lib/payload-codec.ts).
   const dataConverter = serviceDataConverter(config);
-  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter });
+  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter, interceptors: temporalClientInterceptors() });
+  // Activity spans and the workflows' span sink; the workflow interceptors are in the bundle (src/workflow-bundle.ts).
+  const tracing = workerTracing();
+  const interceptors = { activity: tracing.activity, ...(code && 'workflowsPath' in code ? { workflowModules: WORKFLOW_INTERCEPTOR_MODULES } : {}) };
   const wakeups = new BackendWakeups(database.sql);
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
@@ -77,6 +82,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         dataConverter,
         // A versioned worker runs the workflows with their versioning behaviours declared (src/workflows/versioned.ts).
         ...code,
+        interceptors,
+        sinks: tracing.sinks,
         activities: {
           ...createProjectionActivities({ db: database.db }),
           ...createLifecycleActivities({ db: database.db, backend: backendAdapter, pricing: config.generation.pricing }),
@@ -116,6 +123,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         }),
         // One activity slot is one GPU, granted only under a Postgres lease of the pool's live capacity (src/dispatch).
         ...gpuDispatch.workerOptions,
+        // The activity's span outside the slot claim, so it spans the whole attempt.
+        interceptors: { activity: [...tracing.activity, ...gpuDispatch.workerOptions.interceptors.activity] },
         // The backend's submission rate, enforced by the server across every dispatcher.
         maxTaskQueueActivitiesPerSecond: config.worker.gpuSubmitsPerSecond,
         // Heartbeats only keep an attempt alive (each is a billable action): the SDK sends one per 0.8 heartbeat timeout
@@ -177,16 +186,35 @@ function workflowCode(given: WorkflowBundleOption | undefined, entry: WorkflowEn
   return { workflowsPath: WORKFLOW_ENTRIES[entry] };
 }
 
+/** A loopback port free now (the SDK's core binds it a moment later). */
+function freeLoopbackPort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = net.createServer();
+    probe.once('error', reject);
+    probe.listen(0, '127.0.0.1', () => {
+      const { port } = probe.address() as net.AddressInfo;
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
 async function main(): Promise<void> {
   const config = loadConfig();
   const databaseUrl = requireDatabaseUrl(config);
   const logger = createLogger(`worker-${config.worker.role}`, config.logLevel, { secrets: configuredSecrets(config) });
+  await startTracing({ tracesUrl: config.tracing.tracesUrl, serviceName: `videogen-worker-${config.worker.role}` });
+  // The SDK's own metrics (task slots, poll and schedule-to-start latencies, workflow task failures...) come from its
+  // core, which serves them on a loopback port of its own: the worker's /metrics appends them to ours.
+  const sdkMetricsPort = config.worker.metricsPort > 0 ? await freeLoopbackPort() : undefined;
   // The SDK's own logs go through pino too, so every line the process prints is JSON.
   Runtime.install({
     logger: new DefaultLogger('WARN', ({ level, message, meta }) => {
       const method = level.toLowerCase() as 'trace' | 'debug' | 'info' | 'warn' | 'error';
-      logger[method]({ ...meta, sdk: true }, message);
+      // A workflow's or activity's line names its trace as the SDK does (trace_id): ours say traceId.
+      const { trace_id: traceId, span_id: _span, trace_flags: _flags, ...rest } = meta ?? {};
+      logger[method]({ ...rest, ...(traceId ? { traceId } : {}), sdk: true }, message);
     }),
+    ...(sdkMetricsPort ? { telemetryOptions: { metrics: { prometheus: { bindAddress: `127.0.0.1:${sdkMetricsPort}`, useSecondsForDurations: true } } } } : {}),
   });
   const running = await createWorkers({ config, databaseUrl, logger });
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
@@ -195,13 +223,15 @@ async function main(): Promise<void> {
       running.shutdown();
     });
   }
-  const metrics = config.worker.metricsPort > 0 ? await startMetricsServer(config.worker.metricsPort) : undefined;
+  const sdkMetrics = sdkMetricsPort ? () => fetch(`http://127.0.0.1:${sdkMetricsPort}/metrics`).then((res) => res.text()) : undefined;
+  const metrics = config.worker.metricsPort > 0 ? await startMetricsServer(config.worker.metricsPort, { more: sdkMetrics }) : undefined;
   logger.info(
     { role: config.worker.role, gpuSlots: config.worker.gpuSlots, temporal: config.temporal.address, metricsPort: metrics?.port, deploymentVersion: running.version ?? 'unversioned' },
     'worker started',
   );
   await running.run();
   await metrics?.close();
+  await stopTracing();
   logger.info('worker stopped');
 }
 

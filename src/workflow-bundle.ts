@@ -20,9 +20,15 @@ export const DEFAULT_BUNDLE_DIR = path.resolve(__dirname, '..', 'dist', 'workflo
 const MANIFEST = 'manifest.json';
 const ROOT = path.resolve(__dirname, '..');
 
+/**
+ * The workflow side of tracing (src/lib/tracing.ts), in every bundle: it traces only runs a traced client started, so
+ * with tracing off it costs a header check per run.
+ */
+export const WORKFLOW_INTERCEPTOR_MODULES = [require.resolve('./workflows/tracing')];
+
 /** The bundler's options for one entry: one place, so the build, the tests' bundle and the history recorder agree. */
 export function bundleOptions(entry: WorkflowEntry | string): Omit<BundleOptions, 'logger'> {
-  return { workflowsPath: entry in WORKFLOW_ENTRIES ? WORKFLOW_ENTRIES[entry as WorkflowEntry] : entry };
+  return { workflowsPath: entry in WORKFLOW_ENTRIES ? WORKFLOW_ENTRIES[entry as WorkflowEntry] : entry, workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES };
 }
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };

@@ -3,6 +3,7 @@ import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type ReplayWorkerOp
 import { DeterminismViolationError } from '@temporalio/workflow';
 import * as workflows from '../src/workflows';
 import { testDataConverter } from './payload-keys';
+import { WORKFLOW_INTERCEPTOR_MODULES } from '../src/workflow-bundle';
 import { historyFiles, loadHistory, readRecordings, recordingName, REPLAY_PATHS, type RecordedHistory } from './replay-histories';
 
 /**
@@ -21,11 +22,12 @@ beforeAll(() => {
   Runtime.install({ logger: new DefaultLogger('ERROR', () => {}), telemetryOptions: { logging: { filter: 'ERROR', forward: {} } } });
 });
 
-/** The workflow code under test: the run's bundle when jest's global setup built one, else bundled here. */
-function currentCode(): Pick<ReplayWorkerOptions, 'workflowBundle' | 'workflowsPath' | 'dataConverter'> {
+/** The workflow code under test, with the tracing interceptors as workers run it: the run's bundle when jest's global setup built one, else bundled here. */
+function currentCode(): Pick<ReplayWorkerOptions, 'workflowBundle' | 'workflowsPath' | 'dataConverter' | 'interceptors'> {
   const built = process.env.TEST_WORKFLOW_BUNDLE;
+  const code = built ? { workflowBundle: { codePath: built } } : { workflowsPath: require.resolve('../src/workflows'), interceptors: { workflowModules: WORKFLOW_INTERCEPTOR_MODULES } };
   // Recordings since the payload codec hold sealed payloads (the tests' key); older ones plain ones, which pass through.
-  return { ...(built ? { workflowBundle: { codePath: built } } : { workflowsPath: require.resolve('../src/workflows') }), dataConverter: testDataConverter() };
+  return { ...code, dataConverter: testDataConverter() };
 }
 
 /** Replays `recorded` one by one on one replay worker; the failures, by name. */

@@ -17,6 +17,7 @@ import { and, eq } from 'drizzle-orm';
 import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
+import { urlWithTraceContext } from '../lib/tracing';
 import { backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
 import { attemptStopKey, type BackendWakeups } from '../dispatch/backend-wakeups';
 
@@ -94,7 +95,8 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       resolution: request.resolution,
       aspect_ratio: request.aspect_ratio,
       seed: request.seed,
-      ...(withCallback ? { callback_url: callbackUrl } : {}),
+      // With tracing on, the URL carries this attempt's trace context: the callback joins the job's trace.
+      ...(withCallback ? { callback_url: urlWithTraceContext(callbackUrl) } : {}),
     };
   }
 

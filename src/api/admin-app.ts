@@ -12,11 +12,12 @@ import { ApiError } from '../wire/errors';
 import { useLeanJson } from './json-response';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
+import { requestTracing, tracingOn } from '../lib/tracing';
 
 /** /admin/capacity and /admin/*, behind the admin key, on whichever app serves them. */
-export function mountAdminRoutes(app: Express, { db, sql, config, adminApiKey }: { db: Db; sql: Sql; config: Config; adminApiKey: string }): void {
+export function mountAdminRoutes(app: Express, { db, sql, client, config, adminApiKey }: { db: Db; sql: Sql; client: Client; config: Config; adminApiKey: string }): void {
   app.use('/admin/capacity', requireAdmin(adminApiKey), capacityRouter({ sql, config }));
-  app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, config }));
+  app.use('/admin', requireAdmin(adminApiKey), adminRouter({ db, client, config }));
 }
 
 /** What the admin listener needs; the public app (app.ts ApiDeps) needs this and more. */
@@ -39,10 +40,11 @@ export function createAdminApp({ config, database, client, logger, adminApiKey }
   app.set('query parser', 'simple');
   app.set('etag', false);
   useLeanJson(app);
+  if (tracingOn()) app.use(requestTracing());
   app.use(requestLog(logger));
   mountCodecRoutes(app, { config, adminApiKey });
   app.use(express.json({ limit: '64kb' }));
-  mountAdminRoutes(app, { db: database.db, sql: database.sql, config, adminApiKey });
+  mountAdminRoutes(app, { db: database.db, sql: database.sql, client, config, adminApiKey });
   app.use(opsRouter({ database, client, config, internal: true }));
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));

@@ -1,6 +1,7 @@
 import express, { type Express } from 'express';
 import { opsRouter } from './ops-routes';
 import { requestLog } from './request-log';
+import { requestTracing, tracingOn } from '../lib/tracing';
 import { limitFailedAuthentication, requireUser } from './auth';
 import { createBackends } from '../backend/registry';
 import { callbacksRouter } from './callbacks-routes';
@@ -49,6 +50,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   // Every JSON answer written as the string it is (src/api/json-response.ts): about 5% of a status read's CPU.
   useLeanJson(app);
 
+  // A span per request when tracing is on (src/lib/tracing.ts); first, so the request log line carries its trace id.
+  if (tracingOn()) app.use(requestTracing());
   app.use(requestLog(logger));
   // No id holds a NUL (Postgres text cannot), so a path with one names nothing; refused before it reaches a query.
   app.use((req, _res, next) => next(/%00/i.test(req.path) ? new ApiError(404, 'not_found', `no resource at ${req.method} ${req.path}`) : undefined));
@@ -74,7 +77,7 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   app.use('/v1/api-keys', apiKeysRouter({ db }));
   // With an admin listener (ADMIN_PORT), admin routes, /metrics and readiness details are served there only (admin-app.ts).
   const internal = config.api.adminListener === undefined;
-  if (internal) mountAdminRoutes(app, { db, sql, config, adminApiKey });
+  if (internal) mountAdminRoutes(app, { db, sql, client, config, adminApiKey });
 
   app.use(opsRouter({ database, client, config, internal }));
   // /openapi.json, /docs and the status page at /: public, no key needed to load them.

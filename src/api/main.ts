@@ -12,6 +12,7 @@ import { createApp } from './app';
 import { createApiServer } from './http-server';
 import { createServiceStartRelay } from './start-relay';
 import { temporalCallsSettled } from '../lib/temporal-deadline';
+import { startTracing, stopTracing, temporalClientInterceptors } from '../lib/tracing';
 
 function listen(server: Server, port: number, host: string): Promise<{ server: Server; port: number }> {
   return new Promise((resolve, reject) => {
@@ -57,7 +58,7 @@ export async function startApi({
   if (warmPool) await database.warm();
   // Lazy: the API starts (and keeps submits for its relay) even while Temporal is down.
   const connection = Connection.lazy({ address: config.temporal.address });
-  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: serviceDataConverter(config) });
+  const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter: serviceDataConverter(config), interceptors: temporalClientInterceptors() });
   const relay = createServiceStartRelay({ client, config, sql: database.sql, logger: logger.child({ component: 'start-relay' }) });
   const deps = { config, database, client, logger, adminApiKey, relay };
   const servers: Server[] = [];
@@ -98,13 +99,17 @@ async function main(): Promise<void> {
   const databaseUrl = requireDatabaseUrl(config);
   const admin = resolveAdminApiKey(config);
   const logger = createLogger('api', config.logLevel, { secrets: [...configuredSecrets(config), admin.key] });
+  await startTracing({ tracesUrl: config.tracing.tracesUrl, serviceName: 'videogen-api' });
   if (admin.file) logger.info({ file: admin.file }, 'ADMIN_API_KEY is not set: the admin key is in this file (development and test only)');
   const api = await startApi({ config, databaseUrl, logger, adminApiKey: admin.key, warmPool: true });
   logger.info({ url: api.url, adminUrl: api.adminUrl }, 'api listening');
   for (const signal of ['SIGINT', 'SIGTERM'] as const) {
     process.once(signal, () => {
       logger.info({ signal }, 'shutting down');
-      void api.close().then(() => process.exit(0));
+      void api
+        .close()
+        .then(stopTracing)
+        .then(() => process.exit(0));
     });
   }
 }

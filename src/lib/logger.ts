@@ -1,5 +1,7 @@
+import { context, isSpanContextValid, trace } from '@opentelemetry/api';
 import pino from 'pino';
 import { CENSOR, secretScrubber } from './redact';
+
 
 export type Logger = pino.Logger;
 
@@ -8,7 +10,8 @@ const SECRET_FIELDS = ['authorization', 'cookie', 'apiKey', 'api_key', 'adminApi
 
 /**
  * JSON logs on every process; `service` names the process. Secrets are redacted twice: by field name, and in every
- * written line by value (`secrets`: what this process was configured with) and by shape (src/lib/redact.ts).
+ * written line by value (`secrets`: what this process was configured with) and by shape (src/lib/redact.ts). With
+ * tracing on, a line written inside a span (a request, an activity) carries its trace id.
  */
 export function createLogger(service: string, level: string = 'info', { secrets = [] }: { secrets?: ReadonlyArray<string | undefined> } = {}): Logger {
   const scrub = secretScrubber(secrets);
@@ -17,5 +20,14 @@ export function createLogger(service: string, level: string = 'info', { secrets 
     base: { service },
     redact: { paths: [...SECRET_FIELDS, ...SECRET_FIELDS.map((field) => `*.${field}`), '*.headers.authorization', '*.headers.cookie'], censor: CENSOR },
     hooks: { streamWrite: scrub },
+    mixin: traceOfLine,
   });
+}
+
+const NO_TRACE = {};
+
+/** Without tracing (src/lib/tracing.ts) there is no context manager, and no span: a lookup that finds nothing. */
+function traceOfLine(): { traceId?: string } {
+  const span = trace.getSpanContext(context.active());
+  return span && isSpanContextValid(span) ? { traceId: span.traceId } : NO_TRACE;
 }

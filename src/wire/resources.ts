@@ -292,6 +292,10 @@ export const stuckGenerations = component(
         started_at: timestamp.nullable(),
         expected_done_at: timestamp.nullable(),
         overdue_seconds: z.int().nullable(),
+        trace_id: z
+          .string()
+          .nullable()
+          .meta({ description: "the job's OpenTelemetry trace (W3C trace id, 32 hex digits); null when tracing is off or its start carried none" }),
       }),
     ),
   }),

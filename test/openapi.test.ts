@@ -38,7 +38,7 @@ const UNDOCUMENTED: Record<string, string> = {
   'POST /internal/backend/callbacks': "the generation backend's signed callbacks: the backend's contract, not the client API",
   'GET /': 'the status page (HTML)',
   'GET /status-page/app.js': "the status page's script",
-  'GET /status-page/event-stream.js': "the status page's event-stream reader",
+  'GET /client/{file}': 'the TypeScript client package, built (clients/typescript), which the status page imports',
   'GET /status-page/style.css': "the status page's style sheet",
   'GET /docs': 'this document, rendered as HTML',
 };

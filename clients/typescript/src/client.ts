@@ -57,6 +57,8 @@ export interface EventsOptions extends RequestOptions {
   lastEventId?: string;
   /** Reconnect after a dropped connection or a 5xx, resuming with Last-Event-ID (default true). */
   reconnect?: boolean;
+  /** Told `true` each time a connection is up, `false` each time one is lost or cannot be made (a page's "Live" badge). */
+  onConnection?: (open: boolean) => void;
 }
 
 const MAX_PREFER_WAIT_SECONDS = 60;
@@ -214,7 +216,7 @@ export function createVideogenClient(options: VideogenClientOptions) {
    * `stream.closed`, when `signal` aborts, or when the loop breaks. Other error answers (401, 404, a 429 not retried)
    * are thrown as VideogenError.
    */
-  async function* events({ generationId, lastEventId, reconnect = true, signal }: EventsOptions = {}): AsyncGenerator<StreamEvent, void, undefined> {
+  async function* events({ generationId, lastEventId, reconnect = true, onConnection, signal }: EventsOptions = {}): AsyncGenerator<StreamEvent, void, undefined> {
     const controller = anySignal(signal);
     let last = lastEventId;
     let delay = 1000;
@@ -228,6 +230,7 @@ export function createVideogenClient(options: VideogenClientOptions) {
             : http.GET('/v1/events', { params: { header }, parseAs: 'stream', signal: controller.signal });
           const { data: body } = await ok(pending as Promise<Result<ReadableStream<Uint8Array>>>);
           failures = 0;
+          onConnection?.(true);
           for await (const read of readSse(body)) {
             if (read.retryMs !== undefined) delay = read.retryMs;
             if (!read.message) continue;
@@ -236,8 +239,11 @@ export function createVideogenClient(options: VideogenClientOptions) {
             yield event;
             if (event.type === 'stream.closed') return;
           }
+          // The server ended the stream without saying why (a restart): reconnect.
+          onConnection?.(false);
         } catch (err) {
           if (controller.signal.aborted) return;
+          onConnection?.(false);
           if (err instanceof VideogenError && err.status < 500) throw err;
           if (!reconnect) throw err;
           failures += 1;

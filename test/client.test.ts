@@ -1,3 +1,6 @@
+import { execFile, execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { promisify } from 'node:util';
 import type { Generation, StreamEvent } from '../clients/typescript/src/index.js' with { 'resolution-mode': 'import' };
 import { startWebhookReceiver, type WebhookReceiver } from './notification-helpers';
 import { eventually, startStack, type Stack } from './harness';
@@ -96,18 +99,20 @@ describe('the TypeScript client (clients/typescript) against the real service', 
   test('createAndWait follows the event stream when the server refuses another wait', async () => {
     const { fetch: recording, exchanges } = recordingFetch();
     const client = await clientFor({ fetch: recording });
-    // One wait open on a job that never ends holds the user's only Prefer: wait slot (PREFER_WAIT_MAX_PER_USER=1).
     const hanging = await client.generations.create({ prompt: 'a clock that never stops [hang]' });
-    const holder = new AbortController();
-    const held = client.generations.get(hanging.id, { waitSeconds: 60, signal: holder.signal }).catch(() => undefined);
+    // A wait on a job that never ends holds the user's only Prefer: wait slot; a second wait proves it is held (when the
+    // second one won the race for the slot, both are let go and tried again).
+    let holder = new AbortController();
+    let held: Promise<unknown> = Promise.resolve();
     await eventually(
       async () => {
-        try {
-          await client.generations.get(hanging.id, { waitSeconds: 1 });
-          return undefined;
-        } catch (err) {
-          return err instanceof sdk.VideogenError && err.code === 'too_many_waits' ? true : undefined;
-        }
+        holder = new AbortController();
+        held = client.generations.get(hanging.id, { waitSeconds: 60, signal: holder.signal }).catch(() => undefined);
+        const probe = await client.generations.get(hanging.id, { waitSeconds: 1 }).catch((err: unknown) => err);
+        if (probe instanceof sdk.VideogenError && probe.code === 'too_many_waits') return true;
+        holder.abort();
+        await held;
+        return undefined;
       },
       { what: 'the wait slot to be held' },
     );
@@ -253,5 +258,19 @@ describe('the TypeScript client (clients/typescript) against the real service', 
     await expect(client.webhooks.verify(delivery.raw, delivery.headers, otherSecret)).rejects.toBeInstanceOf(sdk.WebhookVerificationError);
     const stale = { ...delivery.headers, 'webhook-timestamp': String(Math.floor(Date.now() / 1000) - 3600) };
     await expect(client.webhooks.verify(delivery.raw, stale, secret!)).rejects.toThrow(/tolerance/);
+  });
+
+  test("the package's example (the README's) runs as written on plain Node, built, against the service", async () => {
+    const root = path.resolve(__dirname, '..');
+    execFileSync('bash', [path.join(root, 'scripts/client-build.sh')], { stdio: 'inherit' });
+    const { apiKey } = await stack.createUser('pro');
+    const { stdout } = await promisify(execFile)(process.execPath, [path.join(root, 'clients/typescript/examples/quickstart.mjs')], {
+      env: { ...process.env, VIDEOGEN_URL: stack.apiUrl, VIDEOGEN_API_KEY: apiKey },
+      timeout: 60_000,
+    });
+    const lines = stdout.trim().split('\n');
+    expect(lines[0]).toBe('generation.queued 0%');
+    expect(lines).toContain('generation.succeeded 100%');
+    expect(lines[lines.length - 1]).toMatch(/^gen_\S+ succeeded https:\/\/\S+\.mp4 \d+ credits$/);
   });
 });

@@ -1,4 +1,4 @@
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import type { Generation, StreamEvent } from '../clients/typescript/src/index.js' with { 'resolution-mode': 'import' };
@@ -262,7 +262,8 @@ describe('the TypeScript client (clients/typescript) against the real service', 
 
   test("the package's example (the README's) runs as written on plain Node, built, against the service", async () => {
     const root = path.resolve(__dirname, '..');
-    execFileSync('bash', [path.join(root, 'scripts/client-build.sh')], { stdio: 'inherit' });
+    // Not execFileSync: the stack's API runs in this process, and a blocked event loop drops its kept-alive connections.
+    await promisify(execFile)('bash', [path.join(root, 'scripts/client-build.sh')]);
     const { apiKey } = await stack.createUser('pro');
     const { stdout } = await promisify(execFile)(process.execPath, [path.join(root, 'clients/typescript/examples/quickstart.mjs')], {
       env: { ...process.env, VIDEOGEN_URL: stack.apiUrl, VIDEOGEN_API_KEY: apiKey },

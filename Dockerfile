@@ -1,13 +1,24 @@
 # The application image: one image, three roles (api, worker, dispatcher) chosen by the command, holding src/ and its
 # production dependencies only. The backend simulator, a stand-in for a real generation backend that docker-compose.yml
 # runs, is the separate `simulator` target: it adds simulator/ to the same layers, and is never in the production image.
+# The TypeScript client package (clients/typescript), built to ESM: the API serves it to the status page at /client/.
+FROM node:20-bookworm-slim AS client
+WORKDIR /app
+COPY package.json package-lock.json ./
+COPY clients/typescript/package.json ./clients/typescript/
+RUN npm ci --workspace clients/typescript --include-workspace-root=false --no-audit --no-fund
+COPY clients/typescript ./clients/typescript
+RUN npm run build --workspace clients/typescript
+
 FROM node:20-bookworm-slim AS runtime
 WORKDIR /app
 ENV NODE_ENV=production
 # The service's Node flags (scripts/lib/node-options.ts, which a test keeps equal to this line).
 ENV NODE_OPTIONS="--max-semi-space-size=64"
 COPY package.json package-lock.json ./
+COPY clients/typescript/package.json ./clients/typescript/
 RUN npm ci --omit=dev --no-audit --no-fund
+COPY --from=client /app/clients/typescript/dist ./clients/typescript/dist
 COPY tsconfig.json ./
 COPY drizzle ./drizzle
 COPY src ./src

@@ -4,7 +4,7 @@ import tseslint from 'typescript-eslint';
 const nodeBuiltins = ['fs', 'path', 'os', 'crypto', 'http', 'https', 'net', 'child_process', 'dns', 'stream', 'util', 'worker_threads', 'timers'];
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', 'dist/**', 'drizzle/**', 'test/artifacts/**', 'bench/out/**', '.tools/**', '.data/**', '*.config.js'] },
+  { ignores: ['node_modules/**', 'dist/**', 'clients/typescript/dist/**', 'drizzle/**', 'test/artifacts/**', 'bench/out/**', '.tools/**', '.data/**', '*.config.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -16,6 +16,11 @@ export default tseslint.config(
       '@typescript-eslint/no-explicit-any': 'off',
       '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
     },
+  },
+  {
+    // The client package's examples are scripts for Node.
+    files: ['clients/typescript/examples/**/*.mjs'],
+    languageOptions: { globals: { console: 'readonly', process: 'readonly' } },
   },
   {
     // src/db is the layer below the ledger: the ledger imports it, never the other way (an import cycle between them).

@@ -14,6 +14,10 @@ command -v promtool >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninterac
 npx tsc --noEmit -p .
 # The benchmarks and the chaos campaign share the service's code: they must keep compiling with it.
 npx tsc --noEmit -p bench
+# The client package (clients/typescript): its committed types match the OpenAPI document the API serves, and it builds
+# (ESM and declarations, type-checked by tsc) for the status page; test/client.test.ts runs it against the service.
+npx tsx scripts/client-types.ts --check
+bash scripts/client-build.sh
 npx eslint .
 # The layers point one way, no import cycles, src/ is production code, every package declared (scripts/lib/layers.ts).
 npx tsx scripts/layers.ts

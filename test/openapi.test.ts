@@ -41,7 +41,7 @@ const UNDOCUMENTED: Record<string, string> = {
   'POST /internal/backend/callbacks/{backend}': "a provider's own signed webhooks (Replicate, fal): the provider's contract, docs/backends.md",
   'GET /': 'the status page (HTML)',
   'GET /status-page/app.js': "the status page's script",
-  'GET /status-page/event-stream.js': "the status page's event-stream reader",
+  'GET /client/{file}': 'the TypeScript client package, built (clients/typescript), which the status page imports',
   'GET /status-page/style.css': "the status page's style sheet",
   'GET /docs': 'this document, rendered as HTML',
   ...Object.fromEntries(

@@ -1,3 +1,4 @@
+import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
@@ -29,6 +30,8 @@ describe('the status page at /, in headless Chromium', () => {
 
   beforeAll(async () => {
     if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run \`apt-get update && apt-get install -y chromium\` (.ci/run and scripts/test.sh do)`);
+    // The page imports the client package, built, from the API (/client/index.js).
+    execFileSync('bash', [path.join(__dirname, '..', 'scripts', 'client-build.sh')], { stdio: 'inherit' });
     // Two GPU slots: two hanging jobs are enough to make a third one wait in the queue.
     [stack, browser] = await Promise.all([startStack({ env: { GPU_SLOTS: '2', SSE_QUEUE_POSITION_MS: '300' } }), chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })]);
     ({ apiKey } = await stack.createUser('pro'));

@@ -119,7 +119,9 @@ function packageName(specifier: string): string | null {
 /** The repository file a relative import names, or undefined when there is none. */
 function resolveRelative(root: string, from: string, specifier: string): string | undefined {
   const base = path.resolve(root, path.dirname(from), specifier);
-  for (const candidate of [base, `${base}.ts`, path.join(base, 'index.ts')]) {
+  // An ES module's `./x.js` names the `./x.ts` tsc compiles it from (the client package, clients/typescript).
+  const compiledFrom = base.endsWith('.js') ? [`${base.slice(0, -3)}.ts`] : [];
+  for (const candidate of [base, `${base}.ts`, path.join(base, 'index.ts'), ...compiledFrom]) {
     if (fs.existsSync(candidate) && fs.statSync(candidate).isFile()) return path.relative(root, candidate);
   }
   return undefined;

@@ -1,27 +1,25 @@
-/* global document, localStorage, fetch, AbortController, CSS, crypto, setTimeout, setInterval, clearInterval */
-// The status page: today's generations, live over SSE, plus the inbox. No framework, no build step.
-import { readEventStream } from './event-stream.js';
+/* global document, localStorage, CSS, setTimeout, setInterval, clearInterval, AbortController */
+// The status page: today's generations, live over SSE, plus the inbox. No framework, no build step of its own: it talks
+// to the API through the TypeScript client package (clients/typescript), which the API serves built at /client/.
+import { createVideogenClient, isTerminal, VideogenError } from '/client/index.js';
 
 const KEY_STORAGE = 'videogen.apiKey';
 const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2, expired: 2 };
-const isTerminal = (status) => RANK[status] === 2;
 const $ = (id) => document.getElementById(id);
 
-const state = { key: null, session: 0, stream: null, lastEventId: undefined, generations: new Map(), fetching: new Set(), awaiting: new Set(), timer: undefined, since: new Date() };
+const state = { key: null, client: null, session: 0, stream: null, lastEventId: undefined, generations: new Map(), fetching: new Set(), awaiting: new Set(), timer: undefined, since: new Date() };
 
-/** One API call with the bearer key; a 401 means the key is wrong, which stops the session. */
-async function api(method, path, body, headers = {}) {
-  const res = await fetch(path, {
-    method,
-    headers: { authorization: `Bearer ${state.key}`, ...(body ? { 'content-type': 'application/json' } : {}), ...headers },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const json = await res.json().catch(() => undefined);
-  if (res.status === 401) keyRejected();
-  return { status: res.status, body: json, headers: res.headers };
+/** One API call through the client; a 401 means the key is wrong, which stops the session. */
+async function call(run) {
+  try {
+    return await run(state.client);
+  } catch (err) {
+    if (err instanceof VideogenError && err.status === 401) keyRejected();
+    throw err;
+  }
 }
 
-const errorText = (res) => res.body?.error?.message ?? `request failed (HTTP ${res.status})`;
+const errorText = (err) => (err instanceof VideogenError ? err.message : 'The request did not reach the server; try again.');
 
 function el(tag, props = {}, ...children) {
   const node = document.createElement(tag);
@@ -96,8 +94,10 @@ async function fetchGeneration(id, session) {
   if (state.fetching.has(id)) return;
   state.fetching.add(id);
   try {
-    const res = await api('GET', `/v1/generations/${encodeURIComponent(id)}`);
-    if (session === state.session && res.status === 200) addGeneration(res.body);
+    const generation = await call((client) => client.generations.get(id));
+    if (session === state.session) addGeneration(generation);
+  } catch {
+    // Gone or unreachable: the next event or reload shows it.
   } finally {
     state.fetching.delete(id);
   }
@@ -106,31 +106,31 @@ async function fetchGeneration(id, session) {
 async function loadToday(session) {
   state.since = new Date();
   state.since.setHours(0, 0, 0, 0);
-  let cursor = null;
-  for (let page = 0; page < 10; page++) {
-    const query = `created_after=${encodeURIComponent(state.since.toISOString())}&limit=100${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ''}`;
-    const res = await api('GET', `/v1/generations?${query}`);
-    if (session !== state.session || res.status !== 200) return;
-    res.body.data.forEach(addGeneration);
-    cursor = res.body.next_cursor;
-    if (!res.body.has_more) return;
+  let shown = 0;
+  try {
+    for await (const generation of state.client.generations.list({ created_after: state.since.toISOString(), limit: 100 })) {
+      if (session !== state.session || ++shown > 1000) return;
+      addGeneration(generation);
+    }
+  } catch (err) {
+    if (err instanceof VideogenError && err.status === 401) keyRejected();
   }
 }
 
 async function cancel(id) {
   const button = document.querySelector(`tr[data-id="${CSS.escape(id)}"] button.cancel`);
   if (button) button.disabled = true;
-  const res = await api('POST', `/v1/generations/${encodeURIComponent(id)}/cancel`);
-  if (res.status === 200 || res.status === 202) merge(id, res.body);
-  else {
-    message(errorText(res), true);
+  try {
+    merge(id, await call((client) => client.generations.cancel(id)));
+  } catch (err) {
+    message(errorText(err), true);
     if (button) button.disabled = false;
   }
 }
 
-// ---- live events: fetch() streaming (event-stream.js), because EventSource cannot send the Authorization header ----
+// ---- live events: the client's events(), which reconnects after a drop and resumes with Last-Event-ID ----
 
-function onEvent(type, data) {
+function onEvent({ type, data }) {
   // The server could not replay what was missed (too long away): today's list is read again; the stream goes on live.
   if (type === 'stream.resync_required') return void loadToday(state.session);
   // The key was revoked: the session ends as for a key that is refused.
@@ -138,41 +138,37 @@ function onEvent(type, data) {
   const id = data.generation_id;
   if (!id) return;
   // A job's end is also an inbox entry: look for it.
-  if (isTerminal(data.status)) void awaitNotification(id, state.session);
+  if (data.status && isTerminal(data.status)) void awaitNotification(id, state.session);
   if (!state.generations.has(id)) return void fetchGeneration(id, state.session);
   if (type === 'generation.queue_position') return merge(id, { status: 'queued', queue_position: data.queue_position, eta_seconds: data.eta_seconds });
   merge(id, { status: data.status, progress: data.progress, attempt: data.attempt, video_url: data.video_url, error: data.error, updated_at: data.updated_at });
 }
 
-/** Keeps the stream open, resuming after Last-Event-ID; resolves once the first connection is up (or has failed). */
+/** Keeps the stream open; resolves once the first connection is up (or has failed). */
 function openStream(session) {
   return new Promise((connected) => {
     void (async () => {
-      let delay = 1000;
       while (session === state.session) {
         const controller = new AbortController();
         state.stream = controller;
-        try {
-          const headers = { authorization: `Bearer ${state.key}`, accept: 'text/event-stream' };
-          if (state.lastEventId) headers['last-event-id'] = state.lastEventId;
-          const res = await fetch('/v1/events', { headers, signal: controller.signal, cache: 'no-store' });
-          if (res.status === 401) return void keyRejected();
-          if (!res.ok || !res.body) throw new Error(`HTTP ${res.status}`);
-          connection('live', 'Live');
+        const onConnection = (up) => {
+          if (up) connection('live', 'Live');
+          else connection('retrying', 'Reconnecting…');
           connected();
-          await readEventStream(res.body, {
-            isOpen: () => session === state.session,
-            onEvent,
-            onId: (id) => (state.lastEventId = id),
-            onRetry: (ms) => (delay = ms),
-          });
-        } catch {
-          if (controller.signal.aborted) return;
+        };
+        try {
+          for await (const event of state.client.events({ signal: controller.signal, lastEventId: state.lastEventId, onConnection })) {
+            if (session !== state.session) return;
+            if (event.id !== undefined) state.lastEventId = event.id;
+            onEvent(event);
+          }
+        } catch (err) {
+          if (err instanceof VideogenError && err.status === 401) return void keyRejected();
         }
-        if (session !== state.session) return;
-        connection('retrying', 'Reconnecting…');
-        connected();
-        await new Promise((resume) => setTimeout(resume, delay));
+        if (session !== state.session || controller.signal.aborted) return;
+        // Refused (too many streams, say) or ended: open a new one shortly.
+        onConnection(false);
+        await new Promise((resume) => setTimeout(resume, 2000));
       }
     })();
   });
@@ -181,9 +177,13 @@ function openStream(session) {
 // ---- notifications ----
 
 async function refreshNotifications(session) {
-  const res = await api('GET', '/v1/notifications?limit=20');
-  if (session !== state.session || res.status !== 200) return [];
-  const items = res.body.data;
+  let items;
+  try {
+    items = (await call((client) => client.notifications.list({ limit: 20 }))).data;
+  } catch {
+    return [];
+  }
+  if (session !== state.session) return [];
   $('notifications').replaceChildren(...items.map(renderNotification));
   $('no-notifications').hidden = items.length > 0;
   const unread = items.filter((n) => !n.read).length;
@@ -202,8 +202,9 @@ function renderNotification(n) {
 }
 
 async function markRead(id) {
-  const res = await api('POST', `/v1/notifications/${encodeURIComponent(id)}/read`);
-  if (res.status === 200) await refreshNotifications(state.session);
+  await call((client) => client.notifications.markRead(id))
+    .then(() => refreshNotifications(state.session))
+    .catch(() => undefined);
 }
 
 /** The inbox row is written just after the job's terminal state: look until it is there, backing off, for ~15 s. */
@@ -254,26 +255,26 @@ function keyRejected() {
 async function start(key) {
   stop();
   state.key = key;
+  state.client = createVideogenClient({ baseUrl: document.location.origin, apiKey: key });
   const session = state.session;
-  const usage = await api('GET', '/v1/usage').catch(() => ({ status: 0 }));
-  if (session !== state.session) return;
-  if (usage.status !== 200) {
-    $('account').textContent = usage.status === 0 ? 'The API cannot be reached.' : errorText(usage);
+  let usage;
+  try {
+    usage = await call((client) => client.usage());
+  } catch (err) {
+    if (session !== state.session) return;
+    $('account').textContent = err instanceof VideogenError ? err.message : 'The API cannot be reached.';
     $('account').className = 'error';
     return;
   }
-  const { credits } = usage.body;
+  if (session !== state.session) return;
+  const { credits } = usage;
   $('account').className = '';
-  $('account').textContent = `Tier ${usage.body.tier} · ${credits.available} credits available, ${credits.reserved} reserved`;
+  $('account').textContent = `Tier ${usage.tier} · ${credits.available} credits available, ${credits.reserved} reserved`;
   // The stream is open before the list is read, so nothing that happens in between is missed.
   await openStream(session);
   await loadToday(session);
   await refreshNotifications(session);
   state.timer = setInterval(() => void refreshNotifications(session), 30_000);
-}
-
-function idempotencyKey() {
-  return [...crypto.getRandomValues(new Uint8Array(16))].map((b) => b.toString(16).padStart(2, '0')).join('');
 }
 
 async function submit(event) {
@@ -287,16 +288,13 @@ async function submit(event) {
     if ($('max-queue').value) body.max_queue_seconds = Number($('max-queue').value);
     // Batch: cheaper, waits while interactive jobs wait (and may wait longer); interactive is the default, sent as nothing.
     if ($('priority').value === 'batch') body.priority = 'batch';
-    const res = await api('POST', '/v1/generations', body, { 'idempotency-key': idempotencyKey() });
-    if (res.status !== 202) {
-      const retry = res.headers.get('retry-after');
-      return message(`${errorText(res)}${retry ? ` (retry in ${retry} s)` : ''}`, true);
-    }
-    addGeneration(res.body);
+    // The client sends an Idempotency-Key of its own making: a repeated click is a new job, a retried request is not.
+    addGeneration(await call((client) => client.generations.create(body)));
     $('prompt').value = '';
     message('Submitted.');
-  } catch {
-    message('The request did not reach the server; try again.', true);
+  } catch (err) {
+    const retry = err instanceof VideogenError && err.retryAfter !== undefined ? ` (retry in ${err.retryAfter} s)` : '';
+    message(`${errorText(err)}${retry}`, true);
   } finally {
     button.disabled = false;
   }
@@ -313,6 +311,7 @@ $('forget-key').addEventListener('click', () => {
   $('api-key').value = '';
   $('account').textContent = '';
   state.key = null;
+  state.client = null;
   stop();
 });
 $('submit-form').addEventListener('submit', submit);

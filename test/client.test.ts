@@ -75,6 +75,29 @@ describe('the TypeScript client (clients/typescript) against the real service', 
     expect(again.id).toBe(first.id);
   });
 
+  test('batches: created whole, read with their counts, listed, their items iterated, canceled', async () => {
+    const client = await clientFor();
+    const items = Array.from({ length: 3 }, (_, i) => ({ prompt: `batch item ${i}`, duration_seconds: 2 }));
+    const batch = await client.batches.create({ items }, { idempotencyKey: 'client-batch-1' });
+    expect(batch).toMatchObject({ object: 'batch', total: 3 });
+    expect((await client.batches.create({ items }, { idempotencyKey: 'client-batch-1' })).id).toBe(batch.id);
+    const read = await client.batches.get(batch.id);
+    expect(Object.values(read.counts).reduce((a, b) => a + b, 0)).toBe(3);
+    const listed: string[] = [];
+    for await (const b of client.batches.list({ limit: 1 })) listed.push(b.id);
+    expect(listed).toContain(batch.id);
+    const itemIds: string[] = [];
+    for await (const item of client.batches.items(batch.id, { limit: 2 })) {
+      expect(item.batch_id).toBe(batch.id);
+      itemIds.push(item.id);
+    }
+    expect(new Set(itemIds).size).toBe(3);
+    const canceled = await client.batches.cancel(batch.id).catch((err: unknown) => err);
+    // Either it canceled what had not ended, or every item had ended already (a typed 409).
+    if (canceled instanceof sdk.VideogenError) expect(canceled).toMatchObject({ status: 409, code: 'batch_already_completed' });
+    else expect(canceled).toMatchObject({ id: batch.id, object: 'batch' });
+  });
+
   test('list is an async iterator over every page, newest first', async () => {
     const { fetch: recording, exchanges } = recordingFetch();
     const client = await clientFor({ fetch: recording });

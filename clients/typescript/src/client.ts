@@ -4,7 +4,11 @@ import type { paths } from './schema.js';
 import { readSse } from './sse.js';
 import {
   isTerminal,
+  type Batch,
+  type BatchList,
+  type CreateBatchRequest,
   type CreateGenerationRequest,
+  type ListBatchesQuery,
   type Generation,
   type GenerationEstimate,
   type GenerationList,
@@ -257,6 +261,35 @@ export function createVideogenClient(options: VideogenClientOptions) {
     }
   }
 
+  const batches = {
+    /** Up to 500 submit bodies admitted whole, or refused whole with the reason (402/429), under one Idempotency-Key. */
+    async create(body: CreateBatchRequest, { idempotencyKey = newIdempotencyKey(), signal }: SubmitOptions = {}): Promise<Batch> {
+      return (await ok(http.POST('/v1/batches', { body, params: { header: { 'Idempotency-Key': idempotencyKey } }, signal }))).data as Batch;
+    },
+    async get(id: string, { signal }: RequestOptions = {}): Promise<Batch> {
+      return (await ok(http.GET('/v1/batches/{id}', { params: { path: { id } }, signal }))).data;
+    },
+    async listPage(query: ListBatchesQuery = {}, { signal }: RequestOptions = {}): Promise<BatchList> {
+      return (await ok(http.GET('/v1/batches', { params: { query }, signal }))).data;
+    },
+    /** Every batch, newest first, page after page. */
+    async *list(query: Omit<ListBatchesQuery, 'cursor'> = {}, { signal }: RequestOptions = {}): AsyncGenerator<Batch, void, undefined> {
+      let cursor: string | undefined;
+      for (;;) {
+        const page = await batches.listPage({ ...query, cursor }, { signal });
+        yield* page.data;
+        if (!page.has_more || !page.next_cursor) return;
+        cursor = page.next_cursor;
+      }
+    },
+    /** Every item of the batch, newest first. */
+    items: (id: string, query: Omit<ListGenerationsQuery, 'cursor' | 'batch_id'> = {}, options: RequestOptions = {}) => list({ ...query, batch_id: id }, options),
+    /** Cancels the items that have not ended. */
+    async cancel(id: string, { signal }: RequestOptions = {}): Promise<Batch> {
+      return (await ok(http.POST('/v1/batches/{id}/cancel', { params: { path: { id } }, signal }))).data as Batch;
+    },
+  };
+
   async function usage({ signal }: RequestOptions = {}): Promise<Usage> {
     return (await ok(http.GET('/v1/usage', { signal }))).data;
   }
@@ -265,6 +298,7 @@ export function createVideogenClient(options: VideogenClientOptions) {
     /** The typed openapi-fetch client underneath, for any operation of the document this client has no method for. */
     http,
     generations: { create, get, list, listPage, cancel, retry: retryGeneration, estimate, createAndWait },
+    batches,
     events,
     usage,
     notifications: {

@@ -23,6 +23,8 @@ import { startWebhookReceiver, type WebhookAnswer } from '../test/notification-h
 import { reconcilerScheduleId } from '../src/reconciler-schedule';
 import { retentionScheduleId } from '../src/retention/schedule';
 import globalSetup from '../test/global-setup';
+import { testDataConverter } from '../test/payload-keys';
+import { ENCRYPTED_ENCODING } from '../src/lib/payload-codec';
 import globalTeardown from '../test/global-teardown';
 import { apiClient, eventually, startStack, type Stack } from '../test/harness';
 import { HISTORIES_DIR, recordingName, REPLAY_PATHS, writeRecording, type HistoriesIndex, type RecordedHistory, type ReplayPath } from '../test/replay-histories';
@@ -311,6 +313,23 @@ async function closedHistory(client: Client, workflowId: string): Promise<{ hist
   return { history: await handle.fetchHistory(), runId: description.runId, closedAs: description.status.name, workflowType: description.type };
 }
 
+/** A copy of `history` with every sealed payload opened (the tests' payload key, test/payload-keys.ts). */
+async function openedHistory(history: History): Promise<History> {
+  const codec = testDataConverter().payloadCodecs![0];
+  const open = async (value: unknown): Promise<unknown> => {
+    if (!value || typeof value !== 'object' || value instanceof Uint8Array) return value;
+    if (Array.isArray(value)) return Promise.all(value.map(open));
+    const record = value as Record<string, unknown> & { metadata?: Record<string, Uint8Array>; data?: unknown };
+    if (record.data instanceof Uint8Array && record.metadata?.encoding && Buffer.from(record.metadata.encoding).toString() === ENCRYPTED_ENCODING) {
+      return (await codec.decode([record as never]))[0];
+    }
+    const copy: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(record)) copy[k] = await open(v);
+    return copy;
+  };
+  return (await open(history)) as History;
+}
+
 /** Every string in a history, with each payload's data decoded: what a secret would show up in. */
 function historyText(json: unknown): string {
   const parts: string[] = [];
@@ -355,9 +374,12 @@ async function main(): Promise<void> {
       const { workflowId, check: checkHistory } = r.recorded.get(name)!;
       const { history, runId, closedAs, workflowType } = await closedHistory(stack.client, workflowId);
       check(workflowType === REPLAY_PATHS[name].workflowType, `${name} recorded a ${workflowType}`);
-      checkHistory?.(history);
+      // The recording keeps the history as Temporal stores it (payloads sealed with the tests' key); the checks read it opened.
+      const opened = await openedHistory(history);
+      checkHistory?.(opened);
       const json = JSON.parse(historyToJSON(history)) as unknown;
-      const text = historyText(json);
+      check(JSON.stringify(json).includes(Buffer.from(ENCRYPTED_ENCODING).toString('base64')), `${name}'s history holds no sealed payload`);
+      const text = historyText(JSON.parse(JSON.stringify(opened, (_key, v: unknown) => (v instanceof Uint8Array ? Buffer.from(v).toString('base64') : v))));
       const leaked = r.secrets.filter((secret) => secret && text.includes(secret));
       check(leaked.length === 0 && !text.includes('whsec_'), `${name}'s history holds a secret`);
       const file = `${name}.json`;

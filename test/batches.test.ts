@@ -177,6 +177,10 @@ describe('batches', () => {
     expect(unknownField.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 1 } });
     const privateHook = await submitBatch(api, [{ ...small('x'), webhook_url: 'http://10.1.2.3/hook' }]);
     expect(privateHook.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 0, code: 'invalid_webhook_url' } });
+    // The batch admission counts the interactive lane's limits only: a batch-lane item is refused, not miscounted.
+    const batchLane = await submitBatch(api, [small('fine'), { ...small('later'), priority: 'batch' }]);
+    expect(batchLane.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 1, code: 'invalid_request' } });
+    expect(batchLane.body.error.message).toMatch(/^items\[1\]\.priority: /);
     const notAnObject = await api.call('POST', '/v1/batches', { items: 'many' });
     expect(notAnObject.status).toBe(400);
     expect((await api.call('GET', '/v1/batches/batch_nothing')).status).toBe(404);

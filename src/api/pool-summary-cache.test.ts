@@ -44,7 +44,7 @@ describe('the pool summary cache', () => {
     const { world, cache } = setup();
     world.feed = 7;
     expect(cache.inHand(Infinity)).toBeUndefined();
-    expect(await cache.get('current')).toEqual({ at: 10_000, eventId: 7, value: 1 });
+    expect(await cache.get('current')).toEqual({ at: 10_000, doneAt: 10_000, eventId: 7, value: 1 });
     expect(cache.inHand(Infinity)).toBe(1);
   });
 
@@ -198,19 +198,27 @@ describe('the pool summary cache', () => {
     const world = { now: 0 };
     const cache = new PoolSummaryCache<{ queued: number }>({ newestEventId: async () => 1, read: async () => ({ queued: 5 }) }, () => world.now);
     await cache.get('current');
-    world.now = 10; // the admission commits after the read started
+    world.now = 10; // the admission begins after the read answered
     cache.inHand(world.now)!.queued += 1;
     expect((await cache.get('cached')).value).toEqual({ queued: 6 });
     expect((await cache.get('fresh')).value).toEqual({ queued: 5 });
   });
 
-  test('a summary whose read started after an admission committed already counts it: nothing is added to it', async () => {
+  test('a summary whose read had not answered when an admission began may count it already: nothing is added to it', async () => {
     const world = { now: 0 };
-    const cache = new PoolSummaryCache<{ queued: number }>({ newestEventId: async () => 1, read: async () => ({ queued: 5 }) }, () => world.now);
-    const committedAt = world.now;
-    world.now = 10; // e.g. a background refresh while the admitted job's workflow was being started
-    await cache.get('fresh');
-    expect(cache.inHand(committedAt)).toBeUndefined();
-    expect(cache.inHand(world.now + 1)).toEqual({ queued: 5 });
+    let answer: (v: { queued: number }) => void = () => {};
+    const cache = new PoolSummaryCache<{ queued: number }>(
+      { newestEventId: async () => 1, read: () => new Promise((resolve) => (answer = resolve)) },
+      () => world.now,
+    );
+    // A read sent at 0; an admission begins at 5 and commits while the read's snapshot may still be taken; it answers at 10.
+    const reading = cache.get('fresh');
+    await new Promise((r) => setImmediate(r));
+    world.now = 10;
+    answer({ queued: 5 });
+    await reading;
+    expect(cache.inHand(5)).toBeUndefined();
+    // An admission that began after the answer is not in that snapshot: it is added.
+    expect(cache.inHand(11)).toEqual({ queued: 5 });
   });
 });

@@ -20,6 +20,8 @@ export interface SummaryReads<T> {
 export interface HeldSummary<T> {
   /** When its read started (clock ms). */
   at: number;
+  /** When its read answered (clock ms): its snapshot was taken between `at` and this. */
+  doneAt: number;
   /** The change feed's newest event id, read just before the summary. */
   eventId: number;
   value: T;
@@ -47,12 +49,14 @@ export class PoolSummaryCache<T> {
   ) {}
 
   /**
-   * The summary in hand, to add what this process admitted in place: only one whose read started before `committedAt`
-   * (clock ms), when the admission committed. A read that started later already counts the job.
+   * The summary in hand, to add what this process admitted in place: only one whose read had answered before the
+   * admission began (`admissionBeganAt`, clock ms), so its snapshot surely predates the commit. A read still under way
+   * then may or may not count the job (its snapshot is taken on the server, some time after it was sent): nothing is
+   * added, and the next read counts it.
    */
-  inHand(committedAt: number): T | undefined {
+  inHand(admissionBeganAt: number): T | undefined {
     const held = this.held;
-    return held && held.at < committedAt ? held.value : undefined;
+    return held && held.doneAt < admissionBeganAt ? held.value : undefined;
   }
 
   async get(mode: 'current' | 'cached' | 'fresh'): Promise<HeldSummary<T>> {
@@ -100,7 +104,8 @@ export class PoolSummaryCache<T> {
     const at = this.clock();
     const eventId = await this.reads.newestEventId();
     const value = await this.reads.read();
-    this.lastReadMs = this.clock() - at;
-    return { at, eventId, value };
+    const doneAt = this.clock();
+    this.lastReadMs = doneAt - at;
+    return { at, doneAt, eventId, value };
   }
 }

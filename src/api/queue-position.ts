@@ -145,8 +145,22 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    * admits is never missing from its own summary (another instance's admits, and jobs leaving the queue, show at the next
    * read).
    */
-  function noteAdmitted({ userId, tier, weight, createdAt, committedAt, priority = 'interactive' }: { userId: string; tier: string; weight: number; createdAt: Date; committedAt: number; priority?: Priority }): void {
-    const summary = summaries.inHand(committedAt);
+  function noteAdmitted({
+    userId,
+    tier,
+    weight,
+    createdAt,
+    admissionBeganAt,
+    priority = 'interactive',
+  }: {
+    userId: string;
+    tier: string;
+    weight: number;
+    createdAt: Date;
+    admissionBeganAt: number;
+    priority?: Priority;
+  }): void {
+    const summary = summaries.inHand(admissionBeganAt);
     if (summary) addQueued(summary, priority, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
   }
 

@@ -141,6 +141,16 @@ describe('estimate: POST /v1/generations/estimate', () => {
   });
 
   test("says capacity_exhausted exactly when a submit would be (the tier's backlog at its bound)", async () => {
+    // The earlier tests' jobs are dispatched first: one still queued would be the tier's backlog already.
+    await eventually(
+      async () => {
+        const [row] = await stack.database.sql<{ n: number }[]>`
+          select count(*)::int as n from generations g join gpu_queue_entries e on e.job_id = g.id
+          where g.status_rank = 0 and e.pool = ${stack.config.dispatch.pool}`;
+        return row.n === 0 ? true : undefined;
+      },
+      { what: 'no job of this stack still waiting for a GPU' },
+    );
     const capacity = capacityAdmin(stack);
     await capacity.set(0);
     try {

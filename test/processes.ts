@@ -1,3 +1,4 @@
+import { TEST_PAYLOAD_KEYS } from './payload-keys';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
@@ -63,6 +64,9 @@ export function spawnTsProcess({ name, script, args = [], env, root = ROOT }: Sp
       // The run's built workflow bundle (test/global-setup.ts), for workers of this checkout's code: a production worker
       // starts only with one, and any other starts faster with it.
       ...(process.env.TEST_WORKFLOW_BUNDLE_DIR && root === ROOT ? { WORKFLOW_BUNDLE_DIR: process.env.TEST_WORKFLOW_BUNDLE_DIR } : {}),
+      // The tests' payload key, which the run's stacks seal with, unless the test gives one (or, outside development
+      // and test, must give one: the fail-closed tests start processes without).
+      ...(env.NODE_ENV === undefined || env.NODE_ENV === 'test' || env.NODE_ENV === 'development' ? { PAYLOAD_KEYS: TEST_PAYLOAD_KEYS } : {}),
       ...env,
       NODE_OPTIONS: serviceNodeOptions(env.NODE_OPTIONS),
     },

@@ -1,3 +1,4 @@
+import { testDataConverter } from './payload-keys';
 import { admitSubmission } from '../src/api/admission-store';
 import { createGenerationBody } from '../src/wire/requests';
 import { describeSubmission } from '../src/api/submit';
@@ -164,8 +165,10 @@ describe('the reconciler', () => {
     await stack.database.db.transaction((tx) => undoReservation(tx, elsewhere.jobId));
     // The same input the API would have started it with: the request, the acceptance time, the admitted weight.
     const started = await stack.client.workflow.getHandle(orphan.jobId).fetchHistory();
-    const [input] = started.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
-    expect(JSON.parse(Buffer.from(input!.data!).toString())).toMatchObject({
+    const [sealed] = started.events?.[0]?.workflowExecutionStartedEventAttributes?.input?.payloads ?? [];
+    // Stored sealed (the payload codec): opened with the tests' key.
+    const [input] = await testDataConverter().payloadCodecs![0].decode([sealed as never]);
+    expect(JSON.parse(Buffer.from(input.data!).toString())).toMatchObject({
       jobId: orphan.jobId,
       request: orphan.request,
       acceptedAt: orphan.acceptedAt.toISOString(),

@@ -66,7 +66,7 @@ export async function findUserByApiKey(db: Db, apiKey: string): Promise<UserRow 
   return (await findApiKey(db, apiKey))?.user;
 }
 
-function bearerToken(req: Request): string | undefined {
+export function bearerToken(req: Request): string | undefined {
   const header = req.get('authorization');
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return match?.[1];
@@ -185,11 +185,14 @@ export function requireUser(db: Db): RequestHandler {
   };
 }
 
+/** Whether `token` is the admin key, compared in constant time (by hash, so lengths never differ). */
+export function isAdminKey(adminApiKey: string, token: string | undefined): boolean {
+  return token !== undefined && timingSafeEqual(Buffer.from(hashApiKey(token), 'hex'), Buffer.from(hashApiKey(adminApiKey), 'hex'));
+}
+
 export function requireAdmin(adminApiKey: string): RequestHandler {
-  const expected = Buffer.from(hashApiKey(adminApiKey), 'hex');
   return (req, _res, next) => {
-    const token = bearerToken(req);
-    if (!token || !timingSafeEqual(Buffer.from(hashApiKey(token), 'hex'), expected)) throw unauthorized();
+    if (!isAdminKey(adminApiKey, bearerToken(req))) throw unauthorized();
     next();
   };
 }

@@ -1,11 +1,11 @@
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import express, { type Express, type Request, type RequestHandler } from 'express';
+import express, { type Express, type RequestHandler } from 'express';
 import type { Payload } from '@temporalio/common';
 import type { Config } from '../config';
 import { EncryptionCodec } from '../lib/payload-codec';
 import { resolvePayloadKeys } from '../payload-keys';
 import { ApiError } from '../wire/errors';
-import { hashApiKey } from './auth';
+import { bearerToken, isAdminKey } from './auth';
 
 /**
  * The codec endpoint (Temporal's codec server protocol: POST …/decode and …/encode with `{payloads: [...]}`), so operators
@@ -45,12 +45,6 @@ function validSession(adminApiKey: string, cookieHeader: string | undefined): bo
   return given.length === expected.length && timingSafeEqual(given, expected);
 }
 
-function isAdminKey(adminApiKey: string, token: string | undefined): boolean {
-  if (!token) return false;
-  return timingSafeEqual(Buffer.from(hashApiKey(token), 'hex'), Buffer.from(hashApiKey(adminApiKey), 'hex'));
-}
-
-const bearer = (req: Request) => /^Bearer\s+(\S+)\s*$/i.exec(req.get('authorization') ?? '')?.[1];
 
 /** Mounted before the app's JSON parser: a history's payloads may be larger than a request body elsewhere. */
 export function mountCodecRoutes(app: Express, { config, adminApiKey }: { config: Config; adminApiKey: string }): void {
@@ -75,7 +69,7 @@ export function mountCodecRoutes(app: Express, { config, adminApiKey }: { config
     next();
   };
   const admin: RequestHandler = (req, _res, next) => {
-    if (isAdminKey(adminApiKey, bearer(req)) || validSession(adminApiKey, req.get('cookie'))) return next();
+    if (isAdminKey(adminApiKey, bearerToken(req)) || validSession(adminApiKey, req.get('cookie'))) return next();
     throw new ApiError(401, 'unauthorized', 'the codec endpoint is for operators: Authorization: Bearer <admin key>, or sign in at /codec/login');
   };
 

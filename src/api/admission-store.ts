@@ -47,7 +47,15 @@ export async function idempotencyKeysTaken(sql: Sql, userId: string, keys: strin
 }
 
 export type AdmissionOutcome =
-  | { outcome: 'admitted'; tokens: number; counts: UserJobCounts; available: number; queue: { queuedBefore: number; oldestQueuedAt: Date | null } }
+  | {
+      outcome: 'admitted';
+      tokens: number;
+      counts: UserJobCounts;
+      available: number;
+      queue: { queuedBefore: number; oldestQueuedAt: Date | null };
+      /** The transaction that wrote it (null for an estimate, which wrote nothing). */
+      xid: bigint | null;
+    }
   | { outcome: 'replay'; earlierHash: string; earlierAt: Date }
   | { outcome: 'rate_limited'; tokens: number }
   | { outcome: 'too_many_active_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted'; tokens: number; counts: UserJobCounts }
@@ -120,6 +128,7 @@ interface AdmissionRow {
   earlier_at: Date | string | null;
   queued_before: number | null;
   oldest_queued_at: Date | string | null;
+  xid?: string | null;
 }
 
 const asDate = (value: Date | string | null) => (value === null ? null : new Date(value));
@@ -131,7 +140,10 @@ const asDate = (value: Date | string | null) => (value === null ? null : new Dat
  * (undoSubmission takes them back).
  */
 export async function admitSubmission(sql: Sql, c: SubmissionClaim): Promise<AdmissionOutcome> {
-  const [row] = await sql<AdmissionRow[]>`select * from vg_admit_submission(${JSON.stringify(claimRecord(c))}::jsonb)`;
+  // The transaction's id, read after the function ran (it has one once the function wrote): the queue summary tells by it
+  // whether a read saw this admission.
+  const [row] = await sql<AdmissionRow[]>`
+    select *, pg_current_xact_id_if_assigned()::text as xid from vg_admit_submission(${JSON.stringify(claimRecord(c))}::jsonb)`;
   return outcomeOf(row, c);
 }
 
@@ -159,6 +171,7 @@ function outcomeOf(row: AdmissionRow, c: SubmissionClaim): AdmissionOutcome {
         counts,
         available: row.available ?? 0,
         queue: { queuedBefore: row.queued_before ?? 0, oldestQueuedAt: asDate(row.oldest_queued_at) },
+        xid: row.xid ? BigInt(row.xid) : null,
       };
     case 'insufficient_credits':
       return { outcome: row.outcome, tokens, counts, available: row.available ?? 0 };

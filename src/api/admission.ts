@@ -245,8 +245,6 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
    */
   async function admit(submission: Submission, deps: SubmitDeps): Promise<Admitted> {
     const { user } = submission;
-    // Before the admission is sent: a queue summary that had answered by then cannot count this job (noteAdmitted).
-    const admissionBeganAt = Date.now();
     const { admission, refusal, limits, fairnessWeight, priority } = await decide(submission, (claim) => admitSubmission(sql, claim));
     if (refusal) throw refusal;
     if (admission.outcome === 'replay') {
@@ -257,8 +255,9 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     // The admission's counts are the lane's: a user's first job in a lane is raised within it.
     const priorityKey = firstJobPriority(admission.counts.active, config.generation.firstJobPriority, priority);
     const generation = await startAdmitted(deps, submission, { priorityKey });
-    // A summary read since the admission began (a background refresh during the workflow start) may count this job already.
-    queue.noteAdmitted({ userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt, admissionBeganAt, priority });
+    // A summary read since the admission (a background refresh during the workflow start) may count this job already:
+    // its snapshot tells.
+    if (admission.xid !== null) queue.noteAdmitted({ xid: admission.xid, userId: user.id, tier: user.tier, weight: fairnessWeight, createdAt: generation.createdAt, priority });
     const { counts } = admission;
     const place = await placeOfNew(user.id, fairnessWeight, priority, admission, generation.createdAt);
     return {

@@ -52,7 +52,7 @@ export function describeBatch(user: UserRow, items: GenerationRequest[], idempot
 }
 
 export type BatchAdmission =
-  | { outcome: 'admitted'; tokens: number; active: number; today: number }
+  | { outcome: 'admitted'; tokens: number; active: number; today: number; xid: bigint | null }
   | { outcome: 'replay'; earlierHash: string; earlierId: string };
 
 interface BatchAdmissionRow {
@@ -64,6 +64,7 @@ interface BatchAdmissionRow {
   needed: number | null;
   earlier_hash: string | null;
   earlier_id: string | null;
+  xid: string | null;
 }
 
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
@@ -106,7 +107,7 @@ export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Con
     reservation_key: reservationKey(batch.jobIds[i]),
   }));
   const [row] = await sql<BatchAdmissionRow[]>`
-    select * from vg_admit_batch(${JSON.stringify(claim)}::jsonb, ${JSON.stringify(items)}::jsonb)`;
+    select *, pg_current_xact_id_if_assigned()::text as xid from vg_admit_batch(${JSON.stringify(claim)}::jsonb, ${JSON.stringify(items)}::jsonb)`;
 
   const tokens = row.tokens ?? 0;
   const active = row.active ?? 0;
@@ -122,7 +123,7 @@ export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Con
   };
   switch (row.outcome) {
     case 'admitted':
-      return { outcome: 'admitted', tokens, active, today };
+      return { outcome: 'admitted', tokens, active, today, xid: row.xid ? BigInt(row.xid) : null };
     case 'replay':
       return { outcome: 'replay', earlierHash: row.earlier_hash ?? '', earlierId: row.earlier_id ?? '' };
     case 'rate_limited':

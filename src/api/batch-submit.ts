@@ -136,8 +136,6 @@ export interface SubmittedBatch {
  * queued for the reconciler, as a kept submit does; one that cannot reach Temporal goes to the start relay.
  */
 export async function submitBatch(deps: BatchDeps, batch: BatchSubmission): Promise<SubmittedBatch> {
-  // Before the admission is sent: a queue summary that had answered by then cannot count these jobs (noteAdmitted).
-  const admissionBeganAt = Date.now();
   const admission = await admitBatch(deps, batch);
   if (admission.outcome === 'replay') return replayBatch(deps, batch, admission);
   try {
@@ -147,7 +145,9 @@ export async function submitBatch(deps: BatchDeps, batch: BatchSubmission): Prom
     throw notStarted(err);
   }
   const weight = deps.config.generation.tierWeights[batch.user.tier] ?? 1;
-  for (const _ of batch.jobIds) deps.queue.noteAdmitted({ userId: batch.user.id, tier: batch.user.tier, weight, createdAt: batch.acceptedAt, admissionBeganAt });
+  if (admission.xid !== null) {
+    deps.queue.noteAdmitted({ xid: admission.xid, userId: batch.user.id, tier: batch.user.tier, weight, createdAt: batch.acceptedAt, jobs: batch.jobIds.length });
+  }
   deps.starts.startInBackground(batch.batchId, batch.jobIds.slice(1).map((_, i) => itemInput(deps, batch, i + 1)));
   const row = await getBatch(deps.db, batch.user.id, batch.batchId);
   if (!row) throw new Error(`batch ${batch.batchId} missing right after its admission`);

@@ -1,4 +1,7 @@
-import { PoolSummaryCache, SUMMARY_MAX_AGE_MS, SUMMARY_MIN_AGE_MS } from './pool-summary-cache';
+import { parseSnapshot, PoolSummaryCache, sawCommit, SUMMARY_MAX_AGE_MS, SUMMARY_MIN_AGE_MS } from './pool-summary-cache';
+
+/** A snapshot that saw every transaction before 100. */
+const SNAPSHOT = parseSnapshot('100:100:');
 
 /** A promise the test settles when it chooses. */
 function deferred<T>() {
@@ -26,7 +29,7 @@ function setup() {
           world.failNext = false;
           throw new Error('the read failed');
         }
-        return ++world.reads;
+        return { value: ++world.reads, snapshot: SNAPSHOT };
       },
     },
     () => world.now,
@@ -43,9 +46,7 @@ describe('the pool summary cache', () => {
   test('the first caller reads, and the summary carries the feed position read just before it', async () => {
     const { world, cache } = setup();
     world.feed = 7;
-    expect(cache.inHand(Infinity)).toBeUndefined();
-    expect(await cache.get('current')).toEqual({ at: 10_000, doneAt: 10_000, eventId: 7, value: 1 });
-    expect(cache.inHand(Infinity)).toBe(1);
+    expect(await cache.get('current')).toEqual({ at: 10_000, eventId: 7, snapshot: SNAPSHOT, value: 1 });
   });
 
   test('an event that commits during a read makes the next check read again', async () => {
@@ -161,7 +162,7 @@ describe('the pool summary cache', () => {
         newestEventId: async () => world.feed,
         read: async () => {
           if (world.reads > 0) await gate.promise;
-          return ++world.reads;
+          return { value: ++world.reads, snapshot: SNAPSHOT };
         },
       },
       () => world.now,
@@ -176,12 +177,11 @@ describe('the pool summary cache', () => {
   });
 
   test('a failed read reaches a `current` caller, keeps the summary in hand, and the next caller reads again', async () => {
-    const { world, value, cache, settle } = setup();
+    const { world, value, settle } = setup();
     await value('current');
     world.now += SUMMARY_MAX_AGE_MS;
     world.failNext = true;
     await expect(value('current')).rejects.toThrow('the read failed');
-    expect(cache.inHand(Infinity)).toBe(1);
     expect(await value('current')).toBe(2);
 
     // On the submit path the failure is swallowed: the summary in hand serves, and the next caller tries again.
@@ -194,31 +194,58 @@ describe('the pool summary cache', () => {
     expect(await value('cached')).toBe(3);
   });
 
-  test('what this process admits is added to the summary in hand, until the next read replaces it', async () => {
-    const world = { now: 0 };
-    const cache = new PoolSummaryCache<{ queued: number }>({ newestEventId: async () => 1, read: async () => ({ queued: 5 }) }, () => world.now);
-    await cache.get('current');
-    world.now = 10; // the admission begins after the read answered
-    cache.inHand(world.now)!.queued += 1;
-    expect((await cache.get('cached')).value).toEqual({ queued: 6 });
-    expect((await cache.get('fresh')).value).toEqual({ queued: 5 });
+  test('a snapshot saw a committed transaction that ended before it was taken, and no other', () => {
+    const snapshot = parseSnapshot('100:105:101,103');
+    expect([99n, 100n, 101n, 102n, 103n, 104n, 105n, 106n].map((xid) => sawCommit(snapshot, xid))).toEqual([true, true, false, true, false, true, false, false]);
+    expect(parseSnapshot('7:7:')).toEqual({ xmin: 7n, xmax: 7n, inProgress: new Set() });
   });
 
-  test('a summary whose read had not answered when an admission began may count it already: nothing is added to it', async () => {
-    const world = { now: 0 };
-    let answer: (v: { queued: number }) => void = () => {};
+  /** A summary that counts queued jobs; each read answers when the test says, with the snapshot the test gives. */
+  function admissions() {
+    const world = { now: 0, queued: 5 };
+    const answers: ((snapshot: string) => void)[] = [];
     const cache = new PoolSummaryCache<{ queued: number }>(
-      { newestEventId: async () => 1, read: () => new Promise((resolve) => (answer = resolve)) },
+      {
+        newestEventId: async () => 1,
+        read: () => new Promise((resolve) => answers.push((snapshot) => resolve({ value: { queued: world.queued }, snapshot: parseSnapshot(snapshot) }))),
+      },
       () => world.now,
     );
-    // A read sent at 0; an admission begins at 5 and commits while the read's snapshot may still be taken; it answers at 10.
-    const reading = cache.get('fresh');
-    await new Promise((r) => setImmediate(r));
-    world.now = 10;
-    answer({ queued: 5 });
-    await reading;
-    expect(cache.inHand(5)).toBeUndefined();
-    // An admission that began after the answer is not in that snapshot: it is added.
-    expect(cache.inHand(11)).toEqual({ queued: 5 });
+    /** Reads now; `answer` settles it with a snapshot. */
+    const read = async () => {
+      const reading = cache.get('fresh');
+      await new Promise((resolve) => setImmediate(resolve));
+      return { answer: (snapshot: string) => (answers.shift()!(snapshot), reading) };
+    };
+    const admit = (xid: bigint) => cache.noteCommitted(xid, (summary) => (summary.queued += 1));
+    return { world, cache, read, admit };
+  }
+
+  test('an admission the summary in hand did not see is added to it, and to later reads until one saw it', async () => {
+    const { world, cache, read, admit } = admissions();
+    await (await read()).answer('100:100:');
+    admit(100n); // committed after the read's snapshot
+    expect((await cache.get('cached')).value).toEqual({ queued: 6 });
+    // The next read's snapshot still shows it in progress: it is added there too.
+    expect((await (await read()).answer('100:101:100')).value).toEqual({ queued: 6 });
+    // One that saw it counts it itself; it is not added again, nor to any read after.
+    world.queued = 6;
+    expect((await (await read()).answer('101:101:')).value).toEqual({ queued: 6 });
+    expect((await (await read()).answer('100:102:100')).value).toEqual({ queued: 6 });
+  });
+
+  test('an admission that commits while a read is under way counts once, whichever side of the commit its snapshot fell', async () => {
+    const { world, cache, read, admit } = admissions();
+    await (await read()).answer('100:100:');
+    // The snapshot was taken before the commit: the job is added to the summary in hand and to the new one.
+    const before = await read();
+    admit(100n);
+    expect((await cache.get('cached')).value).toEqual({ queued: 6 });
+    expect((await before.answer('100:100:')).value).toEqual({ queued: 6 });
+    // The snapshot was taken after the commit: the read counts it; nothing is added.
+    const after = await read();
+    admit(101n);
+    world.queued = 7;
+    expect((await after.answer('102:102:')).value).toEqual({ queued: 7 });
   });
 });

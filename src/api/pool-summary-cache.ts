@@ -10,20 +10,45 @@ export const SUMMARY_MAX_AGE_MS = 1_000;
 /** A summary is never re-read sooner than this many of its reads' durations, so reading costs at most a tenth of a core. */
 const READ_DURATIONS_PER_READ = 10;
 
+/** Commits this process made that the summary may not count yet are kept until a read has seen them, at most this many. */
+const MAX_UNSEEN_COMMITS = 10_000;
+
+/**
+ * Which transactions' writes a read saw: Postgres's snapshot of the read's statement (`pg_current_snapshot()::text`,
+ * `xmin:xmax:xip,…`). A committed transaction is in it when it had ended before xmin, or before xmax and is not among
+ * the ones still in progress then.
+ */
+export interface Snapshot {
+  xmin: bigint;
+  xmax: bigint;
+  inProgress: ReadonlySet<bigint>;
+}
+
+export function parseSnapshot(text: string): Snapshot {
+  const [xmin, xmax, xip = ''] = text.split(':');
+  if (xmin === undefined || xmax === undefined) throw new Error(`not a snapshot: ${text}`);
+  return { xmin: BigInt(xmin), xmax: BigInt(xmax), inProgress: new Set(xip ? xip.split(',').map(BigInt) : []) };
+}
+
+/** Whether a read with this snapshot saw the writes of transaction `xid`, which has committed. */
+export function sawCommit(snapshot: Snapshot, xid: bigint): boolean {
+  return xid < snapshot.xmin || (xid < snapshot.xmax && !snapshot.inProgress.has(xid));
+}
+
 export interface SummaryReads<T> {
   /** The change feed's newest event id (one index probe). */
   newestEventId(): Promise<number>;
-  /** The summary itself (one grouped read of the pool's queue). */
-  read(): Promise<T>;
+  /** The summary itself (one grouped read of the pool's queue), with the snapshot of the statement that read it. */
+  read(): Promise<{ value: T; snapshot: Snapshot }>;
 }
 
 export interface HeldSummary<T> {
   /** When its read started (clock ms). */
   at: number;
-  /** When its read answered (clock ms): its snapshot was taken between `at` and this. */
-  doneAt: number;
   /** The change feed's newest event id, read just before the summary. */
   eventId: number;
+  /** What the read saw. */
+  snapshot: Snapshot;
   value: T;
 }
 
@@ -42,6 +67,8 @@ export class PoolSummaryCache<T> {
   private checkedAt = 0;
   private checking: Promise<number> | undefined;
   private revalidating: Promise<void> | undefined;
+  /** This process's commits, each with how to add it to a summary, until a read has seen it. */
+  private unseen: { xid: bigint; add: (value: T) => void }[] = [];
 
   constructor(
     private readonly reads: SummaryReads<T>,
@@ -49,14 +76,15 @@ export class PoolSummaryCache<T> {
   ) {}
 
   /**
-   * The summary in hand, to add what this process admitted in place: only one whose read had answered before the
-   * admission began (`admissionBeganAt`, clock ms), so its snapshot surely predates the commit. A read still under way
-   * then may or may not count the job (its snapshot is taken on the server, some time after it was sent): nothing is
-   * added, and the next read counts it.
+   * This process committed transaction `xid` (an admission): `add` puts its jobs into a summary. It is added to the
+   * summary in hand unless that one's read saw the commit, and to the next summaries read until one has seen it: a read
+   * under way may have taken its snapshot before or after the commit, and its snapshot tells which.
    */
-  inHand(admissionBeganAt: number): T | undefined {
+  noteCommitted(xid: bigint, add: (value: T) => void): void {
     const held = this.held;
-    return held && held.doneAt < admissionBeganAt ? held.value : undefined;
+    if (held && !sawCommit(held.snapshot, xid)) add(held.value);
+    this.unseen.push({ xid, add });
+    if (this.unseen.length > MAX_UNSEEN_COMMITS) this.unseen.shift();
   }
 
   async get(mode: 'current' | 'cached' | 'fresh'): Promise<HeldSummary<T>> {
@@ -95,17 +123,26 @@ export class PoolSummaryCache<T> {
   /** Reads the summary now; concurrent callers share one read. */
   private async readNow(): Promise<HeldSummary<T>> {
     this.reading ??= this.read().finally(() => (this.reading = undefined));
-    const next = await this.reading;
-    if (!this.held || next.at >= this.held.at) this.held = next;
-    return next;
+    return this.reading;
+  }
+
+  /** Adds to a summary just read this process's commits its read did not see; the ones it saw, every later read sees. */
+  private addUnseen(summary: HeldSummary<T>): void {
+    const unseen = this.unseen.filter((commit) => !sawCommit(summary.snapshot, commit.xid));
+    for (const commit of unseen) commit.add(summary.value);
+    this.unseen = unseen;
   }
 
   private async read(): Promise<HeldSummary<T>> {
     const at = this.clock();
     const eventId = await this.reads.newestEventId();
-    const value = await this.reads.read();
-    const doneAt = this.clock();
-    this.lastReadMs = doneAt - at;
-    return { at, doneAt, eventId, value };
+    const { value, snapshot } = await this.reads.read();
+    this.lastReadMs = this.clock() - at;
+    const summary = { at, eventId, snapshot, value };
+    // Reads run one at a time: no read still under way can miss what this one saw. Held in the same step as the unseen
+    // commits are added, so none noted meanwhile misses both summaries.
+    this.addUnseen(summary);
+    this.held = summary;
+    return summary;
   }
 }

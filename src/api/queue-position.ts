@@ -2,7 +2,7 @@ import type { Config } from '../config';
 import type { Sql } from '../db/client';
 import { readCapacity } from '../dispatch/capacity';
 import type { QueueInfo } from '../wire/serialize';
-import { PoolSummaryCache } from './pool-summary-cache';
+import { parseSnapshot, PoolSummaryCache, type Snapshot } from './pool-summary-cache';
 import type { Priority } from '../domain/generation';
 
 const laneOf = (lane: string): Priority => (lane === 'batch' ? 'batch' : 'interactive');
@@ -109,17 +109,26 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
     return value;
   }
 
-  /** Each user's queued jobs in the pool by lane (how many, their weight, since when) and each tier's total; one grouped read. */
-  async function readSummary(): Promise<PoolSummary> {
-    const rows = await sql<{ user_id: string; tier: string; lane: Priority; weight: number; queued: number; oldest_ms: number }[]>`
-      select e.user_id, e.tier, coalesce(g.params->>'priority', 'interactive') as lane, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
-             (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
-      from generations g join gpu_queue_entries e on e.job_id = g.id
-      where g.status_rank = 0 and e.pool = ${pool}
-      group by e.user_id, e.tier, lane`;
-    const read = emptySummary();
-    for (const row of rows) addQueued(read, laneOf(row.lane), row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
-    return read;
+  /**
+   * Each user's queued jobs in the pool by lane (how many, their weight, since when) and each tier's total; one grouped
+   * read, with the snapshot it was read in (its one row stands for an empty pool).
+   */
+  async function readSummary(): Promise<{ value: PoolSummary; snapshot: Snapshot }> {
+    const rows = await sql<{ snapshot: string; user_id: string | null; tier: string; lane: Priority; weight: number; queued: number; oldest_ms: number }[]>`
+      select pg_current_snapshot()::text as snapshot, q.*
+      from (select 1) as one
+      left join lateral (
+        select e.user_id, e.tier, coalesce(g.params->>'priority', 'interactive') as lane, max(e.fairness_weight)::float8 as weight, count(*)::int as queued,
+               (extract(epoch from min(g.created_at)) * 1000)::float8 as oldest_ms
+        from generations g join gpu_queue_entries e on e.job_id = g.id
+        where g.status_rank = 0 and e.pool = ${pool}
+        group by e.user_id, e.tier, lane
+      ) as q on true`;
+    const value = emptySummary();
+    for (const row of rows) {
+      if (row.user_id !== null) addQueued(value, laneOf(row.lane), row.user_id, row.tier, { weight: row.weight, queued: row.queued, oldestAt: row.oldest_ms });
+    }
+    return { value, snapshot: parseSnapshot(rows[0].snapshot) };
   }
 
   const newestEventId = async () => {
@@ -141,27 +150,28 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
   }
 
   /**
-   * This process admitted a job: it counts in its tier's backlog and its user's queue at once, so what one API instance
-   * admits is never missing from its own summary (another instance's admits, and jobs leaving the queue, show at the next
-   * read).
+   * This process admitted jobs in transaction `xid`: they count in their tier's backlog and their user's queue at once,
+   * so what one API instance admits is never missing from its own summary, nor counted twice (another instance's
+   * admits, and jobs leaving the queue, show at the next read).
    */
   function noteAdmitted({
+    xid,
     userId,
     tier,
     weight,
     createdAt,
-    admissionBeganAt,
+    jobs = 1,
     priority = 'interactive',
   }: {
+    xid: bigint;
     userId: string;
     tier: string;
     weight: number;
     createdAt: Date;
-    admissionBeganAt: number;
+    jobs?: number;
     priority?: Priority;
   }): void {
-    const summary = summaries.inHand(admissionBeganAt);
-    if (summary) addQueued(summary, priority, userId, tier, { weight, queued: 1, oldestAt: createdAt.getTime() });
+    summaries.noteCommitted(xid, (summary) => addQueued(summary, priority, userId, tier, { weight, queued: jobs, oldestAt: createdAt.getTime() }));
   }
 
   /**

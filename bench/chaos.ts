@@ -205,6 +205,7 @@ function report({ counts, mail, submissions, replayMismatches, stats, kills, clu
     must('terminal jobs without a notification', counts.missing_notifications),
     must('endings mailed more than once', mail.endings_mailed_twice),
     must('endings recorded as mailed that never arrived', mail.sent_not_arrived),
+    must('endings left claimed by a send without an outcome', mail.queued.sending ?? 0),
     must('webhook events with more than one id', counts.multi_id_webhook_events),
     must('double charges', counts.double_charges),
     must('unsettled reservations', counts.unsettled_charges),

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import { emailDigestWorkflowId } from '../src/contracts/email-digest';
 import { endedEventType } from '../src/notifications/events';
 import { queueEndingForEmail } from '../src/notifications/email-queue';
+import { abandonEarlierClaims, claimPendingEndings, queueEndingEmail } from '../src/notifications/email-store';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';
 import { mailHeaders, mailTo, readMail } from './mailpit';
 
@@ -166,5 +167,29 @@ describe('email notifications', () => {
     const after = await api.submit({ prompt: 'one after unsubscribing' });
     await api.waitForTerminal(after.body.id);
     expect(await settled(() => endingMails(email), 2_000)).toHaveLength(1);
+  });
+
+  test('what a send attempt claimed and never settled (its worker died) is recorded unknown by the retry, not mailed again', async () => {
+    const { userId, email, link } = await verifiedUser({ digest_seconds: 3_600 });
+    expect((await fetch(link)).status).toBe(200);
+    const { sql } = stack.database;
+    const ending = (jobId: string) => ({ userId, jobId, event: endedEventType('succeeded'), status: 'succeeded', endedAt: new Date().toISOString() });
+    // Queued without waking the digest workflow: this test plays the send's attempts itself.
+    for (const jobId of ['gen_claimed_1', 'gen_claimed_2', 'gen_other_send']) await queueEndingEmail(sql, ending(jobId));
+    const { digest } = await claimPendingEndings(sql, userId, 'run-a:1:1', 2);
+    expect(digest?.endings.map((e) => e.jobId).sort()).toEqual(['gen_claimed_1', 'gen_claimed_2']);
+    // Another send (activity 10 of the run) claims the third: the retry of activity 1 leaves it alone.
+    await claimPendingEndings(sql, userId, 'run-a:10:1', 1);
+
+    expect(await abandonEarlierClaims(sql, 'run-a:1:')).toBe(2);
+    const statuses = await sql<{ job_id: string; status: string }[]>`select job_id, status from email_notifications where user_id = ${userId} order by job_id`;
+    expect(statuses).toEqual([
+      { job_id: 'gen_claimed_1', status: 'unknown' },
+      { job_id: 'gen_claimed_2', status: 'unknown' },
+      { job_id: 'gen_other_send', status: 'sending' },
+    ]);
+    // The retry's own claim finds nothing of theirs to mail.
+    expect((await claimPendingEndings(sql, userId, 'run-a:1:2', 10)).digest).toBeUndefined();
+    expect(await endingMails(email)).toHaveLength(0);
   });
 });

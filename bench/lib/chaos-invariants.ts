@@ -172,9 +172,12 @@ export interface MailCounts {
   sent_not_arrived: number;
 }
 
-/** Endings of these jobs still waiting for their digest (for the convergence wait). */
+/**
+ * Endings of these jobs still waiting for their digest, or claimed by a send that has not recorded its outcome (one
+ * whose worker died is settled by the send's retry): for the convergence wait.
+ */
 export async function pendingMail(sql: Sql, ids: string[]): Promise<number> {
-  const [row] = await sql<{ n: number }[]>`select count(*)::int as n from email_notifications where job_id = any(${ids}) and status = 'pending'`;
+  const [row] = await sql<{ n: number }[]>`select count(*)::int as n from email_notifications where job_id = any(${ids}) and status in ('pending', 'sending')`;
   return row.n;
 }
 

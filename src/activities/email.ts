@@ -4,7 +4,7 @@ import type { Config } from '../config';
 import type { Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { digestMail, unsubscribeUrl } from '../notifications/email-content';
-import { claimPendingEndings, markClaimSent, markClaimUnknown, MAX_ENDINGS_PER_MAIL, releaseClaim } from '../notifications/email-store';
+import { abandonEarlierClaims, claimPendingEndings, markClaimSent, markClaimUnknown, MAX_ENDINGS_PER_MAIL, releaseClaim } from '../notifications/email-store';
 import { certainlyNotSent, type Mailer } from '../notifications/mailer';
 
 export interface EmailActivityDeps {
@@ -35,7 +35,12 @@ export interface SendEmailDigestResult {
 export function createEmailActivities({ sql, mailer, config, logger }: EmailActivityDeps) {
   async function sendEmailDigest({ userId, single }: SendEmailDigestInput): Promise<SendEmailDigestResult> {
     const info = Context.current().info;
-    const claim = `${info.workflowExecution?.runId ?? randomUUID()}:${info.activityId}:${info.attempt}`;
+    const send = `${info.workflowExecution?.runId ?? randomUUID()}:${info.activityId}:`;
+    if (info.attempt > 1) {
+      const abandoned = await abandonEarlierClaims(sql, send);
+      if (abandoned > 0) logger.warn({ userId, endings: abandoned }, 'email digest: an earlier attempt ended without an outcome; its endings are recorded unknown, not sent again');
+    }
+    const claim = `${send}${info.attempt}`;
     const { digest, more } = await claimPendingEndings(sql, userId, claim, single ? 1 : MAX_ENDINGS_PER_MAIL);
     if (!digest) return { mailed: 0, more };
     const mail = digestMail(digest.endings, { unsubscribe: unsubscribeUrl(config.api.publicUrl, digest.unsubscribeToken) });

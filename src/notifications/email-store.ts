@@ -223,6 +223,16 @@ export async function markClaimUnknown(sql: Sql, claim: string): Promise<void> {
   await sql`update email_notifications set status = 'unknown' where claim = ${claim} and status = 'sending'`;
 }
 
+/**
+ * An earlier attempt of the same digest send (its claims start with `prefix`) ended without saying how its mail went
+ * (its worker died, or it timed out): what it claimed may have been mailed, so it is never sent again (at most once)
+ * and is recorded as `unknown` rather than left `sending`.
+ */
+export async function abandonEarlierClaims(sql: Sql, prefix: string): Promise<number> {
+  const rows = await sql`update email_notifications set status = 'unknown' where status = 'sending' and starts_with(claim, ${prefix}) returning 1`;
+  return rows.length;
+}
+
 /** The verification mail could not be sent: the next PUT of the settings sends one at once. */
 export async function verificationNotSent(sql: Sql, userId: string): Promise<void> {
   await sql`update notification_settings set verify_sent_at = null where user_id = ${userId}`;

@@ -15,8 +15,14 @@ export interface Mailer {
   close(): void;
 }
 
+/**
+ * How long a send may wait on the server: to connect, for its greeting, and for any answer once talking; together
+ * (40 s) inside the digest activity's start-to-close timeout of a minute (src/workflows/email-digest.ts).
+ */
+const SMTP_TIMEOUTS = { connectionTimeout: 10_000, greetingTimeout: 10_000, socketTimeout: 20_000 };
+
 export function createMailer(mail: Config['mail']): Mailer {
-  const transport = nodemailer.createTransport(mail.smtpUrl, { from: mail.from });
+  const transport = nodemailer.createTransport(mail.smtpUrl, { from: mail.from, ...SMTP_TIMEOUTS });
   return {
     async send({ to, subject, text, html, headers }) {
       const info = await transport.sendMail({ to, subject, text, html, headers });

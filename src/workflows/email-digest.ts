@@ -5,7 +5,9 @@ import { endingQueuedSignal, type EmailDigestInput } from '../contracts/email-di
 type EmailActivities = ReturnType<typeof emailActivities.createEmailActivities>;
 
 const { sendEmailDigest } = proxyActivities<EmailActivities>({
-  startToCloseTimeout: '2m',
+  // A send gives up on a silent SMTP server within 40 s (src/notifications/mailer.ts); an attempt whose worker died is
+  // retried after this, and the retry records what that attempt claimed as `unknown` (never mailed twice).
+  startToCloseTimeout: '1m',
   // An SMTP refusal or an unreachable server: the endings went back to pending, and a retry mails them.
   retry: { initialInterval: '5s', backoffCoefficient: 2, maximumInterval: '10m' },
 });

@@ -1,10 +1,13 @@
 import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { emailDigestWorkflowId } from '../src/contracts/email-digest';
 import { endedEventType } from '../src/notifications/events';
 import { queueEndingForEmail } from '../src/notifications/email-queue';
 import { abandonEarlierClaims, claimPendingEndings, queueEndingEmail } from '../src/notifications/email-store';
 import { apiClient, eventually, settled, startStack, type Stack } from './harness';
-import { mailHeaders, mailTo, readMail } from './mailpit';
+import { artifactPath, launchChromium } from './chromium';
+import { mailHeaders, mailpitUrl, mailTo, readMail } from './mailpit';
 
 /**
  * Email notifications through the whole stack: the API's settings and links, the notify step, the per-user digest
@@ -44,6 +47,25 @@ async function mailsListing(email: string, count: number) {
     },
     { timeoutMs: 60_000, what: `${count} mail(s) to ${email}` },
   );
+}
+
+/**
+ * Opens a mail in Mailpit's web UI as a person would, in headless Chromium: its subject in the page, a job id in the
+ * rendered body; the page is kept in test/artifacts/mailpit-digest.png.
+ */
+async function lookInMailpit(id: string, subject: string, bodyText: string) {
+  const browser = await launchChromium();
+  try {
+    const page = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+    await page.goto(`${mailpitUrl()}/view/${id}`);
+    await page.getByText(subject).first().waitFor({ timeout: 30_000 });
+    await page.frameLocator('iframe').first().getByText(bodyText).first().waitFor({ timeout: 30_000 });
+    const screenshot = artifactPath('mailpit-digest.png');
+    mkdirSync(path.dirname(screenshot), { recursive: true });
+    await page.screenshot({ path: screenshot });
+  } finally {
+    await browser.close();
+  }
 }
 
 const endingMails = async (email: string) => (await mailTo(email)).filter((m) => !/Confirm your address/.test(m.Subject));
@@ -92,6 +114,7 @@ describe('email notifications', () => {
     const body = await readMail(mail.ID);
     for (const id of ids) expect(body.Text).toContain(id);
     expect(mail.Subject).toBe('6 of your videos ended: 6 succeeded');
+    await lookInMailpit(mail.ID, '6 of your videos ended', ids[0]);
 
     // A retried notify step (the same endings queued again) mails nothing more, and neither does the settle window.
     for (const id of ids) {

@@ -7,6 +7,7 @@
 #   TOOL_LABEL      how messages name it ("the Temporal CLI 1.5.1")
 #   TOOL_ELSEWHERE  the message's other ways to get it, when Go is missing
 #   TOOL_TAKES      how long the first build takes ("a few minutes")
+# and may define `tool_build`, which builds $TOOLS/$TOOL itself instead of `go install`.
 # Commands: `path` prints the binary's path, installing it first when missing; `install` does the same quietly.
 # Order: $TOOL_VAR, then .tools/bin/$TOOL, then a $TOOL on PATH, else `go install` into .tools/bin.
 TOOLS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.tools/bin"
@@ -31,7 +32,11 @@ go_tool_install() {
   fi
   echo "Building ${TOOL_LABEL} into .tools/bin (first run only; takes ${TOOL_TAKES})..." >&2
   mkdir -p "$TOOLS"
-  GOBIN="$TOOLS" GOFLAGS=-mod=mod go install "$TOOL_PACKAGE" >&2
+  if declare -F tool_build >/dev/null; then
+    tool_build
+  else
+    GOBIN="$TOOLS" GOFLAGS=-mod=mod go install "$TOOL_PACKAGE" >&2
+  fi
 }
 
 go_tool_main() {

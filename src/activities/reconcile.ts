@@ -1,3 +1,4 @@
+import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { and, asc, eq, isNull, lt, sql } from 'drizzle-orm';
 import { undoReservation } from '../credits/ledger';
@@ -43,6 +44,14 @@ export interface ReconcileDeps {
 }
 
 const TEMPORAL_CALL_MS = 5_000;
+
+function activityContext(): Context | undefined {
+  try {
+    return Context.current();
+  } catch {
+    return undefined;
+  }
+}
 
 export function createReconcileActivities({ db, client, config, logger, endGeneration }: ReconcileDeps) {
   // One slow answer must not stall the pass.
@@ -111,6 +120,11 @@ export function createReconcileActivities({ db, client, config, logger, endGener
     async reconcileProjection({ quietForMs, limit }: { quietForMs: number; limit: number }): Promise<ReconcileReport> {
       const report: ReconcileReport = { checked: 0, repaired: 0, missingWorkflows: 0, startedSubmissions: 0, unstartable: 0, stuck: 0, orphanReservationsReleased: 0 };
       const quietSince = new Date(Date.now() - quietForMs);
+      // Alive (the SDK sends at most one heartbeat per 0.8 of the heartbeat timeout however often this is called); a
+      // direct call outside an activity (a test's) has no one to tell.
+      const activity = activityContext();
+      const beat = () => activity?.heartbeat();
+      beat();
       // Longest-quiet first, so a large backlog of healthy queued jobs cannot keep a diverged row from its turn.
       const rows = await db
         .select({ id: generations.id })
@@ -119,6 +133,7 @@ export function createReconcileActivities({ db, client, config, logger, endGener
         .orderBy(asc(generations.updatedAt))
         .limit(limit);
       for (const { id } of rows) {
+        beat();
         report.checked += 1;
         const outcome = await repairFromWorkflow(id);
         if (outcome === 'repaired') report.repaired += 1;
@@ -147,6 +162,7 @@ export function createReconcileActivities({ db, client, config, logger, endGener
         )
         .limit(limit);
       for (const { jobId } of orphans) {
+        beat();
         if (!jobId) continue;
         const exists = await withDeadline(() => client.workflow.getHandle(jobId).describe()).then(() => true, (err: unknown) => (err instanceof WorkflowNotFoundError ? false : Promise.reject(err)));
         if (exists) continue;

@@ -5,6 +5,9 @@ type ReconcileActivities = ReturnType<typeof reconcileActivities.createReconcile
 
 const { reconcileProjection } = proxyActivities<ReconcileActivities>({
   startToCloseTimeout: '5m',
+  // A pass heartbeats as it goes: one whose worker died, or whose completion was lost while Temporal was away, is tried
+  // again within this, not after the 5 minutes; until then the schedule skips every pass (overlap SKIP).
+  heartbeatTimeout: '20s',
   retry: { maximumAttempts: 3 },
 });
 

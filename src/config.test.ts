@@ -77,7 +77,7 @@ describe('BACKENDS', () => {
   test('unset, the one backend is the simulator at BACKEND_URL with the pool of GPU_SLOTS', () => {
     const config = loadConfig({ BACKEND_URL: 'http://sim.test:4000', GPU_SLOTS: '6' });
     expect(config.backend.backends).toEqual([
-      { name: 'simulator', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 6, cost_factor: 1, renders: { image_input: false } },
+      { name: 'simulator', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 6, cost_factor: 1, renders: { image_input: true, video_input: true } },
     ]);
     expect(config.dispatch.initialCapacity).toBe(6);
   });

@@ -21,7 +21,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   cost_factor: 0.5,
   workflow_path: WORKFLOW,
   fps: 16,
-  renders: { resolutions: ['480p', '720p'], image_input: false },
+  renders: { resolutions: ['480p', '720p'], image_input: false, video_input: false },
   ...patch,
 });
 

@@ -24,7 +24,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   cost_factor: 1,
   model: 'fal-ai/wan/v2.2-a14b/text-to-video',
   jwks_url: fake.jwksUrl,
-  renders: { image_input: false },
+  renders: { image_input: false, video_input: false },
   ...patch,
 });
 
@@ -147,7 +147,7 @@ describe('fal queue adapter', () => {
   });
 
   it('refuses, without calling fal, what it is configured not to render', async () => {
-    const narrow = new FalBackend(spec({ renders: { resolutions: ['480p'], image_input: false } }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
+    const narrow = new FalBackend(spec({ renders: { resolutions: ['480p'], image_input: false, video_input: false } }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
     expect(await rejection(narrow.submit(request()))).toBeInstanceOf(BackendRejectedError);
     expect(fake.requests).toHaveLength(0);
   });

@@ -22,7 +22,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   capacity: 2,
   cost_factor: 1,
   model: 'wan-video/wan-2.2-t2v-fast',
-  renders: { resolutions: ['480p', '720p'], image_input: false },
+  renders: { resolutions: ['480p', '720p'], image_input: false, video_input: false },
   ...patch,
 });
 

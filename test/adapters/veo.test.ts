@@ -19,7 +19,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   capacity: 2,
   cost_factor: 3,
   model: 'veo-3.0-generate-001',
-  renders: { resolutions: ['720p', '1080p'], aspect_ratios: ['16:9', '9:16'], durations_seconds: [4, 6, 8], image_input: true },
+  renders: { resolutions: ['720p', '1080p'], aspect_ratios: ['16:9', '9:16'], durations_seconds: [4, 6, 8], image_input: true, video_input: false },
   ...patch,
 });
 
@@ -89,7 +89,7 @@ describe('Veo adapter', () => {
   });
 
   it('types HTTP failures: a refused parameter is rejected, a refused key, 5xx, outage and slow answers are unavailable', async () => {
-    const noRender = new VeoBackend(spec({ renders: { image_input: false } }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
+    const noRender = new VeoBackend(spec({ renders: { image_input: false, video_input: false } }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
     expect(await rejection(noRender.submit(request('a fox', { duration_seconds: 5 })))).toMatchObject({ name: 'BackendRejectedError', status: 400 });
     const wrongKey = new VeoBackend(spec({ credentials: 'AIzaWrong' }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
     expect(await rejection(wrongKey.submit(request()))).toBeInstanceOf(BackendUnavailableError);

@@ -110,8 +110,8 @@ async function checkWebhookUrls(deps: BatchDeps, items: GenerationRequest[]): Pr
 
 /**
  * Every item's input image and remixed job (generation-inputs.ts), each distinct one once and one at a time, so the first
- * refused names its item. A refusal is the submit's own (its status and code) with `items[i].` before its message and
- * the item's index in its details.
+ * refused names its item: a refused image is 400 invalid_batch_item (details.code invalid_input_reference), a remix
+ * refusal the submit's own 404 or 409 code; each with `items[i].` before its message and the index in details.index.
  */
 async function checkItemInputs(deps: BatchDeps, user: UserRow, items: GenerationRequest[]): Promise<void> {
   const checked = new Set<string>();
@@ -124,8 +124,10 @@ async function checkItemInputs(deps: BatchDeps, user: UserRow, items: Generation
     try {
       await deps.inputs.check(user, unchecked, `items[${index}].`);
     } catch (err) {
-      if (err instanceof ApiError && err.status !== 429) throw new ApiError(err.status, err.code, err.message, { ...(err.details as object | undefined), index }, err.headers);
-      throw err;
+      if (!(err instanceof ApiError) || err.status === 429) throw err;
+      const details = { index, ...(err.details as object | undefined) };
+      if (err.status === 400) throw new ApiError(400, 'invalid_batch_item', err.message, { ...details, code: err.code });
+      throw new ApiError(err.status, err.code, err.message, details, err.headers);
     }
     if (unchecked.input_reference !== undefined) checked.add(`image:${unchecked.input_reference}`);
     if (unchecked.remix_of !== undefined) checked.add(`remix:${unchecked.remix_of}`);

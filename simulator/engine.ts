@@ -134,7 +134,7 @@ export class SimulatorEngine {
     return { job: this.snapshot(record), created: true };
   }
 
-  get(id: string): BackendJob | undefined {
+  get(id: string): SimulatedJob | undefined {
     const record = this.jobs.get(id);
     return record && this.snapshot(record);
   }

@@ -92,6 +92,19 @@ describe('BACKENDS', () => {
     expect(configuredSecrets(config)).toContain('r8_secret_token_value');
   });
 
+  test('a listed simulator renders images and remixes unless told otherwise; a provider renders neither unless told', () => {
+    const sim = { name: 'sim', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 2 };
+    const config = loadConfig({
+      BACKENDS: JSON.stringify([sim, { ...sim, name: 'sim-t2v', renders: { image_input: false } }, replicate]),
+      REPLICATE_API_TOKEN: 'r8_secret_token_value',
+    });
+    expect(config.backend.backends.map((b) => b.renders)).toEqual([
+      { image_input: true, video_input: true },
+      { image_input: false, video_input: true },
+      { image_input: false, video_input: false },
+    ]);
+  });
+
   test('a bad list stops the process with the setting and the field named, never a key', () => {
     expect(problemOf({ BACKENDS: '[{' })).toMatch(/^invalid configuration: BACKENDS: must be a JSON array of backends/);
     expect(problemOf({ BACKENDS: '[]' })).toMatch(/BACKENDS: must list at least one backend/);

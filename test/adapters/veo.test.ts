@@ -109,4 +109,13 @@ describe('Veo adapter', () => {
     expect(await rejection(backend.submit(request('a fox', { aspect_ratio: '1:1' })))).toBeInstanceOf(BackendRejectedError);
     expect(fake.requests).toHaveLength(0);
   });
+
+  it('refuses an image or a remix without calling Veo, even where its renders list images: the adapter sends none', async () => {
+    const before = fake.requests.length;
+    const image = await rejection(backend.submit(request('a fox', { input_reference: 'https://images.example/first-frame.png' })));
+    expect(image).toMatchObject({ name: 'BackendRejectedError', status: 422, code: 'invalid_input' });
+    expect(image.message).toMatch(/cannot render an image input/);
+    expect((await rejection(backend.submit(request('a fox', { remix_of: { job_id: 'gen_1', video_url: 'https://videos.example/1.mp4' } })))).message).toMatch(/cannot render a remix/);
+    expect(fake.requests).toHaveLength(before);
+  });
 });

@@ -150,6 +150,7 @@ export function generationsRouter(
       status: query.status,
       createdAfter: query.created_after ? new Date(query.created_after) : undefined,
       createdBefore: query.created_before ? new Date(query.created_before) : undefined,
+      batchId: query.batch_id,
       limit: query.limit,
       after,
     });

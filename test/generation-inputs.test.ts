@@ -171,13 +171,29 @@ describe('inputs beyond text: input_reference and remix_of', () => {
     }
   });
 
-  test('a rerun repeats both inputs, and a batch item with a refused image names its index', async () => {
+  test('a rerun repeats both inputs; a batch checks each distinct image once, not again on replay, and a refused one names its item', async () => {
     const { api } = await newUser();
     const source = await succeededJob(api, 'a source for the rerun');
     const submitted = await api.submit(small('rerun me', { input_reference: `${images.url}/cat.png`, remix_of: source.id }));
     const rerun = await api.call('POST', `/v1/generations/${submitted.body.id}/retry`);
     expect(rerun.status).toBe(202);
     expect(rerun.body).toMatchObject({ retry_of: submitted.body.id, input_reference: `${images.url}/cat.png`, remix_of: source.id });
+
+    // Each distinct image once; the replay of a keyed batch is not checked again.
+    const items = [small('one', { input_reference: `${images.url}/cat.png` }), small('two', { input_reference: `${images.url}/cat.png`, remix_of: source.id })];
+    let before = images.requests.length;
+    const admitted = await api.call('POST', '/v1/batches', { items }, { 'idempotency-key': 'inputs-batch-1' });
+    expect(admitted.status).toBe(202);
+    expect(images.requests.length - before).toBe(1);
+    before = images.requests.length;
+    const replayed = await api.call('POST', '/v1/batches', { items }, { 'idempotency-key': 'inputs-batch-1' });
+    expect(replayed.status).toBe(202);
+    expect(replayed.headers.get('idempotent-replayed')).toBe('true');
+    expect(images.requests.length).toBe(before);
+    const listed = await api.list(`?batch_id=${admitted.body.id}`);
+    expect(listed.body.data.map((g: { input_reference: string; remix_of: string | null }) => [g.input_reference, g.remix_of]).sort()).toEqual(
+      [[`${images.url}/cat.png`, null], [`${images.url}/cat.png`, source.id]].sort(),
+    );
 
     const batch = await api.call('POST', '/v1/batches', { items: [small('fine', { input_reference: `${images.url}/cat.png` }), small('not fine', { input_reference: `${images.url}/page.html` })] });
     expect(batch.status).toBe(400);

@@ -9,6 +9,7 @@ import type { Logger } from '../lib/logger';
 import { ApiError, notFound } from '../wire/errors';
 import { admitBatch, admittedBatchHeaders, describeBatch, undoBatch, type BatchSubmission } from './batch-admission';
 import { deliverCancel } from './cancel';
+import { idempotencyKeysTaken } from './admission-store';
 import type { QueuePositions } from './queue-position';
 import { parseGenerationRequest, startOrKeep, type SubmitDeps } from './submit';
 import { assertWebhookUrlAllowed, webhookLookup } from './webhook-endpoints-routes';
@@ -138,7 +139,11 @@ async function checkItemInputs(deps: BatchDeps, user: UserRow, items: Generation
 export async function describeBatchRequest(deps: BatchDeps, user: UserRow, rawItems: unknown[], idempotencyKey: string | undefined): Promise<BatchSubmission> {
   const items = rawItems.map((body, index) => itemRequest(deps, body, index));
   await checkWebhookUrls(deps, items);
-  await checkItemInputs(deps, user, items);
+  // A retry of a batch whose key is taken is replayed (or refused by its hash) by the admission: its inputs are not checked again.
+  if (items.some((item) => item.input_reference !== undefined || item.remix_of !== undefined)) {
+    const replay = idempotencyKey !== undefined && (await idempotencyKeysTaken(deps.sql, user.id, [idempotencyKey])).has(idempotencyKey);
+    if (!replay) await checkItemInputs(deps, user, items);
+  }
   return describeBatch(user, items, idempotencyKey);
 }
 

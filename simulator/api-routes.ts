@@ -13,6 +13,8 @@ export const submitRequestSchema = z.object({
   resolution: z.string().min(1).max(32),
   aspect_ratio: z.string().min(1).max(32),
   seed: z.number().int().nullable().default(null),
+  input_reference: z.url({ protocol: /^https?$/ }).max(4096).optional(),
+  remix_of: z.object({ job_id: z.string().min(1).max(256), video_url: z.url({ protocol: /^https?$/ }).max(4096) }).strict().optional(),
   callback_url: z.url({ protocol: /^https?$/ }).optional(),
 });
 

@@ -67,6 +67,11 @@ interface JobRecord {
 
 const HANG_PROGRESS_CAP = 0.99;
 
+/** A job as the simulator answers it: the contract's fields, and what it started from besides its prompt, when anything. */
+export type SimulatedJob = BackendJob & {
+  inputs?: { input_reference: string | null; remix_of: { job_id: string; video_url: string } | null };
+};
+
 export class SimulatorEngine {
   private current: SimulatorKnobs;
   private readonly clock: Clock;
@@ -129,7 +134,7 @@ export class SimulatorEngine {
     return { job: this.snapshot(record), created: true };
   }
 
-  get(id: string): BackendJob | undefined {
+  get(id: string): SimulatedJob | undefined {
     const record = this.jobs.get(id);
     return record && this.snapshot(record);
   }
@@ -280,7 +285,7 @@ export class SimulatorEngine {
     }
   }
 
-  private snapshot(record: JobRecord): BackendJob {
+  private snapshot(record: JobRecord): SimulatedJob {
     const iso = (ms: number) => new Date(ms).toISOString();
     return {
       id: record.id,
@@ -292,6 +297,10 @@ export class SimulatorEngine {
       created_at: iso(record.createdAt),
       started_at: record.startedAt === null ? null : iso(record.startedAt),
       completed_at: record.completedAt === null ? null : iso(record.completedAt),
+      // What the job started from, besides its prompt: an image (image-to-video) and the video it remixes. Only when given.
+      ...(record.request.input_reference === undefined && record.request.remix_of === undefined
+        ? {}
+        : { inputs: { input_reference: record.request.input_reference ?? null, remix_of: record.request.remix_of ?? null } }),
     };
   }
 }

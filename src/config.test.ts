@@ -77,7 +77,7 @@ describe('BACKENDS', () => {
   test('unset, the one backend is the simulator at BACKEND_URL with the pool of GPU_SLOTS', () => {
     const config = loadConfig({ BACKEND_URL: 'http://sim.test:4000', GPU_SLOTS: '6' });
     expect(config.backend.backends).toEqual([
-      { name: 'simulator', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 6, cost_factor: 1, renders: { image_input: false } },
+      { name: 'simulator', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 6, cost_factor: 1, renders: { image_input: true, video_input: true } },
     ]);
     expect(config.dispatch.initialCapacity).toBe(6);
   });
@@ -90,6 +90,19 @@ describe('BACKENDS', () => {
     expect(config.backend.backends[0]).toMatchObject({ kind: 'replicate', credentials: 'r8_secret_token_value', cost_factor: 1.5, renders: { resolutions: ['720p'], image_input: true } });
     expect(config.dispatch.initialCapacity).toBe(3);
     expect(configuredSecrets(config)).toContain('r8_secret_token_value');
+  });
+
+  test('a listed simulator renders images and remixes unless told otherwise; a provider renders neither unless told', () => {
+    const sim = { name: 'sim', kind: 'simulator', base_url: 'http://sim.test:4000', capacity: 2 };
+    const config = loadConfig({
+      BACKENDS: JSON.stringify([sim, { ...sim, name: 'sim-t2v', renders: { image_input: false } }, replicate]),
+      REPLICATE_API_TOKEN: 'r8_secret_token_value',
+    });
+    expect(config.backend.backends.map((b) => b.renders)).toEqual([
+      { image_input: true, video_input: true },
+      { image_input: false, video_input: true },
+      { image_input: false, video_input: false },
+    ]);
   });
 
   test('a bad list stops the process with the setting and the field named, never a key', () => {

@@ -246,6 +246,7 @@ const envSchema = z.object({
   SSE_KEY_CHECK_MS: z.coerce.number().int().min(100).default(2_000),
   DATABASE_STATEMENT_TIMEOUT_MS: int(30_000),
   DNS_TIMEOUT_MS: z.coerce.number().int().min(10).default(3_000),
+  INPUT_REFERENCE_TIMEOUT_MS: z.coerce.number().int().min(100).default(5_000),
   WEBHOOK_MAX_REPLAYS: z.coerce.number().int().min(0).default(10),
   WEBHOOK_REPLAYS_PER_MINUTE: z.coerce.number().positive().default(30),
   // Email (src/notifications/mailer.ts). Unset SMTP_URL: the Mailpit `npm start` runs on MAILPIT_SMTP_PORT.
@@ -318,7 +319,7 @@ export type ConfiguredBackend = BackendSpec & { credentials?: string; webhookSec
  */
 function configuredBackends(e: z.infer<typeof envSchema>, env: Record<string, string | undefined>, simulatorUrl: string): ConfiguredBackend[] {
   if (e.BACKENDS === undefined) {
-    return [{ name: 'simulator', kind: 'simulator', base_url: simulatorUrl, capacity: e.GPU_SLOTS, cost_factor: 1, renders: { image_input: false } }];
+    return [{ name: 'simulator', kind: 'simulator', base_url: simulatorUrl, capacity: e.GPU_SLOTS, cost_factor: 1, renders: { image_input: true, video_input: true } }];
   }
   const problems: string[] = [];
   const read = (i: number, field: string, name: string | undefined): string | undefined => {
@@ -426,6 +427,8 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       estimates: { burst: e.ESTIMATE_BURST, perSecond: e.ESTIMATES_PER_SECOND },
       tiers: tierLimits(e),
       etaWindowMs: e.QUEUE_ETA_WINDOW_MS,
+      /** The whole check of an input_reference image (look-up, HEAD or GET, redirects) before admission. */
+      inputReferenceTimeoutMs: e.INPUT_REFERENCE_TIMEOUT_MS,
     },
     generation: {
       pollIntervalMs: e.POLL_INTERVAL_MS,

@@ -3,6 +3,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { apiClient, startStack, type Stack } from './harness';
+import { startImageServer, type ImageServer } from './image-server';
 
 /** The status page at / driven in Debian's headless Chromium: key, submit, live updates, cancel, notifications. */
 
@@ -26,6 +27,7 @@ describe('the status page at /, in headless Chromium', () => {
   let browser: Browser;
   let page: Page;
   let apiKey: string;
+  let images: ImageServer;
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
@@ -33,6 +35,7 @@ describe('the status page at /, in headless Chromium', () => {
     // The page imports the client package, built, from the API (/client/index.js).
     execFileSync('bash', [path.join(__dirname, '..', 'scripts', 'client-build.sh')], { stdio: 'inherit' });
     // Two GPU slots: two hanging jobs are enough to make a third one wait in the queue.
+    images = await startImageServer();
     [stack, browser] = await Promise.all([startStack({ env: { GPU_SLOTS: '2', SSE_QUEUE_POSITION_MS: '300' } }), chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })]);
     ({ apiKey } = await stack.createUser('pro'));
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
@@ -50,6 +53,7 @@ describe('the status page at /, in headless Chromium', () => {
   afterAll(async () => {
     await browser?.close();
     await stack?.close();
+    await images?.close();
   });
 
   const row = (id: string, status?: string) => page.locator(`#generations tr[data-id="${id}"]${status ? `[data-status="${status}"]` : ''}`);
@@ -157,6 +161,32 @@ describe('the status page at /, in headless Chromium', () => {
     await row(id).locator('small.lane', { hasText: 'batch' }).waitFor(WAIT);
     await row(id).locator('a.video-link').waitFor(WAIT);
     expect((await apiClient(stack.apiUrl, apiKey).get(id)).body).toMatchObject({ priority: 'batch', status: 'succeeded' });
+    expect(pageErrors).toEqual([]);
+  });
+
+  test('an image URL starts a job from an image, a refused one says why, and Remix on a succeeded job remixes it', async () => {
+    await page.getByLabel('Start from image').fill(`${images.url}/page.html`);
+    await page.getByLabel('Prompt').fill('a page that is not a picture');
+    await page.getByRole('button', { name: 'Generate' }).click();
+    await page.locator('#submit-message.error', { hasText: 'input_reference: its content type is text/html, not image/*' }).waitFor(WAIT);
+
+    await page.getByLabel('Start from image').fill(`${images.url}/cat.png`);
+    const fromImage = await submitThroughPage('a cat that starts to dance');
+    await row(fromImage).locator('small.source', { hasText: `from image ${images.url}/cat.png` }).waitFor(WAIT);
+    await row(fromImage).locator('a.video-link').waitFor(WAIT);
+    expect(await page.getByLabel('Start from image').inputValue()).toBe('');
+
+    await page.getByRole('button', { name: 'Remix “a cat that starts to dance”' }).click();
+    await page.locator('#remix', { hasText: `Remixing “a cat that starts to dance” (${fromImage})` }).waitFor(WAIT);
+    const remixed = await submitThroughPage('the same cat, now in the rain');
+    await row(remixed).locator('small.source', { hasText: `remix of ${fromImage}` }).waitFor(WAIT);
+    await row(remixed).locator('a.video-link').waitFor(WAIT);
+    expect(await page.locator('#remix').isHidden()).toBe(true);
+    const api = apiClient(stack.apiUrl, apiKey);
+    expect((await api.get(fromImage)).body).toMatchObject({ input_reference: `${images.url}/cat.png`, remix_of: null, status: 'succeeded' });
+    expect((await api.get(remixed)).body).toMatchObject({ input_reference: null, remix_of: fromImage, status: 'succeeded' });
+    mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
+    await page.screenshot({ path: path.join(path.dirname(SCREENSHOT), 'status-page-inputs.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   });
 });

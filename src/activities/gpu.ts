@@ -13,7 +13,7 @@ import {
 import type { Db } from '../db/client';
 import { applyWrite } from '../db/projection';
 import { generations } from '../db/schema';
-import { and, eq } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
@@ -87,7 +87,7 @@ interface GpuHeartbeat {
 export function createGpuActivities(deps: GpuActivityDeps) {
   const { db, backend, wakeups, client, callbackUrl, pollIntervalMs } = deps;
 
-  function submission({ jobId, runOpenedAt, attempt, request }: GpuAttemptInput, withCallback: boolean): BackendSubmitRequest {
+  async function submission({ jobId, runOpenedAt, attempt, request }: GpuAttemptInput, withCallback: boolean): Promise<BackendSubmitRequest> {
     return {
       client_key: backendClientKey(jobId, runOpenedAt, attempt),
       prompt: request.prompt,
@@ -95,9 +95,24 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       resolution: request.resolution,
       aspect_ratio: request.aspect_ratio,
       seed: request.seed,
+      ...(request.input_reference === undefined ? {} : { input_reference: request.input_reference }),
+      ...(request.remix_of === undefined ? {} : { remix_of: await remixSource(jobId, request.remix_of) }),
       // With tracing on, the URL carries this attempt's trace context: the callback joins the job's trace.
       ...(withCallback ? { callback_url: urlWithTraceContext(callbackUrl) } : {}),
     };
+  }
+
+  /**
+   * The job a remix starts from: the same user's, succeeded, with its video (the API checked it before admission; it is
+   * read again here for its video URL). Gone since (pruned), the remix cannot be rendered: the backend's refusal.
+   */
+  async function remixSource(jobId: string, remixOf: string): Promise<{ job_id: string; video_url: string }> {
+    const [row] = await db.execute<{ video_url: string }>(sql`
+      select source.video_url from generations job
+      join generations source on source.user_id = job.user_id
+      where job.id = ${jobId} and source.id = ${remixOf} and source.status = 'succeeded' and source.video_url is not null`);
+    if (!row) throw new BackendRejectedError(`the remixed generation ${remixOf} is no longer there to remix`, 422, 'invalid_input');
+    return { job_id: remixOf, video_url: row.video_url };
   }
 
   /**
@@ -159,7 +174,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     const ctx = Context.current();
     const resumed = await startedBackendJob(input);
     const resumedId = resumed?.backendJobId;
-    let job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : backend.submit(submission(input, true))), resumedId);
+    let job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : submission(input, true).then((request) => backend.submit(request))), resumedId);
     const acceptedAtMs = resumed?.acceptedAtMs ?? Date.now();
     log.info({ backendJobId: job.id, status: job.status, resumed: Boolean(resumedId) }, 'backend job accepted');
     if (!(await announceAccepted(input, job.id, job.progress, acceptedAtMs))) stop.requested = true;
@@ -230,7 +245,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     const deadline = input.maxRunMs === undefined ? undefined : setTimeout(() => abort.abort(), input.maxRunMs);
     const overran = () => deadline !== undefined && abort.signal.aborted && !stop.requested;
     try {
-      const job = await Promise.race([callBackend(() => backend.generate!(submission(input, false), aborted)), stopped, ctx.cancelled]).catch((err: unknown) => {
+      const job = await Promise.race([callBackend(async () => backend.generate!(await submission(input, false), aborted)), stopped, ctx.cancelled]).catch((err: unknown) => {
         throw overran() ? generationTimeout() : err;
       });
       log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');

@@ -24,6 +24,7 @@ import { mountAdminRoutes, type AdminAppDeps } from './admin-app';
 import { mountCodecRoutes } from './codec-routes';
 import { createServiceStartRelay, type StartRelay } from './start-relay';
 import { batchesRouter } from './batches-routes';
+import { createInputChecks } from './generation-inputs';
 
 export interface ApiDeps extends AdminAppDeps {
   /** The start relay of submits kept while Temporal cannot be reached (startApi passes its own, to close it). */
@@ -38,6 +39,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   // One change-feed reader per process, for event streams and for waits (Prefer: wait) alike.
   const hub = eventHub(sql, logger, config);
   const waits = new WaitSlots({ perUser: config.notifications.preferWaitMaxPerUser, total: config.notifications.preferWaitMax });
+  // input_reference images and remix_of jobs, checked before admission (submits, estimates, reruns, batch items).
+  const inputs = createInputChecks({ db, config });
   const app = express();
   app.disable('x-powered-by');
   // A client's address (req.ip) is the socket's unless TRUST_PROXY names the proxies in front.
@@ -62,12 +65,12 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
   // The codec endpoint (admin only, like the other admin routes) parses bodies of its own size.
   if (config.api.adminListener === undefined) mountCodecRoutes(app, { config, adminApiKey });
   // Batches parse their larger bodies themselves, once the key was checked (src/api/batches-routes.ts).
-  app.use('/v1/batches', requireUser(db), batchesRouter({ db, sql, client, config, relay, queue, logger }));
+  app.use('/v1/batches', requireUser(db), batchesRouter({ db, sql, client, config, relay, queue, logger, inputs }));
   app.use(express.json({ limit: '64kb' }));
 
   // The hottest routes first: every request walks the layers in order, and a status read should not walk the others'.
   // A stream of one job (/v1/generations/:id/events) matches none of these routes and goes on to the events router.
-  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, relay, admission, queue, hub, waits }));
+  app.use('/v1/generations', requireUser(db), requestWebhookUrlGuard(config), generationsRouter({ db, sql, client, config, relay, admission, queue, hub, waits, inputs }));
   app.use('/v1', eventsRouter({ db, sql, logger, config, positionsOf: (userId) => queue.positions(userId), hub }));
   app.use('/v1/usage', requireUser(db), usageRouter({ db, admission }));
   app.use('/v1/notifications', requireUser(db), notificationsRouter({ db }));

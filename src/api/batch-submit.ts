@@ -4,10 +4,12 @@ import type { Sql } from '../db/client';
 import type { BatchRow, UserRow } from '../db/schema';
 import { generationInput } from '../contracts/generation-start';
 import type { GenerationInput, GenerationRequest } from '../domain/generation';
+import type { InputChecks } from './generation-inputs';
 import type { Logger } from '../lib/logger';
 import { ApiError, notFound } from '../wire/errors';
 import { admitBatch, admittedBatchHeaders, describeBatch, undoBatch, type BatchSubmission } from './batch-admission';
 import { deliverCancel } from './cancel';
+import { idempotencyKeysTaken } from './admission-store';
 import type { QueuePositions } from './queue-position';
 import { parseGenerationRequest, startOrKeep, type SubmitDeps } from './submit';
 import { assertWebhookUrlAllowed, webhookLookup } from './webhook-endpoints-routes';
@@ -18,7 +20,7 @@ import { assertWebhookUrlAllowed, webhookLookup } from './webhook-endpoints-rout
  * is (src/api/submit.ts startOrKeep: kept for the start relay while Temporal cannot be reached, and started by the
  * reconciler from its row if this process dies first), so nothing admitted is lost.
  */
-export type BatchDeps = SubmitDeps & { sql: Sql; queue: QueuePositions; starts: BatchStarts; logger: Logger };
+export type BatchDeps = SubmitDeps & { sql: Sql; queue: QueuePositions; starts: BatchStarts; logger: Logger; inputs: InputChecks };
 
 /** Workflow starts in flight at once for one batch: enough to overlap the round trips, few enough to share Temporal. */
 const START_CONCURRENCY = 32;
@@ -107,10 +109,41 @@ async function checkWebhookUrls(deps: BatchDeps, items: GenerationRequest[]): Pr
   }
 }
 
+/**
+ * Every item's input image and remixed job (generation-inputs.ts), each distinct one once and one at a time, so the first
+ * refused names its item: a refused image is 400 invalid_batch_item (details.code invalid_input_reference), a remix
+ * refusal the submit's own 404 or 409 code; each with `items[i].` before its message and the index in details.index.
+ */
+async function checkItemInputs(deps: BatchDeps, user: UserRow, items: GenerationRequest[]): Promise<void> {
+  const checked = new Set<string>();
+  for (const [index, item] of items.entries()) {
+    const unchecked = {
+      ...(item.input_reference !== undefined && !checked.has(`image:${item.input_reference}`) ? { input_reference: item.input_reference } : {}),
+      ...(item.remix_of !== undefined && !checked.has(`remix:${item.remix_of}`) ? { remix_of: item.remix_of } : {}),
+    };
+    if (Object.keys(unchecked).length === 0) continue;
+    try {
+      await deps.inputs.check(user, unchecked, `items[${index}].`);
+    } catch (err) {
+      if (!(err instanceof ApiError) || err.status === 429) throw err;
+      const details = { index, ...(err.details as object | undefined) };
+      if (err.status === 400) throw new ApiError(400, 'invalid_batch_item', err.message, { ...details, code: err.code });
+      throw new ApiError(err.status, err.code, err.message, details, err.headers);
+    }
+    if (unchecked.input_reference !== undefined) checked.add(`image:${unchecked.input_reference}`);
+    if (unchecked.remix_of !== undefined) checked.add(`remix:${unchecked.remix_of}`);
+  }
+}
+
 /** Validates the items (a bad one is a 400 naming its index) and describes the batch. */
 export async function describeBatchRequest(deps: BatchDeps, user: UserRow, rawItems: unknown[], idempotencyKey: string | undefined): Promise<BatchSubmission> {
   const items = rawItems.map((body, index) => itemRequest(deps, body, index));
   await checkWebhookUrls(deps, items);
+  // A retry of a batch whose key is taken is replayed (or refused by its hash) by the admission: its inputs are not checked again.
+  if (items.some((item) => item.input_reference !== undefined || item.remix_of !== undefined)) {
+    const replay = idempotencyKey !== undefined && (await idempotencyKeysTaken(deps.sql, user.id, [idempotencyKey])).has(idempotencyKey);
+    if (!replay) await checkItemInputs(deps, user, items);
+  }
   return describeBatch(user, items, idempotencyKey);
 }
 

@@ -19,14 +19,26 @@ import { parseOr400 } from './validation';
 import { isTerminal } from '../domain/generation-state';
 import type { GenerationEventHub } from '../notifications/event-hub';
 import { preferredWait, waitForEnd, type WaitSlots } from './prefer-wait';
+import type { InputChecks } from './generation-inputs';
+import { idempotencyKeysTaken } from './admission-store';
 
 /** A submit's body as the request it asks for (its metadata in key order, so equal requests hash alike). */
 
 /** /v1/generations: submit, read one, list mine. Mounted behind requireUser. */
 export function generationsRouter(
-  deps: SubmitDeps & { sql: Sql; admission: Admission; queue: QueuePositions; hub: GenerationEventHub; waits: WaitSlots },
+  deps: SubmitDeps & { sql: Sql; admission: Admission; queue: QueuePositions; hub: GenerationEventHub; waits: WaitSlots; inputs: InputChecks },
 ): Router {
   const router = Router();
+
+  /**
+   * The request's image and remix checked before admission. A retry of a submit whose key is taken is not checked again:
+   * admission replays it (or refuses another body), so a replay answers with its job even if the image has since gone.
+   */
+  async function checkInputs(user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined): Promise<void> {
+    if (request.input_reference === undefined && request.remix_of === undefined) return;
+    if (idempotencyKey !== undefined && (await idempotencyKeysTaken(deps.sql, user.id, [idempotencyKey])).has(idempotencyKey)) return;
+    await deps.inputs.check(user, request);
+  }
 
   /** Resources, with queue position and ETA for the queued ones (looked up only when one is queued). */
   async function resources(userId: string, rows: Array<GenerationRow | ListedGeneration>) {
@@ -63,6 +75,7 @@ export function generationsRouter(
     let submitted;
     try {
       const { request, retryOf } = await readRequest(user);
+      await checkInputs(user, request, idempotencyKey);
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
       submitted = await deps.admission.admit(describeSubmission(deps.config, user, request, idempotencyKey, retryOf), deps);
     } catch (err) {
@@ -107,7 +120,9 @@ export function generationsRouter(
    */
   router.post('/estimate', async (req, res) => {
     const user = currentUser(req);
-    const estimate = await deps.admission.estimate(describeSubmission(deps.config, user, parseGenerationRequest(req.body, deps.config), undefined));
+    const request = parseGenerationRequest(req.body, deps.config);
+    await checkInputs(user, request, undefined);
+    const estimate = await deps.admission.estimate(describeSubmission(deps.config, user, request, undefined));
     res.json({
       credits: estimate.credits,
       admitted: estimate.admitted,
@@ -135,6 +150,7 @@ export function generationsRouter(
       status: query.status,
       createdAfter: query.created_after ? new Date(query.created_after) : undefined,
       createdBefore: query.created_before ? new Date(query.created_before) : undefined,
+      batchId: query.batch_id,
       limit: query.limit,
       after,
     });

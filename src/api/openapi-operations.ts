@@ -80,6 +80,13 @@ const streamRules =
   'events wait is disconnected (resume with Last-Event-ID). A revoked API key ends its streams within seconds with `stream.closed`. ' +
   'At most SSE_MAX_STREAMS_PER_USER streams per user (20) per API process: beyond, 429 too_many_streams (or stream_capacity_reached).';
 
+const inputsChecked =
+  ' Inputs beyond the text are checked before admission: an `input_reference` image through the SSRF guard (refused ' +
+  'addresses), then by a HEAD (a ranged GET where HEAD is refused) within INPUT_REFERENCE_TIMEOUT_MS for an image/* of at ' +
+  'most 10 MB (400 invalid_input_reference, details.reason saying which); `remix_of` must name a succeeded generation of ' +
+  'yours (404 remix_source_not_found, also for another user\'s; 409 remix_source_not_succeeded). A retry with a key already ' +
+  'taken is not checked again: it replays its job.';
+
 export const operations: Operation[] = [
   {
     method: 'post',
@@ -90,7 +97,8 @@ export const operations: Operation[] = [
     description:
       'Answers 202 at once with the queued job and its Location. With an Idempotency-Key, a retry returns the same job ' +
       '(Idempotent-Replayed: true) and the same key with another body is 422. Admission limits answer 429 with Retry-After.' +
-      submitWait,
+      submitWait +
+      inputsChecked,
     auth: 'user',
     headers: ['Idempotency-Key', 'Prefer'],
     body: { id: 'CreateGenerationRequest', schema: createGenerationBody },
@@ -98,7 +106,7 @@ export const operations: Operation[] = [
       { status: 200, description: 'accepted, and ended within Prefer: wait', schema: res.generationResource, headers: submitHeaders },
       { status: 202, description: 'accepted (or replayed)', schema: res.generationResource, headers: submitHeaders },
     ],
-    errors: [400, 402, 422, 429, 503],
+    errors: [400, 402, 404, 409, 422, 429, 503],
   },
   {
     method: 'post',
@@ -110,11 +118,12 @@ export const operations: Operation[] = [
       'Takes a submit body and answers its price, whether a submit would be admitted now and, if not, the code and message it ' +
       'would be refused with (the same admission runs and is rolled back: no rate-limit token is taken, nothing is reserved or ' +
       'written), and the queue position and ETA it would start with. At most ESTIMATE_BURST estimates at once per user and ' +
-      'ESTIMATES_PER_SECOND after (429 estimate_rate_limited). A body a submit would refuse as invalid is 400 here too.',
+      'ESTIMATES_PER_SECOND after (429 estimate_rate_limited). A body a submit would refuse as invalid is 400 here too, and its ' +
+      '`input_reference` and `remix_of` are checked as a submit\'s are (400, 404, 409).',
     auth: 'user',
     body: { id: 'CreateGenerationRequest', schema: createGenerationBody },
     responses: [{ status: 200, description: 'the estimate', schema: res.generationEstimate }],
-    errors: [400],
+    errors: [400, 404, 409, 429],
   },
   {
     method: 'get',
@@ -171,7 +180,8 @@ export const operations: Operation[] = [
       'A new job with the same request as the one named (whatever its status), its `retry_of` naming it; answered 202 like a ' +
       'submit, under the same admission (rate, active jobs, daily quota, backlog, credits: 402/429). With an Idempotency-Key of ' +
       'its own, a retry of the call returns the same new job (Idempotent-Replayed: true); a key used for a submit or a rerun ' +
-      'of another job is 422; without a key every call makes a new job.' +
+      'of another job is 422; without a key every call makes a new job. Its `input_reference` and `remix_of` are checked again, ' +
+      'as a submit\'s are.' +
       submitWait,
     auth: 'user',
     pathParams: generationId,
@@ -180,7 +190,7 @@ export const operations: Operation[] = [
       { status: 200, description: 'the new job, ended within Prefer: wait', schema: res.generationResource, headers: submitHeaders },
       { status: 202, description: 'the new job (or the replayed one)', schema: res.generationResource, headers: submitHeaders },
     ],
-    errors: [400, 402, 404, 422, 429, 503],
+    errors: [400, 402, 404, 409, 422, 429, 503],
   },
   ...batchOperations(),
   {
@@ -357,13 +367,15 @@ function batchOperations(): Operation[] {
         '(402, details.needed is the whole batch); a refused batch creates nothing and holds no credits. With an Idempotency-Key, ' +
         'a retry returns the same batch (Idempotent-Replayed: true); another body, or a key used for a submit, is 422. A bad item ' +
         'is 400 invalid_batch_item, its index in details.index (and its own error code in details.code); an empty batch or one of ' +
-        `more than ${MAX_BATCH_ITEMS} items is 400 invalid_request. The body may be up to 4 MB (413 beyond). Answered once the ` +
+        `more than ${MAX_BATCH_ITEMS} items is 400 invalid_request. An item's refused input_reference is 400 invalid_batch_item ` +
+        '(details.code invalid_input_reference), its remix_of the submit\'s 404 or 409 with details.index; each distinct image is checked once. ' +
+        `The body may be up to 4 MB (413 beyond). Answered once the ` +
         "batch is admitted and its first item started; the other items' workflows start right after (their generations read queued). " +
         'When the last item ends, one `batch.completed` notification and webhook event follow, besides each item\'s own.',
       headers: ['Idempotency-Key'],
       body: { id: 'CreateBatchRequest', schema: createBatchBody },
       responses: [{ status: 202, description: 'admitted (or replayed)', schema: batchResource, headers: ['Location', 'Idempotent-Replayed', 'RateLimit', 'RateLimit-Policy'] }],
-      errors: [400, 402, 409, 422, 429, 503],
+      errors: [400, 402, 404, 409, 422, 429, 503],
     },
     {
       ...base,

@@ -19,20 +19,20 @@ export function openApiPath(expressPath: string): string {
 }
 
 const ERRORS: Record<ErrorStatus, { name: string; description: string; headers?: string[] }> = {
-  400: { name: 'BadRequest', description: 'invalid_request (the message names the field; details.issues lists every one), invalid_batch_item (details.index names the item), invalid_json, invalid_cursor, ...' },
+  400: { name: 'BadRequest', description: 'invalid_request (the message names the field; details.issues lists every one), invalid_batch_item (details.index names the item), invalid_json, invalid_cursor, invalid_webhook_url, invalid_input_reference (the input image was refused: details.reason is refused_address, unreachable, not_an_image or too_large), ...' },
   401: { name: 'Unauthorized', description: 'unauthorized: a valid API key is required', headers: ['WWW-Authenticate'] },
   402: { name: 'InsufficientCredits', description: 'insufficient_credits: details.needed and details.available' },
-  404: { name: 'NotFound', description: "not_found: it does not exist, or it is another user's" },
+  404: { name: 'NotFound', description: "not_found: it does not exist, or it is another user's; remix_source_not_found: remix_of names no generation of yours (another user's answers alike)" },
   409: {
     name: 'Conflict',
-    description: 'generation_already_finished, batch_already_completed, batch_in_progress (a replay met its batch being undone), too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring',
+    description: 'remix_source_not_succeeded (remix_of names a generation of yours that has not succeeded: details.status), generation_already_finished, batch_already_completed, batch_in_progress (a replay met its batch being undone), too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring',
   },
   422: { name: 'IdempotencyKeyReused', description: 'idempotency_key_reused: this Idempotency-Key was used with another body' },
   429: {
     name: 'TooManyRequests',
     description:
       'rate_limited, too_many_active_jobs, too_many_active_batch_jobs, daily_quota_exceeded or capacity_exhausted (submits); estimate_rate_limited (estimates); too_many_streams or stream_capacity_reached (event streams); ' +
-      'too_many_waits or wait_capacity_reached (Prefer: wait); ' +
+      'too_many_waits or wait_capacity_reached (Prefer: wait); too_many_input_checks or input_check_capacity_reached (input_reference images being checked); ' +
       'replay_rate_limited (webhook replays); too_many_failed_auth (this address failed to authenticate too often: keys the server does not know are refused unread); retry after Retry-After',
     headers: ['Retry-After', 'RateLimit', 'RateLimit-Policy'],
   },

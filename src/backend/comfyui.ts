@@ -133,7 +133,9 @@ export class ComfyUiBackend implements GenerationBackend {
     // Video models take 4n+1 frames; the nearest to the duration asked.
     const frames = Math.round((request.duration_seconds * this.spec.fps) / 4) * 4 + 1;
     const seed = request.seed ?? parseInt(createHash('sha256').update(request.client_key).digest('hex').slice(0, 8), 16);
-    return { prompt: request.prompt, seed, width, height, frames, fps: this.spec.fps, duration: request.duration_seconds };
+    // {{image_url}} and {{video_url}} are empty for a job without an image or a remix (a workflow that uses them needs one).
+    const inputs = { image_url: request.input_reference ?? '', video_url: request.remix_of?.video_url ?? '' };
+    return { prompt: request.prompt, seed, width, height, frames, fps: this.spec.fps, duration: request.duration_seconds, ...inputs };
   }
 
   private async call(method: string, path: string, body?: unknown): Promise<unknown> {

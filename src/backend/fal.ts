@@ -58,6 +58,9 @@ export class FalBackend implements GenerationBackend {
       resolution: request.resolution,
       aspect_ratio: request.aspect_ratio,
       ...(request.seed === null ? {} : { seed: request.seed }),
+      // fal's image-to-video and video-to-video endpoints take `image_url` and `video_url`.
+      ...(request.input_reference === undefined ? {} : { image_url: request.input_reference }),
+      ...(request.remix_of === undefined ? {} : { video_url: request.remix_of.video_url }),
     };
     const submitted = submittedSchema.parse(await this.call('POST', url.toString(), body));
     return backendJob({ id: submitted.request_id, clientKey: request.client_key, status: 'queued' });

@@ -167,4 +167,19 @@ describe('HttpGenerationBackend', () => {
       expect(sim.simulator.engine.get(job.id)?.status).toBe('running');
     });
   });
+
+  it('hands the simulator a start image and a remixed video, which its job echoes; a backend configured without them refuses', async () => {
+    const inputs = { input_reference: 'https://images.example/first-frame.png', remix_of: { job_id: 'gen_1', video_url: 'https://videos.sim.local/job_1.mp4' } };
+    const job = await backend.submit({ ...request(), ...inputs });
+    expect(sim.simulator.engine.get(job.id)?.inputs).toEqual(inputs);
+    expect(sim.simulator.engine.get((await backend.submit(request())).id)).not.toHaveProperty('inputs');
+
+    const textOnly = new HttpGenerationBackend({ baseUrl: sim.url, timeoutMs: 2_000, renders: { name: 'sim-t2v', renders: { image_input: false, video_input: false } } });
+    const submitted = sim.simulator.engine.stats().submitted;
+    const refused = await rejection(textOnly.submit({ ...request(), input_reference: inputs.input_reference }));
+    expect(refused).toBeInstanceOf(BackendRejectedError);
+    expect(refused).toMatchObject({ status: 422, code: 'invalid_input', message: 'backend sim-t2v cannot render an image input' });
+    expect((await rejection(textOnly.generate({ ...request(), remix_of: inputs.remix_of }))).message).toBe('backend sim-t2v cannot render a remix (a video input)');
+    expect(sim.simulator.engine.stats().submitted).toBe(submitted);
+  });
 });

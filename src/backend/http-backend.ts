@@ -1,4 +1,6 @@
 import { z } from 'zod';
+import type { BackendRenders } from '../domain/backend-specs';
+import { checkRenders } from './provider-http';
 import {
   BackendRejectedError,
   BackendUnavailableError,
@@ -13,6 +15,8 @@ import {
  */
 export interface HttpGenerationBackendOptions {
   baseUrl: string;
+  /** What the backend is configured to render (BACKENDS' `renders`) and its name; unset: anything. */
+  renders?: { name: string; renders: BackendRenders };
   /** Per-request deadline for submit, getJob and cancel; 0 disables it. generate() waits as long as the job runs. */
   timeoutMs: number;
   fetch?: typeof fetch;
@@ -57,14 +61,17 @@ export class HttpGenerationBackend implements GenerationBackend {
   private readonly baseUrl: string;
   private readonly timeoutMs: number;
   private readonly fetch: typeof fetch;
+  private readonly renders: HttpGenerationBackendOptions['renders'];
 
   constructor(options: HttpGenerationBackendOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
+    this.renders = options.renders;
     this.timeoutMs = options.timeoutMs;
     this.fetch = options.fetch ?? fetch;
   }
 
-  submit(request: BackendSubmitRequest): Promise<BackendJob> {
+  async submit(request: BackendSubmitRequest): Promise<BackendJob> {
+    if (this.renders) checkRenders(this.renders.name, this.renders.renders, request);
     return this.call('POST', '/v1/jobs', { body: request, timeoutMs: this.timeoutMs });
   }
 
@@ -78,6 +85,7 @@ export class HttpGenerationBackend implements GenerationBackend {
 
   /** Waits for the job to end; aborting `signal` rejects with its reason and leaves the job running on the backend. */
   async generate(request: BackendSubmitRequest, signal?: AbortSignal): Promise<BackendJob> {
+    if (this.renders) checkRenders(this.renders.name, this.renders.renders, request);
     const body: BackendSubmitRequest = { ...request };
     delete body.callback_url;
     for (;;) {

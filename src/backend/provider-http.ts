@@ -62,7 +62,7 @@ function describeError(json: unknown): string {
 
 /** Refuses, before anything is sent, a request the backend is configured not to render. */
 export function checkRenders(backendName: string, renders: BackendRenders, request: BackendSubmitRequest): void {
-  const why = cannotRender(renders, request);
+  const why = cannotRender(renders, { ...request, image_input: request.input_reference !== undefined, video_input: request.remix_of !== undefined });
   if (why) throw new BackendRejectedError(`backend ${backendName} cannot render ${why}`, 422, 'invalid_input');
 }
 

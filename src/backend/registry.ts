@@ -18,7 +18,7 @@ export function createBackend(spec: ConfiguredBackend, { publicUrl, timeoutMs, f
   const options = { callbackUrl: `${publicUrl.replace(/\/+$/, '')}/internal/backend/callbacks/${spec.name}`, timeoutMs, fetch };
   switch (spec.kind) {
     case 'simulator':
-      return new HttpGenerationBackend({ baseUrl: spec.base_url, timeoutMs, fetch });
+      return new HttpGenerationBackend({ baseUrl: spec.base_url, timeoutMs, fetch, renders: { name: spec.name, renders: spec.renders } });
     case 'replicate':
       return new ReplicateBackend(spec, options);
     case 'fal':

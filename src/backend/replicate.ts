@@ -62,6 +62,9 @@ export class ReplicateBackend implements GenerationBackend {
       resolution: request.resolution,
       aspect_ratio: request.aspect_ratio,
       ...(request.seed === null ? {} : { seed: request.seed }),
+      // Replicate's image-to-video and video-to-video models name their start frame `image` and their source `video`.
+      ...(request.input_reference === undefined ? {} : { image: request.input_reference }),
+      ...(request.remix_of === undefined ? {} : { video: request.remix_of.video_url }),
     };
     const webhook = request.callback_url ? { webhook: attemptCallbackUrl(this.options.callbackUrl, request.client_key), webhook_events_filter: ['start', 'completed'] } : {};
     // An official model is created by name; a pinned version through /v1/predictions.

@@ -38,6 +38,10 @@ export interface BackendSubmitRequest {
   resolution: string;
   aspect_ratio: string;
   seed: number | null;
+  /** An image to start from (image-to-video): an http(s) URL the API checked. Absent for text-to-video. */
+  input_reference?: string;
+  /** A remix: the earlier job of ours it remixes, and that job's video, to start from. */
+  remix_of?: { job_id: string; video_url: string };
   /** Where the backend POSTs signed callbacks; omitted for the synchronous mode. */
   callback_url?: string;
 }

@@ -48,6 +48,10 @@ export class VeoBackend implements GenerationBackend {
 
   async submit(request: BackendSubmitRequest): Promise<BackendJob> {
     checkRenders(this.spec.name, this.spec.renders, request);
+    // Veo takes a start image as bytes (or a Cloud Storage URI), not as a URL: this adapter sends none rather than drop one.
+    if (request.input_reference !== undefined || request.remix_of !== undefined) {
+      throw new BackendRejectedError(`backend ${this.spec.name} cannot render ${request.input_reference !== undefined ? 'an image input' : 'a remix (a video input)'} (the Veo adapter sends no images or videos)`, 422, 'invalid_input');
+    }
     const body = {
       instances: [{ prompt: request.prompt }],
       parameters: {

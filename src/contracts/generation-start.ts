@@ -85,6 +85,8 @@ export function requestFromRow(row: Pick<GenerationRow, 'prompt' | 'params'>): G
     webhook_url: p.webhook_url ?? null,
     metadata: p.metadata ?? {},
     ...(p.priority === 'batch' ? { priority: 'batch' as const } : {}),
+    ...(typeof p.input_reference === 'string' ? { input_reference: p.input_reference } : {}),
+    ...(typeof p.remix_of === 'string' ? { remix_of: p.remix_of } : {}),
   };
 }
 

@@ -83,6 +83,8 @@ export function rowParams(request: GenerationInput['request']): Record<string, u
     metadata: request.metadata,
     // Only a batch job's row names its lane: an interactive row is as it was before lanes.
     ...(request.priority === 'batch' ? { priority: request.priority } : {}),
+    ...(request.input_reference === undefined ? {} : { input_reference: request.input_reference }),
+    ...(request.remix_of === undefined ? {} : { remix_of: request.remix_of }),
   };
 }
 

@@ -17,10 +17,16 @@ const rendersSchema = z
     aspect_ratios: z.array(z.enum(ASPECT_RATIOS)).min(1).optional(),
     /** The whole-second durations it accepts. */
     durations_seconds: z.array(z.number().int().min(1).max(60)).min(1).optional(),
+    /** Takes an image to start from (a job's input_reference). */
     image_input: z.boolean().default(false),
+    /** Takes a video to start from (a remix: the remixed job's video). */
+    video_input: z.boolean().default(false),
   })
   .strict()
-  .default({ image_input: false });
+  .default({ image_input: false, video_input: false });
+
+/** The simulator renders anything, images and remixes included. */
+const simulatorRendersSchema = rendersSchema.unwrap().extend({ image_input: z.boolean().default(true), video_input: z.boolean().default(true) }).default({ image_input: true, video_input: true });
 
 const envVarName = z.string().regex(/^[A-Z_][A-Z0-9_]*$/, 'must be an environment variable name such as REPLICATE_API_TOKEN');
 
@@ -37,7 +43,7 @@ const common = {
   renders: rendersSchema,
 };
 
-const simulatorSpec = z.object({ ...common, kind: z.literal('simulator') }).strict();
+const simulatorSpec = z.object({ ...common, kind: z.literal('simulator'), renders: simulatorRendersSchema }).strict();
 const replicateSpec = z
   .object({
     ...common,
@@ -109,6 +115,7 @@ export interface RenderRequest {
   aspect_ratio: string;
   duration_seconds: number;
   image_input?: boolean;
+  video_input?: boolean;
 }
 
 /** Why `renders` cannot take this request, or null when it can. */
@@ -123,5 +130,6 @@ export function cannotRender(renders: BackendRenders, request: RenderRequest): s
     return `${request.duration_seconds} s (it renders ${renders.durations_seconds.join(', ')} s)`;
   }
   if (request.image_input && !renders.image_input) return 'an image input';
+  if (request.video_input && !renders.video_input) return 'a remix (a video input)';
   return null;
 }

@@ -18,6 +18,13 @@ export interface GenerationRequest {
    * interactive request hashes, prices and runs exactly as one made before lanes existed (see priorityOf).
    */
   priority?: Priority;
+  /**
+   * An image to start from (image-to-video): an http(s) URL the API checked before admission. Absent unless given, like
+   * remix_of, so a request without them hashes as before.
+   */
+  input_reference?: string;
+  /** One of the user's succeeded jobs whose video the backend starts from (the API checked it before admission). */
+  remix_of?: string;
 }
 
 /** The lanes of the GPU queue: interactive jobs go first, batch jobs wait while any interactive job waits. */

@@ -36,6 +36,25 @@ export const createGenerationBody = z
         description:
           'The lane. `interactive` (the default) goes first; `batch` waits while interactive jobs of any user wait, costs less (BATCH_PRICE_FACTOR), may wait longer (MAX_BATCH_QUEUE_MS) and counts against its own active-job limits. Users share each lane fairly.',
       }),
+    input_reference: z
+      .url({ protocol: /^https?$/, error: 'must be an http or https URL' })
+      .max(2048, 'must be at most 2048 characters')
+      .optional()
+      .meta({
+        description:
+          'An image to start the video from (image-to-video): a public http(s) URL of an `image/*` of at most 10 MB. Checked before the job is admitted (its address through the SSRF guard, then a HEAD, or a GET when HEAD is refused); a refusal is `400 invalid_input_reference` whose `details.reason` is `refused_address`, `unreachable`, `not_an_image` or `too_large`.',
+        examples: ['https://example.com/first-frame.png'],
+      }),
+    remix_of: z
+      .string()
+      .min(1)
+      .max(100)
+      .optional()
+      .meta({
+        description:
+          'The id of one of your succeeded generations to remix: the backend starts from its video. A job that is not yours or does not exist is `404 remix_source_not_found`; one that has not succeeded is `409 remix_source_not_succeeded`.',
+        examples: ['gen_3f2a...'],
+      }),
   })
   .strict();
 

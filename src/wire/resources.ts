@@ -56,6 +56,8 @@ export const generationResource = component(
       webhook_url: z.string().nullable(),
       metadata: z.record(z.string(), z.string()),
       priority: z.enum(PRIORITIES).meta({ description: 'the lane: `interactive` goes first, `batch` waits while interactive jobs wait (queue_position counts only what is ahead in the job\'s lane and above it)' }),
+      input_reference: z.string().nullable().meta({ description: 'the image the video starts from (image-to-video), as submitted; null for text-to-video' }),
+      remix_of: z.string().nullable().meta({ description: 'the succeeded generation of yours this one remixes; null otherwise' }),
       attempt: z.int().min(0).meta({ description: 'the current attempt; transient backend failures start a new one' }),
       progress: z.number().min(0).max(1),
       backend_job_id: z.string().nullable(),

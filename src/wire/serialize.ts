@@ -29,6 +29,8 @@ export function toGenerationResource(row: GenerationRow | ListedGeneration, queu
     webhook_url: params.webhook_url ?? null,
     metadata: params.metadata ?? {},
     priority: priorityOf(params),
+    input_reference: params.input_reference ?? null,
+    remix_of: params.remix_of ?? null,
     attempt: row.attempt,
     progress: row.progress,
     backend_job_id: row.backendJobId,

@@ -1,3 +1,5 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import type { ConfiguredBackend } from '../../src/config';
 import { ComfyUiBackend, promptIdOf } from '../../src/backend/comfyui';
@@ -21,7 +23,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   cost_factor: 0.5,
   workflow_path: WORKFLOW,
   fps: 16,
-  renders: { resolutions: ['480p', '720p'], image_input: false },
+  renders: { resolutions: ['480p', '720p'], image_input: false, video_input: false },
   ...patch,
 });
 
@@ -107,5 +109,23 @@ describe('ComfyUI adapter', () => {
     expect(await rejection(backend.submit(request()))).toBeInstanceOf(BackendUnavailableError);
     fake.set({ outage: false });
     expect(isJobNotFound(await rejection(backend.getJob('00000000-0000-0000-0000-000000000000')))).toBe(true);
+  });
+
+  it('fills {{image_url}} and {{video_url}} with the start image and the remixed video, where its renders allow them', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'comfy-i2v-'));
+    const workflow = JSON.parse(readFileSync(WORKFLOW, 'utf8')) as Record<string, unknown>;
+    workflow['90'] = { class_type: 'LoadImageFromUrl', inputs: { url: '{{image_url}}' } };
+    workflow['91'] = { class_type: 'LoadVideoFromUrl', inputs: { url: '{{video_url}}' } };
+    writeFileSync(path.join(dir, 'i2v.json'), JSON.stringify(workflow));
+    const i2v = new ComfyUiBackend(spec({ workflow_path: path.join(dir, 'i2v.json'), renders: { image_input: true, video_input: true } }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
+    rmSync(dir, { recursive: true });
+    const inputs = { input_reference: 'https://images.example/first-frame.png', remix_of: { job_id: 'gen_1', video_url: 'https://videos.example/1.mp4' } };
+    const job = await i2v.submit(request('a fox', inputs));
+    const graph = fake.prompts.get(job.id)!.graph as Record<string, { inputs: Record<string, unknown> }>;
+    expect([graph['90'].inputs.url, graph['91'].inputs.url]).toEqual([inputs.input_reference, inputs.remix_of.video_url]);
+    // The configured renders refuse both before a call.
+    const before = fake.requests.length;
+    expect((await rejection(backend.submit(request('a fox', { input_reference: inputs.input_reference })))).message).toMatch(/cannot render an image input/);
+    expect(fake.requests).toHaveLength(before);
   });
 });

@@ -24,7 +24,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   cost_factor: 1,
   model: 'fal-ai/wan/v2.2-a14b/text-to-video',
   jwks_url: fake.jwksUrl,
-  renders: { image_input: false },
+  renders: { image_input: false, video_input: false },
   ...patch,
 });
 
@@ -147,8 +147,18 @@ describe('fal queue adapter', () => {
   });
 
   it('refuses, without calling fal, what it is configured not to render', async () => {
-    const narrow = new FalBackend(spec({ renders: { resolutions: ['480p'], image_input: false } }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
+    const narrow = new FalBackend(spec({ renders: { resolutions: ['480p'], image_input: false, video_input: false } }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
     expect(await rejection(narrow.submit(request()))).toBeInstanceOf(BackendRejectedError);
     expect(fake.requests).toHaveLength(0);
+  });
+
+  it('passes a start image as `image_url` and a remixed video as `video_url`, where its renders allow them, and refuses them elsewhere', async () => {
+    const inputs = { input_reference: 'https://images.example/first-frame.png', remix_of: { job_id: 'gen_1', video_url: 'https://videos.example/1.mp4' } };
+    expect((await rejection(backend.submit(request('a fox', { input_reference: inputs.input_reference })))).message).toMatch(/cannot render an image input/);
+    expect(fake.requests).toHaveLength(0);
+    const i2v = new FalBackend(spec({ renders: { image_input: true, video_input: true } }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
+    await i2v.submit(request('a fox', inputs));
+    const submit = fake.requests.find((r) => r.method === 'POST');
+    expect(submit?.body).toMatchObject({ prompt: 'a fox', image_url: inputs.input_reference, video_url: inputs.remix_of.video_url });
   });
 });

@@ -22,7 +22,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   capacity: 2,
   cost_factor: 1,
   model: 'wan-video/wan-2.2-t2v-fast',
-  renders: { resolutions: ['480p', '720p'], image_input: false },
+  renders: { resolutions: ['480p', '720p'], image_input: false, video_input: false },
   ...patch,
 });
 
@@ -157,5 +157,19 @@ describe('Replicate adapter', () => {
     expect(err).toBeInstanceOf(BackendRejectedError);
     expect(err.message).toMatch(/cannot render resolution 1080p/);
     expect(fake.requests).toHaveLength(0);
+  });
+
+  it('passes a start image as `image` and a remixed video as `video`, where its renders allow them, and refuses them elsewhere', async () => {
+    const inputs = { input_reference: 'https://images.example/first-frame.png', remix_of: { job_id: 'gen_1', video_url: 'https://videos.example/1.mp4' } };
+    const refused = await rejection(backend.submit(request('a fox', { input_reference: inputs.input_reference })));
+    expect(refused).toBeInstanceOf(BackendRejectedError);
+    expect(refused.message).toMatch(/cannot render an image input/);
+    expect((await rejection(backend.submit(request('a fox', { remix_of: inputs.remix_of })))).message).toMatch(/cannot render a remix/);
+    expect(fake.requests).toHaveLength(0);
+
+    const i2v = new ReplicateBackend(spec({ renders: { image_input: true, video_input: true } }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
+    await i2v.submit(request('a fox', inputs));
+    const create = fake.requests.find((r) => r.method === 'POST');
+    expect((create?.body as { input: Record<string, unknown> }).input).toMatchObject({ prompt: 'a fox', image: inputs.input_reference, video: inputs.remix_of.video_url });
   });
 });

@@ -19,7 +19,7 @@ const spec = (patch: Partial<Spec> = {}): Spec => ({
   capacity: 2,
   cost_factor: 3,
   model: 'veo-3.0-generate-001',
-  renders: { resolutions: ['720p', '1080p'], aspect_ratios: ['16:9', '9:16'], durations_seconds: [4, 6, 8], image_input: true },
+  renders: { resolutions: ['720p', '1080p'], aspect_ratios: ['16:9', '9:16'], durations_seconds: [4, 6, 8], image_input: true, video_input: false },
   ...patch,
 });
 
@@ -89,7 +89,7 @@ describe('Veo adapter', () => {
   });
 
   it('types HTTP failures: a refused parameter is rejected, a refused key, 5xx, outage and slow answers are unavailable', async () => {
-    const noRender = new VeoBackend(spec({ renders: { image_input: false } }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
+    const noRender = new VeoBackend(spec({ renders: { image_input: false, video_input: false } }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
     expect(await rejection(noRender.submit(request('a fox', { duration_seconds: 5 })))).toMatchObject({ name: 'BackendRejectedError', status: 400 });
     const wrongKey = new VeoBackend(spec({ credentials: 'AIzaWrong' }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
     expect(await rejection(wrongKey.submit(request()))).toBeInstanceOf(BackendUnavailableError);
@@ -108,5 +108,14 @@ describe('Veo adapter', () => {
     expect(await rejection(backend.submit(request('a fox', { duration_seconds: 5 })))).toBeInstanceOf(BackendRejectedError);
     expect(await rejection(backend.submit(request('a fox', { aspect_ratio: '1:1' })))).toBeInstanceOf(BackendRejectedError);
     expect(fake.requests).toHaveLength(0);
+  });
+
+  it('refuses an image or a remix without calling Veo, even where its renders list images: the adapter sends none', async () => {
+    const before = fake.requests.length;
+    const image = await rejection(backend.submit(request('a fox', { input_reference: 'https://images.example/first-frame.png' })));
+    expect(image).toMatchObject({ name: 'BackendRejectedError', status: 422, code: 'invalid_input' });
+    expect(image.message).toMatch(/cannot render an image input/);
+    expect((await rejection(backend.submit(request('a fox', { remix_of: { job_id: 'gen_1', video_url: 'https://videos.example/1.mp4' } })))).message).toMatch(/cannot render a remix/);
+    expect(fake.requests).toHaveLength(before);
   });
 });

@@ -12,6 +12,7 @@ export type ApiErrorCode =
   | 'invalid_cursor'
   | 'invalid_last_event_id'
   | 'invalid_webhook_url'
+  | 'invalid_input_reference'
   | 'bad_request'
   // 401
   | 'unauthorized'
@@ -20,8 +21,10 @@ export type ApiErrorCode =
   // 404
   | 'not_found'
   | 'invalid_link'
+  | 'remix_source_not_found'
   // 409
   | 'generation_already_finished'
+  | 'remix_source_not_succeeded'
   | 'too_many_endpoints'
   | 'endpoint_disabled'
   | 'delivery_in_progress'
@@ -43,6 +46,8 @@ export type ApiErrorCode =
   | 'stream_capacity_reached'
   | 'too_many_waits'
   | 'wait_capacity_reached'
+  | 'too_many_input_checks'
+  | 'input_check_capacity_reached'
   | 'replay_rate_limited'
   | 'too_many_failed_auth'
   // 500, 503

@@ -19,7 +19,7 @@ export interface paths {
         put?: never;
         /**
          * Submit a prompt
-         * @description Answers 202 at once with the queued job and its Location. With an Idempotency-Key, a retry returns the same job (Idempotent-Replayed: true) and the same key with another body is 422. Admission limits answer 429 with Retry-After. With `Prefer: wait=N` (1 ≤ N ≤ 60; any other value is ignored, RFC 7240) the answer waits up to N seconds for the job to end: 200 with the ended job, or 202 with its state after N seconds, either with `Preference-Applied: wait=N`. At most PREFER_WAIT_MAX_PER_USER waiting requests per user (20) per API process: beyond, 429 too_many_waits (or wait_capacity_reached) and nothing is submitted.
+         * @description Answers 202 at once with the queued job and its Location. With an Idempotency-Key, a retry returns the same job (Idempotent-Replayed: true) and the same key with another body is 422. Admission limits answer 429 with Retry-After. With `Prefer: wait=N` (1 ≤ N ≤ 60; any other value is ignored, RFC 7240) the answer waits up to N seconds for the job to end: 200 with the ended job, or 202 with its state after N seconds, either with `Preference-Applied: wait=N`. At most PREFER_WAIT_MAX_PER_USER waiting requests per user (20) per API process: beyond, 429 too_many_waits (or wait_capacity_reached) and nothing is submitted. Inputs beyond the text are checked before admission: an `input_reference` image through the SSRF guard (refused addresses), then by a HEAD (a ranged GET where HEAD is refused) within INPUT_REFERENCE_TIMEOUT_MS for an image/* of at most 10 MB (400 invalid_input_reference, details.reason saying which); `remix_of` must name a succeeded generation of yours (404 remix_source_not_found, also for another user's; 409 remix_source_not_succeeded). A retry with a key already taken is not checked again: it replays its job.
          */
         post: operations["createGeneration"];
         delete?: never;
@@ -39,7 +39,7 @@ export interface paths {
         put?: never;
         /**
          * What a submit of this body would get now
-         * @description Takes a submit body and answers its price, whether a submit would be admitted now and, if not, the code and message it would be refused with (the same admission runs and is rolled back: no rate-limit token is taken, nothing is reserved or written), and the queue position and ETA it would start with. At most ESTIMATE_BURST estimates at once per user and ESTIMATES_PER_SECOND after (429 estimate_rate_limited). A body a submit would refuse as invalid is 400 here too.
+         * @description Takes a submit body and answers its price, whether a submit would be admitted now and, if not, the code and message it would be refused with (the same admission runs and is rolled back: no rate-limit token is taken, nothing is reserved or written), and the queue position and ETA it would start with. At most ESTIMATE_BURST estimates at once per user and ESTIMATES_PER_SECOND after (429 estimate_rate_limited). A body a submit would refuse as invalid is 400 here too, and its `input_reference` and `remix_of` are checked as a submit's are (400, 404, 409).
          */
         post: operations["estimateGeneration"];
         delete?: never;
@@ -99,7 +99,7 @@ export interface paths {
         put?: never;
         /**
          * Run one of my generations again
-         * @description A new job with the same request as the one named (whatever its status), its `retry_of` naming it; answered 202 like a submit, under the same admission (rate, active jobs, daily quota, backlog, credits: 402/429). With an Idempotency-Key of its own, a retry of the call returns the same new job (Idempotent-Replayed: true); a key used for a submit or a rerun of another job is 422; without a key every call makes a new job. With `Prefer: wait=N` (1 ≤ N ≤ 60; any other value is ignored, RFC 7240) the answer waits up to N seconds for the job to end: 200 with the ended job, or 202 with its state after N seconds, either with `Preference-Applied: wait=N`. At most PREFER_WAIT_MAX_PER_USER waiting requests per user (20) per API process: beyond, 429 too_many_waits (or wait_capacity_reached) and nothing is submitted.
+         * @description A new job with the same request as the one named (whatever its status), its `retry_of` naming it; answered 202 like a submit, under the same admission (rate, active jobs, daily quota, backlog, credits: 402/429). With an Idempotency-Key of its own, a retry of the call returns the same new job (Idempotent-Replayed: true); a key used for a submit or a rerun of another job is 422; without a key every call makes a new job. Its `input_reference` and `remix_of` are checked again, as a submit's are. With `Prefer: wait=N` (1 ≤ N ≤ 60; any other value is ignored, RFC 7240) the answer waits up to N seconds for the job to end: 200 with the ended job, or 202 with its state after N seconds, either with `Preference-Applied: wait=N`. At most PREFER_WAIT_MAX_PER_USER waiting requests per user (20) per API process: beyond, 429 too_many_waits (or wait_capacity_reached) and nothing is submitted.
          */
         post: operations["retryGeneration"];
         delete?: never;
@@ -123,7 +123,7 @@ export interface paths {
         put?: never;
         /**
          * Submit up to 500 prompts at once, all admitted or none
-         * @description Each item is a submit body (CreateGenerationRequest) and becomes a generation carrying the batch id as `batch_id`. The batch is admitted whole or refused whole with the refusal a submit would get, counting every item: it takes one rate-limit token, and its items count against the active jobs, the daily quota, the tier backlog (429) and the credits (402, details.needed is the whole batch); a refused batch creates nothing and holds no credits. With an Idempotency-Key, a retry returns the same batch (Idempotent-Replayed: true); another body, or a key used for a submit, is 422. A bad item is 400 invalid_batch_item, its index in details.index (and its own error code in details.code); an empty batch or one of more than 500 items is 400 invalid_request. The body may be up to 4 MB (413 beyond). Answered once the batch is admitted and its first item started; the other items' workflows start right after (their generations read queued). When the last item ends, one `batch.completed` notification and webhook event follow, besides each item's own.
+         * @description Each item is a submit body (CreateGenerationRequest) and becomes a generation carrying the batch id as `batch_id`. The batch is admitted whole or refused whole with the refusal a submit would get, counting every item: it takes one rate-limit token, and its items count against the active jobs, the daily quota, the tier backlog (429) and the credits (402, details.needed is the whole batch); a refused batch creates nothing and holds no credits. With an Idempotency-Key, a retry returns the same batch (Idempotent-Replayed: true); another body, or a key used for a submit, is 422. A bad item is 400 invalid_batch_item, its index in details.index (and its own error code in details.code); an empty batch or one of more than 500 items is 400 invalid_request. An item's refused input_reference is 400 invalid_batch_item (details.code invalid_input_reference), its remix_of the submit's 404 or 409 with details.index; each distinct image is checked once. The body may be up to 4 MB (413 beyond). Answered once the batch is admitted and its first item started; the other items' workflows start right after (their generations read queued). When the last item ends, one `batch.completed` notification and webhook event follow, besides each item's own.
          */
         post: operations["createBatch"];
         delete?: never;
@@ -837,6 +837,10 @@ export interface components {
              * @enum {string}
              */
             priority: "interactive" | "batch";
+            /** @description the image the video starts from (image-to-video), as submitted; null for text-to-video */
+            input_reference: string | null;
+            /** @description the succeeded generation of yours this one remixes; null otherwise */
+            remix_of: string | null;
             /** @description the current attempt; transient backend failures start a new one */
             attempt: number;
             progress: number;
@@ -1322,6 +1326,17 @@ export interface components {
              * @enum {string}
              */
             priority?: "interactive" | "batch";
+            /**
+             * Format: uri
+             * @description An image to start the video from (image-to-video): a public http(s) URL of an `image/*` of at most 10 MB. Checked before the job is admitted (its address through the SSRF guard, then a HEAD, or a GET when HEAD is refused); a refusal is `400 invalid_input_reference` whose `details.reason` is `refused_address`, `unreachable`, `not_an_image` or `too_large`.
+             * @example https://example.com/first-frame.png
+             */
+            input_reference?: string;
+            /**
+             * @description The id of one of your succeeded generations to remix: the backend starts from its video. A job that is not yours or does not exist is `404 remix_source_not_found`; one that has not succeeded is `409 remix_source_not_succeeded`.
+             * @example gen_3f2a...
+             */
+            remix_of?: string;
         };
         CreateBatchRequest: {
             items: {
@@ -1364,7 +1379,7 @@ export interface components {
         };
     };
     responses: {
-        /** @description invalid_request (the message names the field; details.issues lists every one), invalid_batch_item (details.index names the item), invalid_json, invalid_cursor, ... */
+        /** @description invalid_request (the message names the field; details.issues lists every one), invalid_batch_item (details.index names the item), invalid_json, invalid_cursor, invalid_webhook_url, invalid_input_reference (the input image was refused: details.reason is refused_address, unreachable, not_an_image or too_large), ... */
         BadRequest: {
             headers: {
                 [name: string]: unknown;
@@ -1392,7 +1407,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description not_found: it does not exist, or it is another user's */
+        /** @description not_found: it does not exist, or it is another user's; remix_source_not_found: remix_of names no generation of yours (another user's answers alike) */
         NotFound: {
             headers: {
                 [name: string]: unknown;
@@ -1401,7 +1416,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description generation_already_finished, batch_already_completed, batch_in_progress (a replay met its batch being undone), too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring */
+        /** @description remix_source_not_succeeded (remix_of names a generation of yours that has not succeeded: details.status), generation_already_finished, batch_already_completed, batch_in_progress (a replay met its batch being undone), too_many_endpoints, endpoint_disabled, delivery_in_progress, replay_limit_reached, too_many_api_keys or api_key_retiring */
         Conflict: {
             headers: {
                 [name: string]: unknown;
@@ -1419,7 +1434,7 @@ export interface components {
                 "application/json": components["schemas"]["Error"];
             };
         };
-        /** @description rate_limited, too_many_active_jobs, too_many_active_batch_jobs, daily_quota_exceeded or capacity_exhausted (submits); estimate_rate_limited (estimates); too_many_streams or stream_capacity_reached (event streams); too_many_waits or wait_capacity_reached (Prefer: wait); replay_rate_limited (webhook replays); too_many_failed_auth (this address failed to authenticate too often: keys the server does not know are refused unread); retry after Retry-After */
+        /** @description rate_limited, too_many_active_jobs, too_many_active_batch_jobs, daily_quota_exceeded or capacity_exhausted (submits); estimate_rate_limited (estimates); too_many_streams or stream_capacity_reached (event streams); too_many_waits or wait_capacity_reached (Prefer: wait); too_many_input_checks or input_check_capacity_reached (input_reference images being checked); replay_rate_limited (webhook replays); too_many_failed_auth (this address failed to authenticate too often: keys the server does not know are refused unread); retry after Retry-After */
         TooManyRequests: {
             headers: {
                 "Retry-After": components["headers"]["Retry-After"];
@@ -1554,6 +1569,8 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             402: components["responses"]["InsufficientCredits"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             422: components["responses"]["IdempotencyKeyReused"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
@@ -1583,6 +1600,8 @@ export interface operations {
             };
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
+            404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
         };
@@ -1706,6 +1725,7 @@ export interface operations {
             401: components["responses"]["Unauthorized"];
             402: components["responses"]["InsufficientCredits"];
             404: components["responses"]["NotFound"];
+            409: components["responses"]["Conflict"];
             422: components["responses"]["IdempotencyKeyReused"];
             429: components["responses"]["TooManyRequests"];
             503: components["responses"]["ServiceUnavailable"];
@@ -1770,6 +1790,7 @@ export interface operations {
             400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
             402: components["responses"]["InsufficientCredits"];
+            404: components["responses"]["NotFound"];
             409: components["responses"]["Conflict"];
             422: components["responses"]["IdempotencyKeyReused"];
             429: components["responses"]["TooManyRequests"];

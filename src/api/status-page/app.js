@@ -7,7 +7,7 @@ const KEY_STORAGE = 'videogen.apiKey';
 const RANK = { queued: 0, running: 1, succeeded: 2, failed: 2, canceled: 2, expired: 2 };
 const $ = (id) => document.getElementById(id);
 
-const state = { key: null, client: null, session: 0, stream: null, lastEventId: undefined, generations: new Map(), fetching: new Set(), awaiting: new Set(), timer: undefined, since: new Date() };
+const state = { key: null, client: null, session: 0, stream: null, lastEventId: undefined, generations: new Map(), fetching: new Set(), awaiting: new Set(), timer: undefined, since: new Date(), remixOf: null };
 
 /** One API call through the client; a 401 means the key is wrong, which stops the session. */
 async function call(run) {
@@ -51,11 +51,15 @@ function renderRow(g) {
   else if (g.error) result = el('span', { className: 'error' }, el('code', { textContent: g.error.code }), el('small', { textContent: g.error.message }));
   const cancelButton = isTerminal(g.status) ? '' : el('button', { type: 'button', className: 'cancel', textContent: 'Cancel', onclick: () => cancel(g.id) });
   if (cancelButton) cancelButton.setAttribute('aria-label', `Cancel “${g.prompt}”`);
+  // A succeeded job can be remixed: the next submit starts from its video.
+  const remixButton = g.status === 'succeeded' ? el('button', { type: 'button', className: 'remix', textContent: 'Remix', onclick: () => remix(g) }) : '';
+  if (remixButton) remixButton.setAttribute('aria-label', `Remix “${g.prompt}”`);
+  const sources = [g.input_reference ? `from image ${g.input_reference}` : null, g.remix_of ? `remix of ${g.remix_of}` : null].filter(Boolean).join(' · ');
   const progress = el('progress', { max: 100, value: percent });
   progress.setAttribute('aria-label', `Progress of “${g.prompt}”`);
   row.replaceChildren(
     el('td', { className: 'created', textContent: time(g.created_at) }),
-    el('td', { className: 'prompt', textContent: g.prompt, title: g.batch_id ? `${g.prompt} (an item of ${g.batch_id})` : g.prompt }),
+    el('td', { className: 'prompt', title: [g.prompt, g.batch_id ? `(an item of ${g.batch_id})` : '', sources].filter(Boolean).join(' ') }, g.prompt, sources ? el('small', { className: 'source', textContent: sources }) : null),
     el(
       'td',
       {},
@@ -66,7 +70,7 @@ function renderRow(g) {
     el('td', { className: 'queue', textContent: queue }),
     el('td', { className: 'progress' }, progress, el('span', { textContent: ` ${percent}%` })),
     el('td', { className: 'result' }, result),
-    el('td', {}, cancelButton),
+    el('td', {}, cancelButton || remixButton),
   );
 }
 
@@ -126,6 +130,20 @@ async function cancel(id) {
     message(errorText(err), true);
     if (button) button.disabled = false;
   }
+}
+
+/** The next submit remixes this job (its video is where the backend starts); the form says so until it is sent or dropped. */
+function remix(g) {
+  state.remixOf = g.id;
+  $('remix-text').textContent = `Remixing “${g.prompt}” (${g.id})`;
+  $('remix').hidden = false;
+  $('prompt').focus();
+}
+
+function dropRemix() {
+  state.remixOf = null;
+  $('remix').hidden = true;
+  $('remix-text').textContent = '';
 }
 
 // ---- live events: the client's events(), which reconnects after a drop and resumes with Last-Event-ID ----
@@ -239,6 +257,7 @@ function stop() {
   state.stream?.abort();
   clearInterval(state.timer);
   Object.assign(state, { lastEventId: undefined, generations: new Map(), awaiting: new Set() });
+  dropRemix();
   $('generations').tBodies[0].replaceChildren();
   $('notifications').replaceChildren();
   $('empty').hidden = false;
@@ -288,9 +307,14 @@ async function submit(event) {
     if ($('max-queue').value) body.max_queue_seconds = Number($('max-queue').value);
     // Batch: cheaper, waits while interactive jobs wait (and may wait longer); interactive is the default, sent as nothing.
     if ($('priority').value === 'batch') body.priority = 'batch';
+    // Image-to-video: the server checks the image (an image/* of at most 10 MB at an address it may reach) before admission.
+    if ($('image-url').value.trim()) body.input_reference = $('image-url').value.trim();
+    if (state.remixOf) body.remix_of = state.remixOf;
     // The client sends an Idempotency-Key of its own making: a repeated click is a new job, a retried request is not.
     addGeneration(await call((client) => client.generations.create(body)));
     $('prompt').value = '';
+    $('image-url').value = '';
+    dropRemix();
     message('Submitted.');
   } catch (err) {
     const retry = err instanceof VideogenError && err.retryAfter !== undefined ? ` (retry in ${err.retryAfter} s)` : '';
@@ -315,6 +339,7 @@ $('forget-key').addEventListener('click', () => {
   stop();
 });
 $('submit-form').addEventListener('submit', submit);
+$('remix-clear').addEventListener('click', dropRemix);
 
 const saved = localStorage.getItem(KEY_STORAGE);
 if (saved) {

@@ -1,15 +1,14 @@
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync } from 'node:fs';
+import { mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
+import { artifactPath, launchChromium } from './chromium';
 import { apiClient, startStack, type Stack } from './harness';
 import { startImageServer, type ImageServer } from './image-server';
 
 /** The status page at / driven in Debian's headless Chromium: key, submit, live updates, cancel, notifications. */
 
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const SCREENSHOT = path.join(__dirname, 'artifacts', 'status-page.png');
+const SCREENSHOT = artifactPath('status-page.png');
 const WAIT = { timeout: 60_000 };
 
 // Runs in the page before its own script: records every status a row shows, however fast the events come.
@@ -31,12 +30,11 @@ describe('the status page at /, in headless Chromium', () => {
   const pageErrors: string[] = [];
 
   beforeAll(async () => {
-    if (!existsSync(CHROMIUM)) throw new Error(`${CHROMIUM} is missing: run \`apt-get update && apt-get install -y chromium\` (.ci/run and scripts/test.sh do)`);
     // The page imports the client package, built, from the API (/client/index.js).
     execFileSync('bash', [path.join(__dirname, '..', 'scripts', 'client-build.sh')], { stdio: 'inherit' });
     // Two GPU slots: two hanging jobs are enough to make a third one wait in the queue.
     images = await startImageServer();
-    [stack, browser] = await Promise.all([startStack({ env: { GPU_SLOTS: '2', SSE_QUEUE_POSITION_MS: '300' } }), chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS })]);
+    [stack, browser] = await Promise.all([startStack({ env: { GPU_SLOTS: '2', SSE_QUEUE_POSITION_MS: '300' } }), launchChromium()]);
     ({ apiKey } = await stack.createUser('pro'));
     page = await browser.newPage({ viewport: { width: 1280, height: 800 } });
     await page.addInitScript({ content: RECORD_STATUS_HISTORY });
@@ -186,7 +184,7 @@ describe('the status page at /, in headless Chromium', () => {
     expect((await api.get(fromImage)).body).toMatchObject({ input_reference: `${images.url}/cat.png`, remix_of: null, status: 'succeeded' });
     expect((await api.get(remixed)).body).toMatchObject({ input_reference: null, remix_of: fromImage, status: 'succeeded' });
     mkdirSync(path.dirname(SCREENSHOT), { recursive: true });
-    await page.screenshot({ path: path.join(path.dirname(SCREENSHOT), 'status-page-inputs.png'), fullPage: true });
+    await page.screenshot({ path: artifactPath('status-page-inputs.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   });
 });

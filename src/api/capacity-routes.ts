@@ -14,6 +14,9 @@ const capacityBody = z
   })
   .strict();
 
+/** GET /admin/capacity?backend=: which backend's pool (unset, the first backend's). */
+export const capacityQuery = z.object({ backend: capacityBody.shape.backend });
+
 /**
  * /admin/capacity: the GPU pool's live capacity. PUT sets the operator's number (null clears it); the live number is the
  * smaller of it and what the backend reports, and dispatchers follow it at their next slot.
@@ -44,7 +47,7 @@ export function capacityRouter({ sql, config }: { sql: Sql; config: Config }): R
   }
 
   router.get('/', async (req, res) => {
-    res.json(await describe(poolOf(typeof req.query.backend === 'string' ? req.query.backend : undefined)));
+    res.json(await describe(poolOf(parseOr400(capacityQuery, req.query).backend)));
   });
 
   router.put('/', async (req, res) => {

@@ -21,7 +21,7 @@ import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './
  * from Temporal's stop until it answered again. Exits 1 if anything was.
  *
  * `--two-backends`: two simulator processes are the service's backends (BACKENDS: `primary`, cost 1; `secondary`, cost
- * 1.5), and the primary goes down (an outage: every call 503, its jobs frozen) from a third of the submit window for
+ * 1.5), and the primary goes down (an outage: every call 503, its jobs frozen) from about half the submit window for
  * PRIMARY_DOWN_MS, then comes back. On top of every invariant above: jobs must have failed over to the secondary
  * (`failover_jobs` > 0: finished there after an attempt on the primary or being routed away from it), and once every job
  * has ended and every owed cancel was sent, no backend job may still be queued or running on either simulator
@@ -39,8 +39,11 @@ const PLAN = short
   ? { submitWindowMs: 20_000, killEveryMs: [2_500, 4_500], chaosUntilMs: 24_000, temporalAtMs: 5_000, postgresAtMs: 13_000, convergeMs: 150_000 }
   : { submitWindowMs: Math.max(60_000, (JOBS / 8) * 1000), killEveryMs: [3_000, 6_000], chaosUntilMs: 0, temporalAtMs: 20_000, postgresAtMs: 42_000, convergeMs: 360_000 };
 PLAN.chaosUntilMs ||= PLAN.submitWindowMs + 15_000;
-/** --two-backends: when the primary goes down (from the first submit) and for how long. */
-const PRIMARY_DOWN_AT_MS = Math.round(PLAN.submitWindowMs / 3);
+/**
+ * --two-backends: when the primary goes down (from the first submit) and for how long: after the Temporal restart is over
+ * (while Temporal is away no job starts, so none would be running on the primary to fail over), with submits still coming.
+ */
+const PRIMARY_DOWN_AT_MS = Math.max(Math.round(PLAN.submitWindowMs * 0.45), PLAN.temporalAtMs + 5_000);
 const PRIMARY_DOWN_MS = short ? 15_000 : 30_000;
 
 /** Routing's settings for --two-backends: health checked every second, failover after 3 s of a down backend. */
@@ -314,6 +317,7 @@ function report({ counts, mail, submissions, replayMismatches, stats, kills, clu
           must('orphan_backend_jobs: backend jobs live that no job owns', routing.orphan_backend_jobs),
           must('cancels still owed to the primary', routing.owed_cancels),
           info('routing', 'jobs by backend', Object.entries(routing.jobs_by_backend).map(([b, n]) => `${b} ${n}`).join(', ')),
+          info('routing', 'jobs abandoned on the primary mid-attempt, canceled there once it was back', routing.primary.canceled ?? '?'),
           info('routing', 'primary: submitted / succeeded / canceled', `${routing.primary.submitted ?? '?'} / ${routing.primary.succeeded ?? '?'} / ${routing.primary.canceled ?? '?'}`),
           info('routing', 'secondary: submitted / succeeded / canceled', `${routing.secondary.submitted ?? '?'} / ${routing.secondary.succeeded ?? '?'} / ${routing.secondary.canceled ?? '?'}`),
         ]

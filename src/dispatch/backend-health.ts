@@ -75,9 +75,9 @@ export class BackendHealth {
     this.cached = undefined;
   }
 
-  /** A call that got an answer: closes the circuit (a write only when this process last saw failures counted). */
+  /** A call that got an answer: closes the circuit (a write only when the state, read at most every 0.5 s, counts failures). */
   async callSucceeded(backend: string): Promise<void> {
-    const known = this.cached?.states.get(backend);
+    const known = (await this.states()).get(backend);
     if (known !== undefined && known.callFailures === 0) return;
     await this.sql`
       update backend_health set call_failures = 0, circuit_open_until = null, updated_at = now()

@@ -77,6 +77,9 @@ const SERVICE_ENV: Record<string, string> = {
   WEBHOOK_ALLOWED_HOSTS: '127.0.0.0/8',
   WEBHOOK_RETRY_SCALE: '0.0002',
   WEBHOOK_TIMEOUT_MS: '2000',
+  // One worker version for the whole run: a process restarted after a commit made meanwhile would otherwise poll as a
+  // new version (the build id names the commit), and the jobs pinned to the old one would have no worker left.
+  WORKER_BUILD_ID: 'chaos',
 };
 
 const say = (line: string) => process.stdout.write(`${line}\n`);

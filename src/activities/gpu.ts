@@ -18,10 +18,9 @@ import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
 import { urlWithTraceContext } from '../lib/tracing';
-import { backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
+import { BACKEND_DOWN_FAILURE, backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
 import { attemptStopKey, type BackendWakeups } from '../dispatch/backend-wakeups';
 import { abandonBackendJob, type BackendHealth } from '../dispatch/backend-health';
-import { BACKEND_DOWN_FAILURE } from '../contracts/generation';
 
 export interface GpuActivityDeps {
   db: Db;

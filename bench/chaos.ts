@@ -222,6 +222,8 @@ async function setOutage(cluster: ChaosCluster, outage: boolean): Promise<void> 
 interface RoutingFigures {
   /** Jobs that succeeded on the secondary after an attempt on the primary, or being routed away from it. */
   failover_jobs: number;
+  /** Of those, the ones that had a backend job on the primary (they left it mid-attempt, or after it failed there). */
+  failover_jobs_started_on_primary: number;
   /** Jobs by the backend that ran them (their last attempt to reach one). */
   jobs_by_backend: Record<string, number>;
   /** Backend jobs still queued or running on either simulator once every job ended and every owed cancel was sent. */
@@ -251,13 +253,17 @@ async function routingFigures(sql: ReturnType<typeof createDatabase>['sql'], clu
     seen = await read();
   }
   const { owed, primary, secondary } = seen;
-  const [failover] = await sql<{ n: number }[]>`
-    select count(*)::int as n from generations
+  const failedOver = await sql<{ id: string }[]>`
+    select id from generations
     where id = any(${ids}) and status = 'succeeded' and backend = 'secondary' and failed_over_from = 'primary'`;
+  // The primary's own record of the jobs it was given, by our job id (the client key's first part).
+  const onPrimary = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/jobs`)).json()) as { data: Array<{ client_key: string }> };
+  const startedOnPrimary = new Set(onPrimary.data.map((j) => j.client_key.split(':run:')[0]));
   const byBackend = await sql<{ backend: string | null; n: number }[]>`
     select backend, count(*)::int as n from generations where id = any(${ids}) group by backend order by backend`;
   return {
-    failover_jobs: failover.n,
+    failover_jobs: failedOver.length,
+    failover_jobs_started_on_primary: failedOver.filter((r) => startedOnPrimary.has(r.id)).length,
     jobs_by_backend: Object.fromEntries(byBackend.map((r) => [r.backend ?? 'none', r.n])),
     orphan_backend_jobs: live(primary) + live(secondary),
     owed_cancels: owed,
@@ -320,7 +326,8 @@ function report({ counts, mail, submissions, replayMismatches, stats, kills, clu
           must('orphan_backend_jobs: backend jobs live that no job owns', routing.orphan_backend_jobs),
           must('cancels still owed to the primary', routing.owed_cancels),
           info('routing', 'jobs by backend', Object.entries(routing.jobs_by_backend).map(([b, n]) => `${b} ${n}`).join(', ')),
-          info('routing', 'jobs abandoned on the primary mid-attempt, canceled there once it was back', routing.primary.canceled ?? '?'),
+          info('routing', 'of which had a job on the primary first (left it mid-attempt or after it failed)', routing.failover_jobs_started_on_primary),
+          info('routing', "primary's jobs canceled (owed cancels that landed before the job ended there)", routing.primary.canceled ?? '?'),
           info('routing', 'primary: submitted / succeeded / canceled', `${routing.primary.submitted ?? '?'} / ${routing.primary.succeeded ?? '?'} / ${routing.primary.canceled ?? '?'}`),
           info('routing', 'secondary: submitted / succeeded / canceled', `${routing.secondary.submitted ?? '?'} / ${routing.secondary.succeeded ?? '?'} / ${routing.secondary.canceled ?? '?'}`),
         ]
@@ -362,7 +369,7 @@ function report({ counts, mail, submissions, replayMismatches, stats, kills, clu
     seconds: Math.round(seconds),
     short,
     two_backends: twoBackends,
-    ...(routing ? { failover_jobs: routing.failover_jobs, orphan_backend_jobs: routing.orphan_backend_jobs, routing } : {}),
+    ...(routing ? { failover_jobs: routing.failover_jobs, failover_jobs_started_on_primary: routing.failover_jobs_started_on_primary, orphan_backend_jobs: routing.orphan_backend_jobs, routing } : {}),
     events: cluster.events,
   };
   const json = writeOut('chaos.json', `${JSON.stringify(figures, null, 2)}\n`);

@@ -173,7 +173,9 @@ const CANCEL_GIVE_UP_MS = 24 * 60 * 60_000;
 
 /**
  * Sends the owed cancels, every `everyMs`: each row is claimed by pushing its next try back (so two dispatchers never send
- * the same one at once), then deleted once the backend answers the job terminal or no longer knows it.
+ * the same one at once), then deleted once the backend answers the job terminal or no longer knows it. Tries back off to
+ * one every 5 s, so a cancel lands within seconds of its backend coming back; there are at most as many rows per backend
+ * as attempts that were running there when it went down.
  */
 export function startCancelSweeper({ sql, backends, everyMs, logger }: { sql: Sql; backends: Map<string, GenerationBackend>; everyMs: number; logger: Logger }) {
   let busy = false;
@@ -182,7 +184,7 @@ export function startCancelSweeper({ sql, backends, everyMs, logger }: { sql: Sq
     busy = true;
     try {
       const due = await sql<{ backend: string; backend_job_id: string; job_id: string; created_at: Date }[]>`
-        update backend_cancels c set tries = c.tries + 1, next_at = now() + least(30000, 1000 * power(2, least(c.tries, 15)))::int * interval '1 millisecond'
+        update backend_cancels c set tries = c.tries + 1, next_at = now() + least(5000, 500 * power(2, least(c.tries, 15)))::int * interval '1 millisecond'
         from (select backend, backend_job_id from backend_cancels where next_at <= now() order by next_at limit 50 for update skip locked) due
         where c.backend = due.backend and c.backend_job_id = due.backend_job_id
         returning c.backend, c.backend_job_id, c.job_id, c.created_at`;

@@ -3,7 +3,9 @@ import { loadConfig } from '../src/config';
 import { createLogger } from '../src/lib/logger';
 import { defaultSimulatorKnobs, type SimulatorKnobs } from '../simulator/knobs';
 import { startSimulator, type RunningSimulator } from '../simulator/app';
-import { apiClient, eventually, startStack, type Stack } from './harness';
+import { Worker } from '@temporalio/worker';
+import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
+import { testDataConverter } from './payload-keys';
 import { UNLIMITED_ADMISSION } from './fairness-helpers';
 
 /**
@@ -132,6 +134,11 @@ describe('routing across two backends', () => {
       expect(done).toMatchObject({ status: 'succeeded', attempt: 2, backend: SECONDARY, failed_over_from: PRIMARY });
       expect(done.backend_job_id).not.toBe(abandoned);
       expect(await capture(long.id)).toBe(15);
+
+      // The run's routes are recorded: its history (a route, a failover, a second route) replays on the same code.
+      const handle = stack.client.workflow.getHandle(long.id);
+      expect(await handle.result()).toMatchObject({ status: 'succeeded', attempt: 2, backend: SECONDARY, failedOverFrom: PRIMARY });
+      await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().workflowBundle }, dataConverter: testDataConverter(), replayName: 'failed-over' }, await handle.fetchHistory(), long.id);
 
       // While the primary is down, a new job is routed away from it at once.
       const fresh = (await api.submit({ prompt: 'a fox after the outage began', duration_seconds: 1, resolution: '480p' })).body;

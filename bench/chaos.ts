@@ -11,7 +11,7 @@ import { runMain, stopOnSignal } from './lib/infra';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
 
 /**
- * `npm run chaos [-- --jobs N] [--short] [--keep]`: the chaos campaign. The whole service runs as real processes (Temporal
+ * `npm run chaos [-- --jobs N] [--short] [--keep] [--two-backends]`: the chaos campaign. The whole service runs as real processes (Temporal
  * dev server on a SQLite file, embedded Postgres, simulator, API, 2 generation workers, 2 GPU dispatchers). Clients
  * submit N jobs (500; --short: 60 over a shorter timeline) while workers and dispatchers are SIGKILLed over and over, the
  * Temporal server is restarted once and Postgres once, and the simulator drops 30% of callbacks, duplicates 30% and fails
@@ -19,9 +19,17 @@ import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './
  * lost, notified twice, mailed twice (each user has a verified address and a 2 s digest, on a Mailpit of the run's own),
  * delivered under two webhook ids, charged twice or left diverged, and that no submit answered 5xx
  * from Temporal's stop until it answered again. Exits 1 if anything was.
+ *
+ * `--two-backends`: two simulator processes are the service's backends (BACKENDS: `primary`, cost 1; `secondary`, cost
+ * 1.5), and the primary goes down (an outage: every call 503, its jobs frozen) from about half the submit window for
+ * PRIMARY_DOWN_MS, then comes back. On top of every invariant above: jobs must have failed over to the secondary
+ * (`failover_jobs` > 0: finished there after an attempt on the primary or being routed away from it), and once every job
+ * has ended and every owed cancel was sent, no backend job may still be queued or running on either simulator
+ * (`orphan_backend_jobs` = 0).
  */
 const argv = process.argv.slice(2);
 const short = argv.includes('--short');
+const twoBackends = argv.includes('--two-backends');
 const jobsFlag = argv.indexOf('--jobs');
 const JOBS = jobsFlag >= 0 ? Number(argv[jobsFlag + 1]) : short ? 60 : 500;
 if (!Number.isInteger(JOBS) || JOBS < 1) throw new Error('--jobs: a positive whole number');
@@ -31,6 +39,20 @@ const PLAN = short
   ? { submitWindowMs: 20_000, killEveryMs: [2_500, 4_500], chaosUntilMs: 24_000, temporalAtMs: 5_000, postgresAtMs: 13_000, convergeMs: 150_000 }
   : { submitWindowMs: Math.max(60_000, (JOBS / 8) * 1000), killEveryMs: [3_000, 6_000], chaosUntilMs: 0, temporalAtMs: 20_000, postgresAtMs: 42_000, convergeMs: 360_000 };
 PLAN.chaosUntilMs ||= PLAN.submitWindowMs + 15_000;
+/**
+ * --two-backends: when the primary goes down (from the first submit) and for how long: after the Temporal restart is over
+ * (while Temporal is away no job starts, so none would be running on the primary to fail over), with submits still coming.
+ */
+const PRIMARY_DOWN_AT_MS = Math.max(Math.round(PLAN.submitWindowMs * 0.45), PLAN.temporalAtMs + 5_000);
+const PRIMARY_DOWN_MS = short ? 15_000 : 30_000;
+
+/** Routing's settings for --two-backends: health checked every second, failover after 3 s of a down backend. */
+const ROUTING_ENV: Record<string, string> = {
+  BACKEND_HEALTH_CHECK_MS: '1000',
+  BACKEND_CIRCUIT_FAILURES: '5',
+  BACKEND_CIRCUIT_OPEN_MS: '5000',
+  BACKEND_FAILOVER_AFTER_MS: '3000',
+};
 
 const SERVICE_ENV: Record<string, string> = {
   ...UNLIMITED_ADMISSION,
@@ -55,6 +77,9 @@ const SERVICE_ENV: Record<string, string> = {
   WEBHOOK_ALLOWED_HOSTS: '127.0.0.0/8',
   WEBHOOK_RETRY_SCALE: '0.0002',
   WEBHOOK_TIMEOUT_MS: '2000',
+  // One worker version for the whole run: a process restarted after a commit made meanwhile would otherwise poll as a
+  // new version (the build id names the commit), and the jobs pinned to the old one would have no worker left.
+  WORKER_BUILD_ID: 'chaos',
 };
 
 const say = (line: string) => process.stdout.write(`${line}\n`);
@@ -64,8 +89,15 @@ const between = ([lo, hi]: number[]) => lo + Math.random() * (hi - lo);
 async function main(): Promise<number> {
   const began = Date.now();
   say(`${machineLine()}\nChaos: ${JOBS} jobs${short ? ' (short timeline)' : ''}; submits over ${PLAN.submitWindowMs / 1000} s, kills until ${PLAN.chaosUntilMs / 1000} s, Temporal restart at ${PLAN.temporalAtMs / 1000} s, Postgres restart at ${PLAN.postgresAtMs / 1000} s.`);
+  if (twoBackends) say(`Two backends: the primary is down from ${PRIMARY_DOWN_AT_MS / 1000} s for ${PRIMARY_DOWN_MS / 1000} s.`);
   const receiver = await startWebhookReceiver((n) => ({ status: n % 7 === 0 ? 503 : 204 }));
-  const cluster = await ChaosCluster.start({ generationWorkers: 2, dispatchers: 2, env: SERVICE_ENV, log: say });
+  const cluster = await ChaosCluster.start({
+    generationWorkers: 2,
+    dispatchers: 2,
+    env: twoBackends ? { ...SERVICE_ENV, ...ROUTING_ENV } : SERVICE_ENV,
+    ...(twoBackends ? { twoBackends: { capacity: Number(SERVICE_ENV.GPU_SLOTS) } } : {}),
+    log: say,
+  });
   stopOnSignal(() => cluster.stop());
   say(`• started in ${((Date.now() - began) / 1000).toFixed(0)} s (state in ${cluster.dir})`);
   try {
@@ -100,7 +132,17 @@ async function main(): Promise<number> {
       await sleep(Math.max(0, PLAN.postgresAtMs - (Date.now() - t0)));
       await cluster.restartPostgres();
     })();
-    const [submissions] = await Promise.all([submits, monkey, infrastructure]);
+    const primaryOutage = twoBackends
+      ? (async () => {
+          await sleep(PRIMARY_DOWN_AT_MS);
+          await setOutage(cluster, true);
+          cluster.record('primary backend: down (outage: every call 503, its jobs frozen)');
+          await sleep(PRIMARY_DOWN_MS);
+          await setOutage(cluster, false);
+          cluster.record('primary backend: back');
+        })()
+      : undefined;
+    const [submissions] = await Promise.all([submits, monkey, infrastructure, primaryOutage]);
     cluster.record(`chaos over: ${kills} kills; every client done submitting`);
     await cluster.heal();
 
@@ -113,12 +155,13 @@ async function main(): Promise<number> {
     try {
       const convergedIn = await converge(database.sql, client, ids);
       cluster.record(convergedIn === null ? `NOT converged within ${PLAN.convergeMs / 1000} s` : `converged: every accepted job terminal after ${(convergedIn / 1000).toFixed(0)} s`);
+      const routing = twoBackends ? await routingFigures(database.sql, cluster, ids) : undefined;
       const replayMismatches = await replayEverySubmit(cluster.apiUrl, accepted);
       const counts = await checkInvariants(database.sql, client, ids, users.map((u) => u.userId), receiver.received);
       const mail = await checkMail(database.sql, ids, cluster.mailpit.uiUrl);
       const simulator = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/stats`)).json()) as Record<string, number>;
       const kept = await keptSubmits(cluster.apiUrl);
-      return report({ counts, mail, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
+      return report({ counts, mail, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, routing, webhooks: receiver.received.length, seconds: (Date.now() - began) / 1000 });
     } finally {
       await connection.close();
       await database.close();
@@ -166,6 +209,69 @@ async function replayEverySubmit(apiUrl: string, accepted: Submission[]): Promis
   return mismatches;
 }
 
+/** Turns the primary simulator's outage knob (the operator's key: it is a failure knob). */
+async function setOutage(cluster: ChaosCluster, outage: boolean): Promise<void> {
+  const res = await fetch(`${cluster.env.BACKEND_URL}/admin/config`, {
+    method: 'PUT',
+    headers: { authorization: `Bearer ${cluster.adminApiKey}`, 'content-type': 'application/json' },
+    body: JSON.stringify({ outage }),
+  });
+  if (!res.ok) throw new Error(`the primary's outage knob: ${res.status} ${await res.text()}`);
+}
+
+interface RoutingFigures {
+  /** Jobs that succeeded on the secondary after an attempt on the primary, or being routed away from it. */
+  failover_jobs: number;
+  /** Of those, the ones that had a backend job on the primary (they left it mid-attempt, or after it failed there). */
+  failover_jobs_started_on_primary: number;
+  /** Jobs by the backend that ran them (their last attempt to reach one). */
+  jobs_by_backend: Record<string, number>;
+  /** Backend jobs still queued or running on either simulator once every job ended and every owed cancel was sent. */
+  orphan_backend_jobs: number;
+  /** Cancels owed to the primary for jobs abandoned when they failed over, still unsent at the end (should be 0). */
+  owed_cancels: number;
+  primary: Record<string, number>;
+  secondary: Record<string, number>;
+}
+
+/**
+ * After convergence: how many jobs failed over, and how many backend jobs no job owns are still live. Every job has ended
+ * by now, so any backend job queued or running on either simulator belongs to nobody; cancels owed for jobs abandoned on
+ * the primary are given until the deadline to be sent (the sweeper tries each with backoff up to 30 s).
+ */
+async function routingFigures(sql: ReturnType<typeof createDatabase>['sql'], cluster: ChaosCluster, ids: string[]): Promise<RoutingFigures> {
+  const stats = async (url: string) => (await (await fetch(`${url}/admin/stats`)).json()) as Record<string, number>;
+  const live = (s: Record<string, number>) => (s.running ?? 0) + (s.queued ?? 0);
+  const deadline = Date.now() + 90_000;
+  const read = async () => {
+    const [{ owed }] = await sql<{ owed: number }[]>`select count(*)::int as owed from backend_cancels`;
+    return { owed, primary: await stats(cluster.env.BACKEND_URL), secondary: await stats(cluster.env.SECONDARY_BACKEND_URL) };
+  };
+  let seen = await read();
+  while ((seen.owed > 0 || live(seen.primary) + live(seen.secondary) > 0) && Date.now() < deadline) {
+    await sleep(1_000);
+    seen = await read();
+  }
+  const { owed, primary, secondary } = seen;
+  const failedOver = await sql<{ id: string }[]>`
+    select id from generations
+    where id = any(${ids}) and status = 'succeeded' and backend = 'secondary' and failed_over_from = 'primary'`;
+  // The primary's own record of the jobs it was given, by our job id (the client key's first part).
+  const onPrimary = (await (await fetch(`${cluster.env.BACKEND_URL}/admin/jobs`)).json()) as { data: Array<{ client_key: string }> };
+  const startedOnPrimary = new Set(onPrimary.data.map((j) => j.client_key.split(':run:')[0]));
+  const byBackend = await sql<{ backend: string | null; n: number }[]>`
+    select backend, count(*)::int as n from generations where id = any(${ids}) group by backend order by backend`;
+  return {
+    failover_jobs: failedOver.length,
+    failover_jobs_started_on_primary: failedOver.filter((r) => startedOnPrimary.has(r.id)).length,
+    jobs_by_backend: Object.fromEntries(byBackend.map((r) => [r.backend ?? 'none', r.n])),
+    orphan_backend_jobs: live(primary) + live(secondary),
+    owed_cancels: owed,
+    primary,
+    secondary,
+  };
+}
+
 /** Submits the API kept while Temporal could not be reached (its vg_submits_kept_total); null if it cannot say. */
 async function keptSubmits(apiUrl: string): Promise<number | null> {
   const metrics = await fetch(`${apiUrl}/metrics`).then((r) => r.text(), () => '');
@@ -184,11 +290,13 @@ interface Outcome {
   simulator: Record<string, number>;
   kept: number | null;
   convergedIn: number | null;
+  /** --two-backends only. */
+  routing?: RoutingFigures;
   webhooks: number;
   seconds: number;
 }
 
-function report({ counts, mail, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, webhooks, seconds }: Outcome): number {
+function report({ counts, mail, submissions, replayMismatches, stats, kills, cluster, simulator, kept, convergedIn, routing, webhooks, seconds }: Outcome): number {
   const notAccepted = submissions.filter((s) => s.outcome !== 'accepted');
   // A submit whose admission committed is kept while Temporal is away: no 5xx from its stop until it answers again.
   const { serverErrorSpans, ...clientStats } = stats;
@@ -213,6 +321,18 @@ function report({ counts, mail, submissions, replayMismatches, stats, kills, clu
     must('projection rows that disagree with Temporal', counts.diverged_rows),
     must('replayed submits answered with another job', replayMismatches),
     must('submit 5xx answers during the Temporal restart', duringTemporalRestart),
+    ...(routing
+      ? [
+          { section: 'routing', figure: 'failover_jobs: finished on the secondary after the primary', value: String(routing.failover_jobs), goal: '> 0', met: routing.failover_jobs > 0 },
+          must('orphan_backend_jobs: backend jobs live that no job owns', routing.orphan_backend_jobs),
+          must('cancels still owed to the primary', routing.owed_cancels),
+          info('routing', 'jobs by backend', Object.entries(routing.jobs_by_backend).map(([b, n]) => `${b} ${n}`).join(', ')),
+          info('routing', 'of which had a job on the primary first (left it mid-attempt or after it failed)', routing.failover_jobs_started_on_primary),
+          info('routing', "primary's jobs canceled (owed cancels that landed before the job ended there)", routing.primary.canceled ?? '?'),
+          info('routing', 'primary: submitted / succeeded / canceled', `${routing.primary.submitted ?? '?'} / ${routing.primary.succeeded ?? '?'} / ${routing.primary.canceled ?? '?'}`),
+          info('routing', 'secondary: submitted / succeeded / canceled', `${routing.secondary.submitted ?? '?'} / ${routing.secondary.succeeded ?? '?'} / ${routing.secondary.canceled ?? '?'}`),
+        ]
+      : []),
     info('chaos', 'SIGKILLs of workers and dispatchers', kills),
     info('chaos', 'Temporal server restarts', 1),
     info('chaos', 'Postgres restarts', 1),
@@ -249,10 +369,12 @@ function report({ counts, mail, submissions, replayMismatches, stats, kills, clu
     converged_after_ms: convergedIn,
     seconds: Math.round(seconds),
     short,
+    two_backends: twoBackends,
+    ...(routing ? { failover_jobs: routing.failover_jobs, failover_jobs_started_on_primary: routing.failover_jobs_started_on_primary, orphan_backend_jobs: routing.orphan_backend_jobs, routing } : {}),
     events: cluster.events,
   };
   const json = writeOut('chaos.json', `${JSON.stringify(figures, null, 2)}\n`);
-  const md = writeOut('chaos.md', formatMarkdown(`Chaos campaign${short ? ' (short)' : ''}`, rows, cluster.events.map((e) => `${(e.atMs / 1000).toFixed(1)} s: ${e.what}`)));
+  const md = writeOut('chaos.md', formatMarkdown(`Chaos campaign${short ? ' (short)' : ''}${twoBackends ? ', two backends' : ''}`, rows, cluster.events.map((e) => `${(e.atMs / 1000).toFixed(1)} s: ${e.what}`)));
   say(`\nwritten: ${json}, ${md}`);
   return failed.length === 0 ? 0 : 1;
 }

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { backendSpecsSchema, type BackendSpec } from './domain/backend-specs';
+import { backendPools } from './domain/routing';
 import { allowedHostsSetting } from './lib/ip-addresses';
 import { isWebhookSecret } from './lib/webhook-signature';
 import { parsePayloadKeys } from './lib/payload-codec';
@@ -137,6 +138,17 @@ const envSchema = z.object({
   BACKEND_WEBHOOK_SECRET: processSettings.BACKEND_WEBHOOK_SECRET,
   BACKEND_WEBHOOK_SECRET_PREVIOUS: processSettings.BACKEND_WEBHOOK_SECRET_PREVIOUS,
   BACKEND_TIMEOUT_MS: int(10_000),
+  // Routing across several backends (src/domain/routing.ts, docs/backends.md "Routing and failover").
+  /** How often each GPU dispatcher checks every backend's health. */
+  BACKEND_HEALTH_CHECK_MS: z.coerce.number().int().min(100).default(5_000),
+  /** Consecutive failed calls to a backend (from any process) that open its circuit. */
+  BACKEND_CIRCUIT_FAILURES: z.coerce.number().int().min(1).default(5),
+  /** How long an open circuit keeps new attempts away; then one call is let through, and a failure opens it again. */
+  BACKEND_CIRCUIT_OPEN_MS: z.coerce.number().int().min(100).default(30_000),
+  /** A running attempt whose backend has been down this long, with another backend up, is moved there (a new attempt). */
+  BACKEND_FAILOVER_AFTER_MS: z.coerce.number().int().min(0).default(30_000),
+  /** How long each process reuses what it read of the backends' health and pools (0: read at every routing decision). */
+  BACKEND_STATE_CACHE_MS: z.coerce.number().int().min(0).max(60_000).default(500),
   WORKER_ROLE: z.enum(['all', 'generation', 'gpu']).default('all'),
   // Worker Deployment Versioning (src/worker-deployment.ts): a job ends on the code it began with.
   WORKER_VERSIONING: flag(true),
@@ -390,7 +402,7 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
     backend: {
       url: backendUrl,
       mode: e.BACKEND_MODE,
-      /** Every backend, the one jobs go to first (until routing across them: issue 22). */
+      /** Every backend, in the operator's order (src/domain/routing.ts ranks them per job). */
       backends,
       /** Signs the simulator's callbacks. */
       webhookSecret: backendWebhookSecret,
@@ -411,11 +423,25 @@ export function loadConfig(env: Record<string, string | undefined> = process.env
       databasePoolSize: e.WORKER_DATABASE_POOL_SIZE,
       workflowBundleDir: e.WORKFLOW_BUNDLE_DIR,
     },
+    routing: {
+      /** More than one backend: each attempt is routed (a deployment with one runs exactly as before routing). */
+      enabled: backends.length > 1,
+      healthCheckMs: e.BACKEND_HEALTH_CHECK_MS,
+      circuitFailures: e.BACKEND_CIRCUIT_FAILURES,
+      circuitOpenMs: e.BACKEND_CIRCUIT_OPEN_MS,
+      failoverAfterMs: e.BACKEND_FAILOVER_AFTER_MS,
+      stateCacheMs: e.BACKEND_STATE_CACHE_MS,
+    },
     dispatch: {
-      /** A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). */
+      /**
+       * A pool is one `gpu` task queue: its live capacity and slot leases live in Postgres (src/dispatch). This one, the
+       * first backend's, is the service's: admission's queue entries and PUT /admin/capacity without a backend name it.
+       */
       pool: e.GPU_TASK_QUEUE,
-      /** GPU_SLOTS, or with BACKENDS the capacity of the backend jobs go to. */
+      /** GPU_SLOTS, or with BACKENDS the capacity of the first backend. */
       initialCapacity: e.BACKENDS === undefined ? e.GPU_SLOTS : backends[0].capacity,
+      /** One pool (and `gpu` task queue) per backend, the first being the one above. */
+      pools: backendPools(backends, e.GPU_TASK_QUEUE, e.BACKENDS === undefined ? e.GPU_SLOTS : backends[0].capacity),
       leaseTtlMs: e.GPU_LEASE_TTL_MS,
       pollers: e.GPU_DISPATCH_POLLERS,
       capacityFromBackend: e.GPU_CAPACITY_FROM_BACKEND,

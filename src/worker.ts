@@ -15,7 +15,8 @@ import { createMailer } from './notifications/mailer';
 import { createGpuActivities } from './activities/gpu';
 import { BackendWakeups } from './dispatch/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
-import { createBackend } from './backend/registry';
+import { createBackends } from './backend/registry';
+import { BackendHealth, observedBackend, startCancelSweeper, startHealthChecks } from './dispatch/backend-health';
 import type { GenerationBackend } from './backend/types';
 import { ConfigError, configuredSecrets, isRelaxedEnv, loadConfig, type Config } from './config';
 import { createDatabase, requireDatabaseUrl } from './db/client';
@@ -65,13 +66,21 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const wakeups = new BackendWakeups(database.sql);
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
-  // Jobs go to the first configured backend (BACKENDS; unset, the simulator at BACKEND_URL).
-  const backendAdapter = backend ?? createBackend(config.backend.backends[0], { publicUrl: config.api.publicUrl, timeoutMs: config.backend.timeoutMs });
+  // Every configured backend (BACKENDS; unset, the simulator at BACKEND_URL). With one, every job goes there; with
+  // several, each attempt is routed (src/domain/routing.ts) and each backend has its own pool and `gpu` queue, and every
+  // call's outcome feeds that backend's circuit (src/dispatch/backend-health.ts).
+  const specs = config.backend.backends;
+  const adapters = createBackends(specs, { publicUrl: config.api.publicUrl, timeoutMs: config.backend.timeoutMs });
+  if (backend) adapters.set(specs[0].name, backend);
+  const health = config.routing.enabled ? new BackendHealth(database.sql, config.dispatch.pools, config.routing) : undefined;
+  const backends = health ? new Map([...adapters].map(([name, adapter]) => [name, observedBackend(name, adapter, health, logger.child({ component: 'backend-health' }))])) : adapters;
+  const backendAdapter = backends.get(specs[0].name)!;
+  const pools = config.routing.enabled ? config.dispatch.pools : [undefined];
 
   const mailer = role === 'all' || role === 'generation' ? createMailer(config.mail) : undefined;
   if (role === 'all' || role === 'generation') {
     const notify = createNotifyActivities({ db: database.db, client, config, logger: logger.child({ component: 'notify' }) });
-    const ending = createEndingActivities({ db: database.db, notifyEnded: notify.notifyGenerationEnded });
+    const ending = createEndingActivities({ db: database.db, notifyEnded: notify.notifyGenerationEnded, pricing: config.generation.pricing });
     workers.push(
       await Worker.create({
         connection,
@@ -86,7 +95,14 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
         sinks: tracing.sinks,
         activities: {
           ...createProjectionActivities({ db: database.db }),
-          ...createLifecycleActivities({ db: database.db, backend: backendAdapter, pricing: config.generation.pricing }),
+          ...createLifecycleActivities({
+            db: database.db,
+            backend: backendAdapter,
+            backends,
+            routing: health ? { specs, pools: config.dispatch.pools, health } : undefined,
+            specs,
+            pricing: config.generation.pricing,
+          }),
           ...notify,
           ...ending,
           ...createReconcileActivities({ db: database.db, client, config, logger: logger.child({ component: 'reconciler' }), endGeneration: ending.endGeneration }),
@@ -98,41 +114,54 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
     await ensureReconcilerSchedule(client, config);
     await ensureRetentionSchedule(client, config);
   }
-  let gpuDispatch: GpuDispatch | undefined;
+  const gpuDispatches: GpuDispatch[] = [];
+  const backgrounds: Array<{ stop(): void }> = [];
   if (role === 'all' || role === 'gpu') {
     await wakeups.start();
-    gpuDispatch = await startGpuDispatch({ sql: database.sql, config, identity: workerIdentity, logger: logger.child({ component: 'dispatch' }) });
-    workers.push(
-      await Worker.create({
-        connection,
-        namespace: config.temporal.namespace,
-        taskQueue: gpuTaskQueue,
-        identity: workerIdentity,
-        workerDeploymentOptions,
-        dataConverter,
-        activities: createGpuActivities({
-          db: database.db,
-          backend: backendAdapter,
-          mode: config.backend.mode,
-          dispatcherIdentity: workerIdentity,
-          wakeups,
-          client,
-          logger: logger.child({ component: 'gpu' }),
-          callbackUrl: `${config.api.publicUrl}/internal/backend/callbacks`,
-          pollIntervalMs: config.generation.pollIntervalMs,
+    if (health) {
+      const healthLogger = logger.child({ component: 'backend-health' });
+      backgrounds.push(startHealthChecks({ backends, health, everyMs: config.routing.healthCheckMs, logger: healthLogger }));
+      backgrounds.push(startCancelSweeper({ sql: database.sql, backends, everyMs: Math.min(2_000, config.routing.healthCheckMs), logger: healthLogger }));
+    }
+    // One GPU worker per backend pool: its own `gpu` task queue, slot leases and submission rate.
+    for (const pool of pools) {
+      const gpuDispatch = await startGpuDispatch({ sql: database.sql, config, identity: workerIdentity, logger: logger.child({ component: 'dispatch', ...(pool ? { backend: pool.backend } : {}) }), pool });
+      gpuDispatches.push(gpuDispatch);
+      workers.push(
+        await Worker.create({
+          connection,
+          namespace: config.temporal.namespace,
+          taskQueue: pool?.taskQueue ?? gpuTaskQueue,
+          identity: workerIdentity,
+          workerDeploymentOptions,
+          dataConverter,
+          activities: createGpuActivities({
+            db: database.db,
+            backend: backendAdapter,
+            backends,
+            health,
+            failoverAfterMs: config.routing.failoverAfterMs,
+            mode: config.backend.mode,
+            dispatcherIdentity: workerIdentity,
+            wakeups,
+            client,
+            logger: logger.child({ component: 'gpu' }),
+            callbackUrl: `${config.api.publicUrl}/internal/backend/callbacks`,
+            pollIntervalMs: config.generation.pollIntervalMs,
+          }),
+          // One activity slot is one GPU, granted only under a Postgres lease of the pool's live capacity (src/dispatch).
+          ...gpuDispatch.workerOptions,
+          // The activity's span outside the slot claim, so it spans the whole attempt.
+          interceptors: { activity: [...tracing.activity, ...gpuDispatch.workerOptions.interceptors.activity] },
+          // The backend's submission rate, enforced by the server across every dispatcher.
+          maxTaskQueueActivitiesPerSecond: config.worker.gpuSubmitsPerSecond,
+          // Heartbeats only keep an attempt alive (each is a billable action): the SDK sends one per 0.8 heartbeat timeout
+          // at most. Cancels and deadlines reach the activity through its wake-up (src/dispatch/backend-wakeups.ts).
+          maxHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
+          defaultHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
         }),
-        // One activity slot is one GPU, granted only under a Postgres lease of the pool's live capacity (src/dispatch).
-        ...gpuDispatch.workerOptions,
-        // The activity's span outside the slot claim, so it spans the whole attempt.
-        interceptors: { activity: [...tracing.activity, ...gpuDispatch.workerOptions.interceptors.activity] },
-        // The backend's submission rate, enforced by the server across every dispatcher.
-        maxTaskQueueActivitiesPerSecond: config.worker.gpuSubmitsPerSecond,
-        // Heartbeats only keep an attempt alive (each is a billable action): the SDK sends one per 0.8 heartbeat timeout
-        // at most. Cancels and deadlines reach the activity through its wake-up (src/dispatch/backend-wakeups.ts).
-        maxHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
-        defaultHeartbeatThrottleInterval: config.worker.heartbeatThrottleMs,
-      }),
-    );
+      );
+    }
   }
 
   let stopped = false;
@@ -156,7 +185,8 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
       } finally {
         stopping.abort();
         await firstVersion;
-        await gpuDispatch?.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
+        for (const background of backgrounds) background.stop();
+        for (const gpuDispatch of gpuDispatches) await gpuDispatch.stop().catch((err: unknown) => logger.warn({ err }, 'GPU dispatch did not stop cleanly'));
         await wakeups.stop().catch(() => undefined);
         mailer?.close();
         await connection.close().catch(() => undefined);

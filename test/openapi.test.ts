@@ -10,6 +10,7 @@ import { openApiDocument, openApiPath } from '../src/api/openapi';
 import { operations, type ErrorStatus } from '../src/api/openapi-operations';
 import type { toApiKeyResource } from '../src/api/api-keys';
 import type { creditBalance } from '../src/credits/ledger';
+import type { usageByBackend } from '../src/db/projection';
 import { createLogger } from '../src/lib/logger';
 import type { toDeliveryResource } from '../src/notifications/delivery-store';
 import type { toEndpointResource } from '../src/notifications/endpoint-store';
@@ -24,7 +25,7 @@ type Conforms<Actual, Documented> = [Actual] extends [Documented]
     ? true
     : { undocumented: Exclude<keyof Actual, keyof Documented> }
   : { notAssignable: Actual };
-type Usage = { tier: string; credits: Awaited<ReturnType<typeof creditBalance>> } & Awaited<ReturnType<Admission['usage']>>;
+type Usage = { tier: string; credits: Awaited<ReturnType<typeof creditBalance>>; backends: Awaited<ReturnType<typeof usageByBackend>> } & Awaited<ReturnType<Admission['usage']>>;
 const _serializersConform: [
   Conforms<ReturnType<typeof toNotificationResource>, z.infer<typeof documented.notificationResource>>,
   Conforms<ReturnType<typeof toEndpointResource>, z.infer<typeof documented.webhookEndpointResource>>,

@@ -20,12 +20,19 @@ export interface ClusterOptions {
   dispatchers: number;
   /** Settings every process gets (on top of addresses, ports and keys, which the cluster sets). */
   env: Record<string, string>;
+  /**
+   * Two simulator processes as two backends (BACKENDS): `primary` (cost factor 1) at BACKEND_URL and `secondary` (cost
+   * factor 1.5), each with a pool of `capacity` slots. Unset: one simulator, BACKENDS unset (as deployed by default).
+   */
+  twoBackends?: { capacity: number };
   log: (line: string) => void;
 }
 
 interface Slot {
   role: ServiceRole;
   name: string;
+  /** Settings of this process only (the second simulator's port). */
+  env?: Record<string, string>;
   starts: number;
   process?: SpawnedProcess;
   /** Set while the cluster itself stops or kills it: its exit is expected. */
@@ -62,7 +69,7 @@ export class ChaosCluster {
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'vg-chaos-'));
     if (process.getuid?.() === 0) fs.chmodSync(dir, 0o755); // embedded Postgres runs as its own system user
     const logFile = path.resolve(__dirname, '../../test/artifacts/chaos-temporal.log');
-    const [temporalPort, pgPort, apiPort, simulatorPort] = [await freePort(), await freePort(), await freePort(), await freePort()];
+    const [temporalPort, pgPort, apiPort, simulatorPort, secondaryPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
     const temporal = await startDurableTemporal({ dir, port: temporalPort, logFile });
     const postgres = await startDurablePostgres({ dir: path.join(dir, 'pg'), port: pgPort });
     await runMigrations(postgres.url);
@@ -83,9 +90,19 @@ export class ChaosCluster {
       METRICS_PORT: '0',
       SMTP_URL: mailpit.smtpUrl,
       WORKFLOW_BUNDLE_DIR: bundleDir,
+      ...(options.twoBackends
+        ? {
+            BACKENDS: JSON.stringify([
+              { name: 'primary', kind: 'simulator', base_url: `http://127.0.0.1:${simulatorPort}`, capacity: options.twoBackends.capacity, cost_factor: 1 },
+              { name: 'secondary', kind: 'simulator', base_url: `http://127.0.0.1:${secondaryPort}`, capacity: options.twoBackends.capacity, cost_factor: 1.5 },
+            ]),
+            SECONDARY_BACKEND_URL: `http://127.0.0.1:${secondaryPort}`,
+          }
+        : {}),
     };
     const cluster = new ChaosCluster(options, dir, env, temporal, postgres, mailpit);
     cluster.slots.push({ role: 'simulator', name: 'chaos-simulator', starts: 0, expectingExit: false });
+    if (options.twoBackends) cluster.slots.push({ role: 'simulator', name: 'chaos-simulator-secondary', env: { SIMULATOR_PORT: String(secondaryPort) }, starts: 0, expectingExit: false });
     cluster.slots.push({ role: 'api', name: 'chaos-api', starts: 0, expectingExit: false });
     for (let i = 1; i <= options.generationWorkers; i++) cluster.slots.push({ role: 'generation', name: `chaos-worker-${i}`, starts: 0, expectingExit: false });
     for (let i = 1; i <= options.dispatchers; i++) cluster.slots.push({ role: 'gpu', name: `chaos-dispatcher-${i}`, starts: 0, expectingExit: false });
@@ -182,7 +199,7 @@ export class ChaosCluster {
       if (this.stopping) return;
       try {
         slot.starts++;
-        const child = await spawnService(slot.role, `${slot.name}-${slot.starts}`, this.env);
+        const child = await spawnService(slot.role, `${slot.name}-${slot.starts}`, { ...this.env, ...slot.env });
         slot.process = child;
         slot.expectingExit = false;
         void child.exited.then(({ code, signal }) => {

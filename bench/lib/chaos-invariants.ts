@@ -24,13 +24,13 @@ export interface InvariantCounts {
   unsettled_charges: number;
   /** Users whose available + reserved + used differs from their grants, or who still have credits reserved. */
   unbalanced_accounts: number;
-  /** Projection rows whose status, attempt, backend job, video or error code differ from the workflow's result. */
+  /** Projection rows whose status, attempt, backend, backend job, video or error code differ from the workflow's result. */
   diverged_rows: number;
   /** A few of the disagreements, for the report. */
   diverged_examples: Array<{ id: string; row: Omit<Row, 'id' | 'status_rank'>; workflow: Partial<GenerationState> }>;
 }
 
-type Row = { id: string; status: string; status_rank: number; attempt: number; backend_job_id: string | null; video_url: string | null; error_code: string | null };
+type Row = { id: string; status: string; status_rank: number; attempt: number; backend_job_id: string | null; backend: string | null; video_url: string | null; error_code: string | null };
 
 /** Accepted jobs whose row is terminal (for the convergence wait). */
 export async function countTerminal(sql: Sql, ids: string[]): Promise<number> {
@@ -83,7 +83,7 @@ async function workflowResults(client: Client, ids: string[]): Promise<Map<strin
 
 export async function checkInvariants(sql: Sql, client: Client, ids: string[], userIds: string[], received: ReceivedWebhook[]): Promise<InvariantCounts> {
   const rows = await sql<Row[]>`
-    select id, status, status_rank, attempt, backend_job_id, video_url, error->>'code' as error_code from generations where id = any(${ids})`;
+    select id, status, status_rank, attempt, backend_job_id, backend, video_url, error->>'code' as error_code from generations where id = any(${ids})`;
   const byId = new Map(rows.map((r) => [r.id, r]));
   const results = await workflowResults(client, ids);
 
@@ -101,13 +101,14 @@ export async function checkInvariants(sql: Sql, client: Client, ids: string[], u
       row.status === result.status &&
       row.attempt === result.attempt &&
       row.backend_job_id === result.backendJobId &&
+      row.backend === (result.backend ?? null) &&
       row.video_url === result.videoUrl &&
       row.error_code === (result.error?.code ?? null);
     if (!same) {
       diverged++;
       const { id: _id, status_rank: _rank, ...shown } = row;
-      const { status, attempt, backendJobId, videoUrl, error } = result;
-      if (examples.length < 5) examples.push({ id, row: shown, workflow: { status, attempt, backendJobId, videoUrl, error } });
+      const { status, attempt, backendJobId, backend, videoUrl, error } = result;
+      if (examples.length < 5) examples.push({ id, row: shown, workflow: { status, attempt, backendJobId, backend, videoUrl, error } });
     }
   }
 

@@ -18,12 +18,20 @@ import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
 import { urlWithTraceContext } from '../lib/tracing';
-import { backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
+import { BACKEND_DOWN_FAILURE, backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
 import { attemptStopKey, type BackendWakeups } from '../dispatch/backend-wakeups';
+import { abandonBackendJob, type BackendHealth } from '../dispatch/backend-health';
 
 export interface GpuActivityDeps {
   db: Db;
+  /** The backend of an attempt that names none (every attempt of a deployment with one backend). */
   backend: GenerationBackend;
+  /** Every backend by name, when routing across several: an attempt runs on the one its input names. */
+  backends?: Map<string, GenerationBackend>;
+  /** Routing's view of each backend (down, capacity), for failing over; unset with one backend. */
+  health?: BackendHealth;
+  /** A running attempt whose backend has been unreachable this long, while down and another is up, fails over. */
+  failoverAfterMs?: number;
   /** async: submit, then wait for the callback or the poll; sync: one call that returns when the video is ready. */
   mode: 'async' | 'sync';
   wakeups: BackendWakeups;
@@ -53,6 +61,10 @@ export interface GpuAttemptInput {
    * workflow keeps that deadline on a timer of its own.
    */
   maxRunMs?: number;
+  /** The backend routing chose for this attempt (a routed run); unset, the only one. */
+  backend?: string;
+  /** The other backends that can render the job: while one is up, this attempt leaves its backend when it is down. */
+  alternatives?: string[];
 }
 
 /** Returns a function to call often: it heartbeats once 0.7 of the heartbeat timeout has passed since the last one. */
@@ -85,7 +97,47 @@ interface GpuHeartbeat {
  * the backend job ends, waking on the job's callback (Postgres LISTEN) or on its poll timer, whichever comes first.
  */
 export function createGpuActivities(deps: GpuActivityDeps) {
-  const { db, backend, wakeups, client, callbackUrl, pollIntervalMs } = deps;
+  const { db, wakeups, client, callbackUrl, pollIntervalMs } = deps;
+
+  function backendOf(input: GpuAttemptInput): GenerationBackend {
+    if (input.backend === undefined || deps.backends === undefined) return deps.backend;
+    const backend = deps.backends.get(input.backend);
+    if (!backend) throw ApplicationFailure.nonRetryable(`no backend named ${input.backend} is configured here`, 'BackendRejectedError');
+    return backend;
+  }
+
+  /**
+   * Whether this attempt should leave its backend: it is down (health check or circuit) and another backend that can
+   * render the job is up with a pool above zero. False when routing is off or the state cannot be read.
+   */
+  async function shouldLeave(input: GpuAttemptInput): Promise<boolean> {
+    if (!deps.health || input.backend === undefined || !input.alternatives?.length) return false;
+    try {
+      const states = await deps.health.states();
+      if (!states.get(input.backend)?.down) return false;
+      return input.alternatives.some((name) => {
+        const other = states.get(name);
+        return other !== undefined && !other.down && other.capacity > 0;
+      });
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Leaves a down backend: a job it holds is abandoned with its cancel owed (sent once the backend answers: no backend
+   * job stays live for an attempt nobody follows), and the workflow routes a new attempt elsewhere.
+   */
+  async function leave(input: GpuAttemptInput, backendJobId: string | null, log: Logger): Promise<never> {
+    if (backendJobId) await abandonBackendJob(db, { backend: input.backend!, backendJobId, jobId: input.jobId });
+    log.warn({ backend: input.backend, backendJobId }, 'the backend is down: this attempt fails over to another');
+    throw ApplicationFailure.create({
+      type: BACKEND_DOWN_FAILURE,
+      message: `backend ${input.backend} is down${backendJobId ? `; its job ${backendJobId} is abandoned and will be canceled` : ''}`,
+      nonRetryable: true,
+      details: [{ backend: input.backend, backendJobId }],
+    });
+  }
 
   async function submission({ jobId, runOpenedAt, attempt, request }: GpuAttemptInput, withCallback: boolean): Promise<BackendSubmitRequest> {
     return {
@@ -130,6 +182,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       attempt,
       progress,
       backendJobId,
+      ...(input.backend === undefined ? {} : { backend: input.backend }),
       dispatcher: deps.dispatcherIdentity,
       startedAt: new Date(now).toISOString(),
       expectedDoneAt: new Date(now + expectedRunMs).toISOString(),
@@ -172,9 +225,18 @@ export function createGpuActivities(deps: GpuActivityDeps) {
 
   async function runAsync(input: GpuAttemptInput, stop: AttemptStop, log: Logger): Promise<GpuAttemptResult> {
     const ctx = Context.current();
+    const backend = backendOf(input);
     const resumed = await startedBackendJob(input);
     const resumedId = resumed?.backendJobId;
-    let job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : submission(input, true).then((request) => backend.submit(request))), resumedId);
+    // A routed attempt whose backend is down goes elsewhere before it submits anything there.
+    if (!resumedId && (await shouldLeave(input))) await leave(input, null, log);
+    let job: BackendJob;
+    try {
+      job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : submission(input, true).then((request) => backend.submit(request))), resumedId);
+    } catch (err) {
+      if (err instanceof BackendUnavailableError && (await shouldLeave(input))) await leave(input, resumedId ?? null, log);
+      throw err;
+    }
     const acceptedAtMs = resumed?.acceptedAtMs ?? Date.now();
     log.info({ backendJobId: job.id, status: job.status, resumed: Boolean(resumedId) }, 'backend job accepted');
     if (!(await announceAccepted(input, job.id, job.progress, acceptedAtMs))) stop.requested = true;
@@ -188,6 +250,8 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     const tickMs = Math.max(50, Math.min(pollIntervalMs, (ctx.info.heartbeatTimeoutMs ?? pollIntervalMs * 3) / 3));
     let lastPoll = Date.now();
     let progress = job.progress;
+    /** Since when polls have failed in a row (the backend unreachable), for failing over. */
+    let unreachableSince: number | undefined;
     try {
       while (!TERMINAL_BACKEND_STATUSES.has(job.status)) {
         if (stop.requested) {
@@ -195,7 +259,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
           job = await backend.cancel(job.id);
           continue;
         }
-        if (Date.now() >= deadlineAt) return await overdue(job.id, log);
+        if (Date.now() >= deadlineAt) return await overdue(backend, job.id, log);
         // Wake for the heartbeat, the deadline or when the next poll is due, whichever is sooner, so polls keep their interval.
         const untilPoll = lastPoll + pollIntervalMs - Date.now();
         const waitMs = Math.max(1, Math.min(tickMs, untilPoll, deadlineAt - Date.now()));
@@ -209,16 +273,19 @@ export function createGpuActivities(deps: GpuActivityDeps) {
         } catch (err) {
           if (isJobNotFound(err)) throw jobLost(job.id);
           if (!(err instanceof BackendUnavailableError)) throw err;
+          unreachableSince ??= Date.now();
+          if (Date.now() - unreachableSince >= (deps.failoverAfterMs ?? Infinity) && (await shouldLeave(input))) await leave(input, job.id, log);
           log.warn({ backendJobId: job.id, err: err.message }, 'backend poll failed; will poll again');
           continue;
         }
+        unreachableSince = undefined;
         if (job.progress > progress && !TERMINAL_BACKEND_STATUSES.has(job.status)) {
           progress = job.progress;
           await applyWrite(db, { jobId: input.jobId, runOpenedAt: input.runOpenedAt, status: 'running', attempt: input.attempt, progress });
         }
       }
     } catch (err) {
-      throw await onInterrupted(err, job.id, log);
+      throw await onInterrupted(backend, err, job.id, log);
     }
     log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
     // Canceled at the deadline by an earlier try of this attempt, which did not live to say so.
@@ -229,6 +296,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   /** Synchronous backends: one blocking call (idempotent by client key, so a retry re-attaches), heartbeating meanwhile. */
   async function runSync(input: GpuAttemptInput, stop: AttemptStop, log: Logger): Promise<GpuAttemptResult> {
     const ctx = Context.current();
+    const backend = backendOf(input);
     if (!backend.generate) throw ApplicationFailure.nonRetryable('this backend has no synchronous mode', 'BackendRejectedError');
     const acceptedAtMs = Date.now();
     if (!(await announceAccepted(input, null, 0, acceptedAtMs))) stop.requested = true;
@@ -251,7 +319,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
       return result(job);
     } catch (err) {
-      throw await onInterrupted(err, null, log);
+      throw await onInterrupted(backend, err, null, log);
     } finally {
       clearInterval(beat);
       clearTimeout(deadline);
@@ -259,14 +327,14 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   }
 
   /** The running deadline has passed: the backend's last word if it has just finished, else its job is canceled. */
-  async function overdue(backendJobId: string, log: Logger): Promise<GpuAttemptResult> {
+  async function overdue(backend: GenerationBackend, backendJobId: string, log: Logger): Promise<GpuAttemptResult> {
     const job = await endOverdueJob(backend, backendJobId, () => log.warn({ backendJobId }, 'the generation ran past its deadline: canceling the backend job'));
     if (job.status === 'succeeded' || job.status === 'failed') return result(job);
     throw generationTimeout();
   }
 
   /** What an interrupted attempt throws, after aborting the backend job when the workflow asked for it. */
-  async function onInterrupted(err: unknown, backendJobId: string | null, log: Logger): Promise<unknown> {
+  async function onInterrupted(backend: GenerationBackend, err: unknown, backendJobId: string | null, log: Logger): Promise<unknown> {
     if (!(err instanceof CancelledFailure)) return err;
     const reason = Context.current().cancellationDetails;
     if (reason?.workerShutdown) {
@@ -281,7 +349,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
   }
 
   async function runGeneration(input: GpuAttemptInput): Promise<GpuAttemptResult> {
-    const log = deps.logger.child({ jobId: input.jobId, workflowId: input.jobId, attempt: input.attempt });
+    const log = deps.logger.child({ jobId: input.jobId, workflowId: input.jobId, attempt: input.attempt, ...(input.backend === undefined ? {} : { backend: input.backend }) });
     // Listening from the first moment, so a stop sent while the backend is still being asked is heard.
     const wake = wakeups.once(attemptStopKey(input.jobId, input.attempt));
     const stop: AttemptStop = { requested: false, woken: wake.woken };

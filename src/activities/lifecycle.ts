@@ -5,22 +5,62 @@ import type { Db } from '../db/client';
 import { attemptStopKey, BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
 import { openRun } from '../db/projection';
 import type { GenerationInput, GenerationRequest, GpuAttemptResult } from '../domain/generation';
+import type { RenderRequest } from '../domain/backend-specs';
 import { creditsFor, type PriceRules } from '../domain/pricing';
+import { chooseBackend, reservedCredits, type BackendPool, type RoutableBackend } from '../domain/routing';
+import type { BackendHealth } from '../dispatch/backend-health';
 
 export interface RunReservationInput {
   jobId: string;
   userId: string;
   /** What the job costs is the request's price (src/domain/pricing.ts), as quoted at submit. */
-  request: Pick<GenerationRequest, 'duration_seconds' | 'resolution' | 'priority'>;
+  request: Pick<GenerationRequest, 'duration_seconds' | 'resolution' | 'priority'> & { aspect_ratio?: GenerationRequest['aspect_ratio'] };
   runOpenedAt: string;
 }
 
+/** An attempt's route (routeAttempt), as the workflow records it. */
+export type AttemptRoute =
+  | { kind: 'routed'; backend: string; taskQueue: string; costFactor: number; skipped: string[]; alternatives: string[] }
+  | { kind: 'none'; reason: string };
+
+export interface RouteAttemptInput {
+  jobId: string;
+  attempt: number;
+  /** Its shape, and whether it takes an image or a video in (renderRequestOf). */
+  request: RenderRequest;
+  /** The backend the previous attempt left because it was down: passed over while another can take the job. */
+  avoid?: string[];
+}
+
+/** Routing across several backends: each backend's spec, pool, and shared health (src/dispatch/backend-health.ts). */
+export interface RoutingDeps {
+  specs: RoutableBackend[];
+  pools: BackendPool[];
+  health: BackendHealth;
+}
+
+export interface LifecycleDeps {
+  db: Db;
+  /** The first (or only) backend: the one of an attempt that names none. */
+  backend: GenerationBackend;
+  /** Every backend by name (routing); unset with one. */
+  backends?: Map<string, GenerationBackend>;
+  routing?: RoutingDeps;
+  /** Every configured backend (cost factors and what each renders): a run's reservation covers the dearest that can render it. */
+  specs?: RoutableBackend[];
+  pricing: PriceRules;
+}
+
 /** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
-export function createLifecycleActivities({ db, backend, pricing }: { db: Db; backend: GenerationBackend; pricing: PriceRules }) {
+export function createLifecycleActivities({ db, backend, backends, routing, specs, pricing }: LifecycleDeps) {
+  const backendNamed = (name: string | undefined): GenerationBackend => (name === undefined ? backend : (backends?.get(name) ?? backend));
+
   /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
   async function reserveForRun({ jobId, userId, request, runOpenedAt }: RunReservationInput): Promise<{ ok: true } | { ok: false; message: string }> {
     try {
-      await ensureRunReservation(db, { jobId, userId, credits: creditsFor(request, pricing) }, runOpenedAt);
+      const price = creditsFor(request, pricing);
+      const credits = specs ? reservedCredits(price, specs, { ...request, aspect_ratio: request.aspect_ratio ?? '16:9' }) : price;
+      await ensureRunReservation(db, { jobId, userId, credits }, runOpenedAt);
       return { ok: true };
     } catch (err) {
       if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
@@ -47,9 +87,22 @@ export function createLifecycleActivities({ db, backend, pricing }: { db: Db; ba
      * The workflow no longer wants attempt N (canceled, or past its deadline): wakes the GPU activity running it, which
      * aborts its backend job and frees its slot, and aborts the backend job from here too, in case that dispatcher is gone.
      */
-    async stopAttempt({ jobId, attempt, backendJobId }: { jobId: string; attempt: number; backendJobId: string | null }): Promise<void> {
+    async stopAttempt({ jobId, attempt, backendJobId, backend: name }: { jobId: string; attempt: number; backendJobId: string | null; backend?: string }): Promise<void> {
       await db.execute(sql`select pg_notify(${BACKEND_JOB_CHANNEL}, ${attemptStopKey(jobId, attempt)})`);
-      if (backendJobId) await backend.cancel(backendJobId);
+      if (backendJobId) await backendNamed(name).cancel(backendJobId);
+    },
+
+    /**
+     * Where attempt N goes (routing across backends): the cheapest backend that can render the job and is up with a
+     * pool above zero, the configured order breaking ties (src/domain/routing.ts). A fact of the moment: the workflow
+     * records the answer, so its replay takes the same route.
+     */
+    async routeAttempt({ request, avoid }: RouteAttemptInput): Promise<AttemptRoute> {
+      if (!routing) throw new Error('routeAttempt: this worker has one backend (BACKENDS lists one or none)');
+      const decision = chooseBackend(routing.specs, await routing.health.states(), request, avoid);
+      if (decision.kind === 'none') return decision;
+      const pool = routing.pools.find((p) => p.backend === decision.backend)!;
+      return { ...decision, taskQueue: pool.taskQueue };
     },
 
     /** Aborts a backend job the workflow no longer wants; a job already ended is left as it is. */
@@ -64,7 +117,8 @@ export function createLifecycleActivities({ db, backend, pricing }: { db: Db; ba
     async openFundedRun({ input, runOpenedAt }: { input: GenerationInput; runOpenedAt: string }): Promise<{ ok: true } | { ok: false; message: string }> {
       await openRun(db, input, runOpenedAt);
       const { duration_seconds, resolution, priority } = input.request;
-      return reserveForRun({ jobId: input.jobId, userId: input.userId, request: { duration_seconds, resolution, ...(priority === undefined ? {} : { priority }) }, runOpenedAt });
+      const { aspect_ratio } = input.request;
+      return reserveForRun({ jobId: input.jobId, userId: input.userId, request: { duration_seconds, resolution, aspect_ratio, ...(priority === undefined ? {} : { priority }) }, runOpenedAt });
     },
 
     /** Captures the job's reserved credits on success, releases them otherwise — once, whoever retries. */

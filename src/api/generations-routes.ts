@@ -164,7 +164,10 @@ export function generationsRouter(
   router.post('/:id/cancel', async (req, res) => {
     const generation = await cancelGeneration(deps, currentUser(req), req.params.id);
     // A job already handed to a backend without a cancel (Veo) ends here, but may be rendered there to its end.
-    if (generation.backendJobId && !backendCancels(deps.config.backend.backends[0].kind)) res.setHeader('Backend-Cancel', 'unsupported');
+    // The backend the job's attempt ran on (routing), else the only one.
+    const { backends } = deps.config.backend;
+    const ranOn = backends.find((b) => b.name === generation.backend) ?? backends[0];
+    if (generation.backendJobId && !backendCancels(ranOn.kind)) res.setHeader('Backend-Cancel', 'unsupported');
     res.status(generation.status === 'canceled' ? 200 : 202).json(toGenerationResource(generation));
   });
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import * as res from '../wire/resources';
-import { capacityBody } from './capacity-routes';
+import { capacityBody, capacityQuery } from './capacity-routes';
 import { createGenerationBody, createUserBody, listGenerationsQuery } from '../wire/requests';
 import { batchList, batchResource, createBatchBody, listBatchesQuery, MAX_BATCH_ITEMS } from '../wire/batches';
 import { listNotificationsQuery } from './notifications-routes';
@@ -534,7 +534,16 @@ function adminOperations(): Operation[] {
       errors: [400],
     },
     { ...admin, method: 'get', path: '/admin/generations/stuck', operationId: 'listStuckGenerations', summary: 'Running jobs past their expected time', responses: [{ status: 200, description: 'stuck jobs, most overdue first', schema: res.stuckGenerations }] },
-    { ...admin, method: 'get', path: '/admin/capacity', operationId: 'getGpuCapacity', summary: "The GPU pool's live capacity and slot use", responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }] },
+    {
+      ...admin,
+      method: 'get',
+      path: '/admin/capacity',
+      operationId: 'getGpuCapacity',
+      summary: "The GPU pool's live capacity and slot use",
+      query: capacityQuery,
+      responses: [{ status: 200, description: 'capacity', schema: res.gpuCapacity }],
+      errors: [400],
+    },
     {
       ...admin,
       method: 'put',

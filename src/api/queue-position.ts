@@ -1,6 +1,6 @@
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
-import { readCapacity } from '../dispatch/capacity';
+import { readCapacity, readTotalCapacity } from '../dispatch/capacity';
 import type { QueueInfo } from '../wire/serialize';
 import { parseSnapshot, PoolSummaryCache, type Snapshot } from './pool-summary-cache';
 import type { Priority } from '../domain/generation';
@@ -89,8 +89,9 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
    */
   async function serviceEstimate(): Promise<ServiceEstimate> {
     if (cached && Date.now() - cached.at < ESTIMATE_CACHE_MS) return cached.value;
+    // With several backends, their pools together (each runs jobs of the one queue the positions count).
     const [capacity, [recent]] = await Promise.all([
-      readCapacity(sql, pool),
+      config.routing.enabled ? readTotalCapacity(sql, config.dispatch.pools).then((n) => ({ capacity: n })) : readCapacity(sql, pool),
       sql<{ mean_run_s: number | null }[]>`
         with latest as materialized (
           select id, completed_at, started_at from generations

@@ -8,6 +8,8 @@ import { getGeneration, insertQueued, queuedRow } from '../db/projection';
 import type { GenerationRow, UserRow } from '../db/schema';
 import { priorityOf, type GenerationInput, type GenerationRequest } from '../domain/generation';
 import { creditsFor, gpuTimeFactor } from '../domain/pricing';
+import { renderRequestOf } from '../domain/render-request';
+import { reservedCredits } from '../domain/routing';
 import { undoSubmission } from './admission-store';
 import { ApiError } from '../wire/errors';
 import { generationInput, isTemporalUnreachable, queueLimitMs, startGeneration } from '../contracts/generation-start';
@@ -73,7 +75,8 @@ export function describeSubmission(config: Config, user: UserRow, request: Gener
     idempotencyKey,
     jobId: jobIdFor(user.id, idempotencyKey),
     requestHash: requestHash(request, retryOf),
-    credits: creditsFor(request, config.generation.pricing),
+    // With several backends, the price on the dearest that can render it: the one that runs it charges its own (routing.ts).
+    credits: reservedCredits(creditsFor(request, config.generation.pricing), config.backend.backends, renderRequestOf(request)),
     acceptedAt: new Date(),
     ...(retryOf === undefined ? {} : { retryOf }),
   };

@@ -83,6 +83,18 @@ export class HttpGenerationBackend implements GenerationBackend {
     return this.call('POST', `/v1/jobs/${encodeURIComponent(backendJobId)}/cancel`, { timeoutMs: this.timeoutMs });
   }
 
+  /** The simulator's liveness route: it answers, or the backend is unreachable. (An outage answers it: the circuit sees that.) */
+  async health(): Promise<void> {
+    let res: Response;
+    try {
+      res = await this.fetch(`${this.baseUrl}/healthz`, { signal: AbortSignal.timeout(this.timeoutMs) });
+      await res.arrayBuffer();
+    } catch (err) {
+      throw new BackendUnavailableError(`backend unreachable: GET /healthz: ${describe(err)}`);
+    }
+    if (!res.ok) throw new BackendUnavailableError(`backend answered ${res.status} to GET /healthz`, res.status);
+  }
+
   /** Waits for the job to end; aborting `signal` rejects with its reason and leaves the job running on the backend. */
   async generate(request: BackendSubmitRequest, signal?: AbortSignal): Promise<BackendJob> {
     if (this.renders) checkRenders(this.renders.name, this.renders.renders, request);

@@ -1,4 +1,5 @@
 import { cannotRender, type BackendRenders } from '../domain/backend-specs';
+import { renderRequestOf } from '../domain/render-request';
 import { BackendRejectedError, BackendUnavailableError, type BackendJob, type BackendJobError, type BackendJobStatus, type BackendSubmitRequest } from './types';
 
 /**
@@ -62,7 +63,7 @@ function describeError(json: unknown): string {
 
 /** Refuses, before anything is sent, a request the backend is configured not to render. */
 export function checkRenders(backendName: string, renders: BackendRenders, request: BackendSubmitRequest): void {
-  const why = cannotRender(renders, { ...request, image_input: request.input_reference !== undefined, video_input: request.remix_of !== undefined });
+  const why = cannotRender(renders, renderRequestOf(request));
   if (why) throw new BackendRejectedError(`backend ${backendName} cannot render ${why}`, 422, 'invalid_input');
 }
 

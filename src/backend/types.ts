@@ -101,6 +101,11 @@ export interface GenerationBackend {
    * reads it, throwing WebhookVerificationError (src/lib/webhook-signature.ts) when its signature does not hold.
    */
   verifyCallback?(callback: IncomingCallback): Promise<VerifiedCallback>;
+  /**
+   * A cheap check that the backend answers, for routing (src/dispatch/backend-health.ts): resolves when it does, throws
+   * when it does not. Optional: a backend without one is judged by its circuit alone (consecutive failed calls).
+   */
+  health?(): Promise<void>;
 }
 
 /** A backend HTTP failure that is worth retrying (5xx, timeout, connection refused). */

@@ -24,3 +24,9 @@ export const GENERATION_WORKFLOW_TYPE = 'generationWorkflow';
 
 /** The GPU activity's failure type when an attempt ran past its running deadline. */
 export const GENERATION_TIMEOUT_FAILURE = 'GenerationTimeout';
+
+/**
+ * The GPU activity's failure type when a routed attempt leaves its backend because it is down (health check or circuit)
+ * while another that can render the job is up: the workflow routes a new attempt, which does not count as a retry.
+ */
+export const BACKEND_DOWN_FAILURE = 'BackendDown';

@@ -77,4 +77,22 @@ describe('one credit reservation for admission and the ledger', () => {
     expect(await entries(dear)).toEqual([]);
     expect(await creditBalance(database.db, user.id)).toEqual({ available: 5, reserved: 15, used: 0 });
   });
+
+  test('a capture of less than the reservation (a routed job on a cheaper backend) uses that much and gives the rest back, in one entry', async () => {
+    const { user } = await createUser(database.db, { name: 'routed', tier: 'pro', credits: 100 });
+    const job = `gen_${user.id}_routed`;
+    await database.db.transaction((tx) => reserveCredits(tx, user.id, job, 15));
+    expect(await settleCredits(database.db, job, 'capture', 10)).toBe('capture');
+    expect(await settleCredits(database.db, job, 'capture', 10)).toBe('already_settled');
+    expect((await entries(job)).map(({ kind, amount }) => ({ kind, amount }))).toEqual([
+      { kind: 'reserve', amount: 15 },
+      { kind: 'capture', amount: 10 },
+    ]);
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 90, reserved: 0, used: 10 });
+    // Never more than was reserved.
+    const capped = `gen_${user.id}_capped`;
+    await database.db.transaction((tx) => reserveCredits(tx, user.id, capped, 5));
+    await settleCredits(database.db, capped, 'capture', 8);
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 85, reserved: 0, used: 15 });
+  });
 });

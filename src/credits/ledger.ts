@@ -91,23 +91,31 @@ export async function ensureRunReservation(
 /**
  * Settles the job's open reservation once: captured on success, released otherwise. A second settlement (a retried
  * activity, a replayed workflow, the reconciler) finds nothing open and changes nothing. Returns what this call did.
+ * `charge`: a capture of less than the reservation (a routed job charged by the backend that ran it): that much is
+ * used, the rest goes back to available, in the one settlement entry (whose amount is what was charged).
  */
-export async function settleCredits(db: Db, jobId: string, outcome: 'capture' | 'release'): Promise<'capture' | 'release' | 'already_settled'> {
+export async function settleCredits(db: Db, jobId: string, outcome: 'capture' | 'release', charge?: number): Promise<'capture' | 'release' | 'already_settled'> {
   return db.transaction(async (tx) => {
     const reserve = await openReservation(tx, jobId);
     if (!reserve) return 'already_settled';
+    const amount = reserve.amount;
+    const charged = outcome === 'capture' ? Math.min(amount, charge ?? amount) : amount;
     const [entry] = await tx
       .insert(creditLedger)
-      .values({ userId: reserve.userId, jobId, kind: outcome, amount: reserve.amount, entryKey: settlementKey(reserve.entryKey) })
+      .values({ userId: reserve.userId, jobId, kind: outcome, amount: charged, entryKey: settlementKey(reserve.entryKey) })
       .onConflictDoNothing()
       .returning({ id: creditLedger.id });
     if (!entry) return 'already_settled';
-    const amount = reserve.amount;
     await tx
       .update(creditAccounts)
       .set(
         outcome === 'capture'
-          ? { reserved: sql`${creditAccounts.reserved} - ${amount}`, used: sql`${creditAccounts.used} + ${amount}`, updatedAt: sql`now()` }
+          ? {
+              reserved: sql`${creditAccounts.reserved} - ${amount}`,
+              used: sql`${creditAccounts.used} + ${charged}`,
+              available: sql`${creditAccounts.available} + ${amount - charged}`,
+              updatedAt: sql`now()`,
+            }
           : { reserved: sql`${creditAccounts.reserved} - ${amount}`, available: sql`${creditAccounts.available} + ${amount}`, updatedAt: sql`now()` },
       )
       .where(eq(creditAccounts.userId, reserve.userId));

@@ -9,7 +9,7 @@ import { generations, type GenerationRow } from './schema';
 /** The projection's columns, in the order GenerationRow names them. */
 const COLUMNS =
   'id, user_id, tier, status, status_rank, prompt, params, attempt, progress, backend_job_id, dispatcher, run_opened_at, ' +
-  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at, retry_of, batch_id';
+  'expected_done_at, video_url, error, created_at, started_at, completed_at, updated_at, retry_of, batch_id, backend, failed_over_from';
 
 interface GenerationRecord {
   id: string;
@@ -33,6 +33,8 @@ interface GenerationRecord {
   updated_at: Date | string;
   retry_of: string | null;
   batch_id: string | null;
+  backend: string | null;
+  failed_over_from: string | null;
 }
 
 // drizzle's driver turns postgres.js's own timestamp parsing off on the shared client; raw reads get text back.
@@ -70,6 +72,8 @@ const toListed = (r: GenerationRecord): ListedGeneration => ({
   updatedAt: isoOrNull(r.updated_at) as string,
   retryOf: r.retry_of,
   batchId: r.batch_id,
+  backend: r.backend,
+  failedOverFrom: r.failed_over_from,
 });
 
 /** What the row keeps of a request besides its prompt. */
@@ -116,6 +120,8 @@ export function queuedRow(input: GenerationInput): GenerationRow {
     updatedAt: acceptedAt,
     retryOf: input.retryOf ?? null,
     batchId: null,
+    backend: null,
+    failedOverFrom: null,
   };
 }
 
@@ -165,6 +171,8 @@ export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolea
       progress: write.progress,
       backendJobId: write.backendJobId ?? sql`${generations.backendJobId}`,
       dispatcher: write.dispatcher ?? sql`${generations.dispatcher}`,
+      backend: write.backend ?? sql`${generations.backend}`,
+      failedOverFrom: write.failedOverFrom ?? sql`${generations.failedOverFrom}`,
       expectedDoneAt: write.expectedDoneAt ? new Date(write.expectedDoneAt) : sql`${generations.expectedDoneAt}`,
       videoUrl: write.videoUrl ?? sql`${generations.videoUrl}`,
       error: write.error ?? sql`${generations.error}`,
@@ -237,4 +245,16 @@ export async function listGenerations(sql: Sql, userId: string, query: ListQuery
   // The next page starts after the last row, at its exact time (the row's own shows milliseconds).
   const next: KeysetPosition | undefined = last && { createdAt: exactTimeOf(last.created_at), id: last.id };
   return { rows, hasMore: records.length > query.limit, next };
+}
+
+/** A user's jobs by the backend that ran them, with what they were charged (GET /v1/usage). Served by the user's index. */
+export async function usageByBackend(db: Db, userId: string): Promise<Array<{ backend: string; jobs: number; succeeded: number; credits_used: number }>> {
+  const rows = await db.execute<{ backend: string; jobs: number; succeeded: number; credits_used: number }>(sql`
+    select g.backend, count(*)::int as jobs, count(*) filter (where g.status = 'succeeded')::int as succeeded,
+           coalesce(sum(l.amount), 0)::int as credits_used
+    from generations g
+    left join credit_ledger l on l.job_id = g.id and l.kind = 'capture'
+    where g.user_id = ${userId} and g.backend is not null
+    group by g.backend order by g.backend`);
+  return [...rows];
 }

@@ -1,4 +1,4 @@
-import { boolean, date, doublePrecision, index, integer, pgTable, real, text, timestamp } from 'drizzle-orm/pg-core';
+import { boolean, date, doublePrecision, index, integer, pgTable, primaryKey, real, text, timestamp } from 'drizzle-orm/pg-core';
 
 /**
  * GPU dispatch and admission: the live capacity of each GPU pool (a `gpu` task queue), the slot leases dispatchers
@@ -75,3 +75,30 @@ export const userJobCounts = pgTable('user_job_counts', {
   batchActive: integer('batch_active').notNull().default(0),
   batchQueued: integer('batch_queued').notNull().default(0),
 });
+
+/**
+ * Each backend's health as every process sees it (src/dispatch/backend-health.ts): the dispatchers' health checks
+ * (`probe_failures` in a row) and the circuit, opened by `call_failures` consecutive failed calls until `circuit_open_until`.
+ */
+export const backendHealth = pgTable('backend_health', {
+  backend: text('backend').primaryKey(),
+  probeFailures: integer('probe_failures').notNull().default(0),
+  probedAt: timestamp('probed_at', { withTimezone: true }),
+  callFailures: integer('call_failures').notNull().default(0),
+  circuitOpenUntil: timestamp('circuit_open_until', { withTimezone: true }),
+  updatedAt: timestamp('updated_at', { withTimezone: true }).notNull().defaultNow(),
+});
+
+/** Backend jobs an attempt abandoned when it failed over (its backend down): canceled once the backend answers. */
+export const backendCancels = pgTable(
+  'backend_cancels',
+  {
+    backend: text('backend').notNull(),
+    backendJobId: text('backend_job_id').notNull(),
+    jobId: text('job_id').notNull(),
+    tries: integer('tries').notNull().default(0),
+    nextAt: timestamp('next_at', { withTimezone: true }).notNull().defaultNow(),
+    createdAt: timestamp('created_at', { withTimezone: true }).notNull().defaultNow(),
+  },
+  (t) => [primaryKey({ name: 'backend_cancels_pk', columns: [t.backend, t.backendJobId] }), index('backend_cancels_next_idx').on(t.nextAt)],
+);

@@ -76,6 +76,10 @@ export const generations = pgTable(
     retryOf: text('retry_of'),
     /** The batch this job is an item of (POST /v1/batches); written with the queued row, never changed. */
     batchId: text('batch_id'),
+    /** The backend of the latest attempt that reached one (routing across backends: src/domain/routing.ts). */
+    backend: text('backend'),
+    /** The backend the job left because it was down or paused: an attempt ran there, or routing passed it over. */
+    failedOverFrom: text('failed_over_from'),
   },
   (t) => [
     // Serves "my jobs, newest first" as a keyset scan; NULLS FIRST matches ORDER BY ... DESC, so no sort is needed.

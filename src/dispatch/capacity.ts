@@ -88,3 +88,14 @@ export async function readSlotUse(sql: Sql, pool: string): Promise<SlotUse> {
     from gpu_slot_leases where pool = ${pool} and expires_at > now()`;
   return row;
 }
+
+/**
+ * The service's live capacity across every backend's pool (routing across several): the sum of each pool's live number
+ * (its starting one when it has no row yet). With one backend it is that pool's.
+ */
+export async function readTotalCapacity(sql: Sql, pools: Array<{ pool: string; initialCapacity: number }>): Promise<number> {
+  const rows = await sql<{ pool: string; capacity: number }[]>`
+    select pool, ${sql.unsafe(EFFECTIVE_CAPACITY)} as capacity from gpu_capacity where pool = any(${pools.map((p) => p.pool)})`;
+  const live = new Map(rows.map((r) => [r.pool, r.capacity]));
+  return pools.reduce((sum, p) => sum + (live.get(p.pool) ?? p.initialCapacity), 0);
+}

@@ -2,6 +2,7 @@ import { randomBytes } from 'node:crypto';
 import type { WorkerOptions } from '@temporalio/worker';
 import type { Config } from '../config';
 import type { Sql } from '../db/client';
+import type { BackendPool } from '../domain/routing';
 import type { Logger } from '../lib/logger';
 import { HttpBackendCapacity, watchBackendCapacity, type BackendCapacitySource } from './backend-capacity';
 import { ensurePool } from './capacity';
@@ -15,6 +16,8 @@ export interface GpuDispatchDeps {
   identity: string;
   logger: Logger;
   capacitySource?: BackendCapacitySource;
+  /** The backend pool this dispatcher serves (one GPU worker per backend); unset, the first (the service's own). */
+  pool?: BackendPool;
 }
 
 export type GpuDispatch = Awaited<ReturnType<typeof startGpuDispatch>>;
@@ -26,8 +29,11 @@ const unused = { type: 'fixed-size', numSlots: 1 } as const;
  * Live GPU capacity for one dispatcher: the pool's row, the lease-gated slot supplier, the claim around each activity,
  * and (optionally) the backend's own capacity. Spread `workerOptions` into the GPU worker; stop() after it has run.
  */
-export async function startGpuDispatch({ sql, config, identity, logger, capacitySource }: GpuDispatchDeps) {
-  const { pool, initialCapacity, leaseTtlMs, pollers, capacityFromBackend, capacityRefreshMs } = config.dispatch;
+export async function startGpuDispatch({ sql, config, identity, logger, capacitySource, pool: served }: GpuDispatchDeps) {
+  const { leaseTtlMs, pollers, capacityRefreshMs } = config.dispatch;
+  const { pool, initialCapacity } = served ?? config.dispatch;
+  // The capacity the simulator reports is the first backend's (GPU_CAPACITY_FROM_BACKEND asks BACKEND_URL).
+  const capacityFromBackend = config.dispatch.capacityFromBackend && pool === config.dispatch.pool;
   await ensurePool(sql, pool, initialCapacity);
   const dispatcherId = `${identity}/${randomBytes(4).toString('hex')}`;
   const slots = new GpuSlots(sql, { pool, dispatcherId, leaseTtlMs, logger, maxIdle: pollers });

@@ -54,6 +54,11 @@ export interface GenerationSettings {
   maxRunMs: number;
   /** How long one attempt should take (scaled to the request); past it the job is listed as stuck. */
   expectedRunMs: number;
+  /**
+   * Set when the deployment has more than one backend: each attempt is routed (src/domain/routing.ts) and runs on its
+   * backend's own `gpu` task queue. Unset (one backend, or a run started before routing): every attempt on gpuTaskQueue.
+   */
+  routing?: true;
 }
 
 export interface GenerationInput {
@@ -105,6 +110,10 @@ export interface ProjectionWrite {
   attempt: number;
   progress: number;
   backendJobId?: string | null;
+  /** The backend the attempt runs on (set when routing across backends). */
+  backend?: string | null;
+  /** The backend the job left because it was down or paused. */
+  failedOverFrom?: string | null;
   /** Temporal identity of the GPU dispatcher holding the attempt. */
   dispatcher?: string | null;
   /** ISO time the attempt should have ended by (for the stuck-job listing). */
@@ -128,6 +137,8 @@ export function endingWrite(state: GenerationState, completedAt: string): Projec
     videoUrl: state.videoUrl,
     error: state.error,
     completedAt,
+    ...(state.backend ? { backend: state.backend } : {}),
+    ...(state.failedOverFrom ? { failedOverFrom: state.failedOverFrom } : {}),
   };
 }
 
@@ -149,6 +160,10 @@ export interface GenerationState {
   backendJobId: string | null;
   videoUrl: string | null;
   error: GenerationError | null;
+  /** Routed runs only (GenerationSettings.routing): the backend of the latest attempt that reached one. */
+  backend?: string | null;
+  /** Routed runs only: the backend the job left because it was down or paused (a failover), else null. */
+  failedOverFrom?: string | null;
 }
 
 /** A workflow run's short tag (its opening time in ms): backend keys and events name the run they belong to. */

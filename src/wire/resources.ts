@@ -61,6 +61,8 @@ export const generationResource = component(
       attempt: z.int().min(0).meta({ description: 'the current attempt; transient backend failures start a new one' }),
       progress: z.number().min(0).max(1),
       backend_job_id: z.string().nullable(),
+      backend: z.string().nullable().meta({ description: 'the backend (a name of BACKENDS) that ran the latest attempt to reach one; null before any did. A job is charged at that backend\'s cost factor' }),
+      failed_over_from: z.string().nullable().meta({ description: 'the backend this job left because it was down or its pool was paused (an attempt ran there, or routing passed it over); null otherwise' }),
       video_url: z.string().nullable().meta({ description: 'set once succeeded' }),
       error: generationError.nullable().meta({ description: 'set once failed or canceled' }),
       queue_position: z.int().min(1).nullable().meta({ description: 'while queued: 1 is next to get a GPU' }),
@@ -226,6 +228,16 @@ export const usage = component(
     }),
     daily_quota_resets_in_seconds: z.number(),
     gpu_capacity: z.number(),
+    backends: z
+      .array(
+        z.object({
+          backend: z.string(),
+          jobs: z.number().meta({ description: 'my jobs whose latest attempt ran there (jobs kept by retention)' }),
+          succeeded: z.number(),
+          credits_used: z.number().meta({ description: 'what those jobs were charged (the backend\'s cost factor applied)' }),
+        }),
+      )
+      .meta({ description: 'my jobs and credits by the backend that ran them' }),
   }),
 );
 

@@ -34,6 +34,8 @@ export function toGenerationResource(row: GenerationRow | ListedGeneration, queu
     attempt: row.attempt,
     progress: row.progress,
     backend_job_id: row.backendJobId,
+    backend: row.backend ?? null,
+    failed_over_from: row.failedOverFrom ?? null,
     video_url: row.videoUrl,
     error: row.error ?? null,
     queue_position: row.status === 'queued' ? (queue?.position ?? null) : null,

@@ -1,4 +1,4 @@
-import { ActivityCancellationType, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
@@ -7,10 +7,11 @@ import type * as notifyActivities from '../activities/notify';
 import type * as projectionActivities from '../activities/projection';
 import { endingWrite, runTag, type GenerationInput, type GenerationState, type GpuAttemptResult } from '../domain/generation';
 import { classifyError, generationError } from '../domain/generation-errors';
+import { renderRequestOf } from '../domain/render-request';
 import { assertTransition, isTerminal, type GenerationStatus } from '../domain/generation-state';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
 import { gpuActivityOptions, outcomeOfEvent, outcomeOfFailure, outcomeOfOverdue, outcomeOfResult, type AttemptOutcome } from './attempt-outcome';
-import { backendEventSignal, cancelGenerationSignal, generationStateQuery, type BackendEvent } from '../contracts/generation';
+import { BACKEND_DOWN_FAILURE, backendEventSignal, cancelGenerationSignal, generationStateQuery, type BackendEvent } from '../contracts/generation';
 
 type ProjectionActivities = ReturnType<typeof projectionActivities.createProjectionActivities>;
 type GpuActivities = ReturnType<typeof gpuActivities.createGpuActivities>;
@@ -81,6 +82,19 @@ export const ONE_ENDING_PATCH = 'one-ending';
 export const LEAN_RUN_PATCH = 'lean-run';
 
 /**
+ * Routing across backends (a run whose settings say `routing`: the deployment has several): each attempt is routed by a
+ * local activity whose answer is recorded, and runs on its backend's own `gpu` task queue. docs/decisions.md ("Routing
+ * across backends").
+ */
+export const BACKEND_ROUTING_PATCH = 'backend-routing';
+
+/** Attempts moved off a down backend before the run stops moving them (each needs the backend down and another up). */
+const MAX_REROUTES = 10;
+
+type AttemptRoute = Awaited<ReturnType<LifecycleActivities['routeAttempt']>>;
+type RoutedAttempt = Extract<AttemptRoute, { kind: 'routed' }>;
+
+/**
  * One video generation, from acceptance to a terminal state. Holds a GPU slot only through the GPU activity, which the
  * `gpu` task queue dispatches fairly by user (Temporal fairness keys, weighted by tier).
  */
@@ -96,6 +110,14 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   let acceptedAttempt = 0;
 
   const lean = patched(LEAN_RUN_PATCH);
+  // Only a run started with routing (several backends) asks: a one-backend run's history is what it always was.
+  const routed = lean && input.settings.routing === true && patched(BACKEND_ROUTING_PATCH);
+  if (routed) {
+    state.backend = null;
+    state.failedOverFrom = null;
+  }
+  /** The route of the attempt under way (routed runs). */
+  let route: RoutedAttempt | undefined;
   /** Every attempt's GPU activity, settled: the lean run waits for them before completing (see runAttempt). */
   let gpuSettled: Promise<void> | undefined;
   /** A backend job accepted after this run was canceled, which nothing else would abort. */
@@ -121,6 +143,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   });
 
   function markRunning(backendJobId: string): void {
+    if (route) state.backend = route.backend;
     if (lean) return transition(state.status === 'queued' ? 'running' : undefined, backendJobId);
     if (state.status === 'queued') transition('running');
     if (backendJobId && state.backendJobId !== backendJobId) {
@@ -159,10 +182,35 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   }
   if (!funded.ok) return finish({ kind: 'failed', backendJobId: null, error: generationError('insufficient_credits', funded.message) });
 
+  /** Attempts that left a down backend before ending there: they do not count as retries. */
+  let reroutes = 0;
+  let avoid: string[] = [];
   for (;;) {
     state.attempt += 1;
-    const outcome = await runAttempt(state.attempt);
-    if (outcome.kind === 'failed' && classifyError(outcome.error.code).retryAttempt && state.attempt < settings.maxAttempts) {
+    if (routed) {
+      // Only backends that take the job's start image or remixed video, when it has them.
+      const routing = { jobId, attempt: state.attempt, request: renderRequestOf(input.request), avoid };
+      const decision = await durably(
+        () => quick.routeAttempt(routing),
+        () => lifecycle.routeAttempt(routing),
+      );
+      if (decision.kind === 'none') return finish({ kind: 'failed', backendJobId: null, error: generationError('invalid_input', decision.reason) });
+      route = decision;
+      if (decision.skipped.length > 0) state.failedOverFrom ??= decision.skipped[0];
+    }
+    let outcome = await runAttempt(state.attempt);
+    if (outcome.kind === 'rerouted') {
+      state.failedOverFrom ??= outcome.from;
+      if (reroutes < MAX_REROUTES) {
+        reroutes += 1;
+        avoid = [outcome.from];
+        log.info('generation attempt left a down backend; routing a new one', { jobId, attempt: state.attempt, backend: outcome.from });
+        continue;
+      }
+      outcome = { kind: 'failed', backendJobId: null, error: generationError('backend_unavailable', outcome.message) };
+    }
+    avoid = [];
+    if (outcome.kind === 'failed' && classifyError(outcome.error.code).retryAttempt && state.attempt - reroutes < settings.maxAttempts) {
       log.info('generation attempt failed, retrying', { jobId, attempt: state.attempt, code: outcome.error.code });
       const backoff = settings.retryBackoffMs * 2 ** (state.attempt - 1);
       if (await condition(() => cancelRequested, backoff)) return finish({ kind: 'canceled' });
@@ -172,15 +220,17 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   }
 
   /** Runs attempt N on a GPU slot and waits for the first terminal word on it: activity, callback, deadline or cancel. */
-  async function runAttempt(attempt: number): Promise<AttemptOutcome> {
+  async function runAttempt(attempt: number): Promise<AttemptOutcome | { kind: 'rerouted'; from: string; message: string }> {
     // The lean run's GPU activity, once canceled, counts as ended only when Temporal says so (its completion, or the
     // cancellation confirmed): the run completes after it, so that completion never lands on the run's last workflow task.
-    const options = gpuActivityOptions(input, attempt);
+    // A routed attempt runs on its backend's own queue (its pool).
+    const options = { ...gpuActivityOptions(input, attempt), ...(route ? { taskQueue: route.taskQueue } : {}) };
     const gpu = proxyActivities<GpuActivities>(lean ? { ...options, cancellationType: ActivityCancellationType.WAIT_CANCELLATION_COMPLETED } : options);
     const scope = new CancellationScope();
     // The lean run's running deadline is kept by the GPU activity (maxRunMs), not by a timer here (an action per job).
     const maxRunMs = lean ? settings.maxRunMs : undefined;
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs }));
+    const onRoute = route ? { backend: route.backend, alternatives: route.alternatives } : {};
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs, ...onRoute }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(
@@ -211,10 +261,14 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       }
     }
 
-    if (result) return outcomeOfResult(result);
+    if (result) {
+      if (route) state.backend = route.backend;
+      return outcomeOfResult(result);
+    }
     const event = terminalEvents.get(attempt);
     if (eventDecides(event)) {
       scope.cancel(); // the backend has finished: free the GPU slot now
+      if (route) state.backend = route.backend;
       return outcomeOfEvent(event);
     }
     if (cancelRequested) {
@@ -222,14 +276,17 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       // Also abort from here, in case the dispatcher holding the job is gone. The lean run wakes that dispatcher too
       // (its heartbeats, which would carry the cancellation, are ~40 s apart), whether or not the backend accepted yet.
       const backendJobId = acceptedAttempt === attempt ? state.backendJobId : null;
-      if (lean) await stopAttempt({ jobId, attempt, backendJobId });
+      if (lean) await stopAttempt({ jobId, attempt, backendJobId, ...(route ? { backend: route.backend } : {}) });
       else if (backendJobId) await lifecycle.cancelBackendJob({ backendJobId });
       return { kind: 'canceled' };
     }
+    // A routed attempt that left its backend because it was down: the loop routes a new one.
+    const cause = failure instanceof ActivityFailure ? failure.cause : undefined;
+    if (route && cause instanceof ApplicationFailure && cause.type === BACKEND_DOWN_FAILURE) return { kind: 'rerouted', from: route.backend, message: cause.message };
     return outcomeOfFailure(failure);
   }
 
-  function stopAttempt(stop: { jobId: string; attempt: number; backendJobId: string | null }): Promise<void> {
+  function stopAttempt(stop: { jobId: string; attempt: number; backendJobId: string | null; backend?: string }): Promise<void> {
     return durably(
       () => quick.stopAttempt(stop),
       () => lifecycle.stopAttempt(stop),
@@ -262,8 +319,10 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     const write = endingWrite(state, completedAt);
     const webhookUrl = input.request.webhook_url ?? null;
     if (lean) {
-      // A local activity: it runs in the workflow task that decided the ending, which then completes the workflow.
-      const end = { write, userId: input.userId, webhookUrl, endedAt: completedAt };
+      // A local activity: it runs in the workflow task that decided the ending, which then completes the workflow. A
+      // routed job is charged on the backend that ran it.
+      const charged = routed && state.status === 'succeeded' && route ? { charge: { request: { duration_seconds, resolution, ...(input.request.priority ? { priority: input.request.priority } : {}) }, costFactor: route.costFactor } } : {};
+      const end = { write, userId: input.userId, webhookUrl, endedAt: completedAt, ...charged };
       await durably(
         () => endingNow.endGeneration(end),
         () => ending.endGeneration(end),
@@ -276,7 +335,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       await projection.recordTransition(write);
       await notify.notifyGenerationEnded({ jobId, userId: input.userId, status: state.status, webhookUrl, endedAt: completedAt });
     }
-    if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted });
+    if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted, ...(route ? { backend: route.backend } : {}) });
     // The user has their ending already; the run itself closes once its GPU activity has (it wakes on the same callback
     // or stop within milliseconds; a dispatcher lost meanwhile is given up after its heartbeat timeout).
     if (lean && gpuSettled) await gpuSettled;

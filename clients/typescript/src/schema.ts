@@ -845,6 +845,10 @@ export interface components {
             attempt: number;
             progress: number;
             backend_job_id: string | null;
+            /** @description the backend (a name of BACKENDS) that ran the latest attempt to reach one; null before any did. A job is charged at that backend's cost factor */
+            backend: string | null;
+            /** @description the backend this job left because it was down or its pool was paused (an attempt ran there, or routing passed it over); null otherwise */
+            failed_over_from: string | null;
             /** @description set once succeeded */
             video_url: string | null;
             /** @description set once failed or canceled */
@@ -1080,6 +1084,15 @@ export interface components {
             };
             daily_quota_resets_in_seconds: number;
             gpu_capacity: number;
+            /** @description my jobs and credits by the backend that ran them */
+            backends: {
+                backend: string;
+                /** @description my jobs whose latest attempt ran there (jobs kept by retention) */
+                jobs: number;
+                succeeded: number;
+                /** @description what those jobs were charged (the backend's cost factor applied) */
+                credits_used: number;
+            }[];
         };
         Health: {
             /** @constant */
@@ -1376,6 +1389,8 @@ export interface components {
         };
         SetGpuCapacityRequest: {
             capacity: number | null;
+            /** @description a backend's name (BACKENDS): its own pool; unset, the first backend's (the service's) */
+            backend?: string;
         };
     };
     responses: {
@@ -2580,7 +2595,10 @@ export interface operations {
     };
     getGpuCapacity: {
         parameters: {
-            query?: never;
+            query?: {
+                /** @description a backend's name (BACKENDS): its own pool; unset, the first backend's (the service's) */
+                backend?: string;
+            };
             header?: never;
             path?: never;
             cookie?: never;
@@ -2596,6 +2614,7 @@ export interface operations {
                     "application/json": components["schemas"]["GpuCapacity"];
                 };
             };
+            400: components["responses"]["BadRequest"];
             401: components["responses"]["Unauthorized"];
         };
     };

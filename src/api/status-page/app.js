@@ -66,6 +66,8 @@ function renderRow(g) {
       el('span', { className: `status status-${g.status}`, textContent: g.status }),
       g.priority === 'batch' ? el('small', { className: 'lane', textContent: ' batch' }) : null,
       g.attempt > 1 ? el('small', { textContent: ` attempt ${g.attempt}` }) : null,
+      // The backend that ran it (several configured: BACKENDS), and the one it left when that was down.
+      g.backend ? el('small', { className: 'backend', textContent: ` on ${g.backend}${g.failed_over_from ? ` (failed over from ${g.failed_over_from})` : ''}` }) : null,
     ),
     el('td', { className: 'queue', textContent: queue }),
     el('td', { className: 'progress' }, progress, el('span', { textContent: ` ${percent}%` })),
@@ -160,6 +162,11 @@ function onEvent({ type, data }) {
   if (!state.generations.has(id)) return void fetchGeneration(id, state.session);
   if (type === 'generation.queue_position') return merge(id, { status: 'queued', queue_position: data.queue_position, eta_seconds: data.eta_seconds });
   merge(id, { status: data.status, progress: data.progress, attempt: data.attempt, video_url: data.video_url, error: data.error, updated_at: data.updated_at });
+  // Events do not name the backend: a job that started or ended is read once more for it.
+  if (data.status && data.status !== 'queued' && data.status !== state.generations.get(id)?.backendReadAt) {
+    state.generations.get(id).backendReadAt = data.status;
+    void fetchGeneration(id, state.session);
+  }
 }
 
 /** Keeps the stream open; resolves once the first connection is up (or has failed). */
@@ -288,7 +295,8 @@ async function start(key) {
   if (session !== state.session) return;
   const { credits } = usage;
   $('account').className = '';
-  $('account').textContent = `Tier ${usage.tier} · ${credits.available} credits available, ${credits.reserved} reserved`;
+  const byBackend = (usage.backends ?? []).map((b) => `${b.backend}: ${b.jobs} jobs, ${b.credits_used} credits`).join('; ');
+  $('account').textContent = `Tier ${usage.tier} · ${credits.available} credits available, ${credits.reserved} reserved${byBackend ? ` · ${byBackend}` : ''}`;
   // The stream is open before the list is read, so nothing that happens in between is missed.
   await openStream(session);
   await loadToday(session);

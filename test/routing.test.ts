@@ -1,0 +1,162 @@
+import { randomBytes } from 'node:crypto';
+import { loadConfig } from '../src/config';
+import { createLogger } from '../src/lib/logger';
+import { defaultSimulatorKnobs, type SimulatorKnobs } from '../simulator/knobs';
+import { startSimulator, type RunningSimulator } from '../simulator/app';
+import { Worker } from '@temporalio/worker';
+import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
+import { testDataConverter } from './payload-keys';
+import { UNLIMITED_ADMISSION } from './fairness-helpers';
+
+/**
+ * Routing across two backends (issue 22), on the real service (API, workers, Temporal, Postgres) with two simulators as
+ * its backends: `primary` (cost 1, renders up to 720p) and `secondary` (cost 1.5, renders anything). A job goes to the
+ * cheapest backend that can render it, is charged at that backend's cost factor, and leaves a backend that goes down
+ * (its circuit opens) or whose pool is paused; the primary's job it abandoned is canceled once the primary answers.
+ */
+const id = randomBytes(3).toString('hex');
+const PRIMARY = `primary-${id}`;
+const SECONDARY = `secondary-${id}`;
+
+let stack: Stack;
+let primary: RunningSimulator;
+let secondary: RunningSimulator;
+
+const knobs = (overrides: Partial<SimulatorKnobs>): SimulatorKnobs => ({ ...defaultSimulatorKnobs, p50Ms: 300, p99Ms: 800, capacity: 20, ...overrides });
+const setKnobs = (sim: RunningSimulator, next: Partial<SimulatorKnobs>) => sim.simulator.engine.updateKnobs({ ...sim.simulator.engine.knobs, ...next });
+
+async function capture(jobId: string): Promise<number | undefined> {
+  const [row] = await stack.database.sql<{ amount: number }[]>`select amount from credit_ledger where job_id = ${jobId} and kind = 'capture'`;
+  return row?.amount;
+}
+
+async function reserved(jobId: string): Promise<number | undefined> {
+  const [row] = await stack.database.sql<{ amount: number }[]>`select amount from credit_ledger where job_id = ${jobId} and kind = 'reserve'`;
+  return row?.amount;
+}
+
+/** Forgets the backends' health between tests (a circuit left open by the last one). */
+async function healthy(): Promise<void> {
+  // Read afresh at every decision (BACKEND_STATE_CACHE_MS 0 below): the next routing sees this.
+  await stack.database.sql`delete from backend_health where backend in (${PRIMARY}, ${SECONDARY})`;
+}
+
+beforeAll(async () => {
+  const logger = createLogger('test', 'error');
+  const webhookSecret = loadConfig({ NODE_ENV: 'test' }).backend.webhookSecret;
+  primary = await startSimulator({ port: 0, knobs: knobs({}), webhookSecret, logger });
+  secondary = await startSimulator({ port: 0, knobs: knobs({}), webhookSecret, logger });
+  stack = await startStack({
+    env: {
+      ...UNLIMITED_ADMISSION,
+      BACKENDS: JSON.stringify([
+        { name: PRIMARY, kind: 'simulator', base_url: primary.url, capacity: 3, cost_factor: 1, renders: { resolutions: ['480p', '720p'] } },
+        { name: SECONDARY, kind: 'simulator', base_url: secondary.url, capacity: 3, cost_factor: 1.5 },
+      ]),
+      BACKEND_HEALTH_CHECK_MS: '300',
+      BACKEND_CIRCUIT_FAILURES: '3',
+      BACKEND_CIRCUIT_OPEN_MS: '60000',
+      BACKEND_FAILOVER_AFTER_MS: '1000',
+      BACKEND_STATE_CACHE_MS: '0',
+      POLL_INTERVAL_MS: '300',
+      MAX_ATTEMPTS: '2',
+    },
+  });
+});
+
+afterAll(async () => {
+  await stack?.close();
+  await primary?.close();
+  await secondary?.close();
+});
+
+describe('routing across two backends', () => {
+  test('a job goes to the cheaper backend that can render it, says so, and is charged at its cost factor', async () => {
+    await healthy();
+    const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+    // 5 s of 720p: 10 credits; held at the dearer backend's 15 until it is known where it runs.
+    const submitted = (await api.submit({ prompt: 'a fox on the primary', duration_seconds: 5, resolution: '720p' })).body;
+    expect(await reserved(submitted.id)).toBe(15);
+    const done = await api.waitForTerminal(submitted.id, 30_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempt: 1, backend: PRIMARY, failed_over_from: null });
+    expect(primary.simulator.engine.list(submitted.id).length).toBe(1);
+    expect(secondary.simulator.engine.list(submitted.id).length).toBe(0);
+    expect(await capture(submitted.id)).toBe(10);
+    const usage = (await api.call('GET', '/v1/usage')).body;
+    expect(usage.credits).toMatchObject({ used: 10, reserved: 0 });
+    expect(usage.backends).toEqual([{ backend: PRIMARY, jobs: 1, succeeded: 1, credits_used: 10 }]);
+  });
+
+  test('a resolution the preferred backend cannot render goes to the one that can, at its price', async () => {
+    await healthy();
+    const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+    // 5 s of 1080p: 20 credits; only the secondary renders it: 30.
+    const submitted = (await api.submit({ prompt: 'a fox in 1080p', duration_seconds: 5, resolution: '1080p' })).body;
+    const done = await api.waitForTerminal(submitted.id, 30_000);
+    expect(done).toMatchObject({ status: 'succeeded', attempt: 1, backend: SECONDARY, failed_over_from: null });
+    expect(primary.simulator.engine.list(submitted.id).length).toBe(0);
+    expect(await reserved(submitted.id)).toBe(30);
+    expect(await capture(submitted.id)).toBe(30);
+  });
+
+  test("a backend whose pool is paused (capacity 0) gets no new jobs: they go to the next", async () => {
+    await healthy();
+    const admin = (body: unknown) =>
+      fetch(`${stack.adminUrl}/admin/capacity`, { method: 'PUT', headers: { authorization: `Bearer ${stack.adminApiKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    expect((await admin({ backend: 'nosuch', capacity: 0 })).status).toBe(400);
+    expect((await admin({ backend: PRIMARY, capacity: 0 })).status).toBe(200);
+    try {
+      const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+      const submitted = (await api.submit({ prompt: 'a fox while the primary is paused', duration_seconds: 2, resolution: '480p' })).body;
+      const done = await api.waitForTerminal(submitted.id, 30_000);
+      expect(done).toMatchObject({ status: 'succeeded', backend: SECONDARY, failed_over_from: PRIMARY });
+      expect(await capture(submitted.id)).toBe(3); // 2 credits at 1.5
+    } finally {
+      await admin({ backend: PRIMARY, capacity: null });
+    }
+  });
+
+  test('the primary goes down mid-job: the job fails over and finishes on the secondary; new jobs go there; the abandoned job is canceled once the primary is back', async () => {
+    await healthy();
+    const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+    setKnobs(primary, { p50Ms: 20_000, p99Ms: 25_000 });
+    try {
+      const long = (await api.submit({ prompt: 'a long fox', duration_seconds: 5, resolution: '720p' })).body;
+      const running = await eventually(async () => {
+        const job = (await api.get(long.id)).body;
+        return job?.status === 'running' ? job : undefined;
+      }, { timeoutMs: 20_000, what: 'the job to run on the primary' });
+      expect(running.backend).toBe(PRIMARY);
+      const abandoned = running.backend_job_id as string;
+
+      setKnobs(primary, { outage: true });
+      const done = await api.waitForTerminal(long.id, 30_000);
+      expect(done).toMatchObject({ status: 'succeeded', attempt: 2, backend: SECONDARY, failed_over_from: PRIMARY });
+      expect(done.backend_job_id).not.toBe(abandoned);
+      expect(await capture(long.id)).toBe(15);
+
+      // The run's routes are recorded: its history (a route, a failover, a second route) replays on the same code.
+      const handle = stack.client.workflow.getHandle(long.id);
+      expect(await handle.result()).toMatchObject({ status: 'succeeded', attempt: 2, backend: SECONDARY, failedOverFrom: PRIMARY });
+      await Worker.runReplayHistory({ workflowBundle: { codePath: testEnv().workflowBundle }, dataConverter: testDataConverter(), replayName: 'failed-over' }, await handle.fetchHistory(), long.id);
+
+      // While the primary is down, a new job is routed away from it at once.
+      const fresh = (await api.submit({ prompt: 'a fox after the outage began', duration_seconds: 1, resolution: '480p' })).body;
+      expect(await api.waitForTerminal(fresh.id, 30_000)).toMatchObject({ status: 'succeeded', attempt: 1, backend: SECONDARY, failed_over_from: PRIMARY });
+
+      // The abandoned job is owed a cancel until the primary answers; then it is canceled, and nothing runs there for us.
+      const [{ owed }] = await stack.database.sql<{ owed: number }[]>`select count(*)::int as owed from backend_cancels where backend = ${PRIMARY} and backend_job_id = ${abandoned}`;
+      expect(owed).toBe(1);
+      setKnobs(primary, { outage: false });
+      await eventually(async () => {
+        const [row] = await stack.database.sql<{ n: number }[]>`select count(*)::int as n from backend_cancels where backend = ${PRIMARY}`;
+        return row.n === 0 ? true : undefined;
+      }, { timeoutMs: 20_000, what: 'the owed cancel to be sent' });
+      const [job] = primary.simulator.engine.list(long.id);
+      expect(job.status).toBe('canceled');
+      expect(primary.simulator.engine.stats()).toMatchObject({ running: 0, queued: 0 });
+    } finally {
+      setKnobs(primary, { outage: false, p50Ms: 300, p99Ms: 800 });
+    }
+  });
+});

@@ -1,9 +1,8 @@
 import type { Client } from '@temporalio/client';
-import { eq } from 'drizzle-orm';
 import { toGenerationResource } from '../wire/serialize';
 import type { Config } from '../config';
 import type { Db } from '../db/client';
-import { generations } from '../db/schema';
+import { readGeneration } from '../db/projection';
 import { isTerminal, type GenerationStatus } from '../domain/generation-state';
 import type { Logger } from '../lib/logger';
 import { webhookDeliveries } from '../lib/metrics';
@@ -60,7 +59,7 @@ export function createNotifyActivities({ db, client, config, logger }: NotifyAct
 
   async function notifyGenerationEnded({ jobId, userId, status, webhookUrl, endedAt }: GenerationEndedInput): Promise<void> {
     if (!isTerminal(status)) throw new Error(`notifyGenerationEnded: ${jobId} is ${status}, not terminal`);
-    const [row] = await db.select().from(generations).where(eq(generations.id, jobId));
+    const row = await readGeneration(db.$client, jobId);
     if (!row) throw new Error(`notifyGenerationEnded: projection row ${jobId} missing`);
     const eventType = endedEventType(status);
     const data = toGenerationResource(row);

@@ -1,18 +1,15 @@
-import { eq } from 'drizzle-orm';
 import type { Db } from '../db/client';
-import { generations } from '../db/schema';
 import { isTerminal } from '../domain/generation-state';
 import { endToEndTime, generationTime } from '../lib/metrics';
-import { applyWrite, openRun } from '../db/projection';
+import { applyWriteReturning, openRun, type MovedRow } from '../db/projection';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 
-/** Job durations, observed once: only by the write that made the row terminal. */
-async function observeEnd(db: Db, jobId: string): Promise<void> {
-  const [row] = await db.select().from(generations).where(eq(generations.id, jobId));
-  if (!row?.completedAt) return;
+/** Job durations, observed once: only by the write that made the row terminal (the row as that write left it). */
+function observeEnd(row: MovedRow): void {
+  if (row.completed_ms === null) return;
   const labels = { tier: row.tier, status: row.status };
-  endToEndTime.observe(labels, (row.completedAt.getTime() - row.createdAt.getTime()) / 1000);
-  if (row.startedAt) generationTime.observe(labels, (row.completedAt.getTime() - row.startedAt.getTime()) / 1000);
+  endToEndTime.observe(labels, (row.completed_ms - row.created_ms) / 1000);
+  if (row.started_ms !== null) generationTime.observe(labels, (row.completed_ms - row.started_ms) / 1000);
 }
 
 /** Activities of the generation task queue that keep the projection in step with the workflow. */
@@ -22,9 +19,9 @@ export function createProjectionActivities({ db }: { db: Db }) {
       return openRun(db, input, runOpenedAt);
     },
     async recordTransition(write: ProjectionWrite): Promise<boolean> {
-      const moved = await applyWrite(db, write);
-      if (moved && isTerminal(write.status)) await observeEnd(db, write.jobId);
-      return moved;
+      const moved = await applyWriteReturning(db, write);
+      if (moved && isTerminal(write.status)) observeEnd(moved);
+      return moved !== undefined;
     },
   };
 }

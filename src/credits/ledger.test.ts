@@ -95,4 +95,33 @@ describe('one credit reservation for admission and the ledger', () => {
     await settleCredits(database.db, capped, 'capture', 8);
     expect(await creditBalance(database.db, user.id)).toEqual({ available: 85, reserved: 0, used: 15 });
   });
+
+  test('a reservation is settled once, however many settle it at once; a run reopened after it reserves and settles anew', async () => {
+    const { user } = await createUser(database.db, { name: 'settling', tier: 'pro', credits: 100 });
+    const [released, raced] = ['released', 'raced'].map((name) => `gen_${user.id}_${name}`);
+    await admit(user.id, released, 20);
+    await admit(user.id, raced, 30);
+
+    expect(await settleCredits(database.db, released, 'release')).toBe('release');
+    expect(await settleCredits(database.db, released, 'capture')).toBe('already_settled');
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 70, reserved: 30, used: 0 });
+
+    // Three settlers at once (a retried ending beside the reconciler): one entry, one move of the account.
+    const outcomes = await Promise.all([settleCredits(database.db, raced, 'capture'), settleCredits(database.db, raced, 'capture'), settleCredits(database.db, raced, 'release')]);
+    const won = outcomes.filter((outcome) => outcome !== 'already_settled');
+    expect(won).toHaveLength(1);
+    expect((await entries(raced)).map((e) => e.entry_key)).toEqual([reservationKey(raced), `${reservationKey(raced)}:settle`]);
+    expect(await creditBalance(database.db, user.id)).toEqual(won[0] === 'capture' ? { available: 70, reserved: 0, used: 30 } : { available: 100, reserved: 0, used: 0 });
+
+    // An operator's new run of the released job: the settled reservation does not hold it, so it reserves under its own key.
+    expect(await ensureRunReservation(database.db, { jobId: released, userId: user.id, credits: 20 }, 'run-2')).toBe('reserved');
+    expect(await ensureRunReservation(database.db, { jobId: released, userId: user.id, credits: 20 }, 'run-2')).toBe('held');
+    expect(await settleCredits(database.db, released, 'capture')).toBe('capture');
+    expect((await entries(released)).map((e) => [e.kind, e.entry_key])).toEqual([
+      ['reserve', reservationKey(released)],
+      ['release', `${reservationKey(released)}:settle`],
+      ['reserve', reservationKey(released, 'run-2')],
+      ['capture', `${reservationKey(released, 'run-2')}:settle`],
+    ]);
+  });
 });

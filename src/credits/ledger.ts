@@ -1,7 +1,7 @@
 import { and, eq, inArray, sql } from 'drizzle-orm';
-import type { Db } from '../db/client';
+import type { Db, Sql } from '../db/client';
 import { creditAccounts, creditLedger } from '../db/schema';
-import { reservationKey, settlementKey } from '../db/ledger-keys';
+import { reservationKey, settlementKey, SETTLEMENT_KEY_SUFFIX } from '../db/ledger-keys';
 
 /** A transaction or the database itself: every ledger movement runs inside the caller's transaction when given one. */
 type Tx = Parameters<Parameters<Db['transaction']>[0]>[0] | Db;
@@ -79,6 +79,10 @@ export async function ensureRunReservation(
   { jobId, userId, credits }: { jobId: string; userId: string; credits: number },
   run: string,
 ): Promise<'held' | 'reserved'> {
+  // Almost always the submit's reservation is there: one statement says so, without a transaction (the one below
+  // takes no lock either: reserving is idempotent by key, vg_reserve_credits).
+  const [open] = await db.$client`select 1 from credit_ledger r where ${unsettledReservation(db.$client, jobId)} limit 1`;
+  if (open) return 'held';
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
     const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reservationKey(jobId)));
@@ -88,39 +92,44 @@ export async function ensureRunReservation(
   });
 }
 
+/** The condition on a ledger row `r` that it is the job's reservation and not settled yet. */
+function unsettledReservation(sql: Sql, jobId: string) {
+  return sql`r.job_id = ${jobId} and r.kind = 'reserve'
+    and not exists (select 1 from credit_ledger s where s.job_id = ${jobId} and s.kind in ('capture', 'release') and s.entry_key = r.entry_key || ${SETTLEMENT_KEY_SUFFIX})`;
+}
+
 /**
  * Settles the job's open reservation once: captured on success, released otherwise. A second settlement (a retried
  * activity, a replayed workflow, the reconciler) finds nothing open and changes nothing. Returns what this call did.
  * `charge`: a capture of less than the reservation (a routed job charged by the backend that ran it): that much is
  * used, the rest goes back to available, in the one settlement entry (whose amount is what was charged).
+ * One statement (the job's ending runs it once per job): the settlement entry is keyed by the reservation's key, so of
+ * two settlers racing only one inserts it, and the account moves only with the entry inserted.
  */
 export async function settleCredits(db: Db, jobId: string, outcome: 'capture' | 'release', charge?: number): Promise<'capture' | 'release' | 'already_settled'> {
-  return db.transaction(async (tx) => {
-    const reserve = await openReservation(tx, jobId);
-    if (!reserve) return 'already_settled';
-    const amount = reserve.amount;
-    const charged = outcome === 'capture' ? Math.min(amount, charge ?? amount) : amount;
-    const [entry] = await tx
-      .insert(creditLedger)
-      .values({ userId: reserve.userId, jobId, kind: outcome, amount: charged, entryKey: settlementKey(reserve.entryKey) })
-      .onConflictDoNothing()
-      .returning({ id: creditLedger.id });
-    if (!entry) return 'already_settled';
-    await tx
-      .update(creditAccounts)
-      .set(
-        outcome === 'capture'
-          ? {
-              reserved: sql`${creditAccounts.reserved} - ${amount}`,
-              used: sql`${creditAccounts.used} + ${charged}`,
-              available: sql`${creditAccounts.available} + ${amount - charged}`,
-              updatedAt: sql`now()`,
-            }
-          : { reserved: sql`${creditAccounts.reserved} - ${amount}`, available: sql`${creditAccounts.available} + ${amount}`, updatedAt: sql`now()` },
-      )
-      .where(eq(creditAccounts.userId, reserve.userId));
-    return outcome;
-  });
+  const sql = db.$client;
+  const [row] = await sql<{ settled: number }[]>`
+    with reserve as (
+      select r.user_id, r.amount, r.entry_key from credit_ledger r where ${unsettledReservation(sql, jobId)} order by r.id limit 1
+    ), entry as (
+      insert into credit_ledger (user_id, job_id, kind, amount, entry_key)
+      select user_id, ${jobId}, ${outcome},
+        case when ${outcome} = 'capture' then least(amount, coalesce(${charge ?? null}::int, amount)) else amount end,
+        entry_key || ${SETTLEMENT_KEY_SUFFIX}
+      from reserve
+      on conflict do nothing
+      returning user_id, amount as charged
+    ), moved as (
+      update credit_accounts a set
+        reserved = a.reserved - reserve.amount,
+        used = a.used + case when ${outcome} = 'capture' then entry.charged else 0 end,
+        available = a.available + reserve.amount - case when ${outcome} = 'capture' then entry.charged else 0 end,
+        updated_at = now()
+      from entry, reserve where a.user_id = entry.user_id
+      returning 1
+    )
+    select (select count(*) from entry)::int as settled`;
+  return row.settled > 0 ? outcome : 'already_settled';
 }
 
 export async function creditBalance(db: Db, userId: string) {

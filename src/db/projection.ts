@@ -1,4 +1,4 @@
-import { and, eq, inArray, lt, sql } from 'drizzle-orm';
+import { and, eq, sql } from 'drizzle-orm';
 import type { GenerationInput, ProjectionWrite } from '../domain/generation';
 import { STATUS_RANK, statusesBefore, TERMINAL_RANK, type GenerationStatus } from '../domain/generation-state';
 import { exactIsoFromTimestamptz, isoFromTimestamptz, isoString } from '../lib/iso-time';
@@ -159,40 +159,84 @@ export async function openRun(db: Db, input: GenerationInput, runOpenedAt: strin
   return writeQueued(db, input, runOpenedAt);
 }
 
+/**
+ * The forward-only write as one statement text, so postgres.js prepares it once per connection: every job passes here
+ * two to four times (acceptance, progress, its end), and building it through the query builder cost more CPU than the
+ * statement itself (docs/decisions.md, "Worker CPU per job"). A field the write leaves out keeps its value; the start and
+ * completion times are set once, the first writer wins. What the moved row returns is what the end metrics read.
+ */
+const APPLY_WRITE = `
+  update generations set
+    status = $2, status_rank = $3::smallint, attempt = $4::int, progress = $5::real,
+    backend_job_id = coalesce($6::text, backend_job_id),
+    dispatcher = coalesce($7::text, dispatcher),
+    backend = coalesce($15::text, backend),
+    failed_over_from = coalesce($16::text, failed_over_from),
+    expected_done_at = coalesce($8::timestamptz, expected_done_at),
+    video_url = coalesce($9::text, video_url),
+    error = coalesce($10::jsonb, error),
+    started_at = coalesce(started_at, $11::timestamptz),
+    completed_at = coalesce(completed_at, $12::timestamptz),
+    updated_at = now()
+  where id = $1
+    and ($13::timestamptz is null or run_opened_at = $13::timestamptz)
+    and status_rank < ${TERMINAL_RANK}
+    and status = any($14::text[])
+    and (status_rank, attempt, progress) < ($3::smallint, $4::int, $5::real)
+  returning tier, status,
+    (extract(epoch from created_at) * 1000)::float8 as created_ms,
+    (extract(epoch from started_at) * 1000)::float8 as started_ms,
+    (extract(epoch from completed_at) * 1000)::float8 as completed_ms`;
+
+/** What a write that moved the row returns: the row's tier and status, and its times (epoch ms). */
+export interface MovedRow {
+  tier: string;
+  status: GenerationStatus;
+  created_ms: number;
+  started_ms: number | null;
+  completed_ms: number | null;
+}
+
+/**
+ * Moves the row forward (see insertQueued above): lands only when (rank, attempt, progress) grows, the move is one the
+ * transition table allows, the row is not terminal and (for a workflow's write) the row is its run's. Returns the moved
+ * row, or undefined when the write did not land.
+ */
+export async function applyWriteReturning(db: Db, write: ProjectionWrite): Promise<MovedRow | undefined> {
+  const params = [
+    write.jobId,
+    write.status,
+    STATUS_RANK[write.status],
+    write.attempt,
+    write.progress,
+    write.backendJobId ?? null,
+    write.dispatcher ?? null,
+    write.expectedDoneAt || null,
+    write.videoUrl ?? null,
+    write.error ? JSON.stringify(write.error) : null,
+    write.startedAt ?? null,
+    write.completedAt ?? null,
+    write.runOpenedAt || null,
+    statusesBefore(write.status),
+    write.backend ?? null,
+    write.failedOverFrom ?? null,
+  ];
+  const [row] = await db.$client.unsafe<MovedRow[]>(APPLY_WRITE, params as never[], { prepare: true });
+  return row;
+}
+
 /** Returns true when the write moved the row. */
 export async function applyWrite(db: Db, write: ProjectionWrite): Promise<boolean> {
-  const rank = STATUS_RANK[write.status];
-  const moved = await db
-    .update(generations)
-    .set({
-      status: write.status,
-      statusRank: rank,
-      attempt: write.attempt,
-      progress: write.progress,
-      backendJobId: write.backendJobId ?? sql`${generations.backendJobId}`,
-      dispatcher: write.dispatcher ?? sql`${generations.dispatcher}`,
-      backend: write.backend ?? sql`${generations.backend}`,
-      failedOverFrom: write.failedOverFrom ?? sql`${generations.failedOverFrom}`,
-      expectedDoneAt: write.expectedDoneAt ? new Date(write.expectedDoneAt) : sql`${generations.expectedDoneAt}`,
-      videoUrl: write.videoUrl ?? sql`${generations.videoUrl}`,
-      error: write.error ?? sql`${generations.error}`,
-      startedAt: sql`coalesce(${generations.startedAt}, ${write.startedAt ?? null}::timestamptz)`,
-      completedAt: sql`coalesce(${generations.completedAt}, ${write.completedAt ?? null}::timestamptz)`,
-      updatedAt: sql`now()`,
-    })
-    .where(
-      and(
-        eq(generations.id, write.jobId),
-        // Writes of an older workflow run (before an operator's reset) no longer apply.
-        write.runOpenedAt ? eq(generations.runOpenedAt, new Date(write.runOpenedAt)) : undefined,
-        lt(generations.statusRank, TERMINAL_RANK),
-        // The transition table the workflow uses: only a legal move lands, then only a forward one.
-        inArray(generations.status, statusesBefore(write.status)),
-        sql`(${generations.statusRank}, ${generations.attempt}, ${generations.progress}) < (${rank}::smallint, ${write.attempt}::int, ${write.progress}::real)`,
-      ),
-    )
-    .returning({ id: generations.id });
-  return moved.length > 0;
+  return (await applyWriteReturning(db, write)) !== undefined;
+}
+
+/**
+ * One job's row by id, as the list reads rows (SQL text, prepared once per connection): the notify step reads the
+ * ended row of every job, for its notification and webhook body.
+ */
+export async function readGeneration(sql: Sql, jobId: string): Promise<ListedGeneration | undefined> {
+  const [record] = await sql.unsafe<GenerationRecord[]>(`select ${COLUMNS} from generations where id = $1`, [jobId], { prepare: true });
+  return record && toListed(record);
 }
 
 export async function getGeneration(db: Db, userId: string, jobId: string): Promise<GenerationRow | undefined> {

@@ -1,5 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import type { Sql } from '../db/client';
+import type { TransactionSql } from 'postgres';
 
 /**
  * Email notifications in Postgres (drizzle/0020): a user's settings with the verification and unsubscribe tokens, and
@@ -127,10 +128,16 @@ export async function queueEndingEmail(
   sql: Sql,
   { userId, jobId, event, status, endedAt }: { userId: string; jobId: string; event: string; status: string; endedAt: string },
 ): Promise<{ digestSeconds: number } | undefined> {
+  const wants = (q: Sql | TransactionSql) =>
+    q`user_id = ${userId} and email is not null and email_verified_at <= ${endedAt}::timestamptz and ${status} = any(on_statuses)`;
+  // Every job's ending asks, and most users have no verified address for it: one statement says so, without the
+  // transaction (whose locking read would find no row either).
+  const [wanted] = await sql`select 1 from notification_settings where ${wants(sql)}`;
+  if (!wanted) return undefined;
   return sql.begin(async (tx) => {
     const [settings] = await tx<Array<{ digest_seconds: number; due: boolean; wake_job: string | null }>>`
       select digest_seconds, digest_due_at is not null as due, digest_wake_job as wake_job from notification_settings
-      where user_id = ${userId} and email is not null and email_verified_at <= ${endedAt}::timestamptz and ${status} = any(on_statuses)
+      where ${wants(tx)}
       for update`;
     if (!settings) return undefined;
     await tx`insert into email_notifications (user_id, job_id, event) values (${userId}, ${jobId}, ${event}) on conflict do nothing`;

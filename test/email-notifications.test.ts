@@ -196,14 +196,17 @@ describe('email notifications', () => {
     const { userId, email, link } = await verifiedUser({ digest_seconds: 3_600 });
     expect((await fetch(link)).status).toBe(200);
     const { sql } = stack.database;
-    const ending = (jobId: string) => ({ userId, jobId, event: endedEventType('succeeded'), status: 'succeeded', endedAt: new Date().toISOString() });
-    // Queued without waking the digest workflow: this test plays the send's attempts itself.
-    for (const jobId of ['gen_claimed_1', 'gen_claimed_2', 'gen_other_send']) await queueEndingEmail(sql, ending(jobId));
-    const { digest } = await claimPendingEndings(sql, userId, 'run-a:1:1', 2);
+    // Ended after the address was verified (a millisecond clock may read a little behind Postgres's).
+    const ending = (jobId: string) => ({ userId, jobId, event: endedEventType('succeeded'), status: 'succeeded', endedAt: new Date(Date.now() + 1_000).toISOString() });
+    // Queued without waking the digest workflow: this test plays the send's attempts itself. Attempt 1 of activity 1
+    // claims two endings; another send (activity 10 of the run) claims the third, queued after.
+    for (const jobId of ['gen_claimed_1', 'gen_claimed_2']) await queueEndingEmail(sql, ending(jobId));
+    const { digest } = await claimPendingEndings(sql, userId, 'run-a:1:1', 10);
     expect(digest?.endings.map((e) => e.jobId).sort()).toEqual(['gen_claimed_1', 'gen_claimed_2']);
-    // Another send (activity 10 of the run) claims the third: the retry of activity 1 leaves it alone.
-    await claimPendingEndings(sql, userId, 'run-a:10:1', 1);
+    await queueEndingEmail(sql, ending('gen_other_send'));
+    expect((await claimPendingEndings(sql, userId, 'run-a:10:1', 10)).digest?.endings.map((e) => e.jobId)).toEqual(['gen_other_send']);
 
+    // Attempt 2 of activity 1 gives up what attempt 1 claimed, and leaves activity 10's claim alone.
     expect(await abandonEarlierClaims(sql, 'run-a:1:')).toBe(2);
     const statuses = await sql<{ job_id: string; status: string }[]>`select job_id, status from email_notifications where user_id = ${userId} order by job_id`;
     expect(statuses).toEqual([

@@ -79,10 +79,9 @@ export async function ensureRunReservation(
   { jobId, userId, credits }: { jobId: string; userId: string; credits: number },
   run: string,
 ): Promise<'held' | 'reserved'> {
-  // Almost always the submit's reservation is there: one statement says so, without a transaction (the one below
-  // takes no lock either: reserving is idempotent by key, vg_reserve_credits).
-  const [open] = await db.$client`select 1 from credit_ledger r where ${unsettledReservation(db.$client, jobId)} limit 1`;
-  if (open) return 'held';
+  // Almost always the submit's reservation is there: one read says so, without a transaction (the one below takes no
+  // lock either: reserving is idempotent by key, vg_reserve_credits).
+  if (await openReservation(db, jobId)) return 'held';
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
     const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reservationKey(jobId)));

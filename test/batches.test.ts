@@ -28,6 +28,7 @@ describe('batches', () => {
         TIER_MAX_ACTIVE_JOBS: 'free:3,pro:50,enterprise:1000',
         TIER_DAILY_QUOTA: 'free:100,pro:5000,enterprise:50000',
         TIER_BACKLOG_PER_SLOT: 'free:10,pro:50,enterprise:500',
+        TIER_MAX_ACTIVE_BATCH_JOBS: 'free:4,pro:500,enterprise:2000',
         GPU_SLOTS: '8',
       },
       knobs: { capacity: 50 },
@@ -160,6 +161,32 @@ describe('batches', () => {
     await waitForBatch(api, fits.body.id, 'completed');
   }, 60_000);
 
+  test('a batch may hold both lanes: each item counts against its own lane, runs in it, and pays its price', async () => {
+    // free: 3 active interactive jobs, 4 active batch-lane jobs, 12 credits. A 4 s 480p job costs 4 credits, 2 in the
+    // batch lane (BATCH_PRICE_FACTOR 0.5).
+    const { userId, api } = await newUser('free');
+    const lane = (prompt: string) => ({ prompt, duration_seconds: 4, resolution: '480p', priority: 'batch' });
+    // Five batch-lane items pass the interactive limit (none is interactive) but not the batch lane's 4.
+    const overLane = await submitBatch(api, [1, 2, 3, 4, 5].map((i) => lane(`over ${i}`)));
+    expect(overLane.status).toBe(429);
+    expect(overLane.body.error).toMatchObject({ code: 'too_many_active_batch_jobs', details: { limit: 4, active: 0, items: 5, priority: 'batch' } });
+    expect(overLane.headers.get('ratelimit-policy')).toContain('"active";q=4');
+    expect(await userRows(userId)).toEqual({ jobs: 0, batches: 0, reserves: 0, keys: 0 });
+
+    // Three interactive items fill the interactive lane and four batch-lane ones the batch lane: 3 + 4 × 2 = 11 credits.
+    const mixed = await submitBatch(api, [small('i0'), lane('b0'), small('i1'), lane('b1'), lane('b2'), small('i2'), lane('b3')], 'mixed');
+    expect(mixed.status).toBe(202);
+    expect(mixed.body).toMatchObject({ total: 7 });
+    expect((await creditBalance(stack.database.db, userId)).reserved).toBe(11);
+    const items = await api.call('GET', `/v1/generations?batch_id=${mixed.body.id}&limit=20`);
+    const lanes = Object.fromEntries(items.body.data.map((g: { prompt: string; priority: string }) => [g.prompt, g.priority]));
+    expect(lanes).toEqual({ i0: 'interactive', i1: 'interactive', i2: 'interactive', b0: 'batch', b1: 'batch', b2: 'batch', b3: 'batch' });
+
+    const done = await waitForBatch(api, mixed.body.id, 'completed');
+    expect(done.counts).toMatchObject({ succeeded: 7 });
+    expect(await creditBalance(stack.database.db, userId)).toEqual({ available: 1, reserved: 0, used: 11 });
+  }, 90_000);
+
   test('a bad batch is a 400 naming the bad item; nothing is created', async () => {
     const { userId, api } = await newUser('pro');
     const empty = await submitBatch(api, []);
@@ -177,10 +204,9 @@ describe('batches', () => {
     expect(unknownField.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 1 } });
     const privateHook = await submitBatch(api, [{ ...small('x'), webhook_url: 'http://10.1.2.3/hook' }]);
     expect(privateHook.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 0, code: 'invalid_webhook_url' } });
-    // The batch admission counts the interactive lane's limits only: a batch-lane item is refused, not miscounted.
-    const batchLane = await submitBatch(api, [small('fine'), { ...small('later'), priority: 'batch' }]);
-    expect(batchLane.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 1, code: 'invalid_request' } });
-    expect(batchLane.body.error.message).toMatch(/^items\[1\]\.priority: /);
+    const badLane = await submitBatch(api, [small('fine'), { ...small('later'), priority: 'urgent' }]);
+    expect(badLane.body.error).toMatchObject({ code: 'invalid_batch_item', details: { index: 1, code: 'invalid_request' } });
+    expect(badLane.body.error.message).toMatch(/^items\[1\]\.priority: /);
     const notAnObject = await api.call('POST', '/v1/batches', { items: 'many' });
     expect(notAnObject.status).toBe(400);
     expect((await api.call('GET', '/v1/batches/batch_nothing')).status).toBe(404);
@@ -316,7 +342,7 @@ describe('a batch whose API died after the admission', () => {
     const [user] = await stack.database.sql<{ id: string; name: string; tier: string; created_at: Date }[]>`select * from users where id = ${userId}`;
     const items = Array.from({ length: 5 }, (_, i) => ({ prompt: `orphaned item ${i}`, duration_seconds: 1, resolution: '480p' as const, aspect_ratio: '16:9' as const, seed: null, webhook_url: null, metadata: {} }));
     // What POST /v1/batches commits before it starts anything; the process "dies" there.
-    const batch = describeBatch({ id: user.id, name: user.name, tier: user.tier, createdAt: user.created_at }, items, 'orphaned');
+    const batch = describeBatch(stack.config, { id: user.id, name: user.name, tier: user.tier, createdAt: user.created_at }, items, 'orphaned');
     const queue = createQueuePositions({ sql: stack.database.sql, config: stack.config });
     expect((await admitBatch({ sql: stack.database.sql, config: stack.config, queue }, batch)).outcome).toBe('admitted');
     expect((await api.call('GET', `/v1/batches/${batch.batchId}`)).body.counts.queued).toBe(5);

@@ -11,10 +11,15 @@ CREATE TYPE vg_batch_claim AS (
   bucket_key text,
   burst float8,
   per_second float8,
+  -- Each lane's active-job limit: the interactive items count against max_active, the batch-lane ones (priority
+  -- "batch") against max_active_batch.
   max_active int,
+  max_active_batch int,
   daily_quota int,
-  -- The tier's backlog cannot take the batch's items (decided by the API from its queue summary).
+  -- A lane's backlog cannot take the batch's items of that lane (decided by the API from its queue summary; false for
+  -- a lane the batch has no item of).
   backlog_full boolean,
+  batch_backlog_full boolean,
   idempotency_key text,
   request_hash text,
   batch_id text,
@@ -25,16 +30,20 @@ CREATE TYPE vg_batch_claim AS (
 );
 
 -- A batch's admission, all or nothing, under the user's admission lock (the one single submits take, so a batch and a
--- submit of one user are decided one after the other): a key already taken is a replay; then one request token, the
--- active and daily limits counting every item, the backlog bound, and the credits of all items. When all pass it
--- writes the batch row, the key, and for each item its credit reservation (vg_reserve_credits, the one place
--- reservations are made), gpu queue entry and queued row (bulk: the row vg_write_queued_generation writes for a
--- submit, with the item's batch_id). A refusal writes nothing but the token it took. p_items: [{job_id, prompt, params,
--- credits, reservation_key}].
-CREATE OR REPLACE FUNCTION vg_admit_batch(
+-- submit of one user are decided one after the other): a key already taken is a replay; then one request token, each
+-- lane's active limit counting the batch's items of that lane (as a submit counts against its lane's), the daily limit
+-- counting every item, each lane's backlog bound, and the credits of all items. When all pass it writes the batch row,
+-- the key, and for each item its credit reservation (vg_reserve_credits, the one place reservations are made), gpu
+-- queue entry and queued row (bulk: the row vg_write_queued_generation writes for a submit, with the item's batch_id; a
+-- batch-lane item's params carry its priority, which the counts trigger reads). A refusal writes nothing but the token
+-- it took. p_items: [{job_id, prompt, params, credits, reservation_key, priority}]. `active` answers the refused lane's
+-- count, or the interactive lane's on admission; `batch_active` the batch lane's.
+-- Its answer's columns changed (batch_active): dropped before it is made again.
+DROP FUNCTION IF EXISTS vg_admit_batch(jsonb, jsonb);
+CREATE FUNCTION vg_admit_batch(
   p_claim jsonb, p_items jsonb,
-  OUT outcome text, OUT tokens float8, OUT active int, OUT today int, OUT available int, OUT needed int,
-  OUT earlier_hash text, OUT earlier_at timestamptz, OUT earlier_id text
+  OUT outcome text, OUT tokens float8, OUT active int, OUT batch_active int, OUT today int, OUT available int,
+  OUT needed int, OUT earlier_hash text, OUT earlier_at timestamptz, OUT earlier_id text
 )
 LANGUAGE plpgsql AS $$
 #variable_conflict use_column
@@ -42,11 +51,13 @@ DECLARE
   claim vg_batch_claim := jsonb_populate_record(NULL::vg_batch_claim, p_claim);
   v_allowed boolean;
   v_count int := jsonb_array_length(p_items);
+  v_batch_items int;
   v_short boolean;
 BEGIN
   IF num_nulls(
-    claim.user_id, claim.bucket_key, claim.burst, claim.per_second, claim.max_active, claim.daily_quota,
-    claim.backlog_full, claim.request_hash, claim.batch_id, claim.accepted_at, claim.pool, claim.tier, claim.fairness_weight
+    claim.user_id, claim.bucket_key, claim.burst, claim.per_second, claim.max_active, claim.max_active_batch,
+    claim.daily_quota, claim.backlog_full, claim.batch_backlog_full, claim.request_hash, claim.batch_id,
+    claim.accepted_at, claim.pool, claim.tier, claim.fairness_weight
   ) > 0 THEN
     RAISE EXCEPTION 'vg_admit_batch: the claim lacks a field: %', p_claim;
   END IF;
@@ -76,21 +87,27 @@ BEGIN
     RETURN;
   END IF;
 
-  SELECT c.active, CASE WHEN c.day = (now() AT TIME ZONE 'UTC')::date THEN c.today ELSE 0 END
-  INTO active, today
+  -- Each lane's active jobs (user_job_counts.sql keeps the batch lane's beside the totals) and today's (both lanes).
+  SELECT count(*) FILTER (WHERE i.priority = 'batch') INTO v_batch_items FROM jsonb_to_recordset(p_items) AS i(priority text);
+  SELECT c.active - c.batch_active, c.batch_active, CASE WHEN c.day = (now() AT TIME ZONE 'UTC')::date THEN c.today ELSE 0 END
+  INTO active, batch_active, today
   FROM user_job_counts c WHERE c.user_id = claim.user_id;
   IF NOT FOUND THEN
-    active := 0; today := 0;
+    active := 0; batch_active := 0; today := 0;
   END IF;
-  IF active + v_count > claim.max_active THEN
+  IF v_count > v_batch_items AND active + v_count - v_batch_items > claim.max_active THEN
     outcome := 'too_many_active_jobs';
+    RETURN;
+  END IF;
+  IF v_batch_items > 0 AND batch_active + v_batch_items > claim.max_active_batch THEN
+    outcome := 'too_many_active_batch_jobs';
     RETURN;
   END IF;
   IF today + v_count > claim.daily_quota THEN
     outcome := 'daily_quota_exceeded';
     RETURN;
   END IF;
-  IF claim.backlog_full THEN
+  IF claim.backlog_full OR claim.batch_backlog_full THEN
     outcome := 'capacity_exhausted';
     RETURN;
   END IF;

@@ -5,17 +5,18 @@ import { reservationKey, undoReservation } from '../credits/ledger';
 import type { Db, Sql } from '../db/client';
 import { rowParams } from '../db/projection';
 import { batches, generations, gpuQueueEntries, idempotencyKeys, type UserRow } from '../db/schema';
-import type { GenerationRequest } from '../domain/generation';
-import { creditsFor } from '../domain/pricing';
+import { priorityOf, type GenerationRequest, type Priority } from '../domain/generation';
 import { ApiError } from '../wire/errors';
 import { rateLimitHeaders, secondsUntilUtcMidnight, type QuotaPolicyState } from './admission-headers';
 import type { QueuePositions } from './queue-position';
+import { reservedPrice } from './submit';
 
 /**
  * A batch's admission: all items or none. One round trip (vg_admit_batch, drizzle/routines/batches.sql) decides and
  * writes the whole batch under the user's admission lock, with the refusals a submit gets (the same codes, messages,
  * Retry-After and RateLimit fields), each counting every item: the batch takes one request token, and its items count
- * against the active jobs, the daily quota, the tier's backlog bound and the credits together.
+ * against the daily quota and the credits together, and against their own lane's active jobs and backlog bound (an
+ * item with priority "batch" against the batch lane's, the others against the interactive lane's), as a submit does.
  */
 
 /** A batch before admission: its id, its items' job ids and prices, and its request's hash. */
@@ -36,7 +37,7 @@ const digest = (text: string) => createHash('sha256').update(text).digest('hex')
  * Ids from (user, key): every retry of one batch names the same batch and the same item jobs. The item ids cannot meet
  * a submit's (src/api/submit.ts jobIdFor hashes `user\nkey`, and a key holds no newline).
  */
-export function describeBatch(user: UserRow, items: GenerationRequest[], idempotencyKey: string | undefined): BatchSubmission {
+export function describeBatch(config: Config, user: UserRow, items: GenerationRequest[], idempotencyKey: string | undefined): BatchSubmission {
   const seed = idempotencyKey === undefined ? randomBytes(16).toString('hex') : digest(`${user.id}\nbatch\n${idempotencyKey}`);
   return {
     user,
@@ -44,7 +45,7 @@ export function describeBatch(user: UserRow, items: GenerationRequest[], idempot
     idempotencyKey,
     batchId: `batch_${seed}`,
     jobIds: items.map((_, i) => `gen_${digest(`${seed}\nitem\n${i}`)}`),
-    credits: items.map((item) => creditsFor(item)),
+    credits: items.map((item) => reservedPrice(config, item)),
     // `batch` keeps a batch's hash apart from any submit's: one key cannot name both.
     requestHash: createHash('sha256').update(JSON.stringify({ batch: items })).digest('hex'),
     acceptedAt: new Date(),
@@ -52,13 +53,23 @@ export function describeBatch(user: UserRow, items: GenerationRequest[], idempot
 }
 
 export type BatchAdmission =
-  | { outcome: 'admitted'; tokens: number; active: number; today: number; xid: bigint | null }
+  /** `active` and `today` count the batch's items; `active` is the answer lane's (the interactive one's when the batch holds both). */
+  | { outcome: 'admitted'; tokens: number; active: number; today: number; lane: Priority; xid: bigint | null }
   | { outcome: 'replay'; earlierHash: string; earlierId: string };
 
 interface BatchAdmissionRow {
-  outcome: 'admitted' | 'replay' | 'rate_limited' | 'too_many_active_jobs' | 'daily_quota_exceeded' | 'capacity_exhausted' | 'insufficient_credits';
+  outcome:
+    | 'admitted'
+    | 'replay'
+    | 'rate_limited'
+    | 'too_many_active_jobs'
+    | 'too_many_active_batch_jobs'
+    | 'daily_quota_exceeded'
+    | 'capacity_exhausted'
+    | 'insufficient_credits';
   tokens: number | null;
   active: number | null;
+  batch_active: number | null;
   today: number | null;
   available: number | null;
   needed: number | null;
@@ -69,6 +80,29 @@ interface BatchAdmissionRow {
 
 const clamp = (n: number, lo: number, hi: number) => Math.min(hi, Math.max(lo, Math.ceil(n)));
 
+/** How many of the batch's items are in each lane. */
+function itemsByLane(items: GenerationRequest[]): Record<Priority, number> {
+  const batch = items.filter((item) => priorityOf(item) === 'batch').length;
+  return { interactive: items.length - batch, batch };
+}
+
+/** The limits a lane's items count against: the batch lane has its own active-job limit and backlog bound. */
+const laneLimits = (limits: TierLimits, lane: Priority) => (lane === 'batch' ? limits.batch : limits);
+
+/**
+ * The RateLimit fields of a batch's answer. The active quota is the lane's whose items the batch holds (the interactive
+ * lane's when it holds both); `active` counts that lane's jobs, the batch's own `added` included once admitted.
+ */
+function batchPolicyStates(config: Config, limits: TierLimits, lane: Priority, { tokens, active, today }: { tokens: number; active: number; today: number }): QuotaPolicyState[] {
+  const { burst, refillPerSecond } = config.admission;
+  const maxActive = laneLimits(limits, lane).maxActiveJobs;
+  return [
+    { policy: 'burst', quota: burst, windowSeconds: Math.ceil(burst / refillPerSecond), remaining: tokens, resetSeconds: (burst - tokens) / refillPerSecond },
+    { policy: 'active', quota: maxActive, unit: 'concurrent-requests', remaining: maxActive - active },
+    { policy: 'daily', quota: limits.dailyQuota, windowSeconds: 86_400, remaining: limits.dailyQuota - today, resetSeconds: secondsUntilUtcMidnight() },
+  ];
+}
+
 /** Admits the batch (everything written) or throws the refusal the whole batch gets. */
 export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Config; queue: QueuePositions }, batch: BatchSubmission): Promise<BatchAdmission> {
   const { user } = batch;
@@ -76,11 +110,19 @@ export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Con
   const limits: TierLimits | undefined = config.admission.tiers[user.tier];
   if (!limits) throw new Error(`no admission limits for tier "${user.tier}"`);
   const count = batch.items.length;
+  const lanes = itemsByLane(batch.items);
   const estimate = await queue.serviceEstimate();
-  const bound = Math.max(1, Math.ceil(limits.backlogPerSlot * estimate.capacity));
-  // A full backlog is decided on a fresh count, never on a stale summary.
-  let backlog = await queue.tierBacklog(user.tier);
-  if (backlog + count > bound) backlog = await queue.tierBacklog(user.tier, { fresh: true });
+  // Each lane's backlog against its bound, for the lanes the batch has items in; a full one is decided on a fresh count,
+  // never on a stale summary.
+  const backlogs = await Promise.all(
+    (['interactive', 'batch'] as const).map(async (lane) => {
+      const bound = Math.max(1, Math.ceil(laneLimits(limits, lane).backlogPerSlot * estimate.capacity));
+      if (lanes[lane] === 0) return { lane, backlog: 0, bound, full: false };
+      let backlog = await queue.tierBacklog(user.tier, { priority: lane });
+      if (backlog + lanes[lane] > bound) backlog = await queue.tierBacklog(user.tier, { fresh: true, priority: lane });
+      return { lane, backlog, bound, full: backlog + lanes[lane] > bound };
+    }),
+  );
   const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
 
   const claim = {
@@ -89,8 +131,10 @@ export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Con
     burst,
     per_second: refillPerSecond,
     max_active: limits.maxActiveJobs,
+    max_active_batch: limits.batch.maxActiveJobs,
     daily_quota: limits.dailyQuota,
-    backlog_full: backlog + count > bound,
+    backlog_full: backlogs[0].full,
+    batch_backlog_full: backlogs[1].full,
     idempotency_key: batch.idempotencyKey ?? null,
     request_hash: batch.requestHash,
     batch_id: batch.batchId,
@@ -105,39 +149,50 @@ export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Con
     params: rowParams(request),
     credits: batch.credits[i],
     reservation_key: reservationKey(batch.jobIds[i]),
+    priority: priorityOf(request),
   }));
   const [row] = await sql<BatchAdmissionRow[]>`
     select *, pg_current_xact_id_if_assigned()::text as xid from vg_admit_batch(${JSON.stringify(claim)}::jsonb, ${JSON.stringify(items)}::jsonb)`;
 
   const tokens = row.tokens ?? 0;
-  const active = row.active ?? 0;
   const today = row.today ?? 0;
-  const states = (): QuotaPolicyState[] => [
-    { policy: 'burst', quota: burst, windowSeconds: Math.ceil(burst / refillPerSecond), remaining: tokens, resetSeconds: (burst - tokens) / refillPerSecond },
-    { policy: 'active', quota: limits.maxActiveJobs, unit: 'concurrent-requests', remaining: limits.maxActiveJobs - active },
-    { policy: 'daily', quota: limits.dailyQuota, windowSeconds: 86_400, remaining: limits.dailyQuota - today, resetSeconds: secondsUntilUtcMidnight() },
-  ];
-  const refuse = (code: string, message: string, retryAfterSeconds: number, details: Record<string, unknown>) => {
+  const refuse = (lane: Priority, active: number, code: string, message: string, retryAfterSeconds: number, details: Record<string, unknown>) => {
     const retryAfter = Math.max(1, Math.ceil(retryAfterSeconds));
-    return new ApiError(429, code, message, { ...details, items: count, retry_after_seconds: retryAfter }, { 'Retry-After': String(retryAfter), ...rateLimitHeaders(states()) });
+    return new ApiError(429, code, message, { ...details, items: count, retry_after_seconds: retryAfter }, {
+      'Retry-After': String(retryAfter),
+      ...rateLimitHeaders(batchPolicyStates(config, limits, lane, { tokens, active, today })),
+    });
   };
+  const answerLane: Priority = lanes.interactive > 0 ? 'interactive' : 'batch';
+  const laneActive = (lane: Priority) => (lane === 'batch' ? row.batch_active : row.active) ?? 0;
+  const activeWait = clamp(estimate.meanRunSeconds ?? 10, 1, 600);
   switch (row.outcome) {
     case 'admitted':
-      return { outcome: 'admitted', tokens, active, today, xid: row.xid ? BigInt(row.xid) : null };
+      return { outcome: 'admitted', tokens, active: laneActive(answerLane) + lanes[answerLane], today: today + count, lane: answerLane, xid: row.xid ? BigInt(row.xid) : null };
     case 'replay':
       return { outcome: 'replay', earlierHash: row.earlier_hash ?? '', earlierId: row.earlier_id ?? '' };
     case 'rate_limited':
-      throw refuse('rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - tokens) / refillPerSecond, { limit: burst });
-    case 'too_many_active_jobs':
-      throw refuse('too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running; this batch would make ${active + count}`,
-        clamp(estimate.meanRunSeconds ?? 10, 1, 600), { limit: limits.maxActiveJobs, active });
+      throw refuse(answerLane, laneActive(answerLane), 'rate_limited', `at most ${burst} requests at once and ${refillPerSecond} per second`, (1 - tokens) / refillPerSecond, { limit: burst });
+    case 'too_many_active_jobs': {
+      const active = laneActive('interactive');
+      throw refuse('interactive', active, 'too_many_active_jobs', `a ${user.tier} user may have ${limits.maxActiveJobs} jobs queued or running; this batch would make ${active + lanes.interactive}`,
+        activeWait, { limit: limits.maxActiveJobs, active });
+    }
+    case 'too_many_active_batch_jobs': {
+      const active = laneActive('batch');
+      throw refuse('batch', active, 'too_many_active_batch_jobs',
+        `a ${user.tier} user may have ${limits.batch.maxActiveJobs} batch jobs queued or running; this batch would make ${active + lanes.batch}`,
+        activeWait, { limit: limits.batch.maxActiveJobs, active, priority: 'batch' });
+    }
     case 'daily_quota_exceeded':
-      throw refuse('daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC); this batch would make ${today + count}`,
+      throw refuse(answerLane, laneActive(answerLane), 'daily_quota_exceeded', `a ${user.tier} user may create ${limits.dailyQuota} jobs a day (UTC); this batch would make ${today + count}`,
         secondsUntilUtcMidnight(), { limit: limits.dailyQuota });
     case 'capacity_exhausted': {
+      const { lane, backlog, bound } = backlogs.find((b) => b.full) ?? backlogs[0];
       const turnover = estimate.meanRunSeconds === null ? 10 : estimate.meanRunSeconds / Math.max(1, estimate.capacity);
-      throw refuse('capacity_exhausted', `the ${user.tier} tier's queue cannot take ${count} more jobs (${bound} at the current GPU capacity)`,
-        clamp((backlog + count - bound) * turnover, 1, 3_600), { tier: user.tier, backlog, bound, capacity: estimate.capacity });
+      throw refuse(lane, laneActive(lane), 'capacity_exhausted',
+        `the ${user.tier} tier's ${lane === 'batch' ? 'batch ' : ''}queue cannot take ${lanes[lane]} more jobs (${bound} at the current GPU capacity)`,
+        clamp((backlog + lanes[lane] - bound) * turnover, 1, 3_600), { tier: user.tier, priority: lane, backlog, bound, capacity: estimate.capacity });
     }
     case 'insufficient_credits':
       throw new ApiError(402, 'insufficient_credits', `this batch costs ${row.needed} credits; ${row.available} available`, {
@@ -149,14 +204,13 @@ export async function admitBatch({ sql, config, queue }: { sql: Sql; config: Con
 
 /** The RateLimit fields of an admitted batch's answer (its items counted). */
 export function admittedBatchHeaders(config: Config, batch: BatchSubmission, admitted: Extract<BatchAdmission, { outcome: 'admitted' }>): Record<string, string> {
-  const { burst, refillPerSecond } = config.admission;
-  const limits = config.admission.tiers[batch.user.tier];
-  const count = batch.items.length;
-  return rateLimitHeaders([
-    { policy: 'burst', quota: burst, windowSeconds: Math.ceil(burst / refillPerSecond), remaining: admitted.tokens, resetSeconds: (burst - admitted.tokens) / refillPerSecond },
-    { policy: 'active', quota: limits.maxActiveJobs, unit: 'concurrent-requests', remaining: limits.maxActiveJobs - admitted.active - count },
-    { policy: 'daily', quota: limits.dailyQuota, windowSeconds: 86_400, remaining: limits.dailyQuota - admitted.today - count, resetSeconds: secondsUntilUtcMidnight() },
-  ]);
+  return rateLimitHeaders(batchPolicyStates(config, config.admission.tiers[batch.user.tier], admitted.lane, admitted));
+}
+
+/** The batch's items per lane, for the queue summary of the process that admitted them. */
+export function admittedLanes(batch: BatchSubmission): { priority: Priority; jobs: number }[] {
+  const lanes = itemsByLane(batch.items);
+  return (['interactive', 'batch'] as const).filter((lane) => lanes[lane] > 0).map((priority) => ({ priority, jobs: lanes[priority] }));
 }
 
 /**

@@ -7,7 +7,7 @@ import type { GenerationInput, GenerationRequest } from '../domain/generation';
 import type { InputChecks } from './generation-inputs';
 import type { Logger } from '../lib/logger';
 import { ApiError, notFound } from '../wire/errors';
-import { admitBatch, admittedBatchHeaders, describeBatch, undoBatch, type BatchSubmission } from './batch-admission';
+import { admitBatch, admittedBatchHeaders, admittedLanes, describeBatch, undoBatch, type BatchSubmission } from './batch-admission';
 import { deliverCancel } from './cancel';
 import { idempotencyKeysTaken } from './admission-store';
 import type { QueuePositions } from './queue-position';
@@ -78,11 +78,7 @@ export class BatchStarts {
 /** An item as a submit reads it, or a 400 naming the item's index (details.index) and the item's own error. */
 function itemRequest(deps: BatchDeps, body: unknown, index: number): GenerationRequest {
   try {
-    const request = parseGenerationRequest(body, deps.config);
-    // The batch admission counts its items against the interactive lane's limits only: until it counts each lane's, a
-    // batch holds interactive items.
-    if (request.priority === 'batch') throw new ApiError(400, 'invalid_request', 'priority: "batch" is not accepted inside a batch yet; submit batch-lane jobs one by one');
-    return request;
+    return parseGenerationRequest(body, deps.config);
   } catch (err) {
     throw badItem(err, index);
   }
@@ -144,7 +140,7 @@ export async function describeBatchRequest(deps: BatchDeps, user: UserRow, rawIt
     const replay = idempotencyKey !== undefined && (await idempotencyKeysTaken(deps.sql, user.id, [idempotencyKey])).has(idempotencyKey);
     if (!replay) await checkItemInputs(deps, user, items);
   }
-  return describeBatch(user, items, idempotencyKey);
+  return describeBatch(deps.config, user, items, idempotencyKey);
 }
 
 const itemInput = (deps: BatchDeps, batch: BatchSubmission, index: number): GenerationInput =>
@@ -179,7 +175,9 @@ export async function submitBatch(deps: BatchDeps, batch: BatchSubmission): Prom
   }
   const weight = deps.config.generation.tierWeights[batch.user.tier] ?? 1;
   if (admission.xid !== null) {
-    deps.queue.noteAdmitted({ xid: admission.xid, userId: batch.user.id, tier: batch.user.tier, weight, createdAt: batch.acceptedAt, jobs: batch.jobIds.length });
+    for (const { priority, jobs } of admittedLanes(batch)) {
+      deps.queue.noteAdmitted({ xid: admission.xid, userId: batch.user.id, tier: batch.user.tier, weight, createdAt: batch.acceptedAt, jobs, priority });
+    }
   }
   deps.starts.startInBackground(batch.batchId, batch.jobIds.slice(1).map((_, i) => itemInput(deps, batch, i + 1)));
   const row = await getBatch(deps.db, batch.user.id, batch.batchId);

@@ -363,8 +363,10 @@ function batchOperations(): Operation[] {
       description:
         'Each item is a submit body (CreateGenerationRequest) and becomes a generation carrying the batch id as `batch_id`. ' +
         'The batch is admitted whole or refused whole with the refusal a submit would get, counting every item: it takes one ' +
-        'rate-limit token, and its items count against the active jobs, the daily quota, the tier backlog (429) and the credits ' +
-        '(402, details.needed is the whole batch); a refused batch creates nothing and holds no credits. With an Idempotency-Key, ' +
+        'rate-limit token, and its items count against the daily quota and the credits together (402, details.needed is the whole ' +
+        'batch), and against their own lane\'s active jobs and tier backlog (429: items with priority "batch" against the batch ' +
+        'lane\'s, too_many_active_batch_jobs; the others against the interactive lane\'s, too_many_active_jobs); a batch may mix ' +
+        'both lanes. A refused batch creates nothing and holds no credits. With an Idempotency-Key, ' +
         'a retry returns the same batch (Idempotent-Replayed: true); another body, or a key used for a submit, is 422. A bad item ' +
         'is 400 invalid_batch_item, its index in details.index (and its own error code in details.code); an empty batch or one of ' +
         `more than ${MAX_BATCH_ITEMS} items is 400 invalid_request. An item's refused input_reference is 400 invalid_batch_item ` +

@@ -68,6 +68,13 @@ export interface Submission {
   retryOf?: string;
 }
 
+/**
+ * The credits admission reserves for a request: its price (its lane's), and with several backends the price on the
+ * dearest that can render it: the one that runs it charges its own (routing.ts).
+ */
+export const reservedPrice = (config: Config, request: GenerationRequest): number =>
+  reservedCredits(creditsFor(request, config.generation.pricing), config.backend.backends, renderRequestOf(request));
+
 export function describeSubmission(config: Config, user: UserRow, request: GenerationRequest, idempotencyKey: string | undefined, retryOf?: string): Submission {
   return {
     user,
@@ -75,8 +82,7 @@ export function describeSubmission(config: Config, user: UserRow, request: Gener
     idempotencyKey,
     jobId: jobIdFor(user.id, idempotencyKey),
     requestHash: requestHash(request, retryOf),
-    // With several backends, the price on the dearest that can render it: the one that runs it charges its own (routing.ts).
-    credits: reservedCredits(creditsFor(request, config.generation.pricing), config.backend.backends, renderRequestOf(request)),
+    credits: reservedPrice(config, request),
     acceptedAt: new Date(),
     ...(retryOf === undefined ? {} : { retryOf }),
   };

@@ -118,9 +118,11 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const backgrounds: Array<{ stop(): void }> = [];
   if (role === 'all' || role === 'gpu') {
     await wakeups.start();
-    if (health) {
-      const healthLogger = logger.child({ component: 'backend-health' });
-      backgrounds.push(startHealthChecks({ backends, health, everyMs: config.routing.healthCheckMs, logger: healthLogger }));
+    const healthLogger = logger.child({ component: 'backend-health' });
+    if (health) backgrounds.push(startHealthChecks({ backends, health, everyMs: config.routing.healthCheckMs, logger: healthLogger }));
+    // Owed cancels come from failing over (several backends) and from provider jobs no attempt follows (a provider's
+    // webhook for an unanswered submit's job: src/dispatch/backend-orphans.ts), which one provider backend can have.
+    if (health || specs.some((spec) => spec.kind !== 'simulator')) {
       backgrounds.push(startCancelSweeper({ sql: database.sql, backends, everyMs: Math.min(2_000, config.routing.healthCheckMs), logger: healthLogger }));
     }
     // One GPU worker per backend pool: its own `gpu` task queue, slot leases and submission rate.

@@ -36,6 +36,8 @@ describe('Replicate, end to end (webhooks, polling only as the fallback)', () =>
       env: {
         ...stackEnv({ name: 'replicate', kind: 'replicate', base_url: fake.url, credentials_env: 'REPLICATE_API_TOKEN', capacity: 4, model: 'wan-video/wan-2.2-t2v-fast' }, { REPLICATE_API_TOKEN: fake.token }),
         POLL_INTERVAL_MS: '60000',
+        // A lost answer is given up on within a second (the retry follows a second later).
+        BACKEND_TIMEOUT_MS: '1000',
       },
     });
   });
@@ -96,6 +98,45 @@ describe('Replicate, end to end (webhooks, polling only as the fallback)', () =>
     expect(answer.headers.get('backend-cancel')).toBeNull();
     expect((await api.waitForTerminal(jobId, 15_000)).status).toBe('canceled');
     await eventually(async () => (fake.predictions.get(running.backend_job_id)?.status === 'canceled' ? true : undefined), { timeoutMs: 10_000, what: 'the prediction canceled' });
+  });
+
+  const livePredictions = (prompt: string) => [...fake.predictions.values()].filter((p) => p.input.prompt === prompt && (p.status === 'starting' || p.status === 'processing'));
+
+  test('a submit whose answer is lost: the retried submit adopts the prediction it created, one live prediction for the attempt', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const prompt = 'a fox whose submit went unanswered [fake:hang]';
+    fake.set({ loseNextAnswers: 1 });
+    const jobId = (await api.submit({ prompt })).body.id;
+    const running = await waitRunning(api, jobId);
+    expect(await settled(async () => livePredictions(prompt).map((p) => p.id))).toEqual([running.backend_job_id]);
+    expect([...fake.predictions.values()].filter((p) => p.input.prompt === prompt)).toHaveLength(1);
+    expect(running.attempt).toBe(1);
+    await api.call('POST', `/v1/generations/${jobId}/cancel`);
+    expect((await api.waitForTerminal(jobId, 15_000)).status).toBe('canceled');
+    expect(livePredictions(prompt)).toHaveLength(0);
+  });
+
+  test('a prediction its attempt does not follow calls back: acknowledged, not taken as the job, and canceled', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const prompt = 'a fox with a straggler [fake:hang]';
+    const jobId = (await api.submit({ prompt })).body.id;
+    const running = await waitRunning(api, jobId);
+    const followed = fake.predictions.get(running.backend_job_id)!;
+    // What an unanswered submit of the same attempt would have left there: the same input and the attempt's webhook.
+    const straggler = await fetch(`${fake.url}/v1/models/wan-video/wan-2.2-t2v-fast/predictions`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${fake.token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ input: followed.input, webhook: followed.webhook, webhook_events_filter: ['start', 'completed'] }),
+    });
+    const orphanId = ((await straggler.json()) as { id: string }).id;
+    await eventually(async () => (fake.predictions.get(orphanId)?.status === 'canceled' ? true : undefined), { timeoutMs: 15_000, what: 'the straggler canceled' });
+    expect(livePredictions(prompt).map((p) => p.id)).toEqual([followed.id]);
+    expect((await api.get(jobId)).body).toMatchObject({ status: 'running', backend_job_id: followed.id });
+    await api.call('POST', `/v1/generations/${jobId}/cancel`);
+    expect((await api.waitForTerminal(jobId, 15_000)).status).toBe('canceled');
+    await eventually(async () => ((await stack.database.sql`select 1 from backend_cancels where backend_job_id = ${orphanId}`).length === 0 ? true : undefined), { what: 'the owed cancel done' });
   });
 
   test('a webhook signed with another secret is refused 401 and changes nothing', async () => {

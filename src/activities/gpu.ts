@@ -223,6 +223,24 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     return { backendJobId: row.backendJobId, acceptedAtMs: row.expectedDoneAt ? row.expectedDoneAt.getTime() - expectedRunMs : Date.now() };
   }
 
+  /**
+   * Submits the attempt. A retry of a try that may have submitted without hearing the answer (a timeout, a dispatcher
+   * that died mid-call) first asks a provider without an idempotency key for the job that try created, and adopts it:
+   * one attempt, one backend job. `since` is when the activity was first scheduled, less a minute for clock skew.
+   */
+  async function submitOrAdopt(backend: GenerationBackend, input: GpuAttemptInput, log: Logger): Promise<BackendJob> {
+    const request = await submission(input, true);
+    const info = Context.current().info;
+    if (info.attempt > 1 && backend.findSubmitted) {
+      const earlier = await backend.findSubmitted(request, new Date(info.scheduledTimestampMs - 60_000));
+      if (earlier) {
+        log.info({ backendJobId: earlier.id }, 'an earlier try of this attempt had submitted unanswered: its backend job is adopted');
+        return earlier;
+      }
+    }
+    return backend.submit(request);
+  }
+
   async function runAsync(input: GpuAttemptInput, stop: AttemptStop, log: Logger): Promise<GpuAttemptResult> {
     const ctx = Context.current();
     const backend = backendOf(input);
@@ -232,7 +250,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     if (!resumedId && (await shouldLeave(input))) await leave(input, null, log);
     let job: BackendJob;
     try {
-      job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : submission(input, true).then((request) => backend.submit(request))), resumedId);
+      job = await callBackend(() => (resumedId ? backend.getJob(resumedId) : submitOrAdopt(backend, input, log)), resumedId);
     } catch (err) {
       if (err instanceof BackendUnavailableError && (await shouldLeave(input))) await leave(input, resumedId ?? null, log);
       throw err;

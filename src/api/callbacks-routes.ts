@@ -1,6 +1,7 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import express, { Router } from 'express';
 import { z } from 'zod';
+import { attemptRecord, callbackOwnership, oweBackendCancel } from '../dispatch/backend-orphans';
 import { announceBackendJobEvent } from '../dispatch/backend-wakeups';
 import { BackendUnavailableError, type BackendCallback, type GenerationBackend } from '../backend/types';
 import type { Sql } from '../db/client';
@@ -48,7 +49,8 @@ interface ReadCallback {
  * the acceptance itself.
  * `webhookSecrets` is the current secret, then during a rotation the previous one: a signature by either is accepted.
  * POST /internal/backend/callbacks/<backend name>: a provider's own webhook (Replicate, fal), verified and read by that
- * backend's adapter (`verifyCallback`), then the same path.
+ * backend's adapter (`verifyCallback`), then the same path, unless the provider job it names is not the one its attempt
+ * follows (src/dispatch/backend-orphans.ts).
  */
 export function callbacksRouter({
   client,
@@ -99,8 +101,25 @@ export function callbacksRouter({
       if (err instanceof BackendUnavailableError) throw new ApiError(503, 'verification_unavailable', 'the callback could not be verified now; retry', undefined, { 'Retry-After': '5' });
       throw new ApiError(400, 'invalid_callback', 'the callback body is not one this backend sends');
     }
-    res.status(200).json(await apply(callback));
+    res.status(200).json((await disowned(req.params.backend, callback)) ?? (await apply(callback)));
   });
+
+  /**
+   * A provider's webhook for a job its attempt does not follow (an unanswered submit's job, or one of an attempt that has
+   * ended or moved on): acknowledged without a signal, and, while the job still runs, its cancel is owed (sent by the
+   * dispatchers), so it is not left running unobserved. Undefined for a job its attempt follows: the usual path.
+   */
+  async function disowned(backend: string, callback: ReadCallback): Promise<{ received: true; applied: false } | undefined> {
+    const target = parseBackendClientKey(callback.clientKey);
+    if (!target) return undefined;
+    const ownership = callbackOwnership(await attemptRecord(sql, target.jobId), target, callback.job.id);
+    if (ownership === 'follows') return undefined;
+    const running = callback.type === 'job.started';
+    if (running) await oweBackendCancel(sql, { backend, backendJobId: callback.job.id, jobId: target.jobId });
+    logger.info({ jobId: target.jobId, backend, backendJobId: callback.job.id, attempt: target.attempt, ownership, type: callback.type }, running ? 'a provider job its attempt does not follow is running: its cancel is owed' : 'webhook for a provider job its attempt does not follow: acknowledged');
+    callbackMetrics.inc({ outcome: 'disowned' });
+    return { received: true, applied: false };
+  }
 
   function invalidSignature(err: unknown): unknown {
     if (!(err instanceof WebhookVerificationError)) return err;

@@ -77,6 +77,11 @@ export class ComfyUiBackend implements GenerationBackend {
     return backendJob({ id: backendJobId, status: 'canceled' });
   }
 
+  /** ComfyUI's own status route (GET /system_stats): the server answers, with its devices. */
+  async health(): Promise<void> {
+    await this.call('GET', '/system_stats');
+  }
+
   private async find(promptId: string): Promise<BackendJob | null> {
     const history = await this.history(promptId);
     if (history) return this.read(promptId, history);

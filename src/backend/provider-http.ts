@@ -137,6 +137,15 @@ export function attemptCallbackUrl(callbackUrl: string, clientKey: string): stri
   return url.toString();
 }
 
+/** The client key in a webhook URL attemptCallbackUrl built ('' when there is none, or the URL is not one). */
+export function clientKeyInUrl(url: string): string {
+  try {
+    return new URL(url).searchParams.get('client_key') ?? '';
+  } catch {
+    return '';
+  }
+}
+
 export function clientKeyOf(query: Record<string, unknown>): string {
   const key = query.client_key;
   return typeof key === 'string' ? key : '';

@@ -7,6 +7,7 @@ import {
   callProvider,
   checkRenders,
   classifyFailure,
+  clientKeyInUrl,
   clientKeyOf,
   firstUrl,
   headerOf,
@@ -34,10 +35,16 @@ const predictionSchema = z.object({
   created_at: z.string().nullable().optional(),
   started_at: z.string().nullable().optional(),
   completed_at: z.string().nullable().optional(),
+  /** The webhook URL it was created with: ours carries the attempt's client key. */
+  webhook: z.string().nullable().optional(),
 });
 type Prediction = z.infer<typeof predictionSchema>;
 
 const secretSchema = z.object({ key: z.string().min(1) });
+const pageSchema = z.object({ next: z.string().nullable().optional(), results: z.array(z.unknown()) });
+
+/** How many pages of the prediction list (100 each, newest first) a retried submit reads looking for its prediction. */
+const FIND_PAGES = 5;
 
 export class ReplicateBackend implements GenerationBackend {
   readonly cancelStopsWork = true;
@@ -79,6 +86,33 @@ export class ReplicateBackend implements GenerationBackend {
 
   async cancel(backendJobId: string): Promise<BackendJob> {
     return this.read(await this.call('POST', `${this.base}/v1/predictions/${encodeURIComponent(backendJobId)}/cancel`));
+  }
+
+  /**
+   * The prediction an unanswered try of this submit created, if any: Replicate has no idempotency key, but it lists an
+   * account's predictions (newest first, `created_after`) with the webhook URL each was created with, and ours names
+   * the attempt's client key. A prediction created without a webhook (no callbacks wanted) cannot be told apart: none.
+   */
+  async findSubmitted(request: BackendSubmitRequest, since: Date): Promise<BackendJob | null> {
+    if (!request.callback_url) return null;
+    let url: string | null = `${this.base}/v1/predictions?${new URLSearchParams({ created_after: since.toISOString() })}`;
+    for (let page = 0; url && page < FIND_PAGES; page += 1) {
+      const { next, results } = pageSchema.parse(await this.call('GET', url));
+      for (const item of results) {
+        const prediction = predictionSchema.safeParse(item);
+        if (prediction.success && clientKeyInUrl(prediction.data.webhook ?? '') === request.client_key) {
+          return toJob(prediction.data, request.client_key);
+        }
+      }
+      // Only Replicate's own next page: the cursor URL must stay on the configured API.
+      url = next && next.startsWith(`${this.base}/`) ? next : null;
+    }
+    return null;
+  }
+
+  /** A cheap authenticated read: the token's account (GET /v1/account). */
+  async health(): Promise<void> {
+    await this.call('GET', `${this.base}/v1/account`);
   }
 
   async verifyCallback({ headers, rawBody, query }: IncomingCallback): Promise<VerifiedCallback> {

@@ -90,6 +90,13 @@ export interface GenerationBackend {
   /** Idempotent by `client_key` (where the provider has no idempotency key, see docs/backends.md). */
   submit(request: BackendSubmitRequest): Promise<BackendJob>;
   getJob(backendJobId: string): Promise<BackendJob>;
+  /**
+   * For a provider without an idempotency key: the job an earlier, unanswered try of this same submit created (its
+   * answer lost to a timeout, or its caller gone mid-call), found at the provider by `request.client_key`, or null.
+   * The GPU activity asks before it submits again, and adopts what it finds instead of creating a second job. `since`:
+   * no earlier try began before it. Optional: a provider that cannot list its jobs leaves it out (docs/backends.md).
+   */
+  findSubmitted?(request: BackendSubmitRequest, since: Date): Promise<BackendJob | null>;
   /** Stops the job and answers it as it then stands. A provider without a cancel answers it `canceled` at once: we stop following it. */
   cancel(backendJobId: string): Promise<BackendJob>;
   /** False when the provider has no cancel: a canceled job of ours may run on there to its end, unobserved. */

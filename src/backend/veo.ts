@@ -74,6 +74,11 @@ export class VeoBackend implements GenerationBackend {
     return Promise.resolve(backendJob({ id: backendJobId, status: 'canceled' }));
   }
 
+  /** The configured model's metadata (GET /v1beta/models/{model}): the API answers, takes our key, and has the model. */
+  async health(): Promise<void> {
+    await this.call('GET', `${this.base}/v1beta/models/${this.spec.model}`);
+  }
+
   private async call(method: string, url: string, body?: unknown): Promise<unknown> {
     try {
       const { json } = await callProvider({ method, url, body, headers: { 'x-goog-api-key': this.spec.credentials ?? '' }, timeoutMs: this.options.timeoutMs, fetch: this.fetch });

@@ -116,6 +116,7 @@ export function observedBackend(name: string, backend: GenerationBackend, health
     cancel: (id) => note(() => backend.cancel(id)),
     cancelStopsWork: backend.cancelStopsWork,
   };
+  if (backend.findSubmitted) observed.findSubmitted = (request, since) => note(() => backend.findSubmitted!(request, since));
   if (backend.generate) observed.generate = (request, signal) => note(() => backend.generate!(request, signal));
   if (backend.verifyCallback) observed.verifyCallback = (callback) => backend.verifyCallback!(callback);
   if (backend.health) observed.health = () => backend.health!();

@@ -37,7 +37,7 @@ export const relayWaiting = new client.Gauge({
 
 export const callbacks = new client.Counter({
   name: 'vg_backend_callbacks_total',
-  help: 'Backend callbacks received, by outcome (signalled, ignored, invalid_signature, invalid, unavailable)',
+  help: 'Backend callbacks received, by outcome (signalled, ignored, disowned, invalid_signature, invalid, unavailable)',
   labelNames: ['outcome'] as const,
   registers: [registry],
 });

@@ -100,6 +100,22 @@ describe('ComfyUI adapter', () => {
     expect(fake.live()).toHaveLength(0);
   });
 
+  it('checks its health with GET /system_stats: answered, or down in an outage', async () => {
+    await expect(backend.health()).resolves.toBeUndefined();
+    expect(fake.requests.at(-1)).toMatchObject({ method: 'GET', path: '/system_stats' });
+    fake.set({ outage: true });
+    expect(await rejection(backend.health())).toBeInstanceOf(BackendUnavailableError);
+  });
+
+  it("a submit whose answer is lost: the retry finds the prompt under the attempt's prompt_id, one prompt live", async () => {
+    const req = request('a fox, answer lost [fake:hang]');
+    fake.set({ loseNextAnswers: 1 });
+    expect(await rejection(backend.submit(req))).toBeInstanceOf(BackendUnavailableError);
+    const again = await backend.submit(req);
+    expect(again.id).toBe(promptIdOf(req.client_key));
+    expect(fake.live()).toHaveLength(1);
+  });
+
   it('types HTTP failures: 5xx, outage and slow answers are unavailable; a prompt it does not know is lost', async () => {
     fake.set({ fail5xxNext: 1 });
     expect(await rejection(backend.getJob('x'))).toMatchObject({ name: 'BackendUnavailableError', status: 503 });

@@ -152,6 +152,43 @@ describe('Replicate adapter', () => {
     expect(isJobNotFound(await rejection(backend.getJob('nosuchprediction')))).toBe(true);
   });
 
+  it('a submit whose answer is lost: the retry finds the prediction by the key in its webhook and adopts it, so one prediction is live', async () => {
+    const since = new Date(Date.now() - 1_000);
+    const req = request('a fox, answer lost [fake:hang]');
+    fake.set({ loseNextAnswers: 1 });
+    expect(await rejection(backend.submit(req))).toBeInstanceOf(BackendUnavailableError);
+    expect(fake.live()).toHaveLength(1);
+    // Another attempt's prediction, created since, is not this one.
+    await backend.submit(request('another attempt [fake:hang]'));
+
+    const found = await backend.findSubmitted(req, since);
+    expect(found).toMatchObject({ id: fake.live()[0].id, client_key: req.client_key });
+    expect(fake.requests.filter((r) => r.method === 'GET' && r.path === '/v1/predictions')[0].query.get('created_after')).toBe(since.toISOString());
+    expect(await backend.findSubmitted(request('never submitted'), since)).toBeNull();
+    expect(fake.live()).toHaveLength(2);
+    await backend.cancel(found!.id);
+  });
+
+  it('reads the list a page at a time (100 a page, newest first) to find an older prediction', async () => {
+    const since = new Date(Date.now() - 1_000);
+    const first = request('the oldest of many');
+    fake.set({ runMs: 60_000 });
+    await backend.submit(first);
+    for (let i = 0; i < 120; i += 1) await backend.submit(request(`filler ${i}`));
+    expect((await backend.findSubmitted(first, since))?.client_key).toBe(first.client_key);
+    expect(fake.requests.filter((r) => r.path === '/v1/predictions' && r.method === 'GET')).toHaveLength(2);
+  });
+
+  it('checks its health with GET /v1/account: answered, or down in an outage or with a refused token', async () => {
+    await expect(backend.health()).resolves.toBeUndefined();
+    expect(fake.requests.at(-1)).toMatchObject({ method: 'GET', path: '/v1/account' });
+    fake.set({ outage: true });
+    expect(await rejection(backend.health())).toBeInstanceOf(BackendUnavailableError);
+    fake.set({ outage: false });
+    const wrongKey = new ReplicateBackend(spec({ credentials: 'r8_wrong' }), { callbackUrl: inbox.url, timeoutMs: 1_000 });
+    expect(await rejection(wrongKey.health())).toBeInstanceOf(BackendUnavailableError);
+  });
+
   it('refuses, without calling Replicate, what the backend is configured not to render', async () => {
     const err = await rejection(backend.submit(request('a fox', { resolution: '1080p' })));
     expect(err).toBeInstanceOf(BackendRejectedError);

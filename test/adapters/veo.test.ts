@@ -104,6 +104,27 @@ describe('Veo adapter', () => {
     expect(isJobNotFound(await rejection(backend.getJob('../../etc/passwd')))).toBe(true);
   });
 
+  it('checks its health with GET /v1beta/models/{model}: answered; down in an outage, with a refused key, or for a model it does not serve', async () => {
+    await expect(backend.health()).resolves.toBeUndefined();
+    expect(fake.requests.at(-1)).toMatchObject({ method: 'GET', path: '/v1beta/models/veo-3.0-generate-001' });
+    fake.set({ outage: true });
+    expect(await rejection(backend.health())).toBeInstanceOf(BackendUnavailableError);
+    fake.set({ outage: false });
+    const wrongKey = new VeoBackend(spec({ credentials: 'AIzaWrong' }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
+    expect(await rejection(wrongKey.health())).toBeInstanceOf(BackendUnavailableError);
+    const noModel = new VeoBackend(spec({ model: 'veo-9-imaginary' }), { callbackUrl: 'http://unused.test/', timeoutMs: 1_000 });
+    expect(await rejection(noModel.health())).toMatchObject({ name: 'BackendRejectedError', status: 404 });
+  });
+
+  it('a submit whose answer is lost leaves a second operation: Veo has no key, no list and no cancel (docs/backends.md, Known limits)', async () => {
+    const req = request('a fox, answer lost [fake:hang]');
+    fake.set({ loseNextAnswers: 1 });
+    expect(await rejection(backend.submit(req))).toBeInstanceOf(BackendUnavailableError);
+    expect('findSubmitted' in backend).toBe(false);
+    await backend.submit(req);
+    expect(fake.live()).toHaveLength(2);
+  });
+
   it('refuses, without calling Veo, a duration or aspect ratio it is configured not to render', async () => {
     expect(await rejection(backend.submit(request('a fox', { duration_seconds: 5 })))).toBeInstanceOf(BackendRejectedError);
     expect(await rejection(backend.submit(request('a fox', { aspect_ratio: '1:1' })))).toBeInstanceOf(BackendRejectedError);

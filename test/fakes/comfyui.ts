@@ -7,7 +7,7 @@ import { FakeJobs, outcomeOf, startFakeServer, type FakeAnswer, type FakeKnobs, 
  * node_errors}); GET /queue lists queue_running and queue_pending as [number, prompt_id, prompt, extra_data, outputs];
  * GET /history/{prompt_id} is `{}` until the prompt ran, then its outputs and status (status_str, completed, messages
  * with execution_error / execution_interrupted); POST /interrupt stops the running prompt; POST /queue {delete: [...]}
- * drops waiting ones. No webhooks: ComfyUI is followed by polling (or its websocket). Prompts run side by side, as on several GPUs.
+ * drops waiting ones; GET /system_stats describes the server and its devices. No webhooks: ComfyUI is followed by polling (or its websocket). Prompts run side by side, as on several GPUs.
  */
 interface Prompt {
   id: string;
@@ -74,6 +74,11 @@ export async function startComfyUiFake(knobs: Partial<FakeKnobs> = {}): Promise<
 
   const fake: FakeServer = await startFakeServer((req) => {
     if (req.method === 'POST' && req.path === '/prompt') return queuePrompt(req);
+    if (req.method === 'GET' && req.path === '/system_stats') {
+      const system = { os: 'posix', python_version: '3.12.3', embedded_python: false, comfyui_version: '0.3.66', pytorch_version: '2.8.0+cu128', ram_total: 134_217_728_000, ram_free: 96_000_000_000, argv: ['main.py', '--listen'] };
+      const devices = [{ name: 'cuda:0 NVIDIA H100 80GB HBM3 : cudaMallocAsync', type: 'cuda', index: 0, vram_total: 85_045_002_240, vram_free: 80_000_000_000, torch_vram_total: 0, torch_vram_free: 0 }];
+      return { status: 200, body: { system, devices } };
+    }
     if (req.method === 'GET' && req.path === '/queue') {
       const all = [...prompts.values()];
       return { status: 200, body: { queue_running: all.filter((p) => p.state === 'running').map(entry), queue_pending: all.filter((p) => p.state === 'queued').map(entry) } };

@@ -21,9 +21,14 @@ export interface FakeKnobs {
   slowMs: number;
   /** Every connection is closed without an answer. Jobs already running keep running. */
   outage: boolean;
+  /**
+   * The next N POST requests (the calls that create a job) are carried out, but their answers never leave: the caller
+   * times out not knowing whether the job exists, the way an answer lost on the network or a caller dying mid-call does.
+   */
+  loseNextAnswers: number;
 }
 
-export const DEFAULT_KNOBS: FakeKnobs = { runMs: 300, queueMs: 0, loseCallbacks: false, duplicateCallbacks: false, fail5xxNext: 0, slowMs: 0, outage: false };
+export const DEFAULT_KNOBS: FakeKnobs = { runMs: 300, queueMs: 0, loseCallbacks: false, duplicateCallbacks: false, fail5xxNext: 0, slowMs: 0, outage: false, loseNextAnswers: 0 };
 
 /**
  * The ending a job's prompt asks the fake for: `[fake:fail=content]`, `[fake:fail=input]`, `[fake:fail=oom]`,
@@ -101,8 +106,12 @@ export async function startFakeServer(route: FakeRoute, knobs: Partial<FakeKnobs
       state.fail5xxNext -= 1;
       return send(res, { status: 503, body: { detail: 'the fake is unavailable (knob)' } });
     }
+    const lose = request.method === 'POST' && state.loseNextAnswers > 0;
+    if (lose) state.loseNextAnswers -= 1;
     try {
       const answer = (await route(request)) ?? { status: 404, body: { detail: 'Not found.' } };
+      // Done, and never answered: the connection stays open until the caller gives up (or the fake closes).
+      if (lose) return;
       send(res, answer);
     } catch (err) {
       send(res, { status: 500, body: { detail: (err as Error).message } });

@@ -7,7 +7,10 @@ import { FakeJobs, outcomeOf, startFakeServer, type FakeAnswer, type FakeKnobs, 
  * (POST /v1/models/{owner}/{name}/predictions) or by version (POST /v1/predictions), read (GET /v1/predictions/{id}) and
  * canceled (POST /v1/predictions/{id}/cancel); statuses starting → processing → succeeded | failed | canceled; webhooks
  * for the `start` and `completed` events of `webhook_events_filter`, signed the Standard Webhooks way with the account's
- * secret (GET /v1/webhooks/default/secret).
+ * secret (GET /v1/webhooks/default/secret). GET /v1/predictions lists them newest first, 100 a page (`next` is the
+ * following page's URL), from `created_after` when given; every prediction carries its `webhook` and
+ * `webhook_events_filter`, as the webhook bodies and the official clients' Prediction type show. GET /v1/account
+ * answers the token's account.
  */
 interface Prediction {
   id: string;
@@ -62,7 +65,25 @@ export async function startReplicateFake(knobs: Partial<FakeKnobs> = {}): Promis
     completed_at: p.completed_at,
     urls: { get: `${fake.url}/v1/predictions/${p.id}`, cancel: `${fake.url}/v1/predictions/${p.id}/cancel`, stream: `${fake.url}/stream/${p.id}` },
     metrics: p.completed_at ? { predict_time: 1.5 } : {},
+    source: 'api',
+    ...(p.webhook ? { webhook: p.webhook, webhook_events_filter: p.filter } : {}),
   });
+
+  const PAGE = 100;
+  /** GET /v1/predictions: newest first, from `created_after` (inclusive) and before `created_before`, a page at a time. */
+  function list(req: FakeRequest): FakeAnswer {
+    const after = req.query.get('created_after');
+    const before = req.query.get('created_before');
+    const offset = Number(Buffer.from(req.query.get('cursor') ?? '', 'base64url').toString() || 0);
+    const all = [...predictions.values()]
+      .filter((p) => (!after || p.created_at >= new Date(after).toISOString()) && (!before || p.created_at < new Date(before).toISOString()))
+      .reverse();
+    const page = all.slice(offset, offset + PAGE);
+    const nextUrl = new URL(`${fake.url}/v1/predictions`);
+    for (const [k, v] of req.query) if (k !== 'cursor') nextUrl.searchParams.set(k, v);
+    nextUrl.searchParams.set('cursor', Buffer.from(String(offset + PAGE)).toString('base64url'));
+    return { status: 200, body: { previous: null, next: offset + PAGE < all.length ? nextUrl.toString() : null, results: page.map(view) } };
+  }
 
   const notify = (p: Prediction, event: 'start' | 'completed') => {
     if (!p.webhook || !p.filter.includes(event)) return;
@@ -123,6 +144,8 @@ export async function startReplicateFake(knobs: Partial<FakeKnobs> = {}): Promis
       return create(req, 'pinned', version);
     }
     if (req.method === 'GET' && req.path === '/v1/webhooks/default/secret') return { status: 200, body: { key: secret } };
+    if (req.method === 'GET' && req.path === '/v1/predictions') return list(req);
+    if (req.method === 'GET' && req.path === '/v1/account') return { status: 200, body: { type: 'user', username: 'videogen', name: 'Videogen', github_url: null } };
     const one = /^\/v1\/predictions\/([\w-]+)(\/cancel)?$/.exec(req.path);
     const p = one ? predictions.get(one[1]) : undefined;
     if (one && !p) return { status: 404, body: { title: 'Not found', detail: 'Not found.', status: 404 } };

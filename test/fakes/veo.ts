@@ -6,7 +6,8 @@ import { FakeJobs, outcomeOf, startFakeServer, type FakeAnswer, type FakeKnobs, 
  * /v1beta/models/{model}:predictLongRunning with `instances` and `parameters` (key in `x-goog-api-key`) starts a
  * long-running operation `models/{model}/operations/{id}`; GET /v1beta/{name} reads it: `done`, then `error`
  * (google.rpc.Status) or `response.generateVideoResponse` with `generatedSamples[].video.uri`, or with
- * `raiMediaFilteredCount`/`raiMediaFilteredReasons` when the safety filters kept the video back. No webhook, no cancel.
+ * `raiMediaFilteredCount`/`raiMediaFilteredReasons` when the safety filters kept the video back; GET
+ * /v1beta/models/{model} describes a model it serves (404 NOT_FOUND for another). No webhook, no cancel.
  */
 interface Operation {
   id: string;
@@ -24,6 +25,8 @@ export interface VeoFake extends FakeServer {
 }
 
 const DURATIONS = [4, 6, 8];
+/** The models this fake serves (models.get answers them). */
+const MODELS = ['veo-3.0-generate-001', 'veo-3.0-fast-generate-001', 'veo-3.1-generate-preview'];
 
 const rpc = (code: number, status: string, message: string) => ({ error: { code, message, status } });
 
@@ -83,6 +86,11 @@ export async function startVeoFake(knobs: Partial<FakeKnobs> = {}): Promise<VeoF
     if (key !== apiKey) return { status: 400, body: rpc(400, 'INVALID_ARGUMENT', 'API key not valid. Please pass a valid API key.') };
     const predict = /^\/v1beta\/models\/([\w.-]+):predictLongRunning$/.exec(req.path);
     if (req.method === 'POST' && predict) return start(req, predict[1]);
+    const model = /^\/v1beta\/models\/([\w.-]+)$/.exec(req.path);
+    if (req.method === 'GET' && model) {
+      if (!MODELS.includes(model[1])) return { status: 404, body: rpc(404, 'NOT_FOUND', `models/${model[1]} is not found for API version v1beta`) };
+      return { status: 200, body: { name: `models/${model[1]}`, version: '3.0', displayName: 'Veo 3', description: 'Video generation', supportedGenerationMethods: ['predictLongRunning'] } };
+    }
     const read = /^\/v1beta\/(models\/[\w.-]+\/operations\/[\w-]+)$/.exec(req.path);
     if (req.method === 'GET' && read) {
       const op = operations.get(read[1]);

@@ -35,6 +35,39 @@ async function reserved(jobId: string): Promise<number | undefined> {
   return row?.amount;
 }
 
+/** PUT /admin/capacity, as an operator pauses (0), resizes or restores (null) a backend's pool. */
+function setPool(body: { backend: string; capacity: number | null }): Promise<Response> {
+  return fetch(`${stack.adminUrl}/admin/capacity`, { method: 'PUT', headers: { authorization: `Bearer ${stack.adminApiKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+}
+
+/** Where a job's waiting attempt was routed, and whether a dispatcher has asked it to move. */
+async function queuedRoute(jobId: string): Promise<{ queued_on: string | null; queued_attempt: number | null; asked: boolean }> {
+  const [row] = await stack.database.sql<{ queued_on: string | null; queued_attempt: number | null; asked: boolean }[]>`
+    select queued_on, queued_attempt, reroute_asked_at is not null as asked from generations where id = ${jobId}`;
+  return row;
+}
+
+/**
+ * Jobs waiting in `backend`'s queue: its pool set to one slot, held by a job made long by the simulator's knobs, then
+ * `count` more submitted, each routed there and not accepted. Returns the long job and the waiting ones.
+ */
+async function queueBehindOneSlot(
+  api: ReturnType<typeof apiClient>,
+  { backend, sim, request, count }: { backend: string; sim: RunningSimulator; request: { duration_seconds: number; resolution: string }; count: number },
+): Promise<{ hog: string; waiting: string[] }> {
+  expect((await setPool({ backend, capacity: 1 })).status).toBe(200);
+  setKnobs(sim, { p50Ms: 4_000, p99Ms: 5_000 });
+  const hog = (await api.submit({ prompt: `a long fox holding ${backend}`, ...request })).body.id as string;
+  await eventually(async () => ((await api.get(hog)).body?.status === 'running' ? true : undefined), { timeoutMs: 20_000, what: `the long job to run on ${backend}` });
+  const waiting: string[] = [];
+  for (let n = 1; n <= count; n += 1) waiting.push((await api.submit({ prompt: `a fox waiting on ${backend} ${n}`, ...request })).body.id);
+  for (const jobId of waiting) {
+    await eventually(async () => ((await queuedRoute(jobId)).queued_on === backend ? true : undefined), { timeoutMs: 10_000, what: `job ${jobId} to be routed to ${backend}` });
+    expect((await api.get(jobId)).body).toMatchObject({ status: 'queued', attempt: 0, backend: null });
+  }
+  return { hog, waiting };
+}
+
 /** Forgets the backends' health between tests (a circuit left open by the last one). */
 async function healthy(): Promise<void> {
   // Read afresh at every decision (BACKEND_STATE_CACHE_MS 0 below): the next routing sees this.
@@ -101,10 +134,8 @@ describe('routing across two backends', () => {
 
   test("a backend whose pool is paused (capacity 0) gets no new jobs: they go to the next", async () => {
     await healthy();
-    const admin = (body: unknown) =>
-      fetch(`${stack.adminUrl}/admin/capacity`, { method: 'PUT', headers: { authorization: `Bearer ${stack.adminApiKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-    expect((await admin({ backend: 'nosuch', capacity: 0 })).status).toBe(400);
-    expect((await admin({ backend: PRIMARY, capacity: 0 })).status).toBe(200);
+    expect((await setPool({ backend: 'nosuch', capacity: 0 })).status).toBe(400);
+    expect((await setPool({ backend: PRIMARY, capacity: 0 })).status).toBe(200);
     try {
       const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
       const submitted = (await api.submit({ prompt: 'a fox while the primary is paused', duration_seconds: 2, resolution: '480p' })).body;
@@ -112,7 +143,59 @@ describe('routing across two backends', () => {
       expect(done).toMatchObject({ status: 'succeeded', backend: SECONDARY, failed_over_from: PRIMARY });
       expect(await capture(submitted.id)).toBe(3); // 2 credits at 1.5
     } finally {
-      await admin({ backend: PRIMARY, capacity: null });
+      await setPool({ backend: PRIMARY, capacity: null });
+    }
+  });
+
+  test("jobs queued on a backend whose pool is paused leave it for the next that can render them: charged there, failed over from it", async () => {
+    await healthy();
+    const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+    try {
+      const { hog, waiting } = await queueBehindOneSlot(api, { backend: PRIMARY, sim: primary, request: { duration_seconds: 2, resolution: '480p' }, count: 3 });
+
+      // The operator drains the primary: its waiting jobs move; the one it runs finishes there.
+      const pausedAt = Date.now();
+      expect((await setPool({ backend: PRIMARY, capacity: 0 })).status).toBe(200);
+      for (const jobId of waiting) {
+        const done = await api.waitForTerminal(jobId, 15_000);
+        expect(done).toMatchObject({ status: 'succeeded', attempt: 2, backend: SECONDARY, failed_over_from: PRIMARY });
+        expect(primary.simulator.engine.list(jobId)).toHaveLength(0);
+        expect(secondary.simulator.engine.list(jobId)).toHaveLength(1);
+        expect(await reserved(jobId)).toBe(3);
+        expect(await capture(jobId)).toBe(3); // 2 credits at the secondary's 1.5
+      }
+      // They left within the bound docs/backends.md states (a pass every 300 ms here, plus the secondary's run of ≤ 0.8 s).
+      expect(Date.now() - pausedAt).toBeLessThan(10_000);
+      expect(await api.waitForTerminal(hog, 20_000)).toMatchObject({ status: 'succeeded', attempt: 1, backend: PRIMARY, failed_over_from: null });
+    } finally {
+      setKnobs(primary, { p50Ms: 300, p99Ms: 800 });
+      await setPool({ backend: PRIMARY, capacity: null });
+    }
+  });
+
+  test('jobs queued on a paused backend that no other backend can render stay there, and run once its pool is back', async () => {
+    await healthy();
+    const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+    try {
+      // 1080p: only the secondary renders it.
+      const { hog, waiting } = await queueBehindOneSlot(api, { backend: SECONDARY, sim: secondary, request: { duration_seconds: 1, resolution: '1080p' }, count: 2 });
+      expect((await setPool({ backend: SECONDARY, capacity: 0 })).status).toBe(200);
+      // The long job ends on the paused secondary; passes (every 300 ms) find the waiting ones with nowhere to go.
+      expect(await api.waitForTerminal(hog, 20_000)).toMatchObject({ status: 'succeeded', backend: SECONDARY });
+      setKnobs(secondary, { p50Ms: 300, p99Ms: 800 });
+      for (const jobId of waiting) {
+        expect((await api.get(jobId)).body).toMatchObject({ status: 'queued', attempt: 0 });
+        expect(await queuedRoute(jobId)).toEqual({ queued_on: SECONDARY, queued_attempt: 1, asked: false });
+      }
+
+      await setPool({ backend: SECONDARY, capacity: null });
+      for (const jobId of waiting) {
+        expect(await api.waitForTerminal(jobId, 20_000)).toMatchObject({ status: 'succeeded', attempt: 1, backend: SECONDARY, failed_over_from: null });
+        expect(primary.simulator.engine.list(jobId)).toHaveLength(0);
+      }
+    } finally {
+      setKnobs(secondary, { p50Ms: 300, p99Ms: 800 });
+      await setPool({ backend: SECONDARY, capacity: null });
     }
   });
 

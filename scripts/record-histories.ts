@@ -30,6 +30,10 @@ import { apiClient, eventually, startStack, type Stack } from '../test/harness';
 import { HISTORIES_DIR, recordingName, REPLAY_PATHS, writeRecording, type HistoriesIndex, type RecordedHistory, type ReplayPath } from '../test/replay-histories';
 import { runbookEnv, runRunbook } from '../test/runbook-commands';
 import { temporalBinary } from './lib/temporal-dev-server';
+import { loadConfig } from '../src/config';
+import { createLogger } from '../src/lib/logger';
+import { startSimulator, type RunningSimulator } from '../simulator/app';
+import { defaultSimulatorKnobs, type SimulatorKnobs } from '../simulator/knobs';
 
 const ROOT = path.resolve(__dirname, '..');
 /** Longest wait for one path's job or workflow to end. */
@@ -125,6 +129,8 @@ function signalledEvents(history: History): string[] {
   });
 }
 const fromCallbacks = (history: History) => signalledEvents(history).filter((type) => type !== 'accepted');
+/** The names of the signals a workflow received, in order. */
+const signalNames = (history: History) => (history.events ?? []).flatMap((e) => (e.workflowExecutionSignaledEventAttributes?.signalName ? [e.workflowExecutionSignaledEventAttributes.signalName] : []));
 
 async function generationPaths(r: Recorder): Promise<void> {
   {
@@ -187,6 +193,99 @@ async function generationPaths(r: Recorder): Promise<void> {
     r.record('cancel-while-queued', canceled);
     r.record('queue-timeout', waiting);
     r.record('run-timeout', hog);
+  }
+}
+
+/** The routed stack's two backends: the primary cheaper and rendering up to 720p, the secondary dearer and rendering anything. */
+const PRIMARY = 'primary';
+const SECONDARY = 'secondary';
+
+/**
+ * Routing across two backends, on a stack of its own (its runs take the routed path from their start): a job only the
+ * second backend renders, a running job whose backend goes down, and a queued job whose backend's pool is paused.
+ */
+async function routedPaths(r: Recorder): Promise<void> {
+  const logger = createLogger('recorder', 'error');
+  const webhookSecret = loadConfig({ NODE_ENV: 'test' }).backend.webhookSecret;
+  const knobs: SimulatorKnobs = { ...defaultSimulatorKnobs, p50Ms: 300, p99Ms: 800, capacity: 20 };
+  const sims: RunningSimulator[] = [];
+  let routed: Stack | undefined;
+  try {
+    const [primary, secondary] = [await startSimulator({ port: 0, knobs, webhookSecret, logger }), await startSimulator({ port: 0, knobs, webhookSecret, logger })];
+    sims.push(primary, secondary);
+    routed = await startStack({
+      env: {
+        ...STACK_ENV,
+        MAX_QUEUE_MS: '30000',
+        MAX_RUN_MS: '30000',
+        BACKENDS: JSON.stringify([
+          { name: PRIMARY, kind: 'simulator', base_url: primary.url, capacity: 2, cost_factor: 1, renders: { resolutions: ['480p', '720p'] } },
+          { name: SECONDARY, kind: 'simulator', base_url: secondary.url, capacity: 2, cost_factor: 1.5 },
+        ]),
+        BACKEND_HEALTH_CHECK_MS: '300',
+        BACKEND_CIRCUIT_FAILURES: '3',
+        BACKEND_CIRCUIT_OPEN_MS: '60000',
+        BACKEND_FAILOVER_AFTER_MS: '1000',
+        BACKEND_STATE_CACHE_MS: '0',
+        POLL_INTERVAL_MS: '300',
+      },
+    });
+    const stack = routed;
+    const rr = new Recorder(stack);
+    const setKnobs = (sim: RunningSimulator, next: Partial<SimulatorKnobs>) => sim.simulator.engine.updateKnobs({ ...sim.simulator.engine.knobs, ...next });
+    const setPool = async (backend: string, capacity: number | null) => {
+      const res = await fetch(`${stack.adminUrl}/admin/capacity`, { method: 'PUT', headers: { authorization: `Bearer ${stack.adminApiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ backend, capacity }) });
+      check(res.status === 200, `PUT /admin/capacity answered ${res.status}`);
+    };
+    type RoutedJob = Job & { backend: string | null; failed_over_from: string | null };
+    {
+      const { api } = await rr.user();
+      const job = (await rr.ended(api, await rr.submit(api, { prompt: 'a fox in 1080p', duration_seconds: 2, resolution: '1080p' }))) as RoutedJob;
+      check(job.status === 'succeeded' && job.attempt === 1 && job.backend === SECONDARY, `routed-to-second-backend ended ${job.status} on ${job.backend}`);
+      rr.record('routed-to-second-backend', job.id);
+    }
+    {
+      // The primary's one slot held by a long job; a second job waits in its queue; the operator pauses the primary.
+      const { api } = await rr.user();
+      await setPool(PRIMARY, 1);
+      setKnobs(primary, { p50Ms: 3_000, p99Ms: 3_500 });
+      try {
+        const hog = await rr.submit(api, { prompt: 'holds the primary', duration_seconds: 2, resolution: '480p' });
+        await rr.job(api, hog, (j) => j.status === 'running', 'to run');
+        const waiting = await rr.submit(api, { prompt: 'waits on the primary', duration_seconds: 2, resolution: '480p' });
+        await eventually(async () => ((await stack.database.sql`select 1 from generations where id = ${waiting} and queued_on = ${PRIMARY}`).length > 0 ? true : undefined), {
+          what: 'the waiting job to be routed to the primary',
+        });
+        await setPool(PRIMARY, 0);
+        const job = (await rr.ended(api, waiting)) as RoutedJob;
+        check(job.status === 'succeeded' && job.attempt === 2 && job.backend === SECONDARY && job.failed_over_from === PRIMARY, `rerouted-off-paused-pool ended ${job.status} on ${job.backend} at attempt ${job.attempt}`);
+        rr.record('rerouted-off-paused-pool', waiting, (h) => check(signalNames(h).includes('rerouteQueued'), `the signals that reached the workflow: ${signalNames(h).join(', ')}`));
+        await rr.ended(api, hog);
+      } finally {
+        setKnobs(primary, { p50Ms: 300, p99Ms: 800 });
+        await setPool(PRIMARY, null);
+      }
+    }
+    {
+      const { api } = await rr.user();
+      setKnobs(primary, { p50Ms: 20_000, p99Ms: 25_000 });
+      try {
+        const id = await rr.submit(api, { prompt: 'a long fox on the primary', duration_seconds: 2, resolution: '720p' });
+        const running = (await rr.job(api, id, (j) => j.status === 'running', 'to run')) as RoutedJob;
+        check(running.backend === PRIMARY, `failed-over-mid-run ran on ${running.backend}`);
+        setKnobs(primary, { outage: true });
+        const job = (await rr.ended(api, id)) as RoutedJob;
+        check(job.status === 'succeeded' && job.attempt === 2 && job.backend === SECONDARY && job.failed_over_from === PRIMARY, `failed-over-mid-run ended ${job.status} on ${job.backend} at attempt ${job.attempt}`);
+        rr.record('failed-over-mid-run', id);
+      } finally {
+        setKnobs(primary, { outage: false, p50Ms: 300, p99Ms: 800 });
+      }
+    }
+    for (const [name, entry] of rr.recorded) r.recorded.set(name, entry);
+    r.secrets.push(...rr.secrets);
+  } finally {
+    await routed?.close();
+    for (const sim of sims) await sim.close();
   }
 }
 
@@ -365,6 +464,9 @@ async function main(): Promise<void> {
     await webhookPaths(r);
     await emailPaths(r);
     await operatorTerminateAndSchedules(r);
+    const routedFrom = Date.now();
+    await routedPaths(r);
+    console.log(`routed paths: ${((Date.now() - routedFrom) / 1000).toFixed(0)} s`);
 
     const missing = Object.keys(REPLAY_PATHS).filter((name) => !r.recorded.has(name as ReplayPath));
     check(missing.length === 0, `no history for ${missing.join(', ')}`);

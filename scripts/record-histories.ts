@@ -30,10 +30,7 @@ import { apiClient, eventually, startStack, type Stack } from '../test/harness';
 import { HISTORIES_DIR, recordingName, REPLAY_PATHS, writeRecording, type HistoriesIndex, type RecordedHistory, type ReplayPath } from '../test/replay-histories';
 import { runbookEnv, runRunbook } from '../test/runbook-commands';
 import { temporalBinary } from './lib/temporal-dev-server';
-import { loadConfig } from '../src/config';
-import { createLogger } from '../src/lib/logger';
-import { startSimulator, type RunningSimulator } from '../simulator/app';
-import { defaultSimulatorKnobs, type SimulatorKnobs } from '../simulator/knobs';
+import { setPool, setSimKnobs, startTwoBackends, type TwoBackends } from '../test/two-backends';
 
 const ROOT = path.resolve(__dirname, '..');
 /** Longest wait for one path's job or workflow to end. */
@@ -196,7 +193,7 @@ async function generationPaths(r: Recorder): Promise<void> {
   }
 }
 
-/** The routed stack's two backends: the primary cheaper and rendering up to 720p, the secondary dearer and rendering anything. */
+/** The routed stack's two backends (test/two-backends.ts): the primary cheaper and up to 720p, the secondary anything. */
 const PRIMARY = 'primary';
 const SECONDARY = 'secondary';
 
@@ -205,36 +202,16 @@ const SECONDARY = 'secondary';
  * second backend renders, a running job whose backend goes down, and a queued job whose backend's pool is paused.
  */
 async function routedPaths(r: Recorder): Promise<void> {
-  const logger = createLogger('recorder', 'error');
-  const webhookSecret = loadConfig({ NODE_ENV: 'test' }).backend.webhookSecret;
-  const knobs: SimulatorKnobs = { ...defaultSimulatorKnobs, p50Ms: 300, p99Ms: 800, capacity: 20 };
-  const sims: RunningSimulator[] = [];
+  let backends: TwoBackends | undefined;
   let routed: Stack | undefined;
   try {
-    const [primary, secondary] = [await startSimulator({ port: 0, knobs, webhookSecret, logger }), await startSimulator({ port: 0, knobs, webhookSecret, logger })];
-    sims.push(primary, secondary);
-    routed = await startStack({
-      env: {
-        ...STACK_ENV,
-        MAX_QUEUE_MS: '30000',
-        MAX_RUN_MS: '30000',
-        BACKENDS: JSON.stringify([
-          { name: PRIMARY, kind: 'simulator', base_url: primary.url, capacity: 2, cost_factor: 1, renders: { resolutions: ['480p', '720p'] } },
-          { name: SECONDARY, kind: 'simulator', base_url: secondary.url, capacity: 2, cost_factor: 1.5 },
-        ]),
-        BACKEND_HEALTH_CHECK_MS: '300',
-        BACKEND_CIRCUIT_FAILURES: '3',
-        BACKEND_CIRCUIT_OPEN_MS: '60000',
-        BACKEND_FAILOVER_AFTER_MS: '1000',
-        BACKEND_STATE_CACHE_MS: '0',
-        POLL_INTERVAL_MS: '300',
-      },
-    });
+    backends = await startTwoBackends({ names: { primary: PRIMARY, secondary: SECONDARY }, capacity: 2 });
+    const { primary } = backends;
+    routed = await startStack({ env: { ...STACK_ENV, MAX_QUEUE_MS: '30000', MAX_RUN_MS: '30000', ...backends.env } });
     const stack = routed;
     const rr = new Recorder(stack);
-    const setKnobs = (sim: RunningSimulator, next: Partial<SimulatorKnobs>) => sim.simulator.engine.updateKnobs({ ...sim.simulator.engine.knobs, ...next });
-    const setPool = async (backend: string, capacity: number | null) => {
-      const res = await fetch(`${stack.adminUrl}/admin/capacity`, { method: 'PUT', headers: { authorization: `Bearer ${stack.adminApiKey}`, 'content-type': 'application/json' }, body: JSON.stringify({ backend, capacity }) });
+    const pool = async (backend: string, capacity: number | null) => {
+      const res = await setPool(stack, { backend, capacity });
       check(res.status === 200, `PUT /admin/capacity answered ${res.status}`);
     };
     type RoutedJob = Job & { backend: string | null; failed_over_from: string | null };
@@ -247,8 +224,8 @@ async function routedPaths(r: Recorder): Promise<void> {
     {
       // The primary's one slot held by a long job; a second job waits in its queue; the operator pauses the primary.
       const { api } = await rr.user();
-      await setPool(PRIMARY, 1);
-      setKnobs(primary, { p50Ms: 3_000, p99Ms: 3_500 });
+      await pool(PRIMARY, 1);
+      setSimKnobs(primary, { p50Ms: 3_000, p99Ms: 3_500 });
       try {
         const hog = await rr.submit(api, { prompt: 'holds the primary', duration_seconds: 2, resolution: '480p' });
         await rr.job(api, hog, (j) => j.status === 'running', 'to run');
@@ -256,36 +233,37 @@ async function routedPaths(r: Recorder): Promise<void> {
         await eventually(async () => ((await stack.database.sql`select 1 from generations where id = ${waiting} and queued_on = ${PRIMARY}`).length > 0 ? true : undefined), {
           what: 'the waiting job to be routed to the primary',
         });
-        await setPool(PRIMARY, 0);
+        await pool(PRIMARY, 0);
         const job = (await rr.ended(api, waiting)) as RoutedJob;
         check(job.status === 'succeeded' && job.attempt === 2 && job.backend === SECONDARY && job.failed_over_from === PRIMARY, `rerouted-off-paused-pool ended ${job.status} on ${job.backend} at attempt ${job.attempt}`);
         rr.record('rerouted-off-paused-pool', waiting, (h) => check(signalNames(h).includes('rerouteQueued'), `the signals that reached the workflow: ${signalNames(h).join(', ')}`));
         await rr.ended(api, hog);
       } finally {
-        setKnobs(primary, { p50Ms: 300, p99Ms: 800 });
-        await setPool(PRIMARY, null);
+        setSimKnobs(primary, 'quick');
+        await pool(PRIMARY, null);
       }
     }
     {
       const { api } = await rr.user();
-      setKnobs(primary, { p50Ms: 20_000, p99Ms: 25_000 });
+      setSimKnobs(primary, { p50Ms: 20_000, p99Ms: 25_000 });
       try {
         const id = await rr.submit(api, { prompt: 'a long fox on the primary', duration_seconds: 2, resolution: '720p' });
         const running = (await rr.job(api, id, (j) => j.status === 'running', 'to run')) as RoutedJob;
         check(running.backend === PRIMARY, `failed-over-mid-run ran on ${running.backend}`);
-        setKnobs(primary, { outage: true });
+        setSimKnobs(primary, { outage: true });
         const job = (await rr.ended(api, id)) as RoutedJob;
         check(job.status === 'succeeded' && job.attempt === 2 && job.backend === SECONDARY && job.failed_over_from === PRIMARY, `failed-over-mid-run ended ${job.status} on ${job.backend} at attempt ${job.attempt}`);
         rr.record('failed-over-mid-run', id);
       } finally {
-        setKnobs(primary, { outage: false, p50Ms: 300, p99Ms: 800 });
+        setSimKnobs(primary, { outage: false });
+        setSimKnobs(primary, 'quick');
       }
     }
     for (const [name, entry] of rr.recorded) r.recorded.set(name, entry);
     r.secrets.push(...rr.secrets);
   } finally {
     await routed?.close();
-    for (const sim of sims) await sim.close();
+    await backends?.close();
   }
 }
 

@@ -1,12 +1,10 @@
 import { randomBytes } from 'node:crypto';
-import { loadConfig } from '../src/config';
-import { createLogger } from '../src/lib/logger';
-import { defaultSimulatorKnobs, type SimulatorKnobs } from '../simulator/knobs';
-import { startSimulator, type RunningSimulator } from '../simulator/app';
+import type { RunningSimulator } from '../simulator/app';
 import { Worker } from '@temporalio/worker';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { testDataConverter } from './payload-keys';
 import { UNLIMITED_ADMISSION } from './fairness-helpers';
+import { setSimKnobs as setKnobs, setPool as putPool, startTwoBackends, type TwoBackends } from './two-backends';
 
 /**
  * Routing across two backends (issue 22), on the real service (API, workers, Temporal, Postgres) with two simulators as
@@ -19,11 +17,9 @@ const PRIMARY = `primary-${id}`;
 const SECONDARY = `secondary-${id}`;
 
 let stack: Stack;
+let backends: TwoBackends;
 let primary: RunningSimulator;
 let secondary: RunningSimulator;
-
-const knobs = (overrides: Partial<SimulatorKnobs>): SimulatorKnobs => ({ ...defaultSimulatorKnobs, p50Ms: 300, p99Ms: 800, capacity: 20, ...overrides });
-const setKnobs = (sim: RunningSimulator, next: Partial<SimulatorKnobs>) => sim.simulator.engine.updateKnobs({ ...sim.simulator.engine.knobs, ...next });
 
 async function capture(jobId: string): Promise<number | undefined> {
   const [row] = await stack.database.sql<{ amount: number }[]>`select amount from credit_ledger where job_id = ${jobId} and kind = 'capture'`;
@@ -35,10 +31,7 @@ async function reserved(jobId: string): Promise<number | undefined> {
   return row?.amount;
 }
 
-/** PUT /admin/capacity, as an operator pauses (0), resizes or restores (null) a backend's pool. */
-function setPool(body: { backend: string; capacity: number | null }): Promise<Response> {
-  return fetch(`${stack.adminUrl}/admin/capacity`, { method: 'PUT', headers: { authorization: `Bearer ${stack.adminApiKey}`, 'content-type': 'application/json' }, body: JSON.stringify(body) });
-}
+const setPool = (body: { backend: string; capacity: number | null }) => putPool(stack, body);
 
 /** Where a job's waiting attempt was routed, and whether a dispatcher has asked it to move. */
 async function queuedRoute(jobId: string): Promise<{ queued_on: string | null; queued_attempt: number | null; asked: boolean }> {
@@ -75,32 +68,14 @@ async function healthy(): Promise<void> {
 }
 
 beforeAll(async () => {
-  const logger = createLogger('test', 'error');
-  const webhookSecret = loadConfig({ NODE_ENV: 'test' }).backend.webhookSecret;
-  primary = await startSimulator({ port: 0, knobs: knobs({}), webhookSecret, logger });
-  secondary = await startSimulator({ port: 0, knobs: knobs({}), webhookSecret, logger });
-  stack = await startStack({
-    env: {
-      ...UNLIMITED_ADMISSION,
-      BACKENDS: JSON.stringify([
-        { name: PRIMARY, kind: 'simulator', base_url: primary.url, capacity: 3, cost_factor: 1, renders: { resolutions: ['480p', '720p'] } },
-        { name: SECONDARY, kind: 'simulator', base_url: secondary.url, capacity: 3, cost_factor: 1.5 },
-      ]),
-      BACKEND_HEALTH_CHECK_MS: '300',
-      BACKEND_CIRCUIT_FAILURES: '3',
-      BACKEND_CIRCUIT_OPEN_MS: '60000',
-      BACKEND_FAILOVER_AFTER_MS: '1000',
-      BACKEND_STATE_CACHE_MS: '0',
-      POLL_INTERVAL_MS: '300',
-      MAX_ATTEMPTS: '2',
-    },
-  });
+  backends = await startTwoBackends({ names: { primary: PRIMARY, secondary: SECONDARY }, capacity: 3 });
+  ({ primary, secondary } = backends);
+  stack = await startStack({ env: { ...UNLIMITED_ADMISSION, ...backends.env, MAX_ATTEMPTS: '2' } });
 });
 
 afterAll(async () => {
   await stack?.close();
-  await primary?.close();
-  await secondary?.close();
+  await backends?.close();
 });
 
 describe('routing across two backends', () => {
@@ -168,7 +143,7 @@ describe('routing across two backends', () => {
       expect(Date.now() - pausedAt).toBeLessThan(10_000);
       expect(await api.waitForTerminal(hog, 20_000)).toMatchObject({ status: 'succeeded', attempt: 1, backend: PRIMARY, failed_over_from: null });
     } finally {
-      setKnobs(primary, { p50Ms: 300, p99Ms: 800 });
+      setKnobs(primary, 'quick');
       await setPool({ backend: PRIMARY, capacity: null });
     }
   });
@@ -182,7 +157,7 @@ describe('routing across two backends', () => {
       expect((await setPool({ backend: SECONDARY, capacity: 0 })).status).toBe(200);
       // The long job ends on the paused secondary; passes (every 300 ms) find the waiting ones with nowhere to go.
       expect(await api.waitForTerminal(hog, 20_000)).toMatchObject({ status: 'succeeded', backend: SECONDARY });
-      setKnobs(secondary, { p50Ms: 300, p99Ms: 800 });
+      setKnobs(secondary, 'quick');
       for (const jobId of waiting) {
         expect((await api.get(jobId)).body).toMatchObject({ status: 'queued', attempt: 0 });
         expect(await queuedRoute(jobId)).toEqual({ queued_on: SECONDARY, queued_attempt: 1, asked: false });
@@ -194,7 +169,7 @@ describe('routing across two backends', () => {
         expect(primary.simulator.engine.list(jobId)).toHaveLength(0);
       }
     } finally {
-      setKnobs(secondary, { p50Ms: 300, p99Ms: 800 });
+      setKnobs(secondary, 'quick');
       await setPool({ backend: SECONDARY, capacity: null });
     }
   });
@@ -239,7 +214,8 @@ describe('routing across two backends', () => {
       expect(job.status).toBe('canceled');
       expect(primary.simulator.engine.stats()).toMatchObject({ running: 0, queued: 0 });
     } finally {
-      setKnobs(primary, { outage: false, p50Ms: 300, p99Ms: 800 });
+      setKnobs(primary, { outage: false });
+      setKnobs(primary, 'quick');
     }
   });
 });

@@ -40,17 +40,19 @@ async function queuedRoute(jobId: string): Promise<{ queued_on: string | null; q
   return row;
 }
 
+type RenderShape = { duration_seconds: number; resolution: string };
+
 /**
  * Jobs waiting in `backend`'s queue: its pool set to one slot, held by a job made long by the simulator's knobs, then
  * `count` more submitted, each routed there and not accepted. Returns the long job and the waiting ones.
  */
 async function queueBehindOneSlot(
   api: ReturnType<typeof apiClient>,
-  { backend, sim, request, count }: { backend: string; sim: RunningSimulator; request: { duration_seconds: number; resolution: string }; count: number },
+  { backend, sim, request, hogRequest = request, count }: { backend: string; sim: RunningSimulator; request: RenderShape; hogRequest?: RenderShape; count: number },
 ): Promise<{ hog: string; waiting: string[] }> {
   expect((await setPool({ backend, capacity: 1 })).status).toBe(200);
   setKnobs(sim, { p50Ms: 4_000, p99Ms: 5_000 });
-  const hog = (await api.submit({ prompt: `a long fox holding ${backend}`, ...request })).body.id as string;
+  const hog = (await api.submit({ prompt: `a long fox holding ${backend}`, ...hogRequest })).body.id as string;
   await eventually(async () => ((await api.get(hog)).body?.status === 'running' ? true : undefined), { timeoutMs: 20_000, what: `the long job to run on ${backend}` });
   const waiting: string[] = [];
   for (let n = 1; n <= count; n += 1) waiting.push((await api.submit({ prompt: `a fox waiting on ${backend} ${n}`, ...request })).body.id);
@@ -170,6 +172,30 @@ describe('routing across two backends', () => {
       }
     } finally {
       setKnobs(secondary, 'quick');
+      await setPool({ backend: SECONDARY, capacity: null });
+    }
+  });
+
+  test('jobs queued on a backend that goes down leave it for one that is up', async () => {
+    await healthy();
+    const api = apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey);
+    try {
+      // Routed while the primary is paused, 480p jobs wait on the secondary, behind a 1080p job only it renders (which
+      // therefore stays there, holding its one slot, when it goes down).
+      expect((await setPool({ backend: PRIMARY, capacity: 0 })).status).toBe(200);
+      const { hog, waiting } = await queueBehindOneSlot(api, { backend: SECONDARY, sim: secondary, request: { duration_seconds: 1, resolution: '480p' }, hogRequest: { duration_seconds: 1, resolution: '1080p' }, count: 2 });
+      expect((await setPool({ backend: PRIMARY, capacity: null })).status).toBe(200);
+      setKnobs(secondary, { outage: true });
+      for (const jobId of waiting) {
+        expect(await api.waitForTerminal(jobId, 15_000)).toMatchObject({ status: 'succeeded', attempt: 2, backend: PRIMARY, failed_over_from: PRIMARY });
+        expect(secondary.simulator.engine.list(jobId)).toHaveLength(0);
+      }
+      setKnobs(secondary, { outage: false });
+      expect(await api.waitForTerminal(hog, 20_000)).toMatchObject({ status: 'succeeded', attempt: 1, backend: SECONDARY });
+    } finally {
+      setKnobs(secondary, { outage: false });
+      setKnobs(secondary, 'quick');
+      await setPool({ backend: PRIMARY, capacity: null });
       await setPool({ backend: SECONDARY, capacity: null });
     }
   });

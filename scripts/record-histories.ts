@@ -30,6 +30,7 @@ import { apiClient, eventually, startStack, type Stack } from '../test/harness';
 import { HISTORIES_DIR, recordingName, REPLAY_PATHS, writeRecording, type HistoriesIndex, type RecordedHistory, type ReplayPath } from '../test/replay-histories';
 import { runbookEnv, runRunbook } from '../test/runbook-commands';
 import { temporalBinary } from './lib/temporal-dev-server';
+import { setPool, setSimKnobs, startTwoBackends, type TwoBackends } from '../test/two-backends';
 
 const ROOT = path.resolve(__dirname, '..');
 /** Longest wait for one path's job or workflow to end. */
@@ -125,6 +126,8 @@ function signalledEvents(history: History): string[] {
   });
 }
 const fromCallbacks = (history: History) => signalledEvents(history).filter((type) => type !== 'accepted');
+/** The names of the signals a workflow received, in order. */
+const signalNames = (history: History) => (history.events ?? []).flatMap((e) => (e.workflowExecutionSignaledEventAttributes?.signalName ? [e.workflowExecutionSignaledEventAttributes.signalName] : []));
 
 async function generationPaths(r: Recorder): Promise<void> {
   {
@@ -187,6 +190,80 @@ async function generationPaths(r: Recorder): Promise<void> {
     r.record('cancel-while-queued', canceled);
     r.record('queue-timeout', waiting);
     r.record('run-timeout', hog);
+  }
+}
+
+/** The routed stack's two backends (test/two-backends.ts): the primary cheaper and up to 720p, the secondary anything. */
+const PRIMARY = 'primary';
+const SECONDARY = 'secondary';
+
+/**
+ * Routing across two backends, on a stack of its own (its runs take the routed path from their start): a job only the
+ * second backend renders, a running job whose backend goes down, and a queued job whose backend's pool is paused.
+ */
+async function routedPaths(r: Recorder): Promise<void> {
+  let backends: TwoBackends | undefined;
+  let routed: Stack | undefined;
+  try {
+    backends = await startTwoBackends({ names: { primary: PRIMARY, secondary: SECONDARY }, capacity: 2 });
+    const { primary } = backends;
+    routed = await startStack({ env: { ...STACK_ENV, MAX_QUEUE_MS: '30000', MAX_RUN_MS: '30000', ...backends.env } });
+    const stack = routed;
+    const rr = new Recorder(stack);
+    const pool = async (backend: string, capacity: number | null) => {
+      const res = await setPool(stack, { backend, capacity });
+      check(res.status === 200, `PUT /admin/capacity answered ${res.status}`);
+    };
+    type RoutedJob = Job & { backend: string | null; failed_over_from: string | null };
+    {
+      const { api } = await rr.user();
+      const job = (await rr.ended(api, await rr.submit(api, { prompt: 'a fox in 1080p', duration_seconds: 2, resolution: '1080p' }))) as RoutedJob;
+      check(job.status === 'succeeded' && job.attempt === 1 && job.backend === SECONDARY, `routed-to-second-backend ended ${job.status} on ${job.backend}`);
+      rr.record('routed-to-second-backend', job.id);
+    }
+    {
+      // The primary's one slot held by a long job; a second job waits in its queue; the operator pauses the primary.
+      const { api } = await rr.user();
+      await pool(PRIMARY, 1);
+      setSimKnobs(primary, { p50Ms: 3_000, p99Ms: 3_500 });
+      try {
+        const hog = await rr.submit(api, { prompt: 'holds the primary', duration_seconds: 2, resolution: '480p' });
+        await rr.job(api, hog, (j) => j.status === 'running', 'to run');
+        const waiting = await rr.submit(api, { prompt: 'waits on the primary', duration_seconds: 2, resolution: '480p' });
+        await eventually(async () => ((await stack.database.sql`select 1 from generations where id = ${waiting} and queued_on = ${PRIMARY}`).length > 0 ? true : undefined), {
+          what: 'the waiting job to be routed to the primary',
+        });
+        await pool(PRIMARY, 0);
+        const job = (await rr.ended(api, waiting)) as RoutedJob;
+        check(job.status === 'succeeded' && job.attempt === 2 && job.backend === SECONDARY && job.failed_over_from === PRIMARY, `rerouted-off-paused-pool ended ${job.status} on ${job.backend} at attempt ${job.attempt}`);
+        rr.record('rerouted-off-paused-pool', waiting, (h) => check(signalNames(h).includes('rerouteQueued'), `the signals that reached the workflow: ${signalNames(h).join(', ')}`));
+        await rr.ended(api, hog);
+      } finally {
+        setSimKnobs(primary, 'quick');
+        await pool(PRIMARY, null);
+      }
+    }
+    {
+      const { api } = await rr.user();
+      setSimKnobs(primary, { p50Ms: 20_000, p99Ms: 25_000 });
+      try {
+        const id = await rr.submit(api, { prompt: 'a long fox on the primary', duration_seconds: 2, resolution: '720p' });
+        const running = (await rr.job(api, id, (j) => j.status === 'running', 'to run')) as RoutedJob;
+        check(running.backend === PRIMARY, `failed-over-mid-run ran on ${running.backend}`);
+        setSimKnobs(primary, { outage: true });
+        const job = (await rr.ended(api, id)) as RoutedJob;
+        check(job.status === 'succeeded' && job.attempt === 2 && job.backend === SECONDARY && job.failed_over_from === PRIMARY, `failed-over-mid-run ended ${job.status} on ${job.backend} at attempt ${job.attempt}`);
+        rr.record('failed-over-mid-run', id);
+      } finally {
+        setSimKnobs(primary, { outage: false });
+        setSimKnobs(primary, 'quick');
+      }
+    }
+    for (const [name, entry] of rr.recorded) r.recorded.set(name, entry);
+    r.secrets.push(...rr.secrets);
+  } finally {
+    await routed?.close();
+    await backends?.close();
   }
 }
 
@@ -365,6 +442,9 @@ async function main(): Promise<void> {
     await webhookPaths(r);
     await emailPaths(r);
     await operatorTerminateAndSchedules(r);
+    const routedFrom = Date.now();
+    await routedPaths(r);
+    console.log(`routed paths: ${((Date.now() - routedFrom) / 1000).toFixed(0)} s`);
 
     const missing = Object.keys(REPLAY_PATHS).filter((name) => !r.recorded.has(name as ReplayPath));
     check(missing.length === 0, `no history for ${missing.join(', ')}`);

@@ -1,4 +1,4 @@
-import { Client } from '@temporalio/client';
+import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleOption } from '@temporalio/worker';
 import net from 'node:net';
 import os from 'node:os';
@@ -15,6 +15,8 @@ import { createMailer } from './notifications/mailer';
 import { createGpuActivities } from './activities/gpu';
 import { BackendWakeups } from './dispatch/backend-wakeups';
 import { startGpuDispatch, type GpuDispatch } from './dispatch';
+import { startQueuedReroutes } from './dispatch/queued-reroutes';
+import { rerouteQueuedSignal } from './contracts/generation';
 import { createBackends } from './backend/registry';
 import { BackendHealth, observedBackend, startCancelSweeper, startHealthChecks } from './dispatch/backend-health';
 import type { GenerationBackend } from './backend/types';
@@ -125,6 +127,18 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
     if (health || specs.some((spec) => spec.kind !== 'simulator')) {
       backgrounds.push(startCancelSweeper({ sql: database.sql, backends, everyMs: Math.min(2_000, config.routing.healthCheckMs), logger: healthLogger }));
     }
+    if (health) {
+      // Jobs waiting on a backend that is paused or down move to one that is up (src/dispatch/queued-reroutes.ts).
+      backgrounds.push(
+        startQueuedReroutes({
+          sql: database.sql,
+          states: () => health.states(),
+          ask: ({ jobId, run, attempt, from }) => client.workflow.getHandle(jobId).signal(rerouteQueuedSignal, { run, attempt, from }).catch(ignoreEnded),
+          everyMs: Math.min(2_000, config.routing.healthCheckMs),
+          logger: healthLogger,
+        }),
+      );
+    }
     // One GPU worker per backend pool: its own `gpu` task queue, slot leases and submission rate.
     for (const pool of pools) {
       const gpuDispatch = await startGpuDispatch({ sql: database.sql, config, identity: workerIdentity, logger: logger.child({ component: 'dispatch', ...(pool ? { backend: pool.backend } : {}) }), pool });
@@ -216,6 +230,11 @@ function workflowCode(given: WorkflowBundleOption | undefined, entry: WorkflowEn
   if (!isRelaxedEnv(config.env)) throw new ConfigError(`${built.missing}: run \`npm run build\` (the image does) before starting workers`);
   logger.warn({ reason: built.missing }, 'bundling the workflow code at start: `npm run build` makes workers start faster');
   return { workflowsPath: WORKFLOW_ENTRIES[entry] };
+}
+
+/** A signal to a workflow that has ended since is not wanted any more. */
+function ignoreEnded(err: unknown): void {
+  if (!(err instanceof WorkflowNotFoundError)) throw err;
 }
 
 /** A loopback port free now (the SDK's core binds it a moment later). */

@@ -9,6 +9,7 @@ import type { RenderRequest } from '../domain/backend-specs';
 import { creditsFor, type PriceRules } from '../domain/pricing';
 import { chooseBackend, reservedCredits, type BackendPool, type RoutableBackend } from '../domain/routing';
 import type { BackendHealth } from '../dispatch/backend-health';
+import { recordQueuedRoute } from '../dispatch/queued-reroutes';
 
 export interface RunReservationInput {
   jobId: string;
@@ -97,11 +98,13 @@ export function createLifecycleActivities({ db, backend, backends, routing, spec
      * pool above zero, the configured order breaking ties (src/domain/routing.ts). A fact of the moment: the workflow
      * records the answer, so its replay takes the same route.
      */
-    async routeAttempt({ request, avoid }: RouteAttemptInput): Promise<AttemptRoute> {
+    async routeAttempt({ jobId, attempt, request, avoid }: RouteAttemptInput): Promise<AttemptRoute> {
       if (!routing) throw new Error('routeAttempt: this worker has one backend (BACKENDS lists one or none)');
       const decision = chooseBackend(routing.specs, await routing.health.states(), request, avoid);
       if (decision.kind === 'none') return decision;
       const pool = routing.pools.find((p) => p.backend === decision.backend)!;
+      // Where it waits: should that backend be paused or go down first, a dispatcher asks the job to move (queued-reroutes.ts).
+      await recordQueuedRoute(db.$client, { jobId, attempt, backend: decision.backend, alternatives: decision.alternatives });
       return { ...decision, taskQueue: pool.taskQueue };
     },
 

@@ -17,6 +17,19 @@ export interface BackendEvent {
 }
 
 export const backendEventSignal = defineSignal<[BackendEvent]>('backendEvent');
+
+/**
+ * A GPU dispatcher's ask that attempt N, still waiting in the queue of backend `from`, leave it: that backend is paused or
+ * down while another that can render the job is up (src/dispatch/queued-reroutes.ts). The workflow takes the task out of
+ * the queue and routes a new attempt; an ask about another run, attempt or backend, or an attempt already accepted, is
+ * ignored.
+ */
+export interface RerouteAsk {
+  run: string;
+  attempt: number;
+  from: string;
+}
+export const rerouteQueuedSignal = defineSignal<[RerouteAsk]>('rerouteQueued');
 export const cancelGenerationSignal = defineSignal<[{ reason?: string }]>('cancelGeneration');
 export const generationStateQuery = defineQuery<GenerationState>('generationState');
 

@@ -44,8 +44,11 @@ const exactTimeOf = (value: Date | string) => (typeof value === 'string' ? exact
 
 const isoOrNull = (value: Date | string | null) => (value === null ? null : typeof value === 'string' ? isoFromTimestamptz(value) : isoString(value));
 
+/** Routing's bookkeeping of a waiting attempt (src/dispatch/queued-reroutes.ts): never shown. */
+type QueuedRouteColumns = 'queuedOn' | 'queuedAttempt' | 'queuedAlternatives' | 'rerouteAskedAt';
+
 /** A row of the list: what the API shows of a projection row, its times already as the API writes them. */
-export type ListedGeneration = Omit<GenerationRow, 'runOpenedAt' | 'expectedDoneAt' | 'createdAt' | 'startedAt' | 'completedAt' | 'updatedAt'> & {
+export type ListedGeneration = Omit<GenerationRow, 'runOpenedAt' | 'expectedDoneAt' | 'createdAt' | 'startedAt' | 'completedAt' | 'updatedAt' | QueuedRouteColumns> & {
   createdAt: string;
   startedAt: string | null;
   completedAt: string | null;
@@ -122,6 +125,10 @@ export function queuedRow(input: GenerationInput): GenerationRow {
     batchId: null,
     backend: null,
     failedOverFrom: null,
+    queuedOn: null,
+    queuedAttempt: null,
+    queuedAlternatives: null,
+    rerouteAskedAt: null,
   };
 }
 

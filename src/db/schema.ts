@@ -80,6 +80,15 @@ export const generations = pgTable(
     backend: text('backend'),
     /** The backend the job left because it was down or paused: an attempt ran there, or routing passed it over. */
     failedOverFrom: text('failed_over_from'),
+    /**
+     * Where the job's latest routed attempt waits (its backend), which attempt that is, and the other backends that can
+     * render it; written when the attempt is routed (src/dispatch/queued-reroutes.ts). An attempt the backend has not
+     * accepted yet (`queued_attempt > attempt`) on a paused or down backend is asked to move; `reroute_asked_at` says when.
+     */
+    queuedOn: text('queued_on'),
+    queuedAttempt: integer('queued_attempt'),
+    queuedAlternatives: text('queued_alternatives').array(),
+    rerouteAskedAt: timestamp('reroute_asked_at', { withTimezone: true }),
   },
   (t) => [
     // Serves "my jobs, newest first" as a keyset scan; NULLS FIRST matches ORDER BY ... DESC, so no sort is needed.

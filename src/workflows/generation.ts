@@ -1,4 +1,4 @@
-import { ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, upsertSearchAttributes } from '@temporalio/workflow';
+import { ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, TimeoutFailure, upsertSearchAttributes } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
@@ -11,7 +11,7 @@ import { renderRequestOf } from '../domain/render-request';
 import { assertTransition, isTerminal, type GenerationStatus } from '../domain/generation-state';
 import { SA_BACKEND_JOB_ID, SA_STATUS } from '../domain/search-attributes';
 import { gpuActivityOptions, outcomeOfEvent, outcomeOfFailure, outcomeOfOverdue, outcomeOfResult, type AttemptOutcome } from './attempt-outcome';
-import { BACKEND_DOWN_FAILURE, backendEventSignal, cancelGenerationSignal, generationStateQuery, type BackendEvent } from '../contracts/generation';
+import { BACKEND_DOWN_FAILURE, backendEventSignal, cancelGenerationSignal, generationStateQuery, rerouteQueuedSignal, type BackendEvent } from '../contracts/generation';
 
 type ProjectionActivities = ReturnType<typeof projectionActivities.createProjectionActivities>;
 type GpuActivities = ReturnType<typeof gpuActivities.createGpuActivities>;
@@ -88,7 +88,14 @@ export const LEAN_RUN_PATCH = 'lean-run';
  */
 export const BACKEND_ROUTING_PATCH = 'backend-routing';
 
-/** Attempts moved off a down backend before the run stops moving them (each needs the backend down and another up). */
+/**
+ * A routed attempt still waiting in the queue of a backend that is paused or down, asked by a GPU dispatcher to leave it
+ * (src/dispatch/queued-reroutes.ts), takes its task out of the queue and the run routes a new attempt. docs/decisions.md
+ * ("Queued jobs leave a paused or down backend").
+ */
+export const REROUTE_QUEUED_PATCH = 'reroute-queued';
+
+/** Attempts moved off a down or paused backend before the run stops moving them (each needs another backend up). */
 const MAX_REROUTES = 10;
 
 type AttemptRoute = Awaited<ReturnType<LifecycleActivities['routeAttempt']>>;
@@ -122,10 +129,18 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   let gpuSettled: Promise<void> | undefined;
   /** A backend job accepted after this run was canceled, which nothing else would abort. */
   let lateAccepted: string | undefined;
+  /** The waiting attempt a dispatcher asked to leave its paused or down backend. */
+  let rerouteAsked = 0;
 
   setHandler(generationStateQuery, () => state);
   setHandler(cancelGenerationSignal, () => {
     if (!isTerminal(state.status)) cancelRequested = true;
+  });
+  setHandler(rerouteQueuedSignal, (ask) => {
+    // Only the attempt under way, on the backend the ask names, before that backend accepted it.
+    if (!route || ask.run !== runTag(runOpenedAt) || ask.attempt !== state.attempt || ask.from !== route.backend) return;
+    if (acceptedAttempt === ask.attempt || cancelRequested || isTerminal(state.status)) return;
+    if (patched(REROUTE_QUEUED_PATCH)) rerouteAsked = ask.attempt;
   });
   setHandler(backendEventSignal, (event) => {
     const acceptance = event.type === 'accepted' || event.type === 'started';
@@ -204,7 +219,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       if (reroutes < MAX_REROUTES) {
         reroutes += 1;
         avoid = [outcome.from];
-        log.info('generation attempt left a down backend; routing a new one', { jobId, attempt: state.attempt, backend: outcome.from });
+        log.info('generation attempt left a down or paused backend; routing a new one', { jobId, attempt: state.attempt, backend: outcome.from });
         continue;
       }
       outcome = { kind: 'failed', backendJobId: null, error: generationError('backend_unavailable', outcome.message) };
@@ -246,7 +261,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     // A backend job canceled that the user did not cancel was canceled by the GPU activity at the running deadline (the
     // lean run keeps it there): its word, generation_timeout, follows at once.
     const eventDecides = (event: BackendEvent | undefined): event is BackendEvent => event !== undefined && !(lean && event.type === 'canceled' && !cancelRequested);
-    const decided = () => result !== undefined || failure !== undefined || eventDecides(terminalEvents.get(attempt)) || cancelRequested;
+    const decided = () => result !== undefined || failure !== undefined || eventDecides(terminalEvents.get(attempt)) || cancelRequested || rerouteAsked === attempt;
 
     // The running deadline counts from the backend's acceptance; the queue deadline is the activity's schedule-to-start.
     if (lean) {
@@ -279,6 +294,22 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       if (lean) await stopAttempt({ jobId, attempt, backendJobId, ...(route ? { backend: route.backend } : {}) });
       else if (backendJobId) await lifecycle.cancelBackendJob({ backendJobId });
       return { kind: 'canceled' };
+    }
+    if (route && rerouteAsked === attempt && failure === undefined) {
+      // Still queued: the task leaves the queue at once. Taken by a dispatcher meanwhile (its pool came back), the
+      // attempt hears the stop at once and aborts what it submitted; either way it has settled before a new one is routed.
+      scope.cancel();
+      await stopAttempt({ jobId, attempt, backendJobId: null, backend: route.backend });
+      await settled;
+      const ran = result as GpuAttemptResult | undefined;
+      const word = terminalEvents.get(attempt);
+      if (cancelRequested) return { kind: 'canceled' };
+      if (ran && ran.status !== 'canceled') return outcomeOfResult(ran);
+      if (word && word.type !== 'canceled') return outcomeOfEvent(word);
+      // Its queue deadline passed first.
+      const failed = failure as unknown;
+      if (failed instanceof ActivityFailure && failed.cause instanceof TimeoutFailure) return outcomeOfFailure(failed);
+      return { kind: 'rerouted', from: route.backend, message: `backend ${route.backend} is paused or down: the waiting job moves` };
     }
     // A routed attempt that left its backend because it was down: the loop routes a new one.
     const cause = failure instanceof ActivityFailure ? failure.cause : undefined;

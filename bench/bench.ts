@@ -204,7 +204,7 @@ const intakeRow = (intake: IntakeFigures): Row => ({
 });
 
 const intakeNote = (intake: IntakeFigures) =>
-  `intake: ${intake.backlogAtStart} jobs of 20 users, started as the API starts them (workflow start, 64 at a time, + gpu_queue_entries row), reached the gpu backlog ${intake.fillSeconds.toFixed(0)} s after the first start (the starts took ${intake.startSeconds.toFixed(0)} s); the generation worker runs in the benchmark's process, which used ${intake.fillCpuMsPerJob} ms of CPU per job meanwhile (the starts' client side included). Raw starts: ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up.`;
+  `intake: ${intake.backlogAtStart} jobs of 20 users, started as the API starts them (workflow start, 64 at a time, + gpu_queue_entries row), reached the gpu backlog ${intake.fillSeconds.toFixed(0)} s after the first start (the starts took ${intake.startSeconds.toFixed(0)} s); CPU per job meanwhile: ${intake.fillCpuMsPerJob.benchmark} ms in the benchmark's process (the generation worker runs in it, and the starts' client side), ${intake.fillCpuMsPerJob.temporal} ms in the Temporal server, ${intake.fillCpuMsPerJob.postgres} ms in Postgres. Raw starts: ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up.`;
 
 async function engineOnly(): Promise<number> {
   const began = Date.now();

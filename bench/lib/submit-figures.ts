@@ -5,7 +5,7 @@ import { gpuBacklog } from '../../test/gpu-backlog';
 import { GENERATION_WORKFLOW_TYPE } from '../../src/contracts/generation';
 import { smallJob } from '../../test/fairness-helpers';
 import { eventually, type Stack } from '../../test/harness';
-import { waitForQuiet } from './costs';
+import { cpuMsOfAll, postgresPids, temporalPids, waitForQuiet } from './costs';
 import { callLoad, combine, httpLoad, type LoadFigures } from './load';
 
 /**
@@ -127,8 +127,9 @@ export interface IntakeFigures {
   fillSeconds: number;
   /** Jobs per second reaching the gpu backlog during the fill, over raw starts per second with it empty. */
   intakeRatio: number;
-  /** CPU this process (with the stack's in-process generation worker) used during the fill, ms per job. */
-  fillCpuMsPerJob: number;
+  /** CPU used during the fill, ms per job: this process (with the stack's in-process generation worker and the
+   * starts' client side), the Temporal server, Postgres. */
+  fillCpuMsPerJob: { benchmark: number; temporal: number; postgres: number };
 }
 
 /**
@@ -146,7 +147,8 @@ export async function gpuIntake(
   const rawEmpty = await runs((s) => rawStarts(stack, measure.userIds, { connections, durationMs: s * 1000 }));
   log(`  raw starts, empty backlog: ${rawEmpty.rps.toFixed(1)}/s; filling the gpu backlog with ${backlog} jobs…`);
   const began = Date.now();
-  const cpuBefore = process.cpuUsage();
+  const [pgPids, temporal] = [await postgresPids(stack.database.sql), temporalPids()];
+  const cpuBefore = { own: process.cpuUsage(), temporal: cpuMsOfAll(temporal), postgres: cpuMsOfAll(pgPids) };
   await fillGpuBacklog(stack, fill, backlog);
   const startSeconds = (Date.now() - began) / 1000;
   log(`  ${backlog} workflows started in ${startSeconds.toFixed(0)} s; waiting for them to reach the gpu backlog…`);
@@ -158,10 +160,18 @@ export async function gpuIntake(
     { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${backlog} jobs waiting in the gpu backlog` },
   );
   const fillSeconds = (Date.now() - began) / 1000;
-  const cpu = process.cpuUsage(cpuBefore);
+  const own = process.cpuUsage(cpuBefore.own);
+  const perJob = (ms: number) => Math.round((ms / backlog) * 10) / 10;
+  const fillCpuMsPerJob = {
+    benchmark: perJob((own.user + own.system) / 1000),
+    temporal: perJob(cpuMsOfAll(temporal) - cpuBefore.temporal),
+    // Postgres forks as it goes (autovacuum): its processes of now, against those it had before.
+    postgres: perJob(cpuMsOfAll(await postgresPids(stack.database.sql)) - cpuBefore.postgres),
+  };
   const intakeRatio = Math.round((backlogAtStart / fillSeconds / rawEmpty.rps) * 1000) / 1000;
   log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s: ${(backlogAtStart / fillSeconds).toFixed(1)} jobs/s, intake ratio ${intakeRatio}`);
-  return { rawEmpty, backlogAtStart, startSeconds, fillSeconds, intakeRatio, fillCpuMsPerJob: Math.round(((cpu.user + cpu.system) / 1000 / backlog) * 10) / 10 };
+  log(`  CPU per job during the fill: benchmark process (generation worker, starts) ${fillCpuMsPerJob.benchmark} ms, Temporal ${fillCpuMsPerJob.temporal} ms, Postgres ${fillCpuMsPerJob.postgres} ms`);
+  return { rawEmpty, backlogAtStart, startSeconds, fillSeconds, intakeRatio, fillCpuMsPerJob };
 }
 
 /** A measurement's warm-up (2 s), then `rounds` turns of `seconds`, combined. */

@@ -119,7 +119,9 @@ export interface BacklogFigures extends IntakeFigures {
 export interface IntakeFigures {
   /** The bare workflow start with the gpu backlog empty: the intake's baseline. */
   rawEmpty: LoadFigures;
-  /** Tasks in the gpu queue's backlog (Temporal's count) once the fill was in. */
+  /** The fill's jobs. */
+  filled: number;
+  /** Tasks in the gpu queue's backlog (Temporal's count) once the fill was in, with the measurements' own jobs. */
   backlogAtStart: number;
   /** How long starting the fill's workflows took, s. */
   startSeconds: number;
@@ -145,7 +147,11 @@ export async function gpuIntake(
 ): Promise<IntakeFigures> {
   const queue = stack.config.worker.gpuTaskQueue;
   const rawEmpty = await runs((s) => rawStarts(stack, measure.userIds, { connections, durationMs: s * 1000 }));
-  log(`  raw starts, empty backlog: ${rawEmpty.rps.toFixed(1)}/s; filling the gpu backlog with ${backlog} jobs…`);
+  // The raw starts (and the API's submits before them) are real jobs too, which the generation worker takes to the gpu
+  // backlog: the fill counts from once they all are there, and only its own jobs.
+  await waitForQuiet(stack.database.sql);
+  const before = await gpuBacklog(stack.client, queue);
+  log(`  raw starts, empty backlog: ${rawEmpty.rps.toFixed(1)}/s; ${before} jobs of the measurements waiting; filling the gpu backlog with ${backlog} jobs…`);
   const began = Date.now();
   const [pgPids, temporal] = [await postgresPids(stack.database.sql), temporalPids()];
   const cpuBefore = { own: process.cpuUsage(), temporal: cpuMsOfAll(temporal), postgres: cpuMsOfAll(pgPids) };
@@ -155,7 +161,7 @@ export async function gpuIntake(
   const backlogAtStart = await eventually(
     async () => {
       const n = await gpuBacklog(stack.client, queue);
-      return n >= backlog ? n : undefined;
+      return n >= before + backlog ? n : undefined;
     },
     { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${backlog} jobs waiting in the gpu backlog` },
   );
@@ -168,10 +174,10 @@ export async function gpuIntake(
     // Postgres forks as it goes (autovacuum): its processes of now, against those it had before.
     postgres: perJob(cpuMsOfAll(await postgresPids(stack.database.sql)) - cpuBefore.postgres),
   };
-  const intakeRatio = Math.round((backlogAtStart / fillSeconds / rawEmpty.rps) * 1000) / 1000;
-  log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s: ${(backlogAtStart / fillSeconds).toFixed(1)} jobs/s, intake ratio ${intakeRatio}`);
+  const intakeRatio = Math.round((backlog / fillSeconds / rawEmpty.rps) * 1000) / 1000;
+  log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s: ${(backlog / fillSeconds).toFixed(1)} jobs/s, intake ratio ${intakeRatio}`);
   log(`  CPU per job during the fill: benchmark process (generation worker, starts) ${fillCpuMsPerJob.benchmark} ms, Temporal ${fillCpuMsPerJob.temporal} ms, Postgres ${fillCpuMsPerJob.postgres} ms`);
-  return { rawEmpty, backlogAtStart, startSeconds, fillSeconds, intakeRatio, fillCpuMsPerJob };
+  return { rawEmpty, filled: backlog, backlogAtStart, startSeconds, fillSeconds, intakeRatio, fillCpuMsPerJob };
 }
 
 /** A measurement's warm-up (2 s), then `rounds` turns of `seconds`, combined. */

@@ -10,7 +10,7 @@ import { takeTurns, type LoadFigures } from './lib/load';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
 import { spawnService } from './lib/services';
 import { statusFigures } from './lib/status-figures';
-import { apiSubmits, rawStarts, submitsUnderBacklog, type SubmitTarget } from './lib/submit-figures';
+import { apiSubmits, gpuIntake, rawStarts, submitsUnderBacklog, turns, type IntakeFigures, type SubmitTarget } from './lib/submit-figures';
 
 /**
  * `npm run bench [-- --quick]`: the service against its baselines. Starts its own Temporal dev server and Postgres (as the
@@ -23,14 +23,24 @@ import { apiSubmits, rawStarts, submitsUnderBacklog, type SubmitTarget } from '.
  *   engine   Temporal's own `action` counter and history events per succeeded job, for 30 s and 3 min generations
  * Prints a table and writes bench/out/bench.json and bench/out/bench.md. A missed goal is printed as missed.
  * `--engine-only`: the engine part alone, written to bench/out/engine-cost.json and engine-cost.md.
+ * `--worker-cpu-only [--runs=N] [--baseline=<checkout>]`: the generation worker's and the dispatcher's CPU per job alone,
+ * N runs (3), each on a stack of its own; with a baseline, its workers run too, taking turns with this checkout's (the
+ * machine is shared: compare runs that took turns). Written to bench/out/worker-cpu.json and worker-cpu.md.
+ * `--intake-only [--backlog=N]`: the gpu backlog's fill alone (raw starts, then N jobs through the generation worker),
+ * written to bench/out/intake.json and intake.md.
  */
 const quick = process.argv.includes('--quick');
 const ENGINE_ONLY = process.argv.includes('--engine-only');
+const WORKER_CPU_ONLY = process.argv.includes('--worker-cpu-only');
+const INTAKE_ONLY = process.argv.includes('--intake-only');
+/** `--name=value` of the command line. */
+const option = (name: string): string | undefined => process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3);
 /** Jobs per engine-cost set: all at once, each on a slot of its own. */
 const ENGINE_JOBS = quick ? 8 : 20;
 const PLAN = quick
   ? { connections: 16, rounds: 2, seconds: 3, smallRows: 10_000, largeRows: 200_000, backlog: 2_000, users: 4, jobsEach: 8, pollUsers: 3, pollJobsEach: 6 }
   : { connections: 16, rounds: 3, seconds: 5, smallRows: 10_000, largeRows: 1_000_000, backlog: 10_000, users: 4, jobsEach: 15, pollUsers: 4, pollJobsEach: 10 };
+if (option('backlog')) PLAN.backlog = Number(option('backlog'));
 const SLOTS = 4;
 const POLL_INTERVAL_MS = 1_000;
 // The defaults' ratio (HEARTBEAT_TIMEOUT_MS 10 s to POLL_INTERVAL_MS 5 s), scaled down five times.
@@ -97,6 +107,105 @@ const engineJson = ({ short, long }: { short: EngineCost; long: EngineCost }) =>
   history_events_per_job: Math.max(short.history.events, long.history.events),
 });
 
+const WORKER_CPU_STEP = `cost: ${PLAN.users} users × ${PLAN.jobsEach} jobs on ${SLOTS} slots with the generation worker and the GPU dispatcher as processes of their own; their CPU per succeeded job`;
+
+/** The generation worker's and the dispatcher's CPU per succeeded job, on a stack of its own; `root`: another checkout's workers. */
+async function workerCpuFigures(root?: string): Promise<WorkerCpu> {
+  step(`${WORKER_CPU_STEP}${root ? ` (workers of ${root})` : ''}`);
+  const figures = await withStack(
+    { env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), SIM_P50_MS: '3000', SIM_P99_MS: '4500' }, knobs: { capacity: 100 }, inProcessWorkers: false },
+    (stack) => workerCpuRun(stack, { users: PLAN.users, jobsEach: PLAN.jobsEach, root }),
+  );
+  say(`  ${figures.msPerJob} ms per job: generation worker ${figures.generationMsPerJob} ms + dispatcher ${figures.dispatcherMsPerJob} ms (${figures.succeeded} of ${figures.jobs} succeeded)`);
+  return figures;
+}
+
+type WorkerCpu = Awaited<ReturnType<typeof workerCpuRun>>;
+
+const summary = (values: number[]) => ({ mean: round(values.reduce((a, b) => a + b, 0) / Math.max(1, values.length), 1), min: Math.min(...values), max: Math.max(...values) });
+const summarise = (runs: WorkerCpu[]) => ({
+  runs: runs.length,
+  ms_per_job: summary(runs.map((r) => r.msPerJob)),
+  generation_ms_per_job: summary(runs.map((r) => r.generationMsPerJob)),
+  dispatcher_ms_per_job: summary(runs.map((r) => r.dispatcherMsPerJob)),
+  each: runs,
+});
+const cpuValue = (s: ReturnType<typeof summarise>) =>
+  `${s.ms_per_job.mean} ms (${s.ms_per_job.min}–${s.ms_per_job.max}; ${s.generation_ms_per_job.mean} + ${s.dispatcher_ms_per_job.mean}), ${s.runs} runs`;
+
+/** `--worker-cpu-only`: the worker-CPU runs alone, this checkout's workers taking turns with a baseline's if one is given. */
+async function workerCpuOnly(): Promise<number> {
+  const runs = Number(option('runs') ?? 3);
+  const baseline = option('baseline');
+  say(machineLine());
+  const infrastructure = await startTestInfrastructure();
+  try {
+    const current: WorkerCpu[] = [];
+    const before: WorkerCpu[] = [];
+    for (let i = 0; i < runs; i++) {
+      // Taking turns, each side first every other round: a noisy neighbour's burst falls on both.
+      if (baseline && i % 2 === 0) before.push(await workerCpuFigures(baseline));
+      current.push(await workerCpuFigures());
+      if (baseline && i % 2 === 1) before.push(await workerCpuFigures(baseline));
+    }
+    const mine = summarise(current);
+    const theirs = baseline ? summarise(before) : undefined;
+    const rows: Row[] = [
+      { section: 'cost', figure: 'CPU per succeeded job: generation worker + GPU dispatcher', value: cpuValue(mine), goal: '≤ 40 ms', met: mine.ms_per_job.mean <= 40 },
+      ...(theirs ? [{ section: 'cost', figure: `the same, workers of ${baseline}`, value: cpuValue(theirs) }] : []),
+    ];
+    say(formatTable(rows));
+    const json = writeOut('worker-cpu.json', `${JSON.stringify({ quick, worker_cpu_ms_per_job: mine.ms_per_job.mean, current: mine, ...(theirs ? { baseline, baseline_figures: theirs } : {}) }, null, 2)}\n`);
+    const md = writeOut('worker-cpu.md', formatMarkdown('Worker CPU per job', rows, [workerCpuNote]));
+    say(`\nwritten: ${json}, ${md}`);
+    return 0;
+  } finally {
+    await infrastructure.stop();
+  }
+}
+
+const workerCpuNote = `cost: ${PLAN.users} users × ${PLAN.jobsEach} jobs on ${SLOTS} slots, generation p50 3 s / p99 4.5 s, the tests' 500 ms poll; CPU (user + system, /proc) of the generation worker and the GPU dispatcher, each a process of its own, from when both poll until every job ended, over the succeeded jobs.`;
+
+/** The intake's stack: a generation worker and no dispatcher, so the fill's GPU tasks wait in the backlog. */
+async function intakeStack<T>(run: (stack: Stack, target: SubmitTarget, fill: string[]) => Promise<T>): Promise<T> {
+  return withStack({ env: { ...UNLIMITED_ADMISSION, WORKER_ROLE: 'generation' } }, async (stack) => {
+    const [measure, fill] = [await users(stack, 50), await users(stack, 20)];
+    return run(stack, { apiUrl: '', apiKeys: measure.map((u) => u.apiKey), userIds: measure.map((u) => u.userId) }, fill.map((u) => u.userId));
+  });
+}
+
+/** `--intake-only`: raw starts with the gpu backlog empty, then the fill through the generation worker. */
+async function intakeOnly(): Promise<number> {
+  say(machineLine());
+  const infrastructure = await startTestInfrastructure();
+  try {
+    step(`intake: raw starts, then ${PLAN.backlog} jobs through the generation worker to the gpu backlog (no dispatcher)`);
+    const intake = await intakeStack(async (stack, target, fill) => {
+      await waitForQuiet(stack.database.sql);
+      return gpuIntake(stack, target, fill, { backlog: PLAN.backlog, connections: PLAN.connections, runs: turns(PLAN), log: say });
+    });
+    const rows: Row[] = [intakeRow(intake)];
+    say(formatTable(rows));
+    const json = writeOut('intake.json', `${JSON.stringify({ quick, intake_ratio: intake.intakeRatio, details: intake }, null, 2)}\n`);
+    const md = writeOut('intake.md', formatMarkdown('Intake', rows, [intakeNote(intake)]));
+    say(`\nwritten: ${json}, ${md}`);
+    return 0;
+  } finally {
+    await infrastructure.stop();
+  }
+}
+
+const intakeRow = (intake: IntakeFigures): Row => ({
+  section: 'scale',
+  figure: `intake: jobs/s reaching the gpu backlog during the fill / raw starts/s`,
+  value: `${intake.intakeRatio} (${(intake.filled / intake.fillSeconds).toFixed(1)}/s vs ${intake.rawEmpty.rps.toFixed(1)}/s)`,
+  goal: '≥ 0.3',
+  met: intake.intakeRatio >= 0.3,
+});
+
+const intakeNote = (intake: IntakeFigures) =>
+  `intake: ${intake.filled} jobs of 20 users, started as the API starts them (workflow start, 64 at a time, + gpu_queue_entries row) once the measurements' own jobs were in the gpu backlog, were there too ${intake.fillSeconds.toFixed(0)} s after the first start (the starts took ${intake.startSeconds.toFixed(0)} s); CPU per job meanwhile: ${intake.fillCpuMsPerJob.benchmark} ms in the benchmark's process (the generation worker runs in it, and the starts' client side), ${intake.fillCpuMsPerJob.temporal} ms in the Temporal server, ${intake.fillCpuMsPerJob.postgres} ms in Postgres. Raw starts: ${PLAN.connections} at a time, ${PLAN.rounds} turns of ${PLAN.seconds} s after a 2 s warm-up.`;
+
 async function engineOnly(): Promise<number> {
   const began = Date.now();
   say(machineLine());
@@ -119,6 +228,8 @@ const engineNote = `engine: ${ENGINE_JOBS} jobs per set, all running at once (a 
 
 async function main(): Promise<number> {
   if (ENGINE_ONLY) return engineOnly();
+  if (WORKER_CPU_ONLY) return workerCpuOnly();
+  if (INTAKE_ONLY) return intakeOnly();
   const began = Date.now();
   say(`${machineLine()}\n${quick ? 'Quick run (--quick): shorter runs and smaller tables.' : 'Full run.'}`);
   const infrastructure = await startTestInfrastructure();
@@ -131,12 +242,7 @@ async function main(): Promise<number> {
     );
     say(`  utilisation ${round(backlogged.utilisation, 4)}, handoff p50 ${backlogged.handoffP50Ms} ms p99 ${backlogged.handoffP99Ms} ms, visible p99 ${backlogged.visible.p99Ms.toFixed(0)} ms`);
 
-    step(`cost: ${PLAN.users} users × ${PLAN.jobsEach} jobs on ${SLOTS} slots with the generation worker and the GPU dispatcher as processes of their own; their CPU per succeeded job`);
-    const workerCpu = await withStack(
-      { env: { ...UNLIMITED_ADMISSION, GPU_SLOTS: String(SLOTS), SIM_P50_MS: '3000', SIM_P99_MS: '4500' }, knobs: { capacity: 100 }, inProcessWorkers: false },
-      (stack) => workerCpuRun(stack, { users: PLAN.users, jobsEach: PLAN.jobsEach }),
-    );
-    say(`  ${workerCpu.msPerJob} ms per job: generation worker ${workerCpu.generationMsPerJob} ms + dispatcher ${workerCpu.dispatcherMsPerJob} ms (${workerCpu.succeeded} of ${workerCpu.jobs} succeeded)`);
+    const workerCpu = await workerCpuFigures();
 
     step(`e2e: every callback lost; poll interval ${POLL_INTERVAL_MS} ms, heartbeat timeout ${HEARTBEAT_TIMEOUT_MS} ms`);
     const polled = await withStack(
@@ -206,7 +312,7 @@ async function main(): Promise<number> {
       list_p99_ratio_1m_vs_10k: round(status.steadyLarge.p99Ms / status.steady.p99Ms),
       submit_ratio_backlog_vs_empty: round(backlog.loaded.rps / backlog.empty.rps),
       // Jobs per second reaching the GPU backlog during the fill, over bare workflow starts per second in this run.
-      intake_ratio: round(backlog.backlogAtStart / backlog.fillSeconds / backlog.rawEmpty.rps),
+      intake_ratio: backlog.intakeRatio,
       worker_cpu_ms_per_job: workerCpu.msPerJob,
       details: {
         connections: PLAN.connections,
@@ -278,13 +384,7 @@ async function main(): Promise<number> {
       { section: 'scale', figure: `submit, ${backlog.backlogAtStart} jobs waiting for a slot`, value: rate(backlog.loaded) },
       { section: 'scale', figure: 'submit ratio backlog / empty', value: String(figures.submit_ratio_backlog_vs_empty), goal: '≥ 0.8', met: figures.submit_ratio_backlog_vs_empty >= 0.8 },
       { section: 'scale', figure: 'raw client.workflow.start ratio backlog / empty (Temporal alone)', value: String(figures.details.raw_start_ratio_backlog_vs_empty) },
-      {
-        section: 'scale',
-        figure: `intake: jobs/s reaching the gpu backlog during the fill / raw starts/s`,
-        value: `${figures.intake_ratio} (${(backlog.backlogAtStart / backlog.fillSeconds).toFixed(1)}/s vs ${backlog.rawEmpty.rps.toFixed(1)}/s)`,
-        goal: '≥ 0.3',
-        met: figures.intake_ratio >= 0.3,
-      },
+      intakeRow(backlog),
       {
         section: 'cost',
         figure: 'CPU per succeeded job: generation worker + GPU dispatcher',
@@ -312,7 +412,7 @@ async function main(): Promise<number> {
       'Every service process, Temporal dev server (SQLite in memory), Postgres and the load generator share this one machine.',
       engineNote,
       `List rows are finished jobs of the measured user, bulk-loaded with generate_series, then vacuumed, analyzed and checkpointed; ${large} = ${status.largeRows} rows. The list p99 ratio is taken at a steady 100 requests/s (4 connections, ${PLAN.rounds} turns of ${PLAN.seconds * 2} s, before the saturated runs), so it shows what the query costs rather than queueing inside a saturated API.`,
-      `The gpu backlog: ${backlog.backlogAtStart} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s, and the stack idle again ${backlog.settleSeconds.toFixed(0)} s later (both submit rates are measured from an idle stack); the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
+      `The gpu backlog: ${backlog.filled} jobs of 20 other users, started as the API starts them (workflow start + gpu_queue_entries row), in the backlog after ${backlog.fillSeconds.toFixed(0)} s (${backlog.backlogAtStart} waiting with the earlier measurements' own jobs), and the stack idle again ${backlog.settleSeconds.toFixed(0)} s later (both submit rates are measured from an idle stack); the submit runs rotate over 50 users, each request with its own Idempotency-Key.`,
     ];
     step(`figures after ${Math.round((Date.now() - began) / 1000)} s — ${goals.filter((r) => r.met).length} of ${goals.length} goals met`);
     say(formatTable(rows));

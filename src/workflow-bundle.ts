@@ -21,8 +21,8 @@ const MANIFEST = 'manifest.json';
 const ROOT = path.resolve(__dirname, '..');
 
 /**
- * The workflow side of tracing (src/lib/tracing.ts), in every bundle: it traces only runs a traced client started, so
- * with tracing off it costs a header check per run.
+ * The workflow side of tracing (src/lib/tracing.ts), in every bundle: it traces only runs a traced client started, and
+ * loads Temporal's OpenTelemetry interceptors only for those, so with tracing off it costs a header check per run.
  */
 export const WORKFLOW_INTERCEPTOR_MODULES = [require.resolve('./workflows/tracing')];
 

@@ -49,7 +49,7 @@ export async function postgresPids(sql: Sql): Promise<number[]> {
 }
 
 /** The Temporal dev server(s) of this machine. */
-function temporalPids(): number[] {
+export function temporalPids(): number[] {
   return allPids().filter((pid) => {
     try {
       return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').includes('server start-dev');

@@ -75,9 +75,9 @@ export async function pollingRun(stack: Stack, { users, jobsEach }: { users: num
  * The CPU the generation worker and the GPU dispatcher spend per succeeded job, each in a process of its own (the API
  * and the simulator stay in this process, apart): from /proc, from when both are polling until every job has ended.
  */
-export async function workerCpuRun(stack: Stack, { users, jobsEach }: { users: number; jobsEach: number }) {
+export async function workerCpuRun(stack: Stack, { users, jobsEach, root }: { users: number; jobsEach: number; /** The workers' code: another checkout (a baseline). */ root?: string }) {
   const env = { ...stack.env, LOG_LEVEL: 'warn' };
-  const [generation, dispatcher] = [await spawnService('generation', 'bench-cpu-generation', env), await spawnService('gpu', 'bench-cpu-dispatcher', env)];
+  const [generation, dispatcher] = [await spawnService('generation', 'bench-cpu-generation', env, { root }), await spawnService('gpu', 'bench-cpu-dispatcher', env, { root })];
   try {
     const before = { generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) };
     const clients = await Promise.all(Array.from({ length: users }, async () => apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey)));

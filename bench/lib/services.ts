@@ -19,10 +19,16 @@ const ENTRY: Record<ServiceRole, string> = {
 };
 
 /** Starts one service process and resolves once it serves: HTTP ones answer /healthz, workers log that they started. */
-export async function spawnService(role: ServiceRole, name: string, env: Record<string, string>, { timeoutMs = 90_000 } = {}): Promise<SpawnedProcess> {
+export async function spawnService(
+  role: ServiceRole,
+  name: string,
+  env: Record<string, string>,
+  { timeoutMs = 90_000, root }: { timeoutMs?: number; /** Another checkout's code (a baseline to compare with). */ root?: string } = {},
+): Promise<SpawnedProcess> {
   const child = spawnTsProcess({
     name,
     script: ENTRY[role],
+    root,
     // Workers say they started at info level.
     env: { ...env, ...(role === 'generation' || role === 'gpu' ? { WORKER_ROLE: role, LOG_LEVEL: 'info' } : {}) },
   });

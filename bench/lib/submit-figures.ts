@@ -5,7 +5,7 @@ import { gpuBacklog } from '../../test/gpu-backlog';
 import { GENERATION_WORKFLOW_TYPE } from '../../src/contracts/generation';
 import { smallJob } from '../../test/fairness-helpers';
 import { eventually, type Stack } from '../../test/harness';
-import { waitForQuiet } from './costs';
+import { cpuMsOfAll, postgresPids, temporalPids, waitForQuiet } from './costs';
 import { callLoad, combine, httpLoad, type LoadFigures } from './load';
 
 /**
@@ -106,26 +106,93 @@ async function fillGpuBacklog(stack: Stack, userIds: string[], count: number): P
   }
 }
 
-export interface BacklogFigures {
+export interface BacklogFigures extends IntakeFigures {
   empty: LoadFigures;
   loaded: LoadFigures;
-  /** The bare workflow start, with the backlog empty and full: Temporal's share of the slowdown. */
-  rawEmpty: LoadFigures;
+  /** The bare workflow start with the backlog full (rawEmpty: empty): Temporal's share of the slowdown. */
   rawLoaded: LoadFigures;
-  /** Tasks in the gpu queue's backlog (Temporal's count) when the loaded run began. */
-  backlogAtStart: number;
-  /** How long starting the fill's workflows took, s. */
-  startSeconds: number;
-  /** From the fill's first start until every one of its jobs was in the gpu backlog, s. */
-  fillSeconds: number;
   /** How long the stack kept working after the backlog was full (Temporal writing the fill's visibility and transfer
    * tasks), waited out before measuring, s. */
   settleSeconds: number;
 }
 
+export interface IntakeFigures {
+  /** The bare workflow start with the gpu backlog empty: the intake's baseline. */
+  rawEmpty: LoadFigures;
+  /** The fill's jobs. */
+  filled: number;
+  /** Tasks in the gpu queue's backlog (Temporal's count) once the fill was in, with the measurements' own jobs. */
+  backlogAtStart: number;
+  /** How long starting the fill's workflows took, s. */
+  startSeconds: number;
+  /** From the fill's first start until every one of its jobs was in the gpu backlog, s. */
+  fillSeconds: number;
+  /** Jobs per second reaching the gpu backlog during the fill, over raw starts per second with it empty. */
+  intakeRatio: number;
+  /** CPU used during the fill, ms per job: this process (with the stack's in-process generation worker and the
+   * starts' client side), the Temporal server, Postgres. */
+  fillCpuMsPerJob: { benchmark: number; temporal: number; postgres: number };
+}
+
+/**
+ * The intake on a stack whose generation worker runs but no GPU dispatcher: raw starts per second with the gpu backlog
+ * empty (`runs` of them), then how fast `backlog` jobs of other users (`fill`), started as the API starts them, reach
+ * the gpu backlog through the generation worker.
+ */
+export async function gpuIntake(
+  stack: Stack,
+  measure: SubmitTarget,
+  fill: string[],
+  { backlog, connections, runs, log }: { backlog: number; connections: number; runs: (run: (seconds: number) => Promise<LoadFigures>) => Promise<LoadFigures>; log: (line: string) => void },
+): Promise<IntakeFigures> {
+  const queue = stack.config.worker.gpuTaskQueue;
+  const rawEmpty = await runs((s) => rawStarts(stack, measure.userIds, { connections, durationMs: s * 1000 }));
+  // The raw starts (and the API's submits before them) are real jobs too, which the generation worker takes to the gpu
+  // backlog: the fill counts from once they all are there, and only its own jobs.
+  await waitForQuiet(stack.database.sql);
+  const before = await gpuBacklog(stack.client, queue);
+  log(`  raw starts, empty backlog: ${rawEmpty.rps.toFixed(1)}/s; ${before} jobs of the measurements waiting; filling the gpu backlog with ${backlog} jobs…`);
+  const began = Date.now();
+  const [pgPids, temporal] = [await postgresPids(stack.database.sql), temporalPids()];
+  const cpuBefore = { own: process.cpuUsage(), temporal: cpuMsOfAll(temporal), postgres: cpuMsOfAll(pgPids) };
+  await fillGpuBacklog(stack, fill, backlog);
+  const startSeconds = (Date.now() - began) / 1000;
+  log(`  ${backlog} workflows started in ${startSeconds.toFixed(0)} s; waiting for them to reach the gpu backlog…`);
+  const backlogAtStart = await eventually(
+    async () => {
+      const n = await gpuBacklog(stack.client, queue);
+      return n >= before + backlog ? n : undefined;
+    },
+    { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${backlog} jobs waiting in the gpu backlog` },
+  );
+  const fillSeconds = (Date.now() - began) / 1000;
+  const own = process.cpuUsage(cpuBefore.own);
+  const perJob = (ms: number) => Math.round((ms / backlog) * 10) / 10;
+  const fillCpuMsPerJob = {
+    benchmark: perJob((own.user + own.system) / 1000),
+    temporal: perJob(cpuMsOfAll(temporal) - cpuBefore.temporal),
+    // Postgres forks as it goes (autovacuum): its processes of now, against those it had before.
+    postgres: perJob(cpuMsOfAll(await postgresPids(stack.database.sql)) - cpuBefore.postgres),
+  };
+  const intakeRatio = Math.round((backlog / fillSeconds / rawEmpty.rps) * 1000) / 1000;
+  log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s: ${(backlog / fillSeconds).toFixed(1)} jobs/s, intake ratio ${intakeRatio}`);
+  log(`  CPU per job during the fill: benchmark process (generation worker, starts) ${fillCpuMsPerJob.benchmark} ms, Temporal ${fillCpuMsPerJob.temporal} ms, Postgres ${fillCpuMsPerJob.postgres} ms`);
+  return { rawEmpty, filled: backlog, backlogAtStart, startSeconds, fillSeconds, intakeRatio, fillCpuMsPerJob };
+}
+
+/** A measurement's warm-up (2 s), then `rounds` turns of `seconds`, combined. */
+export const turns =
+  ({ rounds, seconds }: { rounds: number; seconds: number }) =>
+  async (run: (seconds: number) => Promise<LoadFigures>): Promise<LoadFigures> => {
+    await run(2); // warm-up
+    const each: LoadFigures[] = [];
+    for (let i = 0; i < rounds; i++) each.push(await run(seconds));
+    return combine(each);
+  };
+
 /**
  * On a stack whose generation worker runs but no GPU dispatcher: submit rate with the gpu backlog empty; then `backlog`
- * more jobs of other users (`fill`) are left waiting for a slot; then the submit rate again.
+ * more jobs of other users (`fill`) are left waiting for a slot (gpuIntake); then the submit rate again.
  */
 export async function submitsUnderBacklog(
   stack: Stack,
@@ -133,37 +200,19 @@ export async function submitsUnderBacklog(
   fill: string[],
   { backlog, connections, rounds, seconds, log }: { backlog: number; connections: number; rounds: number; seconds: number; log: (line: string) => void },
 ): Promise<BacklogFigures> {
-  const queue = stack.config.worker.gpuTaskQueue;
-  const runs = async (run: (seconds: number) => Promise<LoadFigures>) => {
-    await run(2); // warm-up
-    const each: LoadFigures[] = [];
-    for (let i = 0; i < rounds; i++) each.push(await run(seconds));
-    return combine(each);
-  };
+  const runs = turns({ rounds, seconds });
   const viaApi = (s: number) => apiSubmits(measure, { connections, durationS: s });
   const raw = (s: number) => rawStarts(stack, measure.userIds, { connections, durationMs: s * 1000 });
   await waitForQuiet(stack.database.sql);
   const empty = await runs(viaApi);
-  const rawEmpty = await runs(raw);
-  log(`  empty backlog: ${empty.rps.toFixed(1)} submits/s; filling the gpu backlog with ${backlog} jobs…`);
-  const began = Date.now();
-  await fillGpuBacklog(stack, fill, backlog);
-  const startSeconds = (Date.now() - began) / 1000;
-  log(`  ${backlog} workflows started in ${startSeconds.toFixed(0)} s; waiting for them to reach the gpu backlog…`);
-  const backlogAtStart = await eventually(
-    async () => {
-      const n = await gpuBacklog(stack.client, queue);
-      return n >= backlog ? n : undefined;
-    },
-    { timeoutMs: 15 * 60_000, intervalMs: 1_000, what: `${backlog} jobs waiting in the gpu backlog` },
-  );
-  const fillSeconds = (Date.now() - began) / 1000;
-  log(`  ${backlogAtStart} tasks in the gpu backlog after ${fillSeconds.toFixed(0)} s; waiting for the stack to finish the fill's work…`);
+  log(`  empty backlog: ${empty.rps.toFixed(1)} submits/s`);
+  const intake = await gpuIntake(stack, measure, fill, { backlog, connections, runs, log });
+  log(`  waiting for the stack to finish the fill's work…`);
   // Temporal is still writing what the fill started (visibility, transfer tasks) for a while: that is the fill's cost,
   // not the steady cost of a deep backlog, so the second measurement starts once the stack is idle again.
   const settled = await waitForQuiet(stack.database.sql);
   log(`  ${settled.quiet ? 'idle' : 'still busy'} after ${(settled.waitedMs / 1000).toFixed(0)} s more (${settled.cpuMsPerS.toFixed(0)} ms of CPU per second); measuring again…`);
   const loaded = await runs(viaApi);
   const rawLoaded = await runs(raw);
-  return { empty, loaded, rawEmpty, rawLoaded, backlogAtStart, startSeconds, fillSeconds, settleSeconds: settled.waitedMs / 1000 };
+  return { ...intake, empty, loaded, rawLoaded, settleSeconds: settled.waitedMs / 1000 };
 }

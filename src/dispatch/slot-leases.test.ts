@@ -1,7 +1,8 @@
 import { randomBytes } from 'node:crypto';
 import { useRunDatabase } from '../../test/run-database';
 import { ensurePool, readCapacity, readSlotUse, reportBackendCapacity, setAdminCapacity } from './capacity';
-import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, type LeaseRef } from './slot-leases';
+import { GPU_SLOTS_CHANNEL } from './capacity';
+import { acquireSlotLease, claimSlotLease, releaseDispatcherLeases, releaseSlotLease, renewSlotLeases, unclaimSlotLease, type LeaseRef } from './slot-leases';
 
 /** The lease SQL against the run's real Postgres; each test has a pool of its own. */
 describe('GPU slot leases in Postgres', () => {
@@ -33,6 +34,49 @@ describe('GPU slot leases in Postgres', () => {
     expect(await acquireSlotLease(database.sql, lease(pool, 'd2'))).toBe(false);
     await releaseSlotLease(database.sql, first.leaseId);
     expect(await acquireSlotLease(database.sql, lease(pool, 'd2'))).toBe(true);
+  });
+
+  test('an acquisition that finds the pool full answers at once, without waiting for the pool\'s lock', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 1);
+    expect(await acquireSlotLease(database.sql, lease(pool, 'd1'))).toBe(true);
+    // Another dispatcher holds the pool's lock (a claim under way) until this test lets it go.
+    let letGo = () => {};
+    const held = new Promise<void>((resolve) => (letGo = resolve));
+    const locked = new Promise<void>((resolve) => {
+      void database.sql.begin(async (tx) => {
+        await tx`select 1 from gpu_capacity where pool = ${pool} for update`;
+        resolve();
+        await held;
+      });
+    });
+    await locked;
+    try {
+      const answer = await Promise.race([acquireSlotLease(database.sql, lease(pool, 'd2')), new Promise((r) => setTimeout(() => r('waited'), 2_000))]);
+      expect(answer).toBe(false);
+    } finally {
+      letGo();
+    }
+  });
+
+  test('a release tells the waiting dispatchers; an unclaim, which frees no slot, does not', async () => {
+    const pool = newPool();
+    await ensurePool(database.sql, pool, 1);
+    const heard: string[] = [];
+    const { unlisten } = await database.sql.listen(GPU_SLOTS_CHANNEL, (payload) => payload === pool && heard.push(payload));
+    try {
+      const held = lease(pool, 'd1');
+      expect(await acquireSlotLease(database.sql, held)).toBe(true);
+      expect(await claimSlotLease(database.sql, held, 'job-u', false)).toBe(true);
+      await unclaimSlotLease(database.sql, held.leaseId);
+      await releaseSlotLease(database.sql, held.leaseId);
+      const deadline = Date.now() + 5_000;
+      while (heard.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 20));
+      await new Promise((r) => setTimeout(r, 200)); // an unclaim's notification would have arrived before the release's
+      expect(heard).toEqual([pool]);
+    } finally {
+      await unlisten();
+    }
   });
 
   test('a dead dispatcher leaves no permanent lease: its leases expire and are reclaimed', async () => {

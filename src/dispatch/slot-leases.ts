@@ -26,9 +26,15 @@ async function lockCapacity(tx: TransactionSql, pool: string): Promise<number | 
 
 /**
  * acquireSlotLease: takes one slot of the pool if fewer live leases than its capacity exist. Expired leases (a
- * dispatcher that died) are deleted on the way, so they cannot hold slots for longer than their TTL.
+ * dispatcher that died) are deleted on the way, so they cannot hold slots for longer than their TTL. Most calls find the
+ * pool full (every release, recheck and capacity change makes each waiting dispatcher ask): a plain read answers those
+ * in one statement, without the lock; only a pool that looked open takes the locked path, which decides.
  */
 export async function acquireSlotLease(sql: Sql, { pool, dispatcherId, leaseId, ttlMs }: LeaseRef): Promise<boolean> {
+  const [look] = await sql<{ open: boolean }[]>`
+    select (select count(*) from gpu_slot_leases where pool = ${pool} and expires_at > now()) < ${sql.unsafe(EFFECTIVE_CAPACITY)} as open
+    from gpu_capacity where pool = ${pool}`;
+  if (!look?.open) return false;
   return sql.begin(async (tx) => {
     const capacity = await lockCapacity(tx, pool);
     if (capacity === undefined) return false;
@@ -46,19 +52,20 @@ export async function acquireSlotLease(sql: Sql, { pool, dispatcherId, leaseId, 
  * claimSlotLease: puts a job on one of the dispatcher's leases, if fewer jobs than the capacity run in the pool. This is
  * the check that holds when capacity falls while a slot was already reserved. `force` claims regardless: the backend job
  * already exists (a retried attempt resuming it) and must be counted. A job holds one slot: a lease it still had from a
- * dispatcher that died is handed over here. An upsert, so a lease lost to expiry comes back.
+ * dispatcher that died is handed over here (deleted in the same statement, so the count leaves the job's own leases
+ * out). An upsert, so a lease lost to expiry comes back.
  */
 export async function claimSlotLease(sql: Sql, lease: LeaseRef, jobId: string, force: boolean): Promise<boolean> {
   const { pool, dispatcherId, leaseId, ttlMs } = lease;
   return sql.begin(async (tx) => {
     const capacity = (await lockCapacity(tx, pool)) ?? 0;
-    await tx`delete from gpu_slot_leases where pool = ${pool} and job_id = ${jobId} and id <> ${leaseId}`;
     const rows = await tx`
+      with handed_over as (delete from gpu_slot_leases where pool = ${pool} and job_id = ${jobId} and id <> ${leaseId})
       insert into gpu_slot_leases (id, pool, dispatcher_id, job_id, claimed_at, expires_at)
       select ${leaseId}, ${pool}, ${dispatcherId}, ${jobId}, now(), now() + ${ttlMs}::int * interval '1 millisecond'
       where ${force}::boolean or (
         select count(*) from gpu_slot_leases
-        where pool = ${pool} and job_id is not null and expires_at > now() and id <> ${leaseId}
+        where pool = ${pool} and job_id is not null and job_id <> ${jobId} and expires_at > now() and id <> ${leaseId}
       ) < ${capacity}
       on conflict (id) do update set job_id = excluded.job_id, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
       returning id`;
@@ -66,11 +73,13 @@ export async function claimSlotLease(sql: Sql, lease: LeaseRef, jobId: string, f
   }) as Promise<boolean>;
 }
 
-/** unclaimSlotLease: the job left the slot; the lease stays with its dispatcher until the slot is released. */
+/**
+ * unclaimSlotLease: the job left the slot; the lease stays with its dispatcher until the slot is released (which tells
+ * the waiting dispatchers). Nobody waits for an unclaim: acquisitions count leases, not jobs, and a claim refused is
+ * handed back to Temporal rather than waiting.
+ */
 export async function unclaimSlotLease(sql: Sql, leaseId: string): Promise<void> {
-  await sql`
-    update gpu_slot_leases set job_id = null, claimed_at = null where id = ${leaseId}
-    returning pg_notify(${GPU_SLOTS_CHANNEL}, pool)`;
+  await sql`update gpu_slot_leases set job_id = null, claimed_at = null where id = ${leaseId}`;
 }
 
 /** releaseSlotLease: gives the slot back to the pool and tells every dispatcher waiting for one. */

@@ -13,21 +13,28 @@ const SECRET_FIELDS = ['authorization', 'cookie', 'apiKey', 'api_key', 'adminApi
  * written line by value (`secrets`: what this process was configured with) and by shape (src/lib/redact.ts). With
  * tracing on, a line written inside a span (a request, an activity) carries its trace id.
  */
-export function createLogger(service: string, level: string = 'info', { secrets = [] }: { secrets?: ReadonlyArray<string | undefined> } = {}): Logger {
+export function createLogger(
+  service: string,
+  level: string = 'info',
+  { secrets = [], destination }: { secrets?: ReadonlyArray<string | undefined>; /** stdout unless given (tests). */ destination?: pino.DestinationStream } = {},
+): Logger {
   const scrub = secretScrubber(secrets);
-  return pino({
+  const options: pino.LoggerOptions = {
     level,
     base: { service },
     redact: { paths: [...SECRET_FIELDS, ...SECRET_FIELDS.map((field) => `*.${field}`), '*.headers.authorization', '*.headers.cookie'], censor: CENSOR },
     hooks: { streamWrite: scrub },
     mixin: traceOfLine,
-  });
+  };
+  return destination ? pino(options, destination) : pino(options);
 }
 
-const NO_TRACE = {};
-
-/** Without tracing (src/lib/tracing.ts) there is no context manager, and no span: a lookup that finds nothing. */
+/**
+ * Without tracing (src/lib/tracing.ts) there is no context manager, and no span: a lookup that finds nothing. A new
+ * object each line: pino merges the line's fields into what the mixin returns, so a shared one would carry every
+ * earlier line's fields into the next.
+ */
 function traceOfLine(): { traceId?: string } {
   const span = trace.getSpanContext(context.active());
-  return span && isSpanContextValid(span) ? { traceId: span.traceId } : NO_TRACE;
+  return span && isSpanContextValid(span) ? { traceId: span.traceId } : {};
 }

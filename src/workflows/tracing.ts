@@ -1,6 +1,5 @@
 import type { Headers } from '@temporalio/common';
-import { TRACE_HEADER } from '@temporalio/interceptors-opentelemetry/lib/instrumentation';
-import { OpenTelemetryInboundInterceptor, OpenTelemetryInternalsInterceptor, OpenTelemetryOutboundInterceptor } from '@temporalio/interceptors-opentelemetry/lib/workflow';
+import type * as OtelWorkflow from '@temporalio/interceptors-opentelemetry/lib/workflow';
 import type { WorkflowInterceptorsFactory } from '@temporalio/workflow';
 
 /**
@@ -9,23 +8,45 @@ import type { WorkflowInterceptorsFactory } from '@temporalio/workflow';
  * (tracing off, a schedule's run, every run recorded before tracing) makes no span and calls no sink, and its commands
  * are the ones it always had: the header is in the history, so a replay takes the same branch.
  */
+
+/** The header Temporal's OpenTelemetry interceptors carry the context in (its TRACE_HEADER; a unit test holds them equal). */
+export const TRACE_HEADER = '_tracer-data';
+
+/**
+ * Temporal's OpenTelemetry workflow interceptors, loaded at the first traced start or signal of a run. The sandbox
+ * evaluates a bundle's modules again for every run, and these bring the OpenTelemetry SDK: evaluated at each run, they
+ * were a fifth of the workflow thread's CPU while the generation worker took a backlog of untraced jobs to the GPU queue.
+ */
+function otel(): typeof OtelWorkflow {
+  // eslint-disable-next-line @typescript-eslint/no-require-imports -- evaluated on first use only (see above); webpack bundles it all the same
+  return require('@temporalio/interceptors-opentelemetry/lib/workflow') as typeof OtelWorkflow;
+}
+
 export const interceptors: WorkflowInterceptorsFactory = () => {
   const traced = (headers: Headers) => TRACE_HEADER in headers;
-  let inbound: OpenTelemetryInboundInterceptor | undefined;
+  let inbound: OtelWorkflow.OpenTelemetryInboundInterceptor | undefined;
   /** Set once the run's start is known traced: then its activities, signals and continuations carry the context on. */
-  let outbound: OpenTelemetryOutboundInterceptor | undefined;
+  let outbound: OtelWorkflow.OpenTelemetryOutboundInterceptor | undefined;
+  /** Set once the interceptors are loaded: on disposal it lets go of the run's context manager. */
+  let internals: OtelWorkflow.OpenTelemetryInternalsInterceptor | undefined;
+  const traceInbound = () => {
+    const module = otel();
+    internals ??= new module.OpenTelemetryInternalsInterceptor();
+    return (inbound ??= new module.OpenTelemetryInboundInterceptor());
+  };
   return {
     inbound: [
       {
         execute(input, next) {
           if (!traced(input.headers)) return next(input);
-          outbound = new OpenTelemetryOutboundInterceptor();
-          return (inbound ??= new OpenTelemetryInboundInterceptor()).execute(input, next);
+          const traceRun = traceInbound();
+          outbound = new (otel().OpenTelemetryOutboundInterceptor)();
+          return traceRun.execute(input, next);
         },
         // A traced signal (a backend callback through a traced API) gets its span whatever the run's start carried.
         handleSignal(input, next) {
           if (!traced(input.headers)) return next(input);
-          return (inbound ??= new OpenTelemetryInboundInterceptor()).handleSignal(input, next);
+          return traceInbound().handleSignal(input, next);
         },
       },
     ],
@@ -39,6 +60,10 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
         getLogAttributes: (input, next) => (outbound ? outbound.getLogAttributes(input, next) : next(input)),
       },
     ],
-    internals: [new OpenTelemetryInternalsInterceptor()],
+    internals: [
+      {
+        dispose: (input, next) => (internals ? internals.dispose(input, next) : next(input)),
+      },
+    ],
   };
 };

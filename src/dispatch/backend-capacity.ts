@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
+import { everyInTurn } from '../lib/periodic';
 import { reportBackendCapacity } from './capacity';
 
 /** A backend that can say how many jobs it runs at once. Optional: a backend that cannot leaves the number to the operator. */
@@ -28,22 +29,14 @@ export class HttpBackendCapacity implements BackendCapacitySource {
 
 /** Asks the backend every `everyMs` and records its number when it changed; a failed ask changes nothing. */
 export function watchBackendCapacity({ sql, pool, source, everyMs, logger }: { sql: Sql; pool: string; source: BackendCapacitySource; everyMs: number; logger: Logger }) {
-  let busy = false;
-  const ask = async () => {
-    if (busy) return;
-    busy = true;
-    try {
+  return everyInTurn(
+    everyMs,
+    async () => {
       const capacity = await source.capacity();
       if (capacity !== null && (await reportBackendCapacity(sql, pool, capacity))) {
         logger.info({ pool, capacity }, 'the backend reported a new GPU capacity');
       }
-    } catch (err) {
-      logger.debug({ err }, 'could not read the backend capacity');
-    } finally {
-      busy = false;
-    }
-  };
-  void ask();
-  const timer = setInterval(() => void ask(), everyMs);
-  return { stop: () => clearInterval(timer) };
+    },
+    { now: true, onError: (err) => logger.debug({ err }, 'could not read the backend capacity') },
+  );
 }

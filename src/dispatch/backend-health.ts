@@ -3,6 +3,7 @@ import type { Db, Sql } from '../db/client';
 import { backendCancels } from '../db/schema';
 import type { BackendCondition, BackendPool } from '../domain/routing';
 import type { Logger } from '../lib/logger';
+import { everyInTurn } from '../lib/periodic';
 import { EFFECTIVE_CAPACITY } from './capacity';
 
 /**
@@ -125,11 +126,9 @@ export function observedBackend(name: string, backend: GenerationBackend, health
 
 /** Health-checks every backend that has a check, every `everyMs`. */
 export function startHealthChecks({ backends, health, everyMs, logger }: { backends: Map<string, GenerationBackend>; health: BackendHealth; everyMs: number; logger: Logger }) {
-  let busy = false;
-  const check = async () => {
-    if (busy) return;
-    busy = true;
-    try {
+  return everyInTurn(
+    everyMs,
+    async () => {
       await Promise.all(
         [...backends].map(async ([name, backend]) => {
           if (!backend.health) return;
@@ -143,15 +142,9 @@ export function startHealthChecks({ backends, health, everyMs, logger }: { backe
           await health.probed(name, ok);
         }),
       );
-    } catch (err) {
-      logger.debug({ err }, 'could not record backend health');
-    } finally {
-      busy = false;
-    }
-  };
-  void check();
-  const timer = setInterval(() => void check(), everyMs);
-  return { stop: () => clearInterval(timer) };
+    },
+    { now: true, onError: (err) => logger.debug({ err }, 'could not record backend health') },
+  );
 }
 
 /**
@@ -178,11 +171,9 @@ const CANCEL_GIVE_UP_MS = 24 * 60 * 60_000;
  * as attempts that were running there when it went down.
  */
 export function startCancelSweeper({ sql, backends, everyMs, logger }: { sql: Sql; backends: Map<string, GenerationBackend>; everyMs: number; logger: Logger }) {
-  let busy = false;
-  const sweep = async () => {
-    if (busy) return;
-    busy = true;
-    try {
+  return everyInTurn(
+    everyMs,
+    async () => {
       const due = await sql<{ backend: string; backend_job_id: string; job_id: string; created_at: Date }[]>`
         update backend_cancels c set tries = c.tries + 1, next_at = now() + least(5000, 500 * power(2, least(c.tries, 15)))::int * interval '1 millisecond'
         from (select backend, backend_job_id from backend_cancels where next_at <= now() order by next_at limit 50 for update skip locked) due
@@ -210,12 +201,7 @@ export function startCancelSweeper({ sql, backends, everyMs, logger }: { sql: Sq
           }
         }),
       );
-    } catch (err) {
-      logger.warn({ err }, 'could not send owed backend cancels');
-    } finally {
-      busy = false;
-    }
-  };
-  const timer = setInterval(() => void sweep(), everyMs);
-  return { stop: () => clearInterval(timer) };
+    },
+    { onError: (err) => logger.warn({ err }, 'could not send owed backend cancels') },
+  );
 }

@@ -1,5 +1,6 @@
 import type { Sql } from '../db/client';
 import type { Logger } from '../lib/logger';
+import { everyInTurn } from '../lib/periodic';
 import type { BackendState } from './backend-health';
 
 /**
@@ -93,11 +94,9 @@ export function startQueuedReroutes({
   everyMs: number;
   logger: Logger;
 }) {
-  let busy = false;
-  const pass = async () => {
-    if (busy) return;
-    busy = true;
-    try {
+  return everyInTurn(
+    everyMs,
+    async () => {
       const { stuck, usable } = stuckAndUsable(await states());
       if (stuck.length === 0 || usable.length === 0) return;
       const due = await claimReroutes(sql, { stuck, usable });
@@ -109,12 +108,7 @@ export function startQueuedReroutes({
         );
       }
       if (due.length > 0) logger.info({ jobs: due.length, from: [...new Set(due.map((c) => c.from))] }, 'asked queued jobs to leave a paused or down backend');
-    } catch (err) {
-      logger.warn({ err }, 'could not look for queued jobs to move off a paused or down backend');
-    } finally {
-      busy = false;
-    }
-  };
-  const timer = setInterval(() => void pass(), everyMs);
-  return { stop: () => clearInterval(timer) };
+    },
+    { onError: (err) => logger.warn({ err }, 'could not look for queued jobs to move off a paused or down backend') },
+  );
 }

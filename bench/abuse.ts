@@ -7,7 +7,7 @@ import { spawnTsProcess, type SpawnedProcess } from '../test/processes';
 import type { Stack } from '../test/harness';
 import { ATTACK_PARTS, type AttackPart, type AttackPlan, type NormalPlan } from './lib/abuse-child';
 import { insertFinishedRows } from './lib/bulk-rows';
-import { cpuMsOf, cpuMsOfAll, postgresPids, waitForQuiet } from './lib/costs';
+import { cpuMsOf, cpuMsOfAll, machineCpuMs, postgresPids, temporalPids, waitForQuiet } from './lib/costs';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import type { PacedFigures } from './lib/paced-http';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
@@ -67,6 +67,12 @@ async function runChild<T>(mode: 'normal' | 'attack', plan: object): Promise<T> 
   const result = /^RESULT (.*)$/m.exec(child.output());
   if (code !== 0 || !result) throw new Error(`abuse-${mode} exited ${code}; see ${child.logFile}\n${child.output().slice(-2000)}`);
   return JSON.parse(result[1]) as T;
+}
+
+/** CPU time this process has used so far, ms. */
+function ownCpuMs(): number {
+  const { user, system } = process.cpuUsage();
+  return (user + system) / 1000;
 }
 
 /** Resident memory of a process, MiB (NaN once it is gone). */
@@ -230,13 +236,22 @@ async function main(): Promise<number> {
           const rss = rssMib(api.pid);
           if (rss > rssPeak) rssPeak = rss;
         }, 250);
-        // Where the machine's CPU went, second by second: the API process and Postgres, % of one core.
-        const pgPids = await postgresPids(stack.database.sql);
-        const cpuTimeline: Array<{ api: number; postgres: number; api_loop_delay_max_ms?: number }> = [];
-        let lastCpu = { api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids) };
+        // Where the machine's CPU went, second by second, % of one core: the API process, Postgres, the Temporal server,
+        // this process (the stack's worker and simulator), and the whole machine (the clients' processes are the rest).
+        const [pgPids, temporal] = [await postgresPids(stack.database.sql), temporalPids()];
+        const cpuTimeline: Array<{ api: number; postgres: number; temporal: number; worker_and_simulator: number; machine: number; api_loop_delay_max_ms?: number }> = [];
+        const cpuNow = () => ({ api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids), temporal: cpuMsOfAll(temporal), worker_and_simulator: ownCpuMs(), machine: machineCpuMs() });
+        let lastCpu = cpuNow();
         const cpuSampler = setInterval(() => {
-          const now = { api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids) };
-          const second: (typeof cpuTimeline)[number] = { api: Math.round((now.api - lastCpu.api) / 10), postgres: Math.round((now.postgres - lastCpu.postgres) / 10) };
+          const now = cpuNow();
+          const percent = (key: keyof typeof now) => Math.round((now[key] - lastCpu[key]) / 10);
+          const second: (typeof cpuTimeline)[number] = {
+            api: percent('api'),
+            postgres: percent('postgres'),
+            temporal: percent('temporal'),
+            worker_and_simulator: percent('worker_and_simulator'),
+            machine: percent('machine'),
+          };
           cpuTimeline.push(second);
           lastCpu = now;
           if (PROBE) {

@@ -58,6 +58,20 @@ describe('the API under hostile clients', () => {
     expect((await fetch(`${url}/v1/generations`)).status).toBe(401);
   });
 
+  test("a burst of requests with one key the process does not hold costs one look-up; a revocation meanwhile is not missed", async () => {
+    const { url, adminUrl } = await api({});
+    const user = await stack.createUser('pro');
+    const lookups = await metric(url, 'vg_api_key_lookups_total');
+    const burst = await Promise.all(Array.from({ length: 40 }, () => apiClient(url, user.apiKey).list()));
+    expect(burst.map((r) => r.status)).toEqual(Array.from({ length: 40 }, () => 200));
+    expect((await metric(url, 'vg_api_key_lookups_total')) - lookups).toBe(1);
+
+    // Revoked through this process, the key is refused at once, even by requests sent with the revocation.
+    expect((await apiClient(adminUrl, stack.adminApiKey).call('POST', `/admin/users/${user.userId}/api-keys/revoke`)).status).toBe(200);
+    const after = await Promise.all(Array.from({ length: 10 }, () => apiClient(url, user.apiKey).list()));
+    expect(after.map((r) => r.status)).toEqual(Array.from({ length: 10 }, () => 401));
+  });
+
   test('a client that sends its headers slowly is answered 408 and disconnected; a stream outlives the request deadline', async () => {
     const { url } = await api({ api: { headersTimeoutMs: 1_000, requestTimeoutMs: 1_000 } });
     const slow = socket(url);

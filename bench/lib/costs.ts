@@ -59,6 +59,13 @@ export function temporalPids(): number[] {
   });
 }
 
+/** CPU time every core of this machine has spent busy so far (not idle, not waiting for I/O), in ms, from /proc/stat. */
+export function machineCpuMs(): number {
+  const [, ...ticks] = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/);
+  const [user, nice, system, , , irq, softirq, steal] = ticks.map(Number);
+  return ((user + nice + system + irq + softirq + steal) * 1000) / CLOCK_TICKS_PER_SECOND;
+}
+
 export const cpuMsOfAll = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuMsOf(pid) || 0), 0);
 
 export interface RequestCost {

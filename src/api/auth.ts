@@ -105,6 +105,8 @@ interface KnownKey {
 /** The keys this process knows, keys revoked through it lately, and, once configured, each client address's failures. */
 interface Authentication {
   keys: Map<string, KnownKey>;
+  /** Look-ups under way (key → its answer): requests with the same key while one runs wait for it rather than query too. */
+  lookups: Map<string, ReturnType<typeof findApiKey>>;
   /** Keys revoked through this process lately (id → when): a lookup that read the row before the revocation must not cache it. */
   forgotten: Map<string, number>;
   failures?: TokenBuckets;
@@ -114,7 +116,7 @@ const authentications = new WeakMap<Db, Authentication>();
 
 function authenticationOf(db: Db): Authentication {
   let auth = authentications.get(db);
-  if (!auth) authentications.set(db, (auth = { keys: new Map(), forgotten: new Map() }));
+  if (!auth) authentications.set(db, (auth = { keys: new Map(), lookups: new Map(), forgotten: new Map() }));
   return auth;
 }
 
@@ -130,7 +132,9 @@ export function limitFailedAuthentication(db: Db, { burst, perSecond }: { burst:
 
 /** Drops these keys from this process's cache, so a revocation holds here from the next request. */
 export function forgetApiKeys(db: Db, keyIds: Iterable<string>): void {
-  const { keys, forgotten } = authenticationOf(db);
+  const { keys, lookups, forgotten } = authenticationOf(db);
+  // A look-up under way may have read the key before its revocation: requests from now on ask again.
+  lookups.clear();
   const now = Date.now();
   for (const [id, at] of forgotten) if (at < now - AUTH_CACHE_MS) forgotten.delete(id);
   const ids = new Set(keyIds);
@@ -146,11 +150,26 @@ function clientOf(req: Request): string {
   return isIPv6(ip) ? `${canonicalAddress(ip).split(':').slice(0, 4).join(':')}::/64` : ip;
 }
 
+/**
+ * One look-up per key at a time: a client's burst on a key whose cache entry has just expired (a stream flood, a submit
+ * flood over many connections, every request after an idle spell) costs one query, not one per request.
+ */
+function lookUpOnce<T>(lookups: Map<string, Promise<T>>, token: string, lookUp: () => Promise<T>): Promise<T> {
+  let answer = lookups.get(token);
+  if (!answer) {
+    const mine: Promise<T> = lookUp().finally(() => {
+      if (lookups.get(token) === mine) lookups.delete(token);
+    });
+    lookups.set(token, (answer = mine));
+  }
+  return answer;
+}
+
 export function requireUser(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     // An outer mount authenticated this request already (a stream of one job passes /v1/generations on its way).
     if (req.user) return next();
-    const { keys, forgotten, failures } = authenticationOf(db);
+    const { keys, lookups, forgotten, failures } = authenticationOf(db);
     const token = bearerToken(req);
     const now = Date.now();
     if (!token || token.length > 200) {
@@ -168,7 +187,7 @@ export function requireUser(db: Db): RequestHandler {
           'Retry-After': String(Math.max(1, Math.ceil(failures!.waitSeconds(client, now)))),
         });
       }
-      const found = await findApiKey(db, token);
+      const found = await lookUpOnce(lookups, token, () => findApiKey(db, token));
       if (!found) {
         keys.delete(token);
         // A known key that stopped working (revoked) counts as a failure too.

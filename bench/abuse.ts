@@ -1,4 +1,5 @@
 import fs from 'node:fs';
+import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { freePort } from '../scripts/lib/ports';
 import type { Sql } from '../src/db/client';
@@ -26,6 +27,15 @@ const option = (name: string) => {
 };
 /** `--only streams,bogus,slow,flood,replay`: some hostile parts alone, to see what each costs. */
 const PARTS = (option('only')?.split(',') ?? [...ATTACK_PARTS]) as AttackPart[];
+/**
+ * Where each process stands for the CPU. The API and its Postgres are what is measured, the normal user's client is the
+ * instrument: they run at the usual priority. The hostile clients are other people's machines, and the worker and the
+ * Temporal server are hosts of their own in any deployment (docs/scaling.md): on this one machine they run at a lower
+ * priority, so the figure is what the attack costs the API, not what the load generator and the neighbours' share of
+ * two cores cost it. `--shared-cpu` runs every process at the same priority instead.
+ */
+const SHARED_CPU = process.argv.includes('--shared-cpu');
+const NICENESS = SHARED_CPU ? { attackers: undefined, services: undefined } : { attackers: 19, services: 10 };
 /** `--probe`: also read the API's event-loop delay from its /metrics every second (which costs it a few queries). */
 const PROBE = process.argv.includes('--probe');
 const PLAN = {
@@ -62,17 +72,28 @@ const round = (n: number, digits = 2) => Math.round(n * 10 ** digits) / 10 ** di
 
 /** Runs bench/lib/abuse-child.ts in `mode` with `plan`; its figures. */
 async function runChild<T>(mode: 'normal' | 'attack', plan: object): Promise<T> {
-  const child = spawnTsProcess({ name: `abuse-${mode}`, script: 'bench/lib/abuse-child.ts', args: [mode], env: { ABUSE_PLAN: JSON.stringify(plan) } });
+  const child = spawnTsProcess({
+    name: `abuse-${mode}`,
+    script: 'bench/lib/abuse-child.ts',
+    args: [mode],
+    env: { ABUSE_PLAN: JSON.stringify(plan) },
+    niceness: mode === 'attack' ? NICENESS.attackers : undefined,
+  });
   const { code } = await child.exited;
   const result = /^RESULT (.*)$/m.exec(child.output());
   if (code !== 0 || !result) throw new Error(`abuse-${mode} exited ${code}; see ${child.logFile}\n${child.output().slice(-2000)}`);
   return JSON.parse(result[1]) as T;
 }
 
-/** CPU time this process has used so far, ms. */
-function ownCpuMs(): number {
-  const { user, system } = process.cpuUsage();
-  return (user + system) / 1000;
+/** Sets every thread of a running process to `niceness` (on Linux a priority belongs to each thread); threads it starts later inherit it. */
+function renice(pid: number, niceness: number): void {
+  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
+    try {
+      os.setPriority(Number(tid), niceness);
+    } catch {
+      // A thread that has just ended.
+    }
+  }
 }
 
 /** Resident memory of a process, MiB (NaN once it is gone). */
@@ -122,6 +143,24 @@ async function seedHistory(sql: Sql, userId: string, events: number, ageHours: n
                               'attempt', 1, 'queue_position', null, 'video_url', null, 'error', null, 'updated_at', now()),
            now() - ${ageHours} * interval '1 hour' + i * interval '1 second'
     from generate_series(1, ${events}::int) as i`;
+}
+
+/** Cancels the user's queued jobs through the API, eight at a time, and waits until none is queued; how many there were. */
+async function cancelQueued(sql: Sql, apiUrl: string, user: { userId: string; apiKey: string }): Promise<number> {
+  const queued = await sql<{ id: string }[]>`select id from generations where user_id = ${user.userId} and status_rank = 0`;
+  const ids = queued.map((row) => row.id);
+  const cancelOne = async (id: string) => {
+    const res = await fetch(`${apiUrl}/v1/generations/${id}/cancel`, { method: 'POST', headers: { authorization: `Bearer ${user.apiKey}` } });
+    if (res.status >= 300 && res.status !== 409) throw new Error(`cancel ${id}: ${res.status} ${await res.text()}`);
+  };
+  for (let i = 0; i < ids.length; i += 8) await Promise.all(ids.slice(i, i + 8).map(cancelOne));
+  const deadline = Date.now() + 120_000;
+  for (;;) {
+    const [{ n }] = await sql<{ n: number }[]>`select count(*)::int as n from generations where user_id = ${user.userId} and status_rank = 0`;
+    if (n === 0) return ids.length;
+    if (Date.now() > deadline) throw new Error(`${n} of the normal user's jobs still queued 120 s after their cancel`);
+    await new Promise((r) => setTimeout(r, 500));
+  }
 }
 
 /** A webhook endpoint of the user and one finished delivery to it: what the replay flood replays. */
@@ -178,7 +217,11 @@ async function main(): Promise<number> {
   say(machineLine());
   const infrastructure = await startTestInfrastructure();
   try {
-    return await withStack({ env: { ...ADMISSION, WORKER_ROLE: 'generation' } }, async (stack) => {
+    // The generation worker (the jobs the floods get admitted start there) is a process of its own, like the API.
+    return await withStack({ env: { ...ADMISSION }, inProcessWorkers: false }, async (stack) => {
+      const temporal = temporalPids(process.env.TEST_TEMPORAL_ADDRESS);
+      if (NICENESS.services !== undefined) for (const pid of temporal) renice(pid, NICENESS.services);
+      const worker = await spawnService('generation', 'abuse-worker', { ...stack.env, LOG_LEVEL: 'warn' }, { niceness: NICENESS.services });
       const receiver = await startWebhookReceiver();
       const port = await freePort();
       const apiUrl = `http://127.0.0.1:${port}`;
@@ -217,6 +260,10 @@ async function main(): Promise<number> {
         const rssBaseline = rssMib(api.pid);
         say(`  list p99 ${baseline.list.p99Ms} ms, submit p99 ${baseline.submit.p99Ms} ms; API RSS ${rssBaseline.toFixed(0)} MiB`);
 
+        // Nothing here runs the jobs (no GPU dispatcher): the baseline's stay queued, and a list's queue positions cost more
+        // the longer the queue. Both phases start from the same empty queue: the baseline's jobs are canceled.
+        const canceled = await cancelQueued(stack.database.sql, apiUrl, normal);
+        say(`  canceled the baseline's ${canceled} queued jobs, so the attack starts on the same empty queue`);
         await waitForQuiet(stack.database.sql);
         step('under attack: the same normal user while every hostile client runs');
         const startAt = Date.now() + 3_000;
@@ -237,10 +284,10 @@ async function main(): Promise<number> {
           if (rss > rssPeak) rssPeak = rss;
         }, 250);
         // Where the machine's CPU went, second by second, % of one core: the API process, Postgres, the Temporal server,
-        // this process (the stack's worker and simulator), and the whole machine (the clients' processes are the rest).
-        const [pgPids, temporal] = [await postgresPids(stack.database.sql), temporalPids()];
-        const cpuTimeline: Array<{ api: number; postgres: number; temporal: number; worker_and_simulator: number; machine: number; api_loop_delay_max_ms?: number }> = [];
-        const cpuNow = () => ({ api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids), temporal: cpuMsOfAll(temporal), worker_and_simulator: ownCpuMs(), machine: machineCpuMs() });
+        // the generation worker, and the whole machine (the clients' processes are most of the rest).
+        const pgPids = await postgresPids(stack.database.sql);
+        const cpuTimeline: Array<{ api: number; postgres: number; temporal: number; worker: number; machine: number; api_loop_delay_max_ms?: number }> = [];
+        const cpuNow = () => ({ api: cpuMsOf(api.pid), postgres: cpuMsOfAll(pgPids), temporal: cpuMsOfAll(temporal), worker: cpuMsOf(worker.pid), machine: machineCpuMs() });
         let lastCpu = cpuNow();
         const cpuSampler = setInterval(() => {
           const now = cpuNow();
@@ -249,7 +296,7 @@ async function main(): Promise<number> {
             api: percent('api'),
             postgres: percent('postgres'),
             temporal: percent('temporal'),
-            worker_and_simulator: percent('worker_and_simulator'),
+            worker: percent('worker'),
             machine: percent('machine'),
           };
           cpuTimeline.push(second);
@@ -295,6 +342,7 @@ async function main(): Promise<number> {
           api_alive: apiExit === undefined,
           details: {
             plan: { ...PLAN, parts: PARTS },
+            niceness: SHARED_CPU ? 'every process at the same priority (--shared-cpu)' : { api_postgres_normal_client: 0, worker_and_temporal: NICENESS.services, attackers: NICENESS.attackers },
             cpu_percent_per_second_from_3s_before_the_attack: cpuTimeline,
             normal_loop_delay_ms: { baseline: baseline.loopDelay, under_attack: underAttack.loopDelay },
             api_list_seconds_cumulative_by_bound: { baseline: baselineLists, under_attack: attackLists },
@@ -340,12 +388,15 @@ async function main(): Promise<number> {
         const json = writeOut('abuse.json', `${JSON.stringify(figures, null, 2)}\n`);
         const md = writeOut('abuse.md', formatMarkdown('Abuse', rows, [
           'Every client runs on this machine, from 127.0.0.1; the normal user and the attackers are separate processes, the API a child process with the default limits.',
+          SHARED_CPU
+            ? 'Every process ran at the same CPU priority (--shared-cpu).'
+            : `The API, Postgres and the normal user ran at the usual CPU priority; the generation worker and the Temporal server at nice ${NICENESS.services}, the attackers at nice ${NICENESS.attackers} (hosts of their own in a deployment).`,
           `The normal user lists at ${PLAN.listPerSecond}/s and submits at ${PLAN.submitsPerSecond}/s (open loop; latency from when each request was due) for ${PLAN.seconds} s alone, then ${PLAN.seconds} s while the attack runs.`,
         ]));
         say(`\nwritten: ${json}, ${md}`);
         return 0;
       } finally {
-        await api.stop();
+        await Promise.all([api.stop(), worker.stop()]);
         await receiver.close();
       }
     });

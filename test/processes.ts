@@ -47,13 +47,18 @@ export interface SpawnOptions {
   env: Record<string, string>;
   /** The checkout the script is in and the child runs in; the repository by default (another: an older version's code). */
   root?: string;
+  /** Runs the child at this niceness (`nice -n`; every thread it starts inherits it): a benchmark's load generator, say. */
+  niceness?: number;
 }
 
-export function spawnTsProcess({ name, script, args = [], env, root = ROOT }: SpawnOptions): SpawnedProcess {
+export function spawnTsProcess({ name, script, args = [], env, root = ROOT, niceness }: SpawnOptions): SpawnedProcess {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const logFile = path.join(ARTIFACTS, `${name}.log`);
   const log = fs.createWriteStream(logFile, { flags: 'w' });
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, script), ...args], {
+  const command = [process.execPath, '--import', 'tsx', path.join(root, script), ...args];
+  // `nice` execs the command: the pid is still the node process's own.
+  if (niceness !== undefined) command.unshift('nice', '-n', String(niceness));
+  const child = spawn(command[0], command.slice(1), {
     cwd: root,
     // The service's Node flags, as `npm start` and the image give them (scripts/lib/node-options.ts).
     // No fixed port unless the test asks for one: the workers' metrics endpoint otherwise takes 9464.

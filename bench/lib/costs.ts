@@ -48,11 +48,13 @@ export async function postgresPids(sql: Sql): Promise<number[]> {
   return postmaster === undefined ? [] : [postmaster, ...allPids().filter((p) => parentOf(p) === postmaster)];
 }
 
-/** The Temporal dev server(s) of this machine. */
-export function temporalPids(): number[] {
+/** The Temporal dev server(s) of this machine; only the one listening on `address`'s port when given. */
+export function temporalPids(address?: string): number[] {
+  const port = address?.split(':').pop();
   return allPids().filter((pid) => {
     try {
-      return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ').includes('server start-dev');
+      const command = `${fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')} `;
+      return command.includes('server start-dev') && (port === undefined || command.includes(` --port ${port} `));
     } catch {
       return false;
     }

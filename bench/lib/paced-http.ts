@@ -149,7 +149,7 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
     p99Ms: round(percentile(latencies, 99)),
     maxMs: round(latencies.length ? Math.max(...latencies) : Number.NaN),
     seconds: round((performance.now() - began) / 1000),
-    slowest: timeline.sort((a, b) => b.ms - a.ms).slice(0, 10),
+    slowest: timeline.sort((a, b) => b.ms - a.ms).slice(0, 25),
   };
 }
 

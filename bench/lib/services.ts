@@ -23,12 +23,17 @@ export async function spawnService(
   role: ServiceRole,
   name: string,
   env: Record<string, string>,
-  { timeoutMs = 90_000, root }: { timeoutMs?: number; /** Another checkout's code (a baseline to compare with). */ root?: string } = {},
+  {
+    timeoutMs = 90_000,
+    root,
+    niceness,
+  }: { timeoutMs?: number; /** Another checkout's code (a baseline to compare with). */ root?: string; /** `nice -n` for the process. */ niceness?: number } = {},
 ): Promise<SpawnedProcess> {
   const child = spawnTsProcess({
     name,
     script: ENTRY[role],
     root,
+    niceness,
     // Workers say they started at info level.
     env: { ...env, ...(role === 'generation' || role === 'gpu' ? { WORKER_ROLE: role, LOG_LEVEL: 'info' } : {}) },
   });

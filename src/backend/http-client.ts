@@ -1,3 +1,4 @@
+import { EventEmitter } from 'node:events';
 import { Agent, request } from 'undici';
 
 /**
@@ -70,24 +71,26 @@ const MAX_REDIRECTIONS = 20;
 
 export const sendHttp: HttpSend = async ({ method, url, headers, body, timeoutMs, signal }) => {
   if (signal?.aborted) throw signal.reason;
-  const controller = timeoutMs > 0 || signal ? new AbortController() : undefined;
+  // undici takes an emitter of 'abort' as the request's signal: cheaper than an AbortController (whose signal costs
+  // more to make than the rest of the call's set-up) for the deadline that nearly every call has and nearly none reaches.
+  const abort = timeoutMs > 0 || signal ? new EventEmitter() : undefined;
   let timedOut = false;
   let timer: NodeJS.Timeout | undefined;
-  if (controller && timeoutMs > 0) {
+  if (abort && timeoutMs > 0) {
     timer = setTimeout(() => {
       timedOut = true;
-      controller.abort();
+      abort.emit('abort');
     }, timeoutMs);
     timer.unref();
   }
-  const onAbort = signal && controller ? () => controller.abort(signal.reason) : undefined;
+  const onAbort = signal && abort ? () => abort.emit('abort') : undefined;
   if (onAbort) signal!.addEventListener('abort', onAbort, { once: true });
   try {
     const response = await request(url, {
       method: method as 'GET',
       headers,
       body,
-      signal: controller?.signal,
+      signal: abort,
       dispatcher: sharedAgent(),
       maxRedirections: MAX_REDIRECTIONS,
     });

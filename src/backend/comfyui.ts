@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import type { ConfiguredBackend } from '../config';
+import { sendHttp, type HttpSend } from './http-client';
 import { backendJob, callProvider, checkRenders, jobError } from './provider-http';
 import type { ProviderOptions } from './replicate';
 import { BackendRejectedError, type BackendJob, type BackendSubmitRequest, type GenerationBackend } from './types';
@@ -35,7 +36,7 @@ const HEIGHTS: Record<string, number> = { '480p': 480, '720p': 720, '1080p': 108
 export class ComfyUiBackend implements GenerationBackend {
   readonly cancelStopsWork = true;
   private readonly base: string;
-  private readonly fetch: typeof fetch;
+  private readonly send: HttpSend;
   private readonly workflow: unknown;
 
   constructor(
@@ -43,7 +44,7 @@ export class ComfyUiBackend implements GenerationBackend {
     private readonly options: ProviderOptions,
   ) {
     this.base = spec.base_url.replace(/\/+$/, '');
-    this.fetch = options.fetch ?? fetch;
+    this.send = options.send ?? sendHttp;
     this.workflow = JSON.parse(readFileSync(spec.workflow_path, 'utf8'));
   }
 
@@ -145,7 +146,7 @@ export class ComfyUiBackend implements GenerationBackend {
 
   private async call(method: string, path: string, body?: unknown): Promise<unknown> {
     const headers: Record<string, string> = this.spec.credentials ? { authorization: `Bearer ${this.spec.credentials}` } : {};
-    const { json } = await callProvider({ method, url: `${this.base}${path}`, body, headers, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
+    const { json } = await callProvider({ method, url: `${this.base}${path}`, body, headers, timeoutMs: this.options.timeoutMs, send: this.send });
     return json;
   }
 }

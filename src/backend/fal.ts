@@ -2,6 +2,7 @@ import { createHash, createPublicKey, verify, type KeyObject } from 'node:crypto
 import { z } from 'zod';
 import type { ConfiguredBackend } from '../config';
 import { WebhookVerificationError } from '../lib/webhook-signature';
+import { sendHttp, type HttpSend } from './http-client';
 import { attemptCallbackUrl, backendJob, callProvider, checkRenders, classifyFailure, clientKeyOf, firstUrl, headerOf, jobError } from './provider-http';
 import type { ProviderOptions } from './replicate';
 import { BackendRejectedError, type BackendJob, type BackendJobError, type BackendSubmitRequest, type GenerationBackend, type IncomingCallback, type VerifiedCallback } from './types';
@@ -36,7 +37,7 @@ export class FalBackend implements GenerationBackend {
   private readonly base: string;
   /** Status, result and cancel live under the app (owner/name), without the endpoint's sub-path. */
   private readonly app: string;
-  private readonly fetch: typeof fetch;
+  private readonly send: HttpSend;
   private keys?: { fetchedAt: number; keys: Promise<KeyObject[]> };
 
   constructor(
@@ -45,7 +46,7 @@ export class FalBackend implements GenerationBackend {
   ) {
     this.base = spec.base_url.replace(/\/+$/, '');
     this.app = spec.model.split('/').slice(0, 2).join('/');
-    this.fetch = options.fetch ?? fetch;
+    this.send = options.send ?? sendHttp;
   }
 
   async submit(request: BackendSubmitRequest): Promise<BackendJob> {
@@ -146,7 +147,7 @@ export class FalBackend implements GenerationBackend {
 
   private async call(method: string, url: string, body?: unknown, authorized = true): Promise<unknown> {
     const headers: Record<string, string> = authorized ? { authorization: `Key ${this.spec.credentials ?? ''}` } : {};
-    const { json } = await callProvider({ method, url, body, headers, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
+    const { json } = await callProvider({ method, url, body, headers, timeoutMs: this.options.timeoutMs, send: this.send });
     return json;
   }
 }

@@ -6,6 +6,7 @@ import { startSimulator, type RunningSimulator } from '../../simulator/app';
 import { defaultSimulatorKnobs, type SimulatorKnobs } from '../../simulator/knobs';
 import { pollUntil, startCallbackReceiver } from '../../test/simulator-helpers';
 import { HttpGenerationBackend } from './http-backend';
+import { sendHttp, type HttpSend } from './http-client';
 import { BackendRejectedError, BackendUnavailableError, type BackendSubmitRequest } from './types';
 
 const fast: SimulatorKnobs = { ...defaultSimulatorKnobs, capacity: 4, p50Ms: 1_000, p99Ms: 3_000, timeScale: 0.01 };
@@ -138,18 +139,17 @@ describe('HttpGenerationBackend', () => {
       }
     });
 
-    it("re-attaches by client_key when fetch's own idle limit cuts a long wait", async () => {
+    it("re-attaches by client_key when undici's own idle limit cuts a long wait", async () => {
       let calls = 0;
-      const idleOnce: typeof fetch = async (input, init) => {
-        const idle = Object.assign(new Error('Headers Timeout Error'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
-        if (++calls === 1) throw new TypeError('fetch failed', { cause: idle });
-        return fetch(input, init);
+      const idleOnce: HttpSend = async (req) => {
+        if (++calls === 1) throw Object.assign(new Error('Headers Timeout Error'), { code: 'UND_ERR_HEADERS_TIMEOUT' });
+        return sendHttp(req);
       };
-      const job = await new HttpGenerationBackend({ baseUrl: sim.url, timeoutMs: 0, fetch: idleOnce }).generate(request());
+      const job = await new HttpGenerationBackend({ baseUrl: sim.url, timeoutMs: 0, send: idleOnce }).generate(request());
       expect(job.status).toBe('succeeded');
       expect(calls).toBe(2);
-      const refusing: typeof fetch = () => Promise.reject(new TypeError('fetch failed'));
-      const refused = new HttpGenerationBackend({ baseUrl: sim.url, timeoutMs: 0, fetch: refusing });
+      const refusing: HttpSend = () => Promise.reject(Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:1'), { code: 'ECONNREFUSED' }));
+      const refused = new HttpGenerationBackend({ baseUrl: sim.url, timeoutMs: 0, send: refusing });
       expect(await rejection(refused.generate(request()))).toMatchObject({ name: 'BackendUnavailableError' });
     });
 

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { BackendRenders } from '../domain/backend-specs';
+import { describeHttpError, HttpTimeoutError, idleTimedOut, sendHttp, type HttpSend } from './http-client';
 import { checkRenders } from './provider-http';
 import {
   BackendRejectedError,
@@ -19,7 +20,8 @@ export interface HttpGenerationBackendOptions {
   renders?: { name: string; renders: BackendRenders };
   /** Per-request deadline for submit, getJob and cancel; 0 disables it. generate() waits as long as the job runs. */
   timeoutMs: number;
-  fetch?: typeof fetch;
+  /** How requests are sent (tests inject failures); undici over a keep-alive agent by default. */
+  send?: HttpSend;
 }
 
 const backendJobSchema = z.object({
@@ -42,11 +44,13 @@ const backendJobSchema = z.object({
 
 const errorBodySchema = z.object({ error: z.object({ code: z.string().optional(), message: z.string().optional() }) });
 
-/** undici's own limits on waiting for headers or the next body chunk (300s by default). */
-const IDLE_TIMEOUT_CODES = new Set(['UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
-
 /** Still a BackendUnavailableError (same name) to everyone else; generate() alone treats it as "ask again". */
 class IdleTimeoutError extends BackendUnavailableError {}
+
+// fetch's user agent, which the backends saw before.
+const PLAIN: Record<string, string> = { 'user-agent': 'node' };
+const JSON_ACCEPT: Record<string, string> = { ...PLAIN, accept: 'application/json' };
+const JSON_SEND: Record<string, string> = { ...JSON_ACCEPT, 'content-type': 'application/json' };
 
 // 408 and 429 are 4xx but say "try again later", not "this request is wrong".
 const RETRYABLE_CLIENT_STATUSES = new Set([408, 429]);
@@ -60,14 +64,14 @@ interface RequestOptions {
 export class HttpGenerationBackend implements GenerationBackend {
   private readonly baseUrl: string;
   private readonly timeoutMs: number;
-  private readonly fetch: typeof fetch;
+  private readonly send: HttpSend;
   private readonly renders: HttpGenerationBackendOptions['renders'];
 
   constructor(options: HttpGenerationBackendOptions) {
     this.baseUrl = options.baseUrl.replace(/\/+$/, '');
     this.renders = options.renders;
     this.timeoutMs = options.timeoutMs;
-    this.fetch = options.fetch ?? fetch;
+    this.send = options.send ?? sendHttp;
   }
 
   async submit(request: BackendSubmitRequest): Promise<BackendJob> {
@@ -85,14 +89,13 @@ export class HttpGenerationBackend implements GenerationBackend {
 
   /** The simulator's liveness route: it answers, or the backend is unreachable. (An outage answers it: the circuit sees that.) */
   async health(): Promise<void> {
-    let res: Response;
+    let status: number;
     try {
-      res = await this.fetch(`${this.baseUrl}/healthz`, { signal: AbortSignal.timeout(this.timeoutMs) });
-      await res.arrayBuffer();
+      ({ status } = await this.send({ method: 'GET', url: `${this.baseUrl}/healthz`, headers: PLAIN, timeoutMs: this.timeoutMs }));
     } catch (err) {
-      throw new BackendUnavailableError(`backend unreachable: GET /healthz: ${describe(err)}`);
+      throw new BackendUnavailableError(`backend unreachable: GET /healthz: ${describeHttpError(err)}`);
     }
-    if (!res.ok) throw new BackendUnavailableError(`backend answered ${res.status} to GET /healthz`, res.status);
+    if (status < 200 || status >= 300) throw new BackendUnavailableError(`backend answered ${status} to GET /healthz`, status);
   }
 
   /** Waits for the job to end; aborting `signal` rejects with its reason and leaves the job running on the backend. */
@@ -104,7 +107,7 @@ export class HttpGenerationBackend implements GenerationBackend {
       try {
         return await this.call('POST', '/v1/generate', { body, signal, timeoutMs: 0 });
       } catch (err) {
-        // fetch gives up on a silent response after its own idle limit (300s); the same client_key re-attaches.
+        // undici gives up on a silent response after its own idle limit (300s); the same client_key re-attaches.
         if (!(err instanceof IdleTimeoutError)) throw err;
       }
     }
@@ -112,25 +115,23 @@ export class HttpGenerationBackend implements GenerationBackend {
 
   private async call(method: string, path: string, options: RequestOptions): Promise<BackendJob> {
     const what = `${method} ${path}`;
-    const deadline = options.timeoutMs > 0 ? AbortSignal.timeout(options.timeoutMs) : undefined;
-    const signals = [options.signal, deadline].filter((s): s is AbortSignal => s !== undefined);
     let status: number;
     let text: string;
     try {
-      const response = await this.fetch(this.baseUrl + path, {
+      ({ status, text } = await this.send({
         method,
-        headers: { accept: 'application/json', ...(options.body === undefined ? {} : { 'content-type': 'application/json' }) },
+        url: this.baseUrl + path,
+        headers: options.body === undefined ? JSON_ACCEPT : JSON_SEND,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
-        signal: signals.length ? AbortSignal.any(signals) : undefined,
-      });
-      status = response.status;
-      text = await response.text();
+        timeoutMs: options.timeoutMs,
+        signal: options.signal,
+      }));
     } catch (err) {
       // The caller's own cancellation is not a backend failure: hand its reason back unchanged.
       if (options.signal?.aborted) throw options.signal.reason;
-      if (deadline?.aborted) throw new BackendUnavailableError(`backend timed out after ${options.timeoutMs}ms: ${what}`);
-      const message = `backend unreachable: ${what}: ${describe(err)}`;
-      throw IDLE_TIMEOUT_CODES.has(causeCode(err) ?? '') ? new IdleTimeoutError(message) : new BackendUnavailableError(message);
+      if (err instanceof HttpTimeoutError) throw new BackendUnavailableError(`backend timed out after ${options.timeoutMs}ms: ${what}`);
+      const message = `backend unreachable: ${what}: ${describeHttpError(err)}`;
+      throw idleTimedOut(err) ? new IdleTimeoutError(message) : new BackendUnavailableError(message);
     }
 
     if (status >= 200 && status < 300) return parseJob(text, what, status);
@@ -162,15 +163,4 @@ function parseError(text: string): { code?: string; message?: string } {
   } catch {
     return {};
   }
-}
-
-function causeCode(err: unknown): string | undefined {
-  const cause = (err as { cause?: { code?: unknown } } | null)?.cause;
-  return typeof cause?.code === 'string' ? cause.code : undefined;
-}
-
-function describe(err: unknown): string {
-  if (!(err instanceof Error)) return String(err);
-  const cause = (err as Error & { cause?: unknown }).cause;
-  return cause instanceof Error ? `${err.message} (${cause.message})` : err.message;
 }

@@ -1,5 +1,6 @@
 import { cannotRender, type BackendRenders } from '../domain/backend-specs';
 import { renderRequestOf } from '../domain/render-request';
+import { describeHttpError, HttpTimeoutError, type HttpSend } from './http-client';
 import { BackendRejectedError, BackendUnavailableError, type BackendJob, type BackendJobError, type BackendJobStatus, type BackendSubmitRequest } from './types';
 
 /**
@@ -12,30 +13,28 @@ export interface ProviderCall {
   headers?: Record<string, string>;
   body?: unknown;
   timeoutMs: number;
-  fetch: typeof fetch;
+  send: HttpSend;
 }
 
 // 408 and 429 say "later", not "wrong". 401 and 403 say our key is refused: an operator's fix, not the job's fault, so
 // the attempt fails as the backend being unavailable rather than as the user's invalid input.
 const RETRYABLE_CLIENT_STATUSES = new Set([401, 403, 408, 429]);
 
-export async function callProvider<T = unknown>({ method, url, headers = {}, body, timeoutMs, fetch: doFetch }: ProviderCall): Promise<{ status: number; json: T }> {
+export async function callProvider<T = unknown>({ method, url, headers = {}, body, timeoutMs, send }: ProviderCall): Promise<{ status: number; json: T }> {
   const what = `${method} ${new URL(url).pathname}`;
-  const deadline = timeoutMs > 0 ? AbortSignal.timeout(timeoutMs) : undefined;
   let status: number;
   let text: string;
   try {
-    const response = await doFetch(url, {
+    ({ status, text } = await send({
       method,
-      headers: { accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      url,
+      headers: { 'user-agent': 'node', accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
-      signal: deadline,
-    });
-    status = response.status;
-    text = await response.text();
+      timeoutMs,
+    }));
   } catch (err) {
-    if (deadline?.aborted) throw new BackendUnavailableError(`backend timed out after ${timeoutMs}ms: ${what}`);
-    throw new BackendUnavailableError(`backend unreachable: ${what}: ${(err as Error).message}`);
+    if (err instanceof HttpTimeoutError) throw new BackendUnavailableError(`backend timed out after ${timeoutMs}ms: ${what}`);
+    throw new BackendUnavailableError(`backend unreachable: ${what}: ${describeHttpError(err)}`);
   }
   let json: unknown;
   try {

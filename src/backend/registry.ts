@@ -2,6 +2,7 @@ import type { ConfiguredBackend } from '../config';
 import { ComfyUiBackend } from './comfyui';
 import { FalBackend } from './fal';
 import { HttpGenerationBackend } from './http-backend';
+import type { HttpSend } from './http-client';
 import { ReplicateBackend } from './replicate';
 import type { GenerationBackend } from './types';
 import { VeoBackend } from './veo';
@@ -10,15 +11,15 @@ export interface BackendFactoryOptions {
   /** The API's public base URL: provider webhooks come back to <publicUrl>/internal/backend/callbacks/<name>. */
   publicUrl: string;
   timeoutMs: number;
-  fetch?: typeof fetch;
+  send?: HttpSend;
 }
 
 /** The adapter of one configured backend. */
-export function createBackend(spec: ConfiguredBackend, { publicUrl, timeoutMs, fetch }: BackendFactoryOptions): GenerationBackend {
-  const options = { callbackUrl: `${publicUrl.replace(/\/+$/, '')}/internal/backend/callbacks/${spec.name}`, timeoutMs, fetch };
+export function createBackend(spec: ConfiguredBackend, { publicUrl, timeoutMs, send }: BackendFactoryOptions): GenerationBackend {
+  const options = { callbackUrl: `${publicUrl.replace(/\/+$/, '')}/internal/backend/callbacks/${spec.name}`, timeoutMs, send };
   switch (spec.kind) {
     case 'simulator':
-      return new HttpGenerationBackend({ baseUrl: spec.base_url, timeoutMs, fetch, renders: { name: spec.name, renders: spec.renders } });
+      return new HttpGenerationBackend({ baseUrl: spec.base_url, timeoutMs, send, renders: { name: spec.name, renders: spec.renders } });
     case 'replicate':
       return new ReplicateBackend(spec, options);
     case 'fal':

@@ -1,6 +1,7 @@
 import { z } from 'zod';
 import type { ConfiguredBackend } from '../config';
 import { verifyWebhook } from '../lib/webhook-signature';
+import { sendHttp, type HttpSend } from './http-client';
 import {
   attemptCallbackUrl,
   backendJob,
@@ -23,7 +24,8 @@ export interface ProviderOptions {
   /** This backend's own callback path: <PUBLIC_URL>/internal/backend/callbacks/<name>. */
   callbackUrl: string;
   timeoutMs: number;
-  fetch?: typeof fetch;
+  /** How requests are sent (tests inject failures); undici over a keep-alive agent by default. */
+  send?: HttpSend;
 }
 
 const predictionSchema = z.object({
@@ -49,7 +51,7 @@ const FIND_PAGES = 5;
 export class ReplicateBackend implements GenerationBackend {
   readonly cancelStopsWork = true;
   private readonly base: string;
-  private readonly fetch: typeof fetch;
+  private readonly send: HttpSend;
   private signingSecret?: Promise<string>;
 
   constructor(
@@ -57,7 +59,7 @@ export class ReplicateBackend implements GenerationBackend {
     private readonly options: ProviderOptions,
   ) {
     this.base = spec.base_url.replace(/\/+$/, '');
-    this.fetch = options.fetch ?? fetch;
+    this.send = options.send ?? sendHttp;
   }
 
   async submit(request: BackendSubmitRequest): Promise<BackendJob> {
@@ -133,7 +135,7 @@ export class ReplicateBackend implements GenerationBackend {
   }
 
   private async call(method: string, url: string, body?: unknown): Promise<unknown> {
-    const { json } = await callProvider({ method, url, body, headers: { authorization: `Bearer ${this.spec.credentials ?? ''}` }, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
+    const { json } = await callProvider({ method, url, body, headers: { authorization: `Bearer ${this.spec.credentials ?? ''}` }, timeoutMs: this.options.timeoutMs, send: this.send });
     return json;
   }
 

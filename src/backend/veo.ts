@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import type { ConfiguredBackend } from '../config';
+import { sendHttp, type HttpSend } from './http-client';
 import { backendJob, callProvider, checkRenders, classifyFailure, jobError } from './provider-http';
 import type { ProviderOptions } from './replicate';
 import { BackendRejectedError, BackendUnavailableError, type BackendJob, type BackendJobError, type BackendSubmitRequest, type GenerationBackend } from './types';
@@ -36,14 +37,14 @@ const OPERATION_NAME = /^[\w-]+(\/[\w.-]+)*$/;
 export class VeoBackend implements GenerationBackend {
   readonly cancelStopsWork = false;
   private readonly base: string;
-  private readonly fetch: typeof fetch;
+  private readonly send: HttpSend;
 
   constructor(
     private readonly spec: Extract<ConfiguredBackend, { kind: 'veo' }>,
     private readonly options: ProviderOptions,
   ) {
     this.base = spec.base_url.replace(/\/+$/, '');
-    this.fetch = options.fetch ?? fetch;
+    this.send = options.send ?? sendHttp;
   }
 
   async submit(request: BackendSubmitRequest): Promise<BackendJob> {
@@ -81,7 +82,7 @@ export class VeoBackend implements GenerationBackend {
 
   private async call(method: string, url: string, body?: unknown): Promise<unknown> {
     try {
-      const { json } = await callProvider({ method, url, body, headers: { 'x-goog-api-key': this.spec.credentials ?? '' }, timeoutMs: this.options.timeoutMs, fetch: this.fetch });
+      const { json } = await callProvider({ method, url, body, headers: { 'x-goog-api-key': this.spec.credentials ?? '' }, timeoutMs: this.options.timeoutMs, send: this.send });
       return json;
     } catch (err) {
       // The Gemini API answers a refused key 400 INVALID_ARGUMENT: the operator's to fix, not the user's input.

@@ -80,8 +80,11 @@ export async function ensureRunReservation(
   run: string,
 ): Promise<'held' | 'reserved'> {
   // Almost always the submit's reservation is there: one read says so, without a transaction (the one below takes no
-  // lock either: reserving is idempotent by key, vg_reserve_credits).
-  if (await openReservation(db, jobId)) return 'held';
+  // lock either: reserving is idempotent by key, vg_reserve_credits). Statement text, prepared once per connection:
+  // every run's opening asks (docs/decisions.md, "Worker CPU per job").
+  const sql = db.$client;
+  const [{ open }] = await sql<{ open: boolean }[]>`select exists (select 1 from credit_ledger r where ${unsettledReservation(sql, jobId)}) as open`;
+  if (open) return 'held';
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
     const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reservationKey(jobId)));

@@ -6,7 +6,7 @@ import type { Sql } from '../db/client';
  */
 export const GPU_SLOTS_CHANNEL = 'gpu_slots';
 
-/** The live number, as SQL over a gpu_capacity row; LEAST ignores NULLs, so an unset source does not count. */
+/** The live number, as SQL over a gpu_capacity row; LEAST ignores NULLs, so an unset source does not count. (Spelt again in drizzle/routines/slot_leases.sql.) */
 export const EFFECTIVE_CAPACITY = 'coalesce(least(admin_capacity, backend_capacity), default_capacity)';
 
 export interface PoolCapacity {

@@ -1,13 +1,12 @@
-import type { TransactionSql } from 'postgres';
 import type { Sql } from '../db/client';
 import type { Priority } from '../domain/generation';
-import { EFFECTIVE_CAPACITY, GPU_SLOTS_CHANNEL } from './capacity';
+import { GPU_SLOTS_CHANNEL } from './capacity';
 
 /**
- * The SQL of GPU slot leases (table gpu_slot_leases), written once. Acquisition and claims lock the pool's capacity row
- * first, in their own statement, so the count that follows sees every lease committed before it: two dispatchers can
- * never both take the last slot. (A single INSERT … WHERE count < capacity would not do: under READ COMMITTED its
- * snapshot predates the lock wait.)
+ * The SQL of GPU slot leases (table gpu_slot_leases), written once. Acquisition and claims are SQL routines
+ * (drizzle/routines/slot_leases.sql), one round trip each: they lock the pool's capacity row first, in a statement of
+ * their own, so the count that follows sees every lease committed before it, and two dispatchers can never both take
+ * the last slot.
  */
 
 export interface LeaseRef {
@@ -17,60 +16,29 @@ export interface LeaseRef {
   ttlMs: number;
 }
 
-/** The capacity, with the pool's row locked until the transaction ends; undefined when the pool has no row. */
-async function lockCapacity(tx: TransactionSql, pool: string): Promise<number | undefined> {
-  const [row] = await tx<{ capacity: number }[]>`
-    select ${tx.unsafe(EFFECTIVE_CAPACITY)} as capacity from gpu_capacity where pool = ${pool} for update`;
-  return row?.capacity;
-}
-
 /**
  * acquireSlotLease: takes one slot of the pool if fewer live leases than its capacity exist. Expired leases (a
  * dispatcher that died) are deleted on the way, so they cannot hold slots for longer than their TTL. Most calls find the
- * pool full (every release, recheck and capacity change makes each waiting dispatcher ask): a plain read answers those
- * in one statement, without the lock; only a pool that looked open takes the locked path, which decides.
+ * pool full (every release, recheck and capacity change makes each waiting dispatcher ask): the routine answers those
+ * with a plain read, without the lock; only a pool that looked open takes the locked path, which decides.
  */
 export async function acquireSlotLease(sql: Sql, { pool, dispatcherId, leaseId, ttlMs }: LeaseRef): Promise<boolean> {
-  const [look] = await sql<{ open: boolean }[]>`
-    select (select count(*) from gpu_slot_leases where pool = ${pool} and expires_at > now()) < ${sql.unsafe(EFFECTIVE_CAPACITY)} as open
-    from gpu_capacity where pool = ${pool}`;
-  if (!look?.open) return false;
-  return sql.begin(async (tx) => {
-    const capacity = await lockCapacity(tx, pool);
-    if (capacity === undefined) return false;
-    const rows = await tx`
-      with reclaimed as (delete from gpu_slot_leases where pool = ${pool} and expires_at <= now() returning id)
-      insert into gpu_slot_leases (id, pool, dispatcher_id, expires_at)
-      select ${leaseId}, ${pool}, ${dispatcherId}, now() + ${ttlMs}::int * interval '1 millisecond'
-      where (select count(*) from gpu_slot_leases where pool = ${pool} and expires_at > now()) < ${capacity}
-      returning id, (select count(*) from reclaimed)::int as reclaimed`;
-    return rows.length > 0;
-  }) as Promise<boolean>;
+  const [row] = await sql<{ acquired: boolean }[]>`select vg_acquire_slot_lease(${pool}, ${dispatcherId}, ${leaseId}, ${ttlMs}::int) as acquired`;
+  return row.acquired;
 }
 
 /**
  * claimSlotLease: puts a job on one of the dispatcher's leases, if fewer jobs than the capacity run in the pool. This is
  * the check that holds when capacity falls while a slot was already reserved. `force` claims regardless: the backend job
  * already exists (a retried attempt resuming it) and must be counted. A job holds one slot: a lease it still had from a
- * dispatcher that died is handed over here (deleted in the same statement, so the count leaves the job's own leases
- * out). An upsert, so a lease lost to expiry comes back.
+ * dispatcher that died is handed over (deleted in the same statement, so the count leaves the job's own leases out).
+ * An upsert, so a lease lost to expiry comes back.
  */
 export async function claimSlotLease(sql: Sql, lease: LeaseRef, jobId: string, force: boolean): Promise<boolean> {
   const { pool, dispatcherId, leaseId, ttlMs } = lease;
-  return sql.begin(async (tx) => {
-    const capacity = (await lockCapacity(tx, pool)) ?? 0;
-    const rows = await tx`
-      with handed_over as (delete from gpu_slot_leases where pool = ${pool} and job_id = ${jobId} and id <> ${leaseId})
-      insert into gpu_slot_leases (id, pool, dispatcher_id, job_id, claimed_at, expires_at)
-      select ${leaseId}, ${pool}, ${dispatcherId}, ${jobId}, now(), now() + ${ttlMs}::int * interval '1 millisecond'
-      where ${force}::boolean or (
-        select count(*) from gpu_slot_leases
-        where pool = ${pool} and job_id is not null and job_id <> ${jobId} and expires_at > now() and id <> ${leaseId}
-      ) < ${capacity}
-      on conflict (id) do update set job_id = excluded.job_id, claimed_at = excluded.claimed_at, expires_at = excluded.expires_at
-      returning id`;
-    return rows.length > 0;
-  }) as Promise<boolean>;
+  const [row] = await sql<{ claimed: boolean }[]>`
+    select vg_claim_slot_lease(${pool}, ${dispatcherId}, ${leaseId}, ${ttlMs}::int, ${jobId}, ${force}::boolean) as claimed`;
+  return row.claimed;
 }
 
 /**

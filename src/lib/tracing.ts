@@ -12,8 +12,8 @@ import type { RequestHandler } from 'express';
 
 /**
  * OpenTelemetry for one process: a job's trace runs from its API request through the workflow start, the workflow and
- * every activity (Temporal's interceptors), the backend's HTTP calls (fetch, through undici's diagnostics channel), the
- * backend's callback and its signal, to the notification. Off unless an OTLP endpoint is configured (the standard
+ * every activity (Temporal's interceptors), the backend's HTTP calls (undici's request, through its diagnostics
+ * channel), the backend's callback and its signal, to the notification. Off unless an OTLP endpoint is configured (the standard
  * OTEL_* settings, src/config.ts): then nothing here is installed, and every hook below returns at its first check.
  */
 
@@ -38,9 +38,9 @@ export interface TracingSettings {
 
 /**
  * Installs tracing for the process, once: the global tracer provider, context manager (AsyncLocalStorage) and W3C
- * propagator, and the fetch instrumentation. `exporter` replaces OTLP (tests keep spans in memory) and exports each span
- * as it ends. Resolves to whether tracing is on. The SDK is loaded only then: it would add most of a second to every
- * process's start.
+ * propagator, and the undici instrumentation (the backends' HTTP). `exporter` replaces OTLP (tests keep spans in
+ * memory) and exports each span as it ends. Resolves to whether tracing is on. The SDK is loaded only then: it would add
+ * most of a second to every process's start.
  */
 export async function startTracing({ tracesUrl, serviceName }: TracingSettings, exporter?: SpanExporter): Promise<boolean> {
   if (active) return true;

@@ -84,19 +84,13 @@ export async function disableEndpoint(db: Db, id: string, reason: string): Promi
 }
 
 /** The user's enabled endpoints that want this event (an empty filter wants all). */
-export async function endpointsFor(db: Db, userId: string, eventType: string): Promise<WebhookEndpointRow[]> {
-  return db
-    .select()
-    .from(webhookEndpoints)
-    .where(
-      and(
-        eq(webhookEndpoints.userId, userId),
-        isNull(webhookEndpoints.deletedAt),
-        isNull(webhookEndpoints.disabledAt),
-        sql`(cardinality(${webhookEndpoints.eventTypes}) = 0 or ${eventType} = any(${webhookEndpoints.eventTypes}))`,
-      ),
-    )
-    .orderBy(asc(webhookEndpoints.createdAt), asc(webhookEndpoints.id));
+export async function endpointsFor(db: Db, userId: string, eventType: string): Promise<Array<{ id: string; url: string }>> {
+  // Statement text, prepared once per connection: every job's ending asks (docs/decisions.md, "Worker CPU per job").
+  return db.$client<Array<{ id: string; url: string }>>`
+    select id, url from webhook_endpoints
+    where user_id = ${userId} and deleted_at is null and disabled_at is null
+      and (cardinality(event_types) = 0 or ${eventType} = any(event_types))
+    order by created_at asc, id asc`;
 }
 
 /** The user's secret for per-request webhook_url deliveries, made on first use. */

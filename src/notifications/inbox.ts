@@ -8,12 +8,17 @@ import { eventSubject } from './events';
  * The in-app inbox. `recordNotification` is the one write: unique on (job, event), so however often the notify step
  * runs (retried activity, replayed workflow, a second worker after a crash) the user sees one notification.
  */
-export async function recordNotification(db: Db, row: typeof notifications.$inferInsert): Promise<boolean> {
-  const inserted = await db
-    .insert(notifications)
-    .values(row)
-    .onConflictDoNothing({ target: [notifications.jobId, notifications.event] })
-    .returning({ id: notifications.id });
+export async function recordNotification(
+  db: Db,
+  row: Pick<typeof notifications.$inferInsert, 'id' | 'userId' | 'jobId' | 'event' | 'title' | 'message' | 'data'>,
+): Promise<boolean> {
+  // Statement text, prepared once per connection: every job's ending writes one (docs/decisions.md, "Worker CPU per job").
+  const sql = db.$client;
+  const inserted = await sql`
+    insert into notifications (id, user_id, job_id, event, title, message, data)
+    values (${row.id}, ${row.userId}, ${row.jobId}, ${row.event}, ${row.title}, ${row.message}, ${JSON.stringify(row.data)}::jsonb)
+    on conflict (job_id, event) do nothing
+    returning id`;
   return inserted.length > 0;
 }
 

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { BackendRenders } from '../domain/backend-specs';
-import { describeHttpError, HttpTimeoutError, idleTimedOut, sendHttp, type HttpSend } from './http-client';
+import { describeHttpError, HttpTimeoutError, idleTimedOut, JSON_BODY_HEADERS, JSON_HEADERS, PLAIN_HEADERS, sendHttp, type HttpSend } from './http-client';
 import { checkRenders } from './provider-http';
 import {
   BackendRejectedError,
@@ -47,11 +47,6 @@ const errorBodySchema = z.object({ error: z.object({ code: z.string().optional()
 /** Still a BackendUnavailableError (same name) to everyone else; generate() alone treats it as "ask again". */
 class IdleTimeoutError extends BackendUnavailableError {}
 
-// fetch's user agent, which the backends saw before.
-const PLAIN: Record<string, string> = { 'user-agent': 'node' };
-const JSON_ACCEPT: Record<string, string> = { ...PLAIN, accept: 'application/json' };
-const JSON_SEND: Record<string, string> = { ...JSON_ACCEPT, 'content-type': 'application/json' };
-
 // 408 and 429 are 4xx but say "try again later", not "this request is wrong".
 const RETRYABLE_CLIENT_STATUSES = new Set([408, 429]);
 
@@ -91,7 +86,7 @@ export class HttpGenerationBackend implements GenerationBackend {
   async health(): Promise<void> {
     let status: number;
     try {
-      ({ status } = await this.send({ method: 'GET', url: `${this.baseUrl}/healthz`, headers: PLAIN, timeoutMs: this.timeoutMs }));
+      ({ status } = await this.send({ method: 'GET', url: `${this.baseUrl}/healthz`, headers: PLAIN_HEADERS, timeoutMs: this.timeoutMs }));
     } catch (err) {
       throw new BackendUnavailableError(`backend unreachable: GET /healthz: ${describeHttpError(err)}`);
     }
@@ -121,7 +116,7 @@ export class HttpGenerationBackend implements GenerationBackend {
       ({ status, text } = await this.send({
         method,
         url: this.baseUrl + path,
-        headers: options.body === undefined ? JSON_ACCEPT : JSON_SEND,
+        headers: options.body === undefined ? JSON_HEADERS : JSON_BODY_HEADERS,
         body: options.body === undefined ? undefined : JSON.stringify(options.body),
         timeoutMs: options.timeoutMs,
         signal: options.signal,

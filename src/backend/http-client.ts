@@ -59,6 +59,11 @@ export function describeHttpError(err: unknown): string {
   return cause instanceof Error ? `${err.message} (${cause.message})` : err.message;
 }
 
+/** fetch's user agent, which the backends saw before; with JSON asked for, and with a JSON body sent. */
+export const PLAIN_HEADERS: Readonly<Record<string, string>> = { 'user-agent': 'node' };
+export const JSON_HEADERS: Readonly<Record<string, string>> = { ...PLAIN_HEADERS, accept: 'application/json' };
+export const JSON_BODY_HEADERS: Readonly<Record<string, string>> = { ...JSON_HEADERS, 'content-type': 'application/json' };
+
 let agent: Agent | undefined;
 
 /** The process's keep-alive connections to the backends, made at the first call. */

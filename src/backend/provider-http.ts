@@ -1,6 +1,6 @@
 import { cannotRender, type BackendRenders } from '../domain/backend-specs';
 import { renderRequestOf } from '../domain/render-request';
-import { describeHttpError, HttpTimeoutError, type HttpSend } from './http-client';
+import { describeHttpError, HttpTimeoutError, JSON_BODY_HEADERS, JSON_HEADERS, type HttpSend } from './http-client';
 import { BackendRejectedError, BackendUnavailableError, type BackendJob, type BackendJobError, type BackendJobStatus, type BackendSubmitRequest } from './types';
 
 /**
@@ -28,7 +28,7 @@ export async function callProvider<T = unknown>({ method, url, headers = {}, bod
     ({ status, text } = await send({
       method,
       url,
-      headers: { 'user-agent': 'node', accept: 'application/json', ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers },
+      headers: { ...(body === undefined ? JSON_HEADERS : JSON_BODY_HEADERS), ...headers },
       body: body === undefined ? undefined : JSON.stringify(body),
       timeoutMs,
     }));

@@ -3,6 +3,7 @@ import { createDatabase } from '../src/db/client';
 import { openEventStream, type EventStreamClient } from './notification-helpers';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-helpers';
+import { EARLY_ROUTE } from '../src/api/early-refusals';
 
 /**
  * The API under hostile clients at the HTTP layer: keys guessed from one address, headers sent slowly, too many
@@ -46,10 +47,17 @@ describe('the API under hostile clients', () => {
     const burst = await Promise.all(Array.from({ length: 5 }, () => apiClient(url, bogusKey()).list()));
     expect(burst.map((r) => r.status)).toEqual([401, 401, 401, 401, 401]);
     const lookups = await metric(url, 'vg_api_key_lookups_total');
+    const early = { route: EARLY_ROUTE, status: '4xx' };
+    const answeredEarly = await metric(url, 'vg_http_request_duration_seconds_count', early);
     const after = await Promise.all(Array.from({ length: 50 }, () => apiClient(url, bogusKey()).list()));
     expect(new Set(after.map((r) => `${r.status} ${r.body?.error?.code}`))).toEqual(new Set(['429 too_many_failed_auth']));
     expect(Number(after[0].headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    expect(after[0].headers.get('x-request-id')).toMatch(/^[0-9a-f-]{36}$/);
     expect(await metric(url, 'vg_api_key_lookups_total')).toBe(lookups);
+    // Each was answered from the raw request, before routing (src/api/early-refusals.ts), as the routed refusal would be.
+    expect((await metric(url, 'vg_http_request_duration_seconds_count', early)) - answeredEarly).toBe(50);
+    // A guess sent to a page that needs no key is served: the key is not what decides there.
+    expect((await fetch(`${url}/healthz`, { headers: { authorization: `Bearer ${bogusKey()}` } })).status).toBe(200);
 
     expect((await known.list()).status).toBe(200);
     // A key this process never saw is unknown too, until the address's bucket refills.

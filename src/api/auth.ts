@@ -67,7 +67,11 @@ export async function findUserByApiKey(db: Db, apiKey: string): Promise<UserRow 
 }
 
 export function bearerToken(req: Request): string | undefined {
-  const header = req.get('authorization');
+  return tokenOf(req.headers.authorization);
+}
+
+/** The key of an `Authorization: Bearer <key>` header. */
+function tokenOf(header: string | undefined): string | undefined {
   const match = header ? /^Bearer\s+(\S+)\s*$/i.exec(header) : null;
   return match?.[1];
 }
@@ -144,7 +148,10 @@ export function forgetApiKeys(db: Db, keyIds: Iterable<string>): void {
 
 /** Whose failures a request counts as: an IPv4 address, or an IPv6 address's /64 (a single host is given a whole /64). */
 function clientOf(req: Request): string {
-  const ip = req.ip ?? '';
+  return clientOfAddress(req.ip ?? '');
+}
+
+function clientOfAddress(ip: string): string {
   const mapped = /^::ffff:(\d+\.\d+\.\d+\.\d+)$/i.exec(ip);
   if (mapped) return mapped[1];
   return isIPv6(ip) ? `${canonicalAddress(ip).split(':').slice(0, 4).join(':')}::/64` : ip;
@@ -165,6 +172,29 @@ function lookUpOnce<T>(lookups: Map<string, Promise<T>>, token: string, lookUp: 
   return answer;
 }
 
+function tooManyFailures(failures: TokenBuckets, client: string, now: number): ApiError {
+  clientRefusals.inc({ code: 'too_many_failed_auth' });
+  return new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
+    'Retry-After': String(Math.max(1, Math.ceil(failures.waitSeconds(client, now)))),
+  });
+}
+
+/**
+ * The answer requireUser would give a request with a key this process does not know, from an address whose failure
+ * bucket is empty (429 too_many_failed_auth), decided from the raw header and the socket's address so that a key-guesser's
+ * refusals cost no routing (src/api/early-refusals.ts). Undefined when the request must go the usual way: no key, a
+ * known one, or an address with tokens left. Only a request that would be refused takes a token, as there.
+ */
+export function guessRefusal(db: Db, authorization: string | undefined, address: string, now = Date.now()): ApiError | undefined {
+  const { keys, failures } = authenticationOf(db);
+  const token = failures && tokenOf(authorization);
+  if (!token || token.length > 200 || keys.has(token)) return undefined;
+  const client = clientOfAddress(address);
+  if (failures.level(client, now) >= 1) return undefined;
+  failures.take(client, now);
+  return tooManyFailures(failures, client, now);
+}
+
 export function requireUser(db: Db): RequestHandler {
   return async (req: Request, _res: Response, next: NextFunction) => {
     // An outer mount authenticated this request already (a stream of one job passes /v1/generations on its way).
@@ -182,10 +212,7 @@ export function requireUser(db: Db): RequestHandler {
       // last one) and gives it back if it names a user. A known key's look-up takes none.
       const client = known || !failures ? undefined : clientOf(req);
       if (client !== undefined && !failures!.take(client, now)) {
-        clientRefusals.inc({ code: 'too_many_failed_auth' });
-        throw new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
-          'Retry-After': String(Math.max(1, Math.ceil(failures!.waitSeconds(client, now)))),
-        });
+        throw tooManyFailures(failures!, client, now);
       }
       const found = await lookUpOnce(lookups, token, () => findApiKey(db, token));
       if (!found) {

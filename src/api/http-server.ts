@@ -26,8 +26,12 @@ const REFUSED_CONNECTION =
  *
  * Bounded against slow and numerous clients: header and request deadlines (a response, such as an event stream, is not
  * bounded: the request deadline ends once the request is read), and a connection cap whose excess is answered 503.
+ * `firstLook` answers what needs no routing (a key-guesser's refusals) before the app.
  */
-export function createApiServer(app: Express, limits: HttpLimits): http.Server {
+/** Looks at a request before the app: true when it answered it (src/api/early-refusals.ts). */
+export type FirstLook = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
+export function createApiServer(app: Express, limits: HttpLimits, firstLook?: FirstLook): http.Server {
   function ApiRequest(this: http.IncomingMessage, socket: Socket) {
     http.IncomingMessage.call(this, socket);
   }
@@ -46,7 +50,10 @@ export function createApiServer(app: Express, limits: HttpLimits): http.Server {
       connectionsCheckingInterval: Math.min(DEADLINE_CHECK_MS, limits.headersTimeoutMs),
     },
     // A request that reaches a refused connection before its close is not served.
-    (req, res) => (refused.has(req.socket) ? req.socket.destroy() : app(req, res)),
+    (req, res) => {
+      if (refused.has(req.socket)) req.socket.destroy();
+      else if (!firstLook?.(req, res)) app(req, res);
+    },
   );
   let open = 0;
   // Before Node's own listener, so a refused connection is answered before anything is read from it.

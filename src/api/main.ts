@@ -10,6 +10,7 @@ import { createAdminApp } from './admin-app';
 import { resolveAdminApiKey } from './admin-key';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
+import { earlyRefusals } from './early-refusals';
 import { createServiceStartRelay } from './start-relay';
 import { temporalCallsSettled } from '../lib/temporal-deadline';
 import { startTracing, stopTracing, temporalClientInterceptors } from '../lib/tracing';
@@ -63,7 +64,8 @@ export async function startApi({
   const deps = { config, database, client, logger, adminApiKey, relay };
   const servers: Server[] = [];
   try {
-    const publicSide = await listen(createApiServer(createApp(deps), config.api), config.api.port, '0.0.0.0');
+    const app = createApp(deps);
+    const publicSide = await listen(createApiServer(app, config.api, earlyRefusals({ db: database.db, config, logger })), config.api.port, '0.0.0.0');
     servers.push(publicSide.server);
     const listener = config.api.adminListener;
     const adminSide = listener ? await listen(createApiServer(createAdminApp(deps), config.api), listener.port, listener.host) : undefined;

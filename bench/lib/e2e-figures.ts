@@ -75,11 +75,19 @@ export async function pollingRun(stack: Stack, { users, jobsEach }: { users: num
  * The CPU the generation worker and the GPU dispatcher spend per succeeded job, each in a process of its own (the API
  * and the simulator stay in this process, apart): from /proc, from when both are polling until every job has ended.
  */
+const IDLE_WINDOW_MS = 10_000;
+
 export async function workerCpuRun(stack: Stack, { users, jobsEach, root }: { users: number; jobsEach: number; /** The workers' code: another checkout (a baseline). */ root?: string }) {
   const env = { ...stack.env, LOG_LEVEL: 'warn' };
   const [generation, dispatcher] = [await spawnService('generation', 'bench-cpu-generation', env, { root }), await spawnService('gpu', 'bench-cpu-dispatcher', env, { root })];
   try {
+    // What they spend with nothing to do (pollers, timers, the SDK's core and the collectors), over IDLE_WINDOW_MS first:
+    // part of every job's figure at this load, and the reason it falls as the load grows.
+    const idleFrom = { generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) };
+    await new Promise((r) => setTimeout(r, IDLE_WINDOW_MS));
     const before = { generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) };
+    const idlePerSecond = (ms: number) => Math.round((ms / IDLE_WINDOW_MS) * 1000 * 10) / 10;
+    const began = Date.now();
     const clients = await Promise.all(Array.from({ length: users }, async () => apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey)));
     const ids = (await Promise.all(clients.map((api, i) => submitMany(api, jobsEach, { prompt: `cpu ${i}` })))).flat();
     const ended = await eventually(
@@ -92,7 +100,15 @@ export async function workerCpuRun(stack: Stack, { users, jobsEach, root }: { us
     const succeeded = ended.filter((r) => r.status === 'succeeded').length;
     const used = { generation: cpuMsOf(generation.pid) - before.generation, dispatcher: cpuMsOf(dispatcher.pid) - before.dispatcher };
     const per = (ms: number) => Math.round((ms / Math.max(1, succeeded)) * 10) / 10;
-    return { jobs: ids.length, succeeded, generationMsPerJob: per(used.generation), dispatcherMsPerJob: per(used.dispatcher), msPerJob: per(used.generation + used.dispatcher) };
+    return {
+      jobs: ids.length,
+      succeeded,
+      generationMsPerJob: per(used.generation),
+      dispatcherMsPerJob: per(used.dispatcher),
+      msPerJob: per(used.generation + used.dispatcher),
+      seconds: Math.round((Date.now() - began) / 100) / 10,
+      idleMsPerSecond: { generation: idlePerSecond(before.generation - idleFrom.generation), dispatcher: idlePerSecond(before.dispatcher - idleFrom.dispatcher) },
+    };
   } finally {
     await Promise.all([generation.stop(20_000), dispatcher.stop(20_000)]);
   }

@@ -187,4 +187,16 @@ describe('the status page at /, in headless Chromium', () => {
     await page.screenshot({ path: artifactPath('status-page-inputs.png'), fullPage: true });
     expect(pageErrors).toEqual([]);
   });
+
+  test("the API's other pages (the reference, the codec sign-in) load in the browser without an error: their icon is served", async () => {
+    for (const pathname of ['/docs', '/codec/login']) {
+      const res = await page.goto(`${stack.apiUrl}${pathname}`);
+      expect(res?.status()).toBe(200);
+      // The browser asks for /favicon.ico on a page that names no icon, once the page has loaded.
+      await page.waitForLoadState('networkidle');
+    }
+    const icon = await fetch(`${stack.apiUrl}/favicon.ico`);
+    expect([icon.status, icon.headers.get('content-type')]).toEqual([200, 'image/svg+xml']);
+    expect(pageErrors).toEqual([]);
+  });
 });

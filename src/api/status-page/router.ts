@@ -9,6 +9,10 @@ const FILES: Record<string, string> = {
   '/': 'index.html',
   '/status-page/app.js': 'app.js',
   '/status-page/style.css': 'style.css',
+  // The page's icon; at /favicon.ico too, where a browser looks for one on the pages that name none (the reference,
+  // the codec sign-in, the mails' links), so none of them logs a 404.
+  '/favicon.svg': 'favicon.svg',
+  '/favicon.ico': 'favicon.svg',
 };
 
 /**

@@ -44,6 +44,8 @@ const UNDOCUMENTED: Record<string, string> = {
   'GET /status-page/app.js': "the status page's script",
   'GET /client/{file}': 'the TypeScript client package, built (clients/typescript), which the status page imports',
   'GET /status-page/style.css': "the status page's style sheet",
+  'GET /favicon.svg': "the status page's icon",
+  'GET /favicon.ico': 'the same icon, where a browser looks for one on the pages that name none',
   'GET /docs': 'this document, rendered as HTML',
   ...Object.fromEntries(
     ['/codec/decode', '/codec/encode', '/codec/{namespace}/decode', '/codec/{namespace}/encode'].flatMap((path) => [

@@ -71,12 +71,13 @@ export async function pollingRun(stack: Stack, { users, jobsEach }: { users: num
   return visibleAfterBackendDone(stack);
 }
 
+/** How long the workers' idle CPU is measured before a worker-CPU run's jobs. */
+const IDLE_WINDOW_MS = 10_000;
+
 /**
  * The CPU the generation worker and the GPU dispatcher spend per succeeded job, each in a process of its own (the API
  * and the simulator stay in this process, apart): from /proc, from when both are polling until every job has ended.
  */
-const IDLE_WINDOW_MS = 10_000;
-
 export async function workerCpuRun(stack: Stack, { users, jobsEach, root }: { users: number; jobsEach: number; /** The workers' code: another checkout (a baseline). */ root?: string }) {
   const env = { ...stack.env, LOG_LEVEL: 'warn' };
   const [generation, dispatcher] = [await spawnService('generation', 'bench-cpu-generation', env, { root }), await spawnService('gpu', 'bench-cpu-dispatcher', env, { root })];

@@ -3,6 +3,7 @@ import type { Config } from '../config';
 import type { Db } from '../db/client';
 import type { Logger } from '../lib/logger';
 import { guessRefusal } from './auth';
+import { errorBody } from './errors';
 import { recordRequest, requestIdOf } from './request-log';
 
 /** The route label of requests answered before routing (vg_http_request_duration_seconds). */
@@ -32,7 +33,7 @@ export function earlyRefusals({ db, config, logger }: { db: Db; config: Config; 
     const refusal = guessRefusal(db, authorization, req.socket.remoteAddress ?? '');
     if (!refusal) return false;
     const requestId = requestIdOf(req.headers['x-request-id']);
-    const body = JSON.stringify({ error: { code: refusal.code, message: refusal.message } });
+    const body = JSON.stringify(errorBody(refusal));
     res.writeHead(refusal.status, {
       ...refusal.headers,
       'X-Request-Id': requestId,

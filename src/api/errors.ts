@@ -29,8 +29,13 @@ export function errorMiddleware(logger: Logger): ErrorRequestHandler {
     }
     if (res.headersSent) return;
     res.status(apiError.status).set(apiError.headers);
-    const body: { code: string; message: string; details?: unknown } = { code: apiError.code, message: apiError.message };
-    if (apiError.details !== undefined) body.details = apiError.details;
-    res.json({ error: body });
+    res.json(errorBody(apiError));
   };
+}
+
+/** The JSON body of an error answer: `{ error: { code, message, details? } }`. */
+export function errorBody(apiError: ApiError): { error: { code: string; message: string; details?: unknown } } {
+  const body: { code: string; message: string; details?: unknown } = { code: apiError.code, message: apiError.message };
+  if (apiError.details !== undefined) body.details = apiError.details;
+  return { error: body };
 }

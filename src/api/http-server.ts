@@ -18,6 +18,9 @@ const REFUSED_CONNECTION =
   'HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\nRetry-After: 1\r\nConnection: close\r\n' +
   `Content-Length: ${Buffer.byteLength(refusal)}\r\n\r\n${refusal}`;
 
+/** Looks at a request before the app: true when it answered it (src/api/early-refusals.ts). */
+export type FirstLook = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
+
 /**
  * The API's HTTP server, made with request and response classes whose prototypes are the app's own (`app.request`,
  * `app.response`). Express otherwise gives each request and response its prototype as it arrives (Object.setPrototypeOf
@@ -28,9 +31,6 @@ const REFUSED_CONNECTION =
  * bounded: the request deadline ends once the request is read), and a connection cap whose excess is answered 503.
  * `firstLook` answers what needs no routing (a key-guesser's refusals) before the app.
  */
-/** Looks at a request before the app: true when it answered it (src/api/early-refusals.ts). */
-export type FirstLook = (req: http.IncomingMessage, res: http.ServerResponse) => boolean;
-
 export function createApiServer(app: Express, limits: HttpLimits, firstLook?: FirstLook): http.Server {
   function ApiRequest(this: http.IncomingMessage, socket: Socket) {
     http.IncomingMessage.call(this, socket);

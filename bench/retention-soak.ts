@@ -7,6 +7,7 @@ import { UNLIMITED_ADMISSION } from '../test/fairness-helpers';
 import { eventually, type Stack } from '../test/harness';
 import { freePort } from '../scripts/lib/ports';
 import { waitForQuiet } from './lib/costs';
+import { startDbTimeline, type Timed } from './lib/db-timeline';
 import { loadHistory } from './lib/history-rows';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
@@ -58,8 +59,9 @@ interface Stream {
  * Requests at fixed rates (open loop: each is sent on time whether or not earlier ones have answered, so a slow phase
  * shows in the latencies rather than in a lower rate) until `until` settles; every latency is kept.
  */
-async function steadyLoad(streams: Stream[], until: Promise<unknown>): Promise<Record<string, Latencies>> {
+async function steadyLoad(streams: Stream[], until: Promise<unknown>, timed?: Record<string, Timed[]>): Promise<Record<string, Latencies>> {
   let stopped = false;
+  const loadBegan = performance.now();
   void until.finally(() => (stopped = true)).catch(() => undefined);
   const results = await Promise.all(
     streams.map(async ({ name, rate, send }) => {
@@ -74,7 +76,11 @@ async function steadyLoad(streams: Stream[], until: Promise<unknown>): Promise<R
         if (stopped) break;
         const at = performance.now();
         const request = send(n).then(
-          (ok) => (ok ? latencies.push(performance.now() - at) : failed++),
+          (ok) => {
+            if (!ok) return failed++;
+            timed?.[name]?.push({ at: at - loadBegan, ms: performance.now() - at });
+            return latencies.push(performance.now() - at);
+          },
           () => failed++,
         );
         const tracked: Promise<void> = request.then(() => void inFlight.delete(tracked));
@@ -227,7 +233,10 @@ async function main(): Promise<number> {
         step('steady load without pruning');
         await waitForQuiet(sql, { timeoutMs: 60_000 });
         await steadyLoad(streams, seconds(10)); // warm-up
-        const without = await steadyLoad(streams, seconds(PLAN.baselineSeconds));
+        const baselineTimeline = startDbTimeline(sql);
+        const baselineTimed: Record<string, Timed[]> = { list: [], submit: [] };
+        const without = await steadyLoad(streams, seconds(PLAN.baselineSeconds), baselineTimed);
+        const baselineWindows = await baselineTimeline.stop(baselineTimed);
         say(`  list p99 ${without.list.p99_ms} ms (${without.list.requests} requests), submit p99 ${without.submit.p99_ms} ms (${without.submit.requests})`);
 
         step('the same load while the retention schedule prunes (the RETENTION_* settings at their defaults)');
@@ -235,7 +244,10 @@ async function main(): Promise<number> {
         const pruneBegan = Date.now();
         const handle = await triggerRetention(stack);
         const pruning = handle.result() as Promise<PruneReport>;
-        const during = await steadyLoad(streams, pruning);
+        const timeline = startDbTimeline(sql);
+        const timed: Record<string, Timed[]> = { list: [], submit: [] };
+        const during = await steadyLoad(streams, pruning, timed);
+        const windows = await timeline.stop(timed);
         const report = await pruning;
         const pruneSeconds = (Date.now() - pruneBegan) / 1000;
         say(`  pruned in ${pruneSeconds.toFixed(0)} s: ${Object.entries(report.deleted).map(([t, n]) => `${t} ${n.toLocaleString('en')}`).join(', ')}`);
@@ -278,6 +290,9 @@ async function main(): Promise<number> {
               work_share: stack.config.retention.workShare,
               batch_pause_ms: stack.config.retention.batchPauseMs,
             },
+            // Each 10 s of the pruning: p99s beside the machine's CPU, checkpoints, WAL written and vacuums running.
+            timeline_without_pruning: baselineWindows,
+            timeline_during_pruning: windows,
             backlog_kept: backlog,
             unbalanced_accounts: accounts.unbalanced,
             load_seconds: round(load.seconds, 1),

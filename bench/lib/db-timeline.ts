@@ -1,0 +1,87 @@
+import { readFileSync } from 'node:fs';
+import type { Sql } from '../../src/db/client';
+import { percentile } from '../../test/scheduling-metrics';
+
+/** One request of a steady load: when it was sent (ms since the load began) and how long it took. */
+export interface Timed {
+  at: number;
+  ms: number;
+}
+
+interface Sample {
+  at: number;
+  /** Tables an autovacuum (or a manual vacuum) was working on. */
+  vacuuming: string[];
+  /** Active backends by what they waited on (`cpu` when on none). */
+  waits: Record<string, number>;
+  checkpoints: number;
+  /** Buffers the checkpointer wrote, and the WAL's position in bytes (both cumulative). */
+  checkpointBuffers: number;
+  walBytes: number;
+  cpuBusy: number;
+  cpuTotal: number;
+}
+
+/** The machine's CPU counters (jiffies): busy and total, all cores. */
+function cpuJiffies(): { busy: number; total: number } {
+  const fields = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+  const total = fields.reduce((a, b) => a + b, 0);
+  const idle = fields[3] + (fields[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/**
+ * What Postgres and the machine were doing while a steady load ran, once a second: which tables a vacuum was on, what
+ * active backends waited for, checkpoints, and the machine's CPU. `bucket` then sets each window's p99 beside them, so
+ * a slow window names what ran in it.
+ */
+export function startDbTimeline(sql: Sql, everyMs = 1_000) {
+  const began = performance.now();
+  const samples: Sample[] = [];
+  let stopped = false;
+  const loop = (async () => {
+    while (!stopped) {
+      const at = performance.now() - began;
+      const [vacuums, waits, [bgwriter]] = await Promise.all([
+        sql<{ rel: string }[]>`select relid::regclass::text as rel from pg_stat_progress_vacuum`,
+        sql<{ wait: string; n: number }[]>`
+          select coalesce(wait_event_type || ':' || wait_event, 'cpu') as wait, count(*)::int as n
+          from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`,
+        sql<{ checkpoints: number; buffers: number; wal: number }[]>`
+          select (checkpoints_timed + checkpoints_req)::int as checkpoints, buffers_checkpoint::float8 as buffers,
+                 (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal
+          from pg_stat_bgwriter`,
+      ]);
+      const cpu = cpuJiffies();
+      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total });
+      await new Promise((r) => setTimeout(r, everyMs));
+    }
+  })();
+  return {
+    /** Stops sampling; then each `windowMs` window's p99 per stream beside what the samples in it saw. */
+    async stop(streams: Record<string, Timed[]>, windowMs = 10_000) {
+      stopped = true;
+      await loop;
+      const windows: Array<Record<string, unknown>> = [];
+      const end = Math.max(0, ...samples.map((s) => s.at));
+      for (let from = 0; from < end; from += windowMs) {
+        const inWindow = samples.filter((s) => s.at >= from && s.at < from + windowMs);
+        if (inWindow.length < 2) continue;
+        const [a, b] = [inWindow[0], inWindow[inWindow.length - 1]];
+        const waits: Record<string, number> = {};
+        for (const s of inWindow) for (const [w, n] of Object.entries(s.waits)) waits[w] = (waits[w] ?? 0) + n;
+        windows.push({
+          t_s: from / 1000,
+          ...Object.fromEntries(Object.entries(streams).map(([name, timed]) => [`${name}_p99_ms`, Math.round(percentile(timed.filter((r) => r.at >= from && r.at < from + windowMs).map((r) => r.ms), 99) * 10) / 10])),
+          cpu_busy_pct: Math.round(((b.cpuBusy - a.cpuBusy) / Math.max(1, b.cpuTotal - a.cpuTotal)) * 100),
+          checkpoints: b.checkpoints - a.checkpoints,
+          checkpoint_buffers: b.checkpointBuffers - a.checkpointBuffers,
+          wal_mib: Math.round((b.walBytes - a.walBytes) / 1024 / 102.4) / 10,
+          vacuuming: [...new Set(inWindow.flatMap((s) => s.vacuuming))],
+          waits,
+        });
+      }
+      return windows;
+    },
+  };
+}

@@ -74,23 +74,40 @@ export async function pollingRun(stack: Stack, { users, jobsEach }: { users: num
 /** How long the workers' idle CPU is measured before a worker-CPU run's jobs. */
 const IDLE_WINDOW_MS = 10_000;
 
+/** A process has settled after start-up once a window of SETTLE_WINDOW_MS costs it less than SETTLED_MS_PER_SECOND. */
+const SETTLE_WINDOW_MS = 5_000;
+const SETTLED_MS_PER_SECOND = 12;
+
+/** Waits (60 s at most) until every process has had two settled windows in a row; the seconds it took. */
+async function settled(pids: number[]): Promise<number> {
+  const began = Date.now();
+  let last = pids.map(cpuMsOf);
+  let quiet = 0;
+  while (Date.now() - began < 60_000 && quiet < 2) {
+    await new Promise((r) => setTimeout(r, SETTLE_WINDOW_MS));
+    const now = pids.map(cpuMsOf);
+    const busiest = Math.max(...now.map((ms, i) => ((ms - last[i]) / SETTLE_WINDOW_MS) * 1000));
+    last = now;
+    quiet = busiest < SETTLED_MS_PER_SECOND ? quiet + 1 : 0;
+  }
+  return Math.round((Date.now() - began) / 1000);
+}
+
 /**
  * The CPU the generation worker and the GPU dispatcher spend per succeeded job, each in a process of its own (the API
  * and the simulator stay in this process, apart): from /proc, from when both are polling until every job has ended.
+ * Twice: a first round on the workers as they start (`cold`), then — once they have settled — the same round again,
+ * which is the figure: a worker in service compiled its hot code and collected what start-up left long before.
  */
 export async function workerCpuRun(stack: Stack, { users, jobsEach, root }: { users: number; jobsEach: number; /** The workers' code: another checkout (a baseline). */ root?: string }) {
   const env = { ...stack.env, LOG_LEVEL: 'warn' };
   const [generation, dispatcher] = [await spawnService('generation', 'bench-cpu-generation', env, { root }), await spawnService('gpu', 'bench-cpu-dispatcher', env, { root })];
-  try {
-    // What they spend with nothing to do (pollers, timers, the SDK's core and the collectors), over IDLE_WINDOW_MS first:
-    // part of every job's figure at this load, and the reason it falls as the load grows.
-    const idleFrom = { generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) };
-    await new Promise((r) => setTimeout(r, IDLE_WINDOW_MS));
-    const before = { generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) };
-    const idlePerSecond = (ms: number) => Math.round((ms / IDLE_WINDOW_MS) * 1000 * 10) / 10;
+  const cpu = () => ({ generation: cpuMsOf(generation.pid), dispatcher: cpuMsOf(dispatcher.pid) });
+  /** One round: `users` new users submit `jobsEach` jobs each; CPU per succeeded job from `from` until all ended. */
+  const round = async (name: string, from: { generation: number; dispatcher: number }) => {
     const began = Date.now();
     const clients = await Promise.all(Array.from({ length: users }, async () => apiClient(stack.apiUrl, (await stack.createUser('pro')).apiKey)));
-    const ids = (await Promise.all(clients.map((api, i) => submitMany(api, jobsEach, { prompt: `cpu ${i}` })))).flat();
+    const ids = (await Promise.all(clients.map((api, i) => submitMany(api, jobsEach, { prompt: `cpu ${name} ${i}` })))).flat();
     const ended = await eventually(
       async () => {
         const rows = await stack.database.sql<{ status: string }[]>`select status from generations where id = any(${ids}) and status_rank = 2`;
@@ -99,15 +116,33 @@ export async function workerCpuRun(stack: Stack, { users, jobsEach, root }: { us
       { timeoutMs: 10 * 60_000, intervalMs: 500, what: `${ids.length} jobs to end` },
     );
     const succeeded = ended.filter((r) => r.status === 'succeeded').length;
-    const used = { generation: cpuMsOf(generation.pid) - before.generation, dispatcher: cpuMsOf(dispatcher.pid) - before.dispatcher };
+    const now = cpu();
     const per = (ms: number) => Math.round((ms / Math.max(1, succeeded)) * 10) / 10;
     return {
       jobs: ids.length,
       succeeded,
-      generationMsPerJob: per(used.generation),
-      dispatcherMsPerJob: per(used.dispatcher),
-      msPerJob: per(used.generation + used.dispatcher),
+      generationMsPerJob: per(now.generation - from.generation),
+      dispatcherMsPerJob: per(now.dispatcher - from.dispatcher),
+      msPerJob: per(now.generation - from.generation + now.dispatcher - from.dispatcher),
       seconds: Math.round((Date.now() - began) / 100) / 10,
+    };
+  };
+  try {
+    const cold = await round('cold', cpu());
+    // A worker that has just worked goes on for some seconds (V8 compiles and collects after it): the count begins once
+    // both have settled.
+    const settleSeconds = await settled([generation.pid, dispatcher.pid]);
+    // What they spend with nothing to do (pollers, timers, the SDK's core and the collectors), over IDLE_WINDOW_MS first:
+    // part of every job's figure at this load, and the reason it falls as the load grows.
+    const idleFrom = cpu();
+    await new Promise((r) => setTimeout(r, IDLE_WINDOW_MS));
+    const before = cpu();
+    const idlePerSecond = (ms: number) => Math.round((ms / IDLE_WINDOW_MS) * 1000 * 10) / 10;
+    const warm = await round('warm', before);
+    return {
+      ...warm,
+      cold: { msPerJob: cold.msPerJob, generationMsPerJob: cold.generationMsPerJob, dispatcherMsPerJob: cold.dispatcherMsPerJob },
+      settleSeconds,
       idleMsPerSecond: { generation: idlePerSecond(before.generation - idleFrom.generation), dispatcher: idlePerSecond(before.dispatcher - idleFrom.dispatcher) },
     };
   } finally {

@@ -174,24 +174,17 @@ async function main(): Promise<number> {
     // Retention with its defaults; the schedule is triggered by hand (it would first fire a week from now), and the
     // reconciler stays out of the way.
     const env = { ...UNLIMITED_ADMISSION, WORKER_ROLE: 'generation', RECONCILE_INTERVAL_MS: String(3_600_000), RETENTION_INTERVAL_MS: String(7 * 86_400_000) };
-    return await withStack({ env }, async (stack) => {
+    // The generation worker, which runs the pruning, is a process of its own as deployed: in this one, its batches would
+    // share an event loop with the load generator and delay the very latencies being measured.
+    return await withStack({ env, inProcessWorkers: false }, async (stack) => {
       const sql = stack.database.sql;
       // A server sized for a bulk load: fewer checkpoints while 30 million rows go in.
       await sql`alter system set max_wal_size = '8GB'`;
       await sql`select pg_reload_conf()`;
 
-      step(`history: ${PLAN.days} days of ${PLAN.perDay} jobs for ${PLAN.historyUsers} users (generate_series)`);
-      const measured = await Promise.all(Array.from({ length: PLAN.listUsers + PLAN.submitUsers }, () => stack.createUser('pro')));
-      const historyUsers = [...measured.map((u) => u.userId), ...Array.from({ length: PLAN.historyUsers - measured.length }, (_, i) => `usr_soak_${i}`)];
-      const load = await loadHistory(sql, { days: PLAN.days, perDay: PLAN.perDay, userIds: historyUsers, pool: stack.config.dispatch.pool }, say);
-      say(`  ${Object.values(load.rows).reduce((a, b) => a + b, 0).toLocaleString('en')} rows in ${load.seconds.toFixed(0)} s`);
-      const vacuumBegan = Date.now();
-      for (const table of Object.keys(load.rows)) await sql.unsafe(`vacuum (analyze) ${table}`);
-      await sql`checkpoint`;
-      const vacuumSeconds = (Date.now() - vacuumBegan) / 1000;
-      say(`  vacuumed and checkpointed in ${vacuumSeconds.toFixed(0)} s`);
-
-      // The API as a child process, on a task queue no worker polls: a submit is admission and the workflow's start.
+      // The API as a child process, on a task queue no worker polls: a submit is admission and the workflow's start. It and
+      // the worker start before the history goes in, so both have long settled (a process just started collects and
+      // compiles for some seconds after) when the measuring begins.
       const port = await freePort();
       const api = await spawnService('api', 'soak-retention-api', {
         ...stack.env,
@@ -200,8 +193,25 @@ async function main(): Promise<number> {
         LOG_LEVEL: 'warn',
         GENERATION_TASK_QUEUE: `soak-idle-${randomBytes(3).toString('hex')}`,
       });
+      // It creates the retention schedule as it starts, which the measurement then triggers.
+      const worker = await spawnService('generation', 'soak-retention-worker', { ...stack.env, LOG_LEVEL: 'warn' }).catch(async (err: unknown) => {
+        await api.stop();
+        throw err;
+      });
       try {
+        step(`history: ${PLAN.days} days of ${PLAN.perDay} jobs for ${PLAN.historyUsers} users (generate_series)`);
+        const measured = await Promise.all(Array.from({ length: PLAN.listUsers + PLAN.submitUsers }, () => stack.createUser('pro')));
+        const historyUsers = [...measured.map((u) => u.userId), ...Array.from({ length: PLAN.historyUsers - measured.length }, (_, i) => `usr_soak_${i}`)];
+        const load = await loadHistory(sql, { days: PLAN.days, perDay: PLAN.perDay, userIds: historyUsers, pool: stack.config.dispatch.pool }, say);
+        say(`  ${Object.values(load.rows).reduce((a, b) => a + b, 0).toLocaleString('en')} rows in ${load.seconds.toFixed(0)} s`);
+        const vacuumBegan = Date.now();
+        for (const table of Object.keys(load.rows)) await sql.unsafe(`vacuum (analyze) ${table}`);
+        await sql`checkpoint`;
+        const vacuumSeconds = (Date.now() - vacuumBegan) / 1000;
+        say(`  vacuumed and checkpointed in ${vacuumSeconds.toFixed(0)} s`);
+
         const apiUrl = `http://127.0.0.1:${port}`;
+        const watched = { api: api.pid, worker: worker.pid, soak: process.pid };
         const listers = measured.slice(0, PLAN.listUsers);
         const submitters = measured.slice(PLAN.listUsers);
         const run = randomBytes(3).toString('hex');
@@ -233,7 +243,7 @@ async function main(): Promise<number> {
         step('steady load without pruning');
         await waitForQuiet(sql, { timeoutMs: 60_000 });
         await steadyLoad(streams, seconds(10)); // warm-up
-        const baselineTimeline = startDbTimeline(sql);
+        const baselineTimeline = startDbTimeline(sql, watched);
         const baselineTimed: Record<string, Timed[]> = { list: [], submit: [] };
         const without = await steadyLoad(streams, seconds(PLAN.baselineSeconds), baselineTimed);
         const baselineWindows = await baselineTimeline.stop(baselineTimed);
@@ -244,7 +254,7 @@ async function main(): Promise<number> {
         const pruneBegan = Date.now();
         const handle = await triggerRetention(stack);
         const pruning = handle.result() as Promise<PruneReport>;
-        const timeline = startDbTimeline(sql);
+        const timeline = startDbTimeline(sql, watched);
         const timed: Record<string, Timed[]> = { list: [], submit: [] };
         const during = await steadyLoad(streams, pruning, timed);
         const windows = await timeline.stop(timed);
@@ -326,7 +336,7 @@ async function main(): Promise<number> {
         );
         return withinWindow && ratio <= 1.5 ? 0 : 1;
       } finally {
-        await api.stop();
+        await Promise.all([api.stop(), worker.stop(20_000)]);
       }
     });
   } finally {

@@ -1,4 +1,4 @@
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import type { Sql } from '../../src/db/client';
 import { percentile } from '../../test/scheduling-metrics';
 
@@ -20,6 +20,8 @@ interface Sample {
   walBytes: number;
   cpuBusy: number;
   cpuTotal: number;
+  /** CPU jiffies by process group (cumulative). */
+  byProcess: Record<string, number>;
 }
 
 /** The machine's CPU counters (jiffies): busy and total, all cores. */
@@ -30,30 +32,57 @@ function cpuJiffies(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
+/** utime + stime of a process, in jiffies (0 once it is gone). */
+function jiffiesOf(pid: number | string): number {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return Number(fields[11]) + Number(fields[12]);
+  } catch {
+    return 0;
+  }
+}
+
+/** Each named process's CPU, every Postgres process's together, every Temporal server's, and the rest of the machine. */
+function cpuByProcess(named: Record<string, number>): Record<string, number> {
+  const groups: Record<string, number> = { postgres: 0, temporal: 0 };
+  for (const [name, pid] of Object.entries(named)) groups[name] = jiffiesOf(pid);
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    let comm: string;
+    try {
+      comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
+    } catch {
+      continue;
+    }
+    if (comm === 'postgres' || comm === 'temporal') groups[comm] += jiffiesOf(entry);
+  }
+  return groups;
+}
+
 /**
  * What Postgres and the machine were doing while a steady load ran, once a second: which tables a vacuum was on, what
  * active backends waited for, checkpoints, and the machine's CPU. `bucket` then sets each window's p99 beside them, so
  * a slow window names what ran in it.
  */
-export function startDbTimeline(sql: Sql, everyMs = 1_000) {
+export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}, everyMs = 1_000) {
   const began = performance.now();
   const samples: Sample[] = [];
   let stopped = false;
   const loop = (async () => {
     while (!stopped) {
       const at = performance.now() - began;
-      const [vacuums, waits, [bgwriter]] = await Promise.all([
-        sql<{ rel: string }[]>`select relid::regclass::text as rel from pg_stat_progress_vacuum`,
-        sql<{ wait: string; n: number }[]>`
-          select coalesce(wait_event_type || ':' || wait_event, 'cpu') as wait, count(*)::int as n
-          from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`,
-        sql<{ checkpoints: number; buffers: number; wal: number }[]>`
-          select (checkpoints_timed + checkpoints_req)::int as checkpoints, buffers_checkpoint::float8 as buffers,
-                 (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal
-          from pg_stat_bgwriter`,
-      ]);
+      // One after another: a statement of this sampler in flight would count among the active backends.
+      const vacuums = await sql<{ rel: string }[]>`select relid::regclass::text as rel from pg_stat_progress_vacuum`;
+      const waits = await sql<{ wait: string; n: number }[]>`
+        select coalesce(wait_event_type || ':' || wait_event, 'cpu') as wait, count(*)::int as n
+        from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`;
+      const [bgwriter] = await sql<{ checkpoints: number; buffers: number; wal: number }[]>`
+        select (checkpoints_timed + checkpoints_req)::int as checkpoints, buffers_checkpoint::float8 as buffers,
+               (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal
+        from pg_stat_bgwriter`;
       const cpu = cpuJiffies();
-      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total });
+      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: cpuByProcess(processes) });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();
@@ -74,6 +103,8 @@ export function startDbTimeline(sql: Sql, everyMs = 1_000) {
           t_s: from / 1000,
           ...Object.fromEntries(Object.entries(streams).map(([name, timed]) => [`${name}_p99_ms`, Math.round(percentile(timed.filter((r) => r.at >= from && r.at < from + windowMs).map((r) => r.ms), 99) * 10) / 10])),
           cpu_busy_pct: Math.round(((b.cpuBusy - a.cpuBusy) / Math.max(1, b.cpuTotal - a.cpuTotal)) * 100),
+          // ms of CPU a second (a jiffy is 10 ms), by process.
+          cpu_ms_per_s: Object.fromEntries(Object.keys(b.byProcess).map((name) => [name, Math.round(((b.byProcess[name] - (a.byProcess[name] ?? 0)) * 10 * 1000) / Math.max(1, b.at - a.at))])),
           checkpoints: b.checkpoints - a.checkpoints,
           checkpoint_buffers: b.checkpointBuffers - a.checkpointBuffers,
           wal_mib: Math.round((b.walBytes - a.walBytes) / 1024 / 102.4) / 10,

@@ -57,40 +57,44 @@ interface Stream {
 
 /**
  * Requests at fixed rates (open loop: each is sent on time whether or not earlier ones have answered, so a slow phase
- * shows in the latencies rather than in a lower rate) until `until` settles; every latency is kept.
+ * shows in the latencies rather than in a lower rate) until `until` settles; every latency is kept, with when it was sent.
  */
-async function steadyLoad(streams: Stream[], until: Promise<unknown>, timed?: Record<string, Timed[]>): Promise<Record<string, Latencies>> {
+async function steadyLoad(streams: Stream[], until: Promise<unknown>): Promise<{ latencies: Record<string, Latencies>; timed: Record<string, Timed[]> }> {
   let stopped = false;
   const loadBegan = performance.now();
   void until.finally(() => (stopped = true)).catch(() => undefined);
   const results = await Promise.all(
     streams.map(async ({ name, rate, send }) => {
-      const latencies: number[] = [];
+      const timed: Timed[] = [];
       let failed = 0;
       const inFlight = new Set<Promise<void>>();
-      const began = performance.now();
       for (let n = 0; !stopped; n++) {
-        const due = began + (n * 1000) / rate;
+        const due = loadBegan + (n * 1000) / rate;
         const wait = due - performance.now();
         if (wait > 0) await new Promise((r) => setTimeout(r, wait));
         if (stopped) break;
         const at = performance.now();
         const request = send(n).then(
-          (ok) => {
-            if (!ok) return failed++;
-            timed?.[name]?.push({ at: at - loadBegan, ms: performance.now() - at });
-            return latencies.push(performance.now() - at);
-          },
+          (ok) => (ok ? timed.push({ at: at - loadBegan, ms: performance.now() - at }) : failed++),
           () => failed++,
         );
         const tracked: Promise<void> = request.then(() => void inFlight.delete(tracked));
         inFlight.add(tracked);
       }
       await Promise.all(inFlight);
-      return [name, { requests: latencies.length + failed, failed, p50_ms: round(percentile(latencies, 50), 1), p99_ms: round(percentile(latencies, 99), 1), max_ms: round(Math.max(0, ...latencies), 1) }] as const;
+      const latencies = timed.map((t) => t.ms);
+      const summary = { requests: latencies.length + failed, failed, p50_ms: round(percentile(latencies, 50), 1), p99_ms: round(percentile(latencies, 99), 1), max_ms: round(Math.max(0, ...latencies), 1) };
+      return [name, summary, timed] as const;
     }),
   );
-  return Object.fromEntries(results);
+  return { latencies: Object.fromEntries(results.map(([name, summary]) => [name, summary])), timed: Object.fromEntries(results.map(([name, , timed]) => [name, timed])) };
+}
+
+/** A steady load with the database's and the machine's timeline beside it (bench/lib/db-timeline.ts). */
+async function measuredLoad(sql: Sql, streams: Stream[], until: Promise<unknown>, processes: Record<string, number>) {
+  const timeline = startDbTimeline(sql, processes);
+  const { latencies, timed } = await steadyLoad(streams, until);
+  return { latencies, windows: await timeline.stop(timed) };
 }
 
 const seconds = (s: number) => new Promise<void>((r) => setTimeout(r, s * 1000));
@@ -243,10 +247,7 @@ async function main(): Promise<number> {
         step('steady load without pruning');
         await waitForQuiet(sql, { timeoutMs: 60_000 });
         await steadyLoad(streams, seconds(10)); // warm-up
-        const baselineTimeline = startDbTimeline(sql, watched);
-        const baselineTimed: Record<string, Timed[]> = { list: [], submit: [] };
-        const without = await steadyLoad(streams, seconds(PLAN.baselineSeconds), baselineTimed);
-        const baselineWindows = await baselineTimeline.stop(baselineTimed);
+        const { latencies: without, windows: baselineWindows } = await measuredLoad(sql, streams, seconds(PLAN.baselineSeconds), watched);
         say(`  list p99 ${without.list.p99_ms} ms (${without.list.requests} requests), submit p99 ${without.submit.p99_ms} ms (${without.submit.requests})`);
 
         step('the same load while the retention schedule prunes (the RETENTION_* settings at their defaults)');
@@ -254,10 +255,7 @@ async function main(): Promise<number> {
         const pruneBegan = Date.now();
         const handle = await triggerRetention(stack);
         const pruning = handle.result() as Promise<PruneReport>;
-        const timeline = startDbTimeline(sql, watched);
-        const timed: Record<string, Timed[]> = { list: [], submit: [] };
-        const during = await steadyLoad(streams, pruning, timed);
-        const windows = await timeline.stop(timed);
+        const { latencies: during, windows } = await measuredLoad(sql, streams, pruning, watched);
         const report = await pruning;
         const pruneSeconds = (Date.now() - pruneBegan) / 1000;
         say(`  pruned in ${pruneSeconds.toFixed(0)} s: ${Object.entries(report.deleted).map(([t, n]) => `${t} ${n.toLocaleString('en')}`).join(', ')}`);
@@ -300,7 +298,7 @@ async function main(): Promise<number> {
               work_share: stack.config.retention.workShare,
               batch_pause_ms: stack.config.retention.batchPauseMs,
             },
-            // Each 10 s of the pruning: p99s beside the machine's CPU, checkpoints, WAL written and vacuums running.
+            // Each 10 s of both phases: p99s beside the machine's and each process's CPU, checkpoints, WAL, vacuums, waits.
             timeline_without_pruning: baselineWindows,
             timeline_during_pruning: windows,
             backlog_kept: backlog,

@@ -1,4 +1,5 @@
 import { readdirSync, readFileSync } from 'node:fs';
+import { cpuMsOf } from './costs';
 import type { Sql } from '../../src/db/client';
 import { percentile } from '../../test/scheduling-metrics';
 
@@ -20,7 +21,7 @@ interface Sample {
   walBytes: number;
   cpuBusy: number;
   cpuTotal: number;
-  /** CPU jiffies by process group (cumulative). */
+  /** CPU ms by process group (cumulative). */
   byProcess: Record<string, number>;
 }
 
@@ -32,21 +33,11 @@ function cpuJiffies(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
-/** utime + stime of a process, in jiffies (0 once it is gone). */
-function jiffiesOf(pid: number | string): number {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return Number(fields[11]) + Number(fields[12]);
-  } catch {
-    return 0;
-  }
-}
-
-/** Each named process's CPU, every Postgres process's together, every Temporal server's, and the rest of the machine. */
+/** CPU ms used so far: each named process's, every Postgres process's together and every Temporal server's (a process gone counts 0). */
 function cpuByProcess(named: Record<string, number>): Record<string, number> {
+  const used = (pid: number) => cpuMsOf(pid) || 0;
   const groups: Record<string, number> = { postgres: 0, temporal: 0 };
-  for (const [name, pid] of Object.entries(named)) groups[name] = jiffiesOf(pid);
+  for (const [name, pid] of Object.entries(named)) groups[name] = used(pid);
   for (const entry of readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     let comm: string;
@@ -55,15 +46,15 @@ function cpuByProcess(named: Record<string, number>): Record<string, number> {
     } catch {
       continue;
     }
-    if (comm === 'postgres' || comm === 'temporal') groups[comm] += jiffiesOf(entry);
+    if (comm === 'postgres' || comm === 'temporal') groups[comm] += used(Number(entry));
   }
   return groups;
 }
 
 /**
  * What Postgres and the machine were doing while a steady load ran, once a second: which tables a vacuum was on, what
- * active backends waited for, checkpoints, and the machine's CPU. `bucket` then sets each window's p99 beside them, so
- * a slow window names what ran in it.
+ * active backends waited for, checkpoints, WAL written, the machine's CPU and the `processes`'. `stop` then sets each
+ * window's p99 beside them, so a slow window names what ran in it.
  */
 export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}, everyMs = 1_000) {
   const began = performance.now();
@@ -103,8 +94,8 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
           t_s: from / 1000,
           ...Object.fromEntries(Object.entries(streams).map(([name, timed]) => [`${name}_p99_ms`, Math.round(percentile(timed.filter((r) => r.at >= from && r.at < from + windowMs).map((r) => r.ms), 99) * 10) / 10])),
           cpu_busy_pct: Math.round(((b.cpuBusy - a.cpuBusy) / Math.max(1, b.cpuTotal - a.cpuTotal)) * 100),
-          // ms of CPU a second (a jiffy is 10 ms), by process.
-          cpu_ms_per_s: Object.fromEntries(Object.keys(b.byProcess).map((name) => [name, Math.round(((b.byProcess[name] - (a.byProcess[name] ?? 0)) * 10 * 1000) / Math.max(1, b.at - a.at))])),
+          // ms of CPU a second, by process.
+          cpu_ms_per_s: Object.fromEntries(Object.keys(b.byProcess).map((name) => [name, Math.round(((b.byProcess[name] - (a.byProcess[name] ?? 0)) * 1000) / Math.max(1, b.at - a.at))])),
           checkpoints: b.checkpoints - a.checkpoints,
           checkpoint_buffers: b.checkpointBuffers - a.checkpointBuffers,
           wal_mib: Math.round((b.walBytes - a.walBytes) / 1024 / 102.4) / 10,

@@ -61,6 +61,13 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
   const samples: Sample[] = [];
   let stopped = false;
   const loop = (async () => {
+    // Postgres 17 (the embedded server's) moved the checkpointer's counters from pg_stat_bgwriter to pg_stat_checkpointer.
+    const [{ version }] = await sql<{ version: number }[]>`select current_setting('server_version_num')::int as version`;
+    const c =
+      version >= 170000
+        ? { view: 'pg_stat_checkpointer', checkpoints: 'num_timed + num_requested', buffers: 'buffers_written' }
+        : { view: 'pg_stat_bgwriter', checkpoints: 'checkpoints_timed + checkpoints_req', buffers: 'buffers_checkpoint' };
+    const checkpointer = `select (${c.checkpoints})::int as checkpoints, ${c.buffers}::float8 as buffers, (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal from ${c.view}`;
     while (!stopped) {
       const at = performance.now() - began;
       // One after another: a statement of this sampler in flight would count among the active backends.
@@ -68,10 +75,7 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
       const waits = await sql<{ wait: string; n: number }[]>`
         select coalesce(wait_event_type || ':' || wait_event, 'cpu') as wait, count(*)::int as n
         from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`;
-      const [bgwriter] = await sql<{ checkpoints: number; buffers: number; wal: number }[]>`
-        select (checkpoints_timed + checkpoints_req)::int as checkpoints, buffers_checkpoint::float8 as buffers,
-               (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal
-        from pg_stat_bgwriter`;
+      const [bgwriter] = await sql.unsafe<{ checkpoints: number; buffers: number; wal: number }[]>(checkpointer);
       const cpu = cpuJiffies();
       samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: cpuByProcess(processes) });
       await new Promise((r) => setTimeout(r, everyMs));

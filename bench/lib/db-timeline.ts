@@ -1,5 +1,5 @@
-import { readdirSync, readFileSync } from 'node:fs';
-import { cpuMsOf } from './costs';
+import { readFileSync } from 'node:fs';
+import { cpuMsOf, postgresPids, temporalPids } from './costs';
 import type { Sql } from '../../src/db/client';
 import { percentile } from '../../test/scheduling-metrics';
 
@@ -33,22 +33,14 @@ function cpuJiffies(): { busy: number; total: number } {
   return { busy: total - idle, total };
 }
 
-/** CPU ms used so far: each named process's, every Postgres process's together and every Temporal server's (a process gone counts 0). */
-function cpuByProcess(named: Record<string, number>): Record<string, number> {
-  const used = (pid: number) => cpuMsOf(pid) || 0;
-  const groups: Record<string, number> = { postgres: 0, temporal: 0 };
-  for (const [name, pid] of Object.entries(named)) groups[name] = used(pid);
-  for (const entry of readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    let comm: string;
-    try {
-      comm = readFileSync(`/proc/${entry}/comm`, 'utf8').trim();
-    } catch {
-      continue;
-    }
-    if (comm === 'postgres' || comm === 'temporal') groups[comm] += used(Number(entry));
-  }
-  return groups;
+/** CPU ms used so far: the benchmark's Postgres (all its processes), the Temporal dev server(s), and each named process (one gone counts 0). */
+async function cpuByProcess(sql: Sql, named: Record<string, number>): Promise<Record<string, number>> {
+  const used = (pids: number[]) => pids.reduce((sum, pid) => sum + (cpuMsOf(pid) || 0), 0);
+  return {
+    postgres: used(await postgresPids(sql)),
+    temporal: used(temporalPids()),
+    ...Object.fromEntries(Object.entries(named).map(([name, pid]) => [name, used([pid])])),
+  };
 }
 
 /**
@@ -63,11 +55,11 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
   const loop = (async () => {
     // Postgres 17 (the embedded server's) moved the checkpointer's counters from pg_stat_bgwriter to pg_stat_checkpointer.
     const [{ version }] = await sql<{ version: number }[]>`select current_setting('server_version_num')::int as version`;
-    const c =
+    const counters =
       version >= 170000
         ? { view: 'pg_stat_checkpointer', checkpoints: 'num_timed + num_requested', buffers: 'buffers_written' }
         : { view: 'pg_stat_bgwriter', checkpoints: 'checkpoints_timed + checkpoints_req', buffers: 'buffers_checkpoint' };
-    const checkpointer = `select (${c.checkpoints})::int as checkpoints, ${c.buffers}::float8 as buffers, (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal from ${c.view}`;
+    const checkpointer = `select (${counters.checkpoints})::int as checkpoints, ${counters.buffers}::float8 as buffers, (pg_current_wal_lsn() - '0/0'::pg_lsn)::float8 as wal from ${counters.view}`;
     while (!stopped) {
       const at = performance.now() - began;
       // One after another: a statement of this sampler in flight would count among the active backends.
@@ -77,7 +69,7 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
         from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`;
       const [bgwriter] = await sql.unsafe<{ checkpoints: number; buffers: number; wal: number }[]>(checkpointer);
       const cpu = cpuJiffies();
-      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: cpuByProcess(processes) });
+      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: await cpuByProcess(sql, processes) });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();

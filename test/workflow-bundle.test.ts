@@ -2,6 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
+import { Connection } from '@temporalio/client';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/lib/logger';
 import { createWorkers } from '../src/worker';
@@ -44,6 +45,24 @@ function productionConfig(bundleDir: string) {
   });
 }
 
+/** The task queues Temporal has registered for a worker deployment version, once it has any (waits up to 30 s). */
+async function registeredQueues(deploymentVersion: { deploymentName: string; buildId: string }): Promise<string[]> {
+  const connection = await Connection.connect({ address: testEnv().temporalAddress });
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      const described = await connection.workflowService
+        .describeWorkerDeploymentVersion({ namespace: 'default', deploymentVersion })
+        .catch(() => undefined); // NOT_FOUND until the first poll has arrived
+      const queues = (described?.workerDeploymentVersionInfo?.taskQueueInfos ?? []).map((q) => q.name ?? '');
+      if (queues.length > 0 || Date.now() > deadline) return queues;
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  } finally {
+    await connection.close();
+  }
+}
+
 describe('the workflow bundle built once', () => {
   let built: string;
   beforeAll(async () => {
@@ -76,9 +95,12 @@ describe('the workflow bundle built once', () => {
     const config = productionConfig(built);
     const workers = await createWorkers({ config, databaseUrl: config.database.url!, logger });
     const running = workers.run();
-    await new Promise((resolve) => setImmediate(resolve));
+    // Temporal lists the version with its task queue once the worker's first poll has registered it. Stopped before
+    // then, the canceled poll would cancel the registration half-way.
+    const version = { deploymentName: config.worker.versioning.deploymentName, buildId: 'built' };
+    await expect(registeredQueues(version)).resolves.toContain(config.worker.generationTaskQueue);
     workers.shutdown();
     await running;
-    expect(workers.version).toEqual({ deploymentName: config.worker.versioning.deploymentName, buildId: 'built' });
+    expect(workers.version).toEqual(version);
   });
 });

@@ -23,6 +23,15 @@ interface Sample {
   cpuTotal: number;
   /** CPU ms by process group (cumulative). */
   byProcess: Record<string, number>;
+  /** The table retention's statement was deleting from (its last `delete from`), or null between its batches. */
+  pruning: string | null;
+}
+
+/** The table a retention batch deletes from last (the step's own: src/retention/prune.ts deletes what hangs off it first). */
+function prunedTable(query: string | undefined): string | null {
+  if (!query) return null;
+  const tables = [...query.matchAll(/delete from (\w+)/gi)].map((m) => m[1]);
+  return tables.at(-1) ?? 'reading';
 }
 
 /** The machine's CPU counters (jiffies): busy and total, all cores. */
@@ -68,8 +77,10 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
         select coalesce(wait_event_type || ':' || wait_event, 'cpu') as wait, count(*)::int as n
         from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`;
       const [bgwriter] = await sql.unsafe<{ checkpoints: number; buffers: number; wal: number }[]>(checkpointer);
+      const [pruner] = await sql<{ query: string }[]>`
+        select query from pg_stat_activity where application_name = 'videogen-retention' and state = 'active' limit 1`;
       const cpu = cpuJiffies();
-      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: await cpuByProcess(sql, processes) });
+      samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: await cpuByProcess(sql, processes), pruning: prunedTable(pruner?.query) });
       await new Promise((r) => setTimeout(r, everyMs));
     }
   })();
@@ -96,6 +107,9 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
           checkpoint_buffers: b.checkpointBuffers - a.checkpointBuffers,
           wal_mib: Math.round((b.walBytes - a.walBytes) / 1024 / 102.4) / 10,
           vacuuming: [...new Set(inWindow.flatMap((s) => s.vacuuming))],
+          // What retention was deleting, and in how many of the window's samples a batch was running.
+          pruning: [...new Set(inWindow.flatMap((s) => (s.pruning ? [s.pruning] : [])))],
+          pruning_samples: `${inWindow.filter((s) => s.pruning).length}/${inWindow.length}`,
           waits,
         });
       }

@@ -21,9 +21,10 @@ interface PruneProgress {
 
 /**
  * The session settings of retention's own connection: a batch never waits long for a lock (nor holds one while it
- * waits), and a statement ends well within the heartbeat timeout, so a retried activity never overlaps the last one.
+ * waits), and a statement ends well within the heartbeat timeout, so a retried activity never overlaps the last one. Its
+ * name tells the pruning apart in `pg_stat_activity`.
  */
-export const RETENTION_SESSION = { lock_timeout: '5s', statement_timeout: '15s' };
+export const RETENTION_SESSION = { application_name: 'videogen-retention', lock_timeout: '5s', statement_timeout: '15s' };
 
 export interface RetentionDeps {
   /** A connection of its own, with RETENTION_SESSION's settings. */

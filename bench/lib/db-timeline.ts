@@ -23,15 +23,18 @@ interface Sample {
   cpuTotal: number;
   /** CPU ms by process group (cumulative). */
   byProcess: Record<string, number>;
-  /** The table retention's statement was deleting from (its last `delete from`), or null between its batches. */
+  /** The table of the retention step whose batch was running, or null between batches. */
   pruning: string | null;
 }
 
-/** The table a retention batch deletes from last (the step's own: src/retention/prune.ts deletes what hangs off it first). */
+/**
+ * The table a retention batch prunes: the first it reads from (src/retention/prune.ts's steps each begin by choosing their
+ * table's rows; the text `pg_stat_activity` keeps is cut at `track_activity_query_size`, 1 kB by default, before the
+ * jobs step's last delete).
+ */
 function prunedTable(query: string | undefined): string | null {
   if (!query) return null;
-  const tables = [...query.matchAll(/delete from (\w+)/gi)].map((m) => m[1]);
-  return tables.at(-1) ?? 'reading';
+  return /\bfrom (\w+)/i.exec(query)?.[1] ?? 'unknown';
 }
 
 /** The machine's CPU counters (jiffies): busy and total, all cores. */

@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import http from 'node:http';
 import type { PruneReport } from '../src/activities/retention';
 import type { Sql } from '../src/db/client';
 import { percentile } from '../test/scheduling-metrics';
@@ -8,6 +9,7 @@ import { eventually, type Stack } from '../test/harness';
 import { freePort } from '../scripts/lib/ports';
 import { waitForQuiet } from './lib/costs';
 import { startDbTimeline, type Timed } from './lib/db-timeline';
+import { requestOnce } from './lib/paced-http';
 import { loadHistory } from './lib/history-rows';
 import { runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
@@ -214,7 +216,10 @@ async function main(): Promise<number> {
         const vacuumSeconds = (Date.now() - vacuumBegan) / 1000;
         say(`  vacuumed and checkpointed in ${vacuumSeconds.toFixed(0)} s`);
 
-        const apiUrl = `http://127.0.0.1:${port}`;
+        // node:http on keep-alive connections, as the abuse benchmark's clients: fetch cost the load generator as much CPU
+        // as the API spent serving it, and its own pauses land in the latencies it measures.
+        const base = new URL(`http://127.0.0.1:${port}`);
+        const agent = new http.Agent({ keepAlive: true });
         const watched = { api: api.pid, worker: worker.pid, soak: process.pid };
         const listers = measured.slice(0, PLAN.listUsers);
         const submitters = measured.slice(PLAN.listUsers);
@@ -224,22 +229,21 @@ async function main(): Promise<number> {
             name: 'list',
             rate: PLAN.listRate,
             send: async (n) => {
-              const res = await fetch(`${apiUrl}/v1/generations?limit=20`, { headers: { authorization: `Bearer ${listers[n % listers.length].apiKey}` } });
-              await res.arrayBuffer();
-              return res.status === 200;
+              const { status } = await requestOnce(agent, base, { path: '/v1/generations?limit=20', headers: { authorization: `Bearer ${listers[n % listers.length].apiKey}` } });
+              return status === 200;
             },
           },
           {
             name: 'submit',
             rate: PLAN.submitRate,
             send: async (n) => {
-              const res = await fetch(`${apiUrl}/v1/generations`, {
+              const { status } = await requestOnce(agent, base, {
                 method: 'POST',
-                headers: { authorization: `Bearer ${submitters[n % submitters.length].apiKey}`, 'content-type': 'application/json', 'idempotency-key': `soak-${run}-${n}-${Date.now()}` },
+                path: '/v1/generations',
+                headers: { authorization: `Bearer ${submitters[n % submitters.length].apiKey}`, 'idempotency-key': `soak-${run}-${n}-${Date.now()}` },
                 body: JSON.stringify({ prompt: `a steady submit number ${n}` }),
               });
-              await res.arrayBuffer();
-              return res.status === 202;
+              return status === 202;
             },
           },
         ];

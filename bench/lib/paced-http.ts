@@ -56,6 +56,33 @@ function outcomeOf(status: number, body: string): string {
   }
 }
 
+/**
+ * One request on a keep-alive agent: its status and body. A connection failure, a timeout or an aborted response rejects,
+ * with the error's code (`TIMEOUT`, `response aborted`, `ECONNRESET`…).
+ */
+export function requestOnce(
+  agent: http.Agent,
+  base: URL,
+  r: { method?: 'GET' | 'POST'; path: string; headers?: Record<string, string>; body?: string },
+): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { ...r.headers };
+    if (r.body !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(Buffer.byteLength(r.body));
+    }
+    const req = http.request({ host: base.hostname, port: base.port, method: r.method ?? 'GET', path: r.path, headers, agent, timeout: REQUEST_TIMEOUT_MS }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString('utf8') }));
+      res.on('error', () => reject(Object.assign(new Error('response aborted'), { code: 'response aborted' })));
+    });
+    req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
+    req.on('error', reject);
+    req.end(r.body);
+  });
+}
+
 export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
   const agent = new http.Agent({ keepAlive: true, maxSockets: o.connections });
   const base = new URL(o.baseUrl);
@@ -80,38 +107,15 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
   const intervalMs = 1000 / o.rate;
 
   const send = (n: number, dueAt: number) =>
-    new Promise<void>((resolve) => {
-      const body = o.body?.(n);
-      const headers: Record<string, string> = { ...o.headers?.(n) };
-      if (body !== undefined) {
-        headers['content-type'] = 'application/json';
-        headers['content-length'] = String(Buffer.byteLength(body));
-      }
-      const req = http.request(
-        { host: base.hostname, port: base.port, method: o.method ?? 'GET', path: o.path(n), headers, agent, timeout: REQUEST_TIMEOUT_MS },
-        (res) => {
-          const chunks: Buffer[] = [];
-          res.on('data', (c: Buffer) => chunks.push(c));
-          res.on('end', () => {
-            answered++;
-            latencies.push(performance.now() - dueAt);
-            timeline.push({ atS: round((dueAt - began) / 1000), ms: round(performance.now() - dueAt) });
-            tally(outcomeOf(res.statusCode ?? 0, Buffer.concat(chunks).toString('utf8')));
-            resolve();
-          });
-          res.on('error', () => {
-            tally('error response aborted');
-            resolve();
-          });
-        },
-      );
-      req.on('timeout', () => req.destroy(Object.assign(new Error('timeout'), { code: 'TIMEOUT' })));
-      req.on('error', (err: NodeJS.ErrnoException) => {
-        tally(`error ${err.code ?? err.message}`);
-        resolve();
-      });
-      req.end(body);
-    });
+    requestOnce(agent, base, { method: o.method, path: o.path(n), headers: o.headers?.(n), body: o.body?.(n) }).then(
+      ({ status, body }) => {
+        answered++;
+        latencies.push(performance.now() - dueAt);
+        timeline.push({ atS: round((dueAt - began) / 1000), ms: round(performance.now() - dueAt) });
+        tally(outcomeOf(status, body));
+      },
+      (err: NodeJS.ErrnoException) => void tally(`error ${err.code ?? err.message}`),
+    );
 
   const inFlight = new Set<Promise<void>>();
   await new Promise<void>((done) => {

@@ -2,7 +2,7 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { Connection } from '@temporalio/client';
+import { Connection, isGrpcServiceError } from '@temporalio/client';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/lib/logger';
 import { createWorkers } from '../src/worker';
@@ -53,7 +53,11 @@ async function registeredQueues(deploymentVersion: { deploymentName: string; bui
     for (;;) {
       const described = await connection.workflowService
         .describeWorkerDeploymentVersion({ namespace: 'default', deploymentVersion })
-        .catch(() => undefined); // NOT_FOUND until the first poll has arrived
+        .catch((err: unknown) => {
+          // NOT_FOUND until the first poll has arrived.
+          if (isGrpcServiceError(err) && err.code === 5) return undefined;
+          throw err;
+        });
       const queues = (described?.workerDeploymentVersionInfo?.taskQueueInfos ?? []).map((q) => q.name ?? '');
       if (queues.length > 0 || Date.now() > deadline) return queues;
       await new Promise((resolve) => setTimeout(resolve, 200));

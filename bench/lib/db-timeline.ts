@@ -1,5 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { cpuMsOf, postgresPids, temporalPids } from './costs';
+import { RETENTION_SESSION } from '../../src/activities/retention';
 import type { Sql } from '../../src/db/client';
 import { percentile } from '../../test/scheduling-metrics';
 
@@ -81,7 +82,7 @@ export function startDbTimeline(sql: Sql, processes: Record<string, number> = {}
         from pg_stat_activity where state = 'active' and pid <> pg_backend_pid() and backend_type = 'client backend' group by 1`;
       const [bgwriter] = await sql.unsafe<{ checkpoints: number; buffers: number; wal: number }[]>(checkpointer);
       const [pruner] = await sql<{ query: string }[]>`
-        select query from pg_stat_activity where application_name = 'videogen-retention' and state = 'active' limit 1`;
+        select query from pg_stat_activity where application_name = ${RETENTION_SESSION.application_name} and state = 'active' limit 1`;
       const cpu = cpuJiffies();
       samples.push({ at, vacuuming: vacuums.map((v) => v.rel), waits: Object.fromEntries(waits.map((w) => [w.wait, w.n])), checkpoints: bgwriter.checkpoints, checkpointBuffers: bgwriter.buffers, walBytes: bgwriter.wal, cpuBusy: cpu.busy, cpuTotal: cpu.total, byProcess: await cpuByProcess(sql, processes), pruning: prunedTable(pruner?.query) });
       await new Promise((r) => setTimeout(r, everyMs));

@@ -7,6 +7,7 @@ import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/lib/logger';
 import { createWorkers } from '../src/worker';
 import { buildWorkflowBundles, prebuiltBundle, sourceFingerprint } from '../src/workflow-bundle';
+import { eventually } from './eventually';
 import { installQuietRuntime, testEnv } from './harness';
 import { TEST_PAYLOAD_KEYS } from './payload-keys';
 
@@ -49,19 +50,18 @@ function productionConfig(bundleDir: string) {
 async function registeredQueues(deploymentVersion: { deploymentName: string; buildId: string }): Promise<string[]> {
   const connection = await Connection.connect({ address: testEnv().temporalAddress });
   try {
-    const deadline = Date.now() + 30_000;
-    for (;;) {
-      const described = await connection.workflowService
-        .describeWorkerDeploymentVersion({ namespace: 'default', deploymentVersion })
-        .catch((err: unknown) => {
+    return await eventually(
+      async () => {
+        const described = await connection.workflowService.describeWorkerDeploymentVersion({ namespace: 'default', deploymentVersion }).catch((err: unknown) => {
           // NOT_FOUND until the first poll has arrived.
           if (isGrpcServiceError(err) && err.code === 5) return undefined;
           throw err;
         });
-      const queues = (described?.workerDeploymentVersionInfo?.taskQueueInfos ?? []).map((q) => q.name ?? '');
-      if (queues.length > 0 || Date.now() > deadline) return queues;
-      await new Promise((resolve) => setTimeout(resolve, 200));
-    }
+        const queues = (described?.workerDeploymentVersionInfo?.taskQueueInfos ?? []).map((q) => q.name ?? '');
+        return queues.length > 0 ? queues : undefined;
+      },
+      { timeoutMs: 30_000, intervalMs: 200, what: 'the worker version to be registered' },
+    );
   } finally {
     await connection.close();
   }

@@ -31,8 +31,13 @@ describe('capacity halved mid-run', () => {
 
     expect(figures.maxInFlightBefore).toBeLessThanOrEqual(4);
     expect(figures.maxInFlightAfter).toBeLessThanOrEqual(2);
-    // Tolerant: 2× the wait before, plus scheduling noise of a shared machine.
-    expect(figures.paidP95WaitAfterMs).toBeLessThanOrEqual(2 * figures.paidP95WaitBeforeMs + 250);
+    // Paid waits stay within 2× (plus scheduling noise of a shared machine). The tail is bounded on the part halving
+    // governs, the wait in the gpu queue: with some 13 samples a phase, a p95 is the slowest one, and the way to the
+    // queue (the workflow's start and first task on the shared dev server) does not depend on the GPUs but can stall
+    // for seconds in a full CI run (one run: 3.1 s in all against 0.9 s in the queue). The whole wait is bounded at its
+    // median, which one stall cannot move.
+    expect(figures.paidP95GpuQueueWaitAfterMs).toBeLessThanOrEqual(2 * figures.paidP95GpuQueueWaitBeforeMs + 250);
+    expect(figures.paidP50WaitAfterMs).toBeLessThanOrEqual(2 * figures.paidP50WaitBeforeMs + 250);
     expect(figures.paidRefused).toBe(0);
     expect(figures.freeRefusedAfter).toBeGreaterThan(0);
     expect(figures.freeAcceptedAfter).toBeGreaterThan(0);

@@ -175,6 +175,8 @@ export async function capacityHalved(
   return {
     capacityBefore: capacity,
     capacityAfter: Math.floor(capacity / 2),
+    paidP50WaitBeforeMs: percentile(before.map((w) => w.waitMs), 50),
+    paidP50WaitAfterMs: percentile(after.map((w) => w.waitMs), 50),
     paidP95WaitBeforeMs: percentile(before.map((w) => w.waitMs), 95),
     paidP95WaitAfterMs: percentile(after.map((w) => w.waitMs), 95),
     paidP95GpuQueueWaitBeforeMs: percentile(before.map((w) => w.gpuQueueMs), 95),

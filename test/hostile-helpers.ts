@@ -1,7 +1,7 @@
 import net from 'node:net';
 import { startApi } from '../src/api/main';
 import type { Config } from '../src/config';
-import { createLogger } from '../src/lib/logger';
+import { createLogger, type Logger } from '../src/lib/logger';
 import { testEnv, type Stack } from './harness';
 
 /** Helpers for tests of hostile clients: an extra API on a stack with limits of its own, metrics, raw sockets. */
@@ -9,7 +9,10 @@ import { testEnv, type Stack } from './harness';
 export type ApiProcess = Awaited<ReturnType<typeof startApi>>;
 
 /** Another API instance on the stack's database and Temporal, configured as the stack's but for `overrides`. */
-export async function startApiWith(stack: Stack, overrides: { api?: Partial<Config['api']>; notifications?: Partial<Config['notifications']>; database?: Partial<Config['database']> }): Promise<ApiProcess> {
+export async function startApiWith(
+  stack: Stack,
+  overrides: { api?: Partial<Config['api']>; notifications?: Partial<Config['notifications']>; database?: Partial<Config['database']>; logger?: Logger },
+): Promise<ApiProcess> {
   const { config } = stack;
   return startApi({
     config: {
@@ -19,7 +22,7 @@ export async function startApiWith(stack: Stack, overrides: { api?: Partial<Conf
       database: { ...config.database, ...overrides.database },
     },
     databaseUrl: testEnv().databaseUrl,
-    logger: createLogger('hostile-api', 'error'),
+    logger: overrides.logger ?? createLogger('hostile-api', 'error'),
     adminApiKey: stack.adminApiKey,
   });
 }

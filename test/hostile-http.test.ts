@@ -3,6 +3,7 @@ import { createDatabase } from '../src/db/client';
 import { openEventStream, type EventStreamClient } from './notification-helpers';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-helpers';
+import { createLogger } from '../src/lib/logger';
 import { EARLY_ROUTE } from '../src/api/early-refusals';
 
 /**
@@ -207,5 +208,42 @@ describe('the API under hostile clients', () => {
     const replay = await client.submit({ prompt: 'kept for a replay' }, 'kept-key');
     expect(replay.status).toBe(202);
     expect(replay.body.id).toBe(admitted.body.id);
+  });
+
+  test('floods of refusals are written as the first of each kind and a count, not a line each, at the shipped log level', async () => {
+    const lines: Array<Record<string, unknown>> = [];
+    const logger = createLogger('counted-api', 'info', { destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) } });
+    // Its own API, closed here: stopping is what writes the last counts.
+    const started = await startApiWith(stack, { api: { authFailureBurst: 2, authFailuresPerSecond: 0.01 }, logger });
+    const user = await stack.createUser('pro');
+    const client = apiClient(started.url, user.apiKey);
+    const submits = [];
+    for (let i = 0; i < 30; i++) submits.push(await client.submit({ prompt: `flood ${i}` }));
+    const guesses = await Promise.all(Array.from({ length: 40 }, () => apiClient(started.url, bogusKey()).list()));
+    await started.close({ graceMs: 0 });
+    const refusedSubmits = submits.filter((r) => r.status === 429).length;
+    const refusedGuesses = guesses.filter((r) => r.status === 429).length;
+    expect(refusedSubmits).toBeGreaterThanOrEqual(25);
+    expect(refusedGuesses).toBeGreaterThanOrEqual(35);
+
+    const refusalLines = lines.filter((l) => l.status === 429);
+    const kinds = [
+      { of: (l: Record<string, unknown>) => l.method === 'POST' && l.userId === user.userId, refused: refusedSubmits, route: '/v1/generations/' },
+      { of: (l: Record<string, unknown>) => l.route === EARLY_ROUTE && l.userId === undefined, refused: refusedGuesses, route: EARLY_ROUTE },
+    ];
+    for (const kind of kinds) {
+      const ofKind = refusalLines.filter(kind.of);
+      // A refusal the error middleware answers names its route in full, as a success does.
+      expect(new Set(ofKind.map((l) => l.route))).toEqual(new Set([kind.route]));
+      const firsts = ofKind.filter((l) => l.msg === 'request');
+      const counts = ofKind.filter((l) => l.repeats !== undefined);
+      // Every refusal is accounted for, in a few lines: each window's first, and one count of its repeats.
+      expect(firsts.length + counts.reduce((n, l) => n + Number(l.repeats), 0)).toBe(kind.refused);
+      expect(ofKind.length).toBeLessThanOrEqual(4);
+      expect(firsts[0]).toMatchObject({ requestId: expect.any(String), status: 429 });
+    }
+    expect(refusalLines.length).toBeLessThanOrEqual(8);
+    // Answers that are not refusals are written one by one as before.
+    expect(lines.filter((l) => l.msg === 'request' && l.status === 202).length).toBe(submits.filter((r) => r.status === 202).length);
   });
 });

@@ -11,6 +11,7 @@ import { resolveAdminApiKey } from './admin-key';
 import { createApp } from './app';
 import { createApiServer } from './http-server';
 import { earlyRefusals } from './early-refusals';
+import { flushRefusals } from './request-log';
 import { createServiceStartRelay } from './start-relay';
 import { temporalCallsSettled } from '../lib/temporal-deadline';
 import { startTracing, stopTracing, temporalClientInterceptors } from '../lib/tracing';
@@ -79,6 +80,7 @@ export async function startApi({
       adminUrl: adminSide ? `http://${adminHost.includes(':') ? `[${adminHost}]` : adminHost}:${adminSide.port}` : url,
       async close({ graceMs = 5_000 }: { graceMs?: number } = {}) {
         await Promise.all(servers.map((server) => closeServer(server, graceMs)));
+        flushRefusals(logger);
         relay.close();
         // A request cut off by the close may still be waiting on Temporal (5 s at most): let it end first.
         await temporalCallsSettled(client);

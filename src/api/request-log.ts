@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { RequestHandler } from 'express';
 import type { Logger } from '../lib/logger';
 import { httpDuration } from '../lib/metrics';
+import { RefusalLog } from './refusal-log';
 
 const REQUEST_ID = /^[\w.:-]{1,128}$/;
 
@@ -16,7 +17,28 @@ export function requestIdOf(incoming: string | string[] | undefined): string {
   return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
 }
 
-/** The duration histogram by route pattern, and the request's log line (built only when it will be written). */
+/** Each logger's count of repeated refusals (src/api/refusal-log.ts). */
+const refusalLogs = new WeakMap<Logger, RefusalLog>();
+
+function refusalLogOf(logger: Logger): RefusalLog {
+  let refusals = refusalLogs.get(logger);
+  if (!refusals) {
+    refusals = new RefusalLog((fields) => logger.info(fields, 'refusals like this one, counted rather than written one by one'));
+    refusalLogs.set(logger, refusals);
+  }
+  return refusals;
+}
+
+/** Writes the refusals counted so far (the API calls it as it stops). */
+export function flushRefusals(logger: Logger): void {
+  refusalLogs.get(logger)?.flush();
+}
+
+/**
+ * The duration histogram by route pattern, and the request's log line (built only when it will be written). A refusal
+ * that asks the client to slow down (429) is written only as the first of its kind in a window; its repeats are counted
+ * into one line (src/api/refusal-log.ts).
+ */
 export function recordRequest(
   logger: Logger,
   line: { requestId: string; method: string | undefined; route: string; status: number; started: bigint; userId?: string },
@@ -25,6 +47,7 @@ export function recordRequest(
   httpDuration.observe({ method: line.method, route: line.route, status: `${Math.floor(line.status / 100)}xx` }, seconds);
   if (logger.isLevelEnabled('info')) {
     const { requestId, method, route, status, userId } = line;
+    if (status === 429 && !refusalLogOf(logger).admit({ method, route, status, userId })) return;
     logger.info({ requestId, method, route, status, durationMs: Math.round(seconds * 1000), userId }, 'request');
   }
 }
@@ -39,10 +62,30 @@ export function requestLog(logger: Logger): RequestHandler {
     req.requestId = requestId;
     res.set('X-Request-Id', requestId);
     const started = process.hrtime.bigint();
+    const matched = routeOf(req);
     res.on('finish', () => {
-      const route = req.route ? `${req.baseUrl}${String(req.route.path)}` : 'unmatched';
-      recordRequest(logger, { requestId, method: req.method, route, status: res.statusCode, started, userId: req.user?.id });
+      recordRequest(logger, { requestId, method: req.method, route: matched.pattern(), status: res.statusCode, started, userId: req.user?.id });
     });
     next();
   };
+}
+
+/**
+ * The route pattern the request matched, with the path its router is mounted at. Read when the router sets `req.route`:
+ * an answer the error middleware gives (a refusal passed on with `next(err)`) is written after the router has put the
+ * base URL back, which labelled a refused submit `/` instead of `/v1/generations/`.
+ */
+function routeOf(req: Parameters<RequestHandler>[0]): { pattern(): string } {
+  let route: { path?: unknown } | undefined;
+  let mountedAt = '';
+  Object.defineProperty(req, 'route', {
+    configurable: true,
+    enumerable: true,
+    get: () => route,
+    set: (value: { path?: unknown } | undefined) => {
+      route = value;
+      mountedAt = req.baseUrl;
+    },
+  });
+  return { pattern: () => (route ? `${mountedAt}${String(route.path)}` : 'unmatched') };
 }

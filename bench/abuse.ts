@@ -18,8 +18,8 @@ import { spawnService } from './lib/services';
  * `npm run abuse`: one normal user's list and submit p99 at a steady rate, alone and then while hostile clients run on the
  * same API process — one user opening 2,000 event streams that resume from the start of its history, 16 connections of
  * bogus API keys, 300 sockets sending their headers slowly, one user flooding 5,000 submits and one flooding webhook
- * replays. The API runs as a child process with the default limits; the normal user and the attackers are processes of
- * their own (bench/lib/abuse-child.ts). Writes bench/out/abuse.json and bench/out/abuse.md.
+ * replays. The API runs as a child process with the default limits and log level; the normal user and the attackers
+ * are processes of their own (bench/lib/abuse-child.ts). Writes bench/out/abuse.json and bench/out/abuse.md.
  */
 const option = (name: string) => {
   const at = process.argv.indexOf(`--${name}`);
@@ -227,7 +227,10 @@ async function main(): Promise<number> {
       const apiUrl = `http://127.0.0.1:${port}`;
       // The stack's environment without the tests' own relaxation of the failed-authentication limit: the defaults apply.
       const { AUTH_FAILURE_BURST: _relaxed, ...env } = stack.env;
-      const api: SpawnedProcess = await spawnService('api', 'abuse-api', { ...env, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'warn' });
+      // The API at the shipped log level: the lines it writes for each request, and for each refusal, are part of what an
+      // attack costs it (and its log pipeline).
+      const api: SpawnedProcess = await spawnService('api', 'abuse-api', { ...env, PORT: String(port), ADMIN_API_KEY: stack.adminApiKey, LOG_LEVEL: 'info' });
+      const apiLogLines = () => api.output().split('\n').length - 1;
       let apiExit: string | undefined;
       void api.exited.then((e) => (apiExit = `exited with ${e.code ?? e.signal}`));
       try {
@@ -254,7 +257,9 @@ async function main(): Promise<number> {
         step(`baseline: the normal user alone, ${PLAN.listPerSecond} lists/s and ${PLAN.submitsPerSecond} submits/s for ${PLAN.seconds} s`);
         const xactsBefore = await transactions(stack.database.sql);
         const listsBefore = await listDurations(apiUrl);
+        const linesBefore = apiLogLines();
         const baseline = await runChild<NormalFigures>('normal', normalPlan(Date.now() + 3_000));
+        const baselineLines = apiLogLines() - linesBefore;
         const baselineLists = minus(await listDurations(apiUrl), listsBefore);
         const baselineXacts = (await transactions(stack.database.sql)) - xactsBefore;
         const rssBaseline = rssMib(api.pid);
@@ -314,7 +319,9 @@ async function main(): Promise<number> {
         const xactsAtAttack = await transactions(stack.database.sql);
         const listsAtAttack = await listDurations(apiUrl);
         const overflowsBefore = listenOverflows();
+        const linesAtAttack = apiLogLines();
         const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
+        const attackLines = apiLogLines() - linesAtAttack;
         clearInterval(sampler);
         clearInterval(cpuSampler);
         const attackXacts = (await transactions(stack.database.sql)) - xactsAtAttack;
@@ -337,6 +344,7 @@ async function main(): Promise<number> {
           sse_accepted_per_user: attack.streams.accepted,
           slow_sockets_open_after_15s: attack.slowSockets.openAfterCheck,
           api_rss_mib: Math.round(rssPeak),
+          api_log_lines: { alone: baselineLines, under_attack: attackLines },
           hostile,
           hostile_bad_answers: Object.values(hostile).reduce((n, outcomes) => n + badAnswers(outcomes), 0),
           api_alive: apiExit === undefined,
@@ -381,13 +389,14 @@ async function main(): Promise<number> {
           { section: 'replay flood', figure: `${PLAN.replayPerSecond} replays/s`, value: outcomes(hostile.replay_flood, attack.replayFlood.dropped) },
           { section: 'replay flood', figure: 'webhook requests the receiver got', value: String(deliveredReplays) },
           { section: 'api', figure: 'RSS alone → peak under attack', value: `${figures.details.api_rss_mib_baseline} → ${figures.api_rss_mib} MiB` },
+          { section: 'api', figure: `log lines written (info), ${PLAN.seconds} s alone → under attack`, value: `${baselineLines} → ${attackLines}` },
           { section: 'api', figure: '5xx (other than 503) or errors without a JSON code', value: String(figures.hostile_bad_answers), goal: '0', met: figures.hostile_bad_answers === 0 },
         ];
         step(`figures after ${Math.round((Date.now() - began) / 1000)} s`);
         say(formatTable(rows));
         const json = writeOut('abuse.json', `${JSON.stringify(figures, null, 2)}\n`);
         const md = writeOut('abuse.md', formatMarkdown('Abuse', rows, [
-          'Every client runs on this machine, from 127.0.0.1; the normal user and the attackers are separate processes, the API a child process with the default limits.',
+          'Every client runs on this machine, from 127.0.0.1; the normal user and the attackers are separate processes, the API a child process with the default limits and log level (info).',
           SHARED_CPU
             ? 'Every process ran at the same CPU priority (--shared-cpu).'
             : `The API, Postgres and the normal user ran at the usual CPU priority; the generation worker and the Temporal server at nice ${NICENESS.services}, the attackers at nice ${NICENESS.attackers} (hosts of their own in a deployment).`,

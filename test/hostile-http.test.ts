@@ -4,6 +4,7 @@ import { openEventStream, type EventStreamClient } from './notification-helpers'
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
 import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-helpers';
 import { createLogger } from '../src/lib/logger';
+import { generateWebhookSecret, signWebhook } from '../src/lib/webhook-signature';
 import { EARLY_ROUTE } from '../src/api/early-refusals';
 
 /**
@@ -245,5 +246,36 @@ describe('the API under hostile clients', () => {
     expect(refusalLines.length).toBeLessThanOrEqual(8);
     // Answers that are not refusals are written one by one as before.
     expect(lines.filter((l) => l.msg === 'request' && l.status === 202).length).toBe(submits.filter((r) => r.status === 202).length);
+  });
+
+  test("forged backend callbacks empty their address's own bucket: its callbacks are then refused 429 unread, its users' keys still pass", async () => {
+    const { url } = await api({ api: { authFailureBurst: 3, authFailuresPerSecond: 0.01 } });
+    const [secret] = stack.config.backend.webhookSecrets;
+    const callback = (sign: boolean) => {
+      const body = JSON.stringify({
+        event_id: `evt_${randomBytes(8).toString('hex')}`,
+        type: 'job.succeeded',
+        sequence: 2,
+        job: { id: `job_${randomBytes(8).toString('hex')}`, client_key: 'gen_nothing:run:1:attempt:1', status: 'succeeded', video_url: null, error: null },
+      });
+      const headers = sign ? signWebhook(secret, `msg_${randomBytes(8).toString('hex')}`, body) : signWebhook(generateWebhookSecret(), 'msg_forged', body);
+      return fetch(`${url}/internal/backend/callbacks`, { method: 'POST', headers: { ...headers, 'content-type': 'application/json' }, body });
+    };
+    const answer = async (res: Response) => `${res.status} ${((await res.json()) as { error?: { code: string } }).error?.code ?? 'ok'}`;
+    expect(await answer(await callback(true))).toBe('200 ok');
+    const checked = await metric(url, 'vg_backend_callbacks_total', { outcome: 'invalid_signature' });
+
+    const forged = [];
+    for (let i = 0; i < 8; i++) forged.push(await callback(false));
+    const answers = await Promise.all(forged.map(answer));
+    expect(answers).toEqual([...Array(3).fill('401 invalid_signature'), ...Array(5).fill('429 too_many_failed_auth')]);
+    expect(Number(forged[7].headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+    // The refused ones were not read or checked: only the first three signatures were.
+    expect((await metric(url, 'vg_backend_callbacks_total', { outcome: 'invalid_signature' })) - checked).toBe(3);
+    // While it is empty, a signed callback from the address waits too (the backend retries; polling still ends the job).
+    expect(await answer(await callback(true))).toBe('429 too_many_failed_auth');
+    // API keys count in a bucket of their own: a key this process has never seen, from the same address, passes.
+    const newcomer = await stack.createUser('pro');
+    expect((await apiClient(url, newcomer.apiKey).list()).status).toBe(200);
   });
 });

@@ -61,7 +61,8 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
 
   // Raw body for signature verification: mounted before the JSON parser.
   const backends = createBackends(config.backend.backends, { publicUrl: config.api.publicUrl, timeoutMs: config.backend.timeoutMs });
-  app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger, backends }));
+  const failedSignatures = { burst: config.api.authFailureBurst, perSecond: config.api.authFailuresPerSecond };
+  app.use('/internal/backend/callbacks', callbacksRouter({ client, sql, webhookSecrets: config.backend.webhookSecrets, logger, backends, failedSignatures }));
   // The codec endpoint (admin only, like the other admin routes) parses bodies of its own size.
   if (config.api.adminListener === undefined) mountCodecRoutes(app, { config, adminApiKey });
   // Batches parse their larger bodies themselves, once the key was checked (src/api/batches-routes.ts).

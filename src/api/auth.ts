@@ -147,7 +147,7 @@ export function forgetApiKeys(db: Db, keyIds: Iterable<string>): void {
 }
 
 /** Whose failures a request counts as: an IPv4 address, or an IPv6 address's /64 (a single host is given a whole /64). */
-function clientOf(req: Request): string {
+export function clientOf(req: Request): string {
   return clientOfAddress(req.ip ?? '');
 }
 
@@ -172,7 +172,7 @@ function lookUpOnce<T>(lookups: Map<string, Promise<T>>, token: string, lookUp: 
   return answer;
 }
 
-function tooManyFailures(failures: TokenBuckets, client: string, now: number): ApiError {
+export function tooManyFailures(failures: TokenBuckets, client: string, now: number): ApiError {
   clientRefusals.inc({ code: 'too_many_failed_auth' });
   return new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
     'Retry-After': String(Math.max(1, Math.ceil(failures.waitSeconds(client, now)))),

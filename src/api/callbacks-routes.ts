@@ -1,5 +1,5 @@
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import express, { Router } from 'express';
+import express, { Router, type Request, type RequestHandler } from 'express';
 import { z } from 'zod';
 import { attemptRecord, callbackOwnership, oweBackendCancel } from '../dispatch/backend-orphans';
 import { announceBackendJobEvent } from '../dispatch/backend-wakeups';
@@ -13,6 +13,8 @@ import { backendEventSignal, type BackendEventType } from '../contracts/generati
 import { ApiError } from '../wire/errors';
 import { withTemporalDeadline } from '../lib/temporal-deadline';
 import { parseOr400 } from './validation';
+import { clientOf, tooManyFailures } from './auth';
+import { TokenBuckets } from './token-buckets';
 
 const callbackSchema = z.object({
   event_id: z.string().min(1),
@@ -51,11 +53,15 @@ interface ReadCallback {
  * POST /internal/backend/callbacks/<backend name>: a provider's own webhook (Replicate, fal), verified and read by that
  * backend's adapter (`verifyCallback`), then the same path, unless the provider job it names is not the one its attempt
  * follows (src/dispatch/backend-orphans.ts).
+ * A callback whose signature fails takes a token of its address's bucket (`failedSignatures`: the failed-authentication
+ * limits, in a bucket apart from API keys', so a key-guesser behind the backend's address does not stop its callbacks);
+ * while the bucket is empty, the address's callbacks are refused 429 before their body is read or checked.
  */
 export function callbacksRouter({
   client,
   sql,
   webhookSecrets,
+  failedSignatures,
   logger,
   backends = new Map(),
 }: {
@@ -65,9 +71,22 @@ export function callbacksRouter({
   logger: Logger;
   /** The configured backends by name: those with webhooks of their own verify them. */
   backends?: ReadonlyMap<string, GenerationBackend>;
+  /** Failed signatures an address may send (a burst, refilled per second) before its callbacks are refused unread. */
+  failedSignatures: { burst: number; perSecond: number };
 }): Router {
   const router = Router();
   const rawBody = express.raw({ type: () => true, limit: '256kb' });
+  const failures = new TokenBuckets({ ...failedSignatures, maxKeys: 100_000 });
+  /** An address out of failed signatures: refused, and kept out while it keeps sending (as a key-guesser is). */
+  const refuseFailing: RequestHandler = (req, _res, next) => {
+    const address = clientOf(req);
+    const now = Date.now();
+    if (failures.level(address, now) >= 1) return next();
+    failures.take(address, now);
+    next(tooManyFailures(failures, address, now));
+  };
+
+  router.use(refuseFailing);
 
   router.post('/', rawBody, async (req, res) => {
     const raw = Buffer.isBuffer(req.body) ? req.body.toString('utf8') : '';
@@ -75,7 +94,7 @@ export function callbacksRouter({
       // Counted so the operator knows when the backend has stopped using the old secret and it can be dropped.
       if (verifyWebhook(webhookSecrets, req.headers, raw) > 0) callbacksSignedWithPrevious.inc();
     } catch (err) {
-      throw invalidSignature(err);
+      throw invalidSignature(req, err);
     }
     let json: unknown;
     try {
@@ -96,7 +115,7 @@ export function callbacksRouter({
     try {
       callback = await backend.verifyCallback({ headers: req.headers, rawBody: raw, query: req.query as Record<string, unknown> });
     } catch (err) {
-      if (err instanceof WebhookVerificationError) throw invalidSignature(err);
+      if (err instanceof WebhookVerificationError) throw invalidSignature(req, err);
       // Our side could not check it (the provider's keys out of reach): the provider retries.
       if (err instanceof BackendUnavailableError) throw new ApiError(503, 'verification_unavailable', 'the callback could not be verified now; retry', undefined, { 'Retry-After': '5' });
       throw new ApiError(400, 'invalid_callback', 'the callback body is not one this backend sends');
@@ -121,9 +140,10 @@ export function callbacksRouter({
     return { received: true, applied: false };
   }
 
-  function invalidSignature(err: unknown): unknown {
+  function invalidSignature(req: Request, err: unknown): unknown {
     if (!(err instanceof WebhookVerificationError)) return err;
     callbackMetrics.inc({ outcome: 'invalid_signature' });
+    failures.take(clientOf(req));
     return new ApiError(401, 'invalid_signature', err.message);
   }
 

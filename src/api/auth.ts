@@ -172,11 +172,21 @@ function lookUpOnce<T>(lookups: Map<string, Promise<T>>, token: string, lookUp: 
   return answer;
 }
 
-export function tooManyFailures(failures: TokenBuckets, client: string, now: number): ApiError {
+function tooManyFailures(failures: TokenBuckets, client: string, now: number): ApiError {
   clientRefusals.inc({ code: 'too_many_failed_auth' });
   return new ApiError(429, 'too_many_failed_auth', 'too many failed authentications from this address; retry later', undefined, {
     'Retry-After': String(Math.max(1, Math.ceil(failures.waitSeconds(client, now)))),
   });
+}
+
+/**
+ * The refusal of a client whose failure bucket is empty (429 too_many_failed_auth), which takes a token so that the bucket
+ * stays empty while the client keeps sending; undefined while it has tokens left.
+ */
+export function failuresRefusal(failures: TokenBuckets, client: string, now = Date.now()): ApiError | undefined {
+  if (failures.level(client, now) >= 1) return undefined;
+  failures.take(client, now);
+  return tooManyFailures(failures, client, now);
 }
 
 /**
@@ -189,10 +199,7 @@ export function guessRefusal(db: Db, authorization: string | undefined, address:
   const { keys, failures } = authenticationOf(db);
   const token = failures && tokenOf(authorization);
   if (!token || token.length > 200 || keys.has(token)) return undefined;
-  const client = clientOfAddress(address);
-  if (failures.level(client, now) >= 1) return undefined;
-  failures.take(client, now);
-  return tooManyFailures(failures, client, now);
+  return failuresRefusal(failures, clientOfAddress(address), now);
 }
 
 export function requireUser(db: Db): RequestHandler {

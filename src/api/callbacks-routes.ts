@@ -13,7 +13,7 @@ import { backendEventSignal, type BackendEventType } from '../contracts/generati
 import { ApiError } from '../wire/errors';
 import { withTemporalDeadline } from '../lib/temporal-deadline';
 import { parseOr400 } from './validation';
-import { clientOf, tooManyFailures } from './auth';
+import { clientOf, failuresRefusal } from './auth';
 import { TokenBuckets } from './token-buckets';
 
 const callbackSchema = z.object({
@@ -78,13 +78,7 @@ export function callbacksRouter({
   const rawBody = express.raw({ type: () => true, limit: '256kb' });
   const failures = new TokenBuckets({ ...failedSignatures, maxKeys: 100_000 });
   /** An address out of failed signatures: refused, and kept out while it keeps sending (as a key-guesser is). */
-  const refuseFailing: RequestHandler = (req, _res, next) => {
-    const address = clientOf(req);
-    const now = Date.now();
-    if (failures.level(address, now) >= 1) return next();
-    failures.take(address, now);
-    next(tooManyFailures(failures, address, now));
-  };
+  const refuseFailing: RequestHandler = (req, _res, next) => next(failuresRefusal(failures, clientOf(req)));
 
   router.use(refuseFailing);
 

@@ -223,4 +223,51 @@ describe('Postgres down', () => {
       await stack.close();
     }
   });
+
+  test('an outage under load writes the first answer and warning of each kind and a count of the rest, not two lines a request', async () => {
+    const stack = await startStack();
+    const databaseUrl = new URL(testEnv().databaseUrl);
+    const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
+    const viaProxy = new URL(databaseUrl);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const lines: Array<Record<string, unknown>> = [];
+    // The shipped log level: a line per request.
+    const logger = createLogger('outage-api', 'info', { destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) } });
+    const api = await startApi({ config: loadConfig({ ...stack.env, PORT: '0' }), databaseUrl: viaProxy.toString(), logger, adminApiKey: stack.adminApiKey });
+    let apiOpen = true;
+    try {
+      const { apiKey } = await stack.createUser('pro');
+      const client = apiClient(api.url, apiKey);
+      expect((await client.list()).status).toBe(200);
+
+      await proxy.cut();
+      // At once, as clients under load would send them (each waits for the pool's next attempt to connect, then fails).
+      const answers = await Promise.all([
+        ...Array.from({ length: 20 }, (_, i) => client.submit({ prompt: `during the outage ${i}` })),
+        ...Array.from({ length: 20 }, () => client.list()),
+      ]);
+      // Stopping is what writes the last counts.
+      await api.close({ graceMs: 0 });
+      apiOpen = false;
+      expect(answers.map((r) => `${r.status} ${(r.body as { error?: { code?: string } }).error?.code}`)).toEqual(Array(40).fill('503 database_unavailable'));
+
+      // Every answer is accounted for: the first of each kind in a window, with its request id, and a count of the rest.
+      const answerLines = lines.filter((l) => l.status === 503 && l.method !== undefined);
+      const answerFirsts = answerLines.filter((l) => l.msg === 'request');
+      expect(answerFirsts.length + answerLines.reduce((n, l) => n + Number(l.repeats ?? 0), 0)).toBe(40);
+      expect(answerFirsts[0]).toMatchObject({ requestId: expect.any(String) });
+      // Written one by one, they were 40 lines; counted, a few per kind (method and route) and window.
+      expect(answerLines.length).toBeLessThanOrEqual(12);
+      const warnings = lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('Postgres unavailable'));
+      const written = warnings.filter((l) => l.err !== undefined);
+      // The first warning of each error code carries the error; the rest are counted, none lost.
+      expect(written.length).toBeGreaterThanOrEqual(1);
+      expect(written.length + warnings.reduce((n, l) => n + Number(l.repeats ?? 0), 0)).toBe(40);
+      expect(warnings.length).toBeLessThanOrEqual(12);
+    } finally {
+      if (apiOpen) await api.close({ graceMs: 0 });
+      await proxy.close();
+      await stack.close();
+    }
+  });
 });

@@ -17,13 +17,20 @@ export function requestIdOf(incoming: string | string[] | undefined): string {
   return typeof incoming === 'string' && REQUEST_ID.test(incoming) ? incoming : randomUUID();
 }
 
-/** Each logger's count of repeated refusals (src/api/refusal-log.ts). */
-const refusalLogs = new WeakMap<Logger, RefusalLog>();
+/**
+ * Each logger's counts of repeats (src/api/refusal-log.ts): of the request lines of refusals, and of the warning a
+ * Postgres outage writes for each request it fails.
+ */
+const refusalLogs = new WeakMap<Logger, { answers: RefusalLog; outages: RefusalLog }>();
 
-function refusalLogOf(logger: Logger): RefusalLog {
+function refusalLogOf(logger: Logger): { answers: RefusalLog; outages: RefusalLog } {
   let refusals = refusalLogs.get(logger);
   if (!refusals) {
-    refusals = new RefusalLog((fields) => logger.info(fields, 'refusals like this one, counted rather than written one by one'));
+    refusals = {
+      answers: new RefusalLog((fields) => logger.info(fields, 'refusals like this one, counted rather than written one by one')),
+      // Kept by the error's code, which is what these lines name.
+      outages: new RefusalLog(({ route: code, repeats, windowMs }) => logger.warn({ code, repeats, windowMs }, 'Postgres unavailable for more requests, counted rather than written one by one')),
+    };
     refusalLogs.set(logger, refusals);
   }
   return refusals;
@@ -31,13 +38,24 @@ function refusalLogOf(logger: Logger): RefusalLog {
 
 /** Writes the refusals counted so far (the API calls it as it stops). */
 export function flushRefusals(logger: Logger): void {
-  refusalLogs.get(logger)?.flush();
+  const refusals = refusalLogs.get(logger);
+  refusals?.answers.flush();
+  refusals?.outages.flush();
 }
 
 /**
- * The duration histogram by route pattern, and the request's log line (built only when it will be written). A refusal
- * that asks the client to slow down (429) is written only as the first of its kind in a window; its repeats are counted
- * into one line (src/api/refusal-log.ts).
+ * Whether a request's "Postgres unavailable" warning is to be written: the first with its error's code in the window.
+ * An outage fails every request that reads the database, each with the same error; the repeats are counted.
+ */
+export function admitOutageWarning(logger: Logger, errorCode: string): boolean {
+  return refusalLogOf(logger).outages.admit({ method: undefined, route: errorCode, status: 503 });
+}
+
+/**
+ * The duration histogram by route pattern, and the request's log line (built only when it will be written). An answer
+ * that asks the client to come back later (429 slow down, 503 unavailable) is written only as the first of its kind in a
+ * window; its repeats are counted into one line (src/api/refusal-log.ts). A flood, or an outage under load, would
+ * otherwise write the log at the clients' rate.
  */
 export function recordRequest(
   logger: Logger,
@@ -47,7 +65,7 @@ export function recordRequest(
   httpDuration.observe({ method: line.method, route: line.route, status: `${Math.floor(line.status / 100)}xx` }, seconds);
   if (logger.isLevelEnabled('info')) {
     const { requestId, method, route, status, userId } = line;
-    if (status === 429 && !refusalLogOf(logger).admit({ method, route, status, userId })) return;
+    if ((status === 429 || status === 503) && !refusalLogOf(logger).answers.admit({ method, route, status, userId })) return;
     logger.info({ requestId, method, route, status, durationMs: Math.round(seconds * 1000), userId }, 'request');
   }
 }

@@ -9,6 +9,7 @@ import { createServiceStartRelay } from '../src/api/start-relay';
 import { generationInput, startGeneration } from '../src/contracts/generation-start';
 import { loadConfig } from '../src/config';
 import { creditBalance } from '../src/credits/ledger';
+import { createDatabase } from '../src/db/client';
 import { createLogger } from '../src/lib/logger';
 import { signWebhook } from '../src/lib/webhook-signature';
 import { apiClient, eventually, startStack, testEnv, type Stack } from './harness';
@@ -224,6 +225,28 @@ describe('Postgres down', () => {
     }
   });
 
+  test('however long the outage, a pool connects again within its capped backoff (2 s) once Postgres is back', async () => {
+    const databaseUrl = new URL(testEnv().databaseUrl);
+    const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
+    const viaProxy = new URL(databaseUrl);
+    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const database = createDatabase(viaProxy.toString(), { max: 1 });
+    try {
+      await database.sql`select 1`;
+      await proxy.cut();
+      // Each failed attempt to connect lengthens the wait before the next: postgres.js's own backoff is 10-20 s from the
+      // seventh on, so a pool that failed that often went on failing requests for that long after Postgres was back.
+      for (let failed = 0; failed < 9; failed++) await expect(database.sql`select 1`).rejects.toThrow();
+      await proxy.restore();
+      const back = Date.now();
+      await database.sql`select 1`;
+      expect(Date.now() - back).toBeLessThan(3_500);
+    } finally {
+      await database.close();
+      await proxy.close();
+    }
+  });
+
   test('an outage under load writes the first answer and warning of each kind and a count of the rest, not two lines a request', async () => {
     const stack = await startStack();
     const databaseUrl = new URL(testEnv().databaseUrl);
@@ -246,10 +269,11 @@ describe('Postgres down', () => {
         ...Array.from({ length: 20 }, (_, i) => client.submit({ prompt: `during the outage ${i}` })),
         ...Array.from({ length: 20 }, () => client.list()),
       ]);
+      expect(answers.map((r) => `${r.status} ${(r.body as { error?: { code?: string } }).error?.code}`)).toEqual(Array(40).fill('503 database_unavailable'));
+
       // Stopping is what writes the last counts.
       await api.close({ graceMs: 0 });
       apiOpen = false;
-      expect(answers.map((r) => `${r.status} ${(r.body as { error?: { code?: string } }).error?.code}`)).toEqual(Array(40).fill('503 database_unavailable'));
 
       // Every answer is accounted for: the first of each kind in a window, with its request id, and a count of the rest.
       const answerLines = lines.filter((l) => l.status === 503 && l.method !== undefined);

@@ -17,11 +17,21 @@ export function createDatabase(
 ) {
   const connection: Record<string, string> = { application_name: 'videogen', TimeZone: 'UTC', ...settings };
   if (statementTimeoutMs > 0) connection.statement_timeout = String(statementTimeoutMs);
-  const sql = postgres(url, { max, onnotice: () => {}, connection });
+  const sql = postgres(url, { max, onnotice: () => {}, connection, backoff: reconnectDelaySeconds });
   const db = drizzle(sql, { schema });
   /** Opens every connection of the pool now, so the first burst of requests does not wait for their setup. */
   const warm = async () => void (await Promise.all(Array.from({ length: max }, () => sql`select 1`)));
   return { sql, db, warm, close: () => sql.end({ timeout: 5 }) };
+}
+
+/**
+ * Seconds before a closed connection tries again, after `failures` failed attempts of the pool in a row: 50 ms doubling,
+ * at most 2 s, jittered. postgres.js's default grows to 20 s (3^n / 100 s), so after an outage of a few seconds the pool
+ * kept every request waiting, and then failing, for up to 20 s after Postgres was back. Ten connections trying every
+ * 2 s is no load on a server that is down.
+ */
+export function reconnectDelaySeconds(failures: number): number {
+  return (0.5 + Math.random() / 2) * Math.min(0.05 * 2 ** failures, 2);
 }
 
 export type Database = ReturnType<typeof createDatabase>;

@@ -240,7 +240,7 @@ describe('Postgres down', () => {
       await proxy.restore();
       const back = Date.now();
       await database.sql`select 1`;
-      expect(Date.now() - back).toBeLessThan(3_500);
+      expect(Date.now() - back).toBeLessThan(4_000);
     } finally {
       await database.close();
       await proxy.close();

@@ -193,12 +193,18 @@ describe('Temporal stopped for maintenance', () => {
 });
 
 describe('Postgres down', () => {
-  test('a submit is refused with 503 database_unavailable and Retry-After; once Postgres is back it is accepted', async () => {
-    const stack = await startStack();
+  /** The tests' Postgres behind a TCP proxy that can cut it, and the database URL through the proxy. */
+  async function postgresBehindProxy() {
     const databaseUrl = new URL(testEnv().databaseUrl);
     const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
     const viaProxy = new URL(databaseUrl);
     viaProxy.host = `127.0.0.1:${proxy.port}`;
+    return { proxy, viaProxy };
+  }
+
+  test('a submit is refused with 503 database_unavailable and Retry-After; once Postgres is back it is accepted', async () => {
+    const stack = await startStack();
+    const { proxy, viaProxy } = await postgresBehindProxy();
     const config = loadConfig({ ...stack.env, PORT: '0' });
     const api = await startApi({ config, databaseUrl: viaProxy.toString(), logger: createLogger('test', 'silent'), adminApiKey: stack.adminApiKey });
     try {
@@ -226,10 +232,7 @@ describe('Postgres down', () => {
   });
 
   test('however long the outage, a pool connects again within its capped backoff (2 s) once Postgres is back', async () => {
-    const databaseUrl = new URL(testEnv().databaseUrl);
-    const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
-    const viaProxy = new URL(databaseUrl);
-    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const { proxy, viaProxy } = await postgresBehindProxy();
     const database = createDatabase(viaProxy.toString(), { max: 1 });
     try {
       await database.sql`select 1`;
@@ -249,10 +252,7 @@ describe('Postgres down', () => {
 
   test('an outage under load writes the first answer and warning of each kind and a count of the rest, not two lines a request', async () => {
     const stack = await startStack();
-    const databaseUrl = new URL(testEnv().databaseUrl);
-    const proxy = await startTcpProxy({ host: databaseUrl.hostname, port: Number(databaseUrl.port || 5432) });
-    const viaProxy = new URL(databaseUrl);
-    viaProxy.host = `127.0.0.1:${proxy.port}`;
+    const { proxy, viaProxy } = await postgresBehindProxy();
     const lines: Array<Record<string, unknown>> = [];
     // The shipped log level: a line per request.
     const logger = createLogger('outage-api', 'info', { destination: { write: (line: string) => void lines.push(JSON.parse(line) as Record<string, unknown>) } });

@@ -20,7 +20,7 @@ import { migrate } from '../src/migrate';
 import { buildIdOf, makeVersionCurrent } from '../src/worker-deployment';
 import { loadSimulatorSettings } from '../simulator/settings';
 import { isPortFree } from './lib/ports';
-import { spawnService, stopChild, Supervisor } from './lib/supervisor';
+import { exitOf, spawnService, stopChild, Supervisor } from './lib/supervisor';
 import { startTemporalDevServer, waitForTemporal } from './lib/temporal-dev-server';
 
 const ROOT = path.resolve(__dirname, '..');
@@ -70,6 +70,7 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
       uiCodecEndpoint: `${codecBase(config)}/codec`,
       onSpawn: (pid, stop) => supervisor.add({ name: 'temporal', pid, stop }),
     });
+    supervisor.watch('temporal', temporal.exited, path.join(logDir, 'temporal.log'));
     temporalAddress = temporal.address;
     temporalUi = temporal.uiUrl;
   }
@@ -83,6 +84,7 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
     step(`Postgres: starting embedded Postgres (data in ${rel(dataDir)}/postgres, port ${config.database.embeddedPort})`);
     const pg = await startEmbeddedPostgres({ dataDir, port: config.database.embeddedPort, logger: createLogger('start', 'warn'), logFile: path.join(logDir, 'postgres.log') });
     supervisor.add({ name: 'postgres', pid: pg.pid, stop: pg.stop });
+    supervisor.watch('postgres', pg.exited, path.join(logDir, 'postgres.log'));
     if (pg.relocated) step(`Postgres: ${pg.relocated}`);
     databaseUrl = pg.url;
   }
@@ -101,6 +103,7 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
       logFile: path.join(logDir, 'mailpit.log'),
       onSpawn: (pid, stop) => supervisor.add({ name: 'mailpit', pid, stop }),
     });
+    supervisor.watch('mailpit', mailpit.exited, path.join(logDir, 'mailpit.log'));
     mailUi = mailpit.uiUrl;
   }
   if (supervisor.isStopping) return;
@@ -129,21 +132,8 @@ async function run(config: Config, supervisor: Supervisor, { startedAt, dataDir,
     const logFile = path.join(logDir, `${name}.log`);
     step(`${name}: starting (log: ${rel(logFile)})`);
     const child = spawnService(entry, { cwd: ROOT, env, logFile });
-    let stopping = false;
-    child.once('exit', (code, signal) => {
-      if (stopping || supervisor.isStopping) return;
-      say(`\n${name} exited unexpectedly (code ${code}, signal ${signal}); last lines of its log:`);
-      for (const line of fs.readFileSync(logFile, 'utf8').trimEnd().split('\n').slice(-15)) say(`  ${line}`);
-      void supervisor.stopAll(1);
-    });
-    supervisor.add({
-      name,
-      pid: child.pid,
-      stop: () => {
-        stopping = true;
-        return stopChild(child);
-      },
-    });
+    supervisor.watch(name, exitOf(child), logFile);
+    supervisor.add({ name, pid: child.pid, stop: () => stopChild(child) });
   }
   await waitForHttp(`${config.backend.url}/healthz`, 30_000);
   await waitForHttp(`http://127.0.0.1:${config.api.port}/healthz`, 30_000);

@@ -176,6 +176,21 @@ describe('npm start, as a person runs it', () => {
     await ctrlC(s);
     expect(processes.filter((p) => alive(p.pid))).toEqual([]);
   });
+
+  test('a part that dies while it runs stops everything, saying which and why: nothing is left half-running', async () => {
+    const s = start('npm-start-part-died');
+    await ready(s);
+    const processes = descendants(s.npm.pid!);
+    const temporal = processes.find((p) => p.comm === 'temporal');
+    expect(temporal).toBeDefined();
+    // As the kernel's OOM killer would.
+    process.kill(temporal!.pid, 'SIGKILL');
+    await Promise.race([s.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`npm start did not end after the Temporal dev server died:\n${s.output()}`)), 60_000))]);
+    expect(s.npm.exitCode).not.toBe(0);
+    expect(s.output()).toMatch(/temporal exited unexpectedly \(code null, signal SIGKILL\); last lines of its log[\s\S]*api stopped\s+worker stopped\s+simulator stopped\s+mailpit stopped\s+postgres stopped\s+temporal stopped/);
+    expect(processes.filter((p) => alive(p.pid))).toEqual([]);
+    for (const port of ports) expect({ port, free: await isPortFree(port) }).toEqual({ port, free: true });
+  });
 });
 
 /** When the job's GPU task was scheduled and when its (last) attempt started, from its workflow history (ms). */

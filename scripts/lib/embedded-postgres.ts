@@ -5,6 +5,7 @@ import os from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import type { Logger } from '../../src/lib/logger';
+import { exitOf, type ExitStatus } from './supervisor';
 
 const USER = 'videogen';
 const PASSWORD = 'videogen';
@@ -30,6 +31,8 @@ export interface EmbeddedPostgres {
   /** Set when the binaries and data had to live elsewhere than asked; says where and why. */
   relocated?: string;
   stop(): Promise<void>;
+  /** Resolves when the server exits. */
+  exited: Promise<ExitStatus>;
 }
 
 /**
@@ -52,6 +55,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
 
   if (!fs.existsSync(path.join(databaseDir, 'PG_VERSION'))) await initialise(binDir, databaseDir, runAs, options.logger);
   const child = await startServer(binDir, databaseDir, options.port, logFile, runAs);
+  const exited = exitOf(child);
   const url = `postgres://${USER}:${PASSWORD}@127.0.0.1:${options.port}/${DATABASE}`;
   try {
     await ensureDatabase(options.port);
@@ -59,7 +63,7 @@ export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions): P
     await stopServer(child);
     throw err;
   }
-  return { url, pid: child.pid!, databaseDir, relocated, stop: () => stopServer(child) };
+  return { url, pid: child.pid!, databaseDir, relocated, stop: () => stopServer(child), exited };
 }
 
 interface SystemUser {

@@ -1,6 +1,6 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { startTool } from './supervisor';
+import { startTool, type ExitStatus } from './supervisor';
 
 const ROOT = path.resolve(__dirname, '../..');
 
@@ -29,6 +29,8 @@ export interface RunningMailpit {
   uiUrl: string;
   pid?: number;
   stop(): Promise<void>;
+  /** Resolves when it exits. */
+  exited: Promise<ExitStatus>;
 }
 
 export function mailpitArgs(options: MailpitOptions): string[] {
@@ -50,7 +52,7 @@ export function mailpitArgs(options: MailpitOptions): string[] {
 /** Starts Mailpit and resolves once its API answers. */
 export async function startMailpit(options: MailpitOptions, { timeoutMs = 30_000 } = {}): Promise<RunningMailpit> {
   const uiUrl = `http://127.0.0.1:${options.uiPort}`;
-  const { pid, stop } = await startTool(
+  const { pid, stop, exited } = await startTool(
     { name: 'mailpit', bin: mailpitBinary(), args: mailpitArgs(options), logFile: options.logFile, dbFile: options.dbFile, onSpawn: options.onSpawn },
     async (alive) => {
       const deadline = Date.now() + timeoutMs;
@@ -62,5 +64,5 @@ export async function startMailpit(options: MailpitOptions, { timeoutMs = 30_000
       }
     },
   );
-  return { smtpUrl: `smtp://127.0.0.1:${options.smtpPort}`, uiUrl, pid, stop };
+  return { smtpUrl: `smtp://127.0.0.1:${options.smtpPort}`, uiUrl, pid, stop, exited };
 }

@@ -15,6 +15,18 @@ export interface Supervised {
   stop(): Promise<void>;
 }
 
+/** How a process ended: its exit code, or the signal that ended it. */
+export interface ExitStatus {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+}
+
+/** Resolves when the child exits, however and whenever that is (at once if it has already). */
+export function exitOf(child: ChildProcess): Promise<ExitStatus> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve({ code: child.exitCode, signal: child.signalCode });
+  return new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
+}
+
 interface Recorded {
   name: string;
   pid: number;
@@ -50,6 +62,20 @@ export class Supervisor {
   add(process: Supervised): void {
     this.running.push(process);
     this.record();
+  }
+
+  /**
+   * A started process that exits while nothing is stopping (it crashed, ran out of memory, or someone killed it) stops
+   * everything, after saying which one and the last lines of its log: a stack with a part missing would go on answering
+   * without doing the work (jobs kept queued with no Temporal, 503s with no Postgres), and say nothing.
+   */
+  watch(name: string, exited: Promise<ExitStatus>, logFile: string): void {
+    void exited.then(({ code, signal }) => {
+      if (this.isStopping) return;
+      this.say(`\n${name} exited unexpectedly (code ${code}, signal ${signal}); last lines of its log (${logFile}):`);
+      for (const line of lastLines(logFile, 15)) this.say(`  ${line}`);
+      void this.stopAll(1);
+    });
   }
 
   stopAll(code: number): Promise<never> {
@@ -90,6 +116,14 @@ export class Supervisor {
       if (pid !== undefined && cmdline !== undefined) recorded.push({ name, pid, cmdline });
     }
     fs.writeFileSync(this.pidFile, JSON.stringify(recorded));
+  }
+}
+
+function lastLines(file: string, count: number): string[] {
+  try {
+    return fs.readFileSync(file, 'utf8').trimEnd().split('\n').slice(-count);
+  } catch {
+    return ['(no log)'];
   }
 }
 
@@ -142,7 +176,10 @@ export interface ToolStart {
  * waits for `ready`, which is handed a check that throws once the process failed to spawn or exited. A start that fails
  * stops the process, unless the caller took its stop through `onSpawn`.
  */
-export async function startTool(start: ToolStart, ready: (alive: () => void) => Promise<void>): Promise<{ pid: number | undefined; stop: () => Promise<void> }> {
+export async function startTool(
+  start: ToolStart,
+  ready: (alive: () => void) => Promise<void>,
+): Promise<{ pid: number | undefined; stop: () => Promise<void>; exited: Promise<ExitStatus> }> {
   fs.mkdirSync(path.dirname(start.logFile), { recursive: true });
   if (start.dbFile) fs.mkdirSync(path.dirname(start.dbFile), { recursive: true });
   const log = fs.openSync(start.logFile, 'a');
@@ -150,6 +187,7 @@ export async function startTool(start: ToolStart, ready: (alive: () => void) => 
   fs.closeSync(log);
   let exited = false;
   let spawnError: Error | undefined;
+  const exit = exitOf(child);
   child.once('exit', () => (exited = true));
   child.once('error', (err) => {
     spawnError = err;
@@ -167,7 +205,7 @@ export async function startTool(start: ToolStart, ready: (alive: () => void) => 
     if (!start.onSpawn) await stop();
     throw err;
   }
-  return { pid: child.pid, stop };
+  return { pid: child.pid, stop, exited: exit };
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves once it has exited. */

@@ -57,11 +57,11 @@ export function devServerArgs(options: TemporalDevServerOptions): string[] {
 /** Starts `temporal server start-dev` and resolves once its frontend answers and the default namespace exists. */
 export async function startTemporalDevServer(options: TemporalDevServerOptions, { timeoutMs = 60_000 } = {}) {
   const address = `127.0.0.1:${options.port}`;
-  const { pid, stop } = await startTool(
+  const { pid, stop, exited } = await startTool(
     { name: 'temporal server', bin: temporalBinary(), args: devServerArgs(options), logFile: options.logFile, dbFile: options.dbFile, onSpawn: options.onSpawn },
     (alive) => waitForTemporal(address, timeoutMs, alive),
   );
-  return { address, uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined, pid, stop };
+  return { address, uiUrl: options.uiPort ? `http://127.0.0.1:${options.uiPort}` : undefined, pid, stop, exited };
 }
 
 export async function waitForTemporal(address: string, timeoutMs: number, check: () => void = () => {}): Promise<void> {

@@ -53,6 +53,18 @@ describe('the secret settings', () => {
   });
 });
 
+describe('empty values', () => {
+  test('count as unset for every setting: a number is its default, not 0, and an optional one stays off', () => {
+    const config = loadConfig({ PORT: '', ADMIN_PORT: '', GPU_SLOTS: '', DATABASE_URL: '', TEMPORAL_ADDRESS: '', PUBLIC_URL: '', BACKEND_URL: '' });
+    expect(config.api.port).toBe(3000);
+    expect(config.api.adminListener).toBeUndefined();
+    expect(config.worker.gpuSlots).toBe(4);
+    expect(config.database.url).toBeUndefined();
+    expect(config.temporal.external).toBe(false);
+    expect(config.api.publicUrl).toBe('http://127.0.0.1:3000');
+  });
+});
+
 describe('retention settings', () => {
   test('default to windows that keep a reused Idempotency-Key safe', () => {
     const { retention, temporal } = loadConfig({});

@@ -37,7 +37,7 @@ const tierNumbers = (fallback: string, { min = 0 } = {}) =>
       return numbers;
     });
 
-/** An optional setting where an empty value counts as unset (compose's `${X:-}`). */
+/** An optional setting where an empty value counts as unset (compose's `${X:-}`; parseSettings also drops empty values). */
 const emptyIsUnset = <S extends z.ZodType>(schema: S) => z.preprocess((v) => (v === '' ? undefined : v), schema.optional());
 /** A secret setting: an empty value counts as unset, and no message ever repeats the value. */
 const secretSetting = emptyIsUnset;
@@ -285,7 +285,9 @@ export class ConfigError extends Error {
 
 /** Parses `env` with `schema`; a bad value is a ConfigError naming the setting (never repeating a secret's value). */
 export function parseSettings<S extends z.ZodType>(schema: S, env: Record<string, string | undefined>): z.infer<S> {
-  const parsed = schema.safeParse(env);
+  // An empty value counts as unset, for every setting (compose's `${X:-}`, an `export X=`): read as a number it was 0,
+  // so `PORT=` served on a random port, `ADMIN_PORT=` moved /metrics to one, and `GPU_SLOTS=` paused dispatch.
+  const parsed = schema.safeParse(Object.fromEntries(Object.entries(env).filter(([, value]) => value !== '')));
   if (!parsed.success) {
     throw new ConfigError(parsed.error.issues.map((i) => `${i.path.join('.')}: ${i.message}`).join('; '));
   }

@@ -46,8 +46,12 @@ describe('the API under hostile clients', () => {
     expect((await known.list()).status).toBe(200);
     const newcomer = await stack.createUser('pro');
 
+    const unrouted = { route: '/v1/generations (unrouted)', status: '4xx' };
+    const refusedByMount = await metric(url, 'vg_http_request_duration_seconds_count', unrouted);
     const burst = await Promise.all(Array.from({ length: 5 }, () => apiClient(url, bogusKey()).list()));
     expect(burst.map((r) => r.status)).toEqual([401, 401, 401, 401, 401]);
+    // Refused by the mount's authentication before any route took them: labelled with the mount, not `unmatched`.
+    expect((await metric(url, 'vg_http_request_duration_seconds_count', unrouted)) - refusedByMount).toBe(5);
     const lookups = await metric(url, 'vg_api_key_lookups_total');
     const early = { route: EARLY_ROUTE, status: '4xx' };
     const answeredEarly = await metric(url, 'vg_http_request_duration_seconds_count', early);

@@ -91,19 +91,33 @@ export function requestLog(logger: Logger): RequestHandler {
 /**
  * The route pattern the request matched, with the path its router is mounted at. Read when the router sets `req.route`:
  * an answer the error middleware gives (a refusal passed on with `next(err)`) is written after the router has put the
- * base URL back, which labelled a refused submit `/` instead of `/v1/generations/`.
+ * base URL back, which labelled a refused submit `/` instead of `/v1/generations/`. A request that no route took but
+ * that entered a mount (refused by the mount's authentication, say, or failed there by a database outage) is labelled
+ * with the deepest mount it entered, `/v1/generations (unrouted)`, not `unmatched`: the mounts are a fixed set, so the
+ * label stays bounded. One that entered none is `unmatched`.
  */
 function routeOf(req: Parameters<RequestHandler>[0]): { pattern(): string } {
   let route: { path?: unknown } | undefined;
   let mountedAt = '';
+  let baseUrl = req.baseUrl;
+  let deepestMount = '';
   Object.defineProperty(req, 'route', {
     configurable: true,
     enumerable: true,
     get: () => route,
     set: (value: { path?: unknown } | undefined) => {
       route = value;
-      mountedAt = req.baseUrl;
+      mountedAt = baseUrl;
     },
   });
-  return { pattern: () => (route ? `${mountedAt}${String(route.path)}` : 'unmatched') };
+  Object.defineProperty(req, 'baseUrl', {
+    configurable: true,
+    enumerable: true,
+    get: () => baseUrl,
+    set: (value: string) => {
+      baseUrl = value;
+      if (value.length > deepestMount.length) deepestMount = value;
+    },
+  });
+  return { pattern: () => (route ? `${mountedAt}${String(route.path)}` : deepestMount ? `${deepestMount} (unrouted)` : 'unmatched') };
 }

@@ -5,7 +5,13 @@ import client from 'prom-client';
  * cardinality would grow with the user base. Each process exposes the registry at /metrics.
  */
 export const registry = new client.Registry();
-client.collectDefaultMetrics({ register: registry, prefix: 'vg_process_' });
+/**
+ * How often the event-loop delay is sampled. prom-client's default, 10 ms, wakes the loop 100 times a second in every
+ * process, busy or idle: some 3 ms of CPU a second each on this project's 2-core machines, most of an idle worker's
+ * cost. At 100 ms the lag figures still show any stall a scrape apart (docs/decisions.md, "Worker CPU per job").
+ */
+const EVENT_LOOP_SAMPLE_MS = 100;
+client.collectDefaultMetrics({ register: registry, prefix: 'vg_process_', eventLoopMonitoringPrecision: EVENT_LOOP_SAMPLE_MS });
 
 const seconds = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800];
 

@@ -36,10 +36,10 @@ EXPOSE 3000
 FROM runtime AS simulator
 COPY simulator ./simulator
 EXPOSE 4000
-CMD ["node", "--import", "tsx", "simulator/main.ts"]
+CMD ["node", "--min-semi-space-size=16", "--import", "tsx", "simulator/main.ts"]
 
 # The default target, last: the production image.
 FROM runtime AS production
 # node itself with tsx's loader, not tsx's CLI: `docker stop`'s SIGTERM reaches the service, which drains and exits (the CLI
 # would relay it and SIGKILL a child slow to acknowledge).
-CMD ["node", "--import", "tsx", "src/api/main.ts"]
+CMD ["node", "--min-semi-space-size=16", "--import", "tsx", "src/api/main.ts"]

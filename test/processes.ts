@@ -2,7 +2,7 @@ import { TEST_PAYLOAD_KEYS } from './payload-keys';
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
-import { serviceNodeOptions } from '../scripts/lib/node-options';
+import { serviceNodeArgs, serviceNodeOptions } from '../scripts/lib/node-options';
 
 /**
  * Real child processes for tests that kill things: a worker that dies mid-step, an API that restarts. Each process runs
@@ -55,7 +55,7 @@ export function spawnTsProcess({ name, script, args = [], env, root = ROOT, nice
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const logFile = path.join(ARTIFACTS, `${name}.log`);
   const log = fs.createWriteStream(logFile, { flags: 'w' });
-  const command = [process.execPath, '--import', 'tsx', path.join(root, script), ...args];
+  const command = [process.execPath, ...serviceNodeArgs(path.join(root, script)), ...args];
   // `nice` execs the command: the pid is still the node process's own.
   if (niceness !== undefined) command.unshift('nice', '-n', String(niceness));
   const child = spawn(command[0], command.slice(1), {

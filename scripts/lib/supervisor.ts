@@ -1,6 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
+import { serviceNodeArgs } from './node-options';
 
 /**
  * What `npm start` runs, and how it stops. Every process it starts lives in a process group of its own, so a terminal's
@@ -154,7 +155,7 @@ async function stopPid(pid: number): Promise<void> {
  */
 export function spawnService(entry: string, { cwd, env, logFile }: { cwd: string; env: Record<string, string>; logFile: string }): ChildProcess {
   const log = fs.openSync(logFile, 'a');
-  const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd, env, stdio: ['ignore', log, log], detached: true });
+  const child = spawn(process.execPath, serviceNodeArgs(entry), { cwd, env, stdio: ['ignore', log, log], detached: true });
   fs.closeSync(log);
   return child;
 }

@@ -23,6 +23,6 @@ describe('service Node flags', () => {
     expect(execForms.length).toBeGreaterThanOrEqual(5);
     for (const command of execForms) expect(command.replaceAll(', ', ',')).toContain(expected);
     const scripts = (JSON.parse(read('package.json')) as { scripts: Record<string, string> }).scripts;
-    for (const name of ['api', 'worker']) expect(scripts[name]).toMatch(new RegExp(`^node ${SERVICE_NODE_ARGS.join(' ')} --import tsx `));
+    for (const name of ['api', 'worker', 'simulator']) expect(scripts[name]).toMatch(new RegExp(`^node ${SERVICE_NODE_ARGS.join(' ')} --import tsx `));
   });
 });

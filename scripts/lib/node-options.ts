@@ -22,7 +22,7 @@ export function serviceNodeOptions(inherited: string | undefined): string {
  * `--min-semi-space-size=16`: the young generation starts at 2 × 16 MiB instead of 2 × 1 MiB. V8 grows it only when many
  * objects survive a scavenge, and a worker's objects die young (an activation, a statement, a payload), so it stayed
  * small: the generation worker's two heaps were scavenged about twice per job, some 2 ms each. With it, the workers' CPU
- * per job fell by 4 to 7 ms in two interleaved runs (docs/decisions.md, "Worker CPU per job", eighth pass), for about
+ * per job fell by 4 to 7 ms in three interleaved runs (docs/decisions.md, "Worker CPU per job", eighth pass), for about
  * 30 MiB more memory per heap.
  */
 export const SERVICE_NODE_ARGS: readonly string[] = ['--min-semi-space-size=16'];

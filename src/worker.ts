@@ -3,7 +3,7 @@ import { DefaultLogger, NativeConnection, Runtime, Worker, type WorkflowBundleOp
 import net from 'node:net';
 import os from 'node:os';
 import { createEndingActivities } from './activities/ending';
-import { createLifecycleActivities } from './activities/lifecycle';
+import { createLifecycleActivities, createRunOpener } from './activities/lifecycle';
 import { createProjectionActivities } from './activities/projection';
 import { createReconcileActivities } from './activities/reconcile';
 import { createRetentionActivities, RETENTION_SESSION } from './activities/retention';
@@ -164,6 +164,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
             logger: logger.child({ component: 'gpu' }),
             callbackUrl: `${config.api.publicUrl}/internal/backend/callbacks`,
             pollIntervalMs: config.generation.pollIntervalMs,
+            openRun: createRunOpener({ db: database.db, specs, pricing: config.generation.pricing }).openFundedRun,
           }),
           // One activity slot is one GPU, granted only under a Postgres lease of the pool's live capacity (src/dispatch).
           ...gpuDispatch.workerOptions,

@@ -92,7 +92,9 @@ describe('tracing', () => {
     };
     const start = one('StartWorkflow:generationWorkflow', roots[0]);
     const run = one('RunWorkflow:generationWorkflow', start);
-    for (const activity of ['openFundedRun', 'runGeneration', 'endGeneration']) one(`RunActivity:${activity}`, one(`StartActivity:${activity}`, run));
+    // A first run opens at its GPU slot (GenerationSettings.opensAtSlot): the GPU activity and the ending are its activities.
+    for (const activity of ['runGeneration', 'endGeneration']) one(`RunActivity:${activity}`, one(`StartActivity:${activity}`, run));
+    expect(spans.filter((s) => s.name.endsWith(':openFundedRun'))).toEqual([]);
     const gpu = one('RunActivity:runGeneration');
     // The backend's HTTP calls, made within the GPU activity: the submit at least.
     const backendCalls = spans.filter((s) => s.kind === SpanKind.CLIENT && s.parentSpanId === gpu.spanId && String(s.attributes['url.full']).startsWith(stack.simulator.url));

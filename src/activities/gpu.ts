@@ -11,14 +11,15 @@ import {
   type GenerationBackend,
 } from '../backend/types';
 import type { Db } from '../db/client';
-import { applyWrite } from '../db/projection';
+import { applyWrite, type QueuedJob } from '../db/projection';
+import type { RunFunding } from './lifecycle';
 import { generations } from '../db/schema';
 import { and, eq, sql } from 'drizzle-orm';
 import { backendClientKey, runTag, type GenerationRequest, type GpuAttemptResult } from '../domain/generation';
 import type { Logger } from '../lib/logger';
 import { timeInQueue } from '../lib/metrics';
 import { urlWithTraceContext } from '../lib/tracing';
-import { BACKEND_DOWN_FAILURE, backendEventSignal, GENERATION_TIMEOUT_FAILURE } from '../contracts/generation';
+import { BACKEND_DOWN_FAILURE, backendEventSignal, GENERATION_TIMEOUT_FAILURE, INSUFFICIENT_CREDITS_FAILURE } from '../contracts/generation';
 import { attemptStopKey, type BackendWakeups } from '../dispatch/backend-wakeups';
 import { abandonBackendJob, type BackendHealth } from '../dispatch/backend-health';
 
@@ -43,6 +44,8 @@ export interface GpuActivityDeps {
   pollIntervalMs: number;
   /** This dispatcher's Temporal worker identity, recorded on the jobs it runs. */
   dispatcherIdentity: string;
+  /** A run's opening (src/activities/lifecycle.ts createRunOpener), for an attempt whose run opens at its GPU slot. */
+  openRun: (job: QueuedJob, runOpenedAt: string, options: { atSlot: true }) => Promise<RunFunding>;
 }
 
 export interface GpuAttemptInput {
@@ -65,6 +68,11 @@ export interface GpuAttemptInput {
   backend?: string;
   /** The other backends that can render the job: while one is up, this attempt leaves its backend when it is down. */
   alternatives?: string[];
+  /**
+   * Set by a first run that opens at its GPU slot (GenerationSettings.opensAtSlot): the attempt opens the run (its row tied to the run,
+   * its reservation found) before it submits, and fails with insufficient_credits when there is none to be had.
+   */
+  opens?: { userId: string; retryOf?: string };
 }
 
 /** Returns a function to call often: it heartbeats once 0.7 of the heartbeat timeout has passed since the last one. */
@@ -366,6 +374,13 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     return err;
   }
 
+  /** Opens the attempt's run before anything is submitted (idempotent: a retried try, a later attempt, change nothing). */
+  async function openAtSlot(input: GpuAttemptInput, { userId, retryOf }: NonNullable<GpuAttemptInput['opens']>): Promise<void> {
+    const job = { jobId: input.jobId, userId, tier: input.tier, request: input.request, acceptedAt: input.acceptedAt, ...(retryOf === undefined ? {} : { retryOf }) };
+    const funding = await deps.openRun(job, input.runOpenedAt, { atSlot: true });
+    if (!funding.ok) throw ApplicationFailure.create({ type: INSUFFICIENT_CREDITS_FAILURE, message: funding.message, nonRetryable: true });
+  }
+
   async function runGeneration(input: GpuAttemptInput): Promise<GpuAttemptResult> {
     const log = deps.logger.child({ jobId: input.jobId, workflowId: input.jobId, attempt: input.attempt, ...(input.backend === undefined ? {} : { backend: input.backend }) });
     // Listening from the first moment, so a stop sent while the backend is still being asked is heard.
@@ -373,6 +388,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     const stop: AttemptStop = { requested: false, woken: wake.woken };
     void wake.woken.then(() => (stop.requested = true));
     try {
+      if (input.opens) await openAtSlot(input, input.opens);
       return await (deps.mode === 'sync' ? runSync(input, stop, log) : runAsync(input, stop, log));
     } finally {
       wake.cancel();

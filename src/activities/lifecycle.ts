@@ -3,7 +3,7 @@ import { ensureRunReservation, InsufficientCreditsError, settleCredits } from '.
 import { sql } from 'drizzle-orm';
 import type { Db } from '../db/client';
 import { attemptStopKey, BACKEND_JOB_CHANNEL } from '../dispatch/backend-wakeups';
-import { openRun } from '../db/projection';
+import { openRun, type QueuedJob } from '../db/projection';
 import type { GenerationInput, GenerationRequest, GpuAttemptResult } from '../domain/generation';
 import type { RenderRequest } from '../domain/backend-specs';
 import { creditsFor, type PriceRules } from '../domain/pricing';
@@ -52,22 +52,45 @@ export interface LifecycleDeps {
   pricing: PriceRules;
 }
 
-/** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
-export function createLifecycleActivities({ db, backend, backends, routing, specs, pricing }: LifecycleDeps) {
-  const backendNamed = (name: string | undefined): GenerationBackend => (name === undefined ? backend : (backends?.get(name) ?? backend));
+/** Whether a run's opening found (or made) the job's credit reservation. */
+export type RunFunding = { ok: true } | { ok: false; message: string };
 
-  /** A run's first step: the job must hold a reservation (an operator-restarted run reserves anew). */
-  async function reserveForRun({ jobId, userId, request, runOpenedAt }: RunReservationInput): Promise<{ ok: true } | { ok: false; message: string }> {
+/**
+ * A run's opening: its projection row tied to the run (src/db/projection.ts openRun), then its credit reservation (an
+ * operator-restarted run reserves anew). The lifecycle's local activity runs it for a reset run; the GPU activity runs it
+ * for a first run, at its slot (GenerationSettings.opensAtSlot). Idempotent: a replayed or retried
+ * call changes nothing.
+ */
+export function createRunOpener({ db, specs, pricing }: Pick<LifecycleDeps, 'db' | 'specs' | 'pricing'>) {
+  /** The job must hold a reservation. */
+  async function reserveForRun({ jobId, userId, request, runOpenedAt }: RunReservationInput, firstRunAcceptedAt?: string): Promise<RunFunding> {
     try {
       const price = creditsFor(request, pricing);
       const credits = specs ? reservedCredits(price, specs, { ...request, aspect_ratio: request.aspect_ratio ?? '16:9' }) : price;
-      await ensureRunReservation(db, { jobId, userId, credits }, runOpenedAt);
+      await ensureRunReservation(db, { jobId, userId, credits }, runOpenedAt, firstRunAcceptedAt);
       return { ok: true };
     } catch (err) {
       if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
       throw err;
     }
   }
+
+  /** `atSlot`: a first run opening at its GPU slot, perhaps after it ended (ensureRunReservation's firstRunAcceptedAt). */
+  async function openFundedRun(job: QueuedJob, runOpenedAt: string, { atSlot = false } = {}): Promise<RunFunding> {
+    await openRun(db, job, runOpenedAt);
+    const { duration_seconds, resolution, priority, aspect_ratio } = job.request;
+    const request = { duration_seconds, resolution, aspect_ratio, ...(priority === undefined ? {} : { priority }) };
+    return reserveForRun({ jobId: job.jobId, userId: job.userId, request, runOpenedAt }, atSlot ? job.acceptedAt : undefined);
+  }
+
+  return { reserveForRun, openFundedRun };
+}
+
+/** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
+export function createLifecycleActivities({ db, backend, backends, routing, specs, pricing }: LifecycleDeps) {
+  const backendNamed = (name: string | undefined): GenerationBackend => (name === undefined ? backend : (backends?.get(name) ?? backend));
+
+  const { reserveForRun, openFundedRun } = createRunOpener({ db, specs, pricing });
 
   return {
     /**
@@ -116,12 +139,9 @@ export function createLifecycleActivities({ db, backend, backends, routing, spec
     /** The reservation step of a run begun before the lean run (LEAN_RUN_PATCH), which replays it as an activity. */
     ensureRunReservation: reserveForRun,
 
-    /** A run's opening, as one local activity: its projection row for this run, then its credit reservation. */
-    async openFundedRun({ input, runOpenedAt }: { input: GenerationInput; runOpenedAt: string }): Promise<{ ok: true } | { ok: false; message: string }> {
-      await openRun(db, input, runOpenedAt);
-      const { duration_seconds, resolution, priority } = input.request;
-      const { aspect_ratio } = input.request;
-      return reserveForRun({ jobId: input.jobId, userId: input.userId, request: { duration_seconds, resolution, aspect_ratio, ...(priority === undefined ? {} : { priority }) }, runOpenedAt });
+    /** A run's opening, as one local activity (a reset run's; a first run opens at its GPU slot): see createRunOpener. */
+    async openFundedRun({ input, runOpenedAt }: { input: GenerationInput; runOpenedAt: string }): Promise<RunFunding> {
+      return openFundedRun(input, runOpenedAt);
     },
 
     /** Captures the job's reserved credits on success, releases them otherwise — once, whoever retries. */

@@ -39,6 +39,12 @@ export const GENERATION_WORKFLOW_TYPE = 'generationWorkflow';
 export const GENERATION_TIMEOUT_FAILURE = 'GenerationTimeout';
 
 /**
+ * The GPU activity's failure type when the run it opens (a first run opens at its GPU slot: GenerationSettings.opensAtSlot) finds no
+ * reservation and cannot make one: the job fails with insufficient_credits, as a run's opening does.
+ */
+export const INSUFFICIENT_CREDITS_FAILURE = 'InsufficientCredits';
+
+/**
  * The GPU activity's failure type when a routed attempt leaves its backend because it is down (health check or circuit)
  * while another that can render the job is up: the workflow routes a new attempt, which does not count as a retry.
  */

@@ -124,4 +124,21 @@ describe('one credit reservation for admission and the ledger', () => {
       ['capture', `${reservationKey(released, 'run-2')}:settle`],
     ]);
   });
+
+  test("a first run opening at its GPU slot after its job ended reserves nothing; one under a pruned job's id reserves anew", async () => {
+    const { user } = await createUser(database.db, { name: 'at-slot', tier: 'pro', credits: 100 });
+    const [ended, reused] = ['ended', 'reused'].map((name) => `gen_${user.id}_${name}`);
+    // Canceled in the queue while a dispatcher took its task: the ending released the submit's reservation first.
+    const acceptedAt = new Date().toISOString();
+    await admit(user.id, ended, 20);
+    expect(await settleCredits(database.db, ended, 'release')).toBe('release');
+    expect(await ensureRunReservation(database.db, { jobId: ended, userId: user.id, credits: 20 }, 'run-1', acceptedAt)).toBe('ended');
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 100, reserved: 0, used: 0 });
+    // The same id a month after an earlier job's (retention pruned its row; the ledger keeps its settled key): reserved anew.
+    await admit(user.id, reused, 20);
+    expect(await settleCredits(database.db, reused, 'capture')).toBe('capture');
+    await database.sql`update credit_ledger set created_at = now() - interval '31 days' where job_id = ${reused}`;
+    expect(await ensureRunReservation(database.db, { jobId: reused, userId: user.id, credits: 20 }, 'run-2', new Date().toISOString())).toBe('reserved');
+    expect(await creditBalance(database.db, user.id)).toEqual({ available: 60, reserved: 20, used: 20 });
+  });
 });

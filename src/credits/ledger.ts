@@ -58,6 +58,9 @@ export async function undoReservation(tx: Tx, jobId: string): Promise<void> {
     .where(eq(creditAccounts.userId, entry.userId));
 }
 
+/** How far the API's clock (a job's acceptance) and Postgres's (its ledger entries) may differ. */
+const CLOCK_SKEW_ALLOWANCE_MS = 3_600_000;
+
 /** The job's reservation not yet settled, if any. */
 async function openReservation(tx: Tx, jobId: string) {
   const rows = await tx.select().from(creditLedger).where(and(eq(creditLedger.jobId, jobId), inArray(creditLedger.kind, ['reserve', 'capture', 'release'])));
@@ -73,12 +76,19 @@ async function openReservation(tx: Tx, jobId: string) {
  * the key taken and reserved nothing). A first run that finds no reservation at all reserves the job's price itself:
  * the submit's was undone after a start that failed as far as the API could tell (a timeout) while the workflow did
  * start, or while a replay of the submit started it.
+ *
+ * `firstRunAcceptedAt`: the run is the job's first, opening at its GPU slot (GenerationSettings.opensAtSlot), which can
+ * come after the run has already ended (canceled or timed out in the queue while a dispatcher was taking its task).
+ * Then the submit's reservation is this job's own, settled by that ending, and nothing is reserved again ('ended'). It
+ * is told from an earlier job's under the same id by its age: that one is at least a retention window older than this
+ * job's acceptance (an hour is allowed for the clocks of the API and of Postgres to differ).
  */
 export async function ensureRunReservation(
   db: Db,
   { jobId, userId, credits }: { jobId: string; userId: string; credits: number },
   run: string,
-): Promise<'held' | 'reserved'> {
+  firstRunAcceptedAt?: string,
+): Promise<'held' | 'reserved' | 'ended'> {
   // Almost always the submit's reservation is there: one read says so, without a transaction (the one below takes no
   // lock either: reserving is idempotent by key, vg_reserve_credits). Statement text, prepared once per connection:
   // every run's opening asks (docs/decisions.md, "Worker CPU per job").
@@ -88,6 +98,7 @@ export async function ensureRunReservation(
   return db.transaction(async (tx) => {
     if (await openReservation(tx, jobId)) return 'held';
     const [first] = await tx.select().from(creditLedger).where(eq(creditLedger.entryKey, reservationKey(jobId)));
+    if (first && firstRunAcceptedAt !== undefined && first.createdAt.getTime() >= Date.parse(firstRunAcceptedAt) - CLOCK_SKEW_ALLOWANCE_MS) return 'ended';
     if (first) await reserveCredits(tx, userId, jobId, credits, run);
     else await reserveCredits(tx, userId, jobId, credits);
     return 'reserved';

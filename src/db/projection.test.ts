@@ -67,6 +67,23 @@ describe('projection writes', () => {
     expect((await row(job.jobId)).status).toBe('succeeded');
   });
 
+  test("a first run's write opens a row no run has opened (its job ended in the queue), and a later run's open reopens it", async () => {
+    // A first run opens at its GPU slot; one canceled or timed out in the queue never got there: its ending is its first write.
+    const job = input();
+    await insertQueued(database.db, job);
+    expect((await row(job.jobId)).runOpenedAt).toBeNull();
+    const firstRun = new Date(Date.now() - 60_000).toISOString();
+    const expired = { ...succeeded(job.jobId, firstRun), status: 'expired' as const, attempt: 1, videoUrl: null, backendJobId: null };
+    expect(await applyWrite(database.db, expired)).toBe(true);
+    expect(await row(job.jobId)).toMatchObject({ status: 'expired', runOpenedAt: new Date(firstRun) });
+    // An operator's reset opens a newer run, which then owns the row; the first run's writes no longer land.
+    const secondRun = new Date().toISOString();
+    expect(await openRun(database.db, job, secondRun)).toBe(true);
+    expect(await row(job.jobId)).toMatchObject({ status: 'queued', runOpenedAt: new Date(secondRun) });
+    expect(await applyWrite(database.db, { jobId: job.jobId, runOpenedAt: firstRun, status: 'running', attempt: 1, progress: 0.5 })).toBe(false);
+    expect(await applyWrite(database.db, succeeded(job.jobId, secondRun))).toBe(true);
+  });
+
   test("a run opening after its submit was undone (the start looked failed, yet the workflow started) makes the row again", async () => {
     const job = input();
     await insertQueued(database.db, job);

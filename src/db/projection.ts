@@ -132,8 +132,11 @@ export function queuedRow(input: GenerationInput): GenerationRow {
   };
 }
 
-/** The queued row's one writer (vg_write_queued_generation), as the submit (no run) or a run's first step calls it. */
-async function writeQueued(db: Db, input: GenerationInput, runOpenedAt: string | null): Promise<boolean> {
+/** What the queued row is written from: the job, without the run's settings. */
+export type QueuedJob = Pick<GenerationInput, 'jobId' | 'userId' | 'tier' | 'request' | 'acceptedAt' | 'retryOf'>;
+
+/** The queued row's one writer (vg_write_queued_generation), as the submit (no run) or a run's opening calls it. */
+async function writeQueued(db: Db, input: QueuedJob, runOpenedAt: string | null): Promise<boolean> {
   const { request } = input;
   const [row] = await db.execute<{ wrote: boolean }>(sql`
     select vg_write_queued_generation(${input.jobId}, ${input.userId}, ${input.tier}, ${request.prompt},
@@ -156,13 +159,13 @@ export async function insertQueued(db: Db, input: GenerationInput): Promise<Gene
 }
 
 /**
- * The workflow's first step: ties the row to this workflow run. For the first run it only stamps the row (creating it when
- * admission's is gone); for a newer run (an operator reset the workflow to retry the job) it reopens the row as queued. A
- * replayed call changes nothing. One statement, so an undo of the submit (src/api/admission-store.ts undoSubmission,
- * which takes only rows no run has opened) either comes first and the row is made again, or finds the row opened and
- * leaves it.
+ * A run's opening (src/activities/lifecycle.ts createRunOpener): ties the row to this workflow run. For the first run (at
+ * its GPU slot) it only stamps the row (creating it when admission's is gone); for a newer run (an operator reset the
+ * workflow to retry the job; its first step) it reopens the row as queued. A replayed call changes nothing. One
+ * statement, so an undo of the submit (src/api/admission-store.ts undoSubmission, which takes only rows no run has
+ * opened) either comes first and the row is made again, or finds the row opened and leaves it.
  */
-export async function openRun(db: Db, input: GenerationInput, runOpenedAt: string): Promise<boolean> {
+export async function openRun(db: Db, input: QueuedJob, runOpenedAt: string): Promise<boolean> {
   return writeQueued(db, input, runOpenedAt);
 }
 
@@ -171,6 +174,9 @@ export async function openRun(db: Db, input: GenerationInput, runOpenedAt: strin
  * two to four times (acceptance, progress, its end), and building it through the query builder cost more CPU than the
  * statement itself (docs/decisions.md, "Worker CPU per job"). A field the write leaves out keeps its value; the start and
  * completion times are set once, the first writer wins. What the moved row returns is what the end metrics read.
+ * A write of a run lands on its run's row or on a row no run has opened yet, which it then ties to its run: a first run
+ * opens its row at its GPU slot, and one that ends before it gets one (canceled or timed out in the queue) has only its
+ * ending's write to do so. A reset run opens its row before it writes (openRun), so an older run's writes miss it.
  */
 const APPLY_WRITE = `
   update generations set
@@ -184,9 +190,10 @@ const APPLY_WRITE = `
     error = coalesce($10::jsonb, error),
     started_at = coalesce(started_at, $11::timestamptz),
     completed_at = coalesce(completed_at, $12::timestamptz),
+    run_opened_at = coalesce(run_opened_at, $13::timestamptz),
     updated_at = now()
   where id = $1
-    and ($13::timestamptz is null or run_opened_at = $13::timestamptz)
+    and ($13::timestamptz is null or run_opened_at = $13::timestamptz or run_opened_at is null)
     and status_rank < ${TERMINAL_RANK}
     and status = any($14::text[])
     and (status_rank, attempt, progress) < ($3::smallint, $4::int, $5::real)

@@ -59,6 +59,14 @@ export interface GenerationSettings {
    * backend's own `gpu` task queue. Unset (one backend, or a run started before routing): every attempt on gpuTaskQueue.
    */
   routing?: true;
+  /**
+   * Set on every run started without routing: the run, if it is the workflow's first (not a reset), opens at its GPU slot.
+   * Its GPU activity ties the queued row to the run and finds the submit's reservation before it submits, instead of a
+   * local activity in the run's first workflow task, whose result was a workflow activation of its own. A reset run, a
+   * routed one (its queued reroutes need its row opened) and one started before this setting open first.
+   * docs/decisions.md ("Worker CPU per job", ninth pass).
+   */
+  opensAtSlot?: true;
 }
 
 export interface GenerationInput {

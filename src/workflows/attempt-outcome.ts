@@ -1,7 +1,7 @@
 import { ActivityFailure, ApplicationFailure, isCancellation, TimeoutFailure, type ActivityOptions } from '@temporalio/workflow';
 import type { GenerationInput, GpuAttemptResult } from '../domain/generation';
 import { fromBackendErrorCode, generationError, type GenerationError } from '../domain/generation-errors';
-import { GENERATION_TIMEOUT_FAILURE, type BackendEvent } from '../contracts/generation';
+import { GENERATION_TIMEOUT_FAILURE, INSUFFICIENT_CREDITS_FAILURE, type BackendEvent } from '../contracts/generation';
 
 /** How one generation attempt ended, from whichever source spoke first: the GPU activity, a callback, a deadline or a cancel. */
 export type AttemptOutcome =
@@ -57,6 +57,9 @@ export function outcomeOfFailure(failure: unknown): AttemptOutcome {
   }
   if (cause instanceof ApplicationFailure && cause.type === GENERATION_TIMEOUT_FAILURE) {
     return { kind: 'failed', backendJobId: null, error: generationError('generation_timeout', cause.message) };
+  }
+  if (cause instanceof ApplicationFailure && cause.type === INSUFFICIENT_CREDITS_FAILURE) {
+    return { kind: 'failed', backendJobId: null, error: generationError('insufficient_credits', cause.message) };
   }
   const rejected = cause instanceof ApplicationFailure && cause.type === 'BackendRejectedError';
   const message = cause instanceof Error ? cause.message : 'the GPU activity failed';

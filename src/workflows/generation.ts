@@ -1,4 +1,4 @@
-import { ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, TimeoutFailure, upsertSearchAttributes } from '@temporalio/workflow';
+import { ActivityCancellationType, ActivityFailure, ApplicationFailure, CancellationScope, condition, isCancellation, log, patched, proxyActivities, proxyLocalActivities, setHandler, TimeoutFailure, upsertSearchAttributes, workflowInfo } from '@temporalio/workflow';
 import type { SearchAttributeUpdatePair } from '@temporalio/common';
 import type * as endingActivities from '../activities/ending';
 import type * as gpuActivities from '../activities/gpu';
@@ -95,6 +95,13 @@ export const BACKEND_ROUTING_PATCH = 'backend-routing';
  */
 export const REROUTE_QUEUED_PATCH = 'reroute-queued';
 
+/**
+ * The history's length in a run's first workflow task when nothing came before it (started, task scheduled, task
+ * started). A longer one is a reset run's (its earlier events, the failed task that reset it), or one signaled before its
+ * first task, or one whose first task was retried: those open first, in a local activity, as every run did before.
+ */
+const FIRST_TASK_HISTORY_LENGTH = 3;
+
 /** Attempts moved off a down or paused backend before the run stops moving them (each needs another backend up). */
 const MAX_REROUTES = 10;
 
@@ -185,7 +192,13 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   const { duration_seconds, resolution } = input.request;
   const reservation = { jobId, userId: input.userId, request: { duration_seconds, resolution }, runOpenedAt };
   let funded: Awaited<ReturnType<LifecycleActivities['ensureRunReservation']>>;
-  if (lean) {
+  // A first run started to open at its GPU slot (GenerationSettings.opensAtSlot) does; decided from its input and history
+  // alone, so a replay decides the same.
+  const opensAtSlot = lean && settings.opensAtSlot === true && !routed && workflowInfo().historyLength <= FIRST_TASK_HISTORY_LENGTH;
+  const opens = opensAtSlot ? { opens: { userId: input.userId, ...(input.retryOf === undefined ? {} : { retryOf: input.retryOf }) } } : {};
+  if (opensAtSlot) {
+    funded = { ok: true }; // the GPU activity says otherwise, as insufficient_credits
+  } else if (lean) {
     const opening = { input, runOpenedAt };
     funded = await durably(
       () => quick.openFundedRun(opening),
@@ -245,7 +258,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     // The lean run's running deadline is kept by the GPU activity (maxRunMs), not by a timer here (an action per job).
     const maxRunMs = lean ? settings.maxRunMs : undefined;
     const onRoute = route ? { backend: route.backend, alternatives: route.alternatives } : {};
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs, ...onRoute }));
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs, ...onRoute, ...opens }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(

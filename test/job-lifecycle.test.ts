@@ -197,6 +197,22 @@ describe('every job reaches one right ending', () => {
     expect(await settled(() => onceCounts(stack, submission.jobId))).toEqual({ reserves: 1, captures: 1, releases: 0, notifications: 1 });
     expect((await api.call('GET', '/v1/usage')).body.credits).toEqual({ ...before, available: before.available - submission.credits, used: submission.credits });
   });
+
+  test('such a job whose user has no credits left fails with insufficient_credits at its GPU slot, before anything is submitted', async () => {
+    // A first run opens when its GPU activity takes a slot: there it finds no reservation and none to be made.
+    const { apiKey, userId } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    await stack.database.sql`update credit_accounts set available = 0 where user_id = ${userId}`;
+    const request = { prompt: 'started without credits', duration_seconds: 2, resolution: '720p' as const, aspect_ratio: '16:9' as const, seed: null, webhook_url: null, metadata: {} };
+    const submission = describeSubmission(stack.config, { id: userId, name: 'test', tier: 'pro', createdAt: new Date() }, request, 'no-credits-1');
+    const { jobId, request: req, acceptedAt } = submission;
+    await startGeneration(stack.client, stack.config, generationInput(stack.config, { jobId, userId, tier: 'pro', request: req, acceptedAt }));
+
+    expect(await api.waitForTerminal(jobId)).toMatchObject({ status: 'failed', error: { code: 'insufficient_credits', retryable: false }, backend_job_id: null });
+    expect(stack.simulator.simulator.engine.list(`${jobId}:`)).toHaveLength(0);
+    expect(await settled(() => onceCounts(stack, jobId))).toMatchObject({ reserves: 0, captures: 0, releases: 0 });
+    expect((await api.call('GET', '/v1/usage')).body.credits).toEqual({ available: 0, reserved: 0, used: 0 });
+  });
 });
 
 describe('deadlines in the queue', () => {

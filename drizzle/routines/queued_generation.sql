@@ -1,7 +1,7 @@
 -- The queued row of a generation, written in one place (docs/decisions.md, "Submit writes the row with its admission"):
 -- by the submit's admission (admission.sql), by a replay whose first submit left none, and by a run's opening (a first
--- run's GPU activity at its slot, a reset run's first step; src/db/projection.ts insertQueued, openRun). src/db/projection.ts queuedRow describes the same row, which a
--- submit answers without reading it back. The table is drizzle/0000's. Applied by the migrate step whenever this file
+-- run's GPU activity at its slot, a reset run's first step; src/db/projection.ts insertQueued, openRun).
+-- src/db/projection.ts queuedRow describes the same row, which a submit answers without reading it back. The table is drizzle/0000's. Applied by the migrate step whenever this file
 -- changes (src/db/routines.ts): every statement here must be safe to run again.
 
 -- Without a run: the row as the submit writes it (updated when accepted), inserted when the job has none, nothing

@@ -108,9 +108,10 @@ export async function startAdmitted(deps: SubmitDeps, submission: Submission, { 
 
 /**
  * A submit whose Idempotency-Key was taken before: the same body replays the first answer; another body is refused. A
- * row no workflow has opened yet may belong to a first submit still starting, one kept while Temporal is away, or one
- * whose API died before the start: the workflow is started again (idempotent) or kept, so a replay never answers for a
- * job that will not run.
+ * row no workflow has opened yet may belong to a first submit still starting, one kept while Temporal is away, one whose
+ * API died before the start, or a job whose first run waits for its GPU slot (where it opens its row): the workflow is
+ * started again (idempotent: Temporal answers with the run already there) or kept, so a replay never answers for a job
+ * that will not run.
  */
 export async function replaySubmission(deps: SubmitDeps, submission: Submission, earlier: { requestHash: string; acceptedAt: Date }): Promise<SubmitResult> {
   if (earlier.requestHash !== submission.requestHash) {

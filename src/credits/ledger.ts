@@ -69,7 +69,7 @@ async function openReservation(tx: Tx, jobId: string) {
 }
 
 /**
- * A workflow run's first step: the job must hold an unsettled reservation. The first run's was made at submit. When the
+ * A workflow run's opening: the job must hold an unsettled reservation. The first run's was made at submit. When the
  * submit's key is taken by a settled reservation, this run reserves the request's price under its own key (and may
  * find the credits gone): it is a run an operator started again after the job ended, or a new job under the id of an
  * earlier one whose row retention has deleted (an Idempotency-Key used again after its job's window: admission found

@@ -150,7 +150,7 @@ async function writeQueued(db: Db, input: QueuedJob, runOpenedAt: string | null)
  * the submit's admission calls first (in SQL), and:
  * - insertQueued creates the row once (a replay whose first submit left none calls it; then it is a no-op when the row
  *   is there) and returns it to the one that created it;
- * - openRun, the workflow's first step, stamps it with the run (below);
+ * - openRun, a run's opening, stamps it with the run (below); a run's first write stamps a row no run has opened;
  * - applyWrite moves the row forward only: a write lands when (rank, attempt, progress) grows and the row is not terminal,
  *   so a replayed, duplicated or reordered write — from any process — never moves a job backwards.
  */

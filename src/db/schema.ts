@@ -60,8 +60,9 @@ export const generations = pgTable(
     /** Temporal identity of the GPU dispatcher running the current attempt (for operators chasing stuck jobs). */
     dispatcher: text('dispatcher'),
     /**
-     * Start of the workflow run that owns the row (the workflow's clock at its first step). An operator's reset starts a
-     * newer run, which reopens the row; writes of older runs are then ignored.
+     * Start of the workflow run that owns the row (the workflow's clock at its first step), written by the run's opening
+     * (a first run's when its GPU activity takes a slot) or its first write. An operator's reset starts a newer run,
+     * which reopens the row; writes of older runs are then ignored. Null: no run has opened the row yet.
      */
     runOpenedAt: timestamp('run_opened_at', { withTimezone: true }),
     /** When the running attempt should have ended; past it the job is "stuck" until its deadline fires. */

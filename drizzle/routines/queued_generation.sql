@@ -1,15 +1,16 @@
 -- The queued row of a generation, written in one place (docs/decisions.md, "Submit writes the row with its admission"):
 -- by the submit's admission (admission.sql), by a replay whose first submit left none, and by a run's opening (a first
 -- run's GPU activity at its slot, a reset run's first step; src/db/projection.ts insertQueued, openRun).
--- src/db/projection.ts queuedRow describes the same row, which a submit answers without reading it back. The table is drizzle/0000's. Applied by the migrate step whenever this file
--- changes (src/db/routines.ts): every statement here must be safe to run again.
+-- src/db/projection.ts queuedRow describes the same row, which a submit answers without reading it back. The table is
+-- drizzle/0000's. Applied by the migrate step whenever this file changes (src/db/routines.ts): every statement here
+-- must be safe to run again.
 
 -- Without a run: the row as the submit writes it (updated when accepted), inserted when the job has none, nothing
--- otherwise. With a run (its opening, once per run): the same row stamped with the run, inserted when the
--- job has none (an undone submit whose workflow started all the same); a row no run has opened, or an older run opened,
--- is reset to it (for the first run that only stamps it; a newer run, after an operator's reset, reopens the job as
--- queued). One statement, so an undo of the submit (src/db/submissions.ts, which takes only rows no run has opened)
--- either comes first and the row is made again, or finds it opened and leaves it. Returns whether it wrote.
+-- otherwise. With a run (its opening, once per run): the same row stamped with the run, inserted when the job has none
+-- (an undone submit whose workflow started all the same); a row no run has opened, or an older run opened, is reset to
+-- it (for the first run that only stamps it; a newer run, after an operator's reset, reopens the job as queued). One
+-- statement, so an undo of the submit (src/db/submissions.ts, which takes only rows no run has opened) either comes
+-- first and the row is made again, or finds it opened and leaves it. Returns whether it wrote.
 -- p_retry_of: the job a rerun repeats (POST /v1/generations/:id/retry), written with the row and never changed.
 
 -- The version without p_retry_of: an overload beside the new one would make a call of seven arguments ambiguous.

@@ -69,8 +69,9 @@ export interface GpuAttemptInput {
   /** The other backends that can render the job: while one is up, this attempt leaves its backend when it is down. */
   alternatives?: string[];
   /**
-   * Set by a first run that opens at its GPU slot (GenerationSettings.opensAtSlot): the attempt opens the run (its row tied to the run,
-   * its reservation found) before it submits, and fails with insufficient_credits when there is none to be had.
+   * Set by a first run that opens at its GPU slot (GenerationSettings.opensAtSlot): the attempt opens the run (its row
+   * tied to the run, its reservation found) before it submits, and fails with insufficient_credits when there is none to
+   * be had.
    */
   opens?: { userId: string; retryOf?: string };
 }
@@ -374,11 +375,16 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     return err;
   }
 
-  /** Opens the attempt's run before anything is submitted (idempotent: a retried try, a later attempt, change nothing). */
-  async function openAtSlot(input: GpuAttemptInput, { userId, retryOf }: NonNullable<GpuAttemptInput['opens']>): Promise<void> {
+  /**
+   * Opens the attempt's run before anything is submitted (idempotent: a retried try, a later attempt, change nothing).
+   * Returns false when the run has ended already: canceled or timed out in the queue while this dispatcher was taking
+   * its task (its stop may have come before this attempt listened for it), so nothing is to be submitted.
+   */
+  async function openAtSlot(input: GpuAttemptInput, { userId, retryOf }: NonNullable<GpuAttemptInput['opens']>): Promise<boolean> {
     const job = { jobId: input.jobId, userId, tier: input.tier, request: input.request, acceptedAt: input.acceptedAt, ...(retryOf === undefined ? {} : { retryOf }) };
     const funding = await deps.openRun(job, input.runOpenedAt, { atSlot: true });
     if (!funding.ok) throw ApplicationFailure.create({ type: INSUFFICIENT_CREDITS_FAILURE, message: funding.message, nonRetryable: true });
+    return funding.ended !== true;
   }
 
   async function runGeneration(input: GpuAttemptInput): Promise<GpuAttemptResult> {
@@ -388,7 +394,10 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     const stop: AttemptStop = { requested: false, woken: wake.woken };
     void wake.woken.then(() => (stop.requested = true));
     try {
-      if (input.opens) await openAtSlot(input, input.opens);
+      if (input.opens && !(await openAtSlot(input, input.opens))) {
+        log.info('the run ended before this attempt took its slot: nothing submitted');
+        return { backendJobId: '', status: 'canceled', videoUrl: null, error: null };
+      }
       return await (deps.mode === 'sync' ? runSync(input, stop, log) : runAsync(input, stop, log));
     } finally {
       wake.cancel();

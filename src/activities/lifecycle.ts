@@ -52,14 +52,17 @@ export interface LifecycleDeps {
   pricing: PriceRules;
 }
 
-/** Whether a run's opening found (or made) the job's credit reservation. */
-export type RunFunding = { ok: true } | { ok: false; message: string };
+/**
+ * Whether a run's opening found (or made) the job's credit reservation; `ended`: the run had already ended (its ending
+ * settled the reservation), which only a first run opening at its GPU slot can find.
+ */
+export type RunFunding = { ok: true; ended?: true } | { ok: false; message: string };
 
 /**
  * A run's opening: its projection row tied to the run (src/db/projection.ts openRun), then its credit reservation (an
- * operator-restarted run reserves anew). The lifecycle's local activity runs it for a reset run; the GPU activity runs it
- * for a first run, at its slot (GenerationSettings.opensAtSlot). Idempotent: a replayed or retried
- * call changes nothing.
+ * operator-restarted run reserves anew). The lifecycle's local activity runs it for a reset run; the GPU activity runs
+ * it for a first run, at its slot (GenerationSettings.opensAtSlot). Idempotent: a replayed or retried call changes
+ * nothing.
  */
 export function createRunOpener({ db, specs, pricing }: Pick<LifecycleDeps, 'db' | 'specs' | 'pricing'>) {
   /** The job must hold a reservation. */
@@ -67,8 +70,8 @@ export function createRunOpener({ db, specs, pricing }: Pick<LifecycleDeps, 'db'
     try {
       const price = creditsFor(request, pricing);
       const credits = specs ? reservedCredits(price, specs, { ...request, aspect_ratio: request.aspect_ratio ?? '16:9' }) : price;
-      await ensureRunReservation(db, { jobId, userId, credits }, runOpenedAt, firstRunAcceptedAt);
-      return { ok: true };
+      const found = await ensureRunReservation(db, { jobId, userId, credits }, runOpenedAt, firstRunAcceptedAt);
+      return found === 'ended' ? { ok: true, ended: true } : { ok: true };
     } catch (err) {
       if (err instanceof InsufficientCreditsError) return { ok: false, message: err.message };
       throw err;

@@ -39,8 +39,9 @@ export const GENERATION_WORKFLOW_TYPE = 'generationWorkflow';
 export const GENERATION_TIMEOUT_FAILURE = 'GenerationTimeout';
 
 /**
- * The GPU activity's failure type when the run it opens (a first run opens at its GPU slot: GenerationSettings.opensAtSlot) finds no
- * reservation and cannot make one: the job fails with insufficient_credits, as a run's opening does.
+ * The GPU activity's failure type when the run it opens (a first run opens at its GPU slot:
+ * GenerationSettings.opensAtSlot) finds no reservation and cannot make one: the job fails with insufficient_credits, as
+ * a run's opening does.
  */
 export const INSUFFICIENT_CREDITS_FAILURE = 'InsufficientCredits';
 

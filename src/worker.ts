@@ -164,7 +164,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
             logger: logger.child({ component: 'gpu' }),
             callbackUrl: `${config.api.publicUrl}/internal/backend/callbacks`,
             pollIntervalMs: config.generation.pollIntervalMs,
-            openRun: createRunOpener({ db: database.db, specs, pricing: config.generation.pricing }).openFundedRun,
+            openRun: createRunOpener({ db: database.db, specs, pricing: config.generation.pricing }).openAtSlot,
           }),
           // One activity slot is one GPU, granted only under a Postgres lease of the pool's live capacity (src/dispatch).
           ...gpuDispatch.workerOptions,

@@ -44,8 +44,8 @@ export interface GpuActivityDeps {
   pollIntervalMs: number;
   /** This dispatcher's Temporal worker identity, recorded on the jobs it runs. */
   dispatcherIdentity: string;
-  /** A run's opening (src/activities/lifecycle.ts createRunOpener), for an attempt whose run opens at its GPU slot. */
-  openRun: (job: QueuedJob, runOpenedAt: string, options: { atSlot: true }) => Promise<RunFunding>;
+  /** A first run's opening at its GPU slot (src/activities/lifecycle.ts createRunOpener's openAtSlot). */
+  openRun: (job: QueuedJob, runOpenedAt: string) => Promise<RunFunding>;
 }
 
 export interface GpuAttemptInput {
@@ -382,7 +382,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
    */
   async function openAtSlot(input: GpuAttemptInput, { userId, retryOf }: NonNullable<GpuAttemptInput['opens']>): Promise<boolean> {
     const job = { jobId: input.jobId, userId, tier: input.tier, request: input.request, acceptedAt: input.acceptedAt, ...(retryOf === undefined ? {} : { retryOf }) };
-    const funding = await deps.openRun(job, input.runOpenedAt, { atSlot: true });
+    const funding = await deps.openRun(job, input.runOpenedAt);
     if (!funding.ok) throw ApplicationFailure.create({ type: INSUFFICIENT_CREDITS_FAILURE, message: funding.message, nonRetryable: true });
     return funding.ended !== true;
   }

@@ -78,15 +78,23 @@ export function createRunOpener({ db, specs, pricing }: Pick<LifecycleDeps, 'db'
     }
   }
 
-  /** `atSlot`: a first run opening at its GPU slot, perhaps after it ended (ensureRunReservation's firstRunAcceptedAt). */
-  async function openFundedRun(job: QueuedJob, runOpenedAt: string, { atSlot = false } = {}): Promise<RunFunding> {
+  async function open(job: QueuedJob, runOpenedAt: string, firstRunAcceptedAt?: string): Promise<RunFunding> {
     await openRun(db, job, runOpenedAt);
     const { duration_seconds, resolution, priority, aspect_ratio } = job.request;
     const request = { duration_seconds, resolution, aspect_ratio, ...(priority === undefined ? {} : { priority }) };
-    return reserveForRun({ jobId: job.jobId, userId: job.userId, request, runOpenedAt }, atSlot ? job.acceptedAt : undefined);
+    return reserveForRun({ jobId: job.jobId, userId: job.userId, request, runOpenedAt }, firstRunAcceptedAt);
   }
 
-  return { reserveForRun, openFundedRun };
+  return {
+    reserveForRun,
+    /** A run's opening in its first step (a reset run's, and every run's started before opensAtSlot). */
+    openFundedRun: (job: QueuedJob, runOpenedAt: string) => open(job, runOpenedAt),
+    /**
+     * A first run's opening at its GPU slot, which may come after the run ended (ensureRunReservation's
+     * firstRunAcceptedAt).
+     */
+    openAtSlot: (job: QueuedJob, runOpenedAt: string) => open(job, runOpenedAt, job.acceptedAt),
+  };
 }
 
 /** Activities of the generation task queue for a job's ending: deadlines, backend cancellation, credits. */
@@ -142,7 +150,7 @@ export function createLifecycleActivities({ db, backend, backends, routing, spec
     /** The reservation step of a run begun before the lean run (LEAN_RUN_PATCH), which replays it as an activity. */
     ensureRunReservation: reserveForRun,
 
-    /** A run's opening, as one local activity (a reset run's; a first run opens at its GPU slot): see createRunOpener. */
+    /** A run's opening as a local activity (a reset run's; a first run opens at its GPU slot): see createRunOpener. */
     async openFundedRun({ input, runOpenedAt }: { input: GenerationInput; runOpenedAt: string }): Promise<RunFunding> {
       return openFundedRun(input, runOpenedAt);
     },

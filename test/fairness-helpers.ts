@@ -117,6 +117,15 @@ export async function holdSlots(stack: Stack, slots: number): Promise<{ release(
     },
     { what: `${slots} gate jobs running` },
   );
+  // And running in the projection (the dispatcher writes it once the backend answered the submit): until then the gate
+  // jobs still read queued, and would count in the queue positions of the jobs behind them.
+  await eventually(
+    async () => {
+      const statuses = await Promise.all(ids.map(async (id) => (await api.get(id)).body.status));
+      return statuses.every((status) => status === 'running') ? true : undefined;
+    },
+    { what: `${slots} gate jobs running in the projection` },
+  );
   return {
     release() {
       for (const id of backendIds) stack.simulator.simulator.engine.cancel(id);

@@ -1,4 +1,4 @@
-import { ApplicationFailure, CancelledFailure, Context } from '@temporalio/activity';
+import { ApplicationFailure, CancelledFailure, CompleteAsyncError, Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import {
   BackendRejectedError,
@@ -74,6 +74,13 @@ export interface GpuAttemptInput {
    * be had.
    */
   opens?: { userId: string; retryOf?: string };
+  /**
+   * Set by a run that ends on a success heard by callback (GenerationSettings.endsOnHeardSuccess): woken by the callback
+   * of a backend job that then reads succeeded, the attempt frees its slot and completes without a report. The API
+   * wakes the dispatcher only after the workflow took that callback's signal, and the workflow ends on it without
+   * waiting for this activity.
+   */
+  quietOnHeardSuccess?: true;
 }
 
 /** Returns a function to call often: it heartbeats once 0.7 of the heartbeat timeout has passed since the last one. */
@@ -279,6 +286,8 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     let progress = job.progress;
     /** Since when polls have failed in a row (the backend unreachable), for failing over. */
     let unreachableSince: number | undefined;
+    /** Whether the last poll followed a callback's wake-up: the workflow has had that callback's signal. */
+    let heard = false;
     try {
       while (!TERMINAL_BACKEND_STATUSES.has(job.status)) {
         if (stop.requested) {
@@ -295,6 +304,7 @@ export function createGpuActivities(deps: GpuActivityDeps) {
         if (stop.requested) continue;
         if (!woken && Date.now() - lastPoll < pollIntervalMs) continue;
         lastPoll = Date.now();
+        heard = woken;
         try {
           job = await backend.getJob(job.id);
         } catch (err) {
@@ -313,6 +323,11 @@ export function createGpuActivities(deps: GpuActivityDeps) {
       }
     } catch (err) {
       throw await onInterrupted(backend, err, job.id, log);
+    }
+    if (heard && job.status === 'succeeded' && input.quietOnHeardSuccess) {
+      // The workflow ends on the callback's signal and does not wait for this report: the slot is freed, nothing sent.
+      log.info({ backendJobId: job.id, status: job.status, reported: false }, 'backend job ended');
+      throw new CompleteAsyncError();
     }
     log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
     // Canceled at the deadline by an earlier try of this attempt, which did not live to say so.

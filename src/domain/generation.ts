@@ -67,6 +67,13 @@ export interface GenerationSettings {
    * docs/decisions.md ("Worker CPU per job", ninth pass).
    */
   opensAtSlot?: true;
+  /**
+   * Set on every run started without routing: a success the backend's callback reports ends the run without waiting for
+   * its GPU activity to close. The activity, woken by that same callback (the API signals the run before it wakes the
+   * dispatcher), frees its slot and completes without a report (GpuAttemptInput.quietOnHeardSuccess), so no event and no
+   * workflow task follow the run's ending for it. docs/decisions.md ("Worker CPU per job", tenth pass).
+   */
+  endsOnHeardSuccess?: true;
 }
 
 export interface GenerationInput {

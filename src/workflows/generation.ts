@@ -134,6 +134,10 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   let route: RoutedAttempt | undefined;
   /** Every attempt's GPU activity, settled: the lean run waits for them before completing (see runAttempt). */
   let gpuSettled: Promise<void> | undefined;
+  /** Attempts whose GPU activity has not settled (a run that ends on a success heard by callback: see finish). */
+  const gpuOpen = new Set<number>();
+  /** Attempts of this run whose success a backend callback reported, whatever the run had decided by then. */
+  const heardSuccess = new Set<number>();
   /** A backend job accepted after this run was canceled, which nothing else would abort. */
   let lateAccepted: string | undefined;
   /** The waiting attempt a dispatcher asked to leave its paused or down backend. */
@@ -150,6 +154,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     if (patched(REROUTE_QUEUED_PATCH)) rerouteAsked = ask.attempt;
   });
   setHandler(backendEventSignal, (event) => {
+    if (event.type === 'succeeded' && event.run === runTag(runOpenedAt)) heardSuccess.add(event.attempt);
     const acceptance = event.type === 'accepted' || event.type === 'started';
     if (lean && acceptance && event.run === runTag(runOpenedAt) && event.attempt === state.attempt && acceptedAttempt !== event.attempt && cancelRequested && event.backendJobId) {
       lateAccepted = event.backendJobId;
@@ -196,6 +201,9 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   // alone, so a replay decides the same.
   const opensAtSlot = lean && settings.opensAtSlot === true && !routed && workflowInfo().historyLength <= FIRST_TASK_HISTORY_LENGTH;
   const opens = opensAtSlot ? { opens: { userId: input.userId, ...(input.retryOf === undefined ? {} : { retryOf: input.retryOf }) } } : {};
+  // A success heard by callback ends the run without its GPU activity's close (GenerationSettings.endsOnHeardSuccess).
+  const endsOnHeardSuccess = lean && settings.endsOnHeardSuccess === true && !routed;
+  const quiet = endsOnHeardSuccess ? { quietOnHeardSuccess: true as const } : {};
   if (opensAtSlot) {
     funded = { ok: true }; // the GPU activity says otherwise, as insufficient_credits
   } else if (lean) {
@@ -258,16 +266,17 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     // The lean run's running deadline is kept by the GPU activity (maxRunMs), not by a timer here (an action per job).
     const maxRunMs = lean ? settings.maxRunMs : undefined;
     const onRoute = route ? { backend: route.backend, alternatives: route.alternatives } : {};
-    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs, ...onRoute, ...opens }));
+    const onGpu = scope.run(() => gpu.runGeneration({ jobId, attempt, runOpenedAt, tier: input.tier, acceptedAt: input.acceptedAt, request: input.request, expectedRunMs: settings.expectedRunMs, maxRunMs, ...onRoute, ...opens, ...quiet }));
     let result: GpuAttemptResult | undefined;
     let failure: unknown;
     onGpu.then(
       (r) => (result = r),
       (e) => (failure = e ?? new Error('GPU activity failed')),
     );
+    gpuOpen.add(attempt);
     const settled = onGpu.then(
-      () => undefined,
-      () => undefined,
+      () => void gpuOpen.delete(attempt),
+      () => void gpuOpen.delete(attempt),
     );
     const earlier = gpuSettled;
     gpuSettled = earlier ? earlier.then(() => settled) : settled;
@@ -295,7 +304,10 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     }
     const event = terminalEvents.get(attempt);
     if (eventDecides(event)) {
-      scope.cancel(); // the backend has finished: free the GPU slot now
+      // A success heard by callback woke the GPU activity too, after the signal: it frees its slot and completes without
+      // a report, so the run neither cancels it nor waits for it (finish). One that missed the wake-up finds the success
+      // at its next poll and reports to a run that has ended or is ending (at worst, one workflow task more).
+      if (!(endsOnHeardSuccess && event.type === 'succeeded')) scope.cancel(); // the backend has finished: free the GPU slot now
       if (route) state.backend = route.backend;
       return outcomeOfEvent(event);
     }
@@ -382,7 +394,13 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted, ...(route ? { backend: route.backend } : {}) });
     // The user has their ending already; the run itself closes once its GPU activity has (it wakes on the same callback
     // or stop within milliseconds; a dispatcher lost meanwhile is given up after its heartbeat timeout).
-    if (lean && gpuSettled) await gpuSettled;
+    if (endsOnHeardSuccess) {
+      // An activity that heard its job's success by callback sends no report: the run waits for the others only.
+      const closed = () => [...gpuOpen].every((attempt) => heardSuccess.has(attempt));
+      if (!closed()) await condition(closed);
+    } else if (lean && gpuSettled) {
+      await gpuSettled;
+    }
     return state;
   }
 }

@@ -22,6 +22,17 @@ function otel(): typeof OtelWorkflow {
   return require('@temporalio/interceptors-opentelemetry/lib/workflow') as typeof OtelWorkflow;
 }
 
+/**
+ * A GPU activity that may end without a report (GpuAttemptInput.quietOnHeardSuccess): its run ends on the callback's
+ * word and leaves it. Temporal's interceptor ends an activity's start span when the activity settles, which such a one
+ * may never do in the run: its span would stay open and never be exported, and the activity's own span, on the
+ * dispatcher, would lose its parent. Its start span covers the scheduling instead.
+ */
+function mayEndUnreported(input: { args: unknown[] }): boolean {
+  const first = input.args[0] as { quietOnHeardSuccess?: unknown } | undefined;
+  return first?.quietOnHeardSuccess === true;
+}
+
 export const interceptors: WorkflowInterceptorsFactory = () => {
   const traced = (headers: Headers) => TRACE_HEADER in headers;
   let inbound: OtelWorkflow.OpenTelemetryInboundInterceptor | undefined;
@@ -52,7 +63,16 @@ export const interceptors: WorkflowInterceptorsFactory = () => {
     ],
     outbound: [
       {
-        scheduleActivity: (input, next) => (outbound ? outbound.scheduleActivity(input, next) : next(input)),
+        scheduleActivity: (input, next) => {
+          if (!outbound) return next(input);
+          if (!mayEndUnreported(input)) return outbound.scheduleActivity(input, next);
+          let running: Promise<unknown> | undefined;
+          const scheduled = outbound.scheduleActivity(input, (withContext) => {
+            running = next(withContext);
+            return Promise.resolve(undefined);
+          });
+          return scheduled.then(() => running!);
+        },
         scheduleLocalActivity: (input, next) => (outbound ? outbound.scheduleLocalActivity(input, next) : next(input)),
         startChildWorkflowExecution: (input, next) => (outbound ? outbound.startChildWorkflowExecution(input, next) : next(input)),
         continueAsNew: (input, next) => (outbound ? outbound.continueAsNew(input, next) : next(input)),

@@ -1,5 +1,23 @@
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
+/** What the job's history holds of its GPU activity: the events after its scheduling that name it, by type. */
+async function gpuActivityEvents(stack: Stack, jobId: string): Promise<string[]> {
+  expect(await stack.client.workflow.getHandle(jobId).result()).toMatchObject({ status: 'succeeded' });
+  const events = (await stack.client.workflow.getHandle(jobId).fetchHistory()).events ?? [];
+  const scheduled = events.find((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'runGeneration');
+  expect(scheduled).toBeDefined();
+  const id = scheduled!.eventId!.toString();
+  return events
+    .filter((e) => Object.entries(e).some(([key, value]) => key.startsWith('activityTask') && key !== 'activityTaskScheduledEventAttributes' && (value as { scheduledEventId?: { toString(): string } } | null)?.scheduledEventId?.toString() === id))
+    .map((e) => Object.keys(e).find((key) => key.startsWith('activityTask'))!.replace(/EventAttributes$/, ''));
+}
+
+/** The GPU slot leases of this stack's pool still holding the job. */
+async function leasesHolding(stack: Stack, jobId: string): Promise<number> {
+  const [{ n }] = await stack.database.sql<Array<{ n: number }>>`select count(*)::int as n from gpu_slot_leases where job_id = ${jobId}`;
+  return n;
+}
+
 describe.each(['async', 'sync'] as const)('a prompt goes in and a video URL comes out, on real Temporal and Postgres (%s backend)', (mode) => {
   let stack: Stack;
   beforeAll(async () => {
@@ -54,7 +72,10 @@ describe.each(['async', 'sync'] as const)('a prompt goes in and a video URL come
       expect(done.video_url).toEqual(expect.any(String));
       expect(stats.callbacks_sent).toBe(0);
       expect(stats.callbacks_dropped).toBeGreaterThanOrEqual(2); // started and succeeded both lost
+      // Found by its own poll, the GPU activity reports the success: the run ended on its word.
+      expect(await gpuActivityEvents(stack, done.id)).toEqual(['activityTaskStarted', 'activityTaskCompleted']);
     });
+
   } else {
     test('no callback is asked for: with every callback lost, the job ends by the call’s own answer', async () => {
       const { done, stats } = await withEveryCallbackLost();
@@ -133,5 +154,29 @@ describe('the synchronous backend', () => {
     await eventually(async () => ((await api.get(hanging.id)).body.status === 'running' ? true : undefined));
     expect((await api.call('POST', `/v1/generations/${hanging.id}/cancel`)).status).toBe(202);
     expect(await api.waitForTerminal(hanging.id)).toMatchObject({ status: 'canceled' });
+  });
+});
+
+describe('a success heard by callback', () => {
+  let stack: Stack;
+  beforeAll(async () => {
+    // Polls a minute apart: within a job's few seconds only the callback can tell the GPU activity the job ended.
+    stack = await startStack({ env: { POLL_INTERVAL_MS: '60000' } });
+  });
+  afterAll(async () => {
+    await stack?.close();
+  });
+
+  test('ends the run at once: its GPU activity frees the slot and sends no report', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    // One after another, more jobs than the pool has slots (GPU_SLOTS 4): a slot left taken would stop the fifth.
+    for (let i = 0; i < 5; i++) {
+      const done = await api.waitForTerminal((await api.submit({ prompt: `a kite over the dunes, take ${i}` })).body.id);
+      expect(done).toMatchObject({ status: 'succeeded', video_url: expect.any(String) });
+      // Neither canceled by the run nor reported: the history holds its scheduling only.
+      expect(await gpuActivityEvents(stack, done.id)).toEqual([]);
+      await eventually(async () => ((await leasesHolding(stack, done.id)) === 0 ? true : undefined), { what: 'the GPU slot to be freed' });
+    }
   });
 });

@@ -108,7 +108,11 @@ const countOpenOn = async (buildId: string) =>
     ).count,
   );
 
-/** Where one run ran: its versioning info, and the builds and identities of every workflow task and activity of its history. */
+/**
+ * Where one run ran: its versioning info, and the builds and identities of every workflow task and activity of its
+ * history, with the dispatcher its row names (a run that ends on a success heard by callback leaves its GPU activity
+ * unreported: the history records no start, and so no identity, for it).
+ */
 async function whereRan(workflowId: string) {
   const handle = client.workflow.getHandle(workflowId);
   const described = (await handle.describe()).raw.workflowExecutionInfo;
@@ -127,6 +131,8 @@ async function whereRan(workflowId: string) {
     else if (failed) failedTasks.push(`${workflowId}: ${failed.cause} ${failed.failure?.message ?? ''} (${failed.identity})`.slice(0, 600));
   }
   unhandledCommands += raced;
+  const [row] = await appDb<Array<{ dispatcher: string | null }>>`select dispatcher from generations where id = ${workflowId}`;
+  if (row?.dispatcher) identities.add(row.dispatcher);
   return { status: described?.status, behavior: info?.behavior, buildId: info?.deploymentVersion?.buildId, builds: [...builds], identities: [...identities], failedTasks };
 }
 

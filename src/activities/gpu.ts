@@ -324,12 +324,10 @@ export function createGpuActivities(deps: GpuActivityDeps) {
     } catch (err) {
       throw await onInterrupted(backend, err, job.id, log);
     }
-    if (heard && job.status === 'succeeded' && input.quietOnHeardSuccess) {
-      // The workflow ends on the callback's signal and does not wait for this report: the slot is freed, nothing sent.
-      log.info({ backendJobId: job.id, status: job.status, reported: false }, 'backend job ended');
-      throw new CompleteAsyncError();
-    }
-    log.info({ backendJobId: job.id, status: job.status }, 'backend job ended');
+    // A success heard by callback: the workflow ends on the callback's signal and does not wait for this report.
+    const quiet = heard && job.status === 'succeeded' && input.quietOnHeardSuccess === true;
+    log.info({ backendJobId: job.id, status: job.status, ...(quiet ? { reported: false } : {}) }, 'backend job ended');
+    if (quiet) throw new CompleteAsyncError(); // the slot is freed, nothing sent
     // Canceled at the deadline by an earlier try of this attempt, which did not live to say so.
     if (job.status === 'canceled' && Date.now() >= deadlineAt && !stop.requested) throw generationTimeout();
     return result(job);

@@ -132,9 +132,7 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   }
   /** The route of the attempt under way (routed runs). */
   let route: RoutedAttempt | undefined;
-  /** Every attempt's GPU activity, settled: the lean run waits for them before completing (see runAttempt). */
-  let gpuSettled: Promise<void> | undefined;
-  /** Attempts whose GPU activity has not settled (a run that ends on a success heard by callback: see finish). */
+  /** Attempts whose GPU activity has not settled: the lean run waits for them before completing (see finish). */
   const gpuOpen = new Set<number>();
   /** Attempts of this run whose success a backend callback reported, whatever the run had decided by then. */
   const heardSuccess = new Set<number>();
@@ -278,8 +276,6 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
       () => void gpuOpen.delete(attempt),
       () => void gpuOpen.delete(attempt),
     );
-    const earlier = gpuSettled;
-    gpuSettled = earlier ? earlier.then(() => settled) : settled;
     // A backend job canceled that the user did not cancel was canceled by the GPU activity at the running deadline (the
     // lean run keeps it there): its word, generation_timeout, follows at once.
     const eventDecides = (event: BackendEvent | undefined): event is BackendEvent => event !== undefined && !(lean && event.type === 'canceled' && !cancelRequested);
@@ -394,13 +390,9 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
     if (lateAccepted !== undefined) await stopAttempt({ jobId, attempt: state.attempt, backendJobId: lateAccepted, ...(route ? { backend: route.backend } : {}) });
     // The user has their ending already; the run itself closes once its GPU activity has (it wakes on the same callback
     // or stop within milliseconds; a dispatcher lost meanwhile is given up after its heartbeat timeout).
-    if (endsOnHeardSuccess) {
-      // An activity that heard its job's success by callback sends no report: the run waits for the others only.
-      const closed = () => [...gpuOpen].every((attempt) => heardSuccess.has(attempt));
-      if (!closed()) await condition(closed);
-    } else if (lean && gpuSettled) {
-      await gpuSettled;
-    }
+    // An activity that heard its job's success by callback sends no report (endsOnHeardSuccess): not waited for.
+    const closed = () => [...gpuOpen].every((attempt) => endsOnHeardSuccess && heardSuccess.has(attempt));
+    if (lean && !closed()) await condition(closed);
     return state;
   }
 }

@@ -28,7 +28,7 @@ import { startTracing, stopTracing, temporalClientInterceptors, workerTracing } 
 import { runProcess } from './run-process';
 import { deploymentOptions, makeVersionCurrent } from './worker-deployment';
 import { serviceDataConverter } from './payload-keys';
-import { prebuiltBundle, WORKFLOW_ENTRIES, WORKFLOW_INTERCEPTOR_MODULES, type WorkflowEntry } from './workflow-bundle';
+import { preloadedModules, prebuiltBundle, WORKFLOW_ENTRIES, WORKFLOW_INTERCEPTOR_MODULES, type WorkflowEntry } from './workflow-bundle';
 
 export interface WorkerDeps {
   config: Config;
@@ -230,7 +230,7 @@ function workflowCode(given: WorkflowBundleOption | undefined, entry: WorkflowEn
   if ('codePath' in built) return { workflowBundle: { codePath: built.codePath } };
   if (!isRelaxedEnv(config.env)) throw new ConfigError(`${built.missing}: run \`npm run build\` (the image does) before starting workers`);
   logger.warn({ reason: built.missing }, 'bundling the workflow code at start: `npm run build` makes workers start faster');
-  return { workflowsPath: WORKFLOW_ENTRIES[entry] };
+  return { workflowsPath: WORKFLOW_ENTRIES[entry], bundlerOptions: { preloadModules: preloadedModules(WORKFLOW_ENTRIES[entry]) } };
 }
 
 /** A signal to a workflow that has ended since is not wanted any more. */

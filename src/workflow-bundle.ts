@@ -26,9 +26,22 @@ const ROOT = path.resolve(__dirname, '..');
  */
 export const WORKFLOW_INTERCEPTOR_MODULES = [require.resolve('./workflows/tracing')];
 
+/**
+ * The modules a worker evaluates once, when it sets up its sandbox, rather than once for every run it creates or
+ * replays: the entry with all it imports (the workflows, the domain rules and contracts they use) and the interceptor
+ * module. The sandbox shares them between runs, frozen, so they must hold no state of a run: at module scope they only
+ * define functions, constants and activity proxies (which find the run when called). Temporal's OpenTelemetry
+ * interceptors are not among them; the tracing module loads them for a traced run, into that run's own modules.
+ * docs/decisions.md ("Worker CPU per job", eleventh pass).
+ */
+export function preloadedModules(workflowsPath: string): string[] {
+  return [workflowsPath, ...WORKFLOW_INTERCEPTOR_MODULES];
+}
+
 /** The bundler's options for one entry: one place, so the build, the tests' bundle and the history recorder agree. */
 export function bundleOptions(entry: WorkflowEntry | string): Omit<BundleOptions, 'logger'> {
-  return { workflowsPath: entry in WORKFLOW_ENTRIES ? WORKFLOW_ENTRIES[entry as WorkflowEntry] : entry, workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES };
+  const workflowsPath = entry in WORKFLOW_ENTRIES ? WORKFLOW_ENTRIES[entry as WorkflowEntry] : entry;
+  return { workflowsPath, workflowInterceptorModules: WORKFLOW_INTERCEPTOR_MODULES, preloadModules: preloadedModules(workflowsPath) };
 }
 
 const quiet = { trace() {}, debug() {}, info() {}, warn() {}, error: (m: string) => console.error(m), log() {} };

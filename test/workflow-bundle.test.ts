@@ -3,6 +3,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { Connection, isGrpcServiceError } from '@temporalio/client';
+import ts from 'typescript';
 import { ConfigError, loadConfig } from '../src/config';
 import { createLogger } from '../src/lib/logger';
 import { createWorkers } from '../src/worker';
@@ -46,6 +47,33 @@ function productionConfig(bundleDir: string) {
   });
 }
 
+/** The project's modules in a bundle (webpack names each by its path: "./src/…"). */
+function bundledSources(code: string): string[] {
+  return [...new Set([...code.matchAll(/^\/\*{3}\/ "\.\/(src\/[^"]+\.ts)"/gm)].map((m) => m[1]))].sort();
+}
+
+/** The module-scope declarations of a source file that can carry state from one run to the next, as `line: text`. */
+function moduleScopeState(file: string): string[] {
+  const source = ts.createSourceFile(file, fs.readFileSync(file, 'utf8'), ts.ScriptTarget.ES2022, true);
+  const found: string[] = [];
+  const at = (node: ts.Node) => `${path.relative(process.cwd(), file)}:${source.getLineAndCharacterOfPosition(node.getStart()).line + 1}: ${node.getText().split('\n')[0]}`;
+  for (const statement of source.statements) {
+    if (!ts.isVariableStatement(statement)) continue;
+    const list = statement.declarationList;
+    if (!(list.flags & ts.NodeFlags.Const)) {
+      found.push(at(statement));
+      continue;
+    }
+    for (const declaration of list.declarations) {
+      const init = declaration.initializer;
+      // A collection typed read-only (ReadonlyMap, ReadonlySet) cannot be written to; any other can.
+      const readOnly = declaration.type !== undefined && /^Readonly/.test(declaration.type.getText());
+      if (init && ts.isNewExpression(init) && /^(Map|Set|WeakMap|WeakSet|Array)$/.test(init.expression.getText()) && !readOnly) found.push(at(declaration));
+    }
+  }
+  return found;
+}
+
 /** The task queues Temporal has registered for a worker deployment version, once it has any (waits up to 30 s). */
 async function registeredQueues(deploymentVersion: { deploymentName: string; buildId: string }): Promise<string[]> {
   const connection = await Connection.connect({ address: testEnv().temporalAddress });
@@ -85,6 +113,20 @@ describe('the workflow bundle built once', () => {
     const edited = prebuiltBundle('versioned', built, sourceFingerprint() + '0');
     expect(edited).toEqual({ missing: expect.stringContaining('built from other sources') });
     expect(prebuiltBundle('versioned', tempDir())).toEqual({ missing: expect.stringContaining('no workflow bundle') });
+  });
+
+  it('is evaluated once per worker: the project’s modules are preloaded, and none holds state at module scope', () => {
+    for (const [entry, source] of [['plain.js', 'src/workflows/index.ts'], ['versioned.js', 'src/workflows/versioned.ts']]) {
+      const code = fs.readFileSync(path.join(built, entry), 'utf8');
+      // The sandbox evaluates what preloadModules requires once, and shares it with every run (src/workflow-bundle.ts).
+      const preload = /exports\.preloadModules = function preloadModules\(\) \{([^}]*)\}/.exec(code)?.[1] ?? '';
+      expect(preload).toContain(`"./${source}"`);
+      expect(preload).toContain('"./src/workflows/tracing.ts"');
+      const shared = bundledSources(code);
+      expect(shared).toEqual(expect.arrayContaining(['src/workflows/generation.ts', 'src/domain/generation-state.ts']));
+      // Shared between runs, a module-scope `let`, `var` or collection would carry one run's state into another's.
+      expect(shared.flatMap((file) => moduleScopeState(path.resolve(__dirname, '..', file)))).toEqual([]);
+    }
   });
 
   it('is what a production worker loads, and a production worker without one stops before connecting to anything', async () => {

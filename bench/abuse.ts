@@ -1,5 +1,4 @@
 import fs from 'node:fs';
-import os from 'node:os';
 import { randomBytes } from 'node:crypto';
 import { freePort } from '../scripts/lib/ports';
 import type { Sql } from '../src/db/client';
@@ -28,14 +27,18 @@ const option = (name: string) => {
 /** `--only streams,bogus,slow,flood,replay`: some hostile parts alone, to see what each costs. */
 const PARTS = (option('only')?.split(',') ?? [...ATTACK_PARTS]) as AttackPart[];
 /**
- * Where each process stands for the CPU. The API and its Postgres are what is measured, the normal user's client is the
- * instrument: they run at the usual priority. The hostile clients are other people's machines, and the worker and the
- * Temporal server are hosts of their own in any deployment (docs/scaling.md): on this one machine they run at a lower
- * priority, so the figure is what the attack costs the API, not what the load generator and the neighbours' share of
- * two cores cost it. `--shared-cpu` runs every process at the same priority instead.
+ * Where each process stands for the CPU. The API and what its requests wait on (Postgres for both, the Temporal server
+ * for a submit's workflow start) are what is measured, the normal user's client is the instrument: they run at the
+ * usual priority. The hostile clients are other people's machines, and the generation worker, which no request waits
+ * on, is a host of its own in any deployment (docs/scaling.md): on this one machine they run at a lower priority, so the
+ * figure is what the attack costs the API, not what the load generator and the worker's share of two cores cost it.
+ * (The Temporal server ran at the worker's priority until 2026-12-06: at the attack's first second, with the machine at
+ * 190 %, it was starved, and the normal user's submits waited up to 390 ms on a workflow start a server of its own
+ * would have answered in milliseconds; docs/decisions.md, "Bounded under hostile clients".) `--shared-cpu` runs every
+ * process at the same priority instead.
  */
 const SHARED_CPU = process.argv.includes('--shared-cpu');
-const NICENESS = SHARED_CPU ? { attackers: undefined, services: undefined } : { attackers: 19, services: 10 };
+const NICENESS = SHARED_CPU ? { attackers: undefined, worker: undefined } : { attackers: 19, worker: 10 };
 /** `--probe`: also read the API's event-loop delay from its /metrics every second (which costs it a few queries). */
 const PROBE = process.argv.includes('--probe');
 const PLAN = {
@@ -83,17 +86,6 @@ async function runChild<T>(mode: 'normal' | 'attack', plan: object): Promise<T> 
   const result = /^RESULT (.*)$/m.exec(child.output());
   if (code !== 0 || !result) throw new Error(`abuse-${mode} exited ${code}; see ${child.logFile}\n${child.output().slice(-2000)}`);
   return JSON.parse(result[1]) as T;
-}
-
-/** Sets every thread of a running process to `niceness` (on Linux a priority belongs to each thread); threads it starts later inherit it. */
-function renice(pid: number, niceness: number): void {
-  for (const tid of fs.readdirSync(`/proc/${pid}/task`)) {
-    try {
-      os.setPriority(Number(tid), niceness);
-    } catch {
-      // A thread that has just ended.
-    }
-  }
 }
 
 /** Resident memory of a process, MiB (NaN once it is gone). */
@@ -220,8 +212,7 @@ async function main(): Promise<number> {
     // The generation worker (the jobs the floods get admitted start there) is a process of its own, like the API.
     return await withStack({ env: { ...ADMISSION }, inProcessWorkers: false }, async (stack) => {
       const temporal = temporalPids(process.env.TEST_TEMPORAL_ADDRESS);
-      if (NICENESS.services !== undefined) for (const pid of temporal) renice(pid, NICENESS.services);
-      const worker = await spawnService('generation', 'abuse-worker', { ...stack.env, LOG_LEVEL: 'warn' }, { niceness: NICENESS.services });
+      const worker = await spawnService('generation', 'abuse-worker', { ...stack.env, LOG_LEVEL: 'warn' }, { niceness: NICENESS.worker });
       const receiver = await startWebhookReceiver();
       const port = await freePort();
       const apiUrl = `http://127.0.0.1:${port}`;
@@ -350,7 +341,7 @@ async function main(): Promise<number> {
           api_alive: apiExit === undefined,
           details: {
             plan: { ...PLAN, parts: PARTS },
-            niceness: SHARED_CPU ? 'every process at the same priority (--shared-cpu)' : { api_postgres_normal_client: 0, worker_and_temporal: NICENESS.services, attackers: NICENESS.attackers },
+            niceness: SHARED_CPU ? 'every process at the same priority (--shared-cpu)' : { api_postgres_temporal_normal_client: 0, worker: NICENESS.worker, attackers: NICENESS.attackers },
             cpu_percent_per_second_from_3s_before_the_attack: cpuTimeline,
             normal_loop_delay_ms: { baseline: baseline.loopDelay, under_attack: underAttack.loopDelay },
             api_list_seconds_cumulative_by_bound: { baseline: baselineLists, under_attack: attackLists },
@@ -399,7 +390,7 @@ async function main(): Promise<number> {
           'Every client runs on this machine, from 127.0.0.1; the normal user and the attackers are separate processes, the API a child process with the default limits and log level (info).',
           SHARED_CPU
             ? 'Every process ran at the same CPU priority (--shared-cpu).'
-            : `The API, Postgres and the normal user ran at the usual CPU priority; the generation worker and the Temporal server at nice ${NICENESS.services}, the attackers at nice ${NICENESS.attackers} (hosts of their own in a deployment).`,
+            : `The API, Postgres, the Temporal server and the normal user ran at the usual CPU priority; the generation worker at nice ${NICENESS.worker}, the attackers at nice ${NICENESS.attackers} (hosts of their own in a deployment).`,
           `The normal user lists at ${PLAN.listPerSecond}/s and submits at ${PLAN.submitsPerSecond}/s (open loop; latency from when each request was due) for ${PLAN.seconds} s alone, then ${PLAN.seconds} s while the attack runs.`,
         ]));
         say(`\nwritten: ${json}, ${md}`);

@@ -115,7 +115,7 @@ describe('the workflow bundle built once', () => {
     expect(prebuiltBundle('versioned', tempDir())).toEqual({ missing: expect.stringContaining('no workflow bundle') });
   });
 
-  it('is evaluated once per worker: the project’s modules are preloaded, and none holds state at module scope', () => {
+  it('preloads the project’s workflow modules (evaluated once per worker, not per run), none of which holds state at module scope', () => {
     for (const [entry, source] of [['plain.js', 'src/workflows/index.ts'], ['versioned.js', 'src/workflows/versioned.ts']]) {
       const code = fs.readFileSync(path.join(built, entry), 'utf8');
       // The sandbox evaluates what preloadModules requires once, and shares it with every run (src/workflow-bundle.ts).

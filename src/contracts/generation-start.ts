@@ -55,6 +55,7 @@ export function generationInput(config: Config, source: InputSource): Generation
       maxQueueMs: Math.min(queueLimitMs(config, source.request), (source.request.max_queue_seconds ?? Infinity) * 1000),
       maxRunMs: Math.min(Math.round(generation.maxRunMs * scale), (source.request.max_run_seconds ?? Infinity) * 1000),
       expectedRunMs: Math.round(generation.expectedRunMs * scale),
+      lean: true,
       ...(config.routing.enabled ? { routing: true as const } : { opensAtSlot: true as const, endsOnHeardSuccess: true as const }),
     },
     ...(source.retryOf === undefined ? {} : { retryOf: source.retryOf }),

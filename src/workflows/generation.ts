@@ -123,7 +123,9 @@ export async function generationWorkflow(input: GenerationInput): Promise<Genera
   /** The latest attempt the backend has accepted: its running deadline is on. */
   let acceptedAttempt = 0;
 
-  const lean = patched(LEAN_RUN_PATCH);
+  // A run started with settings.lean is lean by its input, and records no patch marker; one started before asks the patch,
+  // and replays the marker its history holds (or its absence: a run from before the lean run).
+  const lean = settings.lean === true || patched(LEAN_RUN_PATCH);
   // Only a run started with routing (several backends) asks: a one-backend run's history is what it always was.
   const routed = lean && input.settings.routing === true && patched(BACKEND_ROUTING_PATCH);
   if (routed) {

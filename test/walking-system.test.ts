@@ -179,4 +179,18 @@ describe('a success heard by callback', () => {
       await eventually(async () => ((await leasesHolding(stack, done.id)) === 0 ? true : undefined), { what: 'the GPU slot to be freed' });
     }
   });
+
+  test('a run started today is lean by its input: no patch marker, no TemporalChangeVersion upsert', async () => {
+    const { apiKey } = await stack.createUser('pro');
+    const api = apiClient(stack.apiUrl, apiKey);
+    const done = await api.waitForTerminal((await api.submit({ prompt: 'a lighthouse at dusk' })).body.id);
+    expect(done).toMatchObject({ status: 'succeeded' });
+    const events = (await stack.client.workflow.getHandle(done.id).fetchHistory()).events ?? [];
+    const markers = events.flatMap((e) => (e.markerRecordedEventAttributes ? [e.markerRecordedEventAttributes.markerName] : []));
+    const upserted = events.flatMap((e) => Object.keys(e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields ?? {}));
+    // The ending's local activity is the run's one marker; its search attributes are the service's own.
+    expect(markers).toEqual(['core_local_activity']);
+    expect(upserted).not.toContain('TemporalChangeVersion');
+    expect(upserted).toEqual(expect.arrayContaining(['VgStatus', 'VgBackendJobId']));
+  });
 });

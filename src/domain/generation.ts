@@ -55,9 +55,9 @@ export interface GenerationSettings {
   /** How long one attempt should take (scaled to the request); past it the job is listed as stuck. */
   expectedRunMs: number;
   /**
-   * Set on every run started since 2026-12-06: the run is lean (the workflow's LEAN_RUN_PATCH) by its input. A run started
-   * before asks `patched()`, which records a marker and upserts Temporal's `TemporalChangeVersion` search attribute, a
-   * billable action and two history events in every run, for a question whose answer no run of this code can change.
+   * Set on every run started since 2026-12-07: the run is lean (the workflow's LEAN_RUN_PATCH) by its input. A run started
+   * before asks `patched()`, which records a marker and upserts Temporal's `TemporalChangeVersion` search attribute: two
+   * billable actions and two history events in every run, for a question whose answer no run of this code can change.
    * docs/decisions.md ("Engine cost per job").
    */
   lean?: true;

@@ -28,7 +28,7 @@ import { startTracing, stopTracing, temporalClientInterceptors, workerTracing } 
 import { runProcess } from './run-process';
 import { deploymentOptions, makeVersionCurrent } from './worker-deployment';
 import { serviceDataConverter } from './payload-keys';
-import { preloadedModules, prebuiltBundle, WORKFLOW_ENTRIES, WORKFLOW_INTERCEPTOR_MODULES, type WorkflowEntry } from './workflow-bundle';
+import { bundleWorkflows, prebuiltBundle, type WorkflowEntry } from './workflow-bundle';
 
 export interface WorkerDeps {
   config: Config;
@@ -54,7 +54,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   // Every worker of the process polls as one deployment version (src/worker-deployment.ts); none when versioning is off.
   const workerDeploymentOptions = deploymentOptions(config.worker.versioning);
   // Before any connection: a worker that may not run without a built bundle stops here, holding nothing.
-  const code = role === 'all' || role === 'generation' ? workflowCode(workflowBundle, workerDeploymentOptions ? 'versioned' : 'plain', { config, logger }) : undefined;
+  const code = role === 'all' || role === 'generation' ? await workflowCode(workflowBundle, workerDeploymentOptions ? 'versioned' : 'plain', { config, logger }) : undefined;
   const database = createDatabase(databaseUrl, { max: config.worker.databasePoolSize, statementTimeoutMs: config.database.statementTimeoutMs });
   // Retention's batches on a connection of their own, so they never take the pool the job activities use.
   const pruning = createDatabase(databaseUrl, { max: 1, settings: RETENTION_SESSION });
@@ -64,7 +64,7 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
   const client = new Client({ connection, namespace: config.temporal.namespace, dataConverter, interceptors: temporalClientInterceptors() });
   // Activity spans and the workflows' span sink; the workflow interceptors are in the bundle (src/workflow-bundle.ts).
   const tracing = workerTracing();
-  const interceptors = { activity: tracing.activity, ...(code && 'workflowsPath' in code ? { workflowModules: WORKFLOW_INTERCEPTOR_MODULES } : {}) };
+  const interceptors = { activity: tracing.activity };
   const wakeups = new BackendWakeups(database.sql);
   const workers: Worker[] = [];
   const workerIdentity = identity ?? `${process.pid}@${os.hostname()}`;
@@ -224,13 +224,14 @@ export async function createWorkers({ config, databaseUrl, logger, workflowBundl
  * tests a worker refuses to bundle at start (webpack at every start, on every replica, is most of a worker's start-up);
  * development and tests bundle at start with a warning.
  */
-function workflowCode(given: WorkflowBundleOption | undefined, entry: WorkflowEntry, { config, logger }: { config: Config; logger: Logger }) {
+async function workflowCode(given: WorkflowBundleOption | undefined, entry: WorkflowEntry, { config, logger }: { config: Config; logger: Logger }) {
   if (given) return { workflowBundle: given };
   const built = prebuiltBundle(entry, config.worker.workflowBundleDir);
   if ('codePath' in built) return { workflowBundle: { codePath: built.codePath } };
   if (!isRelaxedEnv(config.env)) throw new ConfigError(`${built.missing}: run \`npm run build\` (the image does) before starting workers`);
   logger.warn({ reason: built.missing }, 'bundling the workflow code at start: `npm run build` makes workers start faster');
-  return { workflowsPath: WORKFLOW_ENTRIES[entry], bundlerOptions: { preloadModules: preloadedModules(WORKFLOW_ENTRIES[entry]) } };
+  // Bundled as `npm run build` bundles (src/workflow-bundle.ts: interceptors and preloaded modules included).
+  return { workflowBundle: { code: await bundleWorkflows(entry) } };
 }
 
 /** A signal to a workflow that has ended since is not wanted any more. */

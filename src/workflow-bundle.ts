@@ -34,7 +34,7 @@ export const WORKFLOW_INTERCEPTOR_MODULES = [require.resolve('./workflows/tracin
  * interceptors are not among them; the tracing module loads them for a traced run, into that run's own modules.
  * docs/decisions.md ("Worker CPU per job", eleventh pass).
  */
-export function preloadedModules(workflowsPath: string): string[] {
+function preloadedModules(workflowsPath: string): string[] {
   return [workflowsPath, ...WORKFLOW_INTERCEPTOR_MODULES];
 }
 

@@ -6,6 +6,7 @@ import { metric, rawSocket, startApiWith, type ApiProcess } from './hostile-help
 import { createLogger } from '../src/lib/logger';
 import { generateWebhookSecret, signWebhook } from '../src/lib/webhook-signature';
 import { EARLY_ROUTE } from '../src/api/early-refusals';
+import { startImageServer } from './image-server';
 
 /**
  * The API under hostile clients at the HTTP layer: keys guessed from one address, headers sent slowly, too many
@@ -213,6 +214,65 @@ describe('the API under hostile clients', () => {
     const replay = await client.submit({ prompt: 'kept for a replay' }, 'kept-key');
     expect(replay.status).toBe(202);
     expect(replay.body.id).toBe(admitted.body.id);
+  });
+
+  test("a flood's submits, once its bucket is known empty, are refused before anything is read or fetched for them", async () => {
+    const { url } = await api({});
+    const images = await startImageServer();
+    try {
+      const user = await stack.createUser('pro');
+      const client = apiClient(url, user.apiKey);
+      let refusedBySql: Awaited<ReturnType<typeof client.submit>> | undefined;
+      for (let i = 0; i < 5 && !refusedBySql; i++) {
+        const res = await client.submit({ prompt: `spends the bucket ${i}` });
+        if (res.status === 429) refusedBySql = res;
+      }
+      expect(refusedBySql?.body.error.code).toBe('rate_limited');
+      const refused = { reason: 'rate_limited', tier: 'pro' };
+      const refusedBefore = await metric(url, 'vg_submission_refusals_total', refused);
+      const answeredBefore = await metric(url, 'vg_http_request_duration_seconds_count', { route: '/v1/generations/', status: '4xx' });
+
+      // The image a submit names is fetched to be checked before admission: not for a submit that will be refused.
+      const image = { prompt: 'a flood with an image', input_reference: `${images.url}/cat.png` };
+      const fetchedBefore = images.requests.length;
+      const withImage = await client.submit(image);
+      const keyedWithImage = await client.submit(image, 'a-key-never-used');
+      for (const res of [withImage, keyedWithImage]) expect(res).toMatchObject({ status: 429, body: { error: { code: 'rate_limited' } } });
+      expect(images.requests.length).toBe(fetchedBefore);
+
+      // A submit without a key is refused unread (src/api/early-refusals.ts): even a body that is not JSON gets the 429,
+      // with what the routed refusal carries.
+      const unread = await fetch(`${url}/v1/generations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${user.apiKey}`, 'content-type': 'application/json', 'x-request-id': 'flood-0001' },
+        body: '{"prompt": "not json',
+      });
+      expect(unread.status).toBe(429);
+      expect(await unread.json()).toEqual({
+        error: { code: 'rate_limited', message: refusedBySql!.body.error.message, details: { limit: 3, retry_after_seconds: expect.any(Number) } },
+      });
+      expect(unread.headers.get('x-request-id')).toBe('flood-0001');
+      expect(unread.headers.get('content-type')).toBe('application/json; charset=utf-8');
+      expect(Number(unread.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
+      expect(unread.headers.get('ratelimit-policy')).toBe(refusedBySql!.headers.get('ratelimit-policy'));
+      expect(unread.headers.get('ratelimit')).toMatch(/^"burst";r=0;t=\d+, "active";r=\d+, "daily";r=\d+;t=\d+$/);
+      // Counted as refusals of the submit route, as the routed ones are.
+      expect((await metric(url, 'vg_submission_refusals_total', refused)) - refusedBefore).toBe(3);
+      expect((await metric(url, 'vg_http_request_duration_seconds_count', { route: '/v1/generations/', status: '4xx' })) - answeredBefore).toBe(3);
+
+      // A keyed submit may be a replay: it goes the usual way, where its body is read first.
+      const keyedUnread = await fetch(`${url}/v1/generations`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${user.apiKey}`, 'content-type': 'application/json', 'idempotency-key': 'another-new-key' },
+        body: '{"prompt": "not json',
+      });
+      expect(keyedUnread.status).toBe(400);
+      // And a key the process does not hold is looked up as ever: another user's submit is admitted.
+      const other = await stack.createUser('pro');
+      expect((await apiClient(url, other.apiKey).submit({ prompt: 'not in the flood' })).status).toBe(202);
+    } finally {
+      await images.close();
+    }
   });
 
   test('floods of refusals are written as the first of each kind and a count, not a line each, at the shipped log level', async () => {

@@ -90,13 +90,25 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     setRecent(emptyBuckets, userId, { tokens, at, counts }, EMPTY_BUCKETS_MAX);
   }
 
-  /** Refuses the submit here when the user's bucket is known to be empty; a replay (a known Idempotency-Key) never is. */
-  async function refuseIfKnownEmpty(submission: Submission, limits: TierLimits): Promise<void> {
-    const empty = knownEmpty(submission.user.id);
-    if (!empty) return;
+  /**
+   * The refusal a submit without an Idempotency-Key gets when the user's bucket is known to be empty: decided from the
+   * user alone, before the request's body is read (src/api/early-refusals.ts answers a flood's submits with it unrouted).
+   */
+  function knownEmptyRefusal(user: { id: string; tier: string }): ApiError | undefined {
+    const empty = knownEmpty(user.id);
+    return empty && rateLimited(limitsOf(user.tier), empty.tokens, empty.counts);
+  }
+
+  /**
+   * Refuses the submit here when the user's bucket is known to be empty; a replay (a known Idempotency-Key) never is.
+   * Called first, before the body's checks (an input image is fetched to be checked): a refused submit costs nothing more.
+   */
+  async function refuseIfKnownEmpty(user: { id: string; tier: string }, idempotencyKey: string | undefined): Promise<void> {
+    const refusal = knownEmptyRefusal(user);
+    if (!refusal) return;
     // A keyed submit is refused only once its key is known to be new (one index probe for the keys of many refusals).
-    if (submission.idempotencyKey !== undefined && (await keyProbes.taken(submission.user.id, submission.idempotencyKey))) return;
-    throw rateLimited(limits, empty.tokens, empty.counts);
+    if (idempotencyKey !== undefined && (await keyProbes.taken(user.id, idempotencyKey))) return;
+    throw refusal;
   }
 
   /**
@@ -153,7 +165,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     const limits = limitsOf(user.tier);
     // A job counts against its lane's limits and backlog only: a batch backlog never refuses an interactive job.
     const priority = priorityOf(submission.request);
-    await refuseIfKnownEmpty(submission, limits);
+    await refuseIfKnownEmpty(user, submission.idempotencyKey);
     const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier, { priority })]);
     const bound = backlogBound(limits, estimate.capacity, priority);
     // The summary may be out of date: a full backlog is decided on a fresh count, never on a stale one.
@@ -163,7 +175,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     const fairnessWeight = config.generation.tierWeights[user.tier] ?? 1;
     const { admission, refusedCounts } = await inTurn(user.id, async () => {
       // A submit ahead of this one may have found the bucket empty meanwhile.
-      await refuseIfKnownEmpty(submission, limits);
+      await refuseIfKnownEmpty(user, submission.idempotencyKey);
       const askedAt = Date.now();
       const outcome = await ask({
         userId: user.id,
@@ -334,5 +346,5 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     };
   }
 
-  return { admit, estimate: estimateOf, usage };
+  return { admit, estimate: estimateOf, usage, refuseIfKnownEmpty, knownEmptyRefusal };
 }

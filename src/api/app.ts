@@ -9,7 +9,7 @@ import { errorMiddleware } from './errors';
 import { ApiError } from '../wire/errors';
 import { generationsRouter } from './generations-routes';
 import { usageRouter } from './usage-routes';
-import { createAdmission } from './admission';
+import { createAdmission, type Admission } from './admission';
 import { createQueuePositions } from './queue-position';
 import { eventHub, eventsRouter } from './events-routes';
 import { WaitSlots } from './prefer-wait';
@@ -31,7 +31,12 @@ export interface ApiDeps extends AdminAppDeps {
   relay?: StartRelay;
 }
 
-export function createApp({ config, database, client, logger, adminApiKey, relay: given }: ApiDeps): Express {
+export function createApp(deps: ApiDeps): Express {
+  return createPublicApi(deps).app;
+}
+
+/** The public app, and its admission, whose refusals of a flood's submits are answered before the app (src/api/early-refusals.ts). */
+export function createPublicApi({ config, database, client, logger, adminApiKey, relay: given }: ApiDeps): { app: Express; admission: Admission } {
   const { db, sql } = database;
   const relay = given ?? createServiceStartRelay({ client, config, sql, logger });
   const queue = createQueuePositions({ sql, config });
@@ -90,7 +95,7 @@ export function createApp({ config, database, client, logger, adminApiKey, relay
 
   app.use((req, _res, next) => next(new ApiError(404, 'not_found', `no route for ${req.method} ${req.path}`)));
   app.use(errorMiddleware(logger));
-  return app;
+  return { app, admission };
 }
 
 /** TRUST_PROXY as Express takes it: `true`/`false`, a hop count, or addresses and names such as `loopback`. */

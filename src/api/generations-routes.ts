@@ -40,6 +40,16 @@ export function generationsRouter(
     await deps.inputs.check(user, request);
   }
 
+  /** Runs a step of a submit, counting its failure as the submit's refusal. */
+  async function countRefusal<T>(user: UserRow, step: () => Promise<T>): Promise<T> {
+    try {
+      return await step();
+    } catch (err) {
+      refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
+      throw err;
+    }
+  }
+
   /** Resources, with queue position and ETA for the queued ones (looked up only when one is queued). */
   async function resources(userId: string, rows: Array<GenerationRow | ListedGeneration>) {
     const queued = rows.filter((row) => row.status === 'queued');
@@ -55,6 +65,8 @@ export function generationsRouter(
     const user = currentUser(req);
     const key = req.get('idempotency-key');
     const idempotencyKey = key === undefined ? undefined : parseOr400(idempotencyKeyHeader, key, 'invalid_idempotency_key');
+    // A user whose bucket is known to be empty is refused before anything is read or checked for the submit.
+    await countRefusal(user, () => deps.admission.refuseIfKnownEmpty(user, idempotencyKey));
     // A wait's slot is taken before admission: a submit refused for want of one leaves nothing behind.
     const wait = preferredWait(req.get('prefer'));
     const release = wait === undefined ? undefined : deps.waits.take(user.id);
@@ -72,16 +84,12 @@ export function generationsRouter(
     wait: number | undefined,
     readRequest: (user: UserRow) => Promise<{ request: GenerationRequest; retryOf?: string }>,
   ) {
-    let submitted;
-    try {
+    const submitted = await countRefusal(user, async () => {
       const { request, retryOf } = await readRequest(user);
       await checkInputs(user, request, idempotencyKey);
       // Admission (rate, active jobs, daily quota, tier backlog) runs first; a replay is neither refused nor counted.
-      submitted = await deps.admission.admit(describeSubmission(deps.config, user, request, idempotencyKey, retryOf), deps);
-    } catch (err) {
-      refusals.inc({ tier: user.tier, reason: err instanceof ApiError ? err.code : 'internal_error' });
-      throw err;
-    }
+      return deps.admission.admit(describeSubmission(deps.config, user, request, idempotencyKey, retryOf), deps);
+    });
     const { result, headers, queue } = submitted;
     const { replayed } = result;
     submissions.inc({ tier: user.tier, outcome: replayed ? 'replayed' : 'accepted' });

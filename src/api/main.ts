@@ -8,7 +8,7 @@ import { createLogger, type Logger } from '../lib/logger';
 import { runProcess } from '../run-process';
 import { createAdminApp } from './admin-app';
 import { resolveAdminApiKey } from './admin-key';
-import { createApp } from './app';
+import { createPublicApi } from './app';
 import { createApiServer } from './http-server';
 import { earlyRefusals } from './early-refusals';
 import { flushRefusals } from './request-log';
@@ -65,8 +65,8 @@ export async function startApi({
   const deps = { config, database, client, logger, adminApiKey, relay };
   const servers: Server[] = [];
   try {
-    const app = createApp(deps);
-    const publicSide = await listen(createApiServer(app, config.api, earlyRefusals({ db: database.db, config, logger })), config.api.port, '0.0.0.0');
+    const { app, admission } = createPublicApi(deps);
+    const publicSide = await listen(createApiServer(app, config.api, earlyRefusals({ db: database.db, config, logger, admission })), config.api.port, '0.0.0.0');
     servers.push(publicSide.server);
     const listener = config.api.adminListener;
     const adminSide = listener ? await listen(createApiServer(createAdminApp(deps), config.api), listener.port, listener.host) : undefined;

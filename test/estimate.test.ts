@@ -1,4 +1,5 @@
 import { capacityAdmin } from './fairness-helpers';
+import { startImageServer } from './image-server';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
 /**
@@ -138,6 +139,23 @@ describe('estimate: POST /v1/generations/estimate', () => {
     expect(Number(paced.headers.get('retry-after'))).toBeGreaterThanOrEqual(1);
     // Submits are not paced by it.
     expect((await api.submit(small('still fine'))).status).toBe(202);
+  });
+
+  test('a paced estimate naming an input image is refused before the image is fetched', async () => {
+    const images = await startImageServer();
+    try {
+      const { api } = await newUser('pro');
+      const withImage = { ...small('a cat that starts to dance'), input_reference: `${images.url}/cat.png` };
+      expect((await estimate(api, withImage)).status).toBe(200);
+      const fetched = images.requests.length;
+      expect(fetched).toBeGreaterThan(0);
+      for (let i = 0; i < 4; i++) expect((await estimate(api, small(`look ${i}`))).status).toBe(200);
+      const paced = await estimate(api, withImage);
+      expect(paced).toMatchObject({ status: 429, body: { error: { code: 'estimate_rate_limited' } } });
+      expect(images.requests.length).toBe(fetched);
+    } finally {
+      await images.close();
+    }
   });
 
   test("says capacity_exhausted exactly when a submit would be (the tier's backlog at its bound)", async () => {

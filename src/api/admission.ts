@@ -285,13 +285,14 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
    * to vg_estimate_submission, which runs the admission and rolls its writes back: no token is taken, nothing is kept.
    * Estimates are paced per user in this process (they take no submit token, but each costs Postgres an admission).
    */
-  async function estimateOf(submission: Submission): Promise<SubmissionEstimate> {
-    const { user } = submission;
+  async function estimateOf(user: UserRow, describe: () => Promise<Submission>): Promise<SubmissionEstimate> {
+    // Paced before the request's inputs are checked: an estimate naming an image has it fetched (generation-inputs.ts).
     if (!estimates.take(user.id)) {
       const retryAfter = Math.max(1, Math.ceil(estimates.waitSeconds(user.id)));
       throw new ApiError(429, 'estimate_rate_limited', `at most ${config.admission.estimates.burst} estimates at once and ${config.admission.estimates.perSecond} per second`,
         { retry_after_seconds: retryAfter }, { 'Retry-After': String(retryAfter) });
     }
+    const submission = await describe();
     let decided;
     try {
       decided = await decide(submission, (claim) => estimateSubmission(sql, claim));

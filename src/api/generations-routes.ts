@@ -129,8 +129,10 @@ export function generationsRouter(
   router.post('/estimate', async (req, res) => {
     const user = currentUser(req);
     const request = parseGenerationRequest(req.body, deps.config);
-    await checkInputs(user, request, undefined);
-    const estimate = await deps.admission.estimate(describeSubmission(deps.config, user, request, undefined));
+    const estimate = await deps.admission.estimate(user, async () => {
+      await checkInputs(user, request, undefined);
+      return describeSubmission(deps.config, user, request, undefined);
+    });
     res.json({
       credits: estimate.credits,
       admitted: estimate.admitted,

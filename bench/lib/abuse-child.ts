@@ -63,7 +63,7 @@ async function attack(plan: AttackPlan) {
   const durationMs = plan.seconds * 1000;
   const on = (part: AttackPart) => plan.parts.includes(part);
   // A part left out answers with empty figures.
-  const skipped = async (): Promise<PacedFigures> => ({ sent: 0, answered: 0, outcomes: {}, dropped: 0, p50Ms: 0, p99Ms: 0, maxMs: 0, seconds: 0, slowest: [] });
+  const skipped = async (): Promise<PacedFigures> => ({ sent: 0, answered: 0, outcomes: {}, dropped: 0, p50Ms: 0, p99Ms: 0, maxMs: 0, seconds: 0, slowest: [], windows: [] });
   const streams = on('streams') ? floodStreams({ baseUrl, ...plan.streams }) : undefined;
   const { hostname, port } = new URL(baseUrl);
   const [slowSockets, bogusTokens, submitFlood, replayFlood] = await Promise.all([

@@ -41,6 +41,25 @@ export interface PacedFigures {
   seconds: number;
   /** The slowest answers: when they were due (seconds into the run) and how long they took (ms). */
   slowest: Array<{ atS: number; ms: number }>;
+  /** The answers by the 10 s window they were due in: whether a run's slow answers came at its start or all along. */
+  windows: Array<{ fromS: number; answered: number; p50Ms: number; p99Ms: number }>;
+}
+
+const WINDOW_S = 10;
+
+function byWindow(timeline: Array<{ atS: number; ms: number }>): PacedFigures['windows'] {
+  const windows = new Map<number, number[]>();
+  // The last request is due at the run's very end (its time rounded up to it): it counts in the last whole window.
+  const last = Math.max(0, Math.ceil(Math.max(0, ...timeline.map((t) => t.atS)) / WINDOW_S) - 1);
+  for (const { atS, ms } of timeline) {
+    const from = Math.min(Math.floor(atS / WINDOW_S), last) * WINDOW_S;
+    const window = windows.get(from);
+    if (window) window.push(ms);
+    else windows.set(from, [ms]);
+  }
+  return [...windows.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([fromS, ms]) => ({ fromS, answered: ms.length, p50Ms: round(percentile(ms, 50)), p99Ms: round(percentile(ms, 99)) }));
 }
 
 const REQUEST_TIMEOUT_MS = 30_000;
@@ -153,6 +172,7 @@ export async function pacedRequests(o: PacedOptions): Promise<PacedFigures> {
     p99Ms: round(percentile(latencies, 99)),
     maxMs: round(latencies.length ? Math.max(...latencies) : Number.NaN),
     seconds: round((performance.now() - began) / 1000),
+    windows: byWindow(timeline),
     slowest: timeline.sort((a, b) => b.ms - a.ms).slice(0, 25),
   };
 }

@@ -5,7 +5,7 @@ import type { Stack } from '../test/harness';
 import { costPerRequest, waitForQuiet, type RequestCost } from './lib/costs';
 import { backloggedRun, pollingRun, workerCpuRun } from './lib/e2e-figures';
 import { engineCost, shippedTimings, type EngineCost } from './lib/engine-cost';
-import { cliOption, runMain, startTestInfrastructure, withStack } from './lib/infra';
+import { cliOption as option, runMain, startTestInfrastructure, withStack } from './lib/infra';
 import { takeTurns, type LoadFigures } from './lib/load';
 import { formatMarkdown, formatTable, machineLine, writeOut, type Row } from './lib/report';
 import { spawnService } from './lib/services';
@@ -33,7 +33,6 @@ const quick = process.argv.includes('--quick');
 const ENGINE_ONLY = process.argv.includes('--engine-only');
 const WORKER_CPU_ONLY = process.argv.includes('--worker-cpu-only');
 const INTAKE_ONLY = process.argv.includes('--intake-only');
-const option = cliOption;
 /** Jobs per engine-cost set: all at once, each on a slot of its own. */
 const ENGINE_JOBS = quick ? 8 : 20;
 const PLAN = quick

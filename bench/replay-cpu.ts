@@ -3,7 +3,7 @@ import { bundleWorkflowCode, DefaultLogger, Runtime, Worker, type BundleOptions 
 import { testDataConverter } from '../test/payload-keys';
 import { loadHistory, readRecordings } from '../test/replay-histories';
 import { bundleOptions } from '../src/workflow-bundle';
-import { cliOption, runMain } from './lib/infra';
+import { cliOption as option, runMain } from './lib/infra';
 import { machineLine, writeOut } from './lib/report';
 
 /**
@@ -15,7 +15,6 @@ import { machineLine, writeOut } from './lib/report';
  * network, so the figure moves with the workflow code and far less with the machine's other load than
  * `--worker-cpu-only` does. Writes bench/out/replay-cpu.json.
  */
-const option = cliOption;
 const RUNS = Number(option('runs') ?? 5);
 const JOBS = Number(option('jobs') ?? 300);
 const BASELINE = option('baseline');

@@ -39,12 +39,12 @@ export function stopOnSignal(stop: () => Promise<void>): void {
   }
 }
 
-/** A benchmark's entry point: exits with the code `main` returns (0 by default), 1 when it throws. */
 /** `--name=value` of the command line: the value, or undefined. */
 export function cliOption(name: string): string | undefined {
   return process.argv.find((arg) => arg.startsWith(`--${name}=`))?.slice(name.length + 3);
 }
 
+/** A benchmark's entry point: exits with the code `main` returns (0 by default), 1 when it throws. */
 export function runMain(main: () => Promise<number | void>): void {
   main().then(
     (code) => process.exit(code ?? 0),

@@ -165,7 +165,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     const limits = limitsOf(user.tier);
     // A job counts against its lane's limits and backlog only: a batch backlog never refuses an interactive job.
     const priority = priorityOf(submission.request);
-    await refuseIfKnownEmpty(user, submission.idempotencyKey);
+    // A bucket known to be empty was refused before this (the submit route does so first, an estimate once described).
     const [estimate, summarized] = await Promise.all([queue.serviceEstimate(), queue.tierBacklog(user.tier, { priority })]);
     const bound = backlogBound(limits, estimate.capacity, priority);
     // The summary may be out of date: a full backlog is decided on a fresh count, never on a stale one.
@@ -295,6 +295,7 @@ export function createAdmission({ sql, config, queue }: { sql: Sql; config: Conf
     const submission = await describe();
     let decided;
     try {
+      await refuseIfKnownEmpty(user, undefined);
       decided = await decide(submission, (claim) => estimateSubmission(sql, claim));
     } catch (err) {
       // Refused in this process (the user's bucket is known to be empty): the refusal a submit would get.

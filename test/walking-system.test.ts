@@ -185,7 +185,10 @@ describe('a success heard by callback', () => {
     const api = apiClient(stack.apiUrl, apiKey);
     const done = await api.waitForTerminal((await api.submit({ prompt: 'a lighthouse at dusk' })).body.id);
     expect(done).toMatchObject({ status: 'succeeded' });
-    const events = (await stack.client.workflow.getHandle(done.id).fetchHistory()).events ?? [];
+    // The ending's local activity writes the row before its workflow task records the marker: read the closed run.
+    const handle = stack.client.workflow.getHandle(done.id);
+    await handle.result();
+    const events = (await handle.fetchHistory()).events ?? [];
     const markers = events.flatMap((e) => (e.markerRecordedEventAttributes ? [e.markerRecordedEventAttributes.markerName] : []));
     const upserted = events.flatMap((e) => Object.keys(e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields ?? {}));
     // The ending's local activity is the run's one marker; its search attributes are the service's own.

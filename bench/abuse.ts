@@ -118,6 +118,20 @@ async function listDurations(apiUrl: string): Promise<Record<string, number>> {
   return counts;
 }
 
+/** Young (minor) and full (major) collections: how many, and the ms they paused the API for. */
+const gcLine = (gc: Record<string, number>) =>
+  `minor ${gc.minor_count ?? 0} (${gc.minor_ms ?? 0} ms), major ${gc.major_count ?? 0} (${gc.major_ms ?? 0} ms), incremental ${gc.incremental_count ?? 0} (${gc.incremental_ms ?? 0} ms)`;
+
+/** The API's garbage-collection pauses so far, by kind (minor, major, incremental, weakcb): how many, and their total ms. */
+async function gcPauses(apiUrl: string): Promise<Record<string, number>> {
+  const text = await (await fetch(`${apiUrl}/metrics`)).text();
+  const totals: Record<string, number> = {};
+  for (const [, what, kind, value] of text.matchAll(/^vg_process_nodejs_gc_duration_seconds_(count|sum)\{kind="([^"]+)"\} (\S+)$/gm)) {
+    totals[`${kind}_${what === 'sum' ? 'ms' : 'count'}`] = what === 'sum' ? Math.round(Number(value) * 1000) : Number(value);
+  }
+  return totals;
+}
+
 const minus = (after: Record<string, number>, before: Record<string, number>) =>
   Object.fromEntries(Object.entries(after).map(([le, n]) => [le, n - (before[le] ?? 0)]));
 
@@ -248,10 +262,12 @@ async function main(): Promise<number> {
         step(`baseline: the normal user alone, ${PLAN.listPerSecond} lists/s and ${PLAN.submitsPerSecond} submits/s for ${PLAN.seconds} s`);
         const xactsBefore = await transactions(stack.database.sql);
         const listsBefore = await listDurations(apiUrl);
+        const gcBefore = await gcPauses(apiUrl);
         const linesBefore = apiLogLines();
         const baseline = await runChild<NormalFigures>('normal', normalPlan(Date.now() + 3_000));
         const baselineLines = apiLogLines() - linesBefore;
         const baselineLists = minus(await listDurations(apiUrl), listsBefore);
+        const baselineGc = minus(await gcPauses(apiUrl), gcBefore);
         const baselineXacts = (await transactions(stack.database.sql)) - xactsBefore;
         const rssBaseline = rssMib(api.pid);
         say(`  list p99 ${baseline.list.p99Ms} ms, submit p99 ${baseline.submit.p99Ms} ms; API RSS ${rssBaseline.toFixed(0)} MiB`);
@@ -309,6 +325,7 @@ async function main(): Promise<number> {
         }, 1_000);
         const xactsAtAttack = await transactions(stack.database.sql);
         const listsAtAttack = await listDurations(apiUrl);
+        const gcAtAttack = await gcPauses(apiUrl);
         const overflowsBefore = listenOverflows();
         const linesAtAttack = apiLogLines();
         const [attack, underAttack] = await Promise.all([runChild<AttackFigures>('attack', attackPlan), runChild<NormalFigures>('normal', normalPlan(startAt))]);
@@ -318,6 +335,7 @@ async function main(): Promise<number> {
         const attackXacts = (await transactions(stack.database.sql)) - xactsAtAttack;
         const overflows = listenOverflows() - overflowsBefore;
         const attackLists = minus(await listDurations(apiUrl), listsAtAttack);
+        const attackGc = minus(await gcPauses(apiUrl), gcAtAttack);
         const deliveredReplays = receiver.received.length;
 
         const listRatio = underAttack.list.p99Ms / baseline.list.p99Ms;
@@ -345,6 +363,7 @@ async function main(): Promise<number> {
             cpu_percent_per_second_from_3s_before_the_attack: cpuTimeline,
             normal_loop_delay_ms: { baseline: baseline.loopDelay, under_attack: underAttack.loopDelay },
             api_list_seconds_cumulative_by_bound: { baseline: baselineLists, under_attack: attackLists },
+            api_gc_pauses: { baseline: baselineGc, under_attack: attackGc },
             list_p99_ratio: round(listRatio),
             submit_p99_ratio: round(submitRatio),
             baseline,
@@ -382,6 +401,7 @@ async function main(): Promise<number> {
           { section: 'replay flood', figure: 'webhook requests the receiver got', value: String(deliveredReplays) },
           { section: 'api', figure: 'RSS alone → peak under attack', value: `${figures.details.api_rss_mib_baseline} → ${figures.api_rss_mib} MiB` },
           { section: 'api', figure: `log lines written (info), ${PLAN.seconds} s alone → under attack`, value: `${baselineLines} → ${attackLines}` },
+          { section: 'api', figure: `GC pauses, ${PLAN.seconds} s alone → under attack`, value: `${gcLine(baselineGc)} → ${gcLine(attackGc)}` },
           { section: 'api', figure: '5xx (other than 503) or errors without a JSON code', value: String(figures.hostile_bad_answers), goal: '0', met: figures.hostile_bad_answers === 0 },
         ];
         step(`figures after ${Math.round((Date.now() - began) / 1000)} s`);

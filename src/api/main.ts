@@ -35,12 +35,6 @@ function closeServer(server: Server, graceMs: number): Promise<void> {
   });
 }
 
-/**
- * Starts the API on config.api.port (0 picks a free port), and its admin listener when ADMIN_PORT is set; resolves once
- * they listen. `adminUrl` is where admin routes, /metrics and readiness details are served (the public URL without one).
- * The database must be migrated already: the migrate step (`npm run migrate`, src/migrate.ts) runs before the services,
- * never on their boot.
- */
 /** How long a starting API waits for its Temporal connection before it goes on without it. */
 const TEMPORAL_WARM_UP_MS = 1_000;
 
@@ -51,6 +45,12 @@ async function connectedOrNot(connection: Connection, ms: number): Promise<void>
   clearTimeout(timer);
 }
 
+/**
+ * Starts the API on config.api.port (0 picks a free port), and its admin listener when ADMIN_PORT is set; resolves once
+ * they listen. `adminUrl` is where admin routes, /metrics and readiness details are served (the public URL without one).
+ * The database must be migrated already: the migrate step (`npm run migrate`, src/migrate.ts) runs before the services,
+ * never on their boot.
+ */
 export async function startApi({
   config,
   databaseUrl,

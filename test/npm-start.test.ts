@@ -235,17 +235,12 @@ interface ProcessInfo {
 function descendants(root: number): ProcessInfo[] {
   const parents = new Map<number, number>();
   const names = new Map<number, string>();
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      const stat = fs.readFileSync(`/proc/${entry}/stat`, 'utf8');
-      const close = stat.lastIndexOf(')');
-      names.set(Number(entry), stat.slice(stat.indexOf('(') + 1, close));
-      parents.set(Number(entry), Number(stat.slice(close + 2).split(' ')[1]));
-    } catch {
-      // gone meanwhile
-    }
-  }
+  forEachProcess((pid) => {
+    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const close = stat.lastIndexOf(')');
+    names.set(pid, stat.slice(stat.indexOf('(') + 1, close));
+    parents.set(pid, Number(stat.slice(close + 2).split(' ')[1]));
+  });
   const found: ProcessInfo[] = [];
   const walk = (pid: number) => {
     for (const [child, parent] of parents) {
@@ -261,16 +256,23 @@ function descendants(root: number): ProcessInfo[] {
 /** Live processes whose command line mentions `text` (a data folder). */
 function processesNaming(text: string): Array<{ pid: number; cmdline: string }> {
   const found: Array<{ pid: number; cmdline: string }> = [];
+  forEachProcess((pid) => {
+    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
+    if (cmdline.includes(text) && alive(pid)) found.push({ pid, cmdline });
+  });
+  return found;
+}
+
+/** Calls `read` with each process's pid on this machine; a process gone meanwhile (its /proc files vanished) is skipped. */
+function forEachProcess(read: (pid: number) => void): void {
   for (const entry of fs.readdirSync('/proc')) {
     if (!/^\d+$/.test(entry)) continue;
     try {
-      const cmdline = fs.readFileSync(`/proc/${entry}/cmdline`, 'utf8').split('\0').join(' ');
-      if (cmdline.includes(text) && alive(Number(entry))) found.push({ pid: Number(entry), cmdline });
+      read(Number(entry));
     } catch {
       // gone meanwhile
     }
   }
-  return found;
 }
 
 /** Alive and not a zombie. */

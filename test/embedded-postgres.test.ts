@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import postgres from 'postgres';
 import { freePort } from '../scripts/lib/ports';
+import { procStat } from '../scripts/lib/procfs';
 import { createLogger } from '../src/lib/logger';
 import { startEmbeddedPostgres } from '../scripts/lib/embedded-postgres';
 
@@ -50,9 +51,7 @@ describe('embedded Postgres', () => {
     made.push(dataDir);
     const pg = await startEmbeddedPostgres({ dataDir, port: await freePort(), logger });
     try {
-      const stat = fs.readFileSync(`/proc/${pg.pid}/stat`, 'utf8');
-      const processGroup = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[2]);
-      expect(processGroup).toBe(pg.pid);
+      expect(procStat(pg.pid)?.pgrp).toBe(pg.pid);
     } finally {
       await pg.stop();
     }

@@ -4,6 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { freePort, isPortFree } from '../scripts/lib/ports';
+import { commandLine, isLive, processIds, procStat } from '../scripts/lib/procfs';
 import { apiClient, eventually } from './harness';
 
 /**
@@ -136,7 +137,7 @@ describe('npm start, as a person runs it', () => {
     expect((await fetch(`${mailUi}/api/v1/info`)).status).toBe(200);
     await ctrlC(s);
     expect(s.output()).toMatch(/api stopped\s+worker stopped\s+simulator stopped\s+mailpit stopped\s+postgres stopped\s+temporal stopped/);
-    const survivors = processes.filter((p) => alive(p.pid));
+    const survivors = processes.filter((p) => isLive(p.pid));
     expect(survivors).toEqual([]);
     for (const port of ports) expect({ port, free: await isPortFree(port) }).toEqual({ port, free: true });
   });
@@ -162,7 +163,7 @@ describe('npm start, as a person runs it', () => {
       // The dev server ran: it made its state file. Nothing it or Postgres ran is left, whether or not the sampling above
       // caught it alive (every one of them names the data folder on its command line).
       expect(fs.existsSync(path.join(broken, 'temporal.db'))).toBe(true);
-      expect(processes.filter((p) => alive(p.pid))).toEqual([]);
+      expect(processes.filter((p) => isLive(p.pid))).toEqual([]);
       expect(processesNaming(broken)).toEqual([]);
       expect(await isPortFree(Number(env.TEMPORAL_DEV_PORT))).toBe(true);
     } finally {
@@ -177,7 +178,7 @@ describe('npm start, as a person runs it', () => {
     expect(s.output()).not.toMatch(/port \d+ is taken/);
     const processes = descendants(s.npm.pid!);
     await ctrlC(s);
-    expect(processes.filter((p) => alive(p.pid))).toEqual([]);
+    expect(processes.filter((p) => isLive(p.pid))).toEqual([]);
   });
 
   test('a part that dies while it runs stops everything, saying which and why: nothing is left half-running', async () => {
@@ -191,7 +192,7 @@ describe('npm start, as a person runs it', () => {
     await Promise.race([s.exited, new Promise((_, reject) => setTimeout(() => reject(new Error(`npm start did not end after the Temporal dev server died:\n${s.output()}`)), 60_000))]);
     expect(s.npm.exitCode).not.toBe(0);
     expect(s.output()).toMatch(/temporal exited unexpectedly \(code null, signal SIGKILL\); last lines of its log[\s\S]*api stopped\s+worker stopped\s+simulator stopped\s+mailpit stopped\s+postgres stopped\s+temporal stopped/);
-    expect(processes.filter((p) => alive(p.pid))).toEqual([]);
+    expect(processes.filter((p) => isLive(p.pid))).toEqual([]);
     for (const port of ports) expect({ port, free: await isPortFree(port) }).toEqual({ port, free: true });
   });
 });
@@ -233,20 +234,16 @@ interface ProcessInfo {
 
 /** Every process below `root` now, however deep (detached children keep their parent link until it exits). */
 function descendants(root: number): ProcessInfo[] {
-  const parents = new Map<number, number>();
-  const names = new Map<number, string>();
-  forEachProcess((pid) => {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const close = stat.lastIndexOf(')');
-    names.set(pid, stat.slice(stat.indexOf('(') + 1, close));
-    parents.set(pid, Number(stat.slice(close + 2).split(' ')[1]));
+  const stats = processIds().flatMap((pid) => {
+    const stat = procStat(pid);
+    return stat ? [{ pid, ...stat }] : [];
   });
   const found: ProcessInfo[] = [];
-  const walk = (pid: number) => {
-    for (const [child, parent] of parents) {
-      if (parent !== pid) continue;
-      found.push({ pid: child, comm: names.get(child) ?? '?' });
-      walk(child);
+  const walk = (parent: number) => {
+    for (const { pid, ppid, comm } of stats) {
+      if (ppid !== parent) continue;
+      found.push({ pid, comm });
+      walk(pid);
     }
   };
   walk(root);
@@ -255,32 +252,8 @@ function descendants(root: number): ProcessInfo[] {
 
 /** Live processes whose command line mentions `text` (a data folder). */
 function processesNaming(text: string): Array<{ pid: number; cmdline: string }> {
-  const found: Array<{ pid: number; cmdline: string }> = [];
-  forEachProcess((pid) => {
-    const cmdline = fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').join(' ');
-    if (cmdline.includes(text) && alive(pid)) found.push({ pid, cmdline });
+  return processIds().flatMap((pid) => {
+    const cmdline = commandLine(pid)?.split('\0').join(' ');
+    return cmdline?.includes(text) && isLive(pid) ? [{ pid, cmdline }] : [];
   });
-  return found;
-}
-
-/** Calls `read` with each process's pid on this machine; a process gone meanwhile (its /proc files vanished) is skipped. */
-function forEachProcess(read: (pid: number) => void): void {
-  for (const entry of fs.readdirSync('/proc')) {
-    if (!/^\d+$/.test(entry)) continue;
-    try {
-      read(Number(entry));
-    } catch {
-      // gone meanwhile
-    }
-  }
-}
-
-/** Alive and not a zombie. */
-function alive(pid: number): boolean {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) !== 'Z';
-  } catch {
-    return false;
-  }
 }

@@ -3,6 +3,7 @@ import { temporal } from '@temporalio/proto';
 import type { Client } from '@temporalio/client';
 import type { Sql } from '../../src/db/client';
 import type { LoadFigures } from './load';
+import { commandLine, processIds, procStat } from '../../scripts/lib/procfs';
 
 /**
  * What one request or one job costs the shared stores, measured rather than guessed, for docs/scaling.md: Postgres
@@ -17,47 +18,27 @@ async function transactions(sql: Sql): Promise<number> {
 
 /** CPU time (user + system) a process has used so far, in ms, from /proc (Linux); NaN where unreadable. */
 export function cpuMsOf(pid: number): number {
-  try {
-    // Fields after the command name (which is in parentheses and may hold spaces): utime and stime are the 12th and 13th.
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / CLOCK_TICKS_PER_SECOND;
-  } catch {
-    return Number.NaN;
-  }
+  const stat = procStat(pid);
+  return stat ? ((stat.utimeTicks + stat.stimeTicks) * 1000) / CLOCK_TICKS_PER_SECOND : Number.NaN;
 }
 
 const CLOCK_TICKS_PER_SECOND = 100; // USER_HZ on Linux
 
-/** The parent pid of a process, from /proc (undefined when it is gone). */
-function parentOf(pid: number): number | undefined {
-  try {
-    const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
-    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-  } catch {
-    return undefined;
-  }
-}
-
-const allPids = () => fs.readdirSync('/proc').filter((name) => /^\d+$/.test(name)).map(Number);
+const parentOf = (pid: number) => procStat(pid)?.ppid;
 
 /** The benchmark's Postgres: its postmaster (the parent of this connection's backend) and every process it forked. */
 export async function postgresPids(sql: Sql): Promise<number[]> {
   const [{ pid }] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
   const postmaster = parentOf(pid);
-  return postmaster === undefined ? [] : [postmaster, ...allPids().filter((p) => parentOf(p) === postmaster)];
+  return postmaster === undefined ? [] : [postmaster, ...processIds().filter((p) => parentOf(p) === postmaster)];
 }
 
 /** The Temporal dev server(s) of this machine; only the one listening on `address`'s port when given. */
 export function temporalPids(address?: string): number[] {
   const port = address?.split(':').pop();
-  return allPids().filter((pid) => {
-    try {
-      const command = `${fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' ')} `;
-      return command.includes('server start-dev') && (port === undefined || command.includes(` --port ${port} `));
-    } catch {
-      return false;
-    }
+  return processIds().filter((pid) => {
+    const command = `${(commandLine(pid) ?? '').replace(/\0/g, ' ')} `;
+    return command.includes('server start-dev') && (port === undefined || command.includes(` --port ${port} `));
   });
 }
 

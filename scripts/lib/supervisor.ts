@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { serviceNodeArgs } from './node-options';
+import { commandLine, isLive } from './procfs';
 
 /**
  * What `npm start` runs, and how it stops. Every process it starts lives in a process group of its own, so a terminal's
@@ -102,7 +103,7 @@ export class Supervisor {
     } catch {
       return;
     }
-    const alive = recorded.filter((r) => cmdlineOf(r.pid) === r.cmdline);
+    const alive = recorded.filter((r) => commandLine(r.pid) === r.cmdline);
     if (alive.length > 0) {
       this.say(`• stopping what a previous start left running: ${alive.map((r) => `${r.name} (pid ${r.pid})`).join(', ')}`);
       for (const { pid } of alive.reverse()) await stopPid(pid);
@@ -113,7 +114,7 @@ export class Supervisor {
   private record(): void {
     const recorded: Recorded[] = [];
     for (const { name, pid } of this.running) {
-      const cmdline = pid === undefined ? undefined : cmdlineOf(pid);
+      const cmdline = pid === undefined ? undefined : commandLine(pid);
       if (pid !== undefined && cmdline !== undefined) recorded.push({ name, pid, cmdline });
     }
     fs.writeFileSync(this.pidFile, JSON.stringify(recorded));
@@ -128,25 +129,15 @@ function lastLines(file: string, count: number): string[] {
   }
 }
 
-/** The process's command line as the kernel has it (Linux); undefined when it is gone or unknowable. */
-function cmdlineOf(pid: number): string | undefined {
-  try {
-    return fs.readFileSync(`/proc/${pid}/cmdline`, 'utf8');
-  } catch {
-    return undefined;
-  }
-}
-
 async function stopPid(pid: number): Promise<void> {
-  const alive = () => cmdlineOf(pid) !== undefined && !fs.readFileSync(`/proc/${pid}/stat`, 'utf8').includes(') Z ');
   try {
     process.kill(pid, 'SIGTERM');
   } catch {
     return;
   }
   const deadline = Date.now() + 15_000;
-  while (alive() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
-  if (alive()) process.kill(pid, 'SIGKILL');
+  while (isLive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
+  if (isLive(pid)) process.kill(pid, 'SIGKILL');
 }
 
 /**

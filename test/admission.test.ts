@@ -1,4 +1,5 @@
 import { capacityAdmin, holdSlots, smallJob, waitForGpuTasks } from './fairness-helpers';
+import { SUMMARY_MAX_AGE_MS } from '../src/api/pool-summary-cache';
 import { apiClient, eventually, startStack, type Stack } from './harness';
 
 /**
@@ -142,7 +143,15 @@ describe('admission control', () => {
       const waiting = await free1.submit(smallJob('free, queued'));
       expect(waiting.status).toBe(202);
       await waitForGpuTasks(stack, [waiting.body.id]);
-      expect((await free1.get(waiting.body.id)).body).toMatchObject({ status: 'queued', queue_position: 1 });
+      // Alone in the queue once the API's pool summary was read after the gate job left it (at most a second later).
+      const alone = await eventually(
+        async () => {
+          const { body } = await free1.get(waiting.body.id);
+          return body.queue_position === 1 ? body : undefined;
+        },
+        { timeoutMs: 15 * SUMMARY_MAX_AGE_MS, what: 'the waiting job at queue position 1' },
+      );
+      expect(alone.status).toBe('queued');
 
       const refused = await free2.submit(smallJob('free, one too many'));
       expect(refused.status).toBe(429);

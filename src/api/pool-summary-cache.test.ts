@@ -36,8 +36,8 @@ function setup() {
   );
   /** Probes made by reads count as part of the read; `probes` below are the checks of the feed alone. */
   const checks = () => world.probes - world.reads;
-  const value = async (mode: 'current' | 'cached' | 'fresh') => (await cache.get(mode)).value;
-  /** Lets the background check and read of a `cached` call run. */
+  const value = async (mode: 'recent' | 'cached' | 'fresh') => (await cache.get(mode)).value;
+  /** Lets the background check and read of a `recent` or `cached` call run. */
   const settle = () => new Promise((resolve) => setImmediate(resolve));
   return { world, cache, checks, value, settle };
 }
@@ -46,106 +46,120 @@ describe('the pool summary cache', () => {
   test('the first caller reads, and the summary carries the feed position read just before it', async () => {
     const { world, cache } = setup();
     world.feed = 7;
-    expect(await cache.get('current')).toEqual({ at: 10_000, eventId: 7, snapshot: SNAPSHOT, value: 1 });
+    expect(await cache.get('recent')).toEqual({ at: 10_000, eventId: 7, snapshot: SNAPSHOT, value: 1 });
   });
 
   test('an event that commits during a read makes the next check read again', async () => {
-    const { world, cache, value } = setup();
+    const { world, cache, value, settle } = setup();
     // The feed moves while the grouped read runs: the summary must carry the id from before it, not after.
-    const reading = cache.get('current');
+    const reading = cache.get('recent');
     world.feed = 2;
     const first = await reading;
     expect(first.eventId).toBe(1);
     world.now = first.at + SUMMARY_MIN_AGE_MS;
-    expect(await value('current')).toBe(2);
+    expect(await value('recent')).toBe(1);
+    await settle();
+    expect(await value('recent')).toBe(2);
   });
 
   test('within the minimum age it is reused without even a look at the feed', async () => {
-    const { world, checks, value } = setup();
-    await value('current');
+    const { world, checks, value, settle } = setup();
+    await value('recent');
     world.feed = 2; // the feed moved, but the summary is young
     world.now += SUMMARY_MIN_AGE_MS - 1;
-    expect(await value('current')).toBe(1);
+    expect(await value('recent')).toBe(1);
     expect(await value('cached')).toBe(1);
+    await settle();
     expect({ reads: world.reads, checks: checks() }).toEqual({ reads: 1, checks: 0 });
   });
 
   test('past the minimum age it is kept while the feed has not moved, with one look at it per minimum age', async () => {
-    const { world, checks, value } = setup();
-    await value('current');
+    const { world, checks, value, settle } = setup();
+    await value('recent');
     world.now += SUMMARY_MIN_AGE_MS;
-    expect(await value('current')).toBe(1);
+    expect(await value('recent')).toBe(1);
+    await settle();
     expect(checks()).toBe(1);
     world.now += SUMMARY_MIN_AGE_MS - 1;
-    expect(await value('current')).toBe(1);
+    expect(await value('recent')).toBe(1);
+    await settle();
     expect(checks()).toBe(1); // looked just now: not again
     world.now += 1;
-    expect(await value('current')).toBe(1);
+    expect(await value('recent')).toBe(1);
+    await settle();
     expect({ reads: world.reads, checks: checks() }).toEqual({ reads: 1, checks: 2 });
   });
 
-  test('it is read again once the feed moved', async () => {
-    const { world, value } = setup();
-    await value('current');
+  test('once the feed moved, `recent` answers with the summary in hand and the next caller gets the one read behind it', async () => {
+    const { world, value, settle } = setup();
+    await value('recent');
     world.now += SUMMARY_MIN_AGE_MS;
     world.feed = 2;
-    expect(await value('current')).toBe(2);
+    expect(await value('recent')).toBe(1); // at once: no status read waits for a read of the whole backlog
+    await settle();
+    expect(world.reads).toBe(2);
+    expect(await value('recent')).toBe(2);
   });
 
-  test('at the maximum age it is read again even though the feed did not move', async () => {
-    const { world, checks, value } = setup();
-    await value('current');
+  test('at the maximum age `recent` reads now, even though the feed did not move', async () => {
+    const { world, checks, value, settle } = setup();
+    await value('recent');
     world.now += SUMMARY_MAX_AGE_MS - 1;
-    expect(await value('current')).toBe(1);
-    world.now += 1;
+    expect(await value('recent')).toBe(1);
+    await settle();
+    world.now += SUMMARY_MAX_AGE_MS;
     const before = checks();
-    expect(await value('current')).toBe(2);
+    expect(await value('recent')).toBe(2);
     expect(checks()).toBe(before); // no look at the feed first: too old either way
   });
 
   test('a slow read stretches both ages to ten times its duration', async () => {
-    const { world, cache, checks, value } = setup();
+    const { world, cache, checks, value, settle } = setup();
     world.readMs = 60; // the next reuse window is 600 ms from the read's start
-    const { at } = await cache.get('current');
+    const { at } = await cache.get('recent');
     world.now = at + 599;
-    expect(await value('current')).toBe(1);
+    expect(await value('recent')).toBe(1);
+    await settle();
     expect(checks()).toBe(0);
     world.now = at + 600;
-    expect(await value('current')).toBe(1);
+    expect(await value('recent')).toBe(1);
+    await settle();
     expect(checks()).toBe(1);
 
     world.readMs = 150; // 1.5 s: longer than the maximum age, which stretches with it
     world.now = at + SUMMARY_MAX_AGE_MS;
-    const slow = await cache.get('current');
+    const slow = await cache.get('recent');
     expect(slow.value).toBe(2);
     world.readMs = 0;
     world.feed = 2;
     world.now = slow.at + SUMMARY_MAX_AGE_MS;
-    expect(await value('current')).toBe(2); // 1 s old, under the stretched 1.5 s: not even a look at the feed
+    expect(await value('recent')).toBe(2); // 1 s old, under the stretched 1.5 s: not even a look at the feed
+    await settle();
     expect(checks()).toBe(1);
     world.now = slow.at + 1_500;
-    expect(await value('current')).toBe(3);
+    expect(await value('recent')).toBe(3);
   });
 
   test('concurrent callers share one read, and one look at the feed', async () => {
-    const { world, checks, value } = setup();
-    expect(await Promise.all([value('fresh'), value('current'), value('fresh')])).toEqual([1, 1, 1]);
+    const { world, checks, value, settle } = setup();
+    expect(await Promise.all([value('fresh'), value('recent'), value('fresh')])).toEqual([1, 1, 1]);
     expect(world.reads).toBe(1);
     world.now += SUMMARY_MIN_AGE_MS;
-    expect(await Promise.all([value('current'), value('current'), value('current')])).toEqual([1, 1, 1]);
+    expect(await Promise.all([value('recent'), value('recent'), value('cached')])).toEqual([1, 1, 1]);
+    await settle();
     expect(checks()).toBe(1);
   });
 
   test('`fresh` reads now, whatever the age', async () => {
     const { value } = setup();
-    await value('current');
+    await value('recent');
     expect(await value('fresh')).toBe(2);
     expect(await value('fresh')).toBe(3);
   });
 
   test('`cached` answers with the summary in hand and leaves the check and the read to the background', async () => {
     const { world, value, settle } = setup();
-    await value('current');
+    await value('recent');
     world.feed = 2;
     world.now += SUMMARY_MIN_AGE_MS;
     expect(await value('cached')).toBe(1); // at once, though the feed moved
@@ -167,7 +181,7 @@ describe('the pool summary cache', () => {
       },
       () => world.now,
     );
-    await cache.get('current');
+    await cache.get('recent');
     world.now += SUMMARY_MAX_AGE_MS;
     for (let i = 0; i < 5; i++) expect((await cache.get('cached')).value).toBe(1);
     gate.resolve();
@@ -176,13 +190,13 @@ describe('the pool summary cache', () => {
     expect((await cache.get('cached')).value).toBe(2);
   });
 
-  test('a failed read reaches a `current` caller, keeps the summary in hand, and the next caller reads again', async () => {
+  test('a failed read reaches a `recent` caller that waited for it, keeps the summary in hand, and the next caller reads again', async () => {
     const { world, value, settle } = setup();
-    await value('current');
+    await value('recent');
     world.now += SUMMARY_MAX_AGE_MS;
     world.failNext = true;
-    await expect(value('current')).rejects.toThrow('the read failed');
-    expect(await value('current')).toBe(2);
+    await expect(value('recent')).rejects.toThrow('the read failed');
+    expect(await value('recent')).toBe(2);
 
     // On the submit path the failure is swallowed: the summary in hand serves, and the next caller tries again.
     world.now += SUMMARY_MAX_AGE_MS;

@@ -53,10 +53,16 @@ export interface HeldSummary<T> {
 }
 
 /**
- * The pool summary one API process keeps, with the rules above; the reads and the clock are injected. `current` (status
- * reads): read again first when it may be out of date. `cached` (the submit path): the one in hand at once, with the
- * check and any read in the background, so no submit waits for a read of the whole backlog; the next caller gets the
- * new one. `fresh`: read now. Concurrent callers share one read and one probe.
+ * The pool summary one API process keeps, with the rules above; the reads and the clock are injected. `recent` (status
+ * reads: queue positions): the one in hand at once while it is younger than the maximum age, with the check and any read
+ * in the background once it is past the minimum age; read now only when it is older, which a process that serves reads
+ * never lets it be. `cached` (the submit path): the one in hand at once whatever its age, with the same background check
+ * and read; no submit waits for a read of the whole backlog. `fresh`: read now. Either way the next caller gets the new
+ * one. Concurrent callers share one read and one probe.
+ *
+ * No read waits on the check and the read either: they cost in proportion to every user's backlog and to how fast the
+ * change feed moves, which are other users' doing. A status read that waited for them paid for a flooder's admitted jobs
+ * (docs/decisions.md, "Bounded under hostile clients").
  */
 export class PoolSummaryCache<T> {
   private held: HeldSummary<T> | undefined;
@@ -87,11 +93,12 @@ export class PoolSummaryCache<T> {
     if (this.unseen.length > MAX_UNSEEN_COMMITS) this.unseen.shift();
   }
 
-  async get(mode: 'current' | 'cached' | 'fresh'): Promise<HeldSummary<T>> {
+  async get(mode: 'recent' | 'cached' | 'fresh'): Promise<HeldSummary<T>> {
     const held = this.held;
     if (mode === 'fresh' || !held) return this.readNow();
-    if (mode === 'current') return (await this.stillCurrent(held)) ? held : this.readNow();
-    if (this.clock() - held.at >= this.minAge()) {
+    const age = this.clock() - held.at;
+    if (mode === 'recent' && age >= this.maxAge()) return this.readNow();
+    if (age >= this.minAge()) {
       this.revalidating ??= (async () => {
         if (!(await this.stillCurrent(held))) await this.readNow();
       })()
@@ -107,12 +114,17 @@ export class PoolSummaryCache<T> {
     return Math.max(SUMMARY_MIN_AGE_MS, READ_DURATIONS_PER_READ * this.lastReadMs);
   }
 
+  /** Read again at this age whatever the change feed says: at least SUMMARY_MAX_AGE_MS, and the minimum age. */
+  private maxAge(): number {
+    return Math.max(SUMMARY_MAX_AGE_MS, this.minAge());
+  }
+
   /** Whether the summary can be used as it is: young enough, or nothing changed in the change feed since it was read. */
   private async stillCurrent(current: HeldSummary<T>): Promise<boolean> {
     const now = this.clock();
     const age = now - current.at;
     if (age < this.minAge()) return true;
-    if (age >= Math.max(SUMMARY_MAX_AGE_MS, this.minAge())) return false;
+    if (age >= this.maxAge()) return false;
     if (now - this.checkedAt < this.minAge()) return true;
     this.checking ??= this.reads.newestEventId().finally(() => (this.checking = undefined));
     if ((await this.checking) !== current.eventId) return false;

@@ -139,7 +139,7 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
 
   /** The pool summary, read again only after the change feed moved (pool-summary-cache.ts has the rules). */
   const summaries = new PoolSummaryCache<PoolSummary>({ newestEventId, read: readSummary });
-  const poolSummary = async (mode: 'current' | 'cached' | 'fresh') => (await summaries.get(mode)).value;
+  const poolSummary = async (mode: 'recent' | 'cached' | 'fresh') => (await summaries.get(mode)).value;
 
   /**
    * Jobs of the tier waiting for a GPU in this pool, by the summary in hand (with what this process admitted since).
@@ -177,7 +177,9 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
 
   /**
    * Position and ETA of the user's queued jobs in this pool: of the given one, or of all of them. The user's own jobs
-   * are read now (an index range of the user's queued rows); the other users' queues come from the summary.
+   * are read now (an index range of the user's queued rows); the other users' queues come from the summary in hand (at
+   * most a second old, with what this process admitted since): a read waits for a read of the whole backlog only when
+   * the process has not read it for a second.
    */
   async function positions(userId: string, only?: { id: string }): Promise<Map<string, QueueInfo>> {
     const [mine, byUser, estimate] = await Promise.all([
@@ -195,7 +197,7 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
         cross join lateral (select coalesce(g.params->>'priority', 'interactive') as lane) as l
         where g.user_id = ${userId} and g.status_rank = 0
         window w_lane as (partition by l.lane), w_order as (partition by l.lane order by g.created_at, g.id)`,
-      poolSummary('current'),
+      poolSummary('recent'),
       serviceEstimate(),
     ]);
     const result = new Map<string, QueueInfo>();

@@ -4,6 +4,7 @@ import { readCapacity, readTotalCapacity } from '../dispatch/capacity';
 import type { QueueInfo } from '../wire/serialize';
 import { parseSnapshot, PoolSummaryCache, type Snapshot } from './pool-summary-cache';
 import type { Priority } from '../domain/generation';
+import { RefreshingValue } from '../lib/refreshing-value';
 
 const laneOf = (lane: string): Priority => (lane === 'batch' ? 'batch' : 'interactive');
 
@@ -44,6 +45,11 @@ export function etaSeconds(position: number, estimate: ServiceEstimate): number 
 }
 
 const ESTIMATE_CACHE_MS = 1_000;
+/**
+ * Older than this, a caller waits for the estimate's read rather than take the one in hand: the capacity admission bounds
+ * a backlog by is at most this old.
+ */
+const ESTIMATE_MAX_AGE_MS = 2_000;
 /** Completions the mean GPU time is taken over (the latest ones within the window). */
 const ESTIMATE_SAMPLE = 200;
 /** One lane's queue: each user's queued jobs, each tier's total, and the whole lane's. */
@@ -79,16 +85,13 @@ export type QueuePositions = ReturnType<typeof createQueuePositions>;
 export function createQueuePositions({ sql, config }: { sql: Sql; config: Config }) {
   const { pool, initialCapacity } = config.dispatch;
   const windowMs = config.admission.etaWindowMs;
-  let cached: { at: number; value: ServiceEstimate } | undefined;
-
   /**
    * The pool's live capacity and recent GPU time: the mean over the pool's jobs among the latest ESTIMATE_SAMPLE
    * completions within the window, read from the newest end of generations_completed_idx (materialized first, so no
    * plan starts from the pool's queue entries), so its cost grows with neither the table, the day's admissions nor the
-   * backlog. Cached a second so listing many jobs costs two queries.
+   * backlog.
    */
-  async function serviceEstimate(): Promise<ServiceEstimate> {
-    if (cached && Date.now() - cached.at < ESTIMATE_CACHE_MS) return cached.value;
+  async function readServiceEstimate(): Promise<ServiceEstimate> {
     // With several backends, their pools together (each runs jobs of the one queue the positions count).
     const [capacity, [recent]] = await Promise.all([
       config.routing.enabled ? readTotalCapacity(sql, config.dispatch.pools).then((n) => ({ capacity: n })) : readCapacity(sql, pool),
@@ -105,10 +108,16 @@ export function createQueuePositions({ sql, config }: { sql: Sql; config: Config
         cross join lateral (select 1 from gpu_queue_entries e where e.job_id = l.id and e.pool = ${pool} limit 1) as e
         where l.started_at is not null`,
     ]);
-    const value = { capacity: capacity?.capacity ?? initialCapacity, meanRunSeconds: recent.mean_run_s };
-    cached = { at: Date.now(), value };
-    return value;
+    return { capacity: capacity?.capacity ?? initialCapacity, meanRunSeconds: recent.mean_run_s };
   }
+
+  /**
+   * The estimate, read at most once a second per process however many lists and submits ask; past that second the one
+   * in hand answers while the next is read in the background, so no request waits for it unless the process asked for
+   * none for ESTIMATE_MAX_AGE_MS.
+   */
+  const estimates = new RefreshingValue(readServiceEstimate, { freshMs: ESTIMATE_CACHE_MS, maxAgeMs: ESTIMATE_MAX_AGE_MS });
+  const serviceEstimate = (): Promise<ServiceEstimate> => estimates.get();
 
   /**
    * Each user's queued jobs in the pool by lane (how many, their weight, since when) and each tier's total; one grouped

@@ -18,7 +18,13 @@ function setup() {
     for (const settle of pending.splice(0)) settle();
     await new Promise((resolve) => setImmediate(resolve));
   };
-  return { world, value, answer };
+  /** The first read, answered: the value in hand is 1, read at 0. */
+  const readFirst = async () => {
+    const first = value.get();
+    await answer();
+    expect(await first).toBe(1);
+  };
+  return { world, value, answer, readFirst };
 }
 
 describe('a refreshing value', () => {
@@ -31,20 +37,16 @@ describe('a refreshing value', () => {
   });
 
   test('while fresh it is reused without a read', async () => {
-    const { world, value, answer } = setup();
-    const first = value.get();
-    await answer();
-    await first;
+    const { world, value, readFirst } = setup();
+    await readFirst();
     world.now = 999;
     expect(await value.get()).toBe(1);
     expect(world.reads).toBe(1);
   });
 
   test('once stale it is answered at once, and the next caller gets the value read behind it', async () => {
-    const { world, value, answer } = setup();
-    const first = value.get();
-    await answer();
-    await first;
+    const { world, value, answer, readFirst } = setup();
+    await readFirst();
     world.now = 1_000;
     // No caller waits: the read under way is theirs to share, not to wait for.
     expect(await Promise.all([value.get(), value.get()])).toEqual([1, 1]);
@@ -54,10 +56,8 @@ describe('a refreshing value', () => {
   });
 
   test('past the maximum age a caller waits for the read', async () => {
-    const { world, value, answer } = setup();
-    const first = value.get();
-    await answer();
-    await first;
+    const { world, value, answer, readFirst } = setup();
+    await readFirst();
     world.now = 10_000;
     let got: number | undefined;
     const waiting = value.get().then((v) => (got = v));
@@ -69,10 +69,8 @@ describe('a refreshing value', () => {
   });
 
   test('a failed background read keeps the value in hand and the next caller reads again; a waited-for one fails to its caller', async () => {
-    const { world, value, answer } = setup();
-    const first = value.get();
-    await answer();
-    await first;
+    const { world, value, answer, readFirst } = setup();
+    await readFirst();
     world.now = 1_000;
     world.failNext = true;
     expect(await value.get()).toBe(1);

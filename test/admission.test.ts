@@ -135,8 +135,8 @@ describe('admission control', () => {
     }, { what: 'earlier jobs to end' });
     await admin.set(1);
     try {
-      // The API reads the capacity again within a second (queue-position.ts caches its estimate): the bound below is
-      // the one at one slot only once it has.
+      // The API reads the capacity again within two seconds (queue-position.ts keeps its estimate a second, then reads
+      // it again behind the callers it answers): the bound below is the one at one slot only once it has.
       await eventually(async () => ((await free2.call('GET', '/v1/usage')).body.gpu_capacity === 1 ? true : undefined), { what: 'the API to see one slot' });
       const gate = await holdSlots(stack, 1);
       // One free job waits: at one slot that is the free tier's whole bound (0.25 per slot, at least 1).

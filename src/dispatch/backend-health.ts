@@ -4,6 +4,7 @@ import { backendCancels } from '../db/schema';
 import type { BackendCondition, BackendPool } from '../domain/routing';
 import type { Logger } from '../lib/logger';
 import { everyInTurn } from '../lib/periodic';
+import { RefreshingValue } from '../lib/refreshing-value';
 import { EFFECTIVE_CAPACITY } from './capacity';
 
 /**
@@ -29,20 +30,20 @@ export interface BackendHealthOptions {
 }
 
 export class BackendHealth {
-  private cached?: { at: number; states: Map<string, BackendState> };
-  private reading?: Promise<Map<string, BackendState>>;
+  /** Read at most every stateCacheMs per process; a caller past that age waits for the read. */
+  private readonly cached: RefreshingValue<Map<string, BackendState>>;
 
   constructor(
     private readonly sql: Sql,
     private readonly pools: BackendPool[],
     private readonly options: BackendHealthOptions,
-  ) {}
+  ) {
+    this.cached = new RefreshingValue(() => this.read(), { freshMs: options.stateCacheMs, maxAgeMs: options.stateCacheMs });
+  }
 
   /** Every backend's state now (read at most every stateCacheMs per process). */
-  async states(): Promise<Map<string, BackendState>> {
-    if (this.cached && Date.now() - this.cached.at < this.options.stateCacheMs) return this.cached.states;
-    this.reading ??= this.read().finally(() => (this.reading = undefined));
-    return this.reading;
+  states(): Promise<Map<string, BackendState>> {
+    return this.cached.get();
   }
 
   private async read(): Promise<Map<string, BackendState>> {
@@ -54,9 +55,7 @@ export class BackendHealth {
       from unnest(${this.pools.map((p) => p.backend)}::text[], ${this.pools.map((p) => p.pool)}::text[]) as p(backend, pool)
       left join backend_health h on h.backend = p.backend`;
     const initial = new Map(this.pools.map((p) => [p.backend, p.initialCapacity]));
-    const states = new Map(rows.map((r) => [r.backend, { down: r.down, capacity: r.capacity ?? initial.get(r.backend) ?? 0, callFailures: r.call_failures }]));
-    this.cached = { at: Date.now(), states };
-    return states;
+    return new Map(rows.map((r) => [r.backend, { down: r.down, capacity: r.capacity ?? initial.get(r.backend) ?? 0, callFailures: r.call_failures }]));
   }
 
   /** A failed call: counts towards the circuit, and opens it at the threshold (again, once its open time has passed). */
@@ -72,7 +71,7 @@ export class BackendHealth {
           then now() + ${circuitOpenMs}::int * interval '1 millisecond'
           else h.circuit_open_until end,
         updated_at = now()`;
-    this.cached = undefined;
+    this.cached.forget();
   }
 
   /** A call that got an answer: closes the circuit (a write only when the state, read at most every stateCacheMs, counts failures). */
